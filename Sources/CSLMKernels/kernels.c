@@ -1,0 +1,2 @@
+// Fast kernels: see kernels.h.
+#include "slm_kernels.h"

@@ -1,0 +1,140 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A GGUF file mapped read-only and validated.
+///
+/// The mapping is `PROT_READ, MAP_SHARED`: tensor bytes are never copied, so the weights
+/// stay file-backed (they count as RssFile, can be dropped and re-read by the kernel under
+/// memory pressure, and are shared between processes mapping the same model).
+public final class GGUFFile: @unchecked Sendable {
+    // Immutable after init; the mapping is read-only, so sharing across threads is safe.
+    public let path: String
+    public let size: Int
+    public let header: GGUFHeader
+    private let base: UnsafeRawPointer
+    private let byName: [String: Int]
+    private let metaIndex: [String: Int]
+
+    /// Maps and parses `path`. Throws a `GGUFError` naming the field and offset on any defect.
+    public init(path: String) throws(GGUFError) {
+        self.path = path
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            throw GGUFError(.io, field: path, offset: -1, "open failed: \(String(cString: strerror(errno)))")
+        }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else {
+            throw GGUFError(.io, field: path, offset: -1, "fstat failed: \(String(cString: strerror(errno)))")
+        }
+        guard (st.st_mode & S_IFMT) == S_IFREG else {
+            throw GGUFError(.io, field: path, offset: -1, "not a regular file")
+        }
+        let size = Int(st.st_size)
+        guard size >= 8 else {
+            throw GGUFError(.truncated, field: "header", offset: 0, "file is \(size) bytes; a GGUF header needs at least 24")
+        }
+        guard let p = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), p != MAP_FAILED else {
+            throw GGUFError(.io, field: path, offset: -1, "mmap of \(size) bytes failed: \(String(cString: strerror(errno)))")
+        }
+        let base = UnsafeRawPointer(p)
+        let header: GGUFHeader
+        do {
+            header = try GGUFParser.parse(base: base, size: size)
+        } catch {
+            munmap(p, size)
+            throw error
+        }
+        self.size = size
+        self.base = base
+        self.header = header
+        var byName: [String: Int] = [:]
+        for (i, t) in header.tensors.enumerated() { byName[t.name] = i }
+        self.byName = byName
+        var metaIndex: [String: Int] = [:]
+        for (i, kv) in header.metadata.enumerated() { metaIndex[kv.key] = i }
+        self.metaIndex = metaIndex
+    }
+
+    deinit {
+        munmap(UnsafeMutableRawPointer(mutating: base), size)
+    }
+
+    public var version: UInt32 { header.version }
+    public var tensors: [GGUFTensor] { header.tensors }
+
+    public func tensor(named name: String) -> GGUFTensor? {
+        byName[name].map { header.tensors[$0] }
+    }
+
+    public subscript(key: String) -> GGUFValue? {
+        metaIndex[key].map { header.metadata[$0].value }
+    }
+
+    // Typed accessors: a missing key or a wrong type is an error that names the key.
+
+    public func int(_ key: String) throws(GGUFError) -> Int {
+        guard let v = self[key] else { throw GGUFError(.missing, field: "metadata '\(key)'", offset: -1, "key is absent") }
+        guard let i = v.intValue else { throw GGUFError(.missing, field: "metadata '\(key)'", offset: -1, "expected an integer, found \(v.type)") }
+        return i
+    }
+
+    public func float(_ key: String) throws(GGUFError) -> Float {
+        guard let v = self[key] else { throw GGUFError(.missing, field: "metadata '\(key)'", offset: -1, "key is absent") }
+        guard let f = v.floatValue else { throw GGUFError(.missing, field: "metadata '\(key)'", offset: -1, "expected a number, found \(v.type)") }
+        return f
+    }
+
+    public func string(_ key: String) throws(GGUFError) -> String {
+        guard let v = self[key] else { throw GGUFError(.missing, field: "metadata '\(key)'", offset: -1, "key is absent") }
+        guard let s = v.stringValue else { throw GGUFError(.missing, field: "metadata '\(key)'", offset: -1, "expected a string, found \(v.type)") }
+        return s
+    }
+
+    public func stringArray(_ key: String) throws(GGUFError) -> [String] {
+        guard let v = self[key] else { throw GGUFError(.missing, field: "metadata '\(key)'", offset: -1, "key is absent") }
+        guard case .array(.string, let items) = v else {
+            throw GGUFError(.missing, field: "metadata '\(key)'", offset: -1, "expected an array of strings")
+        }
+        return items.map { $0.stringValue! }
+    }
+
+    public func intArray(_ key: String) throws(GGUFError) -> [Int] {
+        guard let v = self[key] else { throw GGUFError(.missing, field: "metadata '\(key)'", offset: -1, "key is absent") }
+        guard case .array(_, let items) = v else {
+            throw GGUFError(.missing, field: "metadata '\(key)'", offset: -1, "expected an array of integers")
+        }
+        var out: [Int] = []
+        out.reserveCapacity(items.count)
+        for (i, item) in items.enumerated() {
+            guard let n = item.intValue else {
+                throw GGUFError(.missing, field: "metadata '\(key)'[\(i)]", offset: -1, "expected an integer, found \(item.type)")
+            }
+            out.append(n)
+        }
+        return out
+    }
+
+    /// Asks the kernel to read the whole file ahead (a daemon does this at start so the
+    /// first request does not pay the page faults).
+    public func adviseWillNeed() {
+        _ = madvise(UnsafeMutableRawPointer(mutating: base), size, MADV_WILLNEED)
+    }
+
+    /// Touches one byte per page so all weights are resident; returns a checksum so the
+    /// loop cannot be optimised away.
+    @discardableResult
+    public func touchAllPages() -> UInt8 {
+        var acc: UInt8 = 0
+        let page = 4096
+        var o = 0
+        while o < size {
+            acc ^= base.load(fromByteOffset: o, as: UInt8.self)
+            o += page
+        }
+        return acc
+    }
+}

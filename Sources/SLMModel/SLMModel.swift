@@ -1,0 +1,2 @@
+import GGUF
+import SLMKernels
