@@ -31,6 +31,16 @@ public enum Kernels {
     }
 
     @inlinable
+    public static func scaleRoundF16(_ y: UnsafeMutablePointer<Float>, _ a: Float, count: Int) {
+        ReferenceKernels.scaleRoundF16(y, a, count: count)
+    }
+
+    @inlinable
+    public static func madRoundF16(_ a: Float, _ v: UnsafePointer<UInt16>, _ y: UnsafeMutablePointer<Float>, count: Int) {
+        ReferenceKernels.madRoundF16(a, v, y, count: count)
+    }
+
+    @inlinable
     public static func toF16(_ x: UnsafePointer<Float>, _ out: UnsafeMutablePointer<UInt16>, count: Int) {
         ReferenceKernels.toF16(x, out, count: count)
     }

@@ -126,6 +126,19 @@ public enum ReferenceKernels {
         for i in 0..<count { y[i] = y[i].addingProduct(a, Float(Float16(bitPattern: v[i]))) }
     }
 
+    /// y[i] = f16(y[i] · a): rescales an attention accumulator kept at f16 precision.
+    @inlinable
+    public static func scaleRoundF16(_ y: UnsafeMutablePointer<Float>, _ a: Float, count: Int) {
+        for i in 0..<count { y[i] = Float(Float16(y[i] * a)) }
+    }
+
+    /// y[i] = f16(fma(v[i], a, y[i])): accumulates a value row into an accumulator kept at
+    /// f16 precision, as llama.cpp's flash attention does with an f16 cache.
+    @inlinable
+    public static func madRoundF16(_ a: Float, _ v: UnsafePointer<UInt16>, _ y: UnsafeMutablePointer<Float>, count: Int) {
+        for i in 0..<count { y[i] = Float(Float16(y[i].addingProduct(Float(Float16(bitPattern: v[i])), a))) }
+    }
+
     /// Rounds floats to f16 bit patterns (round to nearest even).
     @inlinable
     public static func toF16(_ x: UnsafePointer<Float>, _ out: UnsafeMutablePointer<UInt16>, count: Int) {

@@ -1,0 +1,300 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import SLMKernels
+
+/// The LLaMA forward pass and the run state it needs, planned once at creation.
+///
+/// Shapes: B = tokens in the batch, E = embedding width, KV = kv heads × head dim,
+/// F = feed-forward width, V = vocabulary, H = query heads, D = head dim, T = context.
+/// Every buffer is allocated here; `forward` allocates nothing.
+///
+/// Numerics follow llama.cpp's CPU backend: RMSNorm with a double-precision sum, the
+/// input of every Q4/Q8 matmul quantized per 32-block to int8, RoPE angles built by
+/// repeated multiplication, Q rounded to f16 before the QK product against the f16 cache.
+public final class Runner: @unchecked Sendable {
+    // @unchecked: one forward pass at a time (the caller serialises), threads inside a
+    // pass write disjoint rows.
+    public let config: ModelConfig
+    public let weights: ModelWeights
+    public let pool: ThreadPool
+    /// Most tokens one forward pass takes.
+    public let maxBatch: Int
+    /// Most tokens any sequence may hold (bounds the attention scratch and RoPE table).
+    public let maxContext: Int
+
+    // Run state. Row-major, one row per batch entry.
+    let x: UnsafeMutablePointer<Float>        // [B][E] residual stream
+    let xb: UnsafeMutablePointer<Float>       // [B][E] normed input / projection output
+    let q: UnsafeMutablePointer<Float>        // [B][E] queries
+    let k: UnsafeMutablePointer<Float>        // [B][KV] keys of this step
+    let v: UnsafeMutablePointer<Float>        // [B][KV] values of this step
+    let att: UnsafeMutablePointer<Float>      // [B][E] attention output
+    let gate: UnsafeMutablePointer<Float>     // [B][F]
+    let up: UnsafeMutablePointer<Float>       // [B][F]
+    let logitsBuffer: UnsafeMutablePointer<Float>  // [B][V] (only rows that asked)
+    let act: Q8Activations                    // [B][max(E,F)] int8 copy of the matmul input
+    let qh: UnsafeMutablePointer<Float>       // [threads][D] f16-rounded query head
+    let ropeCos: UnsafeMutablePointer<Float>  // [T][ropeDims/2]
+    let ropeSin: UnsafeMutablePointer<Float>  // [T][ropeDims/2]
+
+    /// Bytes of run state (scratch) this runner holds.
+    public let scratchBytes: Int
+
+    public init(config: ModelConfig, weights: ModelWeights, pool: ThreadPool, maxBatch: Int, maxContext: Int) {
+        precondition(maxBatch > 0 && maxContext > 0)
+        self.config = config
+        self.weights = weights
+        self.pool = pool
+        self.maxBatch = maxBatch
+        self.maxContext = maxContext
+        let B = maxBatch, E = config.embeddingLength, KV = config.kvDim, F = config.feedForwardLength
+        let V = config.vocabSize, T = maxContext, D = config.headDim, R = config.ropeDimensionCount / 2
+        var total = 0
+        func buffer(_ n: Int) -> UnsafeMutablePointer<Float> {
+            total += n * 4
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: n)
+            p.initialize(repeating: 0, count: n)
+            return p
+        }
+        x = buffer(B * E); xb = buffer(B * E); q = buffer(B * E); k = buffer(B * KV); v = buffer(B * KV)
+        att = buffer(B * E); gate = buffer(B * F); up = buffer(B * F); logitsBuffer = buffer(B * V)
+        qh = buffer(pool.threadCount * D)
+        ropeCos = buffer(T * R); ropeSin = buffer(T * R)
+        act = Q8Activations(capacityTokens: B, capacityCols: max(E, F))
+        scratchBytes = total + act.bytes
+
+        // RoPE angles for every position: theta_i = pos · base^(-2i/dims), accumulated by
+        // multiplication as ggml does so the rounding matches.
+        let thetaScale = powf(config.ropeFreqBase, -2 / Float(config.ropeDimensionCount))
+        for pos in 0..<T {
+            var theta = Float(pos)
+            for i in 0..<R {
+                ropeCos[pos * R + i] = cosf(theta)
+                ropeSin[pos * R + i] = sinf(theta)
+                theta *= thetaScale
+            }
+        }
+    }
+
+    deinit {
+        for p in [x, xb, q, k, v, att, gate, up, logitsBuffer, qh, ropeCos, ropeSin] { p.deallocate() }
+    }
+
+    /// Scratch bytes a runner of this shape needs (for memory planning before creating it).
+    public static func scratchBytes(config c: ModelConfig, maxBatch B: Int, maxContext T: Int, threads: Int) -> Int {
+        let floats = B * (4 * c.embeddingLength + 2 * c.kvDim + 2 * c.feedForwardLength + c.vocabSize)
+            + threads * c.headDim + T * c.ropeDimensionCount
+        return floats * 4 + B * max(c.embeddingLength, c.feedForwardLength) * (1 + 12 / QK)
+    }
+
+    /// Logits of the `row`-th batch entry that asked for them, valid until the next pass.
+    public func logits(row: Int) -> UnsafeMutableBufferPointer<Float> {
+        UnsafeMutableBufferPointer(start: logitsBuffer + row * config.vocabSize, count: config.vocabSize)
+    }
+
+    /// Runs the model over `batch`: appends every token's K/V to its sequence's cache and
+    /// computes logits for the entries that asked. Returns the number of logits rows.
+    @discardableResult
+    public func forward(_ batch: Batch) throws(ModelError) -> Int {
+        let B = batch.count
+        let c = config
+        let E = c.embeddingLength, KV = c.kvDim, F = c.feedForwardLength, V = c.vocabSize
+        let H = c.headCount, D = c.headDim, G = c.groupSize
+        guard B > 0 else { return 0 }
+        guard B <= maxBatch else { throw ModelError("batch of \(B) tokens exceeds the runner's maximum \(maxBatch)") }
+        for i in 0..<B {
+            let tok = batch.tokens[i], pos = batch.positions[i], cache = batch.caches[i]!
+            guard tok >= 0 && Int(tok) < V else { throw ModelError("token id \(tok) outside the vocabulary (0..<\(V))") }
+            guard pos < cache.capacity && pos < maxContext else {
+                throw ModelError("position \(pos) exceeds the context (cache \(cache.capacity), runner \(maxContext))")
+            }
+            // Positions must extend the cache contiguously, counting earlier entries of the
+            // same sequence in this batch.
+            guard pos <= cache.count else { throw ModelError("position \(pos) skips past the cache's \(cache.count) tokens") }
+            if pos == cache.count { cache.count = pos + 1 }
+        }
+
+        // Token embedding: x[b] = dequantize(token_embd[token_b])         x: [B][E]
+        for b in 0..<B {
+            Dequantize.row(weights.tokenEmbedding, Int(batch.tokens[b]), into: x + b * E)
+        }
+
+        for (l, layer) in weights.layers.enumerated() {
+            // ── Attention block ──────────────────────────────────────────────────────
+            // xb = rmsnorm(x) · attn_norm                                    xb: [B][E]
+            rmsNorm(rows: B, x, layer.attnNorm, into: xb)
+            // q = xb·Wqᵀ, k = xb·Wkᵀ, v = xb·Wvᵀ in one parallel region     q: [B][E], k,v: [B][KV]
+            quantize(xb, rows: B, cols: E)
+            project(Projection(layer.wq, q, E), Projection(layer.wk, k, KV), Projection(layer.wv, v, KV), input: xb, rows: B)
+
+            // RoPE on q and k, then k and v go into each sequence's cache as f16.
+            parallelRows(B) { b in
+                let pos = batch.positions[b]
+                self.rope(self.q + b * E, heads: H, position: pos)
+                self.rope(self.k + b * KV, heads: c.kvHeadCount, position: pos)
+                let cache = batch.caches[b]!
+                Kernels.toF16(self.k + b * KV, cache.keyRow(layer: l, position: pos), count: KV)
+                Kernels.toF16(self.v + b * KV, cache.valueRow(layer: l, position: pos), count: KV)
+            }
+
+            // att[b][h] = softmax(q_h · K_{0...pos}ᵀ / √D) · V_{0...pos}       att: [B][E]
+            let scale = 1 / Float(D).squareRoot()
+            pool.run { t in
+                let work = ThreadPool.chunk(B * H, part: t, of: self.pool.threadCount)
+                let qr = self.qh + t * D
+                for item in work {
+                    let b = item / H, h = item % H
+                    let pos = batch.positions[b]
+                    let cache = batch.caches[b]!
+                    let kvOff = (h / G) * D
+                    let qv = self.q + b * E + h * D
+                    for i in 0..<D { qr[i] = Float(Float16(qv[i])) }
+                    // Online softmax with the V accumulator rounded to f16 after every
+                    // update: llama.cpp's CPU flash attention does exactly this with an
+                    // f16 cache, and matching it keeps our logits within its own spread.
+                    let out = self.att + b * E + h * D
+                    out.update(repeating: 0, count: D)
+                    var m = -Float.infinity
+                    var sum: Float = 0
+                    for p in 0...pos {
+                        let s = Kernels.dotF16(qr, cache.keyRow(layer: l, position: p) + kvOff, count: D) * scale
+                        var ms: Float = 1, vs: Float = 1
+                        if s > m {
+                            ms = expf(m - s)
+                            m = s
+                            Kernels.scaleRoundF16(out, ms, count: D)
+                        } else {
+                            vs = expf(s - m)
+                        }
+                        Kernels.madRoundF16(vs, cache.valueRow(layer: l, position: p) + kvOff, out, count: D)
+                        sum = sum * ms + vs
+                    }
+                    let inv = 1 / sum
+                    for i in 0..<D { out[i] *= inv }
+                }
+            }
+
+            // x += att·Woᵀ                                                   x: [B][E]
+            quantize(att, rows: B, cols: E)
+            project(Projection(layer.wo, xb, E), input: att, rows: B)
+            addInPlace(x, xb, count: B * E)
+
+            // ── Feed-forward block (SwiGLU) ─────────────────────────────────────────
+            // xb = rmsnorm(x) · ffn_norm
+            rmsNorm(rows: B, x, layer.ffnNorm, into: xb)
+            // gate = xb·Wgateᵀ, up = xb·Wupᵀ                                 gate, up: [B][F]
+            quantize(xb, rows: B, cols: E)
+            project(Projection(layer.wGate, gate, F), Projection(layer.wUp, up, F), input: xb, rows: B)
+            // gate = silu(gate) ⊙ up
+            parallelRows(B) { b in
+                let g = self.gate + b * F, u = self.up + b * F
+                for i in 0..<F { g[i] = g[i] / (1 + expf(-g[i])) * u[i] }
+            }
+            // x += gate·Wdownᵀ                                               x: [B][E]
+            quantize(gate, rows: B, cols: F)
+            project(Projection(layer.wDown, xb, E), input: gate, rows: B)
+            addInPlace(x, xb, count: B * E)
+        }
+
+        // ── Output: logits for the entries that asked ────────────────────────────────
+        // xb[j] = rmsnorm(x[entry_j]) · output_norm                          xb: [L][E]
+        let L = batch.logitCount
+        guard L > 0 else { return 0 }
+        for j in 0..<L {
+            rmsNorm(rows: 1, x + batch.logitEntry[j] * E, weights.outputNorm, into: xb + j * E)
+        }
+        // logits = xb·Woutᵀ                                                  logits: [L][V]
+        quantize(xb, rows: L, cols: E)
+        project(Projection(weights.output, logitsBuffer, V), input: xb, rows: L)
+        return L
+    }
+
+    // MARK: Steps
+
+    /// out[b] = (x[b] / rms(x[b])) ⊙ w, the sum of squares in double as ggml does.
+    private func rmsNorm(rows: Int, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
+                         into out: UnsafeMutablePointer<Float>) {
+        let E = config.embeddingLength
+        let eps = config.rmsEpsilon
+        for b in 0..<rows {
+            let xr = x + b * E, o = out + b * E
+            var ss: Double = 0
+            for i in 0..<E { ss += Double(xr[i] * xr[i]) }
+            let mean = Float(ss / Double(E))
+            let scale = 1 / (mean + eps).squareRoot()
+            for i in 0..<E { o[i] = (xr[i] * scale) * w[i] }
+        }
+    }
+
+    /// Rotates pairs (x[2i], x[2i+1]) of each head's first ropeDims dimensions.
+    @inline(__always)
+    private func rope(_ vec: UnsafeMutablePointer<Float>, heads: Int, position: Int) {
+        let D = config.headDim, R = config.ropeDimensionCount / 2
+        let cosT = ropeCos + position * R, sinT = ropeSin + position * R
+        for h in 0..<heads {
+            let p = vec + h * D
+            for i in 0..<R {
+                let x0 = p[2 * i], x1 = p[2 * i + 1]
+                p[2 * i] = x0 * cosT[i] - x1 * sinT[i]
+                p[2 * i + 1] = x0 * sinT[i] + x1 * cosT[i]
+            }
+        }
+    }
+
+    private func quantize(_ input: UnsafePointer<Float>, rows: Int, cols: Int) {
+        act.reset(tokens: rows, cols: cols)
+        parallelRows(rows) { b in self.act.quantize(token: b, from: input + b * cols) }
+    }
+
+    private func addInPlace(_ a: UnsafeMutablePointer<Float>, _ b: UnsafePointer<Float>, count: Int) {
+        for i in 0..<count { a[i] += b[i] }
+    }
+
+    /// Runs `body(row)` for each row, on all threads when there are enough rows to pay for
+    /// the region's synchronisation.
+    private func parallelRows(_ rows: Int, _ body: (Int) -> Void) {
+        if rows < 4 || pool.threadCount == 1 {
+            for b in 0..<rows { body(b) }
+        } else {
+            pool.parallelFor(rows) { range in for b in range { body(b) } }
+        }
+    }
+
+    /// One matrix of a projection region: y[b][r] for r < w.rows, row stride `stride`.
+    struct Projection {
+        let w: WeightMatrix
+        let y: UnsafeMutablePointer<Float>
+        let stride: Int
+        init(_ w: WeightMatrix, _ y: UnsafeMutablePointer<Float>, _ stride: Int) {
+            self.w = w; self.y = y; self.stride = stride
+        }
+    }
+
+    /// Multiplies up to three matrices sharing one input in a single parallel region: the
+    /// concatenated rows are split across threads, so q/k/v (or gate/up) cost one barrier.
+    /// Quantized weights read `act` (already filled from `input`), float weights `input`.
+    private func project(_ p0: Projection, _ p1: Projection? = nil, _ p2: Projection? = nil,
+                         input: UnsafePointer<Float>, rows B: Int) {
+        let n0 = p0.w.rows, n1 = p1?.w.rows ?? 0, n2 = p2?.w.rows ?? 0
+        let total = n0 + n1 + n2
+        let act = self.act
+        @inline(__always) func run(_ p: Projection, _ lo: Int, _ hi: Int) {
+            guard lo < hi else { return }
+            if p.w.type.usesQuantizedActivations {
+                Kernels.matmul(p.w, act, rows: lo..<hi, y: p.y, yStride: p.stride)
+            } else {
+                Kernels.matmulFloat(p.w, input, xStride: p.w.cols, tokens: B, rows: lo..<hi, y: p.y, yStride: p.stride)
+            }
+        }
+        pool.run { t in
+            // Granule of 16 rows keeps each thread's slice on whole cache lines of output.
+            let r = ThreadPool.chunk(total, part: t, of: self.pool.threadCount, granule: 16)
+            run(p0, max(r.lowerBound, 0), min(r.upperBound, n0))
+            if let p1 { run(p1, max(r.lowerBound - n0, 0), min(r.upperBound - n0, n1)) }
+            if let p2 { run(p2, max(r.lowerBound - n0 - n1, 0), min(r.upperBound - n0 - n1, n2)) }
+        }
+    }
+}

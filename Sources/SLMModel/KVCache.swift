@@ -1,0 +1,73 @@
+/// The keys and values of one sequence, stored as f16 (as llama.cpp's default cache).
+///
+/// Sized from the context the caller asks for, not the model's trained context: a
+/// 2048-token cache for SmolLM2-135M is 2048 × 30 layers × 192 × 2 (K,V) × 2 B = 45 MiB,
+/// the 8192 default would be four times that. Memory is allocated once, here.
+public final class KVCache: @unchecked Sendable {
+    // @unchecked: one sequence is advanced by one forward pass at a time (the scheduler's
+    // invariant); the pass itself writes disjoint rows from different threads.
+    public let capacity: Int
+    public let layerCount: Int
+    public let kvDim: Int
+    /// `[layer][position][kvDim]` f16 bit patterns.
+    public let keys: UnsafeMutablePointer<UInt16>
+    public let values: UnsafeMutablePointer<UInt16>
+    /// Positions `0..<count` hold valid entries.
+    public var count: Int = 0
+
+    public init(config: ModelConfig, capacity: Int) {
+        precondition(capacity > 0)
+        self.capacity = capacity
+        layerCount = config.layerCount
+        kvDim = config.kvDim
+        let n = layerCount * capacity * kvDim
+        keys = .allocate(capacity: n)
+        values = .allocate(capacity: n)
+        // Touching the pages here makes the cache's memory real at admission time, so the
+        // scheduler's budget is the process's actual footprint, not a promise.
+        keys.initialize(repeating: 0, count: n)
+        values.initialize(repeating: 0, count: n)
+    }
+
+    deinit {
+        keys.deallocate()
+        values.deallocate()
+    }
+
+    /// Bytes needed for a cache of `capacity` tokens.
+    public static func bytes(config: ModelConfig, capacity: Int) -> Int {
+        2 * config.layerCount * capacity * config.kvDim * MemoryLayout<UInt16>.size
+    }
+
+    public var bytes: Int { Self.bytes(layerCount: layerCount, kvDim: kvDim, capacity: capacity) }
+
+    static func bytes(layerCount: Int, kvDim: Int, capacity: Int) -> Int {
+        2 * layerCount * capacity * kvDim * MemoryLayout<UInt16>.size
+    }
+
+    @inline(__always)
+    func keyRow(layer: Int, position: Int) -> UnsafeMutablePointer<UInt16> {
+        keys + (layer * capacity + position) * kvDim
+    }
+
+    @inline(__always)
+    func valueRow(layer: Int, position: Int) -> UnsafeMutablePointer<UInt16> {
+        values + (layer * capacity + position) * kvDim
+    }
+
+    /// Forgets positions at and after `position` (the entries are simply overwritten later).
+    public func truncate(to position: Int) {
+        count = min(count, max(0, position))
+    }
+
+    /// Copies the first `n` positions of `other` (same model) into this cache: how a new
+    /// request reuses a cached prompt prefix.
+    public func copyPrefix(from other: KVCache, count n: Int) {
+        precondition(other.kvDim == kvDim && other.layerCount == layerCount && n <= other.count && n <= capacity)
+        for l in 0..<layerCount {
+            keyRow(layer: l, position: 0).update(from: other.keyRow(layer: l, position: 0), count: n * kvDim)
+            valueRow(layer: l, position: 0).update(from: other.valueRow(layer: l, position: 0), count: n * kvDim)
+        }
+        count = n
+    }
+}

@@ -1,0 +1,37 @@
+import GGUF
+import SLMKernels
+
+/// A loaded model: the mapped file, its hyperparameters and weight views.
+///
+/// Loading maps and validates the file and binds every tensor by name; it reads no
+/// weights (pages come in on first use, or up front with `prefetch`).
+public final class Model: Sendable {
+    public let file: GGUFFile
+    public let config: ModelConfig
+    public let weights: ModelWeights
+
+    public convenience init(path: String) throws(ModelError) {
+        let file: GGUFFile
+        do {
+            file = try GGUFFile(path: path)
+        } catch {
+            throw ModelError("cannot load model \(path): \(error)")
+        }
+        try self.init(file: file)
+    }
+
+    public init(file: GGUFFile) throws(ModelError) {
+        self.file = file
+        config = try ModelConfig(gguf: file)
+        weights = try ModelWeights(file: file, config: config)
+    }
+
+    /// Bytes of weights in the mapping (what a decode step streams).
+    public var weightBytes: Int { file.tensors.reduce(0) { $0 + $1.byteCount } }
+
+    /// Brings every weight page into memory now, so the first request does not pay for it.
+    public func prefetch() {
+        file.adviseWillNeed()
+        file.touchAllPages()
+    }
+}

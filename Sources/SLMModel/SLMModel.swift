@@ -1,2 +1,0 @@
-import GGUF
-import SLMKernels

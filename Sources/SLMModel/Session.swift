@@ -1,0 +1,56 @@
+/// One sequence on a runner: its KV cache and the tokens it holds. The simplest way to
+/// run the model (tools, tests); the daemon's scheduler batches many of these.
+public final class Session: @unchecked Sendable {
+    // @unchecked: used by one thread at a time.
+    public let runner: Runner
+    public let cache: KVCache
+    public private(set) var tokens: [Int32] = []
+    private let batch: Batch
+
+    public init(runner: Runner, capacity: Int) {
+        self.runner = runner
+        cache = KVCache(config: runner.config, capacity: min(capacity, runner.maxContext))
+        batch = Batch(capacity: runner.maxBatch)
+        tokens.reserveCapacity(cache.capacity)
+    }
+
+    public var position: Int { tokens.count }
+    public var remaining: Int { cache.capacity - tokens.count }
+
+    /// Feeds `ids` (split into batches of the runner's maximum) and returns the logits
+    /// after the last one; with `allLogits`, `onLogits(i, logits)` sees every position's.
+    @discardableResult
+    public func feed(_ ids: [Int32], onLogits: ((Int, UnsafeMutableBufferPointer<Float>) -> Void)? = nil)
+        throws(ModelError) -> UnsafeMutableBufferPointer<Float>
+    {
+        guard !ids.isEmpty else { throw ModelError("nothing to feed") }
+        guard ids.count <= remaining else {
+            throw ModelError("\(ids.count) tokens do not fit: the context holds \(cache.capacity), \(tokens.count) used")
+        }
+        var start = 0
+        var last = runner.logits(row: 0)
+        while start < ids.count {
+            let end = min(ids.count, start + runner.maxBatch)
+            batch.clear()
+            for i in start..<end {
+                batch.add(ids[i], position: tokens.count + i - start, cache: cache,
+                          logits: onLogits != nil || i == ids.count - 1)
+            }
+            try runner.forward(batch)
+            if let onLogits {
+                for i in start..<end { onLogits(i, runner.logits(row: i - start)) }
+            }
+            tokens.append(contentsOf: ids[start..<end])
+            start = end
+            last = runner.logits(row: batch.logitCount - 1)
+        }
+        return last
+    }
+
+    /// Forgets everything after `position` tokens (reuse the prefix for a new prompt).
+    public func rewind(to position: Int) {
+        let p = max(0, min(position, tokens.count))
+        tokens.removeLast(tokens.count - p)
+        cache.truncate(to: p)
+    }
+}
