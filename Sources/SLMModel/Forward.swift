@@ -22,8 +22,11 @@ public final class Runner: @unchecked Sendable {
     public let pool: ThreadPool
     /// Most tokens one forward pass takes.
     public let maxBatch: Int
-    /// Most tokens any sequence may hold (bounds the attention scratch and RoPE table).
+    /// Most tokens any sequence may hold (bounds the RoPE table).
     public let maxContext: Int
+    /// Most batch entries that may ask for logits in one pass (each row is V floats:
+    /// 192 KiB for a 49152-token vocabulary, so a daemon keeps this small).
+    public let maxLogits: Int
 
     // Run state. Row-major, one row per batch entry.
     let x: UnsafeMutablePointer<Float>        // [B][E] residual stream
@@ -34,7 +37,7 @@ public final class Runner: @unchecked Sendable {
     let att: UnsafeMutablePointer<Float>      // [B][E] attention output
     let gate: UnsafeMutablePointer<Float>     // [B][F]
     let up: UnsafeMutablePointer<Float>       // [B][F]
-    let logitsBuffer: UnsafeMutablePointer<Float>  // [B][V] (only rows that asked)
+    let logitsBuffer: UnsafeMutablePointer<Float>  // [maxLogits][V] (only rows that asked)
     let act: Q8Activations                    // [B][max(E,F)] int8 copy of the matmul input
     let qh: UnsafeMutablePointer<Float>       // [threads][D] f16-rounded query head
     let ropeCos: UnsafeMutablePointer<Float>  // [T][ropeDims/2]
@@ -43,8 +46,10 @@ public final class Runner: @unchecked Sendable {
     /// Bytes of run state (scratch) this runner holds.
     public let scratchBytes: Int
 
-    public init(config: ModelConfig, weights: ModelWeights, pool: ThreadPool, maxBatch: Int, maxContext: Int) {
+    public init(config: ModelConfig, weights: ModelWeights, pool: ThreadPool, maxBatch: Int, maxContext: Int,
+                maxLogits: Int? = nil) {
         precondition(maxBatch > 0 && maxContext > 0)
+        self.maxLogits = min(maxBatch, max(1, maxLogits ?? maxBatch))
         self.config = config
         self.weights = weights
         self.pool = pool
@@ -60,7 +65,7 @@ public final class Runner: @unchecked Sendable {
             return p
         }
         x = buffer(B * E); xb = buffer(B * E); q = buffer(B * E); k = buffer(B * KV); v = buffer(B * KV)
-        att = buffer(B * E); gate = buffer(B * F); up = buffer(B * F); logitsBuffer = buffer(B * V)
+        att = buffer(B * E); gate = buffer(B * F); up = buffer(B * F); logitsBuffer = buffer(self.maxLogits * V)
         qh = buffer(pool.threadCount * D)
         ropeCos = buffer(T * R); ropeSin = buffer(T * R)
         act = Q8Activations(capacityTokens: B, capacityCols: max(E, F))
@@ -84,8 +89,9 @@ public final class Runner: @unchecked Sendable {
     }
 
     /// Scratch bytes a runner of this shape needs (for memory planning before creating it).
-    public static func scratchBytes(config c: ModelConfig, maxBatch B: Int, maxContext T: Int, threads: Int) -> Int {
-        let floats = B * (4 * c.embeddingLength + 2 * c.kvDim + 2 * c.feedForwardLength + c.vocabSize)
+    public static func scratchBytes(config c: ModelConfig, maxBatch B: Int, maxContext T: Int, threads: Int,
+                                    maxLogits: Int) -> Int {
+        let floats = B * (4 * c.embeddingLength + 2 * c.kvDim + 2 * c.feedForwardLength) + maxLogits * c.vocabSize
             + threads * c.headDim + T * c.ropeDimensionCount
         return floats * 4 + B * max(c.embeddingLength, c.feedForwardLength) * (1 + 12 / QK)
     }
@@ -105,6 +111,9 @@ public final class Runner: @unchecked Sendable {
         let H = c.headCount, D = c.headDim, G = c.groupSize
         guard B > 0 else { return 0 }
         guard B <= maxBatch else { throw ModelError("batch of \(B) tokens exceeds the runner's maximum \(maxBatch)") }
+        guard batch.logitCount <= maxLogits else {
+            throw ModelError("batch asks for \(batch.logitCount) logits rows; the runner holds \(maxLogits)")
+        }
         for i in 0..<B {
             let tok = batch.tokens[i], pos = batch.positions[i], cache = batch.caches[i]!
             guard tok >= 0 && Int(tok) < V else { throw ModelError("token id \(tok) outside the vocabulary (0..<\(V))") }

@@ -17,32 +17,37 @@ public final class Session: @unchecked Sendable {
     public var position: Int { tokens.count }
     public var remaining: Int { cache.capacity - tokens.count }
 
-    /// Feeds `ids` (split into batches of the runner's maximum) and returns the logits
-    /// after the last one; with `allLogits`, `onLogits(i, logits)` sees every position's.
+    /// Feeds `ids` in batches of at most the runner's maximum and returns the logits after
+    /// the last one. When `logitsFrom` is set, `onLogits(i, logits)` also receives the
+    /// logits after every `ids[i]` with `i >= logitsFrom` (scoring a text).
     @discardableResult
-    public func feed(_ ids: [Int32], onLogits: ((Int, UnsafeMutableBufferPointer<Float>) -> Void)? = nil)
+    public func feed(_ ids: [Int32], logitsFrom: Int? = nil,
+                     onLogits: ((Int, UnsafeMutableBufferPointer<Float>) -> Void)? = nil)
         throws(ModelError) -> UnsafeMutableBufferPointer<Float>
     {
         guard !ids.isEmpty else { throw ModelError("nothing to feed") }
         guard ids.count <= remaining else {
             throw ModelError("\(ids.count) tokens do not fit: the context holds \(cache.capacity), \(tokens.count) used")
         }
+        let from = logitsFrom ?? ids.count - 1
         var start = 0
         var last = runner.logits(row: 0)
         while start < ids.count {
-            let end = min(ids.count, start + runner.maxBatch)
             batch.clear()
-            for i in start..<end {
-                batch.add(ids[i], position: tokens.count + i - start, cache: cache,
-                          logits: onLogits != nil || i == ids.count - 1)
+            var i = start
+            while i < ids.count && !batch.isFull {
+                let wants = i >= from || i == ids.count - 1
+                if wants && batch.logitCount == runner.maxLogits { break }
+                batch.add(ids[i], position: tokens.count + i - start, cache: cache, logits: wants)
+                i += 1
             }
             try runner.forward(batch)
-            if let onLogits {
-                for i in start..<end { onLogits(i, runner.logits(row: i - start)) }
+            if let onLogits, batch.logitCount > 0 {
+                for e in start..<i where e >= from { onLogits(e, runner.logits(row: batch.logitRow[e - start])) }
             }
-            tokens.append(contentsOf: ids[start..<end])
-            start = end
-            last = runner.logits(row: batch.logitCount - 1)
+            if batch.logitCount > 0 { last = runner.logits(row: batch.logitCount - 1) }
+            tokens.append(contentsOf: ids[start..<i])
+            start = i
         }
         return last
     }
