@@ -25,6 +25,26 @@ public enum PreTokenizer: String, Sendable, CaseIterable {
         "codeshell": .smollm,
     ]
 
+    /// The pieces `text` is split into before BPE (no special-token handling). For tests and
+    /// diagnostics; `Tokenizer.encode` runs the same scanner without building strings.
+    public func split(_ text: String) -> [String] {
+        let scalars = text.unicodeScalars.map(\.value)
+        let classes = scalars.map(ScalarClass.of)
+        var ends: [Int] = []
+        scalars.withUnsafeBufferPointer { s in
+            classes.withUnsafeBufferPointer { c in split(s, c, 0, s.count, into: &ends) }
+        }
+        var pieces: [String] = []
+        var start = 0
+        for end in ends {
+            var piece = String.UnicodeScalarView()
+            for v in scalars[start..<end] { piece.append(Unicode.Scalar(v)!) }
+            pieces.append(String(piece))
+            start = end
+        }
+        return pieces
+    }
+
     /// Appends to `ends` the end index (exclusive) of every piece of `scalars[lo..<hi]`.
     func split(_ scalars: UnsafeBufferPointer<UInt32>, _ classes: UnsafeBufferPointer<ScalarClass>,
                _ lo: Int, _ hi: Int, into ends: inout [Int]) {
