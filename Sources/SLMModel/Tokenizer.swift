@@ -7,6 +7,10 @@ import GGUF
 /// Anything else (SentencePiece `llama`, WordPiece `bert`, unknown `pre` names) is refused
 /// at load with a `TokenizerError` naming the value, rather than tokenizing subtly wrong.
 ///
+/// A byte the vocabulary has no token for (SmolLM lacks a few control bytes such as 0x04)
+/// is dropped from the ids, as llama.cpp drops it; `decode(encode(s)) == s` holds for every
+/// text without such bytes.
+///
 /// Immutable after init, so one instance is shared by every request.
 public final class Tokenizer: Sendable {
     /// Number of tokens in the vocabulary (valid ids are `0..<vocabSize`).

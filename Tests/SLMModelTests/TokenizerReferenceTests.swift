@@ -118,4 +118,12 @@ final class TokenizerReferenceTests: XCTestCase {
         XCTAssertEqual(tok.tokenBytes(2), Array("<|im_end|>".utf8))
         XCTAssertEqual(tok.decode([1, 2], renderSpecial: false), "")
     }
+
+    /// SmolLM's vocabulary has no token for a few bytes (0x04, 0x06, 0x13, ...). llama.cpp
+    /// drops such a byte when BPE cannot merge it; slmd does the same so ids stay identical.
+    func testBytesWithoutTokenAreDroppedLikeLlamaCpp() throws {
+        let tok = try RealModel.tokenizer()
+        XCTAssertEqual(tok.encode("a\u{04}b"), tok.encode("a") + tok.encode("b"))
+        XCTAssertEqual(tok.encode("\u{06}"), [])
+    }
 }
