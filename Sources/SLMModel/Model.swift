@@ -9,6 +9,9 @@ public final class Model: Sendable {
     public let file: GGUFFile
     public let config: ModelConfig
     public let weights: ModelWeights
+    public let tokenizer: Tokenizer
+    /// The chat template, or why the file's template is not one slmd can render.
+    public let chatTemplate: Result<ChatTemplate, ChatTemplateError>
 
     public convenience init(path: String) throws(ModelError) {
         let file: GGUFFile
@@ -24,6 +27,20 @@ public final class Model: Sendable {
         self.file = file
         config = try ModelConfig(gguf: file)
         weights = try ModelWeights(file: file, config: config)
+        do {
+            tokenizer = try Tokenizer(gguf: file)
+        } catch {
+            throw ModelError("\(file.path): \(error)")
+        }
+        guard tokenizer.vocabSize == config.vocabSize else {
+            throw ModelError("\(file.path): tokenizer has \(tokenizer.vocabSize) tokens but token_embd has \(config.vocabSize) rows")
+        }
+        chatTemplate = Result { () throws(ChatTemplateError) in try ChatTemplate(gguf: file) }
+    }
+
+    /// Renders chat messages into prompt text with the model's template.
+    public func renderChat(_ messages: [ChatMessage], addGenerationPrompt: Bool = true) throws(ChatTemplateError) -> String {
+        try chatTemplate.get().render(messages, addGenerationPrompt: addGenerationPrompt)
     }
 
     /// Bytes of weights in the mapping (what a decode step streams).

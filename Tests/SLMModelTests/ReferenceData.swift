@@ -4,25 +4,8 @@ import SLMKernels
 
 /// Locations of the real model and llama.cpp's reference outputs.
 enum ReferenceData {
-    static let packageRoot: URL = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-
-    /// `SLMD_MODEL`, else the cache `scripts/fetch-model` fills.
-    static var modelPath: String {
-        if let p = ProcessInfo.processInfo.environment["SLMD_MODEL"], !p.isEmpty { return p }
-        let env = ProcessInfo.processInfo.environment
-        let dir = env["SLMD_MODEL_DIR"]
-            ?? ((env["XDG_CACHE_HOME"] ?? (NSHomeDirectory() + "/.cache")) + "/slmd/models")
-        return dir + "/SmolLM2-135M-Instruct.Q4_1.gguf"
-    }
-
-    /// `SLMD_REFERENCE`, else `../shared/reference` beside the checkout.
-    static var referenceDir: URL {
-        if let p = ProcessInfo.processInfo.environment["SLMD_REFERENCE"], !p.isEmpty {
-            return URL(fileURLWithPath: p)
-        }
-        return packageRoot.deletingLastPathComponent().appendingPathComponent("shared/reference")
-    }
+    static var modelPath: String { TestPaths.model }
+    static var referenceDir: URL { TestPaths.reference }
 
     struct Missing: Error, CustomStringConvertible { let description: String }
 

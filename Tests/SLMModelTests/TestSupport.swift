@@ -13,9 +13,11 @@ enum TestPaths {
         .deletingLastPathComponent()
 
     static var model: String {
-        if let p = ProcessInfo.processInfo.environment["SLMD_MODEL"], !p.isEmpty { return p }
-        let home = ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()
-        return home + "/.cache/slmd/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+        // Same lookup as scripts/fetch-model: SLMD_MODEL, else the model cache directory.
+        let env = ProcessInfo.processInfo.environment
+        if let p = env["SLMD_MODEL"], !p.isEmpty { return p }
+        let cache = env["XDG_CACHE_HOME"] ?? ((env["HOME"] ?? NSHomeDirectory()) + "/.cache")
+        return (env["SLMD_MODEL_DIR"] ?? cache + "/slmd/models") + "/SmolLM2-135M-Instruct.Q4_1.gguf"
     }
 
     static var reference: URL {

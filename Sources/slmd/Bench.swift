@@ -1,0 +1,141 @@
+import ArgumentParser
+import SLMKernels
+import SLMModel
+
+/// Throughput benchmark in the shape of llama-bench, so the figures compare side by side.
+/// A benchmark, not a test: it asserts nothing and belongs in release builds only.
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure prompt processing (pp) and generation (tg) speed, time to first token and memory.",
+        discussion: """
+            ppN: one fresh N-token prompt processed as a batch. tgN: N tokens decoded one at \
+            a time from an empty context. ttft16: a 16-token prompt to the first sampled token. \
+            Each figure is the median (and min–max) over --reps runs after one warm-up.
+            """)
+
+    @Option(name: .long, help: "GGUF model file (default: the fetched default model).")
+    var model: String?
+
+    @Option(name: .long, help: "Comma-separated thread counts.")
+    var threads = "1,2"
+
+    @Option(name: .long, help: "Comma-separated prompt sizes.")
+    var pp = "16,128,512"
+
+    @Option(name: .long, help: "Comma-separated generation lengths.")
+    var tg = "32,128"
+
+    @Option(name: .long, help: "Repetitions per test (median reported).")
+    var reps = 5
+
+    @Flag(name: .long, help: "One JSON object per line.")
+    var json = false
+
+    func parseList(_ s: String, _ name: String) throws -> [Int] {
+        let v = s.split(separator: ",").map { Int($0.filter { $0 != " " }) }
+        guard !v.isEmpty, v.allSatisfy({ ($0 ?? 0) > 0 }) else { throw ValidationError("--\(name) takes positive integers like 1,2") }
+        return v.map { $0! }
+    }
+
+    struct Row: Encodable {
+        let test: String
+        let threads: Int
+        let tok_s_median: Double
+        let tok_s_min: Double
+        let tok_s_max: Double
+    }
+    struct TTFT: Encodable { let test: String; let threads: Int; let ms_median: Double; let ms_min: Double; let ms_max: Double }
+    struct Memory: Encodable { let rss_anon_mb: Double; let rss_file_mb: Double; let peak_rss_mb: Double }
+    struct Info: Encodable { let model: String; let kernel_path: String; let weights_mb: Double; let reps: Int }
+
+    func run() throws {
+        let threadList = try parseList(threads, "threads")
+        let ppList = try parseList(pp, "pp")
+        let tgList = try parseList(tg, "tg")
+        guard reps >= 1 else { throw ValidationError("--reps must be >= 1") }
+        let opts = try ModelOptions.parse(model.map { ["--model", $0] } ?? [])
+        let m = try opts.loadModel()
+        m.prefetch()
+        let maxPP = ppList.max()!, maxTG = tgList.max()!
+        let ctx = max(maxPP, maxTG + 1, 17)
+        let info = Info(model: opts.modelPath, kernel_path: Kernels.path,
+                        weights_mb: Double(m.weightBytes) / 1e6, reps: reps)
+        if json { try printJSON(info) } else {
+            print("model \(info.model) (\(fmt(info.weights_mb)) MB weights), kernels \(info.kernel_path), \(reps) reps")
+            print("| test   | threads | tok/s median | min–max         |")
+            print("|--------|---------|--------------|-----------------|")
+        }
+        var rng = SeededRNG(seed: 42)
+        let vocab = UInt64(m.config.vocabSize)
+        let prompt: [Int32] = (0..<maxPP).map { _ in Int32(rng.next() % vocab) }
+
+        for t in threadList {
+            let runner = makeRunner(m, threads: t, maxBatch: min(maxPP, 512), maxContext: ctx)
+            let session = Session(runner: runner, capacity: ctx)
+            func measure(_ body: () throws -> Void) rethrows -> [Double] {
+                try body()  // warm-up
+                var times: [Double] = []
+                for _ in 0..<reps {
+                    let t0 = now()
+                    try body()
+                    times.append(now() - t0)
+                }
+                return times
+            }
+            func report(_ name: String, tokens: Int, _ times: [Double]) throws {
+                let rates = times.map { Double(tokens) / $0 }.sorted()
+                let row = Row(test: name, threads: t, tok_s_median: median(rates), tok_s_min: rates.first!, tok_s_max: rates.last!)
+                if json { try printJSON(row) } else {
+                    print("| \(pad(name, 6)) | \(pad(String(t), 7)) | \(pad(fmt(row.tok_s_median), 12)) | \(pad(fmt(row.tok_s_min) + "–" + fmt(row.tok_s_max), 15)) |")
+                }
+            }
+            for n in ppList {
+                let times = try measure {
+                    session.rewind(to: 0)
+                    try session.feed(Array(prompt.prefix(n)))
+                }
+                try report("pp\(n)", tokens: n, times)
+            }
+            for n in tgList {
+                let times = try measure {
+                    session.rewind(to: 0)
+                    var tok = prompt[0]
+                    for _ in 0..<n {
+                        let logits = try session.feed([tok])
+                        tok = Sampler.argmax(UnsafeBufferPointer(logits))
+                    }
+                }
+                try report("tg\(n)", tokens: n, times)
+            }
+            let ttft = try measure {
+                session.rewind(to: 0)
+                let logits = try session.feed(Array(prompt.prefix(16)))
+                _ = Sampler.argmax(UnsafeBufferPointer(logits))
+            }.map { $0 * 1000 }.sorted()
+            let tt = TTFT(test: "ttft16", threads: t, ms_median: median(ttft), ms_min: ttft.first!, ms_max: ttft.last!)
+            if json { try printJSON(tt) } else {
+                print("| ttft16 | \(pad(String(t), 7)) | \(pad(fmt(tt.ms_median) + " ms", 12)) | \(pad(fmt(tt.ms_min) + "–" + fmt(tt.ms_max) + " ms", 15)) |")
+            }
+        }
+        let mem = MemoryUsage.current()
+        let mm = Memory(rss_anon_mb: Double(mem.rssAnonKB) / 1024, rss_file_mb: Double(mem.rssFileKB) / 1024,
+                        peak_rss_mb: Double(mem.hwmKB) / 1024)
+        if json { try printJSON(mm) } else {
+            print("RssAnon \(fmt(mm.rss_anon_mb)) MiB, RssFile \(fmt(mm.rss_file_mb)) MiB, peak RSS \(fmt(mm.peak_rss_mb)) MiB (context \(ctx))")
+        }
+    }
+}
+
+func median(_ sorted: [Double]) -> Double {
+    let n = sorted.count
+    return n % 2 == 1 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2
+}
+
+/// Fixed one-decimal formatting without Foundation's String(format:).
+func fmt(_ x: Double) -> String {
+    guard x.isFinite else { return "\(x)" }
+    let tenths = Int((abs(x) * 10).rounded())
+    return (x < 0 ? "-" : "") + "\(tenths / 10).\(tenths % 10)"
+}
+
+func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s : s + String(repeating: " ", count: n - s.count) }

@@ -1,0 +1,22 @@
+import ArgumentParser
+
+@main
+struct SLMD: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "slmd",
+        abstract: "Small-language-model daemon and offline model tools.",
+        discussion: """
+            The offline tools load the model straight from its GGUF file (memory-mapped, \
+            nothing copied) and run on this machine only.
+            Default model: $SLMD_MODEL, else $SLMD_MODEL_DIR (default \
+            ${XDG_CACHE_HOME:-~/.cache}/slmd/models)/SmolLM2-135M-Instruct.Q4_1.gguf, \
+            which scripts/fetch-model downloads.
+            """,
+        version: SLMDVersion.string,
+        subcommands: [Tokenize.self, Generate.self, Perplexity.self, Bench.self]
+    )
+}
+
+enum SLMDVersion {
+    static let string = "0.1.0"
+}
