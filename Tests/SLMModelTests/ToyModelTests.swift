@@ -1,0 +1,273 @@
+import Foundation
+import GGUF
+import SLMKernels
+import XCTest
+@testable import SLMModel
+
+/// A 2-layer LLaMA with random weights of every supported type, written as a GGUF by the
+/// test: checks the forward pass against a naive float implementation written here, and
+/// that batching never changes a sequence's logits.
+final class ToyModelTests: XCTestCase {
+    static let E = 64, H = 4, KVH = 2, F = 96, L = 2
+
+    struct LCG {
+        var state: UInt64
+        mutating func next() -> UInt64 {
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return state >> 11
+        }
+        mutating func unit() -> Float { Float(next() % 1_000_000) / 1_000_000 }  // [0, 1)
+        mutating func signed() -> Float { unit() * 2 - 1 }
+    }
+
+    /// Random blocks of `type` for a rows×cols matrix, with scales that keep activations O(1).
+    static func randomMatrix(_ type: GGMLType, rows: Int, cols: Int, rng: inout LCG) -> [UInt8] {
+        var out: [UInt8] = []
+        func f16(_ x: Float) { withUnsafeBytes(of: Float16(x).bitPattern.littleEndian) { out.append(contentsOf: $0) } }
+        let scale: Float = 1 / Float(cols).squareRoot()
+        for _ in 0..<rows {
+            switch type {
+            case .f32:
+                for _ in 0..<cols { withUnsafeBytes(of: (rng.signed() * scale * 1.7).bitPattern.littleEndian) { out.append(contentsOf: $0) } }
+            case .f16:
+                for _ in 0..<cols { f16(rng.signed() * scale * 1.7) }
+            case .q8_0:
+                for _ in 0..<cols / 32 {
+                    f16(scale * 1.7 / 127 * (0.5 + rng.unit()))
+                    for _ in 0..<32 { out.append(UInt8(bitPattern: Int8(truncatingIfNeeded: Int(rng.next() % 255) - 127))) }
+                }
+            case .q4_0:
+                for _ in 0..<cols / 32 {
+                    f16(scale * 1.7 / 8 * (0.5 + rng.unit()))
+                    for _ in 0..<16 { out.append(UInt8(rng.next() % 256)) }
+                }
+            case .q4_1:
+                for _ in 0..<cols / 32 {
+                    let d = scale * 3.4 / 15 * (0.5 + rng.unit())
+                    f16(d)
+                    f16(-7.5 * d + rng.signed() * d)
+                    for _ in 0..<16 { out.append(UInt8(rng.next() % 256)) }
+                }
+            default: fatalError()
+            }
+        }
+        return out
+    }
+
+    /// Writes the toy model; `tied` leaves out output.weight.
+    static func writeToyModel(tied: Bool) throws -> String {
+        var rng = LCG(state: tied ? 1 : 2)
+        var w = GGUFWriter()
+        w.set("general.architecture", .string("llama"))
+        w.set("llama.embedding_length", .uint32(UInt32(E)))
+        w.set("llama.block_count", .uint32(UInt32(L)))
+        w.set("llama.attention.head_count", .uint32(UInt32(H)))
+        w.set("llama.attention.head_count_kv", .uint32(UInt32(KVH)))
+        w.set("llama.feed_forward_length", .uint32(UInt32(F)))
+        w.set("llama.context_length", .uint32(256))
+        w.set("llama.rope.freq_base", .float32(10000))
+        w.set("llama.attention.layer_norm_rms_epsilon", .float32(1e-5))
+        // Byte-level vocabulary: one token per byte plus two control tokens.
+        var tokens = ["<|endoftext|>", "<|im_end|>"]
+        tokens += (0..<256).map { ByteLevel.text(forByte: UInt8($0)) }
+        var types = [Int32](repeating: 1, count: tokens.count)
+        types[0] = 3; types[1] = 3
+        w.set("tokenizer.ggml.model", .string("gpt2"))
+        w.set("tokenizer.ggml.pre", .string("smollm"))
+        w.set("tokenizer.ggml.tokens", .array(.string, tokens.map { .string($0) }))
+        w.set("tokenizer.ggml.token_type", .array(.int32, types.map { .int32($0) }))
+        w.set("tokenizer.ggml.merges", .array(.string, []))
+        w.set("tokenizer.ggml.eos_token_id", .uint32(1))
+        let V = tokens.count
+        func mat(_ name: String, _ type: GGMLType, rows: Int, cols: Int) {
+            w.addTensor(name, dims: [cols, rows], type: type, data: randomMatrix(type, rows: rows, cols: cols, rng: &rng))
+        }
+        func norm(_ name: String) {
+            w.addTensor(name, dims: [E], floats: (0..<E).map { _ in 0.8 + 0.4 * rng.unit() })
+        }
+        mat("token_embd.weight", .q8_0, rows: V, cols: E)
+        let kv = E / H * KVH
+        // Every supported type appears in some projection.
+        let kinds: [[GGMLType]] = [[.q4_0, .q4_1, .q8_0, .f16, .q4_1, .q4_0, .q8_0],
+                                   [.q4_1, .f32, .q4_0, .q8_0, .f16, .q4_1, .q4_1]]
+        for l in 0..<L {
+            let k = kinds[l]
+            norm("blk.\(l).attn_norm.weight")
+            mat("blk.\(l).attn_q.weight", k[0], rows: E, cols: E)
+            mat("blk.\(l).attn_k.weight", k[1], rows: kv, cols: E)
+            mat("blk.\(l).attn_v.weight", k[2], rows: kv, cols: E)
+            mat("blk.\(l).attn_output.weight", k[3], rows: E, cols: E)
+            norm("blk.\(l).ffn_norm.weight")
+            mat("blk.\(l).ffn_gate.weight", k[4], rows: F, cols: E)
+            mat("blk.\(l).ffn_up.weight", k[5], rows: F, cols: E)
+            mat("blk.\(l).ffn_down.weight", k[6], rows: E, cols: F)
+        }
+        norm("output_norm.weight")
+        if !tied { mat("output.weight", .f16, rows: V, cols: E) }
+        let path = NSTemporaryDirectory() + "slmd-toy-\(UUID().uuidString).gguf"
+        try Data(w.serialized()).write(to: URL(fileURLWithPath: path))
+        return path
+    }
+
+    /// The textbook LLaMA forward in plain floats: dequantized weights, no activation
+    /// quantization, f32 attention. Returns logits after each token.
+    static func naiveForward(_ m: Model, _ tokens: [Int32]) -> [[Float]] {
+        let c = m.config, wts = m.weights
+        let E = c.embeddingLength, D = c.headDim, KV = c.kvDim
+        func deq(_ w: WeightMatrix) -> [[Float]] {
+            (0..<w.rows).map { r in
+                var row = [Float](repeating: 0, count: w.cols)
+                row.withUnsafeMutableBufferPointer { Dequantize.row(w, r, into: $0.baseAddress!) }
+                return row
+            }
+        }
+        func matvec(_ w: [[Float]], _ x: [Float]) -> [Float] { w.map { row in zip(row, x).reduce(0) { $0 + $1.0 * $1.1 } } }
+        func rms(_ x: [Float], _ g: UnsafePointer<Float>) -> [Float] {
+            let ms = x.reduce(0) { $0 + $1 * $1 } / Float(x.count)
+            let s = 1 / (ms + c.rmsEpsilon).squareRoot()
+            return x.indices.map { x[$0] * s * g[$0] }
+        }
+        func rope(_ v: inout [Float], heads: Int, pos: Int) {
+            for h in 0..<heads {
+                for i in 0..<(c.ropeDimensionCount / 2) {
+                    let theta = Float(pos) * powf(c.ropeFreqBase, -2 * Float(i) / Float(c.ropeDimensionCount))
+                    let a = v[h * D + 2 * i], b = v[h * D + 2 * i + 1]
+                    v[h * D + 2 * i] = a * cosf(theta) - b * sinf(theta)
+                    v[h * D + 2 * i + 1] = a * sinf(theta) + b * cosf(theta)
+                }
+            }
+        }
+        let emb = deq(wts.tokenEmbedding), out = deq(wts.output)
+        let layers = wts.layers.map { ($0, deq($0.wq), deq($0.wk), deq($0.wv), deq($0.wo), deq($0.wGate), deq($0.wUp), deq($0.wDown)) }
+        var keys = [[[Float]]](repeating: [], count: c.layerCount)
+        var values = keys
+        var result: [[Float]] = []
+        for (pos, t) in tokens.enumerated() {
+            var x = emb[Int(t)]
+            for (l, (layer, wq, wk, wv, wo, wg, wu, wd)) in layers.enumerated() {
+                let xn = rms(x, layer.attnNorm)
+                var q = matvec(wq, xn), k = matvec(wk, xn)
+                let v = matvec(wv, xn)
+                rope(&q, heads: c.headCount, pos: pos)
+                rope(&k, heads: c.kvHeadCount, pos: pos)
+                keys[l].append(k); values[l].append(v)
+                var att = [Float](repeating: 0, count: E)
+                for h in 0..<c.headCount {
+                    let kvh = h / c.groupSize
+                    var s = (0...pos).map { p in (0..<D).reduce(Float(0)) { $0 + q[h * D + $1] * keys[l][p][kvh * D + $1] } / Float(D).squareRoot() }
+                    let mx = s.max()!
+                    s = s.map { expf($0 - mx) }
+                    let sum = s.reduce(0, +)
+                    for p in 0...pos { for i in 0..<D { att[h * D + i] += s[p] / sum * values[l][p][kvh * D + i] } }
+                }
+                _ = KV
+                let o = matvec(wo, att)
+                x = zip(x, o).map(+)
+                let xf = rms(x, layer.ffnNorm)
+                let g = matvec(wg, xf), u = matvec(wu, xf)
+                let hdn = zip(g, u).map { $0 / (1 + expf(-$0)) * $1 }
+                x = zip(x, matvec(wd, hdn)).map(+)
+            }
+            result.append(matvec(out, rms(x, wts.outputNorm)))
+        }
+        return result
+    }
+
+    func checkAgainstNaive(tied: Bool) throws {
+        let path = try Self.writeToyModel(tied: tied)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let m = try Model(path: path)
+        XCTAssertEqual(m.weights.outputIsTied, tied)
+        let tokens: [Int32] = [5, 77, 200, 3, 3, 150, 42, 9, 255, 100, 17]
+        let expected = Self.naiveForward(m, tokens)
+        let runner = Runner(config: m.config, weights: m.weights, pool: ThreadPool(threads: 2), maxBatch: 16,
+                            maxContext: 32, maxLogits: 16)
+        let session = Session(runner: runner, capacity: 32)
+        var worst: Float = 0, scale: Float = 0
+        try session.feed(tokens, logitsFrom: 0) { i, logits in
+            for (a, b) in zip(logits, expected[i]) {
+                worst = max(worst, abs(a - b))
+                scale = max(scale, abs(b))
+            }
+        }
+        print("toy model (tied: \(tied)): max |Δlogit| \(worst) vs naive float, logit scale \(scale)")
+        // Int8 activations and an f16 cache cost a few percent of the logit range.
+        XCTAssertLessThan(worst, 0.05 * scale, "max |Δ| \(worst) vs logit scale \(scale)")
+        XCTAssertGreaterThan(scale, 0.1, "degenerate toy model")
+    }
+
+    func testForwardMatchesNaiveFloatImplementation() throws { try checkAgainstNaive(tied: false) }
+    func testTiedOutputFallsBackToEmbedding() throws { try checkAgainstNaive(tied: true) }
+
+    /// Prefill as one batch, token by token, in odd-sized batches, and interleaved with
+    /// another sequence: the logits are bit-identical every way.
+    func testBatchingNeverChangesLogits() throws {
+        let path = try Self.writeToyModel(tied: true)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let m = try Model(path: path)
+        let tokens: [Int32] = [10, 20, 30, 40, 50, 60, 70, 80, 90]
+        let other: [Int32] = [200, 201, 202, 203, 204]
+        func run(threads: Int, maxBatch: Int) throws -> [[Float]] {
+            let r = Runner(config: m.config, weights: m.weights, pool: ThreadPool(threads: threads), maxBatch: maxBatch,
+                           maxContext: 32, maxLogits: maxBatch)
+            let s = Session(runner: r, capacity: 32)
+            var out: [[Float]] = []
+            try s.feed(tokens, logitsFrom: 0) { _, l in out.append(Array(l)) }
+            return out
+        }
+        let reference = try run(threads: 1, maxBatch: 16)
+        XCTAssertEqual(try run(threads: 1, maxBatch: 1), reference)
+        XCTAssertEqual(try run(threads: 2, maxBatch: 4), reference)
+        XCTAssertEqual(try run(threads: 3, maxBatch: 16), reference)
+
+        // Two sequences sharing each forward pass.
+        let r = Runner(config: m.config, weights: m.weights, pool: ThreadPool(threads: 2), maxBatch: 16, maxContext: 32, maxLogits: 16)
+        let a = KVCache(config: m.config, capacity: 32), b = KVCache(config: m.config, capacity: 32)
+        let batch = Batch(capacity: 16)
+        var mixed: [[Float]] = []
+        for i in 0..<tokens.count {
+            batch.clear()
+            if i < other.count { batch.add(other[i], position: i, cache: b, logits: true) }
+            batch.add(tokens[i], position: i, cache: a, logits: true)
+            try r.forward(batch)
+            mixed.append(Array(r.logits(row: batch.logitCount - 1)))
+        }
+        XCTAssertEqual(mixed, reference)
+    }
+
+    func testRejectsBadBatches() throws {
+        let path = try Self.writeToyModel(tied: true)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let m = try Model(path: path)
+        let r = Runner(config: m.config, weights: m.weights, pool: ThreadPool(threads: 1), maxBatch: 4, maxContext: 8, maxLogits: 1)
+        let s = Session(runner: r, capacity: 8)
+        XCTAssertThrowsError(try s.feed([Int32(m.config.vocabSize)]))  // out of vocabulary
+        XCTAssertThrowsError(try s.feed([Int32](repeating: 1, count: 9)))  // over the context
+        XCTAssertNoThrow(try s.feed([1, 2, 3, 4, 5, 6]))  // split into batches of 4
+        let c = KVCache(config: m.config, capacity: 8)
+        let batch = Batch(capacity: 4)
+        batch.add(1, position: 3, cache: c, logits: true)  // skips positions 0...2
+        XCTAssertThrowsError(try r.forward(batch))
+    }
+
+    func testMissingTensorAndBadShapeAreNamed() throws {
+        var w = GGUFWriter()
+        w.set("general.architecture", .string("llama"))
+        w.set("llama.embedding_length", .uint32(64))
+        w.set("llama.block_count", .uint32(1))
+        w.set("llama.attention.head_count", .uint32(4))
+        w.set("llama.feed_forward_length", .uint32(64))
+        w.set("llama.context_length", .uint32(64))
+        w.set("llama.attention.layer_norm_rms_epsilon", .float32(1e-5))
+        w.addTensor("token_embd.weight", dims: [64, 4], floats: [Float](repeating: 0, count: 256))
+        let path = NSTemporaryDirectory() + "slmd-bad-\(UUID().uuidString).gguf"
+        try Data(w.serialized()).write(to: URL(fileURLWithPath: path))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        XCTAssertThrowsError(try Model(path: path)) { e in
+            XCTAssertTrue("\(e)".contains("blk.0.attn_norm.weight"), "\(e)")
+        }
+        w.set("general.architecture", .string("mamba"))
+        try Data(w.serialized()).write(to: URL(fileURLWithPath: path))
+        XCTAssertThrowsError(try Model(path: path)) { e in XCTAssertTrue("\(e)".contains("mamba"), "\(e)") }
+    }
+}
