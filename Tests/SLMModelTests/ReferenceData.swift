@@ -34,7 +34,7 @@ enum ReferenceData {
         if let s = shared, s.1.maxContext >= maxContext { return s }
         let model = try Model(path: try requireModel())
         let runner = Runner(config: model.config, weights: model.weights, pool: ThreadPool(threads: 2),
-                            maxBatch: 512, maxContext: max(maxContext, 1024))
+                            maxBatch: 512, maxContext: max(maxContext, 1024), maxLogits: 256)
         shared = (model, runner)
         return (model, runner)
     }

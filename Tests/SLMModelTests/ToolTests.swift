@@ -1,0 +1,88 @@
+import Foundation
+import XCTest
+
+/// The offline tools, run as a user would: the real `slmd` binary and its JSON output.
+final class ToolTests: XCTestCase {
+    static var binary: String {
+        if let p = ProcessInfo.processInfo.environment["SLMD_BIN"], !p.isEmpty { return p }
+        // The test runner executable sits beside the products of the same build.
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        return URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("slmd").path
+    }
+
+    func run(_ args: [String], stdin: Data? = nil) throws -> (status: Int32, out: Data, err: String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Self.binary)
+        p.arguments = args
+        var env = ProcessInfo.processInfo.environment
+        env["SLMD_MODEL"] = TestPaths.model
+        p.environment = env
+        let inPipe = Pipe(), outPipe = Pipe(), errPipe = Pipe()
+        p.standardInput = inPipe
+        p.standardOutput = outPipe
+        p.standardError = errPipe
+        try p.run()
+        if let stdin { inPipe.fileHandleForWriting.write(stdin) }
+        try inPipe.fileHandleForWriting.close()
+        let out = outPipe.fileHandleForReading.readDataToEndOfFile()
+        let err = errPipe.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, out, String(decoding: err, as: UTF8.self))
+    }
+
+    func testTokenizeMatchesReferenceVerbatim() throws {
+        _ = try ReferenceData.requireModel()
+        let ref = try ReferenceData.json("tokenizer.json")
+        for case let c as [String: Any] in (ref["cases"] as! [Any]).prefix(12) {
+            let text = c["text"] as! String
+            let r = try run(["tokenize", "--json"], stdin: Data(text.utf8))
+            XCTAssertEqual(r.status, 0, r.err)
+            let obj = try JSONSerialization.jsonObject(with: r.out) as! [String: Any]
+            XCTAssertEqual(obj["ids"] as? [Int], c["ids"] as? [Int], "text \(text.debugDescription)")
+            if let noSpecial = c["ids_no_special"] as? [Int] {
+                let r2 = try run(["tokenize", "--json", "--no-parse-special"], stdin: Data(text.utf8))
+                let o2 = try JSONSerialization.jsonObject(with: r2.out) as! [String: Any]
+                XCTAssertEqual(o2["ids"] as? [Int], noSpecial)
+            }
+        }
+    }
+
+    func testGenerateJSONIsGreedyAndReportsTopLogits() throws {
+        _ = try ReferenceData.requireModel()
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("slmd-tool-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let prompt = dir.appendingPathComponent("prompt.txt")
+        try Data("The capital of France is".utf8).write(to: prompt)
+        let r = try run(["generate", "--prompt-file", prompt.path, "--max-tokens", "4", "--temperature", "0",
+                         "--top-logits", "3", "--threads", "1", "--json"])
+        XCTAssertEqual(r.status, 0, r.err)
+        let obj = try JSONSerialization.jsonObject(with: r.out) as! [String: Any]
+        XCTAssertEqual(obj["prompt_ids"] as? [Int], [504, 3575, 282, 4649, 314])
+        XCTAssertEqual(obj["generated_ids"] as? [Int], [7042, 30, 198, 198])  // " Paris.\n\n", as llama.cpp
+        XCTAssertEqual(obj["text"] as? String, " Paris.\n\n")
+        let top = obj["top_logits"] as! [[[Double]]]
+        XCTAssertEqual(top.count, 4)
+        XCTAssertEqual(top[0].count, 3)
+        XCTAssertEqual(Int(top[0][0][0]), 7042)
+        XCTAssertEqual(top[0][0][1], 17.569, accuracy: 1.0)
+    }
+
+    func testPerplexityToolAndErrors() throws {
+        _ = try ReferenceData.requireModel()
+        let text = ReferenceData.referenceDir.appendingPathComponent("perplexity-textA-GPL-3.txt").path
+        let r = try run(["perplexity", "--file", text, "--ctx", "64", "--json"])
+        XCTAssertEqual(r.status, 0, r.err)
+        let obj = try JSONSerialization.jsonObject(with: r.out) as! [String: Any]
+        XCTAssertEqual(obj["n_tokens"] as? Int, 7638)
+        XCTAssertEqual(obj["n_chunks"] as? Int, 7638 / 64)
+        let ppl = try XCTUnwrap(obj["ppl"] as? Double)
+        XCTAssertTrue(ppl > 10 && ppl < 60, "ppl \(ppl)")
+
+        let bad = try run(["generate", "--prompt", "x", "--model", "/nonexistent.gguf"])
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertTrue(bad.err.contains("/nonexistent.gguf"), bad.err)
+        let invalid = try run(["tokenize"], stdin: Data([0x66, 0xFF, 0x66]))
+        XCTAssertNotEqual(invalid.status, 0)
+        XCTAssertTrue(invalid.err.contains("UTF-8"), invalid.err)
+    }
+}
