@@ -1,6 +1,6 @@
 /* AArch64 quantized matmul, included twice by kernels_arm.c: SLM_DOTPROD 1 (ARMv8.2
  * sdot, Cortex-A76 / Raspberry Pi 5) and 0 (plain NEON widening multiplies, Cortex-A72 /
- * Raspberry Pi 4). Same tiling as x86_tile.h with 4 rows per float vector: lane i is row
+ * Raspberry Pi 4). Same tiling as x86_avx2.h with 4 rows per float vector: lane i is row
  * r0+i, one vector per token, so each (row, token) keeps its own sequential fma chain;
  * a block's quants are unpacked once per tile and reused for up to 4 tokens. */
 

@@ -14,11 +14,9 @@
 #pragma GCC target("avx2,fma,f16c")
 #endif
 
-#define SLM_VNNI 0
 #define FN(name) avx2_##name
-#include "x86_tile.h"
+#include "x86_avx2.h"
 #undef FN
-#undef SLM_VNNI
 
 /* Two accumulators hide the fma latency; the lanes make the sum order differ from the
  * sequential reference, hence the documented tolerance for this one helper. */
@@ -71,11 +69,7 @@ static void avx2_to_f16(const float *x, uint16_t *out, ptrdiff_t n) {
 #pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")
 #endif
 
-#define SLM_VNNI 1
-#define FN(name) vnni_##name
-#include "x86_tile.h"
-#undef FN
-#undef SLM_VNNI
+#include "x86_avx512.h"
 
 #if defined(__clang__)
 #pragma clang attribute pop

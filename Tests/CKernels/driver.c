@@ -4,7 +4,7 @@
  *   driver          every supported path against the portable C path on random data:
  *                   quantized matmuls bit-exact, f16 axpy/convert bit-exact, f16 dot
  *                   within 2 * n * 2^-24 * sum|q k|. Prints "N passed, N failed".
- *   driver bench    decode (1 token) GB/s of weights and prefill (128 tokens) GOP/s per
+ *   driver bench [path-id]   decode (1 token) GB/s of weights and prefill (128 tokens) GOP/s per
  *                   path. Meaningless under qemu.
  */
 #define _POSIX_C_SOURCE 199309L
@@ -201,12 +201,12 @@ static double time_mm(int type, const uint8_t *w, ptrdiff_t rb, int rows, const 
     return best[3];
 }
 
-static void bench(void) {
+static void bench(int only) {
     struct { int type, rows, cols, tokens; } cases[] = {
         {0, 576, 1536, 1}, {0, 1536, 576, 1}, {2, 49152, 576, 1}, {2, 1536, 576, 1}, {0, 49152, 576, 1}, {0, 1536, 576, 128}, {0, 576, 1536, 128},
     };
     for (int path = SLM_PATH_PORTABLE; path < SLM_PATH_COUNT; path++) {
-        if (!slm_kernels_supported(path)) continue;
+        if (!slm_kernels_supported(path) || (only && path != only)) continue;
         slm_kernels_force(path);
         for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
             int type = cases[c].type, rows = cases[c].rows, cols = cases[c].cols, tokens = cases[c].tokens;
@@ -229,6 +229,6 @@ static void bench(void) {
 }
 
 int main(int argc, char **argv) {
-    if (argc > 1 && strcmp(argv[1], "bench") == 0) { bench(); return 0; }
+    if (argc > 1 && strcmp(argv[1], "bench") == 0) { bench(argc > 2 ? atoi(argv[2]) : 0); return 0; }
     return test_paths();
 }

@@ -1,5 +1,5 @@
-/* x86 quantized matmul, included twice by kernels_x86.c: SLM_VNNI 0 (AVX2) and 1
- * (AVX-512 VNNI on 256-bit vectors). FN(name) gives each copy its own names.
+/* AVX2 quantized matmul, included by kernels_x86.c inside its AVX2 target region.
+ * (x86_avx512.h is the same scheme on 512-bit vectors with VNNI.)
  *
  * Tile: 8 rows x T tokens (T = 4, 2 or 1). Lane i of a float vector is row r0+i, one
  * vector per token, so each (row, token) keeps its own sequential fma chain over blocks
@@ -9,14 +9,15 @@
  * counts run at full vector width without a scalar tail. */
 
 #define SLM_ROWS 8
+#ifndef SLM_PF_TILES
+#define SLM_PF_TILES 2
+#endif
 
 /* One row's block quants as 32 bytes in activation order: Q4 -> [low nibbles | high
- * nibbles] (u8 0..15, matching x[0..15] | x[16..31]); Q8 -> the int8 values (VNNI: biased
- * by +128 to make them u8 for vpdpbusd; the bias is removed with the block's isum). */
+ * nibbles] (u8 0..15, matching x[0..15] | x[16..31]); Q8 -> the int8 values. */
 static SLM_ALWAYS_INLINE __m256i FN(load_quants)(int type, const uint8_t *p) {
     if (type == SLM_T_Q8_0) {
-        __m256i v = _mm256_loadu_si256((const __m256i *)p);
-        return SLM_VNNI ? _mm256_xor_si256(v, _mm256_set1_epi8((char)0x80)) : v;
+        return _mm256_loadu_si256((const __m256i *)p);
     }
     /* Shift only the upper copy by 4, then mask both halves to nibbles. */
     __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)p));
@@ -24,13 +25,10 @@ static SLM_ALWAYS_INLINE __m256i FN(load_quants)(int type, const uint8_t *p) {
     return _mm256_and_si256(v, _mm256_set1_epi8(0x0f));
 }
 
-/* 8 int32 partial sums of one row's block dot with x (xw: x widened to int16 for the
- * AVX2 Q8_0 product, which must stay exact for any int8 pair). */
+/* 8 int32 partial sums of one row's block dot with x. Q8_0 goes through int16 (x
+ * pre-widened in xlo16/xhi16): vpmaddubsw would need |w| or |x| <= 127 to avoid int16
+ * saturation, and this must stay exact for any int8 pair. */
 static SLM_ALWAYS_INLINE __m256i FN(dot)(int type, __m256i w, __m256i x, __m256i xlo16, __m256i xhi16) {
-#if SLM_VNNI
-    (void)type; (void)xlo16; (void)xhi16;
-    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), w, x);
-#else
     if (type == SLM_T_Q8_0) {
         __m256i lo = _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm256_castsi256_si128(w)), xlo16);
         __m256i hi = _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm256_extracti128_si256(w, 1)), xhi16);
@@ -38,8 +36,6 @@ static SLM_ALWAYS_INLINE __m256i FN(dot)(int type, __m256i w, __m256i x, __m256i
     }
     /* u8 nibble x s8 pairs stay far below int16 saturation (2 * 15 * 128). */
     return _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1));
-    (void)xlo16;
-#endif
 }
 
 /* Horizontal sums of 8 vectors of 8 int32 -> one vector, lane i = sum of p[i]. */
@@ -76,23 +72,28 @@ static SLM_ALWAYS_INLINE void FN(tile)(int type, int T, const uint8_t *w0, ptrdi
         const __m256 mw = _mm256_cvtph_ps(_mm256_extracti128_si256(g, 1));
         __m256i wq[SLM_ROWS];
         for (int i = 0; i < SLM_ROWS; i++) wq[i] = FN(load_quants)(type, rp[i] + b * bb);
+        /* Eight interleaved row streams defeat the hardware prefetcher on matrices larger
+         * than the caches; fetch a later tile (contiguous rows) as a single stream instead,
+         * a slice of it per block. Prefetches never fault, so overrunning the end is fine. */
+        {
+            const uint8_t *pf = w0 + SLM_PF_TILES * SLM_ROWS * row_bytes + b * bb * SLM_ROWS;
+            for (int k = 0; k < bb * SLM_ROWS; k += 64) _mm_prefetch((const char *)pf + k, _MM_HINT_T1);
+        }
 
         for (int t = 0; t < T; t++) {
             const ptrdiff_t tb = (t0 + t) * nb + b;
             const __m256i xv = _mm256_loadu_si256((const __m256i *)(x->qs + (t0 + t) * cols + b * SLM_QK));
             __m256i xlo16 = xv, xhi16 = xv;
-            if (!SLM_VNNI && type == SLM_T_Q8_0) {
+            if (type == SLM_T_Q8_0) {
                 xlo16 = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(xv));
                 xhi16 = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(xv, 1));
             }
             __m256i p[SLM_ROWS];
             for (int i = 0; i < SLM_ROWS; i++) p[i] = FN(dot)(type, wq[i], xv, xlo16, xhi16);
             __m256i sumi = FN(reduce8)(p);
-            /* Undo the u8 offsets exactly: Q4_0 nibbles are q+8, VNNI Q8_0 weights w+128. */
+            /* Q4_0 nibbles are q+8: take 8 * isum out, exactly. */
             if (type == SLM_T_Q4_0)
                 sumi = _mm256_sub_epi32(sumi, _mm256_set1_epi32(8 * x->isum[tb]));
-            if (SLM_VNNI && type == SLM_T_Q8_0)
-                sumi = _mm256_sub_epi32(sumi, _mm256_set1_epi32(128 * x->isum[tb]));
             const __m256 dd = _mm256_mul_ps(dw, _mm256_set1_ps(x->d[tb]));
             acc[t] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(sumi), acc[t]);
             if (type == SLM_T_Q4_1) accm[t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(x->s[tb]), accm[t]);
