@@ -1,2 +1,147 @@
-// Fast kernels: see kernels.h.
-#include "slm_kernels.h"
+/* Dispatch and the portable C path (the C twin of ReferenceKernels). */
+#include "internal.h"
+
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1 << 20)
+#endif
+#endif
+
+/* ---- portable path: scalar, written exactly like the contract ---- */
+
+static SLM_ALWAYS_INLINE void portable_matmul(int type, const void *w, ptrdiff_t row_bytes, ptrdiff_t r0, ptrdiff_t r1,
+                                              const slm_q8_acts *x, float *y, ptrdiff_t ys) {
+    const ptrdiff_t nb = x->cols / SLM_QK;
+    const int bb = slm_block_bytes(type), qo = slm_quant_offset(type);
+    for (ptrdiff_t r = r0; r < r1; r++) {
+        const uint8_t *row = (const uint8_t *)w + r * row_bytes;
+        for (ptrdiff_t t = 0; t < x->tokens; t++) {
+            const int8_t *xq = x->qs + t * x->cols;
+            float acc = 0.0f, accm = 0.0f;
+            for (ptrdiff_t b = 0; b < nb; b++) {
+                const uint8_t *blk = row + b * bb;
+                const int8_t *xb = xq + b * SLM_QK;
+                int32_t sumi = 0;
+                if (type == SLM_T_Q8_0) {
+                    for (int j = 0; j < 32; j++) sumi += (int32_t)(int8_t)blk[qo + j] * xb[j];
+                } else {
+                    const int bias = type == SLM_T_Q4_0 ? 8 : 0;
+                    for (int j = 0; j < 16; j++) {
+                        sumi += ((int32_t)(blk[qo + j] & 0x0f) - bias) * xb[j];
+                        sumi += ((int32_t)(blk[qo + j] >> 4) - bias) * xb[j + 16];
+                    }
+                }
+                const float dd = slm_f16_to_f32(slm_load_u16(blk)) * x->d[t * nb + b];
+                acc = fmaf(dd, (float)sumi, acc);
+                if (type == SLM_T_Q4_1)
+                    accm = fmaf(slm_f16_to_f32(slm_load_u16(blk + 2)), x->s[t * nb + b], accm);
+            }
+            /* Q4_0/Q8_0 return acc itself: adding a zero accm would turn -0 into +0. */
+            y[t * ys + r] = type == SLM_T_Q4_1 ? acc + accm : acc;
+        }
+    }
+}
+
+static void portable_q4_1(const void *w, ptrdiff_t rb, ptrdiff_t r0, ptrdiff_t r1, const slm_q8_acts *x, float *y, ptrdiff_t ys) {
+    portable_matmul(SLM_T_Q4_1, w, rb, r0, r1, x, y, ys);
+}
+static void portable_q4_0(const void *w, ptrdiff_t rb, ptrdiff_t r0, ptrdiff_t r1, const slm_q8_acts *x, float *y, ptrdiff_t ys) {
+    portable_matmul(SLM_T_Q4_0, w, rb, r0, r1, x, y, ys);
+}
+static void portable_q8_0(const void *w, ptrdiff_t rb, ptrdiff_t r0, ptrdiff_t r1, const slm_q8_acts *x, float *y, ptrdiff_t ys) {
+    portable_matmul(SLM_T_Q8_0, w, rb, r0, r1, x, y, ys);
+}
+
+static float portable_dot_f16(const float *q, const uint16_t *k, ptrdiff_t n) {
+    float acc = 0.0f;
+    for (ptrdiff_t i = 0; i < n; i++) acc = fmaf(q[i], slm_f16_to_f32(k[i]), acc);
+    return acc;
+}
+static void portable_axpy_f16(float a, const uint16_t *v, float *y, ptrdiff_t n) {
+    for (ptrdiff_t i = 0; i < n; i++) y[i] = fmaf(a, slm_f16_to_f32(v[i]), y[i]);
+}
+static void portable_to_f16(const float *x, uint16_t *out, ptrdiff_t n) {
+    for (ptrdiff_t i = 0; i < n; i++) out[i] = slm_f32_to_f16_scalar(x[i]);
+}
+
+const slm_impl slm_impl_portable = {
+    SLM_PATH_PORTABLE, "portable-c", portable_q4_1, portable_q4_0, portable_q8_0,
+    portable_dot_f16, portable_axpy_f16, portable_to_f16,
+};
+
+/* ---- dispatch ---- */
+
+static const slm_impl *impl_for(int path) {
+    switch (path) {
+    case SLM_PATH_PORTABLE: return &slm_impl_portable;
+#if defined(__x86_64__)
+    case SLM_PATH_AVX2:
+        __builtin_cpu_init();  /* may run before the runtime's own constructor */
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+            return &slm_impl_avx2;
+        return NULL;
+    case SLM_PATH_AVX512VNNI:
+        if (impl_for(SLM_PATH_AVX2) && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni"))
+            return &slm_impl_avx512vnni;
+        return NULL;
+#endif
+#if defined(__aarch64__)
+    case SLM_PATH_NEON: return &slm_impl_neon;  /* Advanced SIMD is mandatory on AArch64 */
+    case SLM_PATH_NEON_DOTPROD:
+#if defined(__linux__)
+        if (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) return &slm_impl_neon_dotprod;
+#elif defined(__APPLE__)
+        return &slm_impl_neon_dotprod;  /* every Apple arm64 core has it */
+#endif
+        return NULL;
+#endif
+    default: return NULL;
+    }
+}
+
+static const slm_impl *best_impl(void) {
+    static const int order[] = {SLM_PATH_AVX512VNNI, SLM_PATH_AVX2, SLM_PATH_NEON_DOTPROD, SLM_PATH_NEON};
+    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
+        const slm_impl *p = impl_for(order[i]);
+        if (p) return p;
+    }
+    return &slm_impl_portable;
+}
+
+/* Chosen on first use; racing first callers compute the same answer, so the race is benign. */
+static const slm_impl *active;
+
+static SLM_ALWAYS_INLINE const slm_impl *get(void) {
+    const slm_impl *p = __atomic_load_n(&active, __ATOMIC_ACQUIRE);
+    if (__builtin_expect(p == NULL, 0)) {
+        p = best_impl();
+        __atomic_store_n(&active, p, __ATOMIC_RELEASE);
+    }
+    return p;
+}
+
+const char *slm_kernels_path(void) { return get()->name; }
+int slm_kernels_path_id(void) { return get()->id; }
+int slm_kernels_supported(int path) { return path == SLM_PATH_AUTO || impl_for(path) != NULL; }
+
+int slm_kernels_force(int path) {
+    const slm_impl *p = path == SLM_PATH_AUTO ? best_impl() : impl_for(path);
+    if (!p) return 0;
+    __atomic_store_n(&active, p, __ATOMIC_RELEASE);
+    return 1;
+}
+
+void slm_matmul_q4_1(const void *w, ptrdiff_t rb, ptrdiff_t r0, ptrdiff_t r1, const slm_q8_acts *x, float *y, ptrdiff_t ys) {
+    if (r0 < r1 && x->tokens > 0) get()->q4_1(w, rb, r0, r1, x, y, ys);
+}
+void slm_matmul_q4_0(const void *w, ptrdiff_t rb, ptrdiff_t r0, ptrdiff_t r1, const slm_q8_acts *x, float *y, ptrdiff_t ys) {
+    if (r0 < r1 && x->tokens > 0) get()->q4_0(w, rb, r0, r1, x, y, ys);
+}
+void slm_matmul_q8_0(const void *w, ptrdiff_t rb, ptrdiff_t r0, ptrdiff_t r1, const slm_q8_acts *x, float *y, ptrdiff_t ys) {
+    if (r0 < r1 && x->tokens > 0) get()->q8_0(w, rb, r0, r1, x, y, ys);
+}
+float slm_dot_f16(const float *q, const uint16_t *k, ptrdiff_t n) { return get()->dot_f16(q, k, n); }
+void slm_axpy_f16(float a, const uint16_t *v, float *y, ptrdiff_t n) { get()->axpy_f16(a, v, y, n); }
+void slm_f32_to_f16(const float *x, uint16_t *out, ptrdiff_t n) { get()->to_f16(x, out, n); }

@@ -1,16 +1,31 @@
 import CSLMKernels
 
-/// The kernels the model calls. Each entry picks the fastest implementation this CPU
-/// supports (chosen once, see `path`) and falls back to `ReferenceKernels`.
+/// The kernels the model calls. Quantized matmuls and the f16 attention helpers run in
+/// CSLMKernels, which picks the fastest path this CPU supports once (see `path`); every
+/// path is bit-identical to `ReferenceKernels` for quantized weights (the f16 dot may
+/// differ by float rounding, see `f16DotTolerance`). Float-weight matmuls stay in Swift.
 public enum Kernels {
-    /// Which implementation runs, for the startup log and stats.
-    public static let path: String = "portable-swift"
+    /// Which implementation runs, for the startup log and stats: "x86-avx512vnni",
+    /// "x86-avx2", "arm64-neon-dotprod", "arm64-neon" or "portable-c".
+    public static var path: String { String(cString: slm_kernels_path()) }
 
     /// y[t·yStride + r] = W[r] · x[t] for r in `rows`, t in 0..<x.tokens (quantized weights).
     @inlinable
     public static func matmul(_ w: WeightMatrix, _ x: Q8Activations, rows: Range<Int>,
                               y: UnsafeMutablePointer<Float>, yStride: Int) {
-        ReferenceKernels.matmul(w, x, rows: rows, y: y, yStride: yStride)
+        precondition(x.cols == w.cols, "activation length \(x.cols) != matrix columns \(w.cols)")
+        precondition(rows.lowerBound >= 0 && rows.upperBound <= w.rows, "rows \(rows) outside 0..<\(w.rows)")
+        var acts = slm_q8_acts(qs: x.qs, d: x.d, s: x.s, isum: x.isum, cols: x.cols, tokens: x.tokens)
+        switch w.type {
+        case .q4_1:
+            slm_matmul_q4_1(w.base, w.rowBytes, rows.lowerBound, rows.upperBound, &acts, y, yStride)
+        case .q4_0:
+            slm_matmul_q4_0(w.base, w.rowBytes, rows.lowerBound, rows.upperBound, &acts, y, yStride)
+        case .q8_0:
+            slm_matmul_q8_0(w.base, w.rowBytes, rows.lowerBound, rows.upperBound, &acts, y, yStride)
+        case .f32, .f16:
+            preconditionFailure("use matmulFloat for \(w.type)")
+        }
     }
 
     /// Float-weight matmul (F32/F16 weights, F32 activations).
@@ -20,16 +35,22 @@ public enum Kernels {
         ReferenceKernels.matmulFloat(w, x, xStride: xStride, tokens: tokens, rows: rows, y: y, yStride: yStride)
     }
 
+    /// Largest |fast − reference| of `dotF16` relative to Σ|q[i]·k[i]| per element:
+    /// |dotF16 − ReferenceKernels.dotF16| ≤ 2 · count · 2⁻²⁴ · Σ|q[i]·k[i]|.
+    public static let f16DotTolerance: Float = 0x1p-23
+
     @inlinable
     public static func dotF16(_ q: UnsafePointer<Float>, _ k: UnsafePointer<UInt16>, count: Int) -> Float {
-        ReferenceKernels.dotF16(q, k, count: count)
+        slm_dot_f16(q, k, count)
     }
 
+    /// Bit-identical to `ReferenceKernels.axpyF16` (element-wise fma).
     @inlinable
     public static func axpyF16(_ a: Float, _ v: UnsafePointer<UInt16>, _ y: UnsafeMutablePointer<Float>, count: Int) {
-        ReferenceKernels.axpyF16(a, v, y, count: count)
+        slm_axpy_f16(a, v, y, count)
     }
 
+    /// Bit-identical to `ReferenceKernels.toF16` (round to nearest even).
     @inlinable
     public static func scaleRoundF16(_ y: UnsafeMutablePointer<Float>, _ a: Float, count: Int) {
         ReferenceKernels.scaleRoundF16(y, a, count: count)
@@ -42,6 +63,6 @@ public enum Kernels {
 
     @inlinable
     public static func toF16(_ x: UnsafePointer<Float>, _ out: UnsafeMutablePointer<UInt16>, count: Int) {
-        ReferenceKernels.toF16(x, out, count: count)
+        slm_f32_to_f16(x, out, count)
     }
 }

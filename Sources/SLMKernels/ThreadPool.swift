@@ -13,19 +13,12 @@ import Darwin
 /// condition variable. Pure spinning collapses on a 2-core board when another process
 /// takes a core; pure sleeping costs a futex round trip per region, ~150 regions a token.
 public final class ThreadPool: @unchecked Sendable {
-    // @unchecked: `job` is written only by the caller of `run` before the release-store of
-    // `generation` and read by workers after the matching acquire-load.
-
     /// Number of threads that execute each region (the caller included).
     public let threadCount: Int
 
-    private let generation = Atomic<Int>(0)
-    private let pending = Atomic<Int>(0)
-    private let sleepers = Atomic<Int>(0)
-    private let stopping = Atomic<Bool>(false)
-    private var job: ((Int) -> Void)?
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
-    private let cond: UnsafeMutablePointer<pthread_cond_t>
+    // Workers hold only `shared`, never the pool: a worker calling a method on the pool
+    // itself would keep it alive (and its threads running) forever.
+    private let shared: Shared
     private var threads: [pthread_t] = []
     private let runLock = Mutex<Void>(())
 
@@ -36,16 +29,13 @@ public final class ThreadPool: @unchecked Sendable {
     /// Creates `threads - 1` workers. `threads` is clamped to at least 1.
     public init(threads: Int) {
         threadCount = max(1, threads)
-        mutex = .allocate(capacity: 1)
-        cond = .allocate(capacity: 1)
-        pthread_mutex_init(mutex, nil)
-        pthread_cond_init(cond, nil)
+        shared = Shared()
         for index in 1..<threadCount {
-            let box = Unmanaged.passRetained(WorkerStart(pool: self, index: index))
+            let box = Unmanaged.passRetained(WorkerStart(shared: shared, index: index))
             var tid = pthread_t()
             let rc = pthread_create(&tid, nil, { arg in
                 let start = Unmanaged<WorkerStart>.fromOpaque(arg!).takeRetainedValue()
-                start.pool.workerLoop(index: start.index)
+                start.shared.workerLoop(index: start.index)
                 return nil
             }, box.toOpaque())
             precondition(rc == 0, "pthread_create failed: \(rc)")
@@ -54,22 +44,17 @@ public final class ThreadPool: @unchecked Sendable {
     }
 
     deinit {
-        stopping.store(true, ordering: .sequentiallyConsistent)
-        pthread_mutex_lock(mutex)
-        pthread_cond_broadcast(cond)
-        pthread_mutex_unlock(mutex)
+        shared.stopping.store(true, ordering: .sequentiallyConsistent)
+        pthread_mutex_lock(shared.mutex)
+        pthread_cond_broadcast(shared.cond)
+        pthread_mutex_unlock(shared.mutex)
         for t in threads { pthread_join(t, nil) }
-        pthread_mutex_destroy(mutex)
-        pthread_cond_destroy(cond)
-        mutex.deallocate()
-        cond.deallocate()
     }
 
     private final class WorkerStart {
-        // Workers hold the pool unowned: the pool joins them in deinit.
-        unowned let pool: ThreadPool
+        let shared: Shared
         let index: Int
-        init(pool: ThreadPool, index: Int) { self.pool = pool; self.index = index }
+        init(shared: Shared, index: Int) { self.shared = shared; self.index = index }
     }
 
     /// Runs `body(threadIndex)` once on every thread (index 0 is the caller) and returns
@@ -77,22 +62,23 @@ public final class ThreadPool: @unchecked Sendable {
     public func run(_ body: (Int) -> Void) {
         if threadCount == 1 { body(0); return }
         runLock.withLock { _ in
+            let shared = self.shared
             withoutActuallyEscaping(body) { escapable in
-                job = escapable
-                pending.store(threadCount - 1, ordering: .sequentiallyConsistent)
-                generation.add(1, ordering: .sequentiallyConsistent)
-                if sleepers.load(ordering: .sequentiallyConsistent) > 0 {
-                    pthread_mutex_lock(mutex)
-                    pthread_cond_broadcast(cond)
-                    pthread_mutex_unlock(mutex)
+                shared.job = escapable
+                shared.pending.store(threadCount - 1, ordering: .sequentiallyConsistent)
+                shared.generation.add(1, ordering: .sequentiallyConsistent)
+                if shared.sleepers.load(ordering: .sequentiallyConsistent) > 0 {
+                    pthread_mutex_lock(shared.mutex)
+                    pthread_cond_broadcast(shared.cond)
+                    pthread_mutex_unlock(shared.mutex)
                 }
                 escapable(0)
                 var spins = 0
-                while pending.load(ordering: .acquiring) != 0 {
+                while shared.pending.load(ordering: .acquiring) != 0 {
                     spins += 1
                     if spins > Self.spinLimit { sched_yield() }
                 }
-                job = nil
+                shared.job = nil
             }
         }
     }
@@ -114,36 +100,63 @@ public final class ThreadPool: @unchecked Sendable {
         return min(lo, count)..<hi
     }
 
-    private func workerLoop(index: Int) {
-        var seen = 0
-        while true {
-            var spins = 0
-            while generation.load(ordering: .acquiring) == seen {
-                if stopping.load(ordering: .relaxed) { return }
-                spins += 1
-                if spins < Self.spinLimit { continue }
-                if spins < Self.spinLimit + Self.yieldLimit { sched_yield(); continue }
-                pthread_mutex_lock(mutex)
-                sleepers.add(1, ordering: .sequentiallyConsistent)
-                while generation.load(ordering: .sequentiallyConsistent) == seen
-                    && !stopping.load(ordering: .sequentiallyConsistent) {
-                    pthread_cond_wait(cond, mutex)
-                }
-                sleepers.subtract(1, ordering: .sequentiallyConsistent)
-                pthread_mutex_unlock(mutex)
-                spins = 0
-            }
-            if stopping.load(ordering: .relaxed) { return }
-            seen = generation.load(ordering: .acquiring)
-            runJob(index)
-            pending.subtract(1, ordering: .releasing)
-        }
-    }
+    /// State shared by the caller of `run` and the workers.
+    private final class Shared: @unchecked Sendable {
+        // @unchecked: `job` is written only by the caller of `run` before the release-store
+        // of `generation` and read by workers after the matching acquire-load.
+        let generation = Atomic<Int>(0)
+        let pending = Atomic<Int>(0)
+        let sleepers = Atomic<Int>(0)
+        let stopping = Atomic<Bool>(false)
+        var job: ((Int) -> Void)?
+        let mutex: UnsafeMutablePointer<pthread_mutex_t>
+        let cond: UnsafeMutablePointer<pthread_cond_t>
 
-    // Out of line so the worker's reference to the closure is released before it reports
-    // completion: `run` may only return once nobody holds the non-escaping closure.
-    @inline(never)
-    private func runJob(_ index: Int) {
-        job!(index)
+        init() {
+            mutex = .allocate(capacity: 1)
+            cond = .allocate(capacity: 1)
+            pthread_mutex_init(mutex, nil)
+            pthread_cond_init(cond, nil)
+        }
+
+        deinit {
+            pthread_mutex_destroy(mutex)
+            pthread_cond_destroy(cond)
+            mutex.deallocate()
+            cond.deallocate()
+        }
+
+        func workerLoop(index: Int) {
+            var seen = 0
+            while true {
+                var spins = 0
+                while generation.load(ordering: .acquiring) == seen {
+                    if stopping.load(ordering: .relaxed) { return }
+                    spins += 1
+                    if spins < ThreadPool.spinLimit { continue }
+                    if spins < ThreadPool.spinLimit + ThreadPool.yieldLimit { sched_yield(); continue }
+                    pthread_mutex_lock(mutex)
+                    sleepers.add(1, ordering: .sequentiallyConsistent)
+                    while generation.load(ordering: .sequentiallyConsistent) == seen
+                        && !stopping.load(ordering: .sequentiallyConsistent) {
+                        pthread_cond_wait(cond, mutex)
+                    }
+                    sleepers.subtract(1, ordering: .sequentiallyConsistent)
+                    pthread_mutex_unlock(mutex)
+                    spins = 0
+                }
+                if stopping.load(ordering: .relaxed) { return }
+                seen = generation.load(ordering: .acquiring)
+                runJob(index)
+                pending.subtract(1, ordering: .releasing)
+            }
+        }
+
+        // Out of line so the worker's reference to the closure is released before it reports
+        // completion: `run` may only return once nobody holds the non-escaping closure.
+        @inline(never)
+        private func runJob(_ index: Int) {
+            job!(index)
+        }
     }
 }

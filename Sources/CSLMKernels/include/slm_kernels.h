@@ -1,1 +1,89 @@
-#pragma once
+/*
+ * slm_kernels.h — the innermost quantized matmuls and f16 attention helpers of slmd,
+ * with runtime CPU dispatch. Dependency-free C; compiled by SwiftPM without special
+ * flags (each SIMD function carries its own target attribute) and by plain gcc for the
+ * cross-architecture test driver (Tests/CKernels/driver.c).
+ *
+ * Paths, best first:  x86-64:  avx512vnni -> avx2 -> portable
+ *                     aarch64: neon-dotprod -> neon -> portable
+ * The best supported path is chosen on first use; slm_kernels_force() overrides it (tests).
+ *
+ * NUMERICS CONTRACT (quantized matmuls) — every path returns bit-identical results, equal
+ * to ReferenceKernels in Swift. For each (row, token), over blocks b = 0, 1, ... in order:
+ *     sumi = exact integer dot of the block (Q4_0 nibbles count as q - 8)
+ *     acc  = fmaf(d_w[b] * d_x[b], (float)sumi, acc)      (product rounded, then fused)
+ *     accm = fmaf(m_w[b], s_x[b], accm)                     (Q4_1 only)
+ *     y    = Q4_1 ? acc + accm : acc
+ * Fast paths vectorise across rows and tokens (one lane per (row, token) pair), never
+ * across blocks, so the float chain per pair is the same as the scalar one. A sequence's
+ * output therefore does not depend on batch size, row split or CPU path.
+ *
+ * f16 helpers: slm_axpy_f16 and slm_f32_to_f16 are exact on every path (element-wise fma,
+ * round-to-nearest-even). slm_dot_f16 sums in several lanes, so it differs from the
+ * sequential reference by float rounding only: |fast - ref| <= 2 * n * 2^-24 * sum|q_i k_i|.
+ */
+#ifndef SLM_KERNELS_H
+#define SLM_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Kernel paths. SLM_PATH_AUTO selects the best supported one. */
+enum {
+    SLM_PATH_AUTO = 0,
+    SLM_PATH_PORTABLE = 1,
+    SLM_PATH_AVX2 = 2,          /* AVX2 + FMA + F16C */
+    SLM_PATH_AVX512VNNI = 3,    /* AVX-512 F/BW/VL/VNNI (+ AVX2, FMA, F16C) */
+    SLM_PATH_NEON = 4,          /* AArch64 Advanced SIMD (Raspberry Pi 4, Cortex-A72) */
+    SLM_PATH_NEON_DOTPROD = 5,  /* + ARMv8.2 dot product (Raspberry Pi 5, Cortex-A76) */
+    SLM_PATH_COUNT = 6
+};
+
+/* Name of the active path, e.g. "x86-avx512vnni", "arm64-neon-dotprod", "portable-c". */
+const char *slm_kernels_path(void);
+/* Id of the active path (one of SLM_PATH_*, never AUTO). */
+int slm_kernels_path_id(void);
+/* Whether this CPU (and build) can run `path`. AUTO and PORTABLE are always supported. */
+int slm_kernels_supported(int path);
+/* Makes `path` active for the whole process if supported; returns 1 on success, 0 if not
+ * supported (the active path is then unchanged). Meant for tests and benchmarks: do not
+ * call while kernels run on other threads. */
+int slm_kernels_force(int path);
+
+/* Int8-quantized activations, one 32-element block at a time (Q8Activations in Swift).
+ * Values in qs may be any int8; the quantizer produces [-127, 127]. */
+typedef struct slm_q8_acts {
+    const int8_t *qs;     /* [tokens][cols]      int8 values                     */
+    const float *d;       /* [tokens][cols/32]   block scales (f16-rounded)      */
+    const float *s;       /* [tokens][cols/32]   f16(d * isum), Q4_1's min term  */
+    const int32_t *isum;  /* [tokens][cols/32]   exact sum of the block's qs     */
+    ptrdiff_t cols;       /* row length, a positive multiple of 32               */
+    ptrdiff_t tokens;     /* number of activation rows                           */
+} slm_q8_acts;
+
+/* y[t * y_stride + r] = W[r] . x[t] for r in [row_begin, row_end), t in [0, x->tokens).
+ * `w` is the matrix base (row 0); row r starts at w + r * row_bytes and holds x->cols
+ * elements in ggml's block layout (Q4_1: 20 B, Q4_0: 18 B, Q8_0: 34 B per 32 elements).
+ * No allocation, no threads: callers split rows across threads. */
+void slm_matmul_q4_1(const void *w, ptrdiff_t row_bytes, ptrdiff_t row_begin, ptrdiff_t row_end,
+                     const slm_q8_acts *x, float *y, ptrdiff_t y_stride);
+void slm_matmul_q4_0(const void *w, ptrdiff_t row_bytes, ptrdiff_t row_begin, ptrdiff_t row_end,
+                     const slm_q8_acts *x, float *y, ptrdiff_t y_stride);
+void slm_matmul_q8_0(const void *w, ptrdiff_t row_bytes, ptrdiff_t row_begin, ptrdiff_t row_end,
+                     const slm_q8_acts *x, float *y, ptrdiff_t y_stride);
+
+/* sum_i q[i] * f16(k[i]); q is expected to hold f16-representable values. */
+float slm_dot_f16(const float *q, const uint16_t *k, ptrdiff_t n);
+/* y[i] = fmaf(a, f16(v[i]), y[i]). */
+void slm_axpy_f16(float a, const uint16_t *v, float *y, ptrdiff_t n);
+/* out[i] = f16 bits of x[i], rounded to nearest even. */
+void slm_f32_to_f16(const float *x, uint16_t *out, ptrdiff_t n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SLM_KERNELS_H */

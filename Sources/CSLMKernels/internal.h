@@ -1,0 +1,89 @@
+/* Private to CSLMKernels: the per-path function table and shared scalar helpers. */
+#ifndef SLM_KERNELS_INTERNAL_H
+#define SLM_KERNELS_INTERNAL_H
+
+#include "slm_kernels.h"
+#include <math.h>
+#include <string.h>
+
+/* The numerics contract depends on the compiler not fusing a*b+c on its own: keep
+ * contraction off (clang honours this pragma; gcc builds pass -ffp-contract=off, and
+ * the code never writes a*b+c where a fused result would differ from the contract). */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#endif
+
+#define SLM_QK 32
+#define SLM_ALWAYS_INLINE inline __attribute__((always_inline))
+
+enum { SLM_T_Q4_1, SLM_T_Q4_0, SLM_T_Q8_0 };
+
+typedef void (*slm_matmul_fn)(const void *w, ptrdiff_t row_bytes, ptrdiff_t row_begin, ptrdiff_t row_end,
+                              const slm_q8_acts *x, float *y, ptrdiff_t y_stride);
+
+typedef struct slm_impl {
+    int id;
+    const char *name;
+    slm_matmul_fn q4_1, q4_0, q8_0;
+    float (*dot_f16)(const float *q, const uint16_t *k, ptrdiff_t n);
+    void (*axpy_f16)(float a, const uint16_t *v, float *y, ptrdiff_t n);
+    void (*to_f16)(const float *x, uint16_t *out, ptrdiff_t n);
+} slm_impl;
+
+extern const slm_impl slm_impl_portable;
+#if defined(__x86_64__)
+extern const slm_impl slm_impl_avx2;
+extern const slm_impl slm_impl_avx512vnni;
+#endif
+#if defined(__aarch64__)
+extern const slm_impl slm_impl_neon;
+extern const slm_impl slm_impl_neon_dotprod;
+#endif
+
+/* Bytes per block and offset of the quants inside a block, per type. */
+static SLM_ALWAYS_INLINE int slm_block_bytes(int type) { return type == SLM_T_Q4_1 ? 20 : type == SLM_T_Q4_0 ? 18 : 34; }
+static SLM_ALWAYS_INLINE int slm_quant_offset(int type) { return type == SLM_T_Q4_1 ? 4 : 2; }
+
+static SLM_ALWAYS_INLINE uint16_t slm_load_u16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+
+/* Exact f16 -> f32 (no F16C/fp16 hardware assumed). */
+static inline float slm_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu, bits;
+    if (exp == 0) {
+        float f = (float)man * 0x1p-24f;  /* subnormal (or zero): exact in f32 */
+        memcpy(&bits, &f, 4);
+        bits |= sign;
+    } else if (exp == 31) {
+        bits = sign | 0x7f800000u | (man << 13);
+    } else {
+        bits = sign | ((exp + 112u) << 23) | (man << 13);
+    }
+    float out;
+    memcpy(&out, &bits, 4);
+    return out;
+}
+
+/* f32 -> f16 bits, round to nearest even (what F16C and AArch64 FCVT do by default). */
+static inline uint16_t slm_f32_to_f16_scalar(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000u, ax = x & 0x7fffffffu;
+    if (ax > 0x7f800000u) return (uint16_t)(sign | 0x7e00u | ((ax >> 13) & 0x3ffu)); /* quiet NaN */
+    if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);  /* >= 65520 (or inf) -> inf */
+    if (ax < 0x38800000u) {
+        /* Below the smallest normal f16: the result is round(|f| * 2^24) units of 2^-24.
+         * The scaling is exact; adding and removing 2^23 rounds to an integer in the
+         * current (nearest-even) mode. 1024 correctly encodes the smallest normal. */
+        float v;
+        memcpy(&v, &ax, 4);
+        volatile float big = 0x1p23f;  /* volatile: keep the compiler from folding the rounding away */
+        float r = (v * 0x1p24f + big) - big;
+        return (uint16_t)(sign | (uint32_t)r);
+    }
+    uint32_t h = (((ax >> 23) - 112u) << 10) | ((ax >> 13) & 0x3ffu);
+    uint32_t rem = ax & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h++;  /* a carry into the exponent is correct */
+    return (uint16_t)(sign | h);
+}
+
+#endif

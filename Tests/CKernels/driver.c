@@ -1,0 +1,234 @@
+/* Test driver for CSLMKernels, built without SwiftPM so it also runs on AArch64 (cross-
+ * compiled, under qemu) — see scripts/test-arm-kernels.
+ *
+ *   driver          every supported path against the portable C path on random data:
+ *                   quantized matmuls bit-exact, f16 axpy/convert bit-exact, f16 dot
+ *                   within 2 * n * 2^-24 * sum|q k|. Prints "N passed, N failed".
+ *   driver bench [path-id]   decode (1 token) GB/s of weights and prefill (128 tokens) GOP/s per
+ *                   path. Meaningless under qemu.
+ */
+#define _POSIX_C_SOURCE 199309L
+#include "slm_kernels.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static uint32_t rnd(void) {  /* xorshift64*: deterministic across hosts */
+    rng ^= rng >> 12; rng ^= rng << 25; rng ^= rng >> 27;
+    return (uint32_t)((rng * 0x2545f4914f6cdd1dull) >> 32);
+}
+static float frand(void) { return (float)rnd() / 4294967296.0f * 2.0f - 1.0f; }
+
+/* f32 -> f16 via the portable path of the library itself is what we test; here use a
+ * slow independent rounding: pick the nearer of the two neighbouring f16 values. */
+static float h2f(uint16_t h) {
+    int e = (h >> 10) & 31, m = h & 1023;
+    float v = e == 0 ? ldexpf((float)m, -24) : e == 31 ? (m ? NAN : INFINITY) : ldexpf((float)(m | 1024), e - 25);
+    return (h & 0x8000) ? -v : v;
+}
+static uint16_t f2h_ref(float f) {
+    if (isnan(f)) return 0x7e00;
+    uint16_t sign = signbit(f) ? 0x8000 : 0;
+    float a = fabsf(f);
+    if (a >= 65520.0f) return sign | 0x7c00;
+    uint16_t lo = 0, hi = 0x7bff;  /* largest f16 <= a, by bisection over ordered bit patterns */
+    while (lo < hi) { uint16_t mid = (uint16_t)((lo + hi + 1) / 2); if (h2f(mid) <= a) lo = mid; else hi = mid - 1; }
+    if (h2f(lo) == a) return sign | lo;
+    float dl = a - h2f(lo), du = h2f((uint16_t)(lo + 1)) - a;
+    if (du < dl || (du == dl && (lo & 1))) lo++;
+    return sign | lo;
+}
+
+/* Random f16 scale: mostly normal magnitudes, sometimes subnormal, zero, negative. */
+static uint16_t rand_scale(void) {
+    uint32_t k = rnd() % 16;
+    uint16_t sign = (rnd() & 1) ? 0x8000 : 0;
+    if (k == 0) return sign;                              /* +-0 */
+    if (k == 1) return sign | (uint16_t)(1 + rnd() % 1023); /* subnormal */
+    return sign | (uint16_t)(((1 + rnd() % 20) << 10) | (rnd() % 1024)); /* 2^-14 .. 2^6 */
+}
+
+/* The quantizer of Q8Activations.quantizeRow, re-stated in C. */
+static void quantize_row(const float *x, int cols, int8_t *qs, float *d, float *s, int32_t *isum) {
+    for (int b = 0; b < cols / 32; b++) {
+        float amax = 0;
+        for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[b * 32 + j]));
+        float dd = amax / 127, id = amax != 0 ? 127 / amax : 0;
+        int32_t sum = 0;
+        for (int j = 0; j < 32; j++) { float p = x[b * 32 + j] * id; qs[b * 32 + j] = (int8_t)nearbyintf(p); sum += qs[b * 32 + j]; }
+        d[b] = h2f(f2h_ref(dd));
+        float ds = dd * (float)sum;
+        s[b] = h2f(f2h_ref(ds));
+        isum[b] = sum;
+    }
+}
+
+typedef void (*mm_fn)(const void *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const slm_q8_acts *, float *, ptrdiff_t);
+static const char *type_name[3] = {"Q4_1", "Q4_0", "Q8_0"};
+static const int block_bytes[3] = {20, 18, 34};
+static const mm_fn mm[3] = {slm_matmul_q4_1, slm_matmul_q4_0, slm_matmul_q8_0};
+
+static void fill_weights(int type, uint8_t *w, ptrdiff_t rows, ptrdiff_t cols) {
+    ptrdiff_t nb = rows * cols / 32;
+    for (ptrdiff_t b = 0; b < nb; b++) {
+        uint8_t *blk = w + b * block_bytes[type];
+        for (int j = 0; j < block_bytes[type]; j++) blk[j] = (uint8_t)rnd();
+        uint16_t d = rand_scale(), m = rand_scale();
+        memcpy(blk, &d, 2);
+        if (type == 0) memcpy(blk + 2, &m, 2);
+    }
+}
+
+typedef struct { int8_t *qs; float *d, *s; int32_t *isum; slm_q8_acts a; } acts;
+static void make_acts(acts *A, int tokens, int cols) {
+    A->qs = malloc((size_t)tokens * cols);
+    A->d = malloc(sizeof(float) * tokens * cols / 32);
+    A->s = malloc(sizeof(float) * tokens * cols / 32);
+    A->isum = malloc(sizeof(int32_t) * tokens * cols / 32);
+    float *x = malloc(sizeof(float) * cols);
+    for (int t = 0; t < tokens; t++) {
+        float scale = ldexpf(1.0f, (int)(rnd() % 16) - 8);
+        for (int i = 0; i < cols; i++) x[i] = frand() * scale;
+        if (rnd() % 4 == 0) memset(x + (rnd() % (cols / 32)) * 32, 0, 32 * sizeof(float)); /* a zero block */
+        quantize_row(x, cols, A->qs + (size_t)t * cols, A->d + t * cols / 32, A->s + t * cols / 32, A->isum + t * cols / 32);
+    }
+    free(x);
+    A->a = (slm_q8_acts){A->qs, A->d, A->s, A->isum, cols, tokens};
+}
+static void free_acts(acts *A) { free(A->qs); free(A->d); free(A->s); free(A->isum); }
+
+static int passed, failed;
+static void check(int ok, const char *what) {
+    if (ok) passed++;
+    else { failed++; if (failed <= 20) printf("FAIL %s\n", what); }
+}
+
+static int test_paths(void) {
+    static const int rows_set[] = {1, 3, 7, 8, 9, 13, 17, 33, 70};
+    static const int cols_set[] = {32, 64, 96, 576};
+    static const int tok_set[] = {1, 2, 3, 4, 5, 8, 17};
+    for (int path = SLM_PATH_PORTABLE + 1; path < SLM_PATH_COUNT; path++) {
+        if (!slm_kernels_supported(path)) continue;
+        slm_kernels_force(path);
+        const char *pname = slm_kernels_path();
+        int before = failed;
+        for (int type = 0; type < 3; type++)
+            for (size_t ri = 0; ri < sizeof rows_set / sizeof *rows_set; ri++)
+                for (size_t ci = 0; ci < sizeof cols_set / sizeof *cols_set; ci++)
+                    for (size_t ti = 0; ti < sizeof tok_set / sizeof *tok_set; ti++) {
+                        int rows = rows_set[ri], cols = cols_set[ci], tokens = tok_set[ti];
+                        ptrdiff_t rb = cols / 32 * block_bytes[type];
+                        uint8_t *w = malloc((size_t)rows * rb);
+                        fill_weights(type, w, rows, cols);
+                        acts A;
+                        make_acts(&A, tokens, cols);
+                        ptrdiff_t r0 = rnd() % 3 == 0 ? (ptrdiff_t)(rnd() % rows) : 0;
+                        ptrdiff_t r1 = r0 + 1 + (ptrdiff_t)(rnd() % (rows - r0));
+                        if (rnd() % 2) r1 = rows;
+                        ptrdiff_t ys = rows + 3;
+                        size_t ny = (size_t)ys * tokens;
+                        float *y0 = malloc(ny * 4), *y1 = malloc(ny * 4);
+                        for (size_t i = 0; i < ny; i++) y0[i] = y1[i] = -12345.0f;  /* must stay untouched outside the range */
+                        slm_kernels_force(SLM_PATH_PORTABLE);
+                        mm[type](w, rb, r0, r1, &A.a, y0, ys);
+                        slm_kernels_force(path);
+                        mm[type](w, rb, r0, r1, &A.a, y1, ys);
+                        char what[160];
+                        snprintf(what, sizeof what, "%s %s rows %d [%ld,%ld) cols %d tokens %d", pname, type_name[type],
+                                 rows, (long)r0, (long)r1, cols, tokens);
+                        check(memcmp(y0, y1, ny * 4) == 0, what);
+                        free(y0); free(y1); free(w); free_acts(&A);
+                    }
+        /* f16 helpers */
+        for (int rep = 0; rep < 200; rep++) {
+            int n = 1 + (int)(rnd() % 150);
+            float q[160], y0[160], y1[160], xs[160];
+            uint16_t k[160], h0[160], h1[160];
+            for (int i = 0; i < n; i++) {
+                k[i] = rand_scale();
+                q[i] = h2f(f2h_ref(frand() * 4));
+                y0[i] = y1[i] = frand();
+                uint32_t bits = rnd();
+                if (rep % 2) bits = (bits & 0x80000000u) | (0x30000000u + bits % 0x18000000u); /* around f16 range */
+                memcpy(&xs[i], &bits, 4);
+                if (isnan(xs[i])) xs[i] = 1.0f;
+            }
+            float a = frand();
+            slm_kernels_force(SLM_PATH_PORTABLE);
+            float d0 = slm_dot_f16(q, k, n);
+            slm_axpy_f16(a, k, y0, n);
+            slm_f32_to_f16(xs, h0, n);
+            slm_kernels_force(path);
+            float d1 = slm_dot_f16(q, k, n);
+            slm_axpy_f16(a, k, y1, n);
+            slm_f32_to_f16(xs, h1, n);
+            double mag = 0;
+            for (int i = 0; i < n; i++) mag += fabs((double)q[i] * h2f(k[i]));
+            char what[96];
+            snprintf(what, sizeof what, "%s dot_f16 n %d: %g vs %g", pname, n, d0, d1);
+            check(fabs((double)d0 - d1) <= 2.0 * n * 0x1p-24 * mag, what);
+            snprintf(what, sizeof what, "%s axpy_f16 n %d", pname, n);
+            check(memcmp(y0, y1, n * 4) == 0, what);
+            snprintf(what, sizeof what, "%s f32_to_f16 n %d", pname, n);
+            check(memcmp(h0, h1, n * 2) == 0, what);
+            int conv_ok = 1;
+            for (int i = 0; i < n; i++) conv_ok &= h0[i] == f2h_ref(xs[i]);
+            snprintf(what, sizeof what, "portable f32_to_f16 vs bisection n %d", n);
+            check(conv_ok, what);
+        }
+        printf("path %-20s %s\n", pname, failed == before ? "ok" : "MISMATCH");
+    }
+    slm_kernels_force(SLM_PATH_AUTO);
+    printf("auto path: %s\n", slm_kernels_path());
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed != 0;
+}
+
+static double now(void) { struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts); return ts.tv_sec + ts.tv_nsec * 1e-9; }
+
+/* Median of 7 timings of `reps` calls. */
+static double time_mm(int type, const uint8_t *w, ptrdiff_t rb, int rows, const slm_q8_acts *x, float *y, int reps) {
+    double best[7];
+    for (int k = 0; k < 7; k++) {
+        double t0 = now();
+        for (int r = 0; r < reps; r++) mm[type](w, rb, 0, rows, x, y, rows);
+        best[k] = (now() - t0) / reps;
+    }
+    for (int i = 0; i < 7; i++) for (int j = i + 1; j < 7; j++) if (best[j] < best[i]) { double t = best[i]; best[i] = best[j]; best[j] = t; }
+    return best[3];
+}
+
+static void bench(int only) {
+    struct { int type, rows, cols, tokens; } cases[] = {
+        {0, 576, 1536, 1}, {0, 1536, 576, 1}, {2, 49152, 576, 1}, {2, 1536, 576, 1}, {0, 49152, 576, 1}, {0, 1536, 576, 128}, {0, 576, 1536, 128},
+    };
+    for (int path = SLM_PATH_PORTABLE; path < SLM_PATH_COUNT; path++) {
+        if (!slm_kernels_supported(path) || (only && path != only)) continue;
+        slm_kernels_force(path);
+        for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+            int type = cases[c].type, rows = cases[c].rows, cols = cases[c].cols, tokens = cases[c].tokens;
+            ptrdiff_t rb = cols / 32 * block_bytes[type];
+            uint8_t *w = malloc((size_t)rows * rb);
+            fill_weights(type, w, rows, cols);
+            acts A;
+            make_acts(&A, tokens, cols);
+            float *y = malloc(sizeof(float) * rows * tokens);
+            double bytes = (double)rows * rb, ops = 2.0 * rows * cols * tokens;
+            int reps = (int)(2e7 / ops) + 1;
+            if (path == SLM_PATH_PORTABLE) reps = reps / 8 + 1;
+            double t = time_mm(type, w, rb, rows, &A.a, y, reps);
+            printf("%-20s %s %5dx%-5d tokens %3d: %8.1f us  %6.1f GB/s weights  %7.1f GOP/s\n", slm_kernels_path(),
+                   type_name[type], rows, cols, tokens, t * 1e6, bytes / t / 1e9, ops / t / 1e9);
+            free(w); free(y); free_acts(&A);
+        }
+    }
+    slm_kernels_force(SLM_PATH_AUTO);
+}
+
+int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "bench") == 0) { bench(argc > 2 ? atoi(argv[2]) : 0); return 0; }
+    return test_paths();
+}

@@ -1,0 +1,116 @@
+import CSLMKernels
+import XCTest
+@testable import SLMKernels
+
+/// Every C path must reproduce ReferenceKernels bit for bit on quantized weights, whatever
+/// the row range and batch size: a sequence's logits may not depend on either.
+final class KernelEquivalenceTests: XCTestCase {
+    override func tearDown() { slm_kernels_force(Int32(SLM_PATH_AUTO)) }
+
+    func testBlockSizes() {
+        XCTAssertEqual(WeightType.q4_0.blockBytes, 2 + 16)
+        XCTAssertEqual(WeightType.q4_1.blockBytes, 2 + 2 + 16)
+        XCTAssertEqual(WeightType.q8_0.blockBytes, 2 + 32)
+    }
+
+    func testAutoPathIsTheBestSupported() {
+        let paths = supportedPaths()
+        XCTAssertTrue(paths.contains { $0.name == "portable-c" })
+        XCTAssertEqual(Kernels.path, paths.last!.name)  // ids are ordered worst to best per architecture
+        XCTAssertEqual(slm_kernels_force(99), 0)
+        print("kernel paths supported: \(paths.map(\.name)), auto: \(Kernels.path)")
+    }
+
+    func testQuantizedMatmulBitIdenticalOnEveryPath() throws {
+        var rng = TestRNG(seed: 42)
+        let shapes: [(rows: Int, cols: Int)] = [(1, 32), (3, 64), (7, 96), (9, 32), (13, 576), (17, 160), (33, 64), (70, 128)]
+        let tokenCounts = [1, 2, 3, 5, 8, 17]
+        let paths = supportedPaths()
+        var compared = 0
+        for type in [WeightType.q4_1, .q4_0, .q8_0] {
+            for shape in shapes {
+                let w = try RandomMatrix(type: type, rows: shape.rows, cols: shape.cols, rng: &rng)
+                for tokens in tokenCounts {
+                    let x = randomActivations(tokens: tokens, cols: shape.cols, rng: &rng)
+                    // Whole matrix, a range starting mid-matrix, and a single row.
+                    let lo = Int.random(in: 0..<shape.rows, using: &rng)
+                    let ranges = [0..<shape.rows, lo..<shape.rows, lo..<lo + 1]
+                    for rows in ranges {
+                        let yStride = shape.rows + 3
+                        let sentinel: Float = -12345
+                        var expected = [Float](repeating: sentinel, count: yStride * tokens)
+                        ReferenceKernels.matmul(w.matrix, x, rows: rows, y: &expected, yStride: yStride)
+                        for path in paths {
+                            XCTAssertEqual(slm_kernels_force(path.id), 1)
+                            var got = [Float](repeating: sentinel, count: yStride * tokens)
+                            Kernels.matmul(w.matrix, x, rows: rows, y: &got, yStride: yStride)
+                            let same = zip(expected, got).allSatisfy { $0.bitPattern == $1.bitPattern }
+                            XCTAssertTrue(same, "\(path.name) \(type) \(shape.rows)x\(shape.cols) rows \(rows) tokens \(tokens)")
+                            compared += 1
+                        }
+                    }
+                }
+            }
+        }
+        XCTAssertGreaterThan(compared, 0)
+    }
+
+    /// Batching must not change a token's result: row t of a batch equals that token alone.
+    func testBatchInvariance() throws {
+        var rng = TestRNG(seed: 7)
+        let w = try RandomMatrix(type: .q4_1, rows: 37, cols: 256, rng: &rng)
+        let x = randomActivations(tokens: 9, cols: 256, rng: &rng)
+        for path in supportedPaths() {
+            slm_kernels_force(path.id)
+            var batch = [Float](repeating: 0, count: 37 * 9)
+            Kernels.matmul(w.matrix, x, rows: 0..<37, y: &batch, yStride: 37)
+            for t in 0..<9 {
+                let one = Q8Activations(capacityTokens: 1, capacityCols: 256)
+                one.reset(tokens: 1, cols: 256)
+                one.qs.update(from: x.qs + t * 256, count: 256)
+                one.d.update(from: x.d + t * 8, count: 8)
+                one.s.update(from: x.s + t * 8, count: 8)
+                one.isum.update(from: x.isum + t * 8, count: 8)
+                var single = [Float](repeating: 0, count: 37)
+                Kernels.matmul(w.matrix, one, rows: 0..<37, y: &single, yStride: 37)
+                XCTAssertEqual(single.map(\.bitPattern), Array(batch[t * 37..<(t + 1) * 37]).map(\.bitPattern),
+                               "\(path.name) token \(t)")
+            }
+        }
+    }
+
+    func testF16HelpersOnEveryPath() {
+        var rng = TestRNG(seed: 99)
+        for path in supportedPaths() {
+            slm_kernels_force(path.id)
+            for _ in 0..<100 {
+                let n = Int.random(in: 1...150, using: &rng)
+                let q = (0..<n).map { _ in Float(Float16(Float.random(in: -4...4, using: &rng))) }
+                let k = (0..<n).map { _ in randomScaleBits(&rng) }
+                let ref = ReferenceKernels.dotF16(q, k, count: n)
+                let fast = Kernels.dotF16(q, k, count: n)
+                let magnitude = zip(q, k).reduce(Float(0)) { $0 + abs($1.0 * Float(Float16(bitPattern: $1.1))) }
+                XCTAssertLessThanOrEqual(abs(fast - ref), Kernels.f16DotTolerance * Float(n) * magnitude + .leastNonzeroMagnitude,
+                                         "\(path.name) dotF16 n \(n)")
+
+                let a = Float.random(in: -2...2, using: &rng)
+                let y0 = (0..<n).map { _ in Float.random(in: -1...1, using: &rng) }
+                var yRef = y0, yFast = y0
+                ReferenceKernels.axpyF16(a, k, &yRef, count: n)
+                Kernels.axpyF16(a, k, &yFast, count: n)
+                XCTAssertEqual(yRef.map(\.bitPattern), yFast.map(\.bitPattern), "\(path.name) axpyF16 n \(n)")
+
+                // Values around and beyond the f16 range: subnormals, ties, overflow.
+                let xs: [Float] = (0..<n).map { _ in
+                    let e = Int.random(in: -27...17, using: &rng)
+                    return Float(sign: Bool.random(using: &rng) ? .minus : .plus, exponent: e,
+                                 significand: Float.random(in: 1..<2, using: &rng))
+                } + [65504, 65519.99, 65520, 0x1p-25, 0x1.8p-24, 0x1.0020p0, 0x1.0030p0, -0.0, .infinity]
+                var hRef = [UInt16](repeating: 0, count: xs.count), hFast = hRef
+                ReferenceKernels.toF16(xs, &hRef, count: xs.count)
+                Kernels.toF16(xs, &hFast, count: xs.count)
+                XCTAssertEqual(hRef, hFast, "\(path.name) toF16")
+            }
+        }
+    }
+}
