@@ -28,6 +28,9 @@ typedef struct slm_impl {
     float (*dot_f16)(const float *q, const uint16_t *k, ptrdiff_t n);
     void (*axpy_f16)(float a, const uint16_t *v, float *y, ptrdiff_t n);
     void (*to_f16)(const float *x, uint16_t *out, ptrdiff_t n);
+    /* y = f16(y * a) and y = f16(fma(v, a, y)), element-wise (exact on every path). */
+    void (*scale_round_f16)(float *y, float a, ptrdiff_t n);
+    void (*mad_round_f16)(float a, const uint16_t *v, float *y, ptrdiff_t n);
 } slm_impl;
 
 extern const slm_impl slm_impl_portable;

@@ -65,9 +65,16 @@ static void portable_to_f16(const float *x, uint16_t *out, ptrdiff_t n) {
     for (ptrdiff_t i = 0; i < n; i++) out[i] = slm_f32_to_f16_scalar(x[i]);
 }
 
+static void portable_scale_round_f16(float *y, float a, ptrdiff_t n) {
+    for (ptrdiff_t i = 0; i < n; i++) y[i] = slm_f16_to_f32(slm_f32_to_f16_scalar(y[i] * a));
+}
+static void portable_mad_round_f16(float a, const uint16_t *v, float *y, ptrdiff_t n) {
+    for (ptrdiff_t i = 0; i < n; i++) y[i] = slm_f16_to_f32(slm_f32_to_f16_scalar(fmaf(slm_f16_to_f32(v[i]), a, y[i])));
+}
+
 const slm_impl slm_impl_portable = {
     SLM_PATH_PORTABLE, "portable-c", portable_q4_1, portable_q4_0, portable_q8_0,
-    portable_dot_f16, portable_axpy_f16, portable_to_f16,
+    portable_dot_f16, portable_axpy_f16, portable_to_f16, portable_scale_round_f16, portable_mad_round_f16,
 };
 
 /* ---- dispatch ---- */
@@ -145,3 +152,29 @@ void slm_matmul_q8_0(const void *w, ptrdiff_t rb, ptrdiff_t r0, ptrdiff_t r1, co
 float slm_dot_f16(const float *q, const uint16_t *k, ptrdiff_t n) { return get()->dot_f16(q, k, n); }
 void slm_axpy_f16(float a, const uint16_t *v, float *y, ptrdiff_t n) { get()->axpy_f16(a, v, y, n); }
 void slm_f32_to_f16(const float *x, uint16_t *out, ptrdiff_t n) { get()->to_f16(x, out, n); }
+
+void slm_round_f16(float *y, ptrdiff_t n) { get()->scale_round_f16(y, 1.0f, n); }
+
+/* Online softmax over positions 0..n-1, the value accumulator rounded to f16 after every
+ * update: the numerics of llama.cpp's CPU flash attention with an f16 cache. */
+void slm_attn_f16(const float *q, const uint16_t *k, const uint16_t *v, ptrdiff_t stride, ptrdiff_t n,
+                  ptrdiff_t d, float scale, float *out) {
+    const slm_impl *p = get();
+    for (ptrdiff_t i = 0; i < d; i++) out[i] = 0.0f;
+    float m = -INFINITY, sum = 0.0f;
+    for (ptrdiff_t j = 0; j < n; j++) {
+        float s = p->dot_f16(q, k + j * stride, d) * scale;
+        float ms = 1.0f, vs = 1.0f;
+        if (s > m) {
+            ms = expf(m - s);
+            m = s;
+            p->scale_round_f16(out, ms, d);
+        } else {
+            vs = expf(s - m);
+        }
+        p->mad_round_f16(vs, v + j * stride, out, d);
+        sum = sum * ms + vs;
+    }
+    const float inv = 1.0f / sum;
+    for (ptrdiff_t i = 0; i < d; i++) out[i] *= inv;
+}

@@ -41,6 +41,22 @@ static void neon_to_f16(const float *x, uint16_t *out, ptrdiff_t n) {
     for (; i < n; i++) out[i] = slm_f32_to_f16_scalar(x[i]);
 }
 
+/* Round-trips through f16 with FCVTN/FCVTL: exact, matches the scalar definition. */
+static void neon_scale_round_f16(float *y, float a, ptrdiff_t n) {
+    ptrdiff_t i = 0;
+    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vcvt_f32_f16(vcvt_f16_f32(vmulq_n_f32(vld1q_f32(y + i), a))));
+    for (; i < n; i++) y[i] = slm_f16_to_f32(slm_f32_to_f16_scalar(y[i] * a));
+}
+
+static void neon_mad_round_f16(float a, const uint16_t *v, float *y, ptrdiff_t n) {
+    ptrdiff_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        float32x4_t r = vfmaq_n_f32(vld1q_f32(y + i), vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(v + i))), a);
+        vst1q_f32(y + i, vcvt_f32_f16(vcvt_f16_f32(r)));
+    }
+    for (; i < n; i++) y[i] = slm_f16_to_f32(slm_f32_to_f16_scalar(fmaf(slm_f16_to_f32(v[i]), a, y[i])));
+}
+
 /* ---------------- NEON + dot product ---------------- */
 #if defined(__clang__)
 #pragma clang attribute push(__attribute__((target("arch=armv8.2-a+dotprod"))), apply_to = function)
@@ -62,11 +78,11 @@ static void neon_to_f16(const float *x, uint16_t *out, ptrdiff_t n) {
 #endif
 
 const slm_impl slm_impl_neon = {
-    SLM_PATH_NEON, "arm64-neon", neon_q4_1, neon_q4_0, neon_q8_0, neon_dot_f16, neon_axpy_f16, neon_to_f16,
+    SLM_PATH_NEON, "arm64-neon", neon_q4_1, neon_q4_0, neon_q8_0, neon_dot_f16, neon_axpy_f16, neon_to_f16, neon_scale_round_f16, neon_mad_round_f16,
 };
 const slm_impl slm_impl_neon_dotprod = {
     SLM_PATH_NEON_DOTPROD, "arm64-neon-dotprod", dotprod_q4_1, dotprod_q4_0, dotprod_q8_0,
-    neon_dot_f16, neon_axpy_f16, neon_to_f16,
+    neon_dot_f16, neon_axpy_f16, neon_to_f16, neon_scale_round_f16, neon_mad_round_f16,
 };
 
 #endif /* __aarch64__ */

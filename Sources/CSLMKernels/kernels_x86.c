@@ -55,6 +55,25 @@ static void avx2_to_f16(const float *x, uint16_t *out, ptrdiff_t n) {
     for (; i < n; i++) out[i] = (uint16_t)_mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(x[i]), _MM_FROUND_TO_NEAREST_INT), 0);
 }
 
+/* Round-trips through f16 with F16C: exact, matches the scalar definition. */
+static void avx2_scale_round_f16(float *y, float a, ptrdiff_t n) {
+    const __m256 va = _mm256_set1_ps(a);
+    ptrdiff_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_mul_ps(_mm256_loadu_ps(y + i), va), _MM_FROUND_TO_NEAREST_INT)));
+    for (; i < n; i++) y[i] = slm_f16_to_f32(slm_f32_to_f16_scalar(y[i] * a));
+}
+
+static void avx2_mad_round_f16(float a, const uint16_t *v, float *y, ptrdiff_t n) {
+    const __m256 va = _mm256_set1_ps(a);
+    ptrdiff_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 r = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + i))), va, _mm256_loadu_ps(y + i));
+        _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm256_cvtps_ph(r, _MM_FROUND_TO_NEAREST_INT)));
+    }
+    for (; i < n; i++) y[i] = slm_f16_to_f32(slm_f32_to_f16_scalar(fmaf(slm_f16_to_f32(v[i]), a, y[i])));
+}
+
 #if defined(__clang__)
 #pragma clang attribute pop
 #else
@@ -78,11 +97,11 @@ static void avx2_to_f16(const float *x, uint16_t *out, ptrdiff_t n) {
 #endif
 
 const slm_impl slm_impl_avx2 = {
-    SLM_PATH_AVX2, "x86-avx2", avx2_q4_1, avx2_q4_0, avx2_q8_0, avx2_dot_f16, avx2_axpy_f16, avx2_to_f16,
+    SLM_PATH_AVX2, "x86-avx2", avx2_q4_1, avx2_q4_0, avx2_q8_0, avx2_dot_f16, avx2_axpy_f16, avx2_to_f16, avx2_scale_round_f16, avx2_mad_round_f16,
 };
 /* Attention vectors are one head (64 floats): 256-bit f16 helpers are plenty. */
 const slm_impl slm_impl_avx512vnni = {
-    SLM_PATH_AVX512VNNI, "x86-avx512vnni", vnni_q4_1, vnni_q4_0, vnni_q8_0, avx2_dot_f16, avx2_axpy_f16, avx2_to_f16,
+    SLM_PATH_AVX512VNNI, "x86-avx512vnni", vnni_q4_1, vnni_q4_0, vnni_q8_0, avx2_dot_f16, avx2_axpy_f16, avx2_to_f16, avx2_scale_round_f16, avx2_mad_round_f16,
 };
 
 #endif /* __x86_64__ */

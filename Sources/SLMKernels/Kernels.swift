@@ -50,17 +50,20 @@ public enum Kernels {
         slm_axpy_f16(a, v, y, count)
     }
 
+    /// Rounds each value to the nearest f16 value, in place (exact on every path).
+    @inlinable
+    public static func roundToF16(_ y: UnsafeMutablePointer<Float>, count: Int) {
+        slm_round_f16(y, count)
+    }
+
+    /// One attention head over `count` cached positions (see `ReferenceKernels.attentionF16`).
+    @inlinable
+    public static func attentionF16(_ q: UnsafePointer<Float>, keys: UnsafePointer<UInt16>, values: UnsafePointer<UInt16>,
+                                    stride: Int, count: Int, dim: Int, scale: Float, out: UnsafeMutablePointer<Float>) {
+        slm_attn_f16(q, keys, values, stride, count, dim, scale, out)
+    }
+
     /// Bit-identical to `ReferenceKernels.toF16` (round to nearest even).
-    @inlinable
-    public static func scaleRoundF16(_ y: UnsafeMutablePointer<Float>, _ a: Float, count: Int) {
-        ReferenceKernels.scaleRoundF16(y, a, count: count)
-    }
-
-    @inlinable
-    public static func madRoundF16(_ a: Float, _ v: UnsafePointer<UInt16>, _ y: UnsafeMutablePointer<Float>, count: Int) {
-        ReferenceKernels.madRoundF16(a, v, y, count: count)
-    }
-
     @inlinable
     public static func toF16(_ x: UnsafePointer<Float>, _ out: UnsafeMutablePointer<UInt16>, count: Int) {
         slm_f32_to_f16(x, out, count)

@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Portable scalar kernels: the definition of the numerics. Fast kernels must return
 /// bit-identical results for quantized types (the integer block dot is exact and the
 /// float accumulation order below is part of the contract), so batching or a different
@@ -137,6 +143,32 @@ public enum ReferenceKernels {
     @inlinable
     public static func madRoundF16(_ a: Float, _ v: UnsafePointer<UInt16>, _ y: UnsafeMutablePointer<Float>, count: Int) {
         for i in 0..<count { y[i] = Float(Float16(y[i].addingProduct(Float(Float16(bitPattern: v[i])), a))) }
+    }
+
+    /// One query head against `count` cached positions: online softmax of `scale · q·k_j`,
+    /// the value accumulator rounded to f16 after every update (llama.cpp's CPU flash
+    /// attention with an f16 cache does exactly this; matching it keeps logits within its
+    /// own spread). Row j of keys/values starts at `j · stride`.
+    public static func attentionF16(_ q: UnsafePointer<Float>, keys: UnsafePointer<UInt16>, values: UnsafePointer<UInt16>,
+                                    stride: Int, count: Int, dim: Int, scale: Float, out: UnsafeMutablePointer<Float>) {
+        out.update(repeating: 0, count: dim)
+        var m = -Float.infinity
+        var sum: Float = 0
+        for j in 0..<count {
+            let s = dotF16(q, keys + j * stride, count: dim) * scale
+            var ms: Float = 1, vs: Float = 1
+            if s > m {
+                ms = expf(m - s)
+                m = s
+                scaleRoundF16(out, ms, count: dim)
+            } else {
+                vs = expf(s - m)
+            }
+            madRoundF16(vs, values + j * stride, out, count: dim)
+            sum = sum * ms + vs
+        }
+        let inv = 1 / sum
+        for i in 0..<dim { out[i] *= inv }
     }
 
     /// Rounds floats to f16 bit patterns (round to nearest even).

@@ -160,29 +160,13 @@ public final class Runner: @unchecked Sendable {
                     let cache = batch.caches[b]!
                     let kvOff = (h / G) * D
                     let qv = self.q + b * E + h * D
-                    for i in 0..<D { qr[i] = Float(Float16(qv[i])) }
-                    // Online softmax with the V accumulator rounded to f16 after every
-                    // update: llama.cpp's CPU flash attention does exactly this with an
-                    // f16 cache, and matching it keeps our logits within its own spread.
-                    let out = self.att + b * E + h * D
-                    out.update(repeating: 0, count: D)
-                    var m = -Float.infinity
-                    var sum: Float = 0
-                    for p in 0...pos {
-                        let s = Kernels.dotF16(qr, cache.keyRow(layer: l, position: p) + kvOff, count: D) * scale
-                        var ms: Float = 1, vs: Float = 1
-                        if s > m {
-                            ms = expf(m - s)
-                            m = s
-                            Kernels.scaleRoundF16(out, ms, count: D)
-                        } else {
-                            vs = expf(s - m)
-                        }
-                        Kernels.madRoundF16(vs, cache.valueRow(layer: l, position: p) + kvOff, out, count: D)
-                        sum = sum * ms + vs
-                    }
-                    let inv = 1 / sum
-                    for i in 0..<D { out[i] *= inv }
+                    // The f16 rounding of Q matches llama.cpp, which converts Q to the
+                    // cache type before the QK product.
+                    qr.update(from: qv, count: D)
+                    Kernels.roundToF16(qr, count: D)
+                    Kernels.attentionF16(qr, keys: cache.keyRow(layer: l, position: 0) + kvOff,
+                                         values: cache.valueRow(layer: l, position: 0) + kvOff,
+                                         stride: KV, count: pos + 1, dim: D, scale: scale, out: self.att + b * E + h * D)
                 }
             }
 

@@ -69,12 +69,17 @@ final class ToolTests: XCTestCase {
 
     func testPerplexityToolAndErrors() throws {
         _ = try ReferenceData.requireModel()
-        let text = ReferenceData.referenceDir.appendingPathComponent("perplexity-textA-GPL-3.txt").path
-        let r = try run(["perplexity", "--file", text, "--ctx", "64", "--json"])
+        // The first 4 KiB of text A keep the tool test quick; the full-text figures are
+        // checked in PerplexityReferenceTests.
+        let full = try Data(contentsOf: ReferenceData.referenceDir.appendingPathComponent("perplexity-textA-GPL-3.txt"))
+        let text = FileManager.default.temporaryDirectory.appendingPathComponent("slmd-ppl-\(UUID().uuidString).txt")
+        try full.prefix(4096).write(to: text)
+        let r = try run(["perplexity", "--file", text.path, "--ctx", "64", "--json"])
         XCTAssertEqual(r.status, 0, r.err)
         let obj = try JSONSerialization.jsonObject(with: r.out) as! [String: Any]
-        XCTAssertEqual(obj["n_tokens"] as? Int, 7638)
-        XCTAssertEqual(obj["n_chunks"] as? Int, 7638 / 64)
+        let n = try XCTUnwrap(obj["n_tokens"] as? Int)
+        XCTAssertGreaterThan(n, 800)
+        XCTAssertEqual(obj["n_chunks"] as? Int, n / 64)
         let ppl = try XCTUnwrap(obj["ppl"] as? Double)
         XCTAssertTrue(ppl > 10 && ppl < 60, "ppl \(ppl)")
 

@@ -83,6 +83,16 @@ void slm_axpy_f16(float a, const uint16_t *v, float *y, ptrdiff_t n);
 /* out[i] = f16 bits of x[i], rounded to nearest even. */
 void slm_f32_to_f16(const float *x, uint16_t *out, ptrdiff_t n);
 
+/* y[i] = the nearest f16 value of y[i] (round to nearest even), in place. */
+void slm_round_f16(float *y, ptrdiff_t n);
+
+/* One attention head: out[0..d) = softmax_j(scale · q·k_j) weighted sum of v_j over the
+ * n rows k_j = k + j·stride, v_j = v + j·stride (f16). The value accumulator is rounded
+ * to f16 after every update, reproducing llama.cpp's CPU flash attention with an f16
+ * cache; the scores differ from a sequential reference only through slm_dot_f16. */
+void slm_attn_f16(const float *q, const uint16_t *k, const uint16_t *v, ptrdiff_t stride, ptrdiff_t n,
+                  ptrdiff_t d, float scale, float *out);
+
 #ifdef __cplusplus
 }
 #endif
