@@ -113,4 +113,37 @@ final class KernelEquivalenceTests: XCTestCase {
             }
         }
     }
+
+    /// The fused attention head against its Swift twin, and in-place f16 rounding.
+    func testAttentionHeadAndRoundingOnEveryPath() {
+        var rng = TestRNG(seed: 7)
+        let d = 64, stride = 192
+        for path in supportedPaths() {
+            slm_kernels_force(path.id)
+            for _ in 0..<30 {
+                let rows = Int.random(in: 1...300, using: &rng)
+                let keys = (0..<rows * stride).map { _ in Float16(Float.random(in: -2...2, using: &rng)).bitPattern }
+                let values = (0..<rows * stride).map { _ in Float16(Float.random(in: -2...2, using: &rng)).bitPattern }
+                var q = (0..<d).map { _ in Float.random(in: -3...3, using: &rng) }
+                var qRef = q
+                Kernels.roundToF16(&q, count: d)
+                for i in 0..<d { qRef[i] = Float(Float16(qRef[i])) }
+                XCTAssertEqual(q.map(\.bitPattern), qRef.map(\.bitPattern), "\(path.name) roundToF16")
+                var ref = [Float](repeating: 0, count: d), fast = ref
+                keys.withUnsafeBufferPointer { k in
+                    values.withUnsafeBufferPointer { v in
+                        ReferenceKernels.attentionF16(q, keys: k.baseAddress! + 64, values: v.baseAddress! + 64, stride: stride,
+                                                      count: rows, dim: d, scale: 0.125, out: &ref)
+                        Kernels.attentionF16(q, keys: k.baseAddress! + 64, values: v.baseAddress! + 64, stride: stride,
+                                             count: rows, dim: d, scale: 0.125, out: &fast)
+                    }
+                }
+                // Scores differ only by the dot's lane order; the accumulator is f16, so the
+                // outputs (averages of values in [-2, 2]) agree to a few f16 ulps.
+                let worst = zip(ref, fast).map { abs($0 - $1) }.max()!
+                XCTAssertLessThanOrEqual(worst, 1e-2, "\(path.name) attention rows \(rows)")
+            }
+        }
+        slm_kernels_force(0)
+    }
 }
