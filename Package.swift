@@ -2,11 +2,13 @@
 //
 // Dependency graph (one way only):
 //
-//   GGUF ──────────────┐
-//   CSLMKernels → SLMKernels ─┴→ SLMModel → (SLMEngine → SLMServer) → slmd
-//   SLMProtocol → (SLMServer, slmctl)        slmctl never links the model
+//   GGUF ─────────────────────────┐
+//   CSLMKernels → SLMKernels ─────┴→ SLMModel → SLMEngine ─┐
+//   SLMProtocol ───────────────────────────────────────────┼→ SLMServer → slmd
+//   CSystemd → SLMSystemd ─────────────────────────────────┘
+//   SLMProtocol → slmctl          (slmctl never links the model)
 //
-// GGUF knows nothing of models; SLMKernels knows nothing of files. SLMModel joins them.
+// GGUF knows nothing of models; SLMKernels knows nothing of files; SLMProtocol does no I/O.
 import PackageDescription
 
 let package = Package(
@@ -14,10 +16,13 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "slmd", targets: ["slmd"]),
+        .executable(name: "slmctl", targets: ["slmctl"]),
         .library(name: "SLMModel", targets: ["SLMModel"]),
+        .library(name: "SLMProtocol", targets: ["SLMProtocol"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
         // Parse and validate a GGUF file over a read-only mmap.
@@ -29,16 +34,35 @@ let package = Package(
         .target(name: "SLMKernels", dependencies: ["CSLMKernels"]),
         // Config, weights view, KV cache, forward pass, tokenizer, chat template, sampler.
         .target(name: "SLMModel", dependencies: ["GGUF", "SLMKernels"]),
+        // Frames and messages of the socket protocol: no I/O, shared by daemon and client.
+        .target(name: "SLMProtocol"),
+        // libsystemd through pkg-config: notify, socket activation, journal.
+        .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
+        .target(name: "SLMSystemd", dependencies: ["CSystemd", .product(name: "Logging", package: "swift-log")]),
+        // Scheduler: thread and memory caps, queue, continuous batching, cancellation.
+        .target(name: "SLMEngine", dependencies: ["SLMModel", .product(name: "Logging", package: "swift-log")]),
+        // The Unix-socket server: framing, sessions, access control.
+        .target(name: "SLMServer", dependencies: ["SLMEngine", "SLMProtocol", "SLMSystemd",
+                                                  .product(name: "Logging", package: "swift-log")]),
         .executableTarget(
             name: "slmd",
             dependencies: [
-                "SLMModel",
+                "SLMModel", "SLMServer", "SLMEngine", "SLMSystemd",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ]
+        ),
+        .executableTarget(
+            name: "slmctl",
+            dependencies: ["SLMProtocol", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "GGUFTests", dependencies: ["GGUF"]),
         .testTarget(name: "SLMKernelsTests", dependencies: ["SLMKernels", "CSLMKernels"]),
         .testTarget(name: "SLMModelTests", dependencies: ["SLMModel", "GGUF", "SLMKernels"]),
+        .testTarget(name: "SLMProtocolTests", dependencies: ["SLMProtocol"]),
+        .testTarget(name: "SLMSystemdTests", dependencies: ["SLMSystemd"]),
+        .testTarget(name: "SLMEngineTests", dependencies: ["SLMEngine", "SLMModel"]),
+        .testTarget(name: "SLMServerTests", dependencies: ["SLMServer", "SLMProtocol"]),
     ],
     swiftLanguageModes: [.v6]
 )

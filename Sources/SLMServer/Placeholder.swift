@@ -1,0 +1,3 @@
+import SLMEngine
+import SLMProtocol
+import SLMSystemd

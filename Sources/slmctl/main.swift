@@ -1,0 +1,2 @@
+import SLMProtocol
+print("slmctl: not implemented yet")

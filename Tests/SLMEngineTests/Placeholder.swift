@@ -1,0 +1,6 @@
+import XCTest
+@testable import SLMEngine
+
+final class SLMEnginePlaceholderTests: XCTestCase {
+    func testModuleLoads() {}
+}

@@ -1,0 +1,6 @@
+import XCTest
+@testable import SLMProtocol
+
+final class SLMProtocolPlaceholderTests: XCTestCase {
+    func testModuleLoads() {}
+}

@@ -1,0 +1,6 @@
+import XCTest
+@testable import SLMServer
+
+final class SLMServerPlaceholderTests: XCTestCase {
+    func testModuleLoads() {}
+}

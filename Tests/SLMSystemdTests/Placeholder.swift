@@ -1,0 +1,6 @@
+import XCTest
+@testable import SLMSystemd
+
+final class SLMSystemdPlaceholderTests: XCTestCase {
+    func testModuleLoads() {}
+}
