@@ -1,0 +1,420 @@
+import Logging
+import SLMKernels
+import SLMModel
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The scheduler: admits requests against the memory budget, advances every active
+/// sequence with one batched forward pass per step (continuous batching), and ends
+/// requests on completion, cancellation, disconnect or deadline within one step.
+///
+/// Threads: one engine thread (which is also compute thread 0) plus `threads − 1` pool
+/// workers, all created at start. Nothing here creates a thread per request.
+public final class Engine: @unchecked Sendable {
+    // @unchecked: `shared` is guarded by `lock`; `active` and the run state belong to the
+    // engine thread alone.
+    public let model: Model
+    public let config: EngineConfig
+    private let logger: Logger
+    private let runner: Runner
+    private let batch: Batch
+    private let lock = ConditionLock()
+    private var shared = Shared()
+    private var active: [Sequence] = []
+    private var prefillCursor = 0
+    private var thread: pthread_t?
+    private let started = monotonicSeconds()
+    private let nextID = Atomic<UInt64>(1)
+    /// Called from the engine thread at least every `heartbeatInterval` seconds while it
+    /// is healthy (idle or stepping); a hung forward pass stops the calls. The daemon
+    /// pings the systemd watchdog from here.
+    private let heartbeat: (@Sendable () -> Void)?
+    private let heartbeatInterval: Double
+
+    /// State shared between submitters and the engine thread.
+    private struct Shared {
+        var queue: [Pending] = []
+        var kvBytesInUse = 0
+        var kvBytesPeak = 0
+        var stopping = false
+        var finished = false
+        var stats = EngineStats()
+        var ttft = SampleRing(capacity: 512)
+        var rate = SampleRing(capacity: 512)
+    }
+
+    private struct Pending {
+        let handle: RequestHandle
+        let request: GenerationRequest
+        let sink: @Sendable (EngineEvent) -> Void
+        let submitted: Double
+        let kvCapacity: Int
+    }
+
+    /// One admitted request: owned by the engine thread.
+    private final class Sequence {
+        let handle: RequestHandle
+        let request: GenerationRequest
+        let sink: @Sendable (EngineEvent) -> Void
+        let cache: KVCache
+        let sampler: Sampler
+        var detok: StreamingDetokenizer
+        var stopper: StopMatcher
+        let submitted: Double
+        let deadline: Double?
+        var fed = 0  // prompt tokens already in the cache
+        var history: [Int32]
+        var generated: [Int32] = []
+        var text = ""
+        var pendingToken: Int32?  // sampled, not yet fed
+        var firstTokenAt: Double?
+        var logitRow = -1
+
+        init(_ p: Pending, cache: KVCache, model: Model, deadline: Double?) {
+            handle = p.handle
+            request = p.request
+            sink = p.sink
+            self.cache = cache
+            sampler = Sampler(params: p.request.options.sampling, vocabSize: model.config.vocabSize)
+            detok = StreamingDetokenizer(tokenizer: model.tokenizer)
+            stopper = StopMatcher(stops: p.request.options.stop)
+            submitted = p.submitted
+            self.deadline = deadline
+            history = p.request.promptIDs
+            history.reserveCapacity(p.request.promptIDs.count + p.request.options.maxTokens)
+            generated.reserveCapacity(p.request.options.maxTokens)
+        }
+
+        var prefilling: Bool { fed < request.promptIDs.count }
+    }
+
+    /// Bytes of run state an engine with this configuration allocates up front.
+    public static func scratchBytes(model: ModelConfig, config: EngineConfig) -> Int {
+        Runner.scratchBytes(config: model, maxBatch: config.prefillChunk + config.maxSequences,
+                            maxContext: config.maxContext, threads: config.threads, maxLogits: config.maxSequences)
+    }
+
+    /// Bytes of KV cache a request with this many tokens needs.
+    public func kvBytes(tokens: Int) -> Int { KVCache.bytes(config: model.config, capacity: tokens) }
+
+    public init(model: Model, config: EngineConfig, logger: Logger,
+                heartbeatInterval: Double = 5, heartbeat: (@Sendable () -> Void)? = nil) throws(EngineError) {
+        if let problem = config.problem(modelConfig: model.config) {
+            throw EngineError(.badRequest, "invalid engine configuration: \(problem)")
+        }
+        self.model = model
+        self.config = config
+        self.logger = logger
+        self.heartbeat = heartbeat
+        self.heartbeatInterval = max(0.05, heartbeatInterval)
+        runner = Runner(config: model.config, weights: model.weights, pool: ThreadPool(threads: config.threads),
+                        maxBatch: config.prefillChunk + config.maxSequences, maxContext: config.maxContext,
+                        maxLogits: config.maxSequences)
+        batch = Batch(capacity: runner.maxBatch)
+        shared.stats.memoryBudgetBytes = config.memoryBudgetBytes
+        shared.stats.scratchBytes = runner.scratchBytes
+        shared.stats.kernelPath = Kernels.path
+        shared.stats.threads = config.threads
+    }
+
+    /// Runs one forward pass so the first request does not pay for page faults and
+    /// one-time setup, then starts the engine thread.
+    public func start(warmUp: Bool = true) throws(ModelError) {
+        if warmUp {
+            let s = Session(runner: runner, capacity: 8)
+            try s.feed([0, 1])
+        }
+        let box = Unmanaged.passRetained(self)
+        var tid = pthread_t()
+        let rc = pthread_create(&tid, nil, { arg in
+            let engine = Unmanaged<Engine>.fromOpaque(arg!).takeRetainedValue()
+            engine.loop()
+            return nil
+        }, box.toOpaque())
+        precondition(rc == 0, "cannot start the engine thread: \(rc)")
+        thread = tid
+    }
+
+    // MARK: Submission (any thread)
+
+    /// Queues a generation. Refuses at once when it can never fit the budget or context
+    /// (`overMemoryBudget`, `contextOverflow`), when the queue is full (`busy`), or while
+    /// shutting down.
+    public func submit(_ request: GenerationRequest, sink: @escaping @Sendable (EngineEvent) -> Void) throws(EngineError) -> RequestHandle {
+        let prompt = request.promptIDs.count
+        let maxTokens = request.options.maxTokens
+        func refuse(_ code: EngineError.Code, _ message: String) -> EngineError {
+            lock.withLock { shared.stats.refused[code.rawValue, default: 0] += 1 }
+            return EngineError(code, message)
+        }
+        guard prompt > 0 else { throw refuse(.badRequest, "the prompt is empty") }
+        guard maxTokens >= 1, maxTokens <= config.maxTokens else {
+            throw refuse(.badRequest, "max_tokens \(maxTokens) is outside 1...\(config.maxTokens)")
+        }
+        if let bad = request.options.sampling.invalidField { throw refuse(.badRequest, bad) }
+        for id in request.promptIDs where id < 0 || Int(id) >= model.config.vocabSize {
+            throw refuse(.badRequest, "token id \(id) is outside the vocabulary")
+        }
+        let capacity = prompt + maxTokens
+        guard capacity <= config.maxContext else {
+            throw refuse(.contextOverflow, "prompt (\(prompt) tokens) + max_tokens (\(maxTokens)) exceed the context of \(config.maxContext) tokens")
+        }
+        let need = kvBytes(tokens: capacity)
+        let available = config.memoryBudgetBytes - runner.scratchBytes
+        guard need <= available else {
+            throw refuse(.overMemoryBudget, "needs \(need) bytes of KV cache; the budget leaves \(available) for all sequences")
+        }
+        let handle = RequestHandle(id: nextID.add(1, ordering: .relaxed).oldValue)
+        let pending = Pending(handle: handle, request: request, sink: sink, submitted: monotonicSeconds(), kvCapacity: capacity)
+        let refusal: EngineError? = lock.withLock {
+            if shared.stopping {
+                shared.stats.refused[EngineError.Code.shuttingDown.rawValue, default: 0] += 1
+                return EngineError(.shuttingDown, "the daemon is shutting down")
+            }
+            guard shared.queue.count < config.maxQueued else {
+                shared.stats.refused[EngineError.Code.busy.rawValue, default: 0] += 1
+                return EngineError(.busy, "\(shared.queue.count) requests already queued (max_queued \(config.maxQueued))")
+            }
+            shared.queue.append(pending)
+            shared.stats.queued = shared.queue.count
+            lock.broadcast()
+            return nil
+        }
+        if let refusal { throw refusal }
+        return handle
+    }
+
+    /// Ends a request (queued or running) with `cancelled` within one step. Returns false
+    /// when it had already finished.
+    @discardableResult
+    public func cancel(_ handle: RequestHandle) -> Bool {
+        let removed: Pending? = lock.withLock {
+            if let i = shared.queue.firstIndex(where: { $0.handle === handle }) {
+                let p = shared.queue.remove(at: i)
+                shared.stats.queued = shared.queue.count
+                shared.stats.finished[FinishReason.cancelled.rawValue, default: 0] += 1
+                return p
+            }
+            return nil
+        }
+        if let removed {
+            removed.sink(.finished(Completion(finishReason: .cancelled, text: "", generatedIDs: [],
+                                              promptTokens: removed.request.promptIDs.count, ttftMs: 0,
+                                              tokensPerSecond: 0, totalMs: (monotonicSeconds() - removed.submitted) * 1000)))
+            return true
+        }
+        let wasRunning = !handle.cancelRequested.exchange(true, ordering: .acquiringAndReleasing)
+        lock.withLock { lock.broadcast() }
+        return wasRunning
+    }
+
+    public func stats() -> EngineStats {
+        lock.withLock {
+            var s = shared.stats
+            s.queued = shared.queue.count
+            s.kvBytesInUse = shared.kvBytesInUse
+            s.kvBytesPeak = shared.kvBytesPeak
+            s.ttftMs = Percentiles(shared.ttft.samples)
+            s.tokensPerSecond = Percentiles(shared.rate.samples)
+            s.uptimeSeconds = monotonicSeconds() - started
+            return s
+        }
+    }
+
+    /// Stops admitting; waits up to `grace` seconds for running and queued work to finish,
+    /// then cancels what is left and stops the engine thread.
+    public func shutdown(grace: Double) {
+        lock.withLock {
+            shared.stopping = true
+            lock.broadcast()
+        }
+        let end = monotonicSeconds() + max(0, grace)
+        while monotonicSeconds() < end {
+            let idle = lock.withLock { shared.queue.isEmpty && shared.stats.active == 0 }
+            if idle { break }
+            usleep(10_000)
+        }
+        lock.withLock {
+            shared.finished = true
+            lock.broadcast()
+        }
+        if let thread { pthread_join(thread, nil) }
+        thread = nil
+    }
+
+    // MARK: The engine thread
+
+    private func loop() {
+        var lastBeat = 0.0
+        while true {
+            let now = monotonicSeconds()
+            if now - lastBeat >= heartbeatInterval {
+                heartbeat?()
+                lastBeat = now
+            }
+            let admitted = admit()
+            if lock.withLock({ shared.finished }) {
+                for s in active { finish(s, .cancelled) }
+                active.removeAll()
+                let left = lock.withLock { () -> [Pending] in
+                    let q = shared.queue
+                    shared.queue.removeAll()
+                    return q
+                }
+                for p in left {
+                    p.sink(.finished(Completion(finishReason: .cancelled, text: "", generatedIDs: [],
+                                                promptTokens: p.request.promptIDs.count, ttftMs: 0, tokensPerSecond: 0, totalMs: 0)))
+                }
+                return
+            }
+            if active.isEmpty && !admitted {
+                lock.withLock {
+                    if shared.queue.isEmpty && !shared.finished { lock.wait(seconds: heartbeatInterval / 2) }
+                }
+                continue
+            }
+            step()
+        }
+    }
+
+    /// Moves queued requests into free slots while the memory budget allows, in order
+    /// (first come, first served: a big request is not starved by small ones behind it).
+    private func admit() -> Bool {
+        var admittedAny = false
+        while active.count < config.maxSequences {
+            let next: Pending? = lock.withLock {
+                guard let head = shared.queue.first else { return nil }
+                let need = kvBytes(tokens: head.kvCapacity)
+                guard runner.scratchBytes + shared.kvBytesInUse + need <= config.memoryBudgetBytes else { return nil }
+                shared.queue.removeFirst()
+                shared.kvBytesInUse += need
+                shared.kvBytesPeak = max(shared.kvBytesPeak, shared.kvBytesInUse)
+                shared.stats.queued = shared.queue.count
+                shared.stats.active = active.count + 1
+                shared.stats.admitted += 1
+                return head
+            }
+            guard let p = next else { break }
+            let deadline = p.request.deadline
+                ?? (config.defaultDeadlineSeconds > 0 ? p.submitted + config.defaultDeadlineSeconds : nil)
+            active.append(Sequence(p, cache: KVCache(config: model.config, capacity: p.kvCapacity), model: model, deadline: deadline))
+            admittedAny = true
+        }
+        return admittedAny
+    }
+
+    /// One scheduling step: drop ended sequences, build a batch (one decode token per
+    /// decoding sequence, then up to `prefillChunk` prompt tokens shared round-robin),
+    /// run it, and sample for every sequence that produced logits.
+    private func step() {
+        let now = monotonicSeconds()
+        active.removeAll { s in
+            if s.handle.cancelRequested.load(ordering: .acquiring) { finish(s, .cancelled); return true }
+            if let d = s.deadline, now >= d { finish(s, .deadline); return true }
+            return false
+        }
+        guard !active.isEmpty else { return }
+
+        batch.clear()
+        for s in active {
+            s.logitRow = -1
+            if let t = s.pendingToken {
+                s.logitRow = batch.logitCount
+                batch.add(t, position: s.cache.count, cache: s.cache, logits: true)
+            }
+        }
+        var budget = config.prefillChunk
+        let n = active.count
+        for k in 0..<n where budget > 0 {
+            let s = active[(prefillCursor + k) % n]
+            guard s.prefilling else { continue }
+            let take = min(budget, s.request.promptIDs.count - s.fed)
+            for i in 0..<take {
+                let last = s.fed + i == s.request.promptIDs.count - 1
+                if last { s.logitRow = batch.logitCount }
+                batch.add(s.request.promptIDs[s.fed + i], position: s.fed + i, cache: s.cache, logits: last)
+            }
+            s.fed += take
+            budget -= take
+        }
+        prefillCursor += 1
+        do {
+            try runner.forward(batch)
+        } catch {
+            // A pass that fails (it validated its input) is a bug: end the requests in it
+            // rather than the daemon.
+            logger.error("forward pass failed", metadata: ["error": "\(error)"])
+            for s in active { finish(s, .error, message: "\(error)") }
+            active.removeAll()
+            return
+        }
+        let promptFed = batch.count - active.filter { $0.pendingToken != nil }.count
+        lock.withLock {
+            shared.stats.forwardPasses += 1
+            shared.stats.promptTokens += promptFed
+        }
+
+        let t = monotonicSeconds()
+        active.removeAll { s in
+            s.pendingToken = nil
+            guard s.logitRow >= 0 else { return false }
+            let logits = runner.logits(row: s.logitRow)
+            let id = s.sampler.sample(logits, recent: s.history[...])
+            if s.firstTokenAt == nil { s.firstTokenAt = t }
+            s.generated.append(id)
+            s.history.append(id)
+            if model.tokenizer.isEOG(id) { finish(s, .stop); return true }
+            let (emit, stopped) = s.stopper.push(s.detok.append(id))
+            if !emit.isEmpty {
+                s.text += emit
+                if s.request.stream { s.sink(.text(emit, tokens: 1)) }
+            }
+            if stopped { finish(s, .stop); return true }
+            if s.generated.count >= s.request.options.maxTokens || s.cache.count >= s.cache.capacity {
+                finish(s, .length)
+                return true
+            }
+            s.pendingToken = id
+            return false
+        }
+        // Drop the batch's references so a finished sequence's cache is freed before the
+        // next admission allocates (the budget counts it as freed already).
+        batch.clear()
+    }
+
+    /// Sends the final event and releases the sequence's memory.
+    private func finish(_ s: Sequence, _ reason: FinishReason, message: String? = nil) {
+        let now = monotonicSeconds()
+        if reason == .stop || reason == .length {
+            // A natural end releases text held back for a possible stop string or a
+            // split character; a matched stop string has already cut it.
+            let tail = s.stopper.push(s.detok.finish())
+            var rest = tail.emit
+            if !tail.stopped { rest += s.stopper.flush() }
+            if !rest.isEmpty {
+                s.text += rest
+                if s.request.stream { s.sink(.text(rest, tokens: 0)) }
+            }
+        }
+        let decodeSeconds = s.firstTokenAt.map { now - $0 } ?? 0
+        let rate = decodeSeconds > 0 && s.generated.count > 1 ? Double(s.generated.count - 1) / decodeSeconds : 0
+        let ttft = s.firstTokenAt.map { ($0 - s.submitted) * 1000 } ?? 0
+        let completion = Completion(finishReason: reason, text: s.text, generatedIDs: s.generated,
+                                    promptTokens: s.request.promptIDs.count, ttftMs: ttft, tokensPerSecond: rate,
+                                    totalMs: (now - s.submitted) * 1000, errorMessage: message)
+        lock.withLock {
+            shared.kvBytesInUse -= kvBytes(tokens: s.cache.capacity)
+            shared.stats.active = max(0, shared.stats.active - 1)
+            shared.stats.finished[reason.rawValue, default: 0] += 1
+            shared.stats.generatedTokens += s.generated.count
+            if s.firstTokenAt != nil { shared.ttft.add(ttft) }
+            if rate > 0 { shared.rate.add(rate) }
+            lock.broadcast()
+        }
+        s.sink(.finished(completion))
+    }
+}

@@ -1,6 +1,0 @@
-import XCTest
-@testable import SLMEngine
-
-final class SLMEnginePlaceholderTests: XCTestCase {
-    func testModuleLoads() {}
-}
