@@ -32,6 +32,7 @@ public struct ErrorCode: Sendable, Hashable, CustomStringConvertible {
         self = code
     }
 
+    /// A short human-readable form for logs.
     public var description: String { "\(name) (\(number))" }
 
     /// The frame header is wrong (bad magic, non-zero flags) or the stream ended inside a frame.

@@ -4,7 +4,9 @@
 /// protocol version still decodes as a frame (the framing is intact) and the receiver can
 /// answer `unknown_type` instead of dropping the connection.
 public struct FrameType: RawRepresentable, Sendable, Hashable, CustomStringConvertible {
+    /// The header byte.
     public let rawValue: UInt8
+    /// Wraps a wire value, known or not.
     public init(rawValue: UInt8) { self.rawValue = rawValue }
 
     /// Client → server: one request (`Request`).
@@ -16,6 +18,7 @@ public struct FrameType: RawRepresentable, Sendable, Hashable, CustomStringConve
     /// Server → client: an error (`ErrorMessage`); ends its request, or the connection if fatal.
     public static let error = FrameType(rawValue: 4)
 
+    /// A short human-readable form for logs.
     public var description: String {
         switch self {
         case .request: return "request"
@@ -48,9 +51,12 @@ public enum FrameHeader {
 /// The header's version and flags are not stored: a decoded frame always had version 1
 /// and zero flags, and encoding always writes those.
 public struct Frame: Sendable, Equatable {
+    /// Header byte 5.
     public var type: FrameType
+    /// The payload bytes (UTF-8 JSON for every v1 frame type), at most the receiver's maximum.
     public var payload: [UInt8]
 
+    /// Memberwise initialiser; defaults match the wire defaults.
     public init(type: FrameType, payload: [UInt8]) {
         self.type = type
         self.payload = payload

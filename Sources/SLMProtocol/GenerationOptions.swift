@@ -30,6 +30,7 @@ public struct GenerationOptions: Sendable, Equatable {
     /// Whether to send `token` events before the final reply (default true).
     public var stream: Bool
 
+    /// Memberwise initialiser; defaults match the wire defaults.
     public init(maxTokens: Int? = nil, temperature: Double? = nil, topK: Int? = nil, topP: Double? = nil,
                 minP: Double? = nil, repeatPenalty: Double? = nil, repeatWindow: Int? = nil,
                 seed: UInt64? = nil, stop: [String] = [], deadlineMS: Int? = nil, stream: Bool = true) {
@@ -48,13 +49,21 @@ public struct GenerationOptions: Sendable, Equatable {
 
     /// Protocol-level bounds (documented in docs/PROTOCOL.md, "Generation options").
     public enum Bounds {
+        /// Upper bound of `max_tokens`.
         public static let maxTokens: Int64 = 1 << 20
+        /// Range of `temperature`.
         public static let temperature: ClosedRange<Double> = 0...100
+        /// Upper bound of `top_k`.
         public static let topK: Int64 = 1 << 20
+        /// Range of `repeat_penalty`.
         public static let repeatPenalty: ClosedRange<Double> = 0...100
+        /// Upper bound of `repeat_window`.
         public static let repeatWindow: Int64 = 1 << 20
+        /// Upper bound of `seed`: 2^53-1, exact as a JSON number in every client.
         public static let seed: Int64 = (1 << 53) - 1
+        /// Most `stop` strings.
         public static let stopCount = 8
+        /// Longest `stop` string in UTF-8 bytes.
         public static let stopBytes = 64
         /// One day: longer deadlines are almost certainly unit mistakes.
         public static let deadlineMS: Int64 = 86_400_000

@@ -162,6 +162,7 @@ extension JSONValue {
     }
 }
 
+/// Literals, so tests and servers can write open objects (`["state": "ready"]`) directly.
 extension JSONValue: ExpressibleByNilLiteral, ExpressibleByBooleanLiteral, ExpressibleByIntegerLiteral,
     ExpressibleByFloatLiteral, ExpressibleByStringLiteral, ExpressibleByArrayLiteral,
     ExpressibleByDictionaryLiteral

@@ -15,6 +15,7 @@ public struct ProtocolError: Error, Sendable, Equatable, CustomStringConvertible
     /// `messages[1].role`.
     public var field: String?
 
+    /// Memberwise initialiser; defaults match the wire defaults.
     public init(_ code: ErrorCode, _ message: String, requestID: RequestID? = nil, field: String? = nil) {
         self.code = code
         self.message = message
@@ -25,6 +26,7 @@ public struct ProtocolError: Error, Sendable, Equatable, CustomStringConvertible
     /// Whether the connection must be closed after reporting this error.
     public var isFatal: Bool { code.isFatal }
 
+    /// A short human-readable form for logs.
     public var description: String {
         let id = requestID.map { " [id \($0)]" } ?? ""
         return "\(code.name)\(id): \(message)"

@@ -1,8 +1,11 @@
 /// Why a generation ended. A struct over the wire string so that reasons added later
 /// (e.g. `superseded` for session requests) decode on older clients.
 public struct FinishReason: RawRepresentable, Sendable, Hashable, CustomStringConvertible {
+    /// The wire string.
     public let rawValue: String
+    /// Wraps a wire value, known or not.
     public init(rawValue: String) { self.rawValue = rawValue }
+    /// A short human-readable form for logs.
     public var description: String { rawValue }
 
     /// The model produced end-of-generation or a stop string matched.
@@ -19,7 +22,9 @@ public struct FinishReason: RawRepresentable, Sendable, Hashable, CustomStringCo
 
 /// Token counts and timings of one generation.
 public struct Usage: Sendable, Equatable {
+    /// Tokens of the (rendered) prompt.
     public var promptTokens: Int
+    /// Tokens generated.
     public var generatedTokens: Int
     /// Time from receipt of the request to the first generated token, in ms.
     public var ttftMS: Double
@@ -28,6 +33,7 @@ public struct Usage: Sendable, Equatable {
     /// Time from receipt to the final reply, in ms.
     public var totalMS: Double
 
+    /// Memberwise initialiser; defaults match the wire defaults.
     public init(promptTokens: Int, generatedTokens: Int, ttftMS: Double, tokensPerSecond: Double, totalMS: Double) {
         self.promptTokens = promptTokens
         self.generatedTokens = generatedTokens
@@ -42,11 +48,14 @@ public struct GenerationResult: Sendable, Equatable {
     /// The whole generated text when not streaming; nil when streamed (the events
     /// carried it).
     public var text: String?
+    /// Why generation ended.
     public var finishReason: FinishReason
+    /// Token counts and timings.
     public var usage: Usage
     /// Detail for finish reason `error`.
     public var message: String?
 
+    /// Memberwise initialiser; defaults match the wire defaults.
     public init(text: String?, finishReason: FinishReason, usage: Usage, message: String? = nil) {
         self.text = text
         self.finishReason = finishReason
@@ -60,12 +69,14 @@ public struct GenerationResult: Sendable, Equatable {
 public struct ServerInfo: Sendable, Equatable {
     /// The protocol version the server will speak on this connection.
     public var protocolVersion: Int
+    /// The daemon's version string.
     public var serverVersion: String
     /// e.g. `name`, `architecture`, `quantization`, `context_length`, `vocab_size`, `has_chat_template`.
     public var model: JSONObject
     /// e.g. `max_frame_bytes`, `max_tokens`, `max_context`, `max_concurrent`, `max_queue`.
     public var limits: JSONObject
 
+    /// Memberwise initialiser; defaults match the wire defaults.
     public init(protocolVersion: Int, serverVersion: String, model: JSONObject, limits: JSONObject) {
         self.protocolVersion = protocolVersion
         self.serverVersion = serverVersion
@@ -77,10 +88,14 @@ public struct ServerInfo: Sendable, Equatable {
 /// The reply to `stats`: counters (monotonic), gauges (current values) and percentiles
 /// (e.g. `"ttft_ms": {"p50": 41.0, "p90": 80.5, "p99": 120.0}`).
 public struct Stats: Sendable, Equatable {
+    /// Monotonic counters, e.g. `requests_total`.
     public var counters: [String: Int64]
+    /// Current values, e.g. `queue_depth`, `memory_bytes`.
     public var gauges: [String: Double]
+    /// Distributions by name, each `p50`/`p90`/`p99`-style keys to values.
     public var percentiles: [String: [String: Double]]
 
+    /// Memberwise initialiser; defaults match the wire defaults.
     public init(counters: [String: Int64] = [:], gauges: [String: Double] = [:],
                 percentiles: [String: [String: Double]] = [:]) {
         self.counters = counters
@@ -104,6 +119,7 @@ public enum ReplyBody: Sendable, Equatable {
     case stats(Stats)
     case ping
 
+    /// The op this body belongs to (the wire `op` member).
     public var op: Op {
         switch self {
         case .hello: return .hello
@@ -124,14 +140,18 @@ public enum ReplyBody: Sendable, Equatable {
 ///
 /// Wire form: `{"id": ..., "op": "<op it answers>", ...result fields}`.
 public struct Reply: Sendable, Equatable {
+    /// The client-chosen id of the request this belongs to, echoed exactly.
     public var id: RequestID
+    /// The op answered and its typed result.
     public var body: ReplyBody
 
+    /// Memberwise initialiser; defaults match the wire defaults.
     public init(id: RequestID, _ body: ReplyBody) {
         self.id = id
         self.body = body
     }
 
+    /// The payload bytes: compact JSON, keys sorted (deterministic, so hexdumps are stable).
     public func payload() -> [UInt8] {
         var b = ObjectBuilder()
         b["id"] = id.json
@@ -171,6 +191,7 @@ public struct Reply: Sendable, Equatable {
         return b.payload
     }
 
+    /// This message as a frame of its type, ready for `encode()`.
     public func frame() -> Frame { Frame(type: .reply, payload: payload()) }
 
     /// Decodes a reply payload (client side). Same error codes as `Request(payload:)`.

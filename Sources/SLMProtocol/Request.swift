@@ -12,20 +12,28 @@ public struct HelloRequest: Sendable, Equatable {
     public var client: String?
     /// Highest protocol version the client speaks (1...255); nil means 1.
     public var maxVersion: Int?
+    /// Memberwise initialiser; defaults match the wire defaults.
     public init(client: String? = nil, maxVersion: Int? = nil) {
         self.client = client
         self.maxVersion = maxVersion
     }
+
+    /// The version to speak on this connection: the lower of the client's `max_version`
+    /// (1 when absent) and this build's. Never below 1, since `max_version` is at least 1.
+    public var negotiatedVersion: Int { min(maxVersion ?? 1, Int(SLMProtocolVersion.current)) }
 }
 
 /// `complete`: continue a raw prompt.
 public struct CompleteRequest: Sendable, Equatable {
+    /// Raw prompt text, tokenized as is.
     public var prompt: String
     /// Whether special-token text in the prompt (e.g. `<|im_start|>`) is parsed as special
     /// tokens. Default false: a raw prompt is plain text unless the client asks, so user
     /// text cannot inject control tokens by accident.
     public var parseSpecial: Bool
+    /// Sampling and control options.
     public var options: GenerationOptions
+    /// Memberwise initialiser; defaults match the wire defaults.
     public init(prompt: String, parseSpecial: Bool = false, options: GenerationOptions = GenerationOptions()) {
         self.prompt = prompt
         self.parseSpecial = parseSpecial
@@ -39,8 +47,11 @@ public struct ChatRequest: Sendable, Equatable {
     public struct Message: Sendable, Equatable {
         /// Who speaks; the template decides how each role is rendered.
         public enum Role: String, Sendable, CaseIterable { case system, user, assistant }
+        /// Who speaks.
         public var role: Role
+        /// What is said.
         public var content: String
+        /// Memberwise initialiser; defaults match the wire defaults.
         public init(role: Role, content: String) {
             self.role = role
             self.content = content
@@ -48,7 +59,9 @@ public struct ChatRequest: Sendable, Equatable {
     }
     /// At least one message.
     public var messages: [Message]
+    /// Sampling and control options.
     public var options: GenerationOptions
+    /// Memberwise initialiser; defaults match the wire defaults.
     public init(messages: [Message], options: GenerationOptions = GenerationOptions()) {
         self.messages = messages
         self.options = options
@@ -57,9 +70,11 @@ public struct ChatRequest: Sendable, Equatable {
 
 /// `tokenize`: text to token ids with the model's tokenizer.
 public struct TokenizeRequest: Sendable, Equatable {
+    /// The text to tokenize.
     public var text: String
     /// As for `complete`: special-token text is plain text unless true.
     public var parseSpecial: Bool
+    /// Memberwise initialiser; defaults match the wire defaults.
     public init(text: String, parseSpecial: Bool = false) {
         self.text = text
         self.parseSpecial = parseSpecial
@@ -71,6 +86,7 @@ public struct DetokenizeRequest: Sendable, Equatable {
     /// Token ids, each in 0...2^31-1; the server checks them against its vocabulary
     /// (`bad_field` if out of range).
     public var ids: [Int]
+    /// Memberwise initialiser; defaults match the wire defaults.
     public init(ids: [Int]) { self.ids = ids }
 }
 
@@ -78,6 +94,7 @@ public struct DetokenizeRequest: Sendable, Equatable {
 public struct CancelRequest: Sendable, Equatable {
     /// The id of the request to cancel.
     public var target: RequestID
+    /// Memberwise initialiser; defaults match the wire defaults.
     public init(target: RequestID) { self.target = target }
 }
 
@@ -94,6 +111,7 @@ public enum RequestBody: Sendable, Equatable {
     case stats
     case ping
 
+    /// The op this body belongs to (the wire `op` member).
     public var op: Op {
         switch self {
         case .hello: return .hello
@@ -115,9 +133,12 @@ public enum RequestBody: Sendable, Equatable {
 /// Wire form: `{"id": <string|int>, "op": "<op>", ...op fields}`. Fields an op does not
 /// define are ignored (forward compatibility).
 public struct Request: Sendable, Equatable {
+    /// The client-chosen id of the request this belongs to, echoed exactly.
     public var id: RequestID
+    /// The op and its typed members.
     public var body: RequestBody
 
+    /// Memberwise initialiser; defaults match the wire defaults.
     public init(id: RequestID, _ body: RequestBody) {
         self.id = id
         self.body = body

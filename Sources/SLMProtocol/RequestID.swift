@@ -11,6 +11,7 @@ public enum RequestID: Sendable, Hashable, CustomStringConvertible {
     /// table, not payload.
     public static let maxStringBytes = 128
 
+    /// A short human-readable form for logs.
     public var description: String {
         switch self {
         case .int(let i): return String(i)
@@ -42,6 +43,7 @@ public enum RequestID: Sendable, Hashable, CustomStringConvertible {
     }
 }
 
+/// Literals: `Request(id: 1, ...)`, `Request(id: "a", ...)`.
 extension RequestID: ExpressibleByIntegerLiteral, ExpressibleByStringLiteral {
     public init(integerLiteral value: Int64) { self = .int(value) }
     public init(stringLiteral value: String) { self = .string(value) }

@@ -5,13 +5,17 @@ public struct Event: Sendable, Equatable {
     /// The event kind. A struct over the wire string: clients skip kinds they do not know,
     /// so new kinds are pure additions.
     public struct Kind: RawRepresentable, Sendable, Hashable {
+        /// The wire string.
         public let rawValue: String
+        /// Wraps a wire value, known or not.
         public init(rawValue: String) { self.rawValue = rawValue }
         /// New generated text.
         public static let token = Kind(rawValue: "token")
     }
 
+    /// The client-chosen id of the request this belongs to, echoed exactly.
     public var id: RequestID
+    /// What the event reports (`token` in v1).
     public var kind: Kind
     /// A text delta: always whole UTF-8 characters (the server holds back the bytes of an
     /// incomplete character until the next token completes it), possibly empty.
@@ -20,6 +24,7 @@ public struct Event: Sendable, Equatable {
     /// coalesced events stay meaningful).
     public var tokenCount: Int
 
+    /// Memberwise initialiser; defaults match the wire defaults.
     public init(id: RequestID, kind: Kind = .token, text: String, tokenCount: Int) {
         self.id = id
         self.kind = kind
@@ -27,6 +32,7 @@ public struct Event: Sendable, Equatable {
         self.tokenCount = tokenCount
     }
 
+    /// The payload bytes: compact JSON, keys sorted (deterministic, so hexdumps are stable).
     public func payload() -> [UInt8] {
         var b = ObjectBuilder()
         b["id"] = id.json
@@ -36,8 +42,10 @@ public struct Event: Sendable, Equatable {
         return b.payload
     }
 
+    /// This message as a frame of its type, ready for `encode()`.
     public func frame() -> Frame { Frame(type: .event, payload: payload()) }
 
+    /// Decodes a payload (client side): `bad_utf8`, `bad_json` or `bad_field` on bad input; unknown members ignored.
     public init(payload: some Collection<UInt8>) throws(ProtocolError) {
         let top = try FieldReader.payload(payload)
         let id = try RequestID.read(top.value("id") ?? .null, path: "id")
@@ -54,17 +62,21 @@ public struct Event: Sendable, Equatable {
 /// Wire form: `{"id": <id or null>, "code": "bad_field", "code_num": 7, "message": "..."}`.
 /// `id` is null when the error is not tied to a request (framing errors, unreadable id).
 public struct ErrorMessage: Sendable, Equatable {
+    /// The request this error ends; nil (JSON `null`) for connection-level errors.
     public var id: RequestID?
+    /// The stable code (`code` and `code_num` on the wire).
     public var code: ErrorCode
     /// Human detail; not stable.
     public var message: String
 
+    /// Memberwise initialiser; defaults match the wire defaults.
     public init(id: RequestID?, code: ErrorCode, message: String) {
         self.id = id
         self.code = code
         self.message = message
     }
 
+    /// The payload bytes: compact JSON, keys sorted (deterministic, so hexdumps are stable).
     public func payload() -> [UInt8] {
         var b = ObjectBuilder()
         b.members["id"] = id?.json ?? .null
@@ -74,8 +86,10 @@ public struct ErrorMessage: Sendable, Equatable {
         return b.payload
     }
 
+    /// This message as a frame of its type, ready for `encode()`.
     public func frame() -> Frame { Frame(type: .error, payload: payload()) }
 
+    /// Decodes a payload (client side): `bad_utf8`, `bad_json` or `bad_field` on bad input; unknown members ignored.
     public init(payload: some Collection<UInt8>) throws(ProtocolError) {
         let r = try FieldReader.payload(payload)
         self.id = try r.value("id").map { (v) throws(ProtocolError) in try RequestID.read(v, path: "id") }
@@ -104,6 +118,7 @@ public enum ServerMessage: Sendable, Equatable {
         }
     }
 
+    /// This message as a frame of its type, ready for `encode()`.
     public func frame() -> Frame {
         switch self {
         case .reply(let r): return r.frame()

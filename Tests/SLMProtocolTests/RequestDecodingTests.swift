@@ -206,3 +206,48 @@ final class RequestDecodingTests: XCTestCase {
         assertProtocolError(.unknownType) { () throws(ProtocolError) in try Request(frame: Reply(id: 1, .ping).frame()) }
     }
 }
+
+/// Bad requests whose framing is intact leave the stream usable: the decoder yields every
+/// frame, each bad one maps to a non-fatal error with the right id, and a ping after
+/// them still decodes (what the server relies on to keep the connection).
+final class GarbageThenPingTests: XCTestCase {
+    func testBadRequestsThenPing() throws {
+        let payloads: [[UInt8]] = [
+            Array("not json".utf8),
+            [0xFF, 0x00, 0xFE],
+            Array(#"{"id":1,"op":"launch_missiles"}"#.utf8),
+            Array(#"{"id":2,"op":"complete","prompt":"x","max_tokens":"12"}"#.utf8),
+            Array(#"[1,2,3]"#.utf8),
+            [],
+            Array(#"{"id":3,"op":"ping"}"#.utf8),
+        ]
+        var stream: [UInt8] = []
+        for p in payloads { Frame(type: .request, payload: p).encode(into: &stream) }
+        var d = FrameDecoder()
+        for byte in stream { d.feed(CollectionOfOne(byte)) }
+        var results: [Result<Request, ProtocolError>] = []
+        while let frame = try d.next() {
+            do throws(ProtocolError) { results.append(.success(try Request(frame: frame))) }
+            catch { results.append(.failure(error)) }
+        }
+        let outcomes = results.map { r -> String in
+            switch r {
+            case .success(let req): return "ok \(req.id)"
+            case .failure(let e): return "\(e.code.name) \(e.requestID.map { "\($0)" } ?? "null") fatal=\(e.isFatal)"
+            }
+        }
+        XCTAssertEqual(outcomes, [
+            "bad_json null fatal=false", "bad_utf8 null fatal=false", "unknown_type 1 fatal=false",
+            "bad_field 2 fatal=false", "bad_json null fatal=false", "bad_json null fatal=false", "ok 3",
+        ])
+    }
+
+    func testHelloNegotiation() throws {
+        XCTAssertEqual(HelloRequest().negotiatedVersion, 1)
+        XCTAssertEqual(HelloRequest(maxVersion: 7).negotiatedVersion, 1)
+        guard case .hello(let h) = try request(#"{"id":1,"op":"hello","max_version":3,"client":"t"}"#).body else {
+            return XCTFail()
+        }
+        XCTAssertEqual(h, HelloRequest(client: "t", maxVersion: 3))
+    }
+}
