@@ -1,0 +1,127 @@
+/// Typed access to the members of a JSON object, turning every wrong type, missing
+/// required field or out-of-range value into a `bad_field` error that names the field
+/// path and what was expected. Never traps on unexpected JSON.
+///
+/// `null` is treated as absent, so clients that serialise unset options as `null` work.
+/// Members not asked for are ignored: that is what makes new fields pure additions.
+struct FieldReader {
+    let members: JSONObject
+    /// Path of this object within the payload, e.g. `messages[2]`; empty at top level.
+    let path: String
+    /// Request id to attach to errors (nil while reading the id itself, or in replies).
+    let requestID: RequestID?
+
+    init(_ members: JSONObject, path: String = "", requestID: RequestID? = nil) {
+        self.members = members
+        self.path = path
+        self.requestID = requestID
+    }
+
+    /// Reads a payload (already UTF-8 checked) that must be one JSON object.
+    static func payload(_ bytes: some Collection<UInt8>) throws(ProtocolError) -> FieldReader {
+        guard String(validating: bytes, as: UTF8.self) != nil else {
+            throw ProtocolError(.badUTF8, "payload is not valid UTF-8")
+        }
+        guard case .object(let members) = try JSONValue.parse(bytes) else {
+            throw ProtocolError(.badJSON, "payload must be a JSON object")
+        }
+        return FieldReader(members)
+    }
+
+    func path(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
+
+    func fail(_ key: String, _ expectation: String, got value: JSONValue?) -> ProtocolError {
+        let got = value.map { ", got \($0.typeName)" } ?? " (missing)"
+        return .badField(path(key), expectation + got, requestID: requestID)
+    }
+
+    func value(_ key: String) -> JSONValue? {
+        guard let value = members[key], value != .null else { return nil }
+        return value
+    }
+
+    func required<T>(_ key: String, _ expectation: String, _ read: (String) throws(ProtocolError) -> T?) throws(ProtocolError) -> T {
+        guard let value = try read(key) else { throw fail(key, expectation, got: nil) }
+        return value
+    }
+
+    func string(_ key: String, maxBytes: Int? = nil) throws(ProtocolError) -> String? {
+        guard let value = value(key) else { return nil }
+        guard case .string(let s) = value else { throw fail(key, "expected a string", got: value) }
+        if let maxBytes, s.utf8.count > maxBytes {
+            throw .badField(path(key), "expected a string of at most \(maxBytes) bytes, got \(s.utf8.count)", requestID: requestID)
+        }
+        return s
+    }
+
+    func bool(_ key: String) throws(ProtocolError) -> Bool? {
+        guard let value = value(key) else { return nil }
+        guard case .bool(let b) = value else { throw fail(key, "expected a boolean", got: value) }
+        return b
+    }
+
+    func int(_ key: String, in range: ClosedRange<Int64>) throws(ProtocolError) -> Int64? {
+        guard let value = value(key) else { return nil }
+        return try Self.int(value, in: range, path: path(key), requestID: requestID)
+    }
+
+    static func int(_ value: JSONValue, in range: ClosedRange<Int64>, path: String,
+                    requestID: RequestID?) throws(ProtocolError) -> Int64 {
+        let expectation = "expected an integer in \(range.lowerBound)...\(range.upperBound)"
+        switch value {
+        case .int(let i) where range.contains(i):
+            return i
+        case .int(let i):
+            throw .badField(path, "\(expectation), got \(i)", requestID: requestID)
+        case .double(let d):
+            throw .badField(path, "\(expectation), got \(d)", requestID: requestID)
+        default:
+            throw .badField(path, "\(expectation), got \(value.typeName)", requestID: requestID)
+        }
+    }
+
+    func number(_ key: String, in range: ClosedRange<Double>) throws(ProtocolError) -> Double? {
+        guard let value = value(key) else { return nil }
+        let expectation = "expected a number in \(range.lowerBound)...\(range.upperBound)"
+        let d: Double
+        switch value {
+        case .int(let i): d = Double(i)
+        case .double(let x): d = x
+        default: throw fail(key, expectation, got: value)
+        }
+        guard range.contains(d) else {
+            throw .badField(path(key), "\(expectation), got \(d)", requestID: requestID)
+        }
+        return d
+    }
+
+    func array(_ key: String) throws(ProtocolError) -> [JSONValue]? {
+        guard let value = value(key) else { return nil }
+        guard case .array(let items) = value else { throw fail(key, "expected an array", got: value) }
+        return items
+    }
+
+    func object(_ key: String) throws(ProtocolError) -> JSONObject? {
+        guard let value = value(key) else { return nil }
+        guard case .object(let members) = value else { throw fail(key, "expected an object", got: value) }
+        return members
+    }
+
+    /// A reader for a nested object (`key` is the already-built path, e.g. `messages[2]`).
+    func nested(_ value: JSONValue, path nestedPath: String) throws(ProtocolError) -> FieldReader {
+        guard case .object(let members) = value else {
+            throw .badField(nestedPath, "expected an object, got \(value.typeName)", requestID: requestID)
+        }
+        return FieldReader(members, path: nestedPath, requestID: requestID)
+    }
+}
+
+/// Builds a JSON object, skipping nil optionals so absent options stay absent.
+struct ObjectBuilder {
+    var members: JSONObject = [:]
+    subscript(key: String) -> JSONValue? {
+        get { members[key] }
+        set { if let newValue { members[key] = newValue } }
+    }
+    var payload: [UInt8] { JSONValue.object(members).serialized() }
+}

@@ -1,0 +1,274 @@
+/// Why a generation ended. A struct over the wire string so that reasons added later
+/// (e.g. `superseded` for session requests) decode on older clients.
+public struct FinishReason: RawRepresentable, Sendable, Hashable, CustomStringConvertible {
+    /// The wire string.
+    public let rawValue: String
+    /// Wraps a wire value, known or not.
+    public init(rawValue: String) { self.rawValue = rawValue }
+    /// A short human-readable form for logs.
+    public var description: String { rawValue }
+
+    /// The model produced end-of-generation or a stop string matched.
+    public static let stop = FinishReason(rawValue: "stop")
+    /// `max_tokens` (or the context) was reached.
+    public static let length = FinishReason(rawValue: "length")
+    /// A `cancel` request (or the client's disconnect) stopped it.
+    public static let cancelled = FinishReason(rawValue: "cancelled")
+    /// `deadline_ms` passed.
+    public static let deadline = FinishReason(rawValue: "deadline")
+    /// The engine failed mid-generation; `GenerationResult.message` says why.
+    public static let error = FinishReason(rawValue: "error")
+}
+
+/// Token counts and timings of one generation.
+public struct Usage: Sendable, Equatable {
+    /// Tokens of the (rendered) prompt.
+    public var promptTokens: Int
+    /// Tokens generated.
+    public var generatedTokens: Int
+    /// Time from receipt of the request to the first generated token, in ms.
+    public var ttftMS: Double
+    /// Generated tokens per second of decoding (excluding prompt processing).
+    public var tokensPerSecond: Double
+    /// Time from receipt to the final reply, in ms.
+    public var totalMS: Double
+
+    /// Memberwise initialiser; defaults match the wire defaults.
+    public init(promptTokens: Int, generatedTokens: Int, ttftMS: Double, tokensPerSecond: Double, totalMS: Double) {
+        self.promptTokens = promptTokens
+        self.generatedTokens = generatedTokens
+        self.ttftMS = ttftMS
+        self.tokensPerSecond = tokensPerSecond
+        self.totalMS = totalMS
+    }
+}
+
+/// The final reply of `complete` and `chat`.
+public struct GenerationResult: Sendable, Equatable {
+    /// The whole generated text when not streaming; nil when streamed (the events
+    /// carried it).
+    public var text: String?
+    /// Why generation ended.
+    public var finishReason: FinishReason
+    /// Token counts and timings.
+    public var usage: Usage
+    /// Detail for finish reason `error`.
+    public var message: String?
+
+    /// Memberwise initialiser; defaults match the wire defaults.
+    public init(text: String?, finishReason: FinishReason, usage: Usage, message: String? = nil) {
+        self.text = text
+        self.finishReason = finishReason
+        self.usage = usage
+        self.message = message
+    }
+}
+
+/// The reply to `hello` and `info`. Model info and limits are open objects the server
+/// fills; well-known keys are listed in docs/PROTOCOL.md.
+public struct ServerInfo: Sendable, Equatable {
+    /// The protocol version the server will speak on this connection.
+    public var protocolVersion: Int
+    /// The daemon's version string.
+    public var serverVersion: String
+    /// e.g. `name`, `architecture`, `quantization`, `context_length`, `vocab_size`, `has_chat_template`.
+    public var model: JSONObject
+    /// e.g. `max_frame_bytes`, `max_tokens`, `max_context`, `max_concurrent`, `max_queue`.
+    public var limits: JSONObject
+
+    /// Memberwise initialiser; defaults match the wire defaults.
+    public init(protocolVersion: Int, serverVersion: String, model: JSONObject, limits: JSONObject) {
+        self.protocolVersion = protocolVersion
+        self.serverVersion = serverVersion
+        self.model = model
+        self.limits = limits
+    }
+}
+
+/// The reply to `stats`: counters (monotonic), gauges (current values) and percentiles
+/// (e.g. `"ttft_ms": {"p50": 41.0, "p90": 80.5, "p99": 120.0}`).
+public struct Stats: Sendable, Equatable {
+    /// Monotonic counters, e.g. `requests_total`.
+    public var counters: [String: Int64]
+    /// Current values, e.g. `queue_depth`, `memory_bytes`.
+    public var gauges: [String: Double]
+    /// Distributions by name, each `p50`/`p90`/`p99`-style keys to values.
+    public var percentiles: [String: [String: Double]]
+
+    /// Memberwise initialiser; defaults match the wire defaults.
+    public init(counters: [String: Int64] = [:], gauges: [String: Double] = [:],
+                percentiles: [String: [String: Double]] = [:]) {
+        self.counters = counters
+        self.gauges = gauges
+        self.percentiles = percentiles
+    }
+}
+
+/// The typed body of a reply, by the op it answers.
+public enum ReplyBody: Sendable, Equatable {
+    case hello(ServerInfo)
+    case info(ServerInfo)
+    case complete(GenerationResult)
+    case chat(GenerationResult)
+    case tokenize(ids: [Int])
+    case detokenize(text: String)
+    /// Whether the target was found in flight and cancelled (false: unknown or already done).
+    case cancel(cancelled: Bool)
+    /// An open object the server fills (state, model, queue depth, uptime, ...).
+    case status(JSONObject)
+    case stats(Stats)
+    case ping
+
+    /// The op this body belongs to (the wire `op` member).
+    public var op: Op {
+        switch self {
+        case .hello: return .hello
+        case .info: return .info
+        case .complete: return .complete
+        case .chat: return .chat
+        case .tokenize: return .tokenize
+        case .detokenize: return .detokenize
+        case .cancel: return .cancel
+        case .status: return .status
+        case .stats: return .stats
+        case .ping: return .ping
+        }
+    }
+}
+
+/// A server reply (frame type 2): the last frame of a successful request.
+///
+/// Wire form: `{"id": ..., "op": "<op it answers>", ...result fields}`.
+public struct Reply: Sendable, Equatable {
+    /// The client-chosen id of the request this belongs to, echoed exactly.
+    public var id: RequestID
+    /// The op answered and its typed result.
+    public var body: ReplyBody
+
+    /// Memberwise initialiser; defaults match the wire defaults.
+    public init(id: RequestID, _ body: ReplyBody) {
+        self.id = id
+        self.body = body
+    }
+
+    /// The payload bytes: compact JSON, keys sorted (deterministic, so hexdumps are stable).
+    public func payload() -> [UInt8] {
+        var b = ObjectBuilder()
+        b["id"] = id.json
+        b["op"] = .string(body.op.rawValue)
+        switch body {
+        case .hello(let s), .info(let s):
+            b["protocol_version"] = .int(Int64(s.protocolVersion))
+            b["server_version"] = .string(s.serverVersion)
+            b["model"] = .object(s.model)
+            b["limits"] = .object(s.limits)
+        case .complete(let g), .chat(let g):
+            b["text"] = g.text.map { .string($0) }
+            b["finish_reason"] = .string(g.finishReason.rawValue)
+            b["message"] = g.message.map { .string($0) }
+            b["usage"] = .object([
+                "prompt_tokens": .int(Int64(g.usage.promptTokens)),
+                "generated_tokens": .int(Int64(g.usage.generatedTokens)),
+                "ttft_ms": .double(g.usage.ttftMS),
+                "tokens_per_second": .double(g.usage.tokensPerSecond),
+                "total_ms": .double(g.usage.totalMS),
+            ])
+        case .tokenize(let ids):
+            b["ids"] = .array(ids.map { .int(Int64($0)) })
+        case .detokenize(let text):
+            b["text"] = .string(text)
+        case .cancel(let cancelled):
+            b["cancelled"] = .bool(cancelled)
+        case .status(let object):
+            b["status"] = .object(object)
+        case .stats(let s):
+            b["counters"] = .object(s.counters.mapValues { .int($0) })
+            b["gauges"] = .object(s.gauges.mapValues { .double($0) })
+            b["percentiles"] = .object(s.percentiles.mapValues { .object($0.mapValues { .double($0) }) })
+        case .ping:
+            break
+        }
+        return b.payload
+    }
+
+    /// This message as a frame of its type, ready for `encode()`.
+    public func frame() -> Frame { Frame(type: .reply, payload: payload()) }
+
+    /// Decodes a reply payload (client side). Same error codes as `Request(payload:)`.
+    public init(payload: some Collection<UInt8>) throws(ProtocolError) {
+        let top = try FieldReader.payload(payload)
+        let id = try RequestID.read(top.value("id") ?? .null, path: "id")
+        let r = FieldReader(top.members, requestID: id)
+        let opName = try r.required("op", "expected a string") { (k) throws(ProtocolError) in try r.string(k) }
+        guard let op = Op(rawValue: opName) else {
+            throw ProtocolError(.unknownType, "unknown op '\(opName)' in reply", requestID: id)
+        }
+        self.id = id
+        self.body = try Self.readBody(op, r)
+    }
+
+    private static func readBody(_ op: Op, _ r: FieldReader) throws(ProtocolError) -> ReplyBody {
+        let anyInt = Int64.min...Int64.max
+        func info() throws(ProtocolError) -> ServerInfo {
+            ServerInfo(
+                protocolVersion: Int(try r.required("protocol_version", "expected an integer") {
+                    (k) throws(ProtocolError) in try r.int(k, in: 0...255) }),
+                serverVersion: try r.required("server_version", "expected a string") {
+                    (k) throws(ProtocolError) in try r.string(k) },
+                model: try r.object("model") ?? [:],
+                limits: try r.object("limits") ?? [:])
+        }
+        func generation() throws(ProtocolError) -> GenerationResult {
+            let reason = try r.required("finish_reason", "expected a string") { (k) throws(ProtocolError) in try r.string(k) }
+            let usageObject = try r.required("usage", "expected an object") { (k) throws(ProtocolError) in try r.object(k) }
+            let u = FieldReader(usageObject, path: "usage", requestID: r.requestID)
+            func count(_ k: String) throws(ProtocolError) -> Int {
+                Int(try u.required(k, "expected an integer") { (k) throws(ProtocolError) in try u.int(k, in: 0...Int64.max) })
+            }
+            func ms(_ k: String) throws(ProtocolError) -> Double {
+                try u.required(k, "expected a number") { (k) throws(ProtocolError) in
+                    try u.number(k, in: -Double.greatestFiniteMagnitude...Double.greatestFiniteMagnitude) }
+            }
+            let usage = Usage(promptTokens: try count("prompt_tokens"), generatedTokens: try count("generated_tokens"),
+                              ttftMS: try ms("ttft_ms"), tokensPerSecond: try ms("tokens_per_second"),
+                              totalMS: try ms("total_ms"))
+            return GenerationResult(text: try r.string("text"), finishReason: FinishReason(rawValue: reason),
+                                    usage: usage, message: try r.string("message"))
+        }
+        switch op {
+        case .hello: return .hello(try info())
+        case .info: return .info(try info())
+        case .complete: return .complete(try generation())
+        case .chat: return .chat(try generation())
+        case .tokenize:
+            let items = try r.required("ids", "expected an array of integers") { (k) throws(ProtocolError) in try r.array(k) }
+            var ids: [Int] = []
+            for (n, item) in items.enumerated() {
+                ids.append(Int(try FieldReader.int(item, in: anyInt, path: "ids[\(n)]", requestID: r.requestID)))
+            }
+            return .tokenize(ids: ids)
+        case .detokenize:
+            return .detokenize(text: try r.required("text", "expected a string") { (k) throws(ProtocolError) in try r.string(k) })
+        case .cancel:
+            return .cancel(cancelled: try r.required("cancelled", "expected a boolean") { (k) throws(ProtocolError) in try r.bool(k) })
+        case .status:
+            return .status(try r.object("status") ?? [:])
+        case .stats:
+            var s = Stats()
+            for (name, value) in try r.object("counters") ?? [:] {
+                s.counters[name] = try FieldReader.int(value, in: anyInt, path: "counters.\(name)", requestID: r.requestID)
+            }
+            let g = FieldReader(try r.object("gauges") ?? [:], path: "gauges", requestID: r.requestID)
+            for name in g.members.keys { s.gauges[name] = try g.number(name, in: -.greatestFiniteMagnitude ... .greatestFiniteMagnitude) }
+            for (name, value) in try r.object("percentiles") ?? [:] {
+                let p = try r.nested(value, path: "percentiles.\(name)")
+                var row: [String: Double] = [:]
+                for q in p.members.keys { row[q] = try p.number(q, in: -.greatestFiniteMagnitude ... .greatestFiniteMagnitude) }
+                s.percentiles[name] = row
+            }
+            return .stats(s)
+        case .ping:
+            return .ping
+        }
+    }
+}

@@ -1,0 +1,270 @@
+/// The operation a request asks for: the `op` member of a request payload.
+///
+/// An `op` this build does not know is answered with `unknown_type` (never a dropped
+/// connection), so later ops (`parse`, `suggest`, `choose`, ...) are pure additions.
+public enum Op: String, Sendable, CaseIterable {
+    case hello, info, complete, chat, tokenize, detokenize, cancel, status, stats, ping
+}
+
+/// `hello`: version negotiation and server description.
+public struct HelloRequest: Sendable, Equatable {
+    /// Free-form client name for logs (at most 128 bytes).
+    public var client: String?
+    /// Highest protocol version the client speaks (1...255); nil means 1.
+    public var maxVersion: Int?
+    /// Memberwise initialiser; defaults match the wire defaults.
+    public init(client: String? = nil, maxVersion: Int? = nil) {
+        self.client = client
+        self.maxVersion = maxVersion
+    }
+
+    /// The version to speak on this connection: the lower of the client's `max_version`
+    /// (1 when absent) and this build's. Never below 1, since `max_version` is at least 1.
+    public var negotiatedVersion: Int { min(maxVersion ?? 1, Int(SLMProtocolVersion.current)) }
+}
+
+/// `complete`: continue a raw prompt.
+public struct CompleteRequest: Sendable, Equatable {
+    /// Raw prompt text, tokenized as is.
+    public var prompt: String
+    /// Whether special-token text in the prompt (e.g. `<|im_start|>`) is parsed as special
+    /// tokens. Default false: a raw prompt is plain text unless the client asks, so user
+    /// text cannot inject control tokens by accident.
+    public var parseSpecial: Bool
+    /// Sampling and control options.
+    public var options: GenerationOptions
+    /// Memberwise initialiser; defaults match the wire defaults.
+    public init(prompt: String, parseSpecial: Bool = false, options: GenerationOptions = GenerationOptions()) {
+        self.prompt = prompt
+        self.parseSpecial = parseSpecial
+        self.options = options
+    }
+}
+
+/// `chat`: messages rendered with the model's chat template, then generation.
+public struct ChatRequest: Sendable, Equatable {
+    /// One chat turn.
+    public struct Message: Sendable, Equatable {
+        /// Who speaks; the template decides how each role is rendered.
+        public enum Role: String, Sendable, CaseIterable { case system, user, assistant }
+        /// Who speaks.
+        public var role: Role
+        /// What is said.
+        public var content: String
+        /// Memberwise initialiser; defaults match the wire defaults.
+        public init(role: Role, content: String) {
+            self.role = role
+            self.content = content
+        }
+    }
+    /// At least one message.
+    public var messages: [Message]
+    /// Sampling and control options.
+    public var options: GenerationOptions
+    /// Memberwise initialiser; defaults match the wire defaults.
+    public init(messages: [Message], options: GenerationOptions = GenerationOptions()) {
+        self.messages = messages
+        self.options = options
+    }
+}
+
+/// `tokenize`: text to token ids with the model's tokenizer.
+public struct TokenizeRequest: Sendable, Equatable {
+    /// The text to tokenize.
+    public var text: String
+    /// As for `complete`: special-token text is plain text unless true.
+    public var parseSpecial: Bool
+    /// Memberwise initialiser; defaults match the wire defaults.
+    public init(text: String, parseSpecial: Bool = false) {
+        self.text = text
+        self.parseSpecial = parseSpecial
+    }
+}
+
+/// `detokenize`: token ids to text.
+public struct DetokenizeRequest: Sendable, Equatable {
+    /// Token ids, each in 0...2^31-1; the server checks them against its vocabulary
+    /// (`bad_field` if out of range).
+    public var ids: [Int]
+    /// Memberwise initialiser; defaults match the wire defaults.
+    public init(ids: [Int]) { self.ids = ids }
+}
+
+/// `cancel`: stop another in-flight request of the same connection.
+public struct CancelRequest: Sendable, Equatable {
+    /// The id of the request to cancel.
+    public var target: RequestID
+    /// Memberwise initialiser; defaults match the wire defaults.
+    public init(target: RequestID) { self.target = target }
+}
+
+/// The typed body of a request, one case per `Op`.
+public enum RequestBody: Sendable, Equatable {
+    case hello(HelloRequest)
+    case info
+    case complete(CompleteRequest)
+    case chat(ChatRequest)
+    case tokenize(TokenizeRequest)
+    case detokenize(DetokenizeRequest)
+    case cancel(CancelRequest)
+    case status
+    case stats
+    case ping
+
+    /// The op this body belongs to (the wire `op` member).
+    public var op: Op {
+        switch self {
+        case .hello: return .hello
+        case .info: return .info
+        case .complete: return .complete
+        case .chat: return .chat
+        case .tokenize: return .tokenize
+        case .detokenize: return .detokenize
+        case .cancel: return .cancel
+        case .status: return .status
+        case .stats: return .stats
+        case .ping: return .ping
+        }
+    }
+}
+
+/// A client request: the payload of a frame of type `request`.
+///
+/// Wire form: `{"id": <string|int>, "op": "<op>", ...op fields}`. Fields an op does not
+/// define are ignored (forward compatibility).
+public struct Request: Sendable, Equatable {
+    /// The client-chosen id of the request this belongs to, echoed exactly.
+    public var id: RequestID
+    /// The op and its typed members.
+    public var body: RequestBody
+
+    /// Memberwise initialiser; defaults match the wire defaults.
+    public init(id: RequestID, _ body: RequestBody) {
+        self.id = id
+        self.body = body
+    }
+
+    /// Longest accepted `hello.client`, in bytes.
+    public static let maxClientNameBytes = 128
+
+    /// Decodes a request frame. A frame of another type is `unknown_type` (a server only
+    /// accepts requests), otherwise as `init(payload:)`.
+    public init(frame: Frame) throws(ProtocolError) {
+        guard frame.type == .request else {
+            throw ProtocolError(.unknownType, "expected a request frame (type 1), got \(frame.type)")
+        }
+        try self.init(payload: frame.payload)
+    }
+
+    /// Decodes and validates a request payload. Errors carry a stable code and, once the
+    /// `id` has been read, that id, so the server can answer on the right request:
+    /// - `bad_utf8`: not UTF-8 (checked before JSON parsing);
+    /// - `bad_json`: not JSON, or not an object;
+    /// - `bad_field`: `id` or `op` missing/mistyped, or an op field wrong (named in the message);
+    /// - `unknown_type`: an `op` this build does not know.
+    /// All are per-request: the framing is intact, so the connection stays usable.
+    public init(payload: some Collection<UInt8>) throws(ProtocolError) {
+        let top = try FieldReader.payload(payload)
+        guard let idValue = top.value("id") else {
+            throw ProtocolError.badField("id", "expected a string or an integer (missing)")
+        }
+        let id = try RequestID.read(idValue, path: "id")
+        let r = FieldReader(top.members, requestID: id)
+        let opName = try r.required("op", "expected a string") { (k) throws(ProtocolError) in try r.string(k) }
+        guard let op = Op(rawValue: opName) else {
+            throw ProtocolError(.unknownType, "unknown op '\(opName)'", requestID: id)
+        }
+        self.id = id
+        self.body = try Self.readBody(op, r)
+    }
+
+    private static func readBody(_ op: Op, _ r: FieldReader) throws(ProtocolError) -> RequestBody {
+        switch op {
+        case .hello:
+            return .hello(HelloRequest(
+                client: try r.string("client", maxBytes: maxClientNameBytes),
+                maxVersion: try r.int("max_version", in: 1...255).map(Int.init)))
+        case .info: return .info
+        case .status: return .status
+        case .stats: return .stats
+        case .ping: return .ping
+        case .complete:
+            let prompt = try r.required("prompt", "expected a string") { (k) throws(ProtocolError) in try r.string(k) }
+            return .complete(CompleteRequest(prompt: prompt, parseSpecial: try r.bool("parse_special") ?? false,
+                                             options: try GenerationOptions.read(r)))
+        case .chat:
+            let items = try r.required("messages", "expected a non-empty array") { (k) throws(ProtocolError) in try r.array(k) }
+            guard !items.isEmpty else {
+                throw .badField("messages", "expected a non-empty array, got an empty one", requestID: r.requestID)
+            }
+            var messages: [ChatRequest.Message] = []
+            for (n, item) in items.enumerated() {
+                let m = try r.nested(item, path: "messages[\(n)]")
+                let roleName = try m.required("role", "expected \"system\", \"user\" or \"assistant\"") {
+                    (k) throws(ProtocolError) in try m.string(k)
+                }
+                guard let role = ChatRequest.Message.Role(rawValue: roleName) else {
+                    throw .badField(m.path("role"), "expected \"system\", \"user\" or \"assistant\", got \"\(roleName)\"",
+                                    requestID: r.requestID)
+                }
+                let content = try m.required("content", "expected a string") { (k) throws(ProtocolError) in try m.string(k) }
+                messages.append(.init(role: role, content: content))
+            }
+            return .chat(ChatRequest(messages: messages, options: try GenerationOptions.read(r)))
+        case .tokenize:
+            let text = try r.required("text", "expected a string") { (k) throws(ProtocolError) in try r.string(k) }
+            return .tokenize(TokenizeRequest(text: text, parseSpecial: try r.bool("parse_special") ?? false))
+        case .detokenize:
+            let items = try r.required("ids", "expected an array of integers") { (k) throws(ProtocolError) in try r.array(k) }
+            var ids: [Int] = []
+            ids.reserveCapacity(items.count)
+            for (n, item) in items.enumerated() {
+                ids.append(Int(try FieldReader.int(item, in: 0...Int64(Int32.max), path: "ids[\(n)]", requestID: r.requestID)))
+            }
+            return .detokenize(DetokenizeRequest(ids: ids))
+        case .cancel:
+            guard let target = r.value("target") else {
+                throw .badField("target", "expected a string or an integer (missing)", requestID: r.requestID)
+            }
+            do {
+                return .cancel(CancelRequest(target: try RequestID.read(target, path: "target")))
+            } catch {
+                var e = error
+                e.requestID = r.requestID
+                throw e
+            }
+        }
+    }
+
+    /// The payload bytes (compact JSON, keys sorted).
+    public func payload() -> [UInt8] {
+        var b = ObjectBuilder()
+        b["id"] = id.json
+        b["op"] = .string(body.op.rawValue)
+        switch body {
+        case .info, .status, .stats, .ping:
+            break
+        case .hello(let h):
+            b["client"] = h.client.map { .string($0) }
+            b["max_version"] = h.maxVersion.map { .int(Int64($0)) }
+        case .complete(let c):
+            b["prompt"] = .string(c.prompt)
+            if c.parseSpecial { b["parse_special"] = true }
+            c.options.write(to: &b)
+        case .chat(let c):
+            b["messages"] = .array(c.messages.map { .object(["role": .string($0.role.rawValue), "content": .string($0.content)]) })
+            c.options.write(to: &b)
+        case .tokenize(let t):
+            b["text"] = .string(t.text)
+            if t.parseSpecial { b["parse_special"] = true }
+        case .detokenize(let d):
+            b["ids"] = .array(d.ids.map { .int(Int64($0)) })
+        case .cancel(let c):
+            b["target"] = c.target.json
+        }
+        return b.payload
+    }
+
+    /// The request as a frame, ready for `encode()`.
+    public func frame() -> Frame { Frame(type: .request, payload: payload()) }
+}

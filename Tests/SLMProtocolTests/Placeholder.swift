@@ -1,6 +1,0 @@
-import XCTest
-@testable import SLMProtocol
-
-final class SLMProtocolPlaceholderTests: XCTestCase {
-    func testModuleLoads() {}
-}
