@@ -1,3 +1,22 @@
 #pragma once
 #include <systemd/sd-daemon.h>
 #include <systemd/sd-journal.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <errno.h>
+
+/* `struct ucred` is only declared under _GNU_SOURCE, which the Swift Glibc module does not
+ * expose, so peer credentials come through this mirror of the kernel layout (pid, uid, gid). */
+typedef struct slmd_peer_credentials {
+    pid_t pid;
+    uid_t uid;
+    gid_t gid;
+} slmd_peer_credentials;
+
+/* getsockopt(SO_PEERCRED) on a connected AF_UNIX socket. Returns 0, or -errno. */
+static inline int slmd_get_peer_credentials(int fd, slmd_peer_credentials *out) {
+    socklen_t len = sizeof(*out);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, out, &len) != 0) return -errno;
+    if (len != sizeof(*out)) return -EINVAL;
+    return 0;
+}

@@ -1,6 +1,0 @@
-import XCTest
-@testable import SLMSystemd
-
-final class SLMSystemdPlaceholderTests: XCTestCase {
-    func testModuleLoads() {}
-}
