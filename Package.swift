@@ -61,7 +61,7 @@ let package = Package(
         .testTarget(name: "SLMModelTests", dependencies: ["SLMModel", "GGUF", "SLMKernels"]),
         .testTarget(name: "SLMProtocolTests", dependencies: ["SLMProtocol"]),
         .testTarget(name: "SLMSystemdTests", dependencies: ["SLMSystemd"]),
-        .testTarget(name: "SLMEngineTests", dependencies: ["SLMEngine", "SLMModel"]),
+        .testTarget(name: "SLMEngineTests", dependencies: ["SLMEngine", "SLMModel", "SLMKernels"]),
         .testTarget(name: "SLMServerTests", dependencies: ["SLMServer", "SLMProtocol"]),
     ],
     swiftLanguageModes: [.v6]

@@ -19,27 +19,35 @@ public final class Engine: @unchecked Sendable {
     // engine thread alone.
     public let model: Model
     public let config: EngineConfig
-    private let logger: Logger
-    private let runner: Runner
-    private let batch: Batch
-    private let lock = ConditionLock()
-    private var shared = Shared()
-    private var active: [Sequence] = []
+    let logger: Logger
+    let runner: Runner
+    let batch: Batch
+    let lock = ConditionLock()
+    var shared = Shared()
+    /// Engine thread only.
+    var prefixCache: PrefixCache
+    var active: [Sequence] = []
     private var prefillCursor = 0
     private var thread: pthread_t?
     private let started = monotonicSeconds()
-    private let nextID = Atomic<UInt64>(1)
+    let nextID = Atomic<UInt64>(1)
     /// Called from the engine thread at least every `heartbeatInterval` seconds while it
     /// is healthy (idle or stepping); a hung forward pass stops the calls. The daemon
     /// pings the systemd watchdog from here.
     private let heartbeat: (@Sendable () -> Void)?
     private let heartbeatInterval: Double
+    /// Every token's bytes, for suggestion text and token healing (built once).
+    let tokenBytes: [[UInt8]]
 
     /// State shared between submitters and the engine thread.
-    private struct Shared {
+    struct Shared {
         var queue: [Pending] = []
+        var jobs: [Job] = []
         var kvBytesInUse = 0
         var kvBytesPeak = 0
+        var cachedBytes = 0
+        /// The live request of each session key.
+        var sessions: [String: RequestHandle] = [:]
         var stopping = false
         var finished = false
         var stats = EngineStats()
@@ -47,7 +55,7 @@ public final class Engine: @unchecked Sendable {
         var rate = SampleRing(capacity: 512)
     }
 
-    private struct Pending {
+    struct Pending {
         let handle: RequestHandle
         let request: GenerationRequest
         let sink: @Sendable (EngineEvent) -> Void
@@ -56,7 +64,7 @@ public final class Engine: @unchecked Sendable {
     }
 
     /// One admitted request: owned by the engine thread.
-    private final class Sequence {
+    final class Sequence {
         let handle: RequestHandle
         let request: GenerationRequest
         let sink: @Sendable (EngineEvent) -> Void
@@ -94,9 +102,14 @@ public final class Engine: @unchecked Sendable {
 
     /// Bytes of run state an engine with this configuration allocates up front.
     public static func scratchBytes(model: ModelConfig, config: EngineConfig) -> Int {
-        Runner.scratchBytes(config: model, maxBatch: config.prefillChunk + config.maxSequences,
-                            maxContext: config.maxContext, threads: config.threads, maxLogits: config.maxSequences)
+        Runner.scratchBytes(config: model, maxBatch: maxBatch(config), maxContext: config.maxContext,
+                            threads: config.threads, maxLogits: maxLogits(config))
     }
+
+    /// Rows one pass may carry: the decode tokens, a prefill chunk, and room for the
+    /// branches of a `suggest` or the option tokens of a `choose`.
+    static func maxBatch(_ c: EngineConfig) -> Int { c.prefillChunk + max(c.maxSequences, 16) }
+    static func maxLogits(_ c: EngineConfig) -> Int { max(c.maxSequences, 16) }
 
     /// Bytes of KV cache a request with this many tokens needs.
     public func kvBytes(tokens: Int) -> Int { KVCache.bytes(config: model.config, capacity: tokens) }
@@ -112,9 +125,11 @@ public final class Engine: @unchecked Sendable {
         self.heartbeat = heartbeat
         self.heartbeatInterval = max(0.05, heartbeatInterval)
         runner = Runner(config: model.config, weights: model.weights, pool: ThreadPool(threads: config.threads),
-                        maxBatch: config.prefillChunk + config.maxSequences, maxContext: config.maxContext,
-                        maxLogits: config.maxSequences)
+                        maxBatch: Engine.maxBatch(config), maxContext: config.maxContext,
+                        maxLogits: Engine.maxLogits(config))
         batch = Batch(capacity: runner.maxBatch)
+        prefixCache = PrefixCache(maxEntries: config.prefixCacheEntries)
+        tokenBytes = (0..<model.config.vocabSize).map { model.tokenizer.tokenBytes(Int32($0)) }
         shared.stats.memoryBudgetBytes = config.memoryBudgetBytes
         shared.stats.scratchBytes = runner.scratchBytes
         shared.stats.kernelPath = Kernels.path
@@ -185,13 +200,51 @@ public final class Engine: @unchecked Sendable {
             return nil
         }
         if let refusal { throw refusal }
+        if let key = request.session { supersede(session: key, with: handle) }
         return handle
+    }
+
+    /// Makes `handle` the live request of `key`; the previous one ends with `superseded`
+    /// (at once if queued, within one step if running).
+    func supersede(session key: String, with handle: RequestHandle) {
+        let (previous, removed): (RequestHandle?, Pending?) = lock.withLock {
+            let prev = shared.sessions.updateValue(handle, forKey: key)
+            guard let prev, prev !== handle else { return (nil, nil) }
+            if let i = shared.queue.firstIndex(where: { $0.handle === prev }) {
+                let p = shared.queue.remove(at: i)
+                shared.stats.queued = shared.queue.count
+                shared.stats.finished[FinishReason.superseded.rawValue, default: 0] += 1
+                return (prev, p)
+            }
+            if let i = shared.jobs.firstIndex(where: { $0.handle === prev }) {
+                shared.jobs.remove(at: i).fail(.superseded)
+                return (prev, nil)
+            }
+            return (prev, nil)
+        }
+        if let removed {
+            removed.sink(.finished(Completion(finishReason: .superseded, text: "", generatedIDs: [],
+                                              promptTokens: removed.request.promptIDs.count, ttftMs: 0, tokensPerSecond: 0,
+                                              totalMs: (monotonicSeconds() - removed.submitted) * 1000)))
+        } else if let previous {
+            previous.superseded.store(true, ordering: .releasing)
+            previous.cancelRequested.store(true, ordering: .releasing)
+            lock.withLock { lock.broadcast() }
+        }
     }
 
     /// Ends a request (queued or running) with `cancelled` within one step. Returns false
     /// when it had already finished.
     @discardableResult
     public func cancel(_ handle: RequestHandle) -> Bool {
+        let job: Job? = lock.withLock {
+            guard let i = shared.jobs.firstIndex(where: { $0.handle === handle }) else { return nil }
+            return shared.jobs.remove(at: i)
+        }
+        if let job {
+            job.fail(.cancelled)
+            return true
+        }
         let removed: Pending? = lock.withLock {
             if let i = shared.queue.firstIndex(where: { $0.handle === handle }) {
                 let p = shared.queue.remove(at: i)
@@ -218,6 +271,7 @@ public final class Engine: @unchecked Sendable {
             s.queued = shared.queue.count
             s.kvBytesInUse = shared.kvBytesInUse
             s.kvBytesPeak = shared.kvBytesPeak
+            s.prefixCacheBytes = shared.cachedBytes
             s.ttftMs = Percentiles(shared.ttft.samples)
             s.tokensPerSecond = Percentiles(shared.rate.samples)
             s.uptimeSeconds = monotonicSeconds() - started
@@ -234,7 +288,7 @@ public final class Engine: @unchecked Sendable {
         }
         let end = monotonicSeconds() + max(0, grace)
         while monotonicSeconds() < end {
-            let idle = lock.withLock { shared.queue.isEmpty && shared.stats.active == 0 }
+            let idle = lock.withLock { shared.queue.isEmpty && shared.jobs.isEmpty && shared.stats.active == 0 }
             if idle { break }
             usleep(10_000)
         }
@@ -256,24 +310,37 @@ public final class Engine: @unchecked Sendable {
                 heartbeat?()
                 lastBeat = now
             }
+            // Ended sequences go first, so their KV is in the prefix cache (and their
+            // memory free) when the next request is admitted: how a superseding request
+            // reuses the prefix of the one it replaced.
+            reap()
             let admitted = admit()
             if lock.withLock({ shared.finished }) {
                 for s in active { finish(s, .cancelled) }
                 active.removeAll()
-                let left = lock.withLock { () -> [Pending] in
-                    let q = shared.queue
+                let (left, jobs) = lock.withLock { () -> ([Pending], [Job]) in
+                    let q = shared.queue, j = shared.jobs
                     shared.queue.removeAll()
-                    return q
+                    shared.jobs.removeAll()
+                    return (q, j)
                 }
                 for p in left {
                     p.sink(.finished(Completion(finishReason: .cancelled, text: "", generatedIDs: [],
                                                 promptTokens: p.request.promptIDs.count, ttftMs: 0, tokensPerSecond: 0, totalMs: 0)))
                 }
+                for j in jobs { j.fail(.cancelled) }
                 return
+            }
+            // Short jobs (suggest, choose) run to completion between steps: they are a
+            // few batched passes, and a keystroke must not wait behind long generations.
+            let job: Job? = lock.withLock { shared.jobs.isEmpty ? nil : shared.jobs.removeFirst() }
+            if let job {
+                run(job)
+                continue
             }
             if active.isEmpty && !admitted {
                 lock.withLock {
-                    if shared.queue.isEmpty && !shared.finished { lock.wait(seconds: heartbeatInterval / 2) }
+                    if shared.queue.isEmpty && shared.jobs.isEmpty && !shared.finished { lock.wait(seconds: heartbeatInterval / 2) }
                 }
                 continue
             }
@@ -281,27 +348,125 @@ public final class Engine: @unchecked Sendable {
         }
     }
 
+    /// Finishes sequences that were cancelled, superseded or ran out of time.
+    private func reap() {
+        guard !active.isEmpty else { return }
+        let now = monotonicSeconds()
+        active.removeAll { s in
+            if s.handle.cancelRequested.load(ordering: .acquiring) {
+                finish(s, s.handle.superseded.load(ordering: .acquiring) ? .superseded : .cancelled)
+                return true
+            }
+            if let d = s.deadline, now >= d { finish(s, .deadline); return true }
+            return false
+        }
+    }
+
+    // MARK: Memory
+
+    /// Makes room for `bytes` more of KV by evicting prefix-cache entries (never
+    /// `keeping`); false when even an empty cache would not make it fit.
+    func reserve(_ bytes: Int, keeping: KVCache? = nil) -> Bool {
+        while true {
+            let fits = lock.withLock { runner.scratchBytes + shared.kvBytesInUse + shared.cachedBytes + bytes <= config.memoryBudgetBytes }
+            if fits {
+                lock.withLock {
+                    shared.kvBytesInUse += bytes
+                    shared.kvBytesPeak = max(shared.kvBytesPeak, shared.kvBytesInUse + shared.cachedBytes)
+                }
+                return true
+            }
+            guard let victim = prefixCache.evictOne(keeping: keeping) else { return false }
+            lock.withLock {
+                shared.cachedBytes -= victim.bytes
+                shared.stats.prefixCacheEntries = prefixCache.entries.count
+            }
+        }
+    }
+
+    func release(_ bytes: Int) {
+        lock.withLock {
+            shared.kvBytesInUse -= bytes
+            lock.broadcast()
+        }
+    }
+
+    /// A KV cache of `capacity` tokens holding as much of `tokens` as the prefix cache
+    /// has (at most `tokens.count − 1`, so the caller still feeds one token and gets
+    /// logits), or nil when the budget cannot fit it now. Counts as in use.
+    func acquireCache(for tokens: [Int32], capacity: Int) -> (cache: KVCache, reused: Int)? {
+        let match = prefixCache.longestMatch(tokens)
+        let reusable = min(match?.length ?? 0, tokens.count - 1)
+        if let m = match, reusable > 0 {
+            let entry = prefixCache.entries[m.index]
+            if entry.cache.capacity >= capacity {
+                // Take the cached sequence over: no copy at all.
+                let e = prefixCache.remove(at: m.index)
+                lock.withLock {
+                    shared.cachedBytes -= e.bytes
+                    shared.kvBytesInUse += e.bytes
+                    shared.kvBytesPeak = max(shared.kvBytesPeak, shared.kvBytesInUse + shared.cachedBytes)
+                    shared.stats.prefixCacheHits += 1
+                    shared.stats.prefixCacheReusedTokens += reusable
+                    shared.stats.prefixCacheEntries = prefixCache.entries.count
+                }
+                e.cache.truncate(to: reusable)
+                return (e.cache, reusable)
+            }
+            if reserve(kvBytes(tokens: capacity), keeping: entry.cache) {
+                let cache = KVCache(config: model.config, capacity: capacity)
+                cache.copyPrefix(from: entry.cache, count: reusable)
+                lock.withLock {
+                    shared.stats.prefixCacheHits += 1
+                    shared.stats.prefixCacheReusedTokens += reusable
+                }
+                return (cache, reusable)
+            }
+        }
+        guard reserve(kvBytes(tokens: capacity)) else { return nil }
+        lock.withLock { shared.stats.prefixCacheMisses += 1 }
+        return (KVCache(config: model.config, capacity: capacity), 0)
+    }
+
+    /// Hands a sequence's KV to the prefix cache (it stops counting as in use).
+    func retire(_ cache: KVCache, tokens: [Int32]) {
+        let n = min(cache.count, tokens.count)
+        let bytes = cache.bytes
+        guard n > 0 else {
+            release(bytes)
+            return
+        }
+        cache.truncate(to: n)
+        let dropped = prefixCache.insert(tokens: Array(tokens.prefix(n)), cache: cache)
+        let kept = prefixCache.entries.contains { $0.cache === cache }
+        lock.withLock {
+            shared.kvBytesInUse -= bytes
+            if kept { shared.cachedBytes += bytes }
+            shared.cachedBytes -= dropped.reduce(0) { $0 + $1.bytes }
+            shared.stats.prefixCacheEntries = prefixCache.entries.count
+            lock.broadcast()
+        }
+    }
+
     /// Moves queued requests into free slots while the memory budget allows, in order
-    /// (first come, first served: a big request is not starved by small ones behind it).
+    /// (first come, first served: a big request is not starved by small ones behind it),
+    /// reusing the longest cached prefix of each prompt.
     private func admit() -> Bool {
         var admittedAny = false
         while active.count < config.maxSequences {
-            let next: Pending? = lock.withLock {
-                guard let head = shared.queue.first else { return nil }
-                let need = kvBytes(tokens: head.kvCapacity)
-                guard runner.scratchBytes + shared.kvBytesInUse + need <= config.memoryBudgetBytes else { return nil }
+            guard let head = lock.withLock({ shared.queue.first }) else { break }
+            guard let (cache, reused) = acquireCache(for: head.request.promptIDs, capacity: head.kvCapacity) else { break }
+            lock.withLock {
                 shared.queue.removeFirst()
-                shared.kvBytesInUse += need
-                shared.kvBytesPeak = max(shared.kvBytesPeak, shared.kvBytesInUse)
                 shared.stats.queued = shared.queue.count
                 shared.stats.active = active.count + 1
                 shared.stats.admitted += 1
-                return head
             }
-            guard let p = next else { break }
-            let deadline = p.request.deadline
-                ?? (config.defaultDeadlineSeconds > 0 ? p.submitted + config.defaultDeadlineSeconds : nil)
-            active.append(Sequence(p, cache: KVCache(config: model.config, capacity: p.kvCapacity), model: model, deadline: deadline))
+            let deadline = head.request.deadline
+                ?? (config.defaultDeadlineSeconds > 0 ? head.submitted + config.defaultDeadlineSeconds : nil)
+            let seq = Sequence(head, cache: cache, model: model, deadline: deadline)
+            seq.fed = reused
+            active.append(seq)
             admittedAny = true
         }
         return admittedAny
@@ -311,12 +476,6 @@ public final class Engine: @unchecked Sendable {
     /// decoding sequence, then up to `prefillChunk` prompt tokens shared round-robin),
     /// run it, and sample for every sequence that produced logits.
     private func step() {
-        let now = monotonicSeconds()
-        active.removeAll { s in
-            if s.handle.cancelRequested.load(ordering: .acquiring) { finish(s, .cancelled); return true }
-            if let d = s.deadline, now >= d { finish(s, .deadline); return true }
-            return false
-        }
         guard !active.isEmpty else { return }
 
         batch.clear()
@@ -352,7 +511,7 @@ public final class Engine: @unchecked Sendable {
             active.removeAll()
             return
         }
-        let promptFed = batch.count - active.filter { $0.pendingToken != nil }.count
+        let promptFed = batch.count - active.reduce(0) { $0 + ($1.pendingToken != nil ? 1 : 0) }
         lock.withLock {
             shared.stats.forwardPasses += 1
             shared.stats.promptTokens += promptFed
@@ -406,8 +565,11 @@ public final class Engine: @unchecked Sendable {
         let completion = Completion(finishReason: reason, text: s.text, generatedIDs: s.generated,
                                     promptTokens: s.request.promptIDs.count, ttftMs: ttft, tokensPerSecond: rate,
                                     totalMs: (now - s.submitted) * 1000, errorMessage: message)
+        // The KV of prompt + generated tokens stays cached for the next request that
+        // starts the same way (the last sampled token was never fed, so it is not there).
+        retire(s.cache, tokens: s.history)
         lock.withLock {
-            shared.kvBytesInUse -= kvBytes(tokens: s.cache.capacity)
+            if let key = s.request.session, shared.sessions[key] === s.handle { shared.sessions[key] = nil }
             shared.stats.active = max(0, shared.stats.active - 1)
             shared.stats.finished[reason.rawValue, default: 0] += 1
             shared.stats.generatedTokens += s.generated.count

@@ -21,6 +21,9 @@ public struct EngineConfig: Sendable, Equatable {
     /// Prompt tokens processed per step across all prefilling sequences: bounds how long
     /// a new long prompt delays the decoders (fairness) while keeping prefill batched.
     public var prefillChunk: Int = 64
+    /// Finished sequences whose KV is kept for reuse (memory comes from the budget and is
+    /// given back first); 0 disables the prefix cache.
+    public var prefixCacheEntries: Int = 32
 
     public init() {}
 
@@ -32,6 +35,7 @@ public struct EngineConfig: Sendable, Equatable {
         if maxContext < 16 { return "max_context must be at least 16" }
         if maxTokens < 1 || maxTokens >= maxContext { return "max_tokens must be in 1..<max_context" }
         if prefillChunk < 1 || prefillChunk > 4096 { return "prefill_chunk must be in 1...4096" }
+        if prefixCacheEntries < 0 || prefixCacheEntries > 4096 { return "prefix_cache_entries must be in 0...4096" }
         let scratch = Engine.scratchBytes(model: modelConfig, config: self)
         let oneSequence = KVCache.bytes(config: modelConfig, capacity: 16)
         if memoryBudgetBytes < scratch + oneSequence {
@@ -50,12 +54,17 @@ public struct GenerationRequest: Sendable {
     public var deadline: Double?
     /// Emit text deltas as they are produced.
     public var stream: Bool
+    /// A client's session key: a new request on the same session supersedes the previous
+    /// one (it ends with `superseded`) and reuses its KV prefix.
+    public var session: String?
 
-    public init(promptIDs: [Int32], options: GenerationOptions, deadline: Double? = nil, stream: Bool = true) {
+    public init(promptIDs: [Int32], options: GenerationOptions, deadline: Double? = nil, stream: Bool = true,
+                session: String? = nil) {
         self.promptIDs = promptIDs
         self.options = options
         self.deadline = deadline
         self.stream = stream
+        self.session = session
     }
 }
 
@@ -101,6 +110,8 @@ public struct EngineError: Error, Sendable, Equatable, CustomStringConvertible {
 public final class RequestHandle: Sendable, Hashable {
     public let id: UInt64
     let cancelRequested = Atomic<Bool>(false)
+    /// Set with `cancelRequested` when a newer request on the same session replaced it.
+    let superseded = Atomic<Bool>(false)
     init(id: UInt64) { self.id = id }
     public static func == (a: RequestHandle, b: RequestHandle) -> Bool { a === b }
     public func hash(into h: inout Hasher) { h.combine(id) }
@@ -120,6 +131,14 @@ public struct EngineStats: Sendable, Equatable {
     public var forwardPasses = 0
     public var kvBytesInUse = 0
     public var kvBytesPeak = 0
+    /// KV kept for reuse by later requests (evicted first when memory is needed).
+    public var prefixCacheBytes = 0
+    public var prefixCacheEntries = 0
+    public var prefixCacheHits = 0
+    public var prefixCacheMisses = 0
+    public var prefixCacheReusedTokens = 0
+    public var suggestRequests = 0
+    public var chooseRequests = 0
     public var memoryBudgetBytes = 0
     public var scratchBytes = 0
     /// Percentiles (p50, p90, p99) over recent requests.

@@ -7,6 +7,8 @@ public enum FinishReason: String, Sendable, Codable {
     case cancelled
     case deadline
     case error
+    /// A newer request on the same session replaced this one.
+    case superseded
 }
 
 /// What to generate and when to stop.

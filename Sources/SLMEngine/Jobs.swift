@@ -1,0 +1,418 @@
+import SLMModel
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// How to continue a prefix for a device UI.
+public struct SuggestOptions: Sendable, Equatable {
+    /// Suggestions wanted (distinct).
+    public var n: Int = 3
+    /// Most tokens per suggestion.
+    public var maxTokens: Int = 8
+    /// Most words per suggestion (a word starts after whitespace); 0: no limit.
+    public var maxWords: Int = 4
+    /// End a suggestion after a sentence end (. ! ?).
+    public var stopAtSentence: Bool = true
+    public var session: String?
+    public var deadline: Double?
+
+    public init(n: Int = 3, maxTokens: Int = 8, maxWords: Int = 4, stopAtSentence: Bool = true,
+                session: String? = nil, deadline: Double? = nil) {
+        self.n = n
+        self.maxTokens = maxTokens
+        self.maxWords = maxWords
+        self.stopAtSentence = stopAtSentence
+        self.session = session
+        self.deadline = deadline
+    }
+}
+
+/// One continuation and its probability under the model.
+public struct Suggestion: Sendable, Equatable {
+    /// Text to insert after the prefix (continues a partial last word when healed).
+    public var text: String
+    /// Σ log p of its tokens.
+    public var logprob: Double
+    public var tokens: [Int32]
+    public var probability: Double { exp(logprob) }
+}
+
+public struct SuggestResult: Sendable, Equatable {
+    /// Best first, distinct texts.
+    public var suggestions: [Suggestion]
+    public var promptTokens: Int
+    /// Prompt tokens whose KV came from the prefix cache.
+    public var reusedTokens: Int
+    /// Whether the last prompt token was backed up over (prefix ended mid-word).
+    public var healed: Bool
+    public var ms: Double
+}
+
+/// Scores of `choose` options.
+public struct ChooseResult: Sendable, Equatable {
+    public struct Option: Sendable, Equatable {
+        public var text: String
+        /// Σ log p(option tokens | prompt).
+        public var logprob: Double
+        public var tokenCount: Int
+        public var normalizedLogprob: Double { logprob / Double(max(1, tokenCount)) }
+    }
+    public var options: [Option]
+    /// Index of the best option (by normalized log-probability when asked).
+    public var best: Int
+    public var promptTokens: Int
+    public var reusedTokens: Int
+    public var ms: Double
+}
+
+/// How a job ended.
+public enum JobOutcome: Sendable {
+    case suggest(SuggestResult)
+    case choose(ChooseResult)
+    /// Cancelled, superseded, past its deadline, or failed (with a message).
+    case ended(FinishReason, String?)
+}
+
+/// A short request the engine thread runs to completion between generation steps.
+final class Job: @unchecked Sendable {
+    enum Kind {
+        case suggest(text: String, SuggestOptions)
+        case choose(promptIDs: [Int32], options: [[Int32]], texts: [String], normalize: Bool)
+    }
+    let handle: RequestHandle
+    let kind: Kind
+    let submitted = monotonicSeconds()
+    let deadline: Double?
+    let session: String?
+    let completion: @Sendable (JobOutcome) -> Void
+
+    init(handle: RequestHandle, kind: Kind, deadline: Double?, session: String?, completion: @escaping @Sendable (JobOutcome) -> Void) {
+        self.handle = handle
+        self.kind = kind
+        self.deadline = deadline
+        self.session = session
+        self.completion = completion
+    }
+
+    func fail(_ reason: FinishReason, _ message: String? = nil) { completion(.ended(reason, message)) }
+}
+
+extension Engine {
+    // MARK: Submission
+
+    /// Queues a `suggest`: up to `options.n` distinct short continuations of `prefix`,
+    /// computed from the shared prefix KV with the branches batched in each pass.
+    public func submitSuggest(prefix: String, options: SuggestOptions,
+                              completion: @escaping @Sendable (JobOutcome) -> Void) throws(EngineError) -> RequestHandle {
+        guard (1...8).contains(options.n) else { throw EngineError(.badRequest, "n must be in 1...8") }
+        guard (1...64).contains(options.maxTokens) else { throw EngineError(.badRequest, "max_tokens must be in 1...64 for suggest") }
+        guard options.maxWords >= 0 else { throw EngineError(.badRequest, "max_words must be >= 0") }
+        guard !prefix.isEmpty else { throw EngineError(.badRequest, "the prefix is empty") }
+        let ids = model.tokenizer.encode(prefix, parseSpecial: false)
+        guard ids.count + options.maxTokens <= config.maxContext else {
+            throw EngineError(.contextOverflow, "prefix (\(ids.count) tokens) + max_tokens exceed the context of \(config.maxContext)")
+        }
+        let need = kvBytes(tokens: ids.count) + (options.n + 2) * kvBytes(tokens: ids.count + options.maxTokens)
+        guard need <= config.memoryBudgetBytes - runner.scratchBytes else {
+            throw EngineError(.overMemoryBudget, "suggest needs \(need) bytes of KV; the budget leaves \(config.memoryBudgetBytes - runner.scratchBytes)")
+        }
+        return try enqueue(.suggest(text: prefix, options), deadline: options.deadline, session: options.session, completion: completion)
+    }
+
+    /// Queues a `choose`: the log-probability of each option after `promptIDs`, all
+    /// options scored in shared batched passes over one prompt prefill.
+    public func submitChoose(promptIDs: [Int32], options: [[Int32]], texts: [String], normalize: Bool,
+                             deadline: Double? = nil,
+                             completion: @escaping @Sendable (JobOutcome) -> Void) throws(EngineError) -> RequestHandle {
+        guard !promptIDs.isEmpty else { throw EngineError(.badRequest, "the prompt is empty") }
+        guard (1...32).contains(options.count), options.count == texts.count else {
+            throw EngineError(.badRequest, "options must have 1...32 entries")
+        }
+        guard options.allSatisfy({ !$0.isEmpty }) else { throw EngineError(.badRequest, "an option is empty") }
+        let longest = options.map(\.count).max()!
+        guard promptIDs.count + longest <= config.maxContext else {
+            throw EngineError(.contextOverflow, "prompt + longest option exceed the context of \(config.maxContext)")
+        }
+        let need = kvBytes(tokens: promptIDs.count) + options.reduce(0) { $0 + kvBytes(tokens: promptIDs.count + $1.count) }
+        guard need <= config.memoryBudgetBytes - runner.scratchBytes else {
+            throw EngineError(.overMemoryBudget, "choose needs \(need) bytes of KV; the budget leaves \(config.memoryBudgetBytes - runner.scratchBytes)")
+        }
+        return try enqueue(.choose(promptIDs: promptIDs, options: options, texts: texts, normalize: normalize),
+                           deadline: deadline, session: nil, completion: completion)
+    }
+
+    private func enqueue(_ kind: Job.Kind, deadline: Double?, session: String?,
+                         completion: @escaping @Sendable (JobOutcome) -> Void) throws(EngineError) -> RequestHandle {
+        let handle = RequestHandle(id: nextID.add(1, ordering: .relaxed).oldValue)
+        let job = Job(handle: handle, kind: kind, deadline: deadline, session: session, completion: completion)
+        let refusal: EngineError? = lock.withLock {
+            if shared.stopping { return EngineError(.shuttingDown, "the daemon is shutting down") }
+            guard shared.queue.count + shared.jobs.count < config.maxQueued else {
+                shared.stats.refused[EngineError.Code.busy.rawValue, default: 0] += 1
+                return EngineError(.busy, "\(shared.queue.count + shared.jobs.count) requests already queued (max_queued \(config.maxQueued))")
+            }
+            shared.jobs.append(job)
+            lock.broadcast()
+            return nil
+        }
+        if let refusal { throw refusal }
+        if let session { supersede(session: session, with: handle) }
+        return handle
+    }
+
+    // MARK: Execution (engine thread)
+
+    func run(_ job: Job) {
+        if job.handle.cancelRequested.load(ordering: .acquiring) {
+            return job.fail(job.handle.superseded.load(ordering: .acquiring) ? .superseded : .cancelled)
+        }
+        switch job.kind {
+        case .suggest(let text, let options):
+            lock.withLock { shared.stats.suggestRequests += 1 }
+            runSuggest(job, text: text, options)
+        case .choose(let prompt, let options, let texts, let normalize):
+            lock.withLock { shared.stats.chooseRequests += 1 }
+            runChoose(job, prompt: prompt, options: options, texts: texts, normalize: normalize)
+        }
+        lock.withLock {
+            if let key = job.session, shared.sessions[key] === job.handle { shared.sessions[key] = nil }
+        }
+    }
+
+    /// Why the job must stop now, if it must.
+    private func interruption(_ job: Job) -> FinishReason? {
+        if job.handle.cancelRequested.load(ordering: .acquiring) {
+            return job.handle.superseded.load(ordering: .acquiring) ? .superseded : .cancelled
+        }
+        if let d = job.deadline, monotonicSeconds() >= d { return .deadline }
+        return nil
+    }
+
+    /// Feeds `tokens[from...]` into `cache` (positions continue from `cache.count`);
+    /// returns a copy of the logits after the last token.
+    private func prefill(_ tokens: [Int32], from: Int, into cache: KVCache) throws(ModelError) -> [Float] {
+        var i = from
+        var last: [Float] = []
+        while i < tokens.count {
+            batch.clear()
+            let end = min(tokens.count, i + batch.capacity)
+            for j in i..<end { batch.add(tokens[j], position: j, cache: cache, logits: j == tokens.count - 1) }
+            try runner.forward(batch)
+            if end == tokens.count { last = Array(runner.logits(row: 0)) }
+            i = end
+        }
+        batch.clear()
+        return last
+    }
+
+    private func logSumExp(_ l: UnsafeBufferPointer<Float>) -> Double {
+        var m = -Float.infinity
+        for v in l { m = max(m, v) }
+        var s: Double = 0
+        for v in l { s += Double(expf(v - m)) }
+        return Double(m) + log(s)
+    }
+
+    private func runSuggest(_ job: Job, text: String, _ o: SuggestOptions) {
+        let t0 = monotonicSeconds()
+        let tok = model.tokenizer
+        var ids = tok.encode(text, parseSpecial: false)
+        // Token healing: text typed so far usually ends inside a word (or with a space the
+        // next word's token would have absorbed), i.e. with a token the model would
+        // rarely produce there. Back up over the last token and make the first generated
+        // token start with its bytes, so the suggestion continues the word. The removed
+        // token itself stays a candidate, so nothing is lost when the word was complete.
+        var heal: [UInt8] = []
+        if ids.count >= 2 { heal = tok.tokenBytes(ids.removeLast()) }
+        guard let (base, reused) = acquireCache(for: ids, capacity: ids.count) else {
+            return job.fail(.error, "not enough memory for the prefix now; try again")
+        }
+        defer { retire(base, tokens: ids) }
+        let first: [Float]
+        do {
+            first = try prefill(ids, from: reused, into: base)
+        } catch {
+            return job.fail(.error, "\(error)")
+        }
+        if let r = interruption(job) { return job.fail(r) }
+
+        // First tokens: the most likely ones that continue the healed bytes.
+        let (lse0, candidates) = first.withUnsafeBufferPointer { l -> (Double, [Int32]) in
+            let lse = logSumExp(l)
+            let want = o.n + 2
+            var best: [(Int32, Float)] = []
+            for i in 0..<l.count {
+                let id = Int32(i)
+                if tok.isControl(id) || tok.isEOG(id) { continue }
+                if !heal.isEmpty {
+                    let b = tokenBytes[i]
+                    guard b.starts(with: heal) else { continue }
+                }
+                if best.count == want && l[i] <= best[want - 1].1 { continue }
+                var pos = best.count
+                while pos > 0 && l[i] > best[pos - 1].1 { pos -= 1 }
+                best.insert((id, l[i]), at: pos)
+                if best.count > want { best.removeLast() }
+            }
+            return (lse, best.map(\.0))
+        }
+
+        struct Branch {
+            var tokens: [Int32]
+            var bytes: [UInt8]
+            var logprob: Double
+            var done: Bool
+            var cache: KVCache?
+        }
+        let capacity = ids.count + o.maxTokens
+        var branches: [Branch] = []
+        defer { for b in branches where b.cache != nil { release(b.cache!.bytes) } }
+        for id in candidates {
+            guard reserve(kvBytes(tokens: capacity)) else { break }
+            let cache = KVCache(config: model.config, capacity: capacity)
+            cache.copyPrefix(from: base, count: ids.count)
+            let bytes = Array(tokenBytes[Int(id)].dropFirst(heal.count))
+            var b = Branch(tokens: [id], bytes: bytes, logprob: Double(first[Int(id)]) - lse0, done: false, cache: cache)
+            b.done = suggestionEnds(b.bytes, tokens: 1, o) || b.bytes.contains(0x0A)
+            if b.bytes.contains(0x0A) { b.bytes = Array(b.bytes.prefix { $0 != 0x0A }) }
+            branches.append(b)
+        }
+
+        // Greedy continuation of every branch, all branches in one pass per step.
+        while branches.contains(where: { !$0.done }) {
+            if let r = interruption(job) { return job.fail(r) }
+            batch.clear()
+            var rows: [Int] = []
+            for (i, b) in branches.enumerated() where !b.done {
+                rows.append(i)
+                batch.add(b.tokens.last!, position: b.cache!.count, cache: b.cache!, logits: true)
+            }
+            do { try runner.forward(batch) } catch { return job.fail(.error, "\(error)") }
+            for (row, i) in rows.enumerated() {
+                let l = UnsafeBufferPointer(runner.logits(row: row))
+                let lse = logSumExp(l)
+                let next = Sampler.argmax(l)
+                if tok.isEOG(next) || tok.isControl(next) { branches[i].done = true; continue }
+                let piece = tokenBytes[Int(next)]
+                if piece.contains(0x0A) {
+                    // A line break ends a suggestion (a UI line does not continue past it).
+                    branches[i].done = true
+                    continue
+                }
+                if o.maxWords > 0, piece.first.map(isSpace) == true, wordCount(branches[i].bytes) >= o.maxWords {
+                    branches[i].done = true
+                    continue
+                }
+                branches[i].tokens.append(next)
+                branches[i].bytes += piece
+                branches[i].logprob += Double(l[Int(next)]) - lse
+                branches[i].done = suggestionEnds(branches[i].bytes, tokens: branches[i].tokens.count, o)
+            }
+            batch.clear()
+        }
+
+        var seen = Set<String>()
+        var out: [Suggestion] = []
+        for b in branches.sorted(by: { $0.logprob > $1.logprob }) {
+            let text = validUTF8Prefix(b.bytes)
+            let key = text.trimmingWhitespace()
+            guard !key.isEmpty, seen.insert(key).inserted else { continue }
+            out.append(Suggestion(text: text, logprob: b.logprob, tokens: b.tokens))
+            if out.count == o.n { break }
+        }
+        job.completion(.suggest(SuggestResult(suggestions: out, promptTokens: ids.count + (heal.isEmpty ? 0 : 1),
+                                              reusedTokens: reused, healed: !heal.isEmpty,
+                                              ms: (monotonicSeconds() - t0) * 1000)))
+    }
+
+    private func suggestionEnds(_ bytes: [UInt8], tokens: Int, _ o: SuggestOptions) -> Bool {
+        if tokens >= o.maxTokens { return true }
+        if o.stopAtSentence, let last = bytes.last(where: { !isSpace($0) }), [0x2E, 0x21, 0x3F].contains(last), bytes.last.map(isSpace) == false {
+            return true
+        }
+        return false
+    }
+
+    private func runChoose(_ job: Job, prompt: [Int32], options: [[Int32]], texts: [String], normalize: Bool) {
+        let t0 = monotonicSeconds()
+        guard let (base, reused) = acquireCache(for: prompt, capacity: prompt.count) else {
+            return job.fail(.error, "not enough memory for the prompt now; try again")
+        }
+        defer { retire(base, tokens: prompt) }
+        let first: [Float]
+        do { first = try prefill(prompt, from: reused, into: base) } catch { return job.fail(.error, "\(error)") }
+        let lse0 = first.withUnsafeBufferPointer { logSumExp($0) }
+        var logprob = options.map { Double(first[Int($0[0])]) - lse0 }
+
+        // Each option continues in its own copy of the prompt KV. Option tokens 0..<k−1
+        // are fed (token j's logits score token j+1) in passes shared by all options.
+        var caches: [KVCache?] = Array(repeating: nil, count: options.count)
+        defer { for c in caches where c != nil { release(c!.bytes) } }
+        var next = Array(repeating: 0, count: options.count)  // next option token to feed
+        while true {
+            if let r = interruption(job) { return job.fail(r) }
+            batch.clear()
+            var rows: [(option: Int, index: Int)] = []
+            for (i, opt) in options.enumerated() {
+                while next[i] < opt.count - 1 && rows.count < runner.maxLogits && !batch.isFull {
+                    if caches[i] == nil {
+                        guard reserve(kvBytes(tokens: prompt.count + opt.count)) else {
+                            return job.fail(.error, "not enough memory to score the options now; try again")
+                        }
+                        let c = KVCache(config: model.config, capacity: prompt.count + opt.count)
+                        c.copyPrefix(from: base, count: prompt.count)
+                        caches[i] = c
+                    }
+                    batch.add(opt[next[i]], position: prompt.count + next[i], cache: caches[i]!, logits: true)
+                    rows.append((i, next[i]))
+                    next[i] += 1
+                }
+            }
+            if rows.isEmpty { break }
+            do { try runner.forward(batch) } catch { return job.fail(.error, "\(error)") }
+            for (row, r) in rows.enumerated() {
+                let l = UnsafeBufferPointer(runner.logits(row: row))
+                logprob[r.option] += Double(l[Int(options[r.option][r.index + 1])]) - logSumExp(l)
+            }
+            batch.clear()
+        }
+        let scored = options.indices.map {
+            ChooseResult.Option(text: texts[$0], logprob: logprob[$0], tokenCount: options[$0].count)
+        }
+        let key: (ChooseResult.Option) -> Double = { normalize ? $0.normalizedLogprob : $0.logprob }
+        let best = scored.indices.max { key(scored[$0]) < key(scored[$1]) || (key(scored[$0]) == key(scored[$1]) && $0 > $1) }!
+        job.completion(.choose(ChooseResult(options: scored, best: best, promptTokens: prompt.count, reusedTokens: reused,
+                                            ms: (monotonicSeconds() - t0) * 1000)))
+    }
+}
+
+@inline(__always) func isSpace(_ b: UInt8) -> Bool { b == 0x20 || b == 0x09 || b == 0x0A || b == 0x0D }
+
+/// Words in UTF-8 bytes: runs of non-space.
+func wordCount(_ bytes: [UInt8]) -> Int {
+    var n = 0
+    var inWord = false
+    for b in bytes {
+        if isSpace(b) { inWord = false } else if !inWord { inWord = true; n += 1 }
+    }
+    return n
+}
+
+/// Decodes the longest valid UTF-8 prefix (a suggestion may stop inside a character).
+func validUTF8Prefix(_ bytes: [UInt8]) -> String {
+    var end = bytes.count
+    while end > 0 {
+        if let s = String(validating: bytes[0..<end], as: UTF8.self) { return s }
+        end -= 1
+    }
+    return ""
+}
+
+extension String {
+    func trimmingWhitespace() -> String {
+        var s = Substring(self)
+        while let f = s.first, f.isWhitespace { s = s.dropFirst() }
+        while let l = s.last, l.isWhitespace { s = s.dropLast() }
+        return String(s)
+    }
+}

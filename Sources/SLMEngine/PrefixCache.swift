@@ -1,0 +1,74 @@
+import SLMModel
+
+/// KV state of recently finished sequences, keyed by the tokens it holds, so a new
+/// request that starts with the same tokens computes only what is new.
+///
+/// Owned by the engine thread. Its bytes count against the memory budget; entries are
+/// evicted least recently used first whenever an admission needs the room, so the cache
+/// only ever uses memory nobody else needs.
+struct PrefixCache {
+    struct Entry {
+        var tokens: [Int32]
+        let cache: KVCache
+        var lastUse: UInt64
+        var bytes: Int { cache.bytes }
+    }
+
+    private(set) var entries: [Entry] = []
+    private var clock: UInt64 = 0
+    /// Bounds the linear lookup; memory is bounded by the budget.
+    let maxEntries: Int
+    var bytes: Int { entries.reduce(0) { $0 + $1.bytes } }
+
+    init(maxEntries: Int) { self.maxEntries = maxEntries }
+
+    /// Keeps `cache`, which holds the KV of `tokens` (`cache.count == tokens.count`).
+    /// A shorter entry that is a prefix of it is dropped (the new one covers it).
+    mutating func insert(tokens: [Int32], cache: KVCache) -> [Entry] {
+        guard maxEntries > 0, !tokens.isEmpty, cache.count == tokens.count else { return [] }
+        clock += 1
+        var dropped: [Entry] = []
+        entries.removeAll { e in
+            let covered = e.tokens.count <= tokens.count && tokens.starts(with: e.tokens)
+            if covered { dropped.append(e) }
+            return covered
+        }
+        entries.append(Entry(tokens: tokens, cache: cache, lastUse: clock))
+        while entries.count > maxEntries, let victim = lruIndex() { dropped.append(entries.remove(at: victim)) }
+        return dropped
+    }
+
+    /// The entry sharing the longest prefix with `tokens`, and that length.
+    mutating func longestMatch(_ tokens: [Int32]) -> (index: Int, length: Int)? {
+        var best: (Int, Int)?
+        for (i, e) in entries.enumerated() {
+            var n = 0
+            let limit = min(e.tokens.count, tokens.count)
+            while n < limit && e.tokens[n] == tokens[n] { n += 1 }
+            if n > 0 && n > (best?.1 ?? 0) { best = (i, n) }
+        }
+        if let (i, _) = best {
+            clock += 1
+            entries[i].lastUse = clock
+        }
+        return best.map { (index: $0.0, length: $0.1) }
+    }
+
+    mutating func remove(at i: Int) -> Entry { entries.remove(at: i) }
+
+    /// Removes the least recently used entry, except `keeping`; nil when nothing is left.
+    mutating func evictOne(keeping: KVCache? = nil) -> Entry? {
+        guard let i = lruIndex(excluding: keeping) else { return nil }
+        return entries.remove(at: i)
+    }
+
+    private func lruIndex(excluding: KVCache? = nil) -> Int? {
+        var best: Int?
+        for (i, e) in entries.enumerated() where e.cache !== excluding {
+            if best == nil || e.lastUse < entries[best!].lastUse { best = i }
+        }
+        return best
+    }
+
+    mutating func removeAll() { entries.removeAll() }
+}

@@ -1,0 +1,200 @@
+import Foundation
+import Logging
+import SLMKernels
+import SLMModel
+import XCTest
+@testable import SLMEngine
+
+/// Box for a job's outcome, filled on the engine thread.
+final class JobBox: @unchecked Sendable {
+    private let cond = NSCondition()
+    private var outcome: JobOutcome?
+    var completion: @Sendable (JobOutcome) -> Void {
+        { [self] o in cond.lock(); outcome = o; cond.broadcast(); cond.unlock() }
+    }
+    func wait(_ timeout: Double = 60) -> JobOutcome? {
+        cond.lock(); defer { cond.unlock() }
+        let end = Date(timeIntervalSinceNow: timeout)
+        while outcome == nil { if !cond.wait(until: end) { break } }
+        return outcome
+    }
+}
+
+/// Prefix cache, sessions/supersede, suggest and choose (the device-UI features).
+final class CompletionFeatureTests: XCTestCase {
+    let logger = Logger(label: "test")
+
+    func engine(_ edit: (inout EngineConfig) -> Void = { _ in }) throws -> Engine {
+        var c = EngineConfig()
+        c.threads = 2
+        c.maxContext = 512
+        c.maxTokens = 256
+        edit(&c)
+        let e = try Engine(model: try Shared.requireModel(), config: c, logger: logger)
+        try e.start(warmUp: false)
+        return e
+    }
+
+    func greedy(_ ids: [Int32], _ n: Int, session: String? = nil) -> GenerationRequest {
+        GenerationRequest(promptIDs: ids, options: GenerationOptions(maxTokens: n, sampling: .greedy), session: session)
+    }
+
+    /// A request whose prompt starts like an earlier one reuses its KV, and the output is
+    /// exactly what a cold run gives.
+    func testPrefixCacheGivesIdenticalOutputAndIsReused() throws {
+        let m = try Shared.requireModel()
+        let context = m.tokenizer.encode("<|im_start|>system\nYou complete the user's sentence.<|im_end|>\n<|im_start|>user\nThe weather today is")
+        let cold = try engine { $0.prefixCacheEntries = 0 }
+        let warm = try engine()
+        defer { cold.shutdown(grace: 0); warm.shutdown(grace: 0) }
+        var prompts: [[Int32]] = []
+        for extra in ["", " sunny", " sunny and", " sunny and warm"] {
+            prompts.append(context + m.tokenizer.encode(extra).filter { _ in !extra.isEmpty })
+        }
+        for p in prompts {
+            let a = Collector(), b = Collector()
+            _ = try cold.submit(greedy(p, 12), sink: a.sink)
+            _ = try warm.submit(greedy(p, 12), sink: b.sink)
+            XCTAssertEqual(a.wait()?.generatedIDs, b.wait()?.generatedIDs)
+        }
+        let s = warm.stats()
+        XCTAssertGreaterThanOrEqual(s.prefixCacheHits, 3)
+        XCTAssertGreaterThanOrEqual(s.prefixCacheReusedTokens, 3 * context.count)
+        XCTAssertEqual(cold.stats().prefixCacheHits, 0)
+        XCTAssertGreaterThan(s.prefixCacheBytes, 0)
+        XCTAssertEqual(s.kvBytesInUse, 0)
+    }
+
+    /// The cache never exceeds the budget: entries are evicted least recently used first.
+    func testPrefixCacheStaysInBudgetAndEvictsLRU() throws {
+        let m = try Shared.requireModel()
+        let perToken = KVCache.bytes(config: m.config, capacity: 1)
+        var c = EngineConfig(); c.threads = 2; c.maxContext = 512; c.maxTokens = 256
+        let budget = Engine.scratchBytes(model: m.config, config: c) + perToken * 200
+        let e = try engine { $0.memoryBudgetBytes = budget }
+        defer { e.shutdown(grace: 0) }
+        let a = m.tokenizer.encode(String(repeating: "alpha ", count: 20))
+        let b = m.tokenizer.encode(String(repeating: "beta ", count: 20))
+        let cc = m.tokenizer.encode(String(repeating: "gamma ", count: 20))
+        for p in [a, b, a, cc, a] {
+            let col = Collector()
+            _ = try e.submit(greedy(p, 40), sink: col.sink)
+            XCTAssertNotNil(col.wait())
+            let s = e.stats()
+            XCTAssertLessThanOrEqual(s.scratchBytes + s.kvBytesInUse + s.prefixCacheBytes, budget)
+        }
+        // a was used most recently (and reused each time), so it survived; b was evicted.
+        let before = e.stats().prefixCacheHits
+        let col = Collector()
+        _ = try e.submit(greedy(a, 4), sink: col.sink)
+        _ = col.wait()
+        XCTAssertEqual(e.stats().prefixCacheHits, before + 1)
+    }
+
+    func testSupersedeCancelsPreviousAndReusesItsPrefix() throws {
+        let m = try Shared.requireModel()
+        let e = try engine { $0.maxSequences = 2 }
+        defer { e.shutdown(grace: 0) }
+        let ids = m.tokenizer.encode("Once upon a time")
+        let first = Collector()
+        _ = try e.submit(greedy(ids, 200, session: "ui-1"), sink: first.sink)
+        while first.deltaCount < 2 { usleep(1000) }
+        let hitsBefore = e.stats().prefixCacheHits
+        let second = Collector()
+        let t0 = monotonicSeconds()
+        _ = try e.submit(greedy(ids + m.tokenizer.encode(" there"), 4, session: "ui-1"), sink: second.sink)
+        let done1 = try XCTUnwrap(first.wait(timeout: 5))
+        XCTAssertEqual(done1.finishReason, .superseded)
+        XCTAssertLessThan(monotonicSeconds() - t0, 1, "superseded within a step")
+        XCTAssertNotNil(second.wait())
+        XCTAssertEqual(e.stats().prefixCacheHits, hitsBefore + 1, "the new request reused the superseded one's KV")
+        XCTAssertEqual(e.stats().finished["superseded"], 1)
+        XCTAssertEqual(e.stats().kvBytesInUse, 0)
+    }
+
+    func suggest(_ e: Engine, _ prefix: String, _ o: SuggestOptions = SuggestOptions()) throws -> SuggestResult {
+        let box = JobBox()
+        _ = try e.submitSuggest(prefix: prefix, options: o, completion: box.completion)
+        guard case .suggest(let r)? = box.wait() else { XCTFail("no suggest result"); throw CancellationError() }
+        return r
+    }
+
+    func testSuggestionsAreDistinctSortedAndTheBestIsGreedy() throws {
+        let m = try Shared.requireModel()
+        let e = try engine()
+        defer { e.shutdown(grace: 0) }
+        let prefix = "Please turn off the"
+        let r = try suggest(e, prefix, SuggestOptions(n: 3, maxTokens: 6, maxWords: 3))
+        XCTAssertTrue(r.healed)
+        XCTAssertEqual(r.suggestions.count, 3)
+        XCTAssertEqual(Set(r.suggestions.map { $0.text.trimmingWhitespace() }).count, 3, "distinct")
+        XCTAssertEqual(r.suggestions.map(\.logprob), r.suggestions.map(\.logprob).sorted(by: >), "sorted by probability")
+        for s in r.suggestions { XCTAssertLessThanOrEqual(wordCount(Array(s.text.utf8)), 3) }
+        // Healing backed up over the last token; the context is the rest.
+        let ids = m.tokenizer.encode(prefix)
+        let context = Array(ids.dropLast())
+        let removed = m.tokenizer.decode([ids.last!])
+        let runner = Runner(config: m.config, weights: m.weights, pool: ThreadPool(threads: 1), maxBatch: 64, maxContext: 128, maxLogits: 1)
+        for s in r.suggestions {
+            XCTAssertTrue(m.tokenizer.decode([s.tokens[0]]).hasPrefix(removed))
+            // Each suggestion is the greedy continuation after its first token...
+            let col = Collector()
+            _ = try e.submit(greedy(context + [s.tokens[0]], s.tokens.count - 1 + 1), sink: col.sink)
+            let cont = col.wait()?.generatedIDs ?? []
+            XCTAssertEqual(Array(cont.prefix(s.tokens.count - 1)), Array(s.tokens.dropFirst()), "'\(s.text)' is greedy after its first token")
+            // ...and its probability is the product of its tokens' probabilities.
+            let session = Session(runner: runner, capacity: 128)
+            var lp = 0.0
+            var logits = try session.feed(context)
+            for t in s.tokens {
+                lp -= Perplexity.negativeLogLikelihood(logits, target: Int(t))
+                logits = try session.feed([t])
+            }
+            XCTAssertEqual(s.logprob, lp, accuracy: 1e-3)
+        }
+        print("suggestions for '\(prefix)': \(r.suggestions.map { "\($0.text) (\($0.probability))" })")
+    }
+
+    func testTokenHealingContinuesAPartialWord() throws {
+        let m = try Shared.requireModel()
+        let e = try engine()
+        defer { e.shutdown(grace: 0) }
+        let prefix = "Turn on the kitchen li"
+        let r = try suggest(e, prefix, SuggestOptions(n: 3, maxTokens: 6, maxWords: 2))
+        XCTAssertTrue(r.healed)
+        XCTAssertFalse(r.suggestions.isEmpty)
+        let ids = m.tokenizer.encode(prefix)
+        let partial = m.tokenizer.decode([ids.last!])  // the bytes the healing backed up over
+        for s in r.suggestions {
+            // The first token starts with the removed bytes; the suggestion continues the word.
+            XCTAssertTrue(m.tokenizer.decode([s.tokens[0]]).hasPrefix(partial), "\(partial) → \(m.tokenizer.decode([s.tokens[0]]))")
+            XCTAssertEqual(String(s.text.first ?? " ").trimmingWhitespace().isEmpty, false, "'\(s.text)' continues the word")
+        }
+        print("healed suggestions for '\(prefix)': \(r.suggestions.map { "\(prefix)\($0.text)" })")
+    }
+
+    func testChooseEqualsPlainForwardLogprobs() throws {
+        let m = try Shared.requireModel()
+        let e = try engine()
+        defer { e.shutdown(grace: 0) }
+        let prompt = m.tokenizer.encode("Review: I loved this phone, the battery lasts forever.\nSentiment:")
+        let texts = [" positive", " negative", " neutral and balanced"]
+        let options = texts.map { m.tokenizer.encode($0) }
+        let box = JobBox()
+        _ = try e.submitChoose(promptIDs: prompt, options: options, texts: texts, normalize: false, completion: box.completion)
+        guard case .choose(let r)? = box.wait() else { return XCTFail("no choose result") }
+        XCTAssertEqual(r.options.count, 3)
+        XCTAssertEqual(r.options[r.best].text, " positive")
+        let runner = Runner(config: m.config, weights: m.weights, pool: ThreadPool(threads: 2), maxBatch: 64, maxContext: 128, maxLogits: 1)
+        for (i, opt) in options.enumerated() {
+            let session = Session(runner: runner, capacity: 128)
+            var logits = try session.feed(prompt)
+            var lp = 0.0
+            for t in opt {
+                lp -= Perplexity.negativeLogLikelihood(logits, target: Int(t))
+                logits = try session.feed([t])
+            }
+            XCTAssertEqual(r.options[i].logprob, lp, accuracy: 1e-6, "option \(i): batched equals plain")
+        }
+    }
+}
