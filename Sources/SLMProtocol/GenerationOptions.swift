@@ -29,6 +29,9 @@ public struct GenerationOptions: Sendable, Equatable {
     public var deadlineMS: Int?
     /// Whether to send `token` events before the final reply (default true).
     public var stream: Bool
+    /// Session key (v1 addition): a new request on the same session supersedes the
+    /// previous one, which ends with `superseded`, and reuses its KV prefix.
+    public var session: String?
 
     /// Memberwise initialiser; defaults match the wire defaults.
     public init(maxTokens: Int? = nil, temperature: Double? = nil, topK: Int? = nil, topP: Double? = nil,
@@ -45,6 +48,7 @@ public struct GenerationOptions: Sendable, Equatable {
         self.stop = stop
         self.deadlineMS = deadlineMS
         self.stream = stream
+        self.session = nil
     }
 
     /// Protocol-level bounds (documented in docs/PROTOCOL.md, "Generation options").
@@ -67,6 +71,8 @@ public struct GenerationOptions: Sendable, Equatable {
         public static let stopBytes = 64
         /// One day: longer deadlines are almost certainly unit mistakes.
         public static let deadlineMS: Int64 = 86_400_000
+        /// Longest session key, in bytes.
+        public static let sessionBytes = 128
     }
 
     static func read(_ r: FieldReader) throws(ProtocolError) -> GenerationOptions {
@@ -97,6 +103,7 @@ public struct GenerationOptions: Sendable, Equatable {
         }
         o.deadlineMS = try r.int("deadline_ms", in: 1...Bounds.deadlineMS).map(Int.init)
         o.stream = try r.bool("stream") ?? true
+        o.session = try r.string("session", maxBytes: Bounds.sessionBytes)
         return o
     }
 
@@ -112,5 +119,6 @@ public struct GenerationOptions: Sendable, Equatable {
         if !stop.isEmpty { b["stop"] = .array(stop.map { .string($0) }) }
         b["deadline_ms"] = deadlineMS.map { .int(Int64($0)) }
         if !stream { b["stream"] = .bool(false) }
+        b["session"] = session.map { .string($0) }
     }
 }

@@ -18,6 +18,8 @@ public struct FinishReason: RawRepresentable, Sendable, Hashable, CustomStringCo
     public static let deadline = FinishReason(rawValue: "deadline")
     /// The engine failed mid-generation; `GenerationResult.message` says why.
     public static let error = FinishReason(rawValue: "error")
+    /// A newer request on the same `session` replaced this one.
+    public static let superseded = FinishReason(rawValue: "superseded")
 }
 
 /// Token counts and timings of one generation.
@@ -118,6 +120,8 @@ public enum ReplyBody: Sendable, Equatable {
     case status(JSONObject)
     case stats(Stats)
     case ping
+    case suggest(SuggestResult)
+    case choose(ChooseResult)
 
     /// The op this body belongs to (the wire `op` member).
     public var op: Op {
@@ -132,7 +136,56 @@ public enum ReplyBody: Sendable, Equatable {
         case .status: return .status
         case .stats: return .stats
         case .ping: return .ping
+        case .suggest: return .suggest
+        case .choose: return .choose
         }
+    }
+}
+
+/// `suggest` reply: continuations of the prefix, most probable first, distinct.
+public struct SuggestResult: Sendable, Equatable {
+    public struct Suggestion: Sendable, Equatable {
+        /// Text to insert at the cursor (continues a partial word when `healed`).
+        public var text: String
+        /// Probability of the whole continuation under the model.
+        public var prob: Double
+        public var logprob: Double
+        public var tokens: Int
+        public init(text: String, prob: Double, logprob: Double, tokens: Int) {
+            self.text = text; self.prob = prob; self.logprob = logprob; self.tokens = tokens
+        }
+    }
+    public var suggestions: [Suggestion]
+    /// Whether the prefix's last token was backed up over (token healing).
+    public var healed: Bool
+    public var promptTokens: Int
+    /// Prompt tokens served from the prefix cache.
+    public var reusedTokens: Int
+    public var ms: Double
+    public init(suggestions: [Suggestion], healed: Bool, promptTokens: Int, reusedTokens: Int, ms: Double) {
+        self.suggestions = suggestions; self.healed = healed; self.promptTokens = promptTokens
+        self.reusedTokens = reusedTokens; self.ms = ms
+    }
+}
+
+/// `choose` reply: each option's log-probability after the prompt, and the best.
+public struct ChooseResult: Sendable, Equatable {
+    public struct Option: Sendable, Equatable {
+        public var text: String
+        public var logprob: Double
+        /// logprob / tokens.
+        public var normalizedLogprob: Double
+        public var tokens: Int
+        public init(text: String, logprob: Double, normalizedLogprob: Double, tokens: Int) {
+            self.text = text; self.logprob = logprob; self.normalizedLogprob = normalizedLogprob; self.tokens = tokens
+        }
+    }
+    public var best: String
+    public var bestIndex: Int
+    public var options: [Option]
+    public var ms: Double
+    public init(best: String, bestIndex: Int, options: [Option], ms: Double) {
+        self.best = best; self.bestIndex = bestIndex; self.options = options; self.ms = ms
     }
 }
 
@@ -187,6 +240,22 @@ public struct Reply: Sendable, Equatable {
             b["percentiles"] = .object(s.percentiles.mapValues { .object($0.mapValues { .double($0) }) })
         case .ping:
             break
+        case .suggest(let x):
+            b["suggestions"] = .array(x.suggestions.map {
+                .object(["text": .string($0.text), "prob": .double($0.prob), "logprob": .double($0.logprob), "tokens": .int(Int64($0.tokens))])
+            })
+            b["healed"] = .bool(x.healed)
+            b["prompt_tokens"] = .int(Int64(x.promptTokens))
+            b["reused_tokens"] = .int(Int64(x.reusedTokens))
+            b["ms"] = .double(x.ms)
+        case .choose(let x):
+            b["best"] = .string(x.best)
+            b["best_index"] = .int(Int64(x.bestIndex))
+            b["options"] = .array(x.options.map {
+                .object(["text": .string($0.text), "logprob": .double($0.logprob),
+                         "normalized_logprob": .double($0.normalizedLogprob), "tokens": .int(Int64($0.tokens))])
+            })
+            b["ms"] = .double(x.ms)
         }
         return b.payload
     }
@@ -269,6 +338,32 @@ public struct Reply: Sendable, Equatable {
             return .stats(s)
         case .ping:
             return .ping
+        case .suggest:
+            let items = try r.required("suggestions", "expected an array") { (k) throws(ProtocolError) in try r.array(k) }
+            var out: [SuggestResult.Suggestion] = []
+            for (n, item) in items.enumerated() {
+                let o = try r.nested(item, path: "suggestions[\(n)]")
+                out.append(.init(text: try o.string("text") ?? "",
+                                 prob: try o.number("prob", in: 0...1) ?? 0,
+                                 logprob: try o.number("logprob", in: -.greatestFiniteMagnitude...0) ?? 0,
+                                 tokens: Int(try o.int("tokens", in: 0...Int64(Int32.max)) ?? 0)))
+            }
+            return .suggest(SuggestResult(suggestions: out, healed: try r.bool("healed") ?? false,
+                                          promptTokens: Int(try r.int("prompt_tokens", in: 0...anyInt.upperBound) ?? 0),
+                                          reusedTokens: Int(try r.int("reused_tokens", in: 0...anyInt.upperBound) ?? 0),
+                                          ms: try r.number("ms", in: 0...Double.greatestFiniteMagnitude) ?? 0))
+        case .choose:
+            let items = try r.required("options", "expected an array") { (k) throws(ProtocolError) in try r.array(k) }
+            var out: [ChooseResult.Option] = []
+            for (n, item) in items.enumerated() {
+                let o = try r.nested(item, path: "options[\(n)]")
+                out.append(.init(text: try o.string("text") ?? "",
+                                 logprob: try o.number("logprob", in: -.greatestFiniteMagnitude...0) ?? 0,
+                                 normalizedLogprob: try o.number("normalized_logprob", in: -.greatestFiniteMagnitude...0) ?? 0,
+                                 tokens: Int(try o.int("tokens", in: 0...Int64(Int32.max)) ?? 0)))
+            }
+            return .choose(ChooseResult(best: try r.string("best") ?? "", bestIndex: Int(try r.int("best_index", in: 0...1024) ?? 0),
+                                        options: out, ms: try r.number("ms", in: 0...Double.greatestFiniteMagnitude) ?? 0))
         }
     }
 }

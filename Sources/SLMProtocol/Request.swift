@@ -3,7 +3,9 @@
 /// An `op` this build does not know is answered with `unknown_type` (never a dropped
 /// connection), so later ops (`parse`, `suggest`, `choose`, ...) are pure additions.
 public enum Op: String, Sendable, CaseIterable {
+    // v1 additions (2026-11-26): suggest, choose.
     case hello, info, complete, chat, tokenize, detokenize, cancel, status, stats, ping
+    case suggest, choose
 }
 
 /// `hello`: version negotiation and server description.
@@ -99,7 +101,44 @@ public struct CancelRequest: Sendable, Equatable {
 }
 
 /// The typed body of a request, one case per `Op`.
+/// `suggest`: short continuations of what a person has typed so far.
+public struct SuggestRequest: Sendable, Equatable {
+    /// Text before the cursor.
+    public var prefix: String
+    /// Suggestions wanted (1...8).
+    public var n: Int
+    /// Most tokens per suggestion (1...64).
+    public var maxTokens: Int
+    /// Most words per suggestion (0: no limit).
+    public var maxWords: Int
+    /// End a suggestion after . ! or ?
+    public var stopAtSentence: Bool
+    /// A UI session: a newer suggest on it supersedes this one and reuses its prefix.
+    public var session: String?
+    public var deadlineMS: Int?
+    public init(prefix: String, n: Int = 3, maxTokens: Int = 8, maxWords: Int = 4, stopAtSentence: Bool = true,
+                session: String? = nil, deadlineMS: Int? = nil) {
+        self.prefix = prefix; self.n = n; self.maxTokens = maxTokens; self.maxWords = maxWords
+        self.stopAtSentence = stopAtSentence; self.session = session; self.deadlineMS = deadlineMS
+    }
+}
+
+/// `choose`: which of a few options the model finds most likely after a prompt.
+public struct ChooseRequest: Sendable, Equatable {
+    public var prompt: String
+    /// 1...32 options, each scored as a continuation of the prompt.
+    public var options: [String]
+    /// Rank by log-probability per token instead of the total.
+    public var normalize: Bool
+    public var parseSpecial: Bool
+    public init(prompt: String, options: [String], normalize: Bool = false, parseSpecial: Bool = false) {
+        self.prompt = prompt; self.options = options; self.normalize = normalize; self.parseSpecial = parseSpecial
+    }
+}
+
 public enum RequestBody: Sendable, Equatable {
+    case suggest(SuggestRequest)
+    case choose(ChooseRequest)
     case hello(HelloRequest)
     case info
     case complete(CompleteRequest)
@@ -124,6 +163,8 @@ public enum RequestBody: Sendable, Equatable {
         case .status: return .status
         case .stats: return .stats
         case .ping: return .ping
+        case .suggest: return .suggest
+        case .choose: return .choose
         }
     }
 }
@@ -180,6 +221,30 @@ public struct Request: Sendable, Equatable {
 
     private static func readBody(_ op: Op, _ r: FieldReader) throws(ProtocolError) -> RequestBody {
         switch op {
+        case .suggest:
+            let prefix = try r.required("prefix", "expected a string") { (k) throws(ProtocolError) in try r.string(k) }
+            return .suggest(SuggestRequest(
+                prefix: prefix, n: Int(try r.int("n", in: 1...8) ?? 3),
+                maxTokens: Int(try r.int("max_tokens", in: 1...64) ?? 8),
+                maxWords: Int(try r.int("max_words", in: 0...64) ?? 4),
+                stopAtSentence: try r.bool("stop_at_sentence") ?? true,
+                session: try r.string("session", maxBytes: GenerationOptions.Bounds.sessionBytes),
+                deadlineMS: try r.int("deadline_ms", in: 1...GenerationOptions.Bounds.deadlineMS).map(Int.init)))
+        case .choose:
+            let prompt = try r.required("prompt", "expected a string") { (k) throws(ProtocolError) in try r.string(k) }
+            let items = try r.required("options", "expected an array of 1...32 strings") { (k) throws(ProtocolError) in try r.array(k) }
+            guard (1...32).contains(items.count) else {
+                throw .badField("options", "expected an array of 1...32 strings, got \(items.count) entries", requestID: r.requestID)
+            }
+            var options: [String] = []
+            for (n, item) in items.enumerated() {
+                guard case .string(let s) = item, !s.isEmpty else {
+                    throw .badField("options[\(n)]", "expected a non-empty string, got \(item.typeName)", requestID: r.requestID)
+                }
+                options.append(s)
+            }
+            return .choose(ChooseRequest(prompt: prompt, options: options, normalize: try r.bool("normalize") ?? false,
+                                         parseSpecial: try r.bool("parse_special") ?? false))
         case .hello:
             return .hello(HelloRequest(
                 client: try r.string("client", maxBytes: maxClientNameBytes),
@@ -261,6 +326,19 @@ public struct Request: Sendable, Equatable {
             b["ids"] = .array(d.ids.map { .int(Int64($0)) })
         case .cancel(let c):
             b["target"] = c.target.json
+        case .suggest(let x):
+            b["prefix"] = .string(x.prefix)
+            b["n"] = .int(Int64(x.n))
+            b["max_tokens"] = .int(Int64(x.maxTokens))
+            b["max_words"] = .int(Int64(x.maxWords))
+            if !x.stopAtSentence { b["stop_at_sentence"] = false }
+            b["session"] = x.session.map { .string($0) }
+            b["deadline_ms"] = x.deadlineMS.map { .int(Int64($0)) }
+        case .choose(let x):
+            b["prompt"] = .string(x.prompt)
+            b["options"] = .array(x.options.map { .string($0) })
+            if x.normalize { b["normalize"] = true }
+            if x.parseSpecial { b["parse_special"] = true }
         }
         return b.payload
     }

@@ -120,6 +120,7 @@ extension DaemonConfig {
         case "max_tokens": engine.maxTokens = try int(1...1 << 20)
         case "default_deadline_ms": engine.defaultDeadlineSeconds = Double(try int(0...86_400_000)) / 1000
         case "prefill_chunk": engine.prefillChunk = try int(1...4096)
+        case "prefix_cache_entries": engine.prefixCacheEntries = try int(0...4096)
         case "max_frame": maxFrameBytes = try size()
         case "max_connections": maxConnections = try int(1...10_000)
         case "max_inflight_per_connection": maxInflightPerConnection = try int(1...1024)

@@ -75,6 +75,29 @@ final class RequestHandler: @unchecked Sendable {
             var ids = model.tokenizer.encode(r.prompt, parseSpecial: r.parseSpecial)
             if model.tokenizer.addBOS, let bos = model.tokenizer.bosID { ids.insert(bos, at: 0) }
             generate(id: id, op: .complete, promptIDs: ids, options: r.options, on: c)
+        case .suggest(let r):
+            runJob(id: id, on: c) { completion throws(EngineError) in
+                try engine.submitSuggest(
+                    prefix: r.prefix,
+                    options: SuggestOptions(n: r.n, maxTokens: r.maxTokens, maxWords: r.maxWords, stopAtSentence: r.stopAtSentence,
+                                            session: r.session, deadline: r.deadlineMS.map { monotonicSeconds() + Double($0) / 1000 }),
+                    completion: completion)
+            }
+        case .choose(let r):
+            let promptIDs = model.tokenizer.encode(r.prompt, parseSpecial: r.parseSpecial)
+            // An option's tokens are what follows the prompt's tokens when prompt and option
+            // are tokenized together (so " positive" after "Sentiment:" is scored the way
+            // the model would write it); when the joint tokenization disagrees at the seam,
+            // the option is tokenized alone.
+            let options = r.options.map { text -> [Int32] in
+                let joint = model.tokenizer.encode(r.prompt + text, parseSpecial: r.parseSpecial)
+                if joint.count > promptIDs.count, joint.starts(with: promptIDs) { return Array(joint[promptIDs.count...]) }
+                return model.tokenizer.encode(text, parseSpecial: false)
+            }
+            runJob(id: id, on: c) { completion throws(EngineError) in
+                try engine.submitChoose(promptIDs: promptIDs, options: options, texts: r.options, normalize: r.normalize,
+                                        completion: completion)
+            }
         case .chat(let r):
             let template: ChatTemplate
             switch model.chatTemplate {
@@ -120,7 +143,7 @@ final class RequestHandler: @unchecked Sendable {
         let deadline: Double? = o.deadlineMS.map { monotonicSeconds() + Double($0) / 1000 }
         let request = GenerationRequest(promptIDs: promptIDs,
                                         options: GenerationOptions(maxTokens: maxTokens, sampling: sampling, stop: o.stop),
-                                        deadline: deadline, stream: o.stream)
+                                        deadline: deadline, stream: o.stream, session: o.session)
         // Reserve the id before submitting so a duplicate is caught even while the first
         // request is being handed to the engine.
         enum Reservation { case ok, duplicate, full }
@@ -169,15 +192,76 @@ final class RequestHandler: @unchecked Sendable {
                 s.reserved.remove(id)
                 s.finishedEarly.remove(id)
             }
-            let code: ErrorCode
-            switch error.code {
-            case .busy: code = .busy
-            case .overMemoryBudget: code = .overMemoryBudget
-            case .contextOverflow: code = .contextOverflow
-            case .shuttingDown: code = .shuttingDown
-            case .badRequest: code = .badField
+            fail(Self.code(error), error.description)
+        }
+    }
+
+    /// Registers and submits a short job (suggest, choose) whose single result ends the request.
+    private func runJob(id: RequestID, on c: Connection,
+                        _ submit: (@escaping @Sendable (JobOutcome) -> Void) throws(EngineError) -> RequestHandle) {
+        let reservation: Bool = c.shared.withLock { s in
+            if s.inflight[id] != nil || s.reserved.contains(id) { return false }
+            s.reserved.insert(id)
+            return true
+        }
+        guard reservation else {
+            c.enqueue(ErrorMessage(id: id, code: .duplicateID, message: "a request with id \(id) is still in flight on this connection").frame())
+            return
+        }
+        let server = self.server
+        let completion: @Sendable (JobOutcome) -> Void = { [weak c] outcome in
+            guard let c else { return }
+            c.enqueue(Self.jobFrame(id: id, outcome), finishing: id)
+            server?.wake()
+        }
+        do {
+            let handle = try submit(completion)
+            let closed = c.shared.withLock { s in
+                s.reserved.remove(id)
+                if s.finishedEarly.remove(id) == nil && !s.closed { s.inflight[id] = handle }
+                return s.closed
             }
-            fail(code, error.description)
+            if closed { engine.cancel(handle) }
+        } catch {
+            c.shared.withLock { s in
+                s.reserved.remove(id)
+                s.finishedEarly.remove(id)
+            }
+            c.enqueue(ErrorMessage(id: id, code: Self.code(error), message: error.description).frame())
+        }
+    }
+
+    static func code(_ error: EngineError) -> ErrorCode {
+        switch error.code {
+        case .busy: return .busy
+        case .overMemoryBudget: return .overMemoryBudget
+        case .contextOverflow: return .contextOverflow
+        case .shuttingDown: return .shuttingDown
+        case .badRequest: return .badField
+        }
+    }
+
+    static func jobFrame(id: RequestID, _ outcome: JobOutcome) -> Frame {
+        switch outcome {
+        case .suggest(let r):
+            return Reply(id: id, .suggest(SLMProtocol.SuggestResult(
+                suggestions: r.suggestions.map { .init(text: $0.text, prob: $0.probability, logprob: $0.logprob, tokens: $0.tokens.count) },
+                healed: r.healed, promptTokens: r.promptTokens, reusedTokens: r.reusedTokens, ms: r.ms))).frame()
+        case .choose(let r):
+            return Reply(id: id, .choose(SLMProtocol.ChooseResult(
+                best: r.options[r.best].text, bestIndex: r.best,
+                options: r.options.map { .init(text: $0.text, logprob: $0.logprob, normalizedLogprob: $0.normalizedLogprob, tokens: $0.tokenCount) },
+                ms: r.ms))).frame()
+        case .ended(let reason, let message):
+            let code: ErrorCode
+            switch reason {
+            case .cancelled: code = .cancelled
+            case .deadline: code = .deadlineExceeded
+            case .superseded: code = .cancelled
+            default: code = .internal
+            }
+            let text = reason == .superseded ? "superseded by a newer request on the same session" : (message ?? reason.rawValue)
+            return ErrorMessage(id: id, code: code, message: text).frame()
         }
     }
 
@@ -267,8 +351,13 @@ final class RequestHandler: @unchecked Sendable {
             "connections_refused_peer": Int64(conn.refusedPeers),
             "connections_refused_full": Int64(conn.refusedFull),
             "protocol_errors": Int64(conn.protocolErrors),
+            "prefix_cache_hits": Int64(s.prefixCacheHits),
+            "prefix_cache_misses": Int64(s.prefixCacheMisses),
+            "prefix_cache_reused_tokens": Int64(s.prefixCacheReusedTokens),
+            "suggest_requests": Int64(s.suggestRequests),
+            "choose_requests": Int64(s.chooseRequests),
         ]
-        for reason in ["stop", "length", "cancelled", "deadline", "error"] {
+        for reason in ["stop", "length", "cancelled", "deadline", "error", "superseded"] {
             counters["requests_finished_\(reason)"] = Int64(s.finished[reason, default: 0])
         }
         for code in ["busy", "overMemoryBudget", "contextOverflow", "shuttingDown", "badRequest"] {
@@ -280,6 +369,7 @@ final class RequestHandler: @unchecked Sendable {
             "memory_budget_bytes": Double(s.memoryBudgetBytes), "scratch_bytes": Double(s.scratchBytes),
             "rss_anon_bytes": Double(mem.anon), "rss_file_bytes": Double(mem.file),
             "uptime_seconds": s.uptimeSeconds, "threads": Double(s.threads), "connections": Double(conn.open),
+            "prefix_cache_bytes": Double(s.prefixCacheBytes), "prefix_cache_entries": Double(s.prefixCacheEntries),
         ]
         func p(_ x: Percentiles) -> [String: Double] { ["p50": x.p50, "p90": x.p90, "p99": x.p99, "count": Double(x.count)] }
         return Stats(counters: counters, gauges: gauges, percentiles: ["ttft_ms": p(s.ttftMs), "tokens_per_second": p(s.tokensPerSecond)])

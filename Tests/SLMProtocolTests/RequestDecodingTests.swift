@@ -61,9 +61,25 @@ final class RequestDecodingTests: XCTestCase {
     }
 
     func testUnknownFieldsAreIgnored() throws {
-        let r = try request(#"{"id":1,"op":"complete","prompt":"x","session":"s1","future":{"a":[1,2]},"max_tokens":4}"#)
+        let r = try request(#"{"id":1,"op":"complete","prompt":"x","future_field":"s1","future":{"a":[1,2]},"max_tokens":4}"#)
         XCTAssertEqual(r, Request(id: 1, .complete(CompleteRequest(prompt: "x", options: GenerationOptions(maxTokens: 4)))))
         XCTAssertEqual(try request(#"{"id":1,"op":"ping","extra":true}"#), Request(id: 1, .ping))
+    }
+
+    func testSessionAndTheDeviceUIOps() throws {
+        var o = GenerationOptions(maxTokens: 4)
+        o.session = "kbd"
+        XCTAssertEqual(try request(#"{"id":1,"op":"complete","prompt":"x","session":"kbd","max_tokens":4}"#),
+                       Request(id: 1, .complete(CompleteRequest(prompt: "x", options: o))))
+        XCTAssertEqual(try request(#"{"id":2,"op":"suggest","prefix":"Turn on the li","n":3,"session":"ui"}"#),
+                       Request(id: 2, .suggest(SuggestRequest(prefix: "Turn on the li", n: 3, session: "ui"))))
+        XCTAssertEqual(try request(#"{"id":3,"op":"choose","prompt":"p","options":[" a"," b"],"normalize":true}"#),
+                       Request(id: 3, .choose(ChooseRequest(prompt: "p", options: [" a", " b"], normalize: true))))
+        for bad in [#"{"id":4,"op":"suggest","prefix":"x","n":9}"#, #"{"id":4,"op":"suggest"}"#,
+                    #"{"id":4,"op":"choose","prompt":"p","options":[]}"#, #"{"id":4,"op":"choose","prompt":"p","options":[""]}"#,
+                    #"{"id":4,"op":"choose","prompt":"p","options":[1]}"#, #"{"id":4,"op":"complete","prompt":"x","session":5}"#] {
+            _ = assertProtocolError(.badField) { () throws(ProtocolError) in try request(bad) }
+        }
     }
 
     func testNullMeansAbsent() throws {

@@ -31,6 +31,9 @@ final class RoundTripTests: XCTestCase {
             Request(id: 9, .status),
             Request(id: 10, .stats),
             Request(id: .int(Int64.min), .ping),
+            Request(id: 11, .suggest(SuggestRequest(prefix: "Turn on the li", n: 3, maxTokens: 6, maxWords: 2,
+                                                    stopAtSentence: false, session: "ui", deadlineMS: 500))),
+            Request(id: 12, .choose(ChooseRequest(prompt: "Sentiment:", options: [" positive", " negative"], normalize: true))),
         ]
         XCTAssertEqual(Set(requests.map(\.body.op)), Set(Op.allCases), "every op covered")
         for r in requests {
@@ -59,6 +62,12 @@ final class RoundTripTests: XCTestCase {
                                        gauges: ["queue_depth": 0, "memory_bytes": 5.5e8],
                                        percentiles: ["ttft_ms": ["p50": 40, "p90": 80.5, "p99": 120.25]]))),
             Reply(id: 11, .ping),
+            Reply(id: 12, .suggest(SuggestResult(suggestions: [.init(text: "ghts", prob: 0.25, logprob: -1.386, tokens: 2)],
+                                                 healed: true, promptTokens: 7, reusedTokens: 6, ms: 12.5))),
+            Reply(id: 13, .choose(ChooseResult(best: " b", bestIndex: 1,
+                                               options: [.init(text: " a", logprob: -3, normalizedLogprob: -3, tokens: 1),
+                                                         .init(text: " b", logprob: -1, normalizedLogprob: -0.5, tokens: 2)],
+                                               ms: 3))),
         ]
         XCTAssertEqual(Set(replies.map(\.body.op)), Set(Op.allCases), "every op covered")
         for r in replies {

@@ -181,3 +181,46 @@ final class DaemonProtocolTests: XCTestCase {
         XCTAssertTrue(reason == .deadline || final?.errorCode == "deadline_exceeded", "\(String(describing: final))")
     }
 }
+
+/// The device-UI ops over the socket: suggest (with sessions) and choose.
+final class DaemonCompletionTests: XCTestCase {
+    func testSuggestChooseAndSessionsOverTheSocket() throws {
+        let d = try Daemon()
+        let c = try Client(path: d.socket)
+        let reply = c.request(.suggest(SuggestRequest(prefix: "Turn on the kitchen li", n: 3, maxTokens: 6, maxWords: 2)))
+        guard case .suggest(let s)? = reply?.reply else { return XCTFail("no suggest reply: \(String(describing: reply))") }
+        XCTAssertTrue(s.healed)
+        XCTAssertFalse(s.suggestions.isEmpty)
+        XCTAssertEqual(s.suggestions.map(\.prob), s.suggestions.map(\.prob).sorted(by: >))
+        XCTAssertEqual(Set(s.suggestions.map(\.text)).count, s.suggestions.count)
+
+        // Typing one more character on the same session reuses the cached prefix.
+        let again = c.request(.suggest(SuggestRequest(prefix: "Turn on the kitchen lig", n: 3, session: "ui")), id: .int(2))
+        guard case .suggest(let s2)? = again?.reply else { return XCTFail("no second suggest reply") }
+        XCTAssertGreaterThan(s2.reusedTokens, 0, "the prefix came from the cache")
+
+        let choice = c.request(.choose(ChooseRequest(prompt: "Review: Terrible, it broke after a day.\nSentiment:",
+                                                     options: [" positive", " negative", " neutral"])), id: .int(3))
+        guard case .choose(let ch)? = choice?.reply else { return XCTFail("no choose reply") }
+        XCTAssertEqual(ch.best, " negative")
+        XCTAssertEqual(ch.options.count, 3)
+
+        // A generation superseded by a newer one on the same session ends with `superseded`.
+        let long = CompleteRequest(prompt: "Once upon a time", options: {
+            var o = GenerationOptions(maxTokens: 300, temperature: 0); o.session = "typing"; return o }())
+        c.send(Request(id: .int(10), .complete(long)))
+        while let m = c.next() { if case .event = m { break } }
+        var short = CompleteRequest(prompt: "Once upon a time there", options: GenerationOptions(maxTokens: 3, temperature: 0))
+        short.options.session = "typing"
+        c.send(Request(id: .int(11), .complete(short)))
+        var reasons: [RequestID: FinishReason] = [:]
+        while reasons.count < 2, let m = c.next() {
+            if case .reply(let r) = m, case .complete(let g) = r.body { reasons[r.id] = g.finishReason }
+        }
+        XCTAssertEqual(reasons[.int(10)], .superseded)
+        XCTAssertEqual(reasons[.int(11)], .length)
+        guard case .stats(let st)? = c.request(.stats, id: .int(12))?.reply else { return XCTFail() }
+        XCTAssertGreaterThanOrEqual(st.counters["prefix_cache_hits"] ?? 0, 2)
+        XCTAssertEqual(st.counters["requests_finished_superseded"], 1)
+    }
+}
