@@ -1,0 +1,162 @@
+import ArgumentParser
+import SLMProtocol
+
+struct Stats: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print the daemon's counters, gauges and latency percentiles.",
+        discussion: """
+            --prometheus prints the Prometheus text exposition format (version 0.0.4): \
+            metric names slmd_<name>, counters ending in _total, gauges, and percentiles as \
+            summaries with quantile labels — e.g. for node_exporter's textfile collector.
+            """)
+
+    @Flag(help: "Prometheus text exposition format.")
+    var prometheus = false
+
+    @Flag(help: "Print the daemon's reply as one JSON object.")
+    var json = false
+
+    @OptionGroup(title: "Connection options") var connection: ConnectionOptions
+
+    func validate() throws {
+        if prometheus && json { throw ValidationError("--prometheus and --json exclude each other") }
+    }
+
+    func run() throws {
+        let (conn, _) = try connection.open()
+        defer { conn.shutdown() }
+        let reply = try quickCall(conn, .stats, connection: connection, json: json)
+        guard case .stats(let stats) = reply.body else { throw unexpected(reply) }
+        if json { Output.jsonLine(payload: reply.payload()) }
+        else if prometheus { Output.out(prometheusText(stats)) }
+        else { Output.out(humanStats(stats)) }
+    }
+}
+
+func humanStats(_ s: SLMProtocol.Stats) -> String {
+    var out = ""
+    if !s.counters.isEmpty {
+        out += "counters:\n"
+        for k in s.counters.keys.sorted() { out += "  \(k) \(s.counters[k]!)\n" }
+    }
+    if !s.gauges.isEmpty {
+        out += "gauges:\n"
+        for k in s.gauges.keys.sorted() { out += "  \(k) \(promNumber(s.gauges[k]!))\n" }
+    }
+    if !s.percentiles.isEmpty {
+        out += "percentiles:\n"
+        for k in s.percentiles.keys.sorted() {
+            let row = s.percentiles[k]!
+            let cells = row.keys.sorted(by: quantileOrder).map { "\($0) \(promNumber(row[$0]!))" }
+            out += "  \(k) " + cells.joined(separator: "  ") + "\n"
+        }
+    }
+    return out.isEmpty ? "(no statistics)\n" : out
+}
+
+// MARK: - Prometheus text format
+
+/// Renders stats in the Prometheus text exposition format 0.0.4: `# HELP` and `# TYPE`
+/// before each family; counters get the `_total` suffix; `pNN` percentiles become a
+/// summary with `quantile` labels (other keys of a percentile row, such as `mean` or
+/// `max`, become gauges `<name>_<key>`).
+func prometheusText(_ s: SLMProtocol.Stats) -> String {
+    var out = ""
+    func family(_ name: String, _ type: String, _ help: String) {
+        out += "# HELP \(name) \(escapeHelp(help))\n# TYPE \(name) \(type)\n"
+    }
+    for key in s.counters.keys.sorted() {
+        var name = "slmd_" + metricName(key)
+        if !name.hasSuffix("_total") { name += "_total" }
+        family(name, "counter", metricHelp[key] ?? "slmd counter \(key).")
+        out += "\(name) \(s.counters[key]!)\n"
+    }
+    for key in s.gauges.keys.sorted() {
+        let name = "slmd_" + metricName(key)
+        family(name, "gauge", metricHelp[key] ?? "slmd gauge \(key).")
+        out += "\(name) \(promNumber(s.gauges[key]!))\n"
+    }
+    for key in s.percentiles.keys.sorted() {
+        let name = "slmd_" + metricName(key)
+        let row = s.percentiles[key]!
+        let quantiles = row.keys.compactMap { k in quantile(k).map { (k, $0) } }.sorted { $0.1 < $1.1 }
+        if !quantiles.isEmpty {
+            family(name, "summary", metricHelp[key] ?? "slmd \(key) percentiles over recent requests.")
+            for (k, q) in quantiles { out += "\(name){quantile=\"\(promNumber(q))\"} \(promNumber(row[k]!))\n" }
+        }
+        for k in row.keys.sorted() where quantile(k) == nil {
+            let extra = name + "_" + metricName(k)
+            family(extra, "gauge", "slmd \(key) \(k).")
+            out += "\(extra) \(promNumber(row[k]!))\n"
+        }
+    }
+    return out
+}
+
+/// `p50` → 0.5, `p99` → 0.99, `p999` → 0.999, `p99.9` → 0.999; nil for other keys.
+func quantile(_ key: String) -> Double? {
+    guard key.first == "p" || key.first == "P" else { return nil }
+    let digits = key.dropFirst()
+    if digits.contains(".") {
+        guard let v = Double(digits), v >= 0, v <= 100 else { return nil }
+        return v / 100
+    }
+    guard !digits.isEmpty, digits.allSatisfy(\.isNumber), let v = Double(digits) else { return nil }
+    if digits.count <= 2 { return v / 100 }
+    var scale = 1.0
+    for _ in 0..<digits.count { scale *= 10 }
+    return v / scale  // p999 → 0.999
+}
+
+private func quantileOrder(_ a: String, _ b: String) -> Bool {
+    switch (quantile(a), quantile(b)) {
+    case let (x?, y?): return x < y
+    case (.some, nil): return true
+    case (nil, .some): return false
+    default: return a < b
+    }
+}
+
+/// A valid metric name: [a-zA-Z_:][a-zA-Z0-9_:]*, other characters replaced by `_`.
+func metricName(_ key: String) -> String {
+    var out = ""
+    for (n, c) in key.unicodeScalars.enumerated() {
+        let ok = (c >= "a" && c <= "z") || (c >= "A" && c <= "Z") || c == "_" || c == ":" || (n > 0 && c >= "0" && c <= "9")
+        out.unicodeScalars.append(ok ? c : "_")
+    }
+    return out.isEmpty ? "_" : out
+}
+
+/// A sample value: integral values without a fraction, NaN and ±Inf as Prometheus spells them.
+func promNumber(_ x: Double) -> String {
+    if x.isNaN { return "NaN" }
+    if x.isInfinite { return x > 0 ? "+Inf" : "-Inf" }
+    if x == x.rounded() && abs(x) < 1e15 { return String(Int64(x)) }
+    return x.description
+}
+
+private func escapeHelp(_ s: String) -> String {
+    var out = ""
+    for c in s {
+        switch c {
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        default: out.append(c)
+        }
+    }
+    return out
+}
+
+/// HELP texts for the metrics the daemon is known to report; others get a generic line.
+let metricHelp: [String: String] = [
+    "requests_total": "Requests received, all ops.",
+    "errors_total": "Requests that ended with an error frame.",
+    "tokens_generated_total": "Tokens generated.",
+    "prompt_tokens_total": "Prompt tokens processed.",
+    "cancelled_total": "Generations cancelled by a client.",
+    "queue_depth": "Requests waiting for a generation slot.",
+    "in_flight": "Generations running now.",
+    "memory_bytes": "Memory in use by the daemon in bytes.",
+    "ttft_ms": "Time to first token in milliseconds.",
+    "tokens_per_second": "Decoding speed per request in tokens per second.",
+]
