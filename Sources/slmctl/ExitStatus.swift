@@ -103,6 +103,8 @@ struct CtlFailure: Error, CustomStringConvertible {
                 return CtlFailure(ExitStatus.cannotConnect, notRunningMessage(path: path))
             case EACCES, EPERM:
                 return CtlFailure(ExitStatus.permissionDenied, permissionMessage(path: path))
+            case ECONNREFUSED where !isSocket(path):
+                return CtlFailure(ExitStatus.cannotConnect, "cannot connect to slmd: \(path) is not a socket")
             case ECONNREFUSED:
                 return CtlFailure(ExitStatus.cannotConnect,
                                   "slmd is not running: the socket at \(path) refuses connections (a stale socket "
@@ -142,6 +144,13 @@ struct CtlFailure: Error, CustomStringConvertible {
                    "protocol version mismatch: slmctl speaks protocol version \(SLMProtocolVersion.current), "
                    + "slmd \(serverVersion) answered with protocol version \(server)")
     }
+}
+
+/// Whether `path` exists and is a socket (connect(2) says ECONNREFUSED for other files too).
+func isSocket(_ path: String) -> Bool {
+    var st = stat()
+    guard stat(path, &st) == 0 else { return false }
+    return st.st_mode & S_IFMT == S_IFSOCK
 }
 
 func errnoText(_ err: Int32) -> String {
