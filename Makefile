@@ -8,7 +8,11 @@ SWIFT       ?= swift
 TEST_FLAGS  := -c release -Xswiftc -enable-testing
 BIN         := .build/release
 
-.PHONY: all deps model build run test test-swift test-arm bench clean
+# Where `make run` listens (a private path, so no root is needed). Talk to it with
+#   SLMD_SOCKET=$(SOCKET) .build/release/slmctl complete "The capital of France is"
+SOCKET      ?= /tmp/slmd-$(shell id -u).sock
+
+.PHONY: all deps model build run test test-swift test-arm test-units bench clean
 
 all: build
 
@@ -20,12 +24,14 @@ model:
 
 build: deps
 	$(SWIFT) build -c release --product slmd
+	$(SWIFT) build -c release --product slmctl
 
 run: build model
-	@echo "slmd: generating from the default model (the socket daemon lands with 'slmd serve')" >&2
-	$(BIN)/slmd generate --prompt "<|im_start|>user\nWhat can a small language model do on a Raspberry Pi?<|im_end|>\n<|im_start|>assistant\n" --max-tokens 96
+	@echo "slmd: serving the default model on $(SOCKET); in another shell:" >&2
+	@echo "  SLMD_SOCKET=$(SOCKET) $(BIN)/slmctl complete 'The capital of France is'" >&2
+	$(BIN)/slmd serve --config etc/slmd.conf --model "$$(scripts/fetch-model)" --socket $(SOCKET)
 
-test: deps model test-swift test-arm
+test: deps model test-swift test-arm test-units
 
 test-swift:
 	$(SWIFT) build $(TEST_FLAGS) --build-tests
@@ -33,6 +39,9 @@ test-swift:
 
 test-arm:
 	@if [ -x scripts/test-arm-kernels ]; then scripts/test-arm-kernels; fi
+
+test-units:
+	scripts/verify-units
 
 bench: build model
 	$(BIN)/slmd bench

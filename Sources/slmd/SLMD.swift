@@ -13,7 +13,7 @@ struct SLMD: ParsableCommand {
             which scripts/fetch-model downloads.
             """,
         version: SLMDVersion.string,
-        subcommands: [Tokenize.self, Generate.self, Perplexity.self, Bench.self]
+        subcommands: [Serve.self, Tokenize.self, Generate.self, Perplexity.self, Bench.self]
     )
 }
 

@@ -1,3 +1,0 @@
-import SLMEngine
-import SLMProtocol
-import SLMSystemd

@@ -1,0 +1,321 @@
+import Logging
+import SLMEngine
+import SLMKernels
+import SLMModel
+import SLMProtocol
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Turns decoded frames into engine work and replies. Runs on the I/O thread; generation
+/// results come back on the engine thread through each request's sink.
+///
+/// Privacy: prompts and completions are never logged at info or above; request logs
+/// carry ids, ops, token counts and timings only.
+final class RequestHandler: @unchecked Sendable {
+    // @unchecked: `server` is set once before the I/O loop starts.
+    let config: DaemonConfig
+    let engine: Engine
+    let model: Model
+    let logger: Logger
+    weak var server: Server?
+    let serverVersion = "0.1.0"
+
+    init(config: DaemonConfig, engine: Engine, logger: Logger) {
+        self.config = config
+        self.engine = engine
+        self.model = engine.model
+        self.logger = logger
+    }
+
+    func handle(_ frame: Frame, on c: Connection) {
+        let request: Request
+        do {
+            request = try Request(frame: frame)
+        } catch {
+            logger.info("bad request", metadata: ["conn": "\(c.serial)", "code": "\(error.code.name)"])
+            c.enqueue(error.errorMessage.frame())
+            return
+        }
+        let id = request.id
+        func reply(_ body: ReplyBody) { c.enqueue(Reply(id: id, body).frame()) }
+        func fail(_ code: ErrorCode, _ message: String) {
+            c.enqueue(ErrorMessage(id: id, code: code, message: message).frame())
+        }
+        switch request.body {
+        case .ping:
+            reply(.ping)
+        case .hello(let h):
+            guard h.maxVersion.map({ $0 >= 1 }) ?? true else {
+                fail(.unsupportedVersion, "client supports up to version \(h.maxVersion!); this server speaks version \(SLMProtocolVersion.current)")
+                return
+            }
+            reply(.hello(serverInfo()))
+        case .info:
+            reply(.info(serverInfo()))
+        case .status:
+            reply(.status(status()))
+        case .stats:
+            reply(.stats(stats()))
+        case .tokenize(let t):
+            reply(.tokenize(ids: model.tokenizer.encode(t.text, parseSpecial: t.parseSpecial).map(Int.init)))
+        case .detokenize(let d):
+            let vocab = model.config.vocabSize
+            if let bad = d.ids.firstIndex(where: { $0 < 0 || $0 >= vocab }) {
+                fail(.badField, "field 'ids[\(bad)]': token id \(d.ids[bad]) is outside the vocabulary 0..<\(vocab)")
+                return
+            }
+            reply(.detokenize(text: model.tokenizer.decode(d.ids.map { Int32($0) })))
+        case .cancel(let x):
+            let handle = c.shared.withLock { $0.inflight[x.target] }
+            let cancelled = handle.map { engine.cancel($0) } ?? false
+            reply(.cancel(cancelled: cancelled))
+        case .complete(let r):
+            var ids = model.tokenizer.encode(r.prompt, parseSpecial: r.parseSpecial)
+            if model.tokenizer.addBOS, let bos = model.tokenizer.bosID { ids.insert(bos, at: 0) }
+            generate(id: id, op: .complete, promptIDs: ids, options: r.options, on: c)
+        case .chat(let r):
+            let template: ChatTemplate
+            switch model.chatTemplate {
+            case .success(let t): template = t
+            case .failure(let e):
+                fail(.unsupported, "this model has no chat template slmd can render: \(e)")
+                return
+            }
+            // Message text is content, never structure: control-token text inside it (e.g.
+            // "<|im_end|>") would let a user forge turns, so it is refused.
+            for (i, m) in r.messages.enumerated() {
+                if model.tokenizer.encode(m.content, parseSpecial: true).contains(where: { model.tokenizer.isControl($0) }) {
+                    fail(.badField, "field 'messages[\(i)].content': contains control-token text")
+                    return
+                }
+            }
+            let rendered = template.render(r.messages.map { ChatMessage(role: $0.role.rawValue, content: $0.content) })
+            let ids = model.tokenizer.encode(rendered, parseSpecial: true)
+            generate(id: id, op: .chat, promptIDs: ids, options: r.options, on: c)
+        }
+    }
+
+    private func generate(id: RequestID, op: Op, promptIDs: [Int32], options o: SLMProtocol.GenerationOptions, on c: Connection) {
+        func fail(_ code: ErrorCode, _ message: String) {
+            c.enqueue(ErrorMessage(id: id, code: code, message: message).frame())
+        }
+        guard !promptIDs.isEmpty else { return fail(.badField, "field 'prompt': the prompt is empty") }
+        let maxTokens = o.maxTokens ?? min(256, config.engine.maxTokens)
+        guard maxTokens >= 1 && maxTokens <= config.engine.maxTokens else {
+            return fail(.badField, "field 'max_tokens': \(maxTokens) is above this server's max_tokens \(config.engine.maxTokens)")
+        }
+        var sampling = SamplingParams()
+        if let t = o.temperature { sampling.temperature = Float(t) }
+        if let k = o.topK { sampling.topK = k }
+        if let p = o.topP { sampling.topP = Float(p) }
+        if let p = o.minP { sampling.minP = Float(p) }
+        if let r = o.repeatPenalty { sampling.repeatPenalty = Float(r) }
+        if let w = o.repeatWindow { sampling.repeatWindow = w }
+        // Without a seed each request draws its own, as users of a sampling API expect;
+        // with one, the output is reproducible.
+        sampling.seed = o.seed ?? UInt64.random(in: 0...UInt64.max)
+        if let bad = sampling.invalidField { return fail(.badField, bad) }
+        let deadline: Double? = o.deadlineMS.map { monotonicSeconds() + Double($0) / 1000 }
+        let request = GenerationRequest(promptIDs: promptIDs,
+                                        options: GenerationOptions(maxTokens: maxTokens, sampling: sampling, stop: o.stop),
+                                        deadline: deadline, stream: o.stream)
+        // Reserve the id before submitting so a duplicate is caught even while the first
+        // request is being handed to the engine.
+        enum Reservation { case ok, duplicate, full }
+        let reservation: Reservation = c.shared.withLock { s in
+            if s.inflight[id] != nil || s.reserved.contains(id) { return .duplicate }
+            if s.inflight.count + s.reserved.count >= config.maxInflightPerConnection { return .full }
+            s.reserved.insert(id)
+            return .ok
+        }
+        switch reservation {
+        case .ok: break
+        case .duplicate: return fail(.duplicateID, "a request with id \(id) is still in flight on this connection")
+        case .full:
+            return fail(.busy, "this connection already has \(config.maxInflightPerConnection) requests in flight (max_inflight_per_connection)")
+        }
+
+        let counter = TokenCounter()
+        let server = self.server
+        let logger = self.logger
+        let sink: @Sendable (EngineEvent) -> Void = { [weak c] event in
+            guard let c else { return }
+            switch event {
+            case .text(let text, let tokens):
+                let total = counter.add(tokens)
+                c.enqueue(Event(id: id, text: text, tokenCount: total).frame())
+            case .finished(let done):
+                c.enqueue(Self.finalFrame(id: id, op: op, done, stream: request.stream), finishing: id)
+                logger.info("request finished", metadata: [
+                    "conn": "\(c.serial)", "request": "\(id)", "op": "\(op.rawValue)", "finish": "\(done.finishReason.rawValue)",
+                    "prompt_tokens": "\(done.promptTokens)", "generated_tokens": "\(done.generatedTokens)",
+                    "ttft_ms": "\(Int(done.ttftMs))", "total_ms": "\(Int(done.totalMs))"])
+            }
+            server?.wake()
+        }
+        do {
+            let handle = try engine.submit(request, sink: sink)
+            let closed = c.shared.withLock { s in
+                s.reserved.remove(id)
+                // A request can finish on the engine thread before it is registered here.
+                if s.finishedEarly.remove(id) == nil && !s.closed { s.inflight[id] = handle }
+                return s.closed
+            }
+            if closed { engine.cancel(handle) }
+        } catch {
+            c.shared.withLock { s in
+                s.reserved.remove(id)
+                s.finishedEarly.remove(id)
+            }
+            let code: ErrorCode
+            switch error.code {
+            case .busy: code = .busy
+            case .overMemoryBudget: code = .overMemoryBudget
+            case .contextOverflow: code = .contextOverflow
+            case .shuttingDown: code = .shuttingDown
+            case .badRequest: code = .badField
+            }
+            fail(code, error.description)
+        }
+    }
+
+    /// The terminal frame of a generation. A request that ended before producing anything
+    /// because it was cancelled or ran out of time gets an error frame (it never started,
+    /// as far as the client can tell); everything else gets a reply with its finish reason.
+    static func finalFrame(id: RequestID, op: Op, _ done: Completion, stream: Bool) -> Frame {
+        if done.generatedTokens == 0 {
+            switch done.finishReason {
+            case .cancelled: return ErrorMessage(id: id, code: .cancelled, message: "cancelled before generation started").frame()
+            case .deadline: return ErrorMessage(id: id, code: .deadlineExceeded, message: "the deadline passed before generation started").frame()
+            case .error: return ErrorMessage(id: id, code: .internal, message: done.errorMessage ?? "internal error").frame()
+            default: break
+            }
+        }
+        let usage = Usage(promptTokens: done.promptTokens, generatedTokens: done.generatedTokens, ttftMS: done.ttftMs,
+                          tokensPerSecond: done.tokensPerSecond, totalMS: done.totalMs)
+        let result = GenerationResult(text: stream ? nil : done.text,
+                                      finishReason: SLMProtocol.FinishReason(rawValue: done.finishReason.rawValue),
+                                      usage: usage, message: done.errorMessage)
+        return Reply(id: id, op == .chat ? .chat(result) : .complete(result)).frame()
+    }
+
+    // MARK: Info, status, stats
+
+    func serverInfo() -> ServerInfo {
+        let m = model.config
+        let types = Set(model.file.tensors.map { $0.type.name }).sorted()
+        return ServerInfo(
+            protocolVersion: Int(SLMProtocolVersion.current), serverVersion: serverVersion,
+            model: [
+                "name": .string(m.name), "architecture": .string(m.architecture),
+                "path": .string(model.file.path),
+                "vocab_size": .int(Int64(m.vocabSize)), "embedding_length": .int(Int64(m.embeddingLength)),
+                "layers": .int(Int64(m.layerCount)), "trained_context": .int(Int64(m.trainedContextLength)),
+                "tensor_types": .array(types.map { .string($0) }),
+                "chat_template": .bool((try? model.chatTemplate.get()) != nil),
+                "weights_bytes": .int(Int64(model.weightBytes)),
+            ],
+            limits: [
+                "max_frame_bytes": .int(Int64(config.maxFrameBytes)),
+                "max_tokens": .int(Int64(config.engine.maxTokens)),
+                "max_context": .int(Int64(config.engine.maxContext)),
+                "max_sequences": .int(Int64(config.engine.maxSequences)),
+                "max_queued": .int(Int64(config.engine.maxQueued)),
+                "max_inflight_per_connection": .int(Int64(config.maxInflightPerConnection)),
+                "memory_budget_bytes": .int(Int64(config.engine.memoryBudgetBytes)),
+                "threads": .int(Int64(config.engine.threads)),
+                "kernel_path": .string(Kernels.path),
+            ])
+    }
+
+    func status() -> JSONObject {
+        let s = engine.stats()
+        let mem = ProcessMemory.current()
+        return [
+            "state": .string("running"),
+            "model": .string(model.config.name),
+            "model_path": .string(model.file.path),
+            "uptime_seconds": .double(s.uptimeSeconds),
+            "active": .int(Int64(s.active)),
+            "queued": .int(Int64(s.queued)),
+            "connections": .int(Int64(server?.counterSnapshot.open ?? 0)),
+            "requests_admitted": .int(Int64(s.admitted)),
+            "prompt_tokens": .int(Int64(s.promptTokens)),
+            "generated_tokens": .int(Int64(s.generatedTokens)),
+            "kv_bytes_in_use": .int(Int64(s.kvBytesInUse)),
+            "memory_budget_bytes": .int(Int64(s.memoryBudgetBytes)),
+            "rss_anon_bytes": .int(Int64(mem.anon)),
+            "rss_file_bytes": .int(Int64(mem.file)),
+            "threads": .int(Int64(s.threads)),
+            "kernel_path": .string(s.kernelPath),
+            "version": .string(serverVersion),
+        ]
+    }
+
+    func stats() -> Stats {
+        let s = engine.stats()
+        let conn = server?.counterSnapshot ?? Server.Counters()
+        let mem = ProcessMemory.current()
+        var counters: [String: Int64] = [
+            "requests_admitted": Int64(s.admitted),
+            "prompt_tokens": Int64(s.promptTokens),
+            "generated_tokens": Int64(s.generatedTokens),
+            "forward_passes": Int64(s.forwardPasses),
+            "connections_accepted": Int64(conn.accepted),
+            "connections_refused_peer": Int64(conn.refusedPeers),
+            "connections_refused_full": Int64(conn.refusedFull),
+            "protocol_errors": Int64(conn.protocolErrors),
+        ]
+        for reason in ["stop", "length", "cancelled", "deadline", "error"] {
+            counters["requests_finished_\(reason)"] = Int64(s.finished[reason, default: 0])
+        }
+        for code in ["busy", "overMemoryBudget", "contextOverflow", "shuttingDown", "badRequest"] {
+            counters["requests_refused_\(snake(code))"] = Int64(s.refused[code, default: 0])
+        }
+        let gauges: [String: Double] = [
+            "active": Double(s.active), "queued": Double(s.queued),
+            "kv_bytes_in_use": Double(s.kvBytesInUse), "kv_bytes_peak": Double(s.kvBytesPeak),
+            "memory_budget_bytes": Double(s.memoryBudgetBytes), "scratch_bytes": Double(s.scratchBytes),
+            "rss_anon_bytes": Double(mem.anon), "rss_file_bytes": Double(mem.file),
+            "uptime_seconds": s.uptimeSeconds, "threads": Double(s.threads), "connections": Double(conn.open),
+        ]
+        func p(_ x: Percentiles) -> [String: Double] { ["p50": x.p50, "p90": x.p90, "p99": x.p99, "count": Double(x.count)] }
+        return Stats(counters: counters, gauges: gauges, percentiles: ["ttft_ms": p(s.ttftMs), "tokens_per_second": p(s.tokensPerSecond)])
+    }
+}
+
+/// Cumulative token count for a request's events (touched by the engine thread only).
+final class TokenCounter: @unchecked Sendable {
+    private var total = 0
+    func add(_ n: Int) -> Int { total += n; return total }
+}
+
+private func snake(_ s: String) -> String {
+    var out = ""
+    for ch in s {
+        if ch.isUppercase { out += "_" + ch.lowercased() } else { out.append(ch) }
+    }
+    return out
+}
+
+/// Resident memory of this process from /proc/self/status (bytes).
+public enum ProcessMemory {
+    public static func current() -> (anon: Int, file: Int) {
+        let fd = open("/proc/self/status", O_RDONLY)
+        guard fd >= 0 else { return (0, 0) }
+        defer { close(fd) }
+        var buf = [UInt8](repeating: 0, count: 4096)
+        let n = read(fd, &buf, buf.count)
+        guard n > 0 else { return (0, 0) }
+        var anon = 0, file = 0
+        for line in String(decoding: buf[0..<n], as: UTF8.self).split(separator: "\n") {
+            let parts = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            guard parts.count >= 2, let v = Int(parts[1]) else { continue }
+            if parts[0] == "RssAnon:" { anon = v * 1024 }
+            if parts[0] == "RssFile:" { file = v * 1024 }
+        }
+        return (anon, file)
+    }
+}

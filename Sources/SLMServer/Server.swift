@@ -1,0 +1,333 @@
+import Logging
+import SLMEngine
+import SLMModel
+import SLMProtocol
+import SLMSystemd
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The socket server: one I/O thread multiplexes the listening socket and every client
+/// with poll(2); generation runs on the engine thread, which hands events back through
+/// each connection's outbox and a wake-up pipe.
+///
+/// Bounded everywhere: connections (`max_connections`), requests in flight per
+/// connection, frame size (checked from the header before reading the payload), bytes
+/// queued for a client that does not read (`max_output_buffer`).
+public final class Server: @unchecked Sendable {
+    // @unchecked: `connections`, `listenFD` and the counters below are touched by the I/O
+    // thread only; `stopRequested` and `stats` are atomics/mutex-protected.
+    let config: DaemonConfig
+    let engine: Engine
+    let model: Model
+    let logger: Logger
+    let handler: RequestHandler
+    private var listenFD: Int32
+    private let ownsSocketPath: Bool
+    private var connections: [Int32: Connection] = [:]
+    private var wakeRead: Int32 = -1
+    private var wakeWrite: Int32 = -1
+    private let stopRequested = Atomic<Bool>(false)
+    private let acceptingFlag = Atomic<Bool>(true)
+    private var thread: pthread_t?
+    private var nextSerial: UInt64 = 1
+    private let counters = Mutex(ServerCounters())
+    /// Called on the I/O thread every `status_interval_ms` (the daemon updates STATUS=).
+    private let onTick: (@Sendable () -> Void)?
+
+    struct ServerCounters {
+        var accepted = 0
+        var refusedPeers = 0
+        var refusedFull = 0
+        var protocolErrors = 0
+        var open = 0
+    }
+
+    /// Takes over `listenFD` (already listening; from systemd or `UnixSocket.listen`).
+    /// `ownsSocketPath` says whether slmd created the socket file and must remove it.
+    public init(config: DaemonConfig, engine: Engine, listenFD: Int32, ownsSocketPath: Bool, logger: Logger,
+                onTick: (@Sendable () -> Void)? = nil) throws(SocketError) {
+        self.config = config
+        self.engine = engine
+        self.model = engine.model
+        self.logger = logger
+        self.listenFD = listenFD
+        self.ownsSocketPath = ownsSocketPath
+        self.onTick = onTick
+        UnixSocket.setNonBlocking(listenFD)
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { throw SocketError("cannot create the wake-up pipe", path: "", errno: errno) }
+        wakeRead = fds[0]
+        wakeWrite = fds[1]
+        UnixSocket.setNonBlocking(wakeRead)
+        UnixSocket.setNonBlocking(wakeWrite)
+        handler = RequestHandler(config: config, engine: engine, logger: logger)
+    }
+
+    /// Binds `config.socket` itself (when not socket-activated).
+    public static func bindSocket(config: DaemonConfig) throws(SocketError) -> Int32 {
+        var group: gid_t?
+        if !config.socketGroup.isEmpty {
+            guard let g = UnixSocket.groupID(config.socketGroup) else {
+                throw SocketError("socket_group '\(config.socketGroup)' does not exist")
+            }
+            group = g
+        }
+        return try UnixSocket.listen(path: config.socket, mode: config.socketMode, group: group)
+    }
+
+    public func start() {
+        let box = Unmanaged.passRetained(self)
+        var tid = pthread_t()
+        let rc = pthread_create(&tid, nil, { arg in
+            let server = Unmanaged<Server>.fromOpaque(arg!).takeRetainedValue()
+            server.loop()
+            return nil
+        }, box.toOpaque())
+        precondition(rc == 0, "cannot start the I/O thread: \(rc)")
+        thread = tid
+    }
+
+    /// Stops accepting new connections (shutdown step 1); existing ones are still served.
+    public func stopAccepting() {
+        acceptingFlag.store(false, ordering: .releasing)
+        wake()
+    }
+
+    /// Waits up to `seconds` for every queued reply to reach its client, then closes all
+    /// connections and stops the I/O thread.
+    public func stop(flushFor seconds: Double) {
+        let end = monotonicSeconds() + seconds
+        while monotonicSeconds() < end {
+            if !pendingOutput.load(ordering: .acquiring) { break }
+            usleep(5_000)
+        }
+        stopRequested.store(true, ordering: .releasing)
+        wake()
+        if let thread { pthread_join(thread, nil) }
+        thread = nil
+    }
+
+    private let pendingOutput = Atomic<Bool>(false)
+
+    /// Nudges the I/O thread (an engine event is waiting in an outbox).
+    func wake() {
+        var b: UInt8 = 1
+        _ = write(wakeWrite, &b, 1)
+    }
+
+    public struct Counters: Sendable {
+        public var accepted = 0
+        public var refusedPeers = 0
+        public var refusedFull = 0
+        public var protocolErrors = 0
+        public var open = 0
+    }
+
+    public var counterSnapshot: Counters {
+        counters.withLock { c in
+            Counters(accepted: c.accepted, refusedPeers: c.refusedPeers, refusedFull: c.refusedFull,
+                     protocolErrors: c.protocolErrors, open: c.open)
+        }
+    }
+
+    // MARK: I/O thread
+
+    private func loop() {
+        handler.server = self
+        var pfds: [pollfd] = []
+        var order: [Int32] = []
+        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+        var lastTick = monotonicSeconds()
+        let tickEvery = Double(config.statusIntervalMs) / 1000
+        while !stopRequested.load(ordering: .acquiring) {
+            if !acceptingFlag.load(ordering: .acquiring), listenFD >= 0 {
+                closeListener()
+            }
+            pfds.removeAll(keepingCapacity: true)
+            order.removeAll(keepingCapacity: true)
+            pfds.append(pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0))
+            if listenFD >= 0 { pfds.append(pollfd(fd: listenFD, events: Int16(POLLIN), revents: 0)) }
+            for (fd, c) in connections {
+                var ev = Int16(POLLIN)
+                if c.hasOutput { ev |= Int16(POLLOUT) }
+                pfds.append(pollfd(fd: fd, events: ev, revents: 0))
+                order.append(fd)
+            }
+            let n = poll(&pfds, nfds_t(pfds.count), 500)
+            if n < 0 && errno != EINTR {
+                logger.error("poll failed", metadata: ["errno": "\(errno)"])
+                usleep(10_000)
+            }
+            // Drain the wake-up pipe.
+            while read(wakeRead, &buffer, buffer.count) > 0 {}
+            if listenFD >= 0, pfds.count > 1, pfds[1].revents & Int16(POLLIN) != 0 { acceptAll() }
+            let base = listenFD >= 0 ? 2 : 1
+            for (i, fd) in order.enumerated() {
+                guard let c = connections[fd] else { continue }
+                let rev = i + base < pfds.count ? pfds[i + base].revents : 0
+                if rev & Int16(POLLIN | POLLHUP | POLLERR) != 0 {
+                    readAvailable(c, &buffer)
+                }
+            }
+            // Flush every outbox (events arrive from the engine between polls).
+            var anyPending = false
+            for c in Array(connections.values) {
+                flush(c)
+                let (overflowed, pending) = c.shared.withLock { ($0.overflowed, $0.outbox.count > $0.sent) }
+                if overflowed {
+                    logger.warning("client stopped reading; closing", metadata: ["conn": "\(c.serial)"])
+                    closeConnection(c)
+                } else if c.closeAfterFlush && !pending {
+                    closeConnection(c)
+                } else if pending {
+                    anyPending = true
+                }
+            }
+            pendingOutput.store(anyPending, ordering: .releasing)
+            let now = monotonicSeconds()
+            if now - lastTick >= tickEvery {
+                lastTick = now
+                onTick?()
+            }
+        }
+        for c in Array(connections.values) {
+            flush(c)
+            closeConnection(c)
+        }
+        closeListener()
+        close(wakeRead)
+        close(wakeWrite)
+    }
+
+    private func closeListener() {
+        guard listenFD >= 0 else { return }
+        close(listenFD)
+        listenFD = -1
+        if ownsSocketPath { unlink(config.socket) }
+    }
+
+    private func acceptAll() {
+        while true {
+            let fd = accept(listenFD, nil, nil)
+            if fd < 0 {
+                if errno == EINTR { continue }
+                return  // EAGAIN: nothing more; other errors: try on the next poll
+            }
+            UnixSocket.setNonBlocking(fd)
+            let peer = try? PeerCredentials.of(fd: fd)
+            let serial = nextSerial
+            nextSerial += 1
+            let conn = Connection(fd: fd, peer: peer, serial: serial, maxFrame: config.maxFrameBytes,
+                                  maxOutput: config.maxOutputBufferBytes)
+            if !isAllowed(peer) {
+                counters.withLock { $0.refusedPeers += 1 }
+                logger.warning("refused peer not in the allow-list", metadata: [
+                    "uid": "\(peer.map { String($0.uid) } ?? "?")", "pid": "\(peer.map { String($0.pid) } ?? "?")"])
+                conn.enqueue(ErrorMessage(id: nil, code: .permissionDenied,
+                                          message: "uid \(peer.map { String($0.uid) } ?? "?") is not allowed to use slmd").frame())
+                flush(conn)
+                close(fd)
+                continue
+            }
+            if connections.count >= config.maxConnections {
+                counters.withLock { $0.refusedFull += 1 }
+                conn.enqueue(ErrorMessage(id: nil, code: .busy,
+                                          message: "too many connections (max_connections \(config.maxConnections))").frame())
+                flush(conn)
+                close(fd)
+                continue
+            }
+            connections[fd] = conn
+            counters.withLock { $0.accepted += 1; $0.open = connections.count }
+            logger.debug("connection accepted", metadata: ["conn": "\(serial)", "uid": "\(peer.map { String($0.uid) } ?? "?")"])
+        }
+    }
+
+    private func isAllowed(_ peer: PeerCredentials?) -> Bool {
+        if config.allowedUIDs.isEmpty && config.allowedGIDs.isEmpty { return true }
+        guard let peer else { return false }
+        if peer.uid == 0 { return true }  // root can read the model file anyway
+        return config.allowedUIDs.contains(peer.uid) || config.allowedGIDs.contains(peer.gid)
+    }
+
+    private func readAvailable(_ c: Connection, _ buffer: inout [UInt8]) {
+        // A fixed read size bounds what the decoder buffers between next() calls.
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(c.fd, $0.baseAddress, $0.count) }
+            if n > 0 {
+                if c.closeAfterFlush { continue }  // after a fatal error: discard input
+                c.decoder.feed(buffer[0..<n])
+                drainFrames(c)
+                if n < buffer.count { return }
+            } else if n == 0 {
+                c.decoder.finish()
+                drainFrames(c)
+                closeConnection(c)
+                return
+            } else {
+                if errno == EINTR { continue }
+                if errno == EAGAIN || errno == EWOULDBLOCK { return }
+                closeConnection(c)
+                return
+            }
+        }
+    }
+
+    private func drainFrames(_ c: Connection) {
+        while !c.closeAfterFlush {
+            let frame: Frame?
+            do {
+                frame = try c.decoder.next()
+            } catch {
+                counters.withLock { $0.protocolErrors += 1 }
+                logger.info("protocol error", metadata: ["conn": "\(c.serial)", "code": "\(error.code.name)"])
+                c.enqueue(error.errorMessage.frame())
+                if error.isFatal {
+                    c.closeAfterFlush = true
+                    cancelAll(c)
+                }
+                continue
+            }
+            guard let frame else { return }
+            handler.handle(frame, on: c)
+        }
+    }
+
+    private func flush(_ c: Connection) {
+        c.shared.withLock { s in
+            while s.sent < s.outbox.count {
+                let n = s.outbox.withUnsafeBytes { raw in
+                    send(c.fd, raw.baseAddress! + s.sent, raw.count - s.sent, Int32(MSG_NOSIGNAL))
+                }
+                if n > 0 { s.sent += n; continue }
+                if n < 0 && errno == EINTR { continue }
+                break  // EAGAIN or a dead peer (the read side notices)
+            }
+            if s.sent == s.outbox.count {
+                s.outbox.removeAll(keepingCapacity: s.outbox.capacity <= 1 << 16)
+                s.sent = 0
+            } else if s.sent > 1 << 16 {
+                s.outbox.removeFirst(s.sent)
+                s.sent = 0
+            }
+        }
+    }
+
+    /// Cancels every request of `c` (disconnect, fatal error, overflow).
+    private func cancelAll(_ c: Connection) {
+        let handles = c.shared.withLock { s in Array(s.inflight.values) }
+        for h in handles { engine.cancel(h) }
+    }
+
+    private func closeConnection(_ c: Connection) {
+        guard connections[c.fd] != nil else { return }
+        c.shared.withLock { $0.closed = true }
+        cancelAll(c)
+        connections[c.fd] = nil
+        close(c.fd)
+        counters.withLock { $0.open = connections.count }
+        logger.debug("connection closed", metadata: ["conn": "\(c.serial)"])
+    }
+}

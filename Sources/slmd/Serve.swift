@@ -1,0 +1,141 @@
+import ArgumentParser
+import Logging
+import SLMEngine
+import SLMKernels
+import SLMModel
+import SLMServer
+import SLMSystemd
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct Serve: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the daemon in the foreground (what slmd.service's ExecStart runs).",
+        discussion: """
+            Reads the config file (default /etc/slmd/slmd.conf when it exists), applies the \
+            flags on top, maps and validates the model, warms it up, then listens on the \
+            Unix socket (the one systemd passes, else the configured path) and tells systemd \
+            READY=1. SIGTERM drains: no new requests, running ones get shutdown_grace_ms to \
+            finish, then the rest are cancelled and slmd exits 0. SIGHUP re-reads nothing \
+            yet and is acknowledged.
+            """)
+
+    @Option(name: .long, help: "Config file (default: /etc/slmd/slmd.conf if present).")
+    var config: String?
+
+    @Option(name: .long, help: "Socket path to bind when not socket-activated.")
+    var socket: String?
+
+    @Option(name: .long, help: "GGUF model file.")
+    var model: String?
+
+    @Option(name: .long, help: "Compute threads (0: online cores).")
+    var threads: Int?
+
+    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: String?
+
+    @Option(name: .customLong("set"), help: ArgumentHelp("Override any config key.", valueName: "key=value"))
+    var overrides: [String] = []
+
+    @Flag(name: .long, help: "Validate the configuration and the model file, print the result and exit.")
+    var checkConfig = false
+
+    static let defaultConfigPath = "/etc/slmd/slmd.conf"
+
+    func resolvedConfig() throws -> DaemonConfig {
+        var c = DaemonConfig()
+        let path = config ?? (access(Self.defaultConfigPath, R_OK) == 0 ? Self.defaultConfigPath : nil)
+        if let path {
+            let bytes = try readFile(path)
+            try c.apply(configText: try utf8String(bytes, what: path), source: path)
+        }
+        for o in overrides {
+            guard let eq = o.firstIndex(of: "=") else { throw ValidationError("--set takes key=value, got '\(o)'") }
+            try c.set(String(o[..<eq]), String(o[o.index(after: eq)...]))
+        }
+        if let socket { c.socket = socket }
+        if let model { c.model = model }
+        if let threads { try c.set("threads", String(threads)) }
+        if let logLevel { c.logLevel = logLevel }
+        if c.model.isEmpty { c.model = DefaultPaths.model }
+        c.engine.threads = c.threadsSetting == 0 ? onlineCores() : c.threadsSetting
+        if let problem = c.problem() { throw ConfigError("invalid configuration: \(problem)") }
+        return c
+    }
+
+    func run() throws {
+        // Signals are handled by sigwait on this thread; block them before any other
+        // thread exists so none of them receives one.
+        var set = sigset_t()
+        sigemptyset(&set)
+        for s in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&set, s) }
+        pthread_sigmask(SIG_BLOCK, &set, nil)
+        signal(SIGPIPE, SIG_IGN)
+
+        let t0 = now()
+        let cfg = try resolvedConfig()
+        let level = Logger.Level(rawValue: cfg.logLevel) ?? .info
+        if checkConfig {
+            let m = try Model(path: cfg.model)
+            if let problem = cfg.engine.problem(modelConfig: m.config) { throw ConfigError("invalid configuration: \(problem)") }
+            print("configuration OK: model \(cfg.model) (\(m.config.name), \(m.weightBytes / 1_000_000) MB), socket \(cfg.socket), threads \(cfg.engine.threads), memory budget \(cfg.engine.memoryBudgetBytes) bytes")
+            return
+        }
+        LoggingSetup.bootstrap(level: level)
+        let logger = Logger(label: "slmd")
+        let notifier = Notifier()
+        logger.info("starting", metadata: ["version": "\(SLMDVersion.string)", "model": "\(cfg.model)",
+                                           "threads": "\(cfg.engine.threads)", "kernels": "\(Kernels.path)"])
+
+        let model = try Model(path: cfg.model)
+        if cfg.prefetch { model.prefetch() }
+        let pingEvery = notifier.watchdogPingInterval.map { Double($0.components.seconds) + Double($0.components.attoseconds) * 1e-18 } ?? 5
+        let engine = try Engine(model: model, config: cfg.engine, logger: logger, heartbeatInterval: pingEvery) {
+            notifier.watchdog()
+        }
+        try engine.start(warmUp: cfg.warmUp)
+
+        let listenFD: Int32
+        let owned: Bool
+        if let fd = try ListenFDs.takeUnixStreamListener() {
+            listenFD = fd
+            owned = false
+            logger.info("using the socket passed by systemd", metadata: ["fd": "\(fd)"])
+        } else {
+            listenFD = try Server.bindSocket(config: cfg)
+            owned = true
+        }
+        let statusLine: @Sendable () -> String = {
+            let s = engine.stats()
+            return "serving \(model.config.name): \(s.active) active, \(s.queued) queued, \(s.generatedTokens) tokens generated, KV \(s.kvBytesInUse >> 20)/\(s.memoryBudgetBytes >> 20) MiB"
+        }
+        let server = try Server(config: cfg, engine: engine, listenFD: listenFD, ownsSocketPath: owned, logger: logger) {
+            notifier.status(statusLine())
+        }
+        server.start()
+        notifier.ready(status: statusLine())
+        logger.info("ready", metadata: ["socket": "\(owned ? cfg.socket : "systemd fd \(listenFD)")",
+                                        "startup_ms": "\(Int((now() - t0) * 1000))",
+                                        "memory_budget": "\(cfg.engine.memoryBudgetBytes)"])
+
+        var sig: Int32 = 0
+        while true {
+            sigwait(&set, &sig)
+            if sig == SIGHUP {
+                notifier.reloading()
+                logger.info("SIGHUP: nothing to reload in this version")
+                notifier.ready(status: statusLine())
+                continue
+            }
+            break
+        }
+        logger.info("stopping", metadata: ["signal": "\(sig)"])
+        notifier.stopping()
+        server.stopAccepting()
+        engine.shutdown(grace: Double(cfg.shutdownGraceMs) / 1000)
+        server.stop(flushFor: 1)
+        logger.info("stopped")
+    }
+}

@@ -1,0 +1,47 @@
+import Foundation
+import XCTest
+@testable import SLMServer
+
+final class ConfigTests: XCTestCase {
+    static var shippedConfig: URL {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("etc/slmd.conf")
+    }
+
+    /// The shipped file parses, and sets every key the parser knows (documented line by line).
+    func testShippedConfigParsesAndCoversEveryKey() throws {
+        let text = try String(contentsOf: Self.shippedConfig, encoding: .utf8)
+        var c = DaemonConfig()
+        try c.apply(configText: text, source: "etc/slmd.conf")
+        XCTAssertNil(c.problem())
+        XCTAssertEqual(c.engine.memoryBudgetBytes, 256 << 20)
+        XCTAssertEqual(c.socketMode, 0o660)
+        let keys = text.split(separator: "\n").compactMap { line -> String? in
+            let t = line.trimmingCharacters(in: .whitespaces)
+            guard !t.hasPrefix("#"), let eq = t.firstIndex(of: "=") else { return nil }
+            return t[..<eq].trimmingCharacters(in: .whitespaces)
+        }
+        for key in ["model", "socket", "socket_mode", "socket_group", "allowed_uids", "allowed_gids", "threads",
+                    "max_sequences", "max_queued", "memory_budget", "max_context", "max_tokens", "default_deadline_ms",
+                    "prefill_chunk", "max_frame", "max_connections", "max_inflight_per_connection", "max_output_buffer",
+                    "prefetch", "warm_up", "log_level", "shutdown_grace_ms", "status_interval_ms"] {
+            XCTAssertTrue(keys.contains(key), "etc/slmd.conf does not document \(key)")
+        }
+    }
+
+    func testErrorsNameFileLineAndKey() {
+        var c = DaemonConfig()
+        XCTAssertThrowsError(try c.apply(configText: "threads = 2\nmax_sequnces = 4\n", source: "x.conf")) {
+            XCTAssertEqual("\($0)", "x.conf:2: unknown key 'max_sequnces'")
+        }
+        XCTAssertThrowsError(try c.apply(configText: "memory_budget = lots", source: "x.conf")) {
+            XCTAssertTrue("\($0)".contains("x.conf:1: memory_budget"), "\($0)")
+        }
+        XCTAssertThrowsError(try c.apply(configText: "socket_mode = 999", source: "x.conf"))
+        XCTAssertThrowsError(try c.apply(configText: "just words", source: "x.conf"))
+        XCTAssertNoThrow(try c.apply(configText: "# comment\n\n  max_frame = 64K  # inline\n", source: "x.conf"))
+        XCTAssertEqual(c.maxFrameBytes, 65536)
+        XCTAssertEqual(parseSize("1G"), 1 << 30)
+        XCTAssertNil(parseSize("12X"))
+    }
+}

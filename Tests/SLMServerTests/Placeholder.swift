@@ -1,6 +1,0 @@
-import XCTest
-@testable import SLMServer
-
-final class SLMServerPlaceholderTests: XCTestCase {
-    func testModuleLoads() {}
-}
