@@ -6,7 +6,7 @@ import XCTest
 /// slmctl against a fake daemon speaking the real protocol (SLMProtocol frames).
 final class FakeServerTests: XCTestCase {
     func run(_ server: FakeServer, _ args: [String], stdin: String? = nil, timeout: Double = 30,
-             whileRunning: ((Process) throws -> Void)? = nil) throws -> RunResult {
+             whileRunning: ((Slmctl.Running) throws -> Void)? = nil) throws -> RunResult {
         try Slmctl.run(args, env: ["SLMD_SOCKET": server.socketPath], stdin: stdin, timeout: timeout, whileRunning: whileRunning)
     }
 
@@ -307,32 +307,6 @@ final class FakeServerTests: XCTestCase {
         try assertPrometheusWellFormed(r.stdout)
     }
 
-    /// Structural rules of the text format: every sample's family has HELP and TYPE before
-    /// it, names are valid, counters end in _total, values parse.
-    func assertPrometheusWellFormed(_ text: String, file: StaticString = #filePath, line: UInt = #line) throws {
-        var typed: [String: String] = [:]
-        var helped: Set<String> = []
-        let name = try Regex("^[a-zA-Z_:][a-zA-Z0-9_:]*$")
-        for l in text.split(separator: "\n") {
-            if l.hasPrefix("# HELP ") { helped.insert(String(l.split(separator: " ")[2])); continue }
-            if l.hasPrefix("# TYPE ") {
-                let parts = l.split(separator: " ")
-                typed[String(parts[2])] = String(parts[3])
-                XCTAssertTrue(["counter", "gauge", "summary", "histogram", "untyped"].contains(String(parts[3])), file: file, line: line)
-                continue
-            }
-            let parts = l.split(separator: " ")
-            XCTAssertEqual(parts.count, 2, "\(l)", file: file, line: line)
-            let metric = String(parts[0].split(separator: "{")[0])
-            XCTAssertNotNil(metric.wholeMatch(of: name), metric, file: file, line: line)
-            XCTAssertTrue(metric.hasPrefix("slmd_"), metric, file: file, line: line)
-            XCTAssertNotNil(typed[metric], "no TYPE before \(metric)", file: file, line: line)
-            XCTAssertTrue(helped.contains(metric), "no HELP before \(metric)", file: file, line: line)
-            if typed[metric] == "counter" { XCTAssertTrue(metric.hasSuffix("_total"), metric, file: file, line: line) }
-            XCTAssertNotNil(Double(String(parts[1])), "\(l)", file: file, line: line)
-        }
-    }
-
     func testStatsHumanAndJSON() throws {
         let server = try FakeServer(handler: Self.statsHandler)
         var r = try run(server, ["stats"])
@@ -416,3 +390,35 @@ final class RawServer: @unchecked Sendable {
     }
     func stop() { shutdown(fd, Int32(SHUT_RDWR)); close(fd); unlink(path) }
 }
+
+/// Structural rules of the text format: every sample's family has HELP and TYPE before
+/// it, names are valid, counters end in _total, values parse.
+func assertPrometheusWellFormed(_ text: String, file: StaticString = #filePath, line: UInt = #line) throws {
+    var typed: [String: String] = [:]
+    var helped: Set<String> = []
+    let name = try Regex("^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+    for l in text.split(separator: "\n") {
+        if l.hasPrefix("# HELP ") { helped.insert(String(l.split(separator: " ")[2])); continue }
+        if l.hasPrefix("# TYPE ") {
+            let parts = l.split(separator: " ")
+            typed[String(parts[2])] = String(parts[3])
+            XCTAssertTrue(["counter", "gauge", "summary", "histogram", "untyped"].contains(String(parts[3])), file: file, line: line)
+            continue
+        }
+        let parts = l.split(separator: " ")
+        XCTAssertEqual(parts.count, 2, "\(l)", file: file, line: line)
+        var metric = String(parts[0].split(separator: "{")[0])
+        // A summary's _count and _sum samples belong to its family.
+        for suffix in ["_count", "_sum"] where metric.hasSuffix(suffix) {
+            let base = String(metric.dropLast(suffix.count))
+            if typed[base] == "summary" { metric = base }
+        }
+        XCTAssertNotNil(metric.wholeMatch(of: name), metric, file: file, line: line)
+        XCTAssertTrue(metric.hasPrefix("slmd_"), metric, file: file, line: line)
+        XCTAssertNotNil(typed[metric], "no TYPE before \(metric)", file: file, line: line)
+        XCTAssertTrue(helped.contains(metric), "no HELP before \(metric)", file: file, line: line)
+        if typed[metric] == "counter" { XCTAssertTrue(metric.hasSuffix("_total"), metric, file: file, line: line) }
+        XCTAssertNotNil(Double(String(parts[1])), "\(l)", file: file, line: line)
+    }
+}
+

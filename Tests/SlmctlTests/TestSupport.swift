@@ -38,7 +38,7 @@ enum Slmctl {
     /// the test's environment; `SLMD_SOCKET` is removed unless given.
     static func run(_ arguments: [String], env: [String: String?] = [:], stdin: String? = nil,
                     executable: String? = nil, prefix: [String] = [], timeout: Double = 30,
-                    whileRunning: ((Process) throws -> Void)? = nil) throws -> RunResult {
+                    whileRunning: ((Running) throws -> Void)? = nil) throws -> RunResult {
         let process = Process()
         let exe = try executable ?? path
         if prefix.isEmpty {
@@ -63,7 +63,7 @@ enum Slmctl {
         try process.run()
         if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
         try input.fileHandleForWriting.close()
-        if let whileRunning { try whileRunning(process) }
+        if let whileRunning { try whileRunning(Running(process: process, collected: collected)) }
         let deadline = Date().addingTimeInterval(timeout)
         while process.isRunning && Date() < deadline { usleep(10_000) }
         if process.isRunning {
@@ -77,6 +77,14 @@ enum Slmctl {
         collected.append(out: out.fileHandleForReading.readDataToEndOfFile())
         collected.append(err: err.fileHandleForReading.readDataToEndOfFile())
         return RunResult(status: process.terminationStatus, stdout: collected.stdout, stderr: collected.stderr)
+    }
+
+    /// A run in progress: its process and the output so far.
+    struct Running {
+        let process: Process
+        let collected: Collected
+        var stdout: String { collected.stdout }
+        func interrupt() { process.interrupt() }
     }
 
     final class Collected: @unchecked Sendable {

@@ -84,7 +84,11 @@ func prometheusText(_ s: SLMProtocol.Stats) -> String {
             family(name, "summary", metricHelp[key] ?? "slmd \(key) percentiles over recent requests.")
             for (k, q) in quantiles { out += "\(name){quantile=\"\(promNumber(q))\"} \(promNumber(row[k]!))\n" }
         }
-        for k in row.keys.sorted() where quantile(k) == nil {
+        // `count` and `sum` belong to the summary family (name_count, name_sum).
+        for k in ["count", "sum"] where !quantiles.isEmpty {
+            if let v = row[k] { out += "\(name)_\(k) \(promNumber(v))\n" }
+        }
+        for k in row.keys.sorted() where quantile(k) == nil && (quantiles.isEmpty || (k != "count" && k != "sum")) {
             let extra = name + "_" + metricName(k)
             family(extra, "gauge", "slmd \(key) \(k).")
             out += "\(extra) \(promNumber(row[k]!))\n"
@@ -155,6 +159,35 @@ let metricHelp: [String: String] = [
     "prompt_tokens_total": "Prompt tokens processed.",
     "cancelled_total": "Generations cancelled by a client.",
     "queue_depth": "Requests waiting for a generation slot.",
+    "requests_admitted": "Generation requests admitted by the scheduler.",
+    "prompt_tokens": "Prompt tokens processed.",
+    "generated_tokens": "Tokens generated.",
+    "forward_passes": "Batched forward passes run.",
+    "connections_accepted": "Client connections accepted.",
+    "connections_refused_peer": "Connections refused by the peer allow-list.",
+    "connections_refused_full": "Connections refused because the connection table was full.",
+    "protocol_errors": "Protocol errors answered (bad frames and requests).",
+    "requests_finished_stop": "Generations finished at end of text or a stop string.",
+    "requests_finished_length": "Generations finished at max_tokens or the context end.",
+    "requests_finished_cancelled": "Generations cancelled by a client (cancel or disconnect).",
+    "requests_finished_deadline": "Generations stopped at their deadline.",
+    "requests_finished_error": "Generations that failed.",
+    "requests_refused_busy": "Requests refused because the queue was full.",
+    "requests_refused_over_memory_budget": "Requests refused by the memory budget.",
+    "requests_refused_context_overflow": "Requests refused because the prompt did not fit the context.",
+    "requests_refused_shutting_down": "Requests refused while draining.",
+    "requests_refused_bad_request": "Requests refused as invalid.",
+    "active": "Generations running now.",
+    "queued": "Requests waiting for a generation slot.",
+    "kv_bytes_in_use": "KV cache bytes reserved by running generations.",
+    "kv_bytes_peak": "Peak KV cache bytes reserved.",
+    "memory_budget_bytes": "Memory budget for KV caches and scratch in bytes.",
+    "scratch_bytes": "Scratch buffer bytes.",
+    "rss_anon_bytes": "Anonymous resident memory of the daemon in bytes.",
+    "rss_file_bytes": "File-backed resident memory (mapped model weights) in bytes.",
+    "uptime_seconds": "Seconds since the daemon started.",
+    "threads": "Compute threads.",
+    "connections": "Open client connections.",
     "in_flight": "Generations running now.",
     "memory_bytes": "Memory in use by the daemon in bytes.",
     "ttft_ms": "Time to first token in milliseconds.",

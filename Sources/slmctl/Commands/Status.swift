@@ -73,21 +73,35 @@ func statusSummary(status: JSONObject, info: ServerInfo, stats: SLMProtocol.Stat
     if let active { load.append("\(fmt(active, 0)) active") }
     if let queued { load.append("\(fmt(queued, 0)) queued") }
     var caps: [String] = []
-    if let c = info.limits["max_concurrent"] { caps.append("max \(c.text) concurrent") }
-    if let q = info.limits["max_queue"] { caps.append("\(q.text) queued") }
+    if let c = info.limits["max_concurrent"] ?? info.limits["max_sequences"] { caps.append("max \(c.text) concurrent") }
+    if let q = info.limits["max_queue"] ?? info.limits["max_queued"] { caps.append("\(q.text) queued") }
     if !load.isEmpty || !caps.isEmpty {
         lines.append(("Requests", load.joined(separator: ", ") + (caps.isEmpty ? "" : " (\(caps.joined(separator: ", ")))")))
     }
-    if let total = stats.counters["requests_total"] {
-        var parts = ["\(total) total"]
-        for (key, label) in [("errors_total", "errors"), ("cancelled_total", "cancelled"), ("requests_cancelled_total", "cancelled")] {
-            if let v = stats.counters[key] { parts.append("\(v) \(label)") }
-        }
-        lines.append(("Served", parts.joined(separator: ", ")))
+    if let c = number("connections") { lines.append(("Clients", "\(fmt(c, 0)) connected")) }
+    // Served: requests by outcome, from the stats counters (`requests_total`, or slmd's
+    // `requests_admitted` / `requests_finished_<reason>` / `requests_refused_<code>`).
+    var served: [String] = []
+    if let total = stats.counters["requests_total"] { served.append("\(total) total") }
+    if let admitted = stats.counters["requests_admitted"] ?? number("requests_admitted").map({ Int64($0) }) {
+        used.insert("requests_admitted")
+        served.append("\(admitted) admitted")
     }
+    for key in stats.counters.keys.sorted() where key.hasPrefix("requests_finished_") || key.hasPrefix("requests_refused_") {
+        guard let v = stats.counters[key], v > 0 else { continue }
+        let outcome = key.hasPrefix("requests_finished_") ? String(key.dropFirst("requests_finished_".count))
+            : "refused " + key.dropFirst("requests_refused_".count)
+        served.append("\(v) \(outcome)")
+    }
+    for (key, label) in [("errors_total", "errors"), ("cancelled_total", "cancelled")] {
+        if let v = stats.counters[key] { served.append("\(v) \(label)") }
+    }
+    if !served.isEmpty { lines.append(("Served", served.joined(separator: ", "))) }
 
-    let generated = stats.counters["tokens_generated_total"] ?? number("tokens_generated", "tokens_generated_total").map { Int64($0) }
-    let prompted = stats.counters["prompt_tokens_total"] ?? number("prompt_tokens", "prompt_tokens_total").map { Int64($0) }
+    let generated = number("generated_tokens", "tokens_generated", "tokens_generated_total").map { Int64($0) }
+        ?? stats.counters["tokens_generated_total"] ?? stats.counters["generated_tokens"]
+    let prompted = number("prompt_tokens", "prompt_tokens_total").map { Int64($0) }
+        ?? stats.counters["prompt_tokens_total"] ?? stats.counters["prompt_tokens"]
     if generated != nil || prompted != nil {
         var parts: [String] = []
         if let generated { parts.append("\(generated) generated") }
@@ -95,15 +109,25 @@ func statusSummary(status: JSONObject, info: ServerInfo, stats: SLMProtocol.Stat
         lines.append(("Tokens", parts.joined(separator: ", ")))
     }
 
-    if let mem = number("memory_bytes", "rss_bytes") ?? stats.gauges["memory_bytes"] {
-        var text = formatBytes(mem)
-        if let budget = number("memory_budget_bytes", "budget_bytes") ?? stats.gauges["memory_budget_bytes"] {
-            text += " (budget \(formatBytes(budget)))"
-        }
-        if let peak = number("memory_peak_bytes", "peak_rss_bytes") { text += ", peak \(formatBytes(peak))" }
+    var memory: [String] = []
+    if let mem = number("memory_bytes", "rss_bytes") ?? stats.gauges["memory_bytes"] { memory.append(formatBytes(mem)) }
+    if let anon = number("rss_anon_bytes") {
+        var text = "\(formatBytes(anon)) anonymous"
+        if let file = number("rss_file_bytes") { text += " + \(formatBytes(file)) mapped" }
+        memory.append(text)
+    }
+    if let kv = number("kv_bytes_in_use") { memory.append("KV cache \(formatBytes(kv))") }
+    if let budget = number("memory_budget_bytes", "budget_bytes") ?? stats.gauges["memory_budget_bytes"] {
+        memory.append("budget \(formatBytes(budget))")
+    }
+    if let peak = number("memory_peak_bytes", "peak_rss_bytes") { memory.append("peak \(formatBytes(peak))") }
+    if !memory.isEmpty {
+        // "100.0 MiB (budget 1.0 GiB)" when there is one figure, else a list.
+        let text = memory.count == 2 && memory[1].hasPrefix("budget ") ? "\(memory[0]) (\(memory[1]))" : memory.joined(separator: ", ")
         lines.append(("Memory", text))
     }
-    if let k = value("kernel_path", "kernels", "kernel") { lines.append(("Kernels", k.text)) }
+    if let k = value("kernel_path", "kernels", "kernel") ?? info.limits["kernel_path"] { lines.append(("Kernels", k.text)) }
+    _ = value("version")  // already on the Server line
     if let t = value("threads") { lines.append(("Threads", t.text)) }
 
     for key in status.keys.sorted() where !used.contains(key) && status[key] != .null {
