@@ -41,17 +41,22 @@ func humanStats(_ s: SLMProtocol.Stats) -> String {
     }
     if !s.gauges.isEmpty {
         out += "gauges:\n"
-        for k in s.gauges.keys.sorted() { out += "  \(k) \(promNumber(s.gauges[k]!))\n" }
+        for k in s.gauges.keys.sorted() { out += "  \(k) \(humanNumber(s.gauges[k]!))\n" }
     }
     if !s.percentiles.isEmpty {
         out += "percentiles:\n"
         for k in s.percentiles.keys.sorted() {
             let row = s.percentiles[k]!
-            let cells = row.keys.sorted(by: quantileOrder).map { "\($0) \(promNumber(row[$0]!))" }
+            let cells = row.keys.sorted(by: quantileOrder).map { "\($0) \(humanNumber(row[$0]!))" }
             out += "  \(k) " + cells.joined(separator: "  ") + "\n"
         }
     }
     return out.isEmpty ? "(no statistics)\n" : out
+}
+
+/// Integral values as integers, others with two decimals (Prometheus output keeps full precision).
+func humanNumber(_ x: Double) -> String {
+    x == x.rounded() && abs(x) < 1e15 ? String(Int64(x)) : fmt(x, 2)
 }
 
 // MARK: - Prometheus text format

@@ -55,7 +55,8 @@ func statusSummary(status: JSONObject, info: ServerInfo, stats: SLMProtocol.Stat
     lines.append(("State", state))
     lines.append(("Server", "slmd \(info.serverVersion), protocol \(info.protocolVersion), socket \(socket)"))
 
-    var modelText = info.model["name"]?.text ?? value("model").map(\.text) ?? "unknown"
+    let statusModel = value("model")
+    var modelText = info.model["name"]?.text ?? statusModel.map(\.text) ?? "unknown"
     if case .object(let m)? = status["model"] { used.insert("model"); modelText = m["name"]?.text ?? modelText }
     var details: [String] = []
     if let a = info.model["architecture"] { details.append(a.text) }
