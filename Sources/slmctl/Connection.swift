@@ -23,6 +23,8 @@ enum ConnectionError: Error {
     /// The server sent bytes that are not a valid frame, or a frame that does not decode.
     /// `code` is the decoder's error code (`unsupported_version` for frames of another version).
     case protocolViolation(String, code: ErrorCode?)
+    /// Ctrl-C while waiting for the answer to a quick request.
+    case interrupted
 }
 
 /// The terminal frame of a request: its reply or its error.
@@ -178,9 +180,9 @@ final class Connection {
         let id = makeID()
         try send(Request(id: id, body))
         while true {
-            switch try receive(timeout: timeout, interruptible: false) {
+            switch try receive(timeout: timeout) {
             case .interrupted:
-                continue
+                throw .interrupted  // nothing worth cancelling: closing the connection is enough
             case .message(let m):
                 switch m {
                 case .reply(let r) where r.id == id: return .reply(r)

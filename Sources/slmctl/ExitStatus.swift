@@ -122,6 +122,8 @@ struct CtlFailure: Error, CustomStringConvertible {
                               : "slmd closed the connection before answering")
         case .timeout(let seconds):
             return CtlFailure(ExitStatus.failure, "no answer from slmd within \(formatSeconds(seconds)) (see --timeout)")
+        case .interrupted:
+            return CtlFailure(ExitStatus.cancelled, "interrupted")
         case .protocolViolation(let text, let code):
             if code == .unsupportedVersion {
                 return CtlFailure(ExitStatus.versionMismatch, "protocol version mismatch: \(text)")

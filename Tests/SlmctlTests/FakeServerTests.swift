@@ -212,6 +212,19 @@ final class FakeServerTests: XCTestCase {
         XCTAssertEqual(r.stderr, "slmctl: cancelled\n")
     }
 
+    /// Ctrl-C while a quick request waits (here: a daemon that never answers) exits 130 at once.
+    func testCtrlCDuringQuickRequest() throws {
+        let server = try FakeServer(handler: { _, _ in })
+        let start = Date()
+        let r = try run(server, ["status", "--timeout", "20"]) { running in
+            XCTAssertTrue(waitUntil { server.requests.contains { $0.body.op == .status } })
+            running.interrupt()
+        }
+        XCTAssertEqual(r.status, 130)
+        XCTAssertEqual(r.stderr, "slmctl: interrupted\n")
+        XCTAssertLessThan(Date().timeIntervalSince(start), 10)
+    }
+
     // MARK: Other verbs
 
     func testTokenizeDetokenize() throws {
@@ -312,7 +325,7 @@ final class FakeServerTests: XCTestCase {
         var r = try run(server, ["stats"])
         XCTAssertEqual(r.status, 0, r.stderr)
         XCTAssertTrue(r.stdout.contains("counters:\n  cancelled 2\n"), r.stdout)
-        XCTAssertTrue(r.stdout.contains("  ttft_ms p50 40  p90 80.5  p99 120  max 130\n"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("  ttft_ms p50 40  p90 80.50  p99 120  max 130\n"), r.stdout)
         r = try run(server, ["stats", "--json"])
         XCTAssertTrue(r.stdout.hasPrefix("{\"counters\":{"), r.stdout)
     }
