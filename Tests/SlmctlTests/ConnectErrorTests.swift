@@ -5,6 +5,8 @@ import XCTest
 /// Exit 3 and 4 with the messages a user needs when the daemon is not there or the
 /// socket is not theirs.
 final class ConnectErrorTests: XCTestCase {
+    override func tearDown() { FakeServer.stopAll() }
+
     static let notRunning = "slmd is not running: no socket at"
     static let advice = "(start it with `systemctl start slmd.socket` or `slmd serve --socket PATH`; set SLMD_SOCKET or --socket to use another path)"
 

@@ -5,6 +5,8 @@ import XCTest
 
 /// slmctl against a fake daemon speaking the real protocol (SLMProtocol frames).
 final class FakeServerTests: XCTestCase {
+    override func tearDown() { FakeServer.stopAll() }
+
     func run(_ server: FakeServer, _ args: [String], stdin: String? = nil, timeout: Double = 30,
              whileRunning: ((Slmctl.Running) throws -> Void)? = nil) throws -> RunResult {
         try Slmctl.run(args, env: ["SLMD_SOCKET": server.socketPath], stdin: stdin, timeout: timeout, whileRunning: whileRunning)

@@ -138,6 +138,18 @@ final class FakeServer: @unchecked Sendable {
         guard rc == 0, listen(listenFD, 16) == 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
         let t = Thread { [self] in acceptLoop() }
         t.start()
+        Self.liveLock.withLock { Self.live.append(self) }
+    }
+
+    // The accept thread keeps a server alive, so deinit never runs: tests stop them all
+    // in tearDown (closing the listener ends the thread, removing the temporary directory).
+    nonisolated(unsafe) private static var live: [FakeServer] = []
+    private static let liveLock = NSLock()
+
+    /// Stops every server created so far (call from tearDown).
+    static func stopAll() {
+        let servers = liveLock.withLock { () -> [FakeServer] in defer { live = [] }; return live }
+        for s in servers { s.stop() }
     }
 
     deinit { stop() }
