@@ -64,7 +64,7 @@ let package = Package(
         .testTarget(name: "SLMEngineTests", dependencies: ["SLMEngine", "SLMModel"]),
         .testTarget(name: "SLMServerTests", dependencies: ["SLMServer", "SLMProtocol"]),
         // Runs the built slmctl binary (found beside the test bundle) against a fake server
-        // and, once it exists, the real daemon; links only the protocol.
+        // and against `slmd serve` with the real model; links only the protocol.
         .testTarget(name: "SlmctlTests", dependencies: ["SLMProtocol"]),
     ],
     swiftLanguageModes: [.v6]
