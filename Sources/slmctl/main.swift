@@ -1,2 +1,0 @@
-import SLMProtocol
-print("slmctl: not implemented yet")

@@ -1,0 +1,199 @@
+import Foundation
+import Glibc
+import SLMProtocol
+import XCTest
+
+/// slmctl against the real `slmd serve` and the real model (built beside the test bundle
+/// by `swift build --build-tests`). A missing model fails with instructions, never skips.
+final class DaemonE2ETests: XCTestCase {
+    /// A private `slmd serve` on a temporary socket.
+    final class Daemon {
+        let process = Process()
+        let socket: String
+        let dir: String
+        let stderr = Pipe()
+
+        init(settings: [String] = []) throws {
+            let model = Self.modelPath
+            guard FileManager.default.fileExists(atPath: model) else {
+                XCTFail("model file not found at \(model): run scripts/fetch-model (or set SLMD_MODEL to a copy of SmolLM2-135M-Instruct.Q4_1.gguf)")
+                throw Unavailable()
+            }
+            let slmd = URL(fileURLWithPath: try Slmctl.path).deletingLastPathComponent().appendingPathComponent("slmd").path
+            guard FileManager.default.isExecutableFile(atPath: slmd) else {
+                XCTFail("slmd binary not found at \(slmd): swift build -c release --build-tests -Xswiftc -enable-testing")
+                throw Unavailable()
+            }
+            dir = "/tmp/slmctl-e2e-\(UInt32.random(in: 0...UInt32.max))"
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            socket = dir + "/slmd.sock"
+            // An empty config file so /etc/slmd/slmd.conf on this machine cannot change the defaults.
+            let config = dir + "/slmd.conf"
+            FileManager.default.createFile(atPath: config, contents: Data("# defaults\n".utf8))
+            process.executableURL = URL(fileURLWithPath: slmd)
+            var args = ["serve", "--socket", socket, "--model", model, "--threads", "2", "--config", config,
+                        "--set", "warm_up=false"]
+            for s in settings { args += ["--set", s] }
+            process.arguments = args
+            var env = ProcessInfo.processInfo.environment
+            for k in ["NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "INVOCATION_ID", "JOURNAL_STREAM"] { env[k] = nil }
+            process.environment = env
+            process.standardError = stderr
+            process.standardOutput = FileHandle.nullDevice
+            try process.run()
+            let ready = waitUntil(timeout: 60) { (try? Slmctl.run(["ping", "-q", "--socket", self.socket]))?.status == 0 || !self.process.isRunning }
+            guard ready, process.isRunning else {
+                let text = String(decoding: stderr.fileHandleForReading.availableData, as: UTF8.self)
+                XCTFail("slmd serve did not come up: \(text)")
+                throw Unavailable()
+            }
+        }
+
+        static var modelPath: String {
+            let env = ProcessInfo.processInfo.environment
+            if let p = env["SLMD_MODEL"], !p.isEmpty { return p }
+            let cache = env["XDG_CACHE_HOME"] ?? ((env["HOME"] ?? NSHomeDirectory()) + "/.cache")
+            return (env["SLMD_MODEL_DIR"] ?? cache + "/slmd/models") + "/SmolLM2-135M-Instruct.Q4_1.gguf"
+        }
+
+        func stop() {
+            if process.isRunning {
+                process.terminate()
+                process.waitUntilExit()
+            }
+            try? FileManager.default.removeItem(atPath: dir)
+        }
+
+        deinit { stop() }
+    }
+
+    struct Unavailable: Error {}
+
+    var daemon: Daemon!
+
+    override func setUpWithError() throws { daemon = try Daemon() }
+    override func tearDown() { daemon?.stop() }
+
+    func run(_ args: [String], stdin: String? = nil, timeout: Double = 120,
+             whileRunning: ((Slmctl.Running) throws -> Void)? = nil) throws -> RunResult {
+        try Slmctl.run(args, env: ["SLMD_SOCKET": daemon.socket], stdin: stdin, timeout: timeout, whileRunning: whileRunning)
+    }
+
+    func stats() throws -> SLMProtocol.Stats {
+        let r = try run(["stats", "--json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        guard case .stats(let s) = try Reply(payload: Array(r.stdout.utf8)).body else { throw Unavailable() }
+        return s
+    }
+
+    func testStreamingMatchesJSONAndNoStream() throws {
+        let args = ["complete", "The capital of France is", "--max-tokens", "12", "--temperature", "0"]
+        let plain = try run(args)
+        XCTAssertEqual(plain.status, 0, plain.stderr)
+        XCTAssertFalse(plain.stdout.isEmpty)
+
+        let json = try run(args + ["--json"])
+        XCTAssertEqual(json.status, 0, json.stderr)
+        let lines = json.stdout.split(separator: "\n").map { try? JSONValue.parse(Array($0.utf8)) }
+        XCTAssertGreaterThan(lines.count, 1)
+        var text = ""
+        var lastCount: Int64 = 0
+        for case .object(let m)? in lines.dropLast() {
+            XCTAssertEqual(m["event"], "token")
+            if case .string(let s)? = m["text"] { text += s }
+            if case .int(let c)? = m["token_count"] { XCTAssertGreaterThan(c, lastCount); lastCount = c }
+        }
+        guard case .object(let final)?? = lines.last else { return XCTFail(json.stdout) }
+        XCTAssertEqual(final["op"], "complete")
+        XCTAssertTrue(final["finish_reason"] == "length" || final["finish_reason"] == "stop", "\(final)")
+        XCTAssertEqual(text, plain.stdout, "greedy streams agree")
+
+        let whole = try run(args + ["--no-stream", "-v"])
+        XCTAssertEqual(whole.status, 0, whole.stderr)
+        XCTAssertEqual(whole.stdout, plain.stdout)
+        XCTAssertTrue(whole.stderr.hasPrefix("["), whole.stderr)
+        XCTAssertTrue(whole.stderr.contains("tok/s"), whole.stderr)
+    }
+
+    func testChatAndStdin() throws {
+        let r = try run(["chat", "--system", "You are terse.", "-", "--max-tokens", "8", "--temperature", "0"], stdin: "Say hello.")
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertFalse(r.stdout.isEmpty)
+    }
+
+    func testPingStatusVersion() throws {
+        var r = try run(["ping"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.hasPrefix("slmd "), r.stdout)
+        XCTAssertTrue(r.stdout.contains(" is alive at \(daemon.socket): ping "), r.stdout)
+        XCTAssertEqual(try run(["health", "-q"]).status, 0)
+
+        r = try run(["status"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        for key in ["● slmd - small language model daemon", "State: running", "Model: ", "Uptime: ", "Requests: 0 active, 0 queued",
+                    "Memory: ", "Kernels: ", "Threads: 2", "socket \(daemon.socket)"] {
+            XCTAssertTrue(r.stdout.contains(key), "status lacks \(key):\n\(r.stdout)")
+        }
+        r = try run(["version"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.hasPrefix("slmctl 0.1.0 (protocol 1)\nslmd "), r.stdout)
+    }
+
+    func testTokenizeRoundTrip() throws {
+        let t = try run(["tokenize", "Hello world"])
+        XCTAssertEqual(t.status, 0, t.stderr)
+        let ids = t.stdout.split(whereSeparator: { $0 == " " || $0 == "\n" }).map(String.init)
+        XCTAssertFalse(ids.isEmpty)
+        XCTAssertTrue(ids.allSatisfy { Int($0) != nil }, t.stdout)
+        let d = try run(["detokenize"] + ids)
+        XCTAssertEqual(d.status, 0, d.stderr)
+        XCTAssertEqual(d.stdout, "Hello world")
+        // Out-of-vocabulary id: bad_field → 7.
+        let bad = try run(["detokenize", "2000000000"])
+        XCTAssertEqual(bad.status, 7, bad.stderr)
+        XCTAssertTrue(bad.stderr.contains("bad_field"), bad.stderr)
+    }
+
+    func testBadRequestFromServerCaps() throws {
+        // Above the daemon's max_tokens (512 by default): the server's bad_field → 7.
+        let r = try run(["complete", "x", "--max-tokens", "100000"])
+        XCTAssertEqual(r.status, 7, r.stderr)
+        XCTAssertTrue(r.stderr.hasPrefix("slmctl: slmd: bad_field: "), r.stderr)
+    }
+
+    func testStatsPrometheus() throws {
+        XCTAssertEqual(try run(["complete", "Hi", "--max-tokens", "4"]).status, 0)
+        let r = try run(["stats", "--prometheus"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        for key in ["# TYPE slmd_generated_tokens_total counter", "# TYPE slmd_active gauge", "# TYPE slmd_ttft_ms summary",
+                    "slmd_ttft_ms{quantile=\"0.5\"} ", "slmd_ttft_ms_count 1"] {
+            XCTAssertTrue(r.stdout.contains(key), "lacks \(key):\n\(r.stdout)")
+        }
+        try assertPrometheusWellFormed(r.stdout)
+    }
+
+    /// Ctrl-C in the middle of a long generation: slmctl cancels it, exits 130, and the
+    /// daemon counts a cancelled generation.
+    func testCtrlCCancelsOnTheDaemon() throws {
+        let before = try stats().counters["requests_finished_cancelled"] ?? 0
+        let start = Date()
+        let r = try run(["complete", "Count: 1, 2, 3, 4, 5, 6, 7,", "--max-tokens", "500", "--temperature", "0"]) { running in
+            XCTAssertTrue(waitUntil(timeout: 60) { running.stdout.count > 8 }, "no tokens streamed")
+            running.interrupt()
+        }
+        XCTAssertEqual(r.status, 130, r.stderr)
+        XCTAssertEqual(r.stderr, "slmctl: cancelled\n")
+        XCTAssertLessThan(Date().timeIntervalSince(start), 60)
+        let after = try stats()
+        XCTAssertEqual(after.counters["requests_finished_cancelled"], before + 1, "\(after.counters)")
+        XCTAssertEqual(after.gauges["active"], 0)
+    }
+
+    func testBenchAgainstDaemon() throws {
+        let r = try run(["bench", "-c", "2", "-n", "4", "--max-tokens", "8", "--prompt", "Once upon a time"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("requests    4 ok, 0 failed"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("ttft ms     p50 "), r.stdout)
+        XCTAssertTrue(r.stdout.contains("aggregate   "), r.stdout)
+    }
+}
