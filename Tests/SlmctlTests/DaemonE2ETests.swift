@@ -115,6 +115,30 @@ final class DaemonE2ETests: XCTestCase {
         XCTAssertTrue(whole.stderr.contains("tok/s"), whole.stderr)
     }
 
+    func testSuggestAndChooseJSON() throws {
+        let r = try run(["suggest", "-n", "3", "--max-tokens", "6", "--json", "Turn on the kitchen li"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        guard case .object(let obj)? = try? JSONValue.parse(Array(r.stdout.utf8)),
+              case .array(let items)? = obj["suggestions"] else { return XCTFail(r.stdout) }
+        XCTAssertFalse(items.isEmpty)
+        var probs: [Double] = []
+        for case .object(let s) in items {
+            guard case .string? = s["text"] else { return XCTFail("text missing: \(s)") }
+            if case .double(let p)? = s["prob"] { probs.append(p) }
+        }
+        XCTAssertEqual(probs, probs.sorted(by: >))
+
+        let c = try run(["choose", "--prompt", "Review: It broke after one day. Awful.\nSentiment:",
+                         "--option", " positive", "--option", " negative", "--json"])
+        XCTAssertEqual(c.status, 0, c.stderr)
+        guard case .object(let ch)? = try? JSONValue.parse(Array(c.stdout.utf8)) else { return XCTFail(c.stdout) }
+        XCTAssertEqual(ch["best"], " negative")
+        guard case .array(let opts)? = ch["options"] else { return XCTFail(c.stdout) }
+        XCTAssertEqual(opts.count, 2)
+        let bad = try run(["suggest", "-n", "9", "x"])
+        XCTAssertEqual(bad.status, 2)
+    }
+
     func testChatAndStdin() throws {
         let r = try run(["chat", "--system", "You are terse.", "-", "--max-tokens", "8", "--temperature", "0"], stdin: "Say hello.")
         XCTAssertEqual(r.status, 0, r.stderr)
