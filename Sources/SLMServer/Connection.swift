@@ -55,4 +55,35 @@ final class Connection: Sendable {
     }
 
     var hasOutput: Bool { shared.withLock { $0.outbox.count > $0.sent } }
+
+    enum Reservation { case ok, duplicate, full }
+
+    /// Claims `id` for a request about to be submitted, so a duplicate is caught even while
+    /// the first is being handed to the engine.
+    func reserve(_ id: RequestID, limit: Int) -> Reservation {
+        shared.withLock { s in
+            if s.inflight[id] != nil || s.reserved.contains(id) { return .duplicate }
+            if s.inflight.count + s.reserved.count >= limit { return .full }
+            s.reserved.insert(id)
+            return .ok
+        }
+    }
+
+    /// Records the submitted request's handle; returns true when the connection closed in
+    /// the meantime (the caller cancels the request).
+    func register(_ id: RequestID, _ handle: RequestHandle) -> Bool {
+        shared.withLock { s in
+            s.reserved.remove(id)
+            // A request can finish on the engine thread before it is registered here.
+            if s.finishedEarly.remove(id) == nil && !s.closed { s.inflight[id] = handle }
+            return s.closed
+        }
+    }
+
+    func unreserve(_ id: RequestID) {
+        shared.withLock { s in
+            s.reserved.remove(id)
+            s.finishedEarly.remove(id)
+        }
+    }
 }

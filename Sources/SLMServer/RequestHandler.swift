@@ -144,22 +144,6 @@ final class RequestHandler: @unchecked Sendable {
         let request = GenerationRequest(promptIDs: promptIDs,
                                         options: GenerationOptions(maxTokens: maxTokens, sampling: sampling, stop: o.stop),
                                         deadline: deadline, stream: o.stream, session: o.session)
-        // Reserve the id before submitting so a duplicate is caught even while the first
-        // request is being handed to the engine.
-        enum Reservation { case ok, duplicate, full }
-        let reservation: Reservation = c.shared.withLock { s in
-            if s.inflight[id] != nil || s.reserved.contains(id) { return .duplicate }
-            if s.inflight.count + s.reserved.count >= config.maxInflightPerConnection { return .full }
-            s.reserved.insert(id)
-            return .ok
-        }
-        switch reservation {
-        case .ok: break
-        case .duplicate: return fail(.duplicateID, "a request with id \(id) is still in flight on this connection")
-        case .full:
-            return fail(.busy, "this connection already has \(config.maxInflightPerConnection) requests in flight (max_inflight_per_connection)")
-        }
-
         let counter = TokenCounter()
         let server = self.server
         let logger = self.logger
@@ -178,55 +162,40 @@ final class RequestHandler: @unchecked Sendable {
             }
             server?.wake()
         }
-        do {
-            let handle = try engine.submit(request, sink: sink)
-            let closed = c.shared.withLock { s in
-                s.reserved.remove(id)
-                // A request can finish on the engine thread before it is registered here.
-                if s.finishedEarly.remove(id) == nil && !s.closed { s.inflight[id] = handle }
-                return s.closed
-            }
-            if closed { engine.cancel(handle) }
-        } catch {
-            c.shared.withLock { s in
-                s.reserved.remove(id)
-                s.finishedEarly.remove(id)
-            }
-            fail(Self.code(error), error.description)
-        }
+        track(id: id, on: c) { () throws(EngineError) in try engine.submit(request, sink: sink) }
     }
 
-    /// Registers and submits a short job (suggest, choose) whose single result ends the request.
+    /// Submits a short job (suggest, choose) whose single result ends the request.
     private func runJob(id: RequestID, on c: Connection,
                         _ submit: (@escaping @Sendable (JobOutcome) -> Void) throws(EngineError) -> RequestHandle) {
-        let reservation: Bool = c.shared.withLock { s in
-            if s.inflight[id] != nil || s.reserved.contains(id) { return false }
-            s.reserved.insert(id)
-            return true
-        }
-        guard reservation else {
-            c.enqueue(ErrorMessage(id: id, code: .duplicateID, message: "a request with id \(id) is still in flight on this connection").frame())
-            return
-        }
         let server = self.server
         let completion: @Sendable (JobOutcome) -> Void = { [weak c] outcome in
             guard let c else { return }
             c.enqueue(Self.jobFrame(id: id, outcome), finishing: id)
             server?.wake()
         }
+        track(id: id, on: c) { () throws(EngineError) in try submit(completion) }
+    }
+
+    /// Runs `submit` with `id` reserved on the connection and registers the handle, so
+    /// ids are unique while in flight, the per-connection cap holds, and a disconnect
+    /// cancels the request.
+    private func track(id: RequestID, on c: Connection, _ submit: () throws(EngineError) -> RequestHandle) {
+        switch c.reserve(id, limit: config.maxInflightPerConnection) {
+        case .ok: break
+        case .duplicate:
+            c.enqueue(ErrorMessage(id: id, code: .duplicateID, message: "a request with id \(id) is still in flight on this connection").frame())
+            return
+        case .full:
+            c.enqueue(ErrorMessage(id: id, code: .busy,
+                                   message: "this connection already has \(config.maxInflightPerConnection) requests in flight (max_inflight_per_connection)").frame())
+            return
+        }
         do {
-            let handle = try submit(completion)
-            let closed = c.shared.withLock { s in
-                s.reserved.remove(id)
-                if s.finishedEarly.remove(id) == nil && !s.closed { s.inflight[id] = handle }
-                return s.closed
-            }
-            if closed { engine.cancel(handle) }
+            let handle = try submit()
+            if c.register(id, handle) { engine.cancel(handle) }
         } catch {
-            c.shared.withLock { s in
-                s.reserved.remove(id)
-                s.finishedEarly.remove(id)
-            }
+            c.unreserve(id)
             c.enqueue(ErrorMessage(id: id, code: Self.code(error), message: error.description).frame())
         }
     }
