@@ -31,6 +31,11 @@ typedef struct slm_impl {
     /* y = f16(y * a) and y = f16(fma(v, a, y)), element-wise (exact on every path). */
     void (*scale_round_f16)(float *y, float a, ptrdiff_t n);
     void (*mad_round_f16)(float a, const uint16_t *v, float *y, ptrdiff_t n);
+    /* Optional (NULL: the generic C loops in kernels.c): Q8 activation quantizer, bit-identical
+     * to the portable one, and a fused attention head with the generic loop's numerics. */
+    void (*quantize_q8)(const float *x, ptrdiff_t cols, int8_t *qs, float *d, float *s, int32_t *isum);
+    void (*attn_f16)(const float *q, const uint16_t *k, const uint16_t *v, ptrdiff_t stride, ptrdiff_t n,
+                     ptrdiff_t d, float scale, float *out);
 } slm_impl;
 
 extern const slm_impl slm_impl_portable;
@@ -42,6 +47,10 @@ extern const slm_impl slm_impl_avx512vnni;
 extern const slm_impl slm_impl_neon;
 extern const slm_impl slm_impl_neon_dotprod;
 #endif
+
+/* The attention head as a loop over the path's f16 helpers (fallback for attn_f16). */
+void slm_attn_f16_generic(const slm_impl *p, const float *q, const uint16_t *k, const uint16_t *v, ptrdiff_t stride,
+                          ptrdiff_t n, ptrdiff_t d, float scale, float *out);
 
 /* Bytes per block and offset of the quants inside a block, per type. */
 static SLM_ALWAYS_INLINE int slm_block_bytes(int type) { return type == SLM_T_Q4_1 ? 20 : type == SLM_T_Q4_0 ? 18 : 34; }

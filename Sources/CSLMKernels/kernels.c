@@ -72,9 +72,30 @@ static void portable_mad_round_f16(float a, const uint16_t *v, float *y, ptrdiff
     for (ptrdiff_t i = 0; i < n; i++) y[i] = slm_f16_to_f32(slm_f32_to_f16_scalar(fmaf(slm_f16_to_f32(v[i]), a, y[i])));
 }
 
+/* The definition (twin of Q8Activations.quantizeRow). rintf rounds to nearest even in the
+ * default rounding mode; |x * id| <= 127 (+ rounding), so the int8 conversion is exact. */
+static void portable_quantize_q8(const float *x, ptrdiff_t cols, int8_t *qs, float *d, float *s, int32_t *isum) {
+    for (ptrdiff_t b = 0; b < cols / SLM_QK; b++) {
+        const float *xb = x + b * SLM_QK;
+        float amax = 0.0f;
+        for (int j = 0; j < SLM_QK; j++) { const float a = fabsf(xb[j]); if (a > amax) amax = a; }
+        const float dd = amax / 127.0f, id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        int32_t sum = 0;
+        for (int j = 0; j < SLM_QK; j++) {
+            const int8_t q = (int8_t)rintf(xb[j] * id);
+            qs[b * SLM_QK + j] = q;
+            sum += q;
+        }
+        d[b] = slm_f16_to_f32(slm_f32_to_f16_scalar(dd));
+        s[b] = slm_f16_to_f32(slm_f32_to_f16_scalar(dd * (float)sum));
+        isum[b] = sum;
+    }
+}
+
 const slm_impl slm_impl_portable = {
     SLM_PATH_PORTABLE, "portable-c", portable_q4_1, portable_q4_0, portable_q8_0,
     portable_dot_f16, portable_axpy_f16, portable_to_f16, portable_scale_round_f16, portable_mad_round_f16,
+    portable_quantize_q8, NULL,
 };
 
 /* ---- dispatch ---- */
@@ -155,11 +176,16 @@ void slm_f32_to_f16(const float *x, uint16_t *out, ptrdiff_t n) { get()->to_f16(
 
 void slm_round_f16(float *y, ptrdiff_t n) { get()->scale_round_f16(y, 1.0f, n); }
 
-/* Online softmax over positions 0..n-1, the value accumulator rounded to f16 after every
- * update: the numerics of llama.cpp's CPU flash attention with an f16 cache. */
-void slm_attn_f16(const float *q, const uint16_t *k, const uint16_t *v, ptrdiff_t stride, ptrdiff_t n,
-                  ptrdiff_t d, float scale, float *out) {
+void slm_quantize_q8(const float *x, ptrdiff_t cols, int8_t *qs, float *d, float *s, int32_t *isum) {
     const slm_impl *p = get();
+    (p->quantize_q8 ? p->quantize_q8 : portable_quantize_q8)(x, cols, qs, d, s, isum);
+}
+
+/* Online softmax over positions 0..n-1, the value accumulator rounded to f16 after every
+ * update: the numerics of llama.cpp's CPU flash attention with an f16 cache. Paths with a
+ * fused head (attn_f16) reproduce this loop bit for bit given their own dot_f16. */
+void slm_attn_f16_generic(const slm_impl *p, const float *q, const uint16_t *k, const uint16_t *v, ptrdiff_t stride,
+                          ptrdiff_t n, ptrdiff_t d, float scale, float *out) {
     for (ptrdiff_t i = 0; i < d; i++) out[i] = 0.0f;
     float m = -INFINITY, sum = 0.0f;
     for (ptrdiff_t j = 0; j < n; j++) {
@@ -177,4 +203,11 @@ void slm_attn_f16(const float *q, const uint16_t *k, const uint16_t *v, ptrdiff_
     }
     const float inv = 1.0f / sum;
     for (ptrdiff_t i = 0; i < d; i++) out[i] *= inv;
+}
+
+void slm_attn_f16(const float *q, const uint16_t *k, const uint16_t *v, ptrdiff_t stride, ptrdiff_t n,
+                  ptrdiff_t d, float scale, float *out) {
+    const slm_impl *p = get();
+    if (p->attn_f16) p->attn_f16(q, k, v, stride, n, d, scale, out);
+    else slm_attn_f16_generic(p, q, k, v, stride, n, d, scale, out);
 }

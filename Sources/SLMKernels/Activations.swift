@@ -1,3 +1,5 @@
+import CSLMKernels
+
 /// Activations quantized per 32-element block to int8, the way llama.cpp feeds its
 /// Q4/Q8 matmuls (Q8_0 for Q8_0/Q4_0 weights, Q8_1 with the block sum for Q4_1).
 ///
@@ -55,8 +57,17 @@ public final class Q8Activations: @unchecked Sendable {
     /// concurrently from different threads.
     @inlinable
     public func quantize(token t: Int, from x: UnsafePointer<Float>) {
-        Q8Activations.quantizeRow(x, cols: cols, qs: qs + t * cols, d: d + t * cols / QK,
-                                  s: s + t * cols / QK, isum: isum + t * cols / QK)
+        quantize(token: t, columns: 0..<cols, from: x)
+    }
+
+    /// Quantizes columns `columns` (whole blocks) of token `t`'s row from `x` (which points at
+    /// the row's first column, not at `columns.lowerBound`). Disjoint blocks may be quantized
+    /// concurrently. Runs `slm_quantize_q8` (bit-identical to `quantizeRow`).
+    @inlinable
+    public func quantize(token t: Int, columns: Range<Int>, from x: UnsafePointer<Float>) {
+        precondition(columns.lowerBound % QK == 0 && columns.upperBound % QK == 0 && columns.upperBound <= cols)
+        let o = t * cols + columns.lowerBound
+        slm_quantize_q8(x + columns.lowerBound, columns.count, qs + o, d + o / QK, s + o / QK, isum + o / QK)
     }
 
     /// The reference block quantizer. Matches ggml's x86 path: `d = amax/127`, values

@@ -39,6 +39,7 @@ public final class Runner: @unchecked Sendable {
     let up: UnsafeMutablePointer<Float>       // [B][F]
     let logitsBuffer: UnsafeMutablePointer<Float>  // [maxLogits][V] (only rows that asked)
     let act: Q8Activations                    // [B][max(E,F)] int8 copy of the matmul input
+    let act2: Q8Activations                   // [B][F] int8 gate (filled while `act` is read)
     let qh: UnsafeMutablePointer<Float>       // [threads][D] f16-rounded query head
     let ropeCos: UnsafeMutablePointer<Float>  // [T][ropeDims/2]
     let ropeSin: UnsafeMutablePointer<Float>  // [T][ropeDims/2]
@@ -69,7 +70,8 @@ public final class Runner: @unchecked Sendable {
         qh = buffer(pool.threadCount * D)
         ropeCos = buffer(T * R); ropeSin = buffer(T * R)
         act = Q8Activations(capacityTokens: B, capacityCols: max(E, F))
-        scratchBytes = total + act.bytes
+        act2 = Q8Activations(capacityTokens: B, capacityCols: F)
+        scratchBytes = total + act.bytes + act2.bytes
 
         // RoPE angles for every position: theta_i = pos · base^(-2i/dims), accumulated by
         // multiplication as ggml does so the rounding matches.
@@ -93,7 +95,7 @@ public final class Runner: @unchecked Sendable {
                                     maxLogits: Int) -> Int {
         let floats = B * (4 * c.embeddingLength + 2 * c.kvDim + 2 * c.feedForwardLength) + maxLogits * c.vocabSize
             + threads * c.headDim + T * c.ropeDimensionCount
-        return floats * 4 + B * max(c.embeddingLength, c.feedForwardLength) * (1 + 12 / QK)
+        return floats * 4 + B * (max(c.embeddingLength, c.feedForwardLength) + c.feedForwardLength) * (1 + 12 / QK)
     }
 
     /// Logits of the `row`-th batch entry that asked for them, valid until the next pass.
@@ -131,12 +133,13 @@ public final class Runner: @unchecked Sendable {
             Dequantize.row(weights.tokenEmbedding, Int(batch.tokens[b]), into: x + b * E)
         }
 
+        // Attention output heads are quantized as they finish (a head is whole 32-blocks).
+        let fuseAttnQuant = D % QK == 0
         for (l, layer) in weights.layers.enumerated() {
             // ── Attention block ──────────────────────────────────────────────────────
-            // xb = rmsnorm(x) · attn_norm                                    xb: [B][E]
-            rmsNorm(rows: B, x, layer.attnNorm, into: xb)
+            // xb = rmsnorm(x) · attn_norm, quantized into act                 xb: [B][E]
+            normQuantize(rows: B, layer.attnNorm)
             // q = xb·Wqᵀ, k = xb·Wkᵀ, v = xb·Wvᵀ in one parallel region     q: [B][E], k,v: [B][KV]
-            quantize(xb, rows: B, cols: E)
             project(Projection(layer.wq, q, E), Projection(layer.wk, k, KV), Projection(layer.wv, v, KV), input: xb, rows: B)
 
             // RoPE on q and k, then k and v go into each sequence's cache as f16.
@@ -150,7 +153,9 @@ public final class Runner: @unchecked Sendable {
             }
 
             // att[b][h] = softmax(q_h · K_{0...pos}ᵀ / √D) · V_{0...pos}       att: [B][E]
+            // and its int8 copy into act, head by head (the q/k/v region no longer reads act).
             let scale = 1 / Float(D).squareRoot()
+            act.reset(tokens: B, cols: E)
             pool.run { t in
                 let work = ThreadPool.chunk(B * H, part: t, of: self.pool.threadCount)
                 let qr = self.qh + t * D
@@ -167,40 +172,36 @@ public final class Runner: @unchecked Sendable {
                     Kernels.attentionF16(qr, keys: cache.keyRow(layer: l, position: 0) + kvOff,
                                          values: cache.valueRow(layer: l, position: 0) + kvOff,
                                          stride: KV, count: pos + 1, dim: D, scale: scale, out: self.att + b * E + h * D)
+                    if fuseAttnQuant {
+                        self.act.quantize(token: b, columns: h * D..<(h + 1) * D, from: self.att + b * E)
+                    }
                 }
             }
+            if !fuseAttnQuant { quantize(att, rows: B, cols: E) }
 
-            // x += att·Woᵀ                                                   x: [B][E]
-            quantize(att, rows: B, cols: E)
-            project(Projection(layer.wo, xb, E), input: att, rows: B)
-            addInPlace(x, xb, count: B * E)
+            // x += att·Woᵀ (each thread adds the rows it computed)            x: [B][E]
+            project(Projection(layer.wo, xb, E), input: att, rows: B, addInto: x)
 
             // ── Feed-forward block (SwiGLU) ─────────────────────────────────────────
-            // xb = rmsnorm(x) · ffn_norm
-            rmsNorm(rows: B, x, layer.ffnNorm, into: xb)
-            // gate = xb·Wgateᵀ, up = xb·Wupᵀ                                 gate, up: [B][F]
-            quantize(xb, rows: B, cols: E)
-            project(Projection(layer.wGate, gate, F), Projection(layer.wUp, up, F), input: xb, rows: B)
-            // gate = silu(gate) ⊙ up
-            parallelRows(B) { b in
-                let g = self.gate + b * F, u = self.up + b * F
-                for i in 0..<F { g[i] = g[i] / (1 + expf(-g[i])) * u[i] }
-            }
+            // xb = rmsnorm(x) · ffn_norm, quantized into act
+            normQuantize(rows: B, layer.ffnNorm)
+            // gate = silu(xb·Wgateᵀ) ⊙ xb·Wupᵀ, quantized into act2, in one region: each
+            // thread owns the same whole-block column range of gate and up.  gate, up: [B][F]
+            gateUp(layer, rows: B)
             // x += gate·Wdownᵀ                                               x: [B][E]
-            quantize(gate, rows: B, cols: F)
-            project(Projection(layer.wDown, xb, E), input: gate, rows: B)
-            addInPlace(x, xb, count: B * E)
+            project(Projection(layer.wDown, xb, E), input: gate, rows: B, act: act2, addInto: x)
         }
 
         // ── Output: logits for the entries that asked ────────────────────────────────
         // xb[j] = rmsnorm(x[entry_j]) · output_norm                          xb: [L][E]
         let L = batch.logitCount
         guard L > 0 else { return 0 }
-        for j in 0..<L {
-            rmsNorm(rows: 1, x + batch.logitEntry[j] * E, weights.outputNorm, into: xb + j * E)
+        act.reset(tokens: L, cols: E)
+        parallelRows(L) { j in
+            self.rmsNorm(rows: 1, self.x + batch.logitEntry[j] * E, self.weights.outputNorm, into: self.xb + j * E)
+            self.act.quantize(token: j, from: self.xb + j * E)
         }
         // logits = xb·Woutᵀ                                                  logits: [L][V]
-        quantize(xb, rows: L, cols: E)
         project(Projection(weights.output, logitsBuffer, V), input: xb, rows: L)
         return L
     }
@@ -242,8 +243,45 @@ public final class Runner: @unchecked Sendable {
         parallelRows(rows) { b in self.act.quantize(token: b, from: input + b * cols) }
     }
 
-    private func addInPlace(_ a: UnsafeMutablePointer<Float>, _ b: UnsafePointer<Float>, count: Int) {
-        for i in 0..<count { a[i] += b[i] }
+    /// xb[b] = rmsnorm(x[b]) · w and its int8 copy in `act`, row by row.
+    private func normQuantize(rows B: Int, _ w: UnsafePointer<Float>) {
+        let E = config.embeddingLength
+        act.reset(tokens: B, cols: E)
+        parallelRows(B) { b in
+            self.rmsNorm(rows: 1, self.x + b * E, w, into: self.xb + b * E)
+            self.act.quantize(token: b, from: self.xb + b * E)
+        }
+    }
+
+    /// gate = silu(xb·Wgateᵀ) ⊙ (xb·Wupᵀ) and its int8 copy in `act2`, one parallel region:
+    /// thread t computes columns [lo, hi) (whole 32-blocks) of both products, so it can apply
+    /// SiLU and quantize its blocks without waiting for the other threads.
+    private func gateUp(_ layer: ModelWeights.Layer, rows B: Int) {
+        let F = config.feedForwardLength
+        let act = self.act, act2 = self.act2
+        act2.reset(tokens: B, cols: F)
+        let granule = F % QK == 0 ? QK : F
+        pool.run { t in
+            let r = ThreadPool.chunk(F, part: t, of: self.pool.threadCount, granule: granule)
+            guard !r.isEmpty else { return }
+            @inline(__always) func mul(_ w: WeightMatrix, _ y: UnsafeMutablePointer<Float>) {
+                if w.type.usesQuantizedActivations {
+                    Kernels.matmul(w, act, rows: r, y: y, yStride: F)
+                } else {
+                    Kernels.matmulFloat(w, self.xb, xStride: w.cols, tokens: B, rows: r, y: y, yStride: F)
+                }
+            }
+            mul(layer.wGate, self.gate)
+            mul(layer.wUp, self.up)
+            for b in 0..<B {
+                let g = self.gate + b * F, u = self.up + b * F
+                for i in r { g[i] = g[i] / (1 + expf(-g[i])) * u[i] }
+                if granule == QK { act2.quantize(token: b, columns: r, from: g) }
+            }
+        }
+        if granule != QK {
+            parallelRows(B) { b in act2.quantize(token: b, from: self.gate + b * F) }
+        }
     }
 
     /// Runs `body(row)` for each row, on all threads when there are enough rows to pay for
@@ -269,11 +307,14 @@ public final class Runner: @unchecked Sendable {
     /// Multiplies up to three matrices sharing one input in a single parallel region: the
     /// concatenated rows are split across threads, so q/k/v (or gate/up) cost one barrier.
     /// Quantized weights read `act` (already filled from `input`), float weights `input`.
+    /// With `addInto`, each thread then adds the rows it computed of p0 into `addInto`
+    /// (same row stride): the residual add without a serial pass.
     private func project(_ p0: Projection, _ p1: Projection? = nil, _ p2: Projection? = nil,
-                         input: UnsafePointer<Float>, rows B: Int) {
+                         input: UnsafePointer<Float>, rows B: Int, act: Q8Activations? = nil,
+                         addInto: UnsafeMutablePointer<Float>? = nil) {
         let n0 = p0.w.rows, n1 = p1?.w.rows ?? 0, n2 = p2?.w.rows ?? 0
         let total = n0 + n1 + n2
-        let act = self.act
+        let act = act ?? self.act
         @inline(__always) func run(_ p: Projection, _ lo: Int, _ hi: Int) {
             guard lo < hi else { return }
             if p.w.type.usesQuantizedActivations {
@@ -286,6 +327,15 @@ public final class Runner: @unchecked Sendable {
             // Granule of 16 rows keeps each thread's slice on whole cache lines of output.
             let r = ThreadPool.chunk(total, part: t, of: self.pool.threadCount, granule: 16)
             run(p0, max(r.lowerBound, 0), min(r.upperBound, n0))
+            if let addInto {
+                let lo = max(r.lowerBound, 0), hi = min(r.upperBound, n0)
+                if lo < hi {
+                    for b in 0..<B {
+                        let a = addInto + b * p0.stride, y = p0.y + b * p0.stride
+                        for i in lo..<hi { a[i] += y[i] }
+                    }
+                }
+            }
             if let p1 { run(p1, max(r.lowerBound - n0, 0), min(r.upperBound - n0, n1)) }
             if let p2 { run(p2, max(r.lowerBound - n0 - n1, 0), min(r.upperBound - n0 - n1, n2)) }
         }

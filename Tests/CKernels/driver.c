@@ -15,6 +15,14 @@
 #include <string.h>
 #include <time.h>
 
+#if defined(__x86_64__)
+/* Private to the library (internal.h): the generic attention loop the fused x86 head must match. */
+struct slm_impl;
+extern const struct slm_impl slm_impl_avx2;
+void slm_attn_f16_generic(const struct slm_impl *p, const float *q, const uint16_t *k, const uint16_t *v,
+                          ptrdiff_t stride, ptrdiff_t n, ptrdiff_t d, float scale, float *out);
+#endif
+
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 static uint32_t rnd(void) {  /* xorshift64*: deterministic across hosts */
     rng ^= rng >> 12; rng ^= rng << 25; rng ^= rng >> 27;
@@ -215,7 +223,47 @@ static int test_paths(void) {
             char what[96];
             snprintf(what, sizeof what, "%s attn_f16 rows %d: max diff %g", pname, rows, worst);
             check(worst <= 1e-2, what);
+#if defined(__x86_64__)
+            /* The fused x86 head (both x86 paths use it) is bit-identical to the generic loop
+             * over the AVX2 helpers. */
+            if (path == SLM_PATH_AVX2 || path == SLM_PATH_AVX512VNNI) {
+                float o2[D];
+                slm_attn_f16_generic(&slm_impl_avx2, q, kc + 64, vc + 64, STRIDE, rows, D, 0.125f, o2);
+                snprintf(what, sizeof what, "%s fused attn_f16 rows %d bit-exact", pname, rows);
+                check(memcmp(o1, o2, sizeof o1) == 0, what);
+            }
+#endif
             free(kc); free(vc);
+        }
+        /* Activation quantizer: bit-exact against the portable definition, including zero
+         * blocks, exact .5 ties after scaling and blocks of mixed magnitudes. */
+        for (int rep = 0; rep < 60; rep++) {
+            enum { COLS = 1536 };
+            static float xq[COLS];
+            const int nb = COLS / 32;
+            for (int i = 0; i < COLS; i++) {
+                const int kind = (int)(rnd() % 8);
+                xq[i] = kind == 0 ? 0.0f : kind == 1 ? (float)((int)(rnd() % 255) - 127) * 0.5f
+                      : frand() * ldexpf(1.0f, (int)(rnd() % 20) - 10);
+            }
+            if (rep % 5 == 0) for (int i = 0; i < 32; i++) xq[32 * (rep % nb) + i] = 0.0f;
+            int8_t q0[COLS], q1[COLS];
+            float d0[COLS / 32], d1[COLS / 32], s0[COLS / 32], s1[COLS / 32];
+            int32_t i0[COLS / 32], i1[COLS / 32];
+            slm_kernels_force(SLM_PATH_PORTABLE);
+            slm_quantize_q8(xq, COLS, q0, d0, s0, i0);
+            slm_kernels_force(path);
+            slm_quantize_q8(xq, COLS, q1, d1, s1, i1);
+            int ok = memcmp(q0, q1, sizeof q0) == 0 && memcmp(d0, d1, sizeof d0) == 0 &&
+                     memcmp(s0, s1, sizeof s0) == 0 && memcmp(i0, i1, sizeof i0) == 0;
+            for (int b = 0; b < nb; b++) {  /* isum is the exact sum of the stored values */
+                int32_t t = 0;
+                for (int j = 0; j < 32; j++) t += q0[b * 32 + j];
+                ok &= t == i0[b];
+            }
+            char what[96];
+            snprintf(what, sizeof what, "%s quantize_q8 rep %d", pname, rep);
+            check(ok, what);
         }
         printf("path %-20s %s\n", pname, failed == before ? "ok" : "MISMATCH");
     }

@@ -114,6 +114,44 @@ final class KernelEquivalenceTests: XCTestCase {
         }
     }
 
+    /// The C activation quantizer (every path) against `Q8Activations.quantizeRow`, bit for bit,
+    /// whole rows and column ranges: zero blocks, exact ties after scaling, wide magnitudes.
+    func testActivationQuantizerMatchesReferenceOnEveryPath() {
+        var rng = TestRNG(seed: 11)
+        let cols = 1536, blocks = cols / QK
+        for path in supportedPaths() {
+            slm_kernels_force(path.id)
+            for rep in 0..<40 {
+                var x = (0..<cols).map { _ -> Float in
+                    switch Int.random(in: 0..<8, using: &rng) {
+                    case 0: return 0
+                    case 1: return Float(Int.random(in: -127...127, using: &rng)) * 0.5
+                    default: return Float.random(in: -1...1, using: &rng) * Float(sign: .plus, exponent: Int.random(in: -10...10, using: &rng), significand: 1)
+                    }
+                }
+                if rep % 4 == 0 { for i in 0..<QK { x[QK * (rep % blocks) + i] = 0 } }
+                var qs = [Int8](repeating: 0, count: cols), d = [Float](repeating: 0, count: blocks)
+                var s = d, isum = [Int32](repeating: 0, count: blocks)
+                Q8Activations.quantizeRow(x, cols: cols, qs: &qs, d: &d, s: &s, isum: &isum)
+                let act = Q8Activations(capacityTokens: 2, capacityCols: cols)
+                act.reset(tokens: 2, cols: cols)
+                x.withUnsafeBufferPointer { xp in
+                    act.quantize(token: 1, from: xp.baseAddress!)
+                    // Two halves as two column ranges must give the same row.
+                    act.quantize(token: 0, columns: 0..<(cols / 2), from: xp.baseAddress!)
+                    act.quantize(token: 0, columns: (cols / 2)..<cols, from: xp.baseAddress!)
+                }
+                for t in 0..<2 {
+                    XCTAssertEqual(Array(UnsafeBufferPointer(start: act.qs + t * cols, count: cols)), qs, "\(path.name) qs")
+                    XCTAssertEqual(Array(UnsafeBufferPointer(start: act.d + t * blocks, count: blocks)).map(\.bitPattern), d.map(\.bitPattern), "\(path.name) d")
+                    XCTAssertEqual(Array(UnsafeBufferPointer(start: act.s + t * blocks, count: blocks)).map(\.bitPattern), s.map(\.bitPattern), "\(path.name) s")
+                    XCTAssertEqual(Array(UnsafeBufferPointer(start: act.isum + t * blocks, count: blocks)), isum, "\(path.name) isum")
+                }
+            }
+        }
+        slm_kernels_force(0)
+    }
+
     /// The fused attention head against its Swift twin, and in-place f16 rounding.
     func testAttentionHeadAndRoundingOnEveryPath() {
         var rng = TestRNG(seed: 7)

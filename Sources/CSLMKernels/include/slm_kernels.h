@@ -93,6 +93,12 @@ void slm_round_f16(float *y, ptrdiff_t n);
 void slm_attn_f16(const float *q, const uint16_t *k, const uint16_t *v, ptrdiff_t stride, ptrdiff_t n,
                   ptrdiff_t d, float scale, float *out);
 
+/* Quantizes one row of `cols` floats (a multiple of 32) per 32-block to int8, exactly as
+ * Q8Activations.quantizeRow in Swift: d = amax/127, q = round-to-nearest-even(x * (127/amax))
+ * (0 when amax is 0), d[b] = f16(d), s[b] = f16(d * isum), isum[b] = exact sum of q.
+ * Bit-identical on every path. */
+void slm_quantize_q8(const float *x, ptrdiff_t cols, int8_t *qs, float *d, float *s, int32_t *isum);
+
 #ifdef __cplusplus
 }
 #endif
