@@ -12,7 +12,7 @@ BIN         := .build/release
 #   SLMD_SOCKET=$(SOCKET) .build/release/slmctl complete "The capital of France is"
 SOCKET      ?= /tmp/slmd-$(shell id -u).sock
 
-.PHONY: all deps model build run test test-swift test-arm test-units bench clean
+.PHONY: all deps model build run test test-swift test-arm test-units bench clean deb test-deb
 
 all: build
 
@@ -48,3 +48,14 @@ bench: build model
 
 clean:
 	rm -rf .build
+
+# Debian package out/slmd_<version>_<arch>.deb: static-stdlib release build in .build-static/
+# (the normal .build/ is untouched), dpkg-deb only. See README "Debian package".
+deb: deps
+	scripts/build-deb
+
+# Builds the .deb (unless SKIP_BUILD=1 and one exists), unpacks it into a temp root and checks
+# contents, modes, runtime deps and `slmd serve --check-config` on the installed config.
+# Not part of `make test`: a cold static build alone takes ~3.5 min on 2 cores.
+test-deb: deps model
+	scripts/test-deb
