@@ -456,11 +456,19 @@ public final class Engine: @unchecked Sendable {
         while active.count < config.maxSequences {
             guard let head = lock.withLock({ shared.queue.first }) else { break }
             guard let (cache, reused) = acquireCache(for: head.request.promptIDs, capacity: head.kvCapacity) else { break }
-            lock.withLock {
-                shared.queue.removeFirst()
+            // The lock was released while the cache was prepared: the request may have been
+            // cancelled or superseded (and removed from the queue) in the meantime.
+            let stillQueued: Bool = lock.withLock {
+                guard let i = shared.queue.firstIndex(where: { $0.handle === head.handle }) else { return false }
+                shared.queue.remove(at: i)
                 shared.stats.queued = shared.queue.count
                 shared.stats.active = active.count + 1
                 shared.stats.admitted += 1
+                return true
+            }
+            guard stillQueued else {
+                retire(cache, tokens: Array(head.request.promptIDs.prefix(reused)))
+                continue
             }
             let deadline = head.request.deadline
                 ?? (config.defaultDeadlineSeconds > 0 ? head.submitted + config.defaultDeadlineSeconds : nil)

@@ -172,11 +172,12 @@ final class EngineTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(running.deltaCount, 3)
         XCTAssertTrue(e.cancel(h2))
         XCTAssertEqual(queued.wait(timeout: 5)?.finishReason, .cancelled)
-        let t0 = monotonicSeconds()
+        let seen = running.deltaCount
         XCTAssertTrue(e.cancel(h1))
-        let c = try XCTUnwrap(running.wait(timeout: 5))
+        let c = try XCTUnwrap(running.wait(timeout: 30))
         XCTAssertEqual(c.finishReason, .cancelled)
-        XCTAssertLessThan(monotonicSeconds() - t0, 1.0, "cancellation takes effect within a step")
+        // Within one step: at most the token of the step in flight (and its text) after.
+        XCTAssertLessThanOrEqual(c.generatedTokens, seen + 2, "cancellation takes effect within a step")
         XCTAssertLessThan(c.generatedTokens, 250)
         let s = e.stats()
         XCTAssertEqual(s.kvBytesInUse, 0)
