@@ -66,6 +66,12 @@ public final class ConstrainedDecoder: @unchecked Sendable {
         mask = [UInt64](repeating: 0, count: (vocabulary.vocabSize + 63) / 64)
     }
 
+    /// A decoder positioned at `state` (tests and tools exploring arbitrary states).
+    convenience init(automaton: SchemaAutomaton, vocabulary: ConstraintVocabulary, state: SchemaAutomaton.State) {
+        self.init(automaton: automaton, vocabulary: vocabulary)
+        self.state = state
+    }
+
     deinit {
         levels.deallocate()
         levelDepth.deallocate()
@@ -146,7 +152,7 @@ public final class ConstrainedDecoder: @unchecked Sendable {
 
     /// Fills `mask` by one preorder scan of the trie: node i's state is its parent's (at
     /// level depth−1) stepped by the node's byte; a refused byte skips the whole subtree.
-    private func computeMask() {
+    func computeMask() {
         stats.masksComputed += 1
         for i in mask.indices { mask[i] = 0 }
         if !ended {
