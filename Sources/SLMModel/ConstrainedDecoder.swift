@@ -133,6 +133,10 @@ public final class ConstrainedDecoder: @unchecked Sendable {
 
     /// The allowed-token bitset for the current state (bit i of word i/64: token i allowed).
     public func currentMask() -> [UInt64] {
+        if ended {  // nothing may follow an end-of-generation token; not a state to cache
+            computeMask()
+            return mask
+        }
         let key = cacheKey(state)
         if let m = cache[key] {
             stats.maskCacheHits += 1
@@ -169,9 +173,27 @@ public final class ConstrainedDecoder: @unchecked Sendable {
             V.subtreeEnd.withUnsafeBufferPointer { subtreeEnd in
             V.nodeTokenStart.withUnsafeBufferPointer { tokStart in
             V.nodeTokens.withUnsafeBufferPointer { tokens in
+            V.subtreeHasNonPlain.withUnsafeBufferPointer { nonPlain in
             mask.withUnsafeMutableBufferPointer { m in
+                // Fast path inside a string at a character boundary: plain-content tokens are
+                // decided by their character count alone; the scan then visits only subtrees
+                // holding other tokens (quotes, backslashes, control bytes, partial UTF-8).
+                let top = state.depth > 0 ? state.frames[state.depth - 1] : Frame()
+                let inString = top.kind == .string && top.phase == SchemaAutomaton.Str.content
+                if inString {
+                    let room = Int(automaton.nodes[Int(top.node)].maxLength - top.a)
+                    V.plainChars.withUnsafeBufferPointer { plain in
+                        for id in 0..<plain.count where plain[id] >= 0 && Int(plain[id]) <= room {
+                            m[id >> 6] |= 1 << UInt64(id & 63)
+                        }
+                    }
+                }
                 var i = 1
                 while i < nodeCount {
+                    if inString && !nonPlain[i] {
+                        i = Int(subtreeEnd[i])
+                        continue
+                    }
                     visited += 1
                     let d = Int(nodeDepth[i])
                     let parent = levels + (d - 1) * stride
@@ -189,7 +211,7 @@ public final class ConstrainedDecoder: @unchecked Sendable {
                         i = Int(subtreeEnd[i])
                     }
                 }
-            }}}}}}
+            }}}}}}}
             stats.trieNodesVisited += visited
         }
     }

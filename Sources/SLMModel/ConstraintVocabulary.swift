@@ -32,11 +32,20 @@ public final class ConstraintVocabulary: Sendable {
     /// Tokens whose bytes end exactly at node n: `nodeTokens[nodeTokenStart[n]..<nodeTokenStart[n+1]]`.
     let nodeTokenStart: [Int32]
     let nodeTokens: [Int32]
+    /// For each token: how many characters it adds as plain JSON string content (printable
+    /// ASCII other than `"` and `\`, or whole well-formed UTF-8 characters), -1 if it is not
+    /// plain content. Inside a string at a character boundary such a token is allowed exactly
+    /// when that many characters still fit, whatever the rest of the state.
+    let plainChars: [Int16]
+    /// Whether the node's subtree holds any token that is not plain string content; the
+    /// mask scan inside a string visits only those subtrees.
+    let subtreeHasNonPlain: [Bool]
 
     /// Bytes held by the tables above (what one model's vocabulary costs, shared by all requests).
     public var tableBytes: Int {
         bytes.count + start.count * 4 + eligible.count * 2 + nodeByte.count + nodeDepth.count * 4
             + subtreeEnd.count * 4 + nodeTokenStart.count * 4 + nodeTokens.count * 4
+            + plainChars.count * 2 + subtreeHasNonPlain.count
     }
     public var trieNodeCount: Int { nodeByte.count }
 
@@ -87,6 +96,7 @@ public final class ConstraintVocabulary: Sendable {
         var subtreeEnd: [Int32] = [0]
         var nodeTokenStart: [Int32] = [0]
         var nodeTokens: [Int32] = []
+        var parent: [Int32] = [-1]
         var path: [Int32] = [0]  // node ids along the current prefix; path[d] is at depth d
         var prev: ArraySlice<UInt8> = []
         for id in ids {
@@ -103,6 +113,7 @@ public final class ConstraintVocabulary: Sendable {
                 nodeByte.append(tb[tb.startIndex + d])
                 nodeDepth.append(Int32(d + 1))
                 subtreeEnd.append(0)
+                parent.append(path[path.count - 1])
                 nodeTokenStart.append(Int32(nodeTokens.count))
                 path.append(node)
             }
@@ -116,6 +127,49 @@ public final class ConstraintVocabulary: Sendable {
         self.subtreeEnd = subtreeEnd
         self.nodeTokenStart = nodeTokenStart
         self.nodeTokens = nodeTokens
+
+        var plain = [Int16](repeating: -1, count: n)
+        for id in 0..<n where eligible[id] {
+            plain[id] = Self.plainCharacterCount(bytes[Int(start[id])..<Int(start[id + 1])])
+        }
+        var nonPlain = [Bool](repeating: false, count: nodeByte.count)
+        for node in stride(from: nodeByte.count - 1, through: 1, by: -1) {
+            for t in Int(nodeTokenStart[node])..<Int(nodeTokenStart[node + 1]) where plain[Int(nodeTokens[t])] < 0 {
+                nonPlain[node] = true
+            }
+            if nonPlain[node] { nonPlain[Int(parent[node])] = true }
+        }
+        plainChars = plain
+        subtreeHasNonPlain = nonPlain
+    }
+
+    /// Characters in `b` if it is plain string content (see `plainChars`), else -1. Uses the
+    /// same UTF-8 rules as `SchemaAutomaton` (no overlongs, no surrogates, at most U+10FFFF).
+    static func plainCharacterCount(_ b: ArraySlice<UInt8>) -> Int16 {
+        var i = b.startIndex
+        var chars: Int16 = 0
+        while i < b.endIndex {
+            let c = b[i]
+            var need = 0
+            var lo: UInt8 = 0x80, hi: UInt8 = 0xBF
+            switch c {
+            case 0x22, 0x5C: return -1  // quote and backslash end or escape, not plain
+            case 0x20...0x7F: need = 0
+            case 0xC2...0xDF: need = 1
+            case 0xE0...0xEF: need = 2; if c == 0xE0 { lo = 0xA0 }; if c == 0xED { hi = 0x9F }
+            case 0xF0...0xF4: need = 3; if c == 0xF0 { lo = 0x90 }; if c == 0xF4 { hi = 0x8F }
+            default: return -1
+            }
+            i += 1
+            for k in 0..<need {
+                guard i < b.endIndex else { return -1 }
+                let x = b[i]
+                guard x >= (k == 0 ? lo : 0x80) && x <= (k == 0 ? hi : 0xBF) else { return -1 }
+                i += 1
+            }
+            chars += 1
+        }
+        return chars
     }
 
     /// The bytes of token `id` (empty for an invalid id).
