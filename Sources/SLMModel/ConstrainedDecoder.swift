@@ -19,7 +19,13 @@
 /// of the automaton per trie node and skipping a subtree at its first refused byte. Masks
 /// are cached per state; counters that a single token cannot exhaust (characters left under
 /// `maxLength`, items left under `maxItems`, beyond `maxTokenBytes`) are clamped in the cache
-/// key, so a free string's mask is computed once and reused for every later position.
+/// key, so a free string's mask is computed once and reused for every later position. A
+/// `MaskCache` shares masks between requests on the same schema.
+///
+/// Inside a string at a character boundary the scan takes a fast path: tokens that are
+/// plain string content (`ConstraintVocabulary.plainChars`) are decided by their character
+/// count, and only trie subtrees holding other tokens (quotes, backslashes, partial UTF-8)
+/// are walked.
 public final class ConstrainedDecoder: @unchecked Sendable {
     // @unchecked: one request, one thread at a time.
     typealias Frame = SchemaAutomaton.Frame
@@ -37,8 +43,10 @@ public final class ConstrainedDecoder: @unchecked Sendable {
     public struct Stats: Sendable, Equatable {
         /// Full masks computed by scanning the trie.
         public var masksComputed = 0
-        /// Masks served from the cache.
+        /// Masks served from this decoder's cache.
         public var maskCacheHits = 0
+        /// Masks served from the shared `MaskCache`.
+        public var sharedCacheHits = 0
         /// Trie nodes visited by all scans.
         public var trieNodesVisited = 0
         /// Calls to `allows`.
@@ -53,9 +61,17 @@ public final class ConstrainedDecoder: @unchecked Sendable {
     private let levelCount: Int
     private var mask: [UInt64]
 
-    public init(automaton: SchemaAutomaton, vocabulary: ConstraintVocabulary) {
+    /// Masks shared with other requests on the same schema, consulted after this decoder's own.
+    public let sharedCache: MaskCache?
+
+    public init(automaton: SchemaAutomaton, vocabulary: ConstraintVocabulary, sharedCache: MaskCache? = nil) {
+        if let c = sharedCache {
+            precondition(c.automaton == ObjectIdentifier(automaton) && c.vocabulary == ObjectIdentifier(vocabulary),
+                         "MaskCache belongs to another automaton or vocabulary")
+        }
         self.automaton = automaton
         self.vocabulary = vocabulary
+        self.sharedCache = sharedCache
         state = automaton.initialState
         stride = automaton.maxDepth
         levelCount = vocabulary.maxTokenBytes + 1
@@ -142,10 +158,20 @@ public final class ConstrainedDecoder: @unchecked Sendable {
             stats.maskCacheHits += 1
             return m
         }
+        if let m = sharedCache?.get(key) {
+            stats.sharedCacheHits += 1
+            remember(key, m)
+            return m
+        }
         computeMask()
-        if cache.count >= maxCachedMasks { cache.removeAll(keepingCapacity: true) }
-        cache[key] = mask
+        remember(key, mask)
+        sharedCache?.put(key, mask)
         return mask
+    }
+
+    private func remember(_ key: SchemaAutomaton.State, _ m: [UInt64]) {
+        if cache.count >= maxCachedMasks { cache.removeAll(keepingCapacity: true) }
+        cache[key] = m
     }
 
     /// The allowed set as token ids, ascending (tests and tools).

@@ -159,6 +159,33 @@ final class TokenMaskTests: XCTestCase {
         print("forced tokens on 60 random states: \(total)")
     }
 
+    func testSharedMaskCacheServesLaterRequests() throws {
+        let v = try vocab()
+        let a = try JSONSchemaCompiler.compile(IntentSchema.text)
+        let shared = MaskCache(automaton: a, vocabulary: v)
+        let ids = v.tokenizer.encode(#"{"action":"lock","device":"door","room":"garage","value":null}"#, parseSpecial: false)
+        var masks: [[[UInt64]]] = []
+        for _ in 0..<2 {
+            let d = ConstrainedDecoder(automaton: a, vocabulary: v, sharedCache: shared)
+            var seen: [[UInt64]] = []
+            for id in ids {
+                seen.append(d.currentMask())
+                XCTAssertTrue(d.allows(id))
+                d.advance(id)
+            }
+            XCTAssertTrue(d.isComplete)
+            masks.append(seen)
+            if masks.count == 1 {
+                XCTAssertGreaterThan(d.stats.masksComputed, 0)
+            } else {
+                XCTAssertEqual(d.stats.masksComputed, 0, "the second request computes no mask")
+                XCTAssertEqual(d.stats.sharedCacheHits + d.stats.maskCacheHits, ids.count)
+            }
+        }
+        XCTAssertEqual(masks[0], masks[1])
+        XCTAssertGreaterThan(shared.count, 0)
+    }
+
     func testVocabularyTrieHoldsEveryEligibleToken() throws {
         let v = try vocab()
         let t0 = ContinuousClock.now
