@@ -159,6 +159,37 @@ final class TokenMaskTests: XCTestCase {
         print("forced tokens on 60 random states: \(total)")
     }
 
+    /// One decoder walking long outputs token by token, so cached masks (with clamped
+    /// counters in the key) are served: every mask still equals brute force.
+    func testCachedMasksStayExactAlongLongOutputs() throws {
+        let v = try vocab()
+        let long = String(repeating: "abc def ", count: 12)  // 96 characters
+        let cases: [(String, String)] = [
+            (#"{"type":"object","properties":{"s":{"type":"string","maxLength":100},"t":{"type":"string"}},"required":["s","t"]}"#,
+             #"{"s":"\#(long)é!","t":"\#(long)\#(long)"}"#),
+            (#"{"type":"array","items":{"type":"integer","minimum":0,"maximum":9},"maxItems":90}"#,
+             "[" + (0..<90).map { String($0 % 10) }.joined(separator: ",") + "]"),
+        ]
+        var steps = 0, hits = 0
+        for (schemaText, text) in cases {
+            let a = try JSONSchemaCompiler.compile(schemaText)
+            XCTAssertTrue(a.accepts(Array(text.utf8)), text)
+            let d = ConstrainedDecoder(automaton: a, vocabulary: v)
+            for id in v.tokenizer.encode(text, parseSpecial: false) {
+                let m = d.currentMask()
+                let got = (0..<Int32(v.vocabSize)).filter { m[Int($0) >> 6] & (1 << UInt64($0 & 63)) != 0 }
+                XCTAssertEqual(got, bruteForce(a, d.state, v), "after \(d.generatedText.debugDescription)")
+                XCTAssertTrue(d.allows(id))
+                d.advance(id)
+                steps += 1
+            }
+            XCTAssertTrue(d.isComplete)
+            hits += d.stats.maskCacheHits
+        }
+        print("long outputs: \(steps) masks compared with brute force, \(hits) served from the cache")
+        XCTAssertGreaterThan(hits, 0)
+    }
+
     func testSharedMaskCacheServesLaterRequests() throws {
         let v = try vocab()
         let a = try JSONSchemaCompiler.compile(IntentSchema.text)
