@@ -53,6 +53,8 @@ public final class ConstrainedDecoder: @unchecked Sendable {
         public var verifications = 0
     }
 
+    /// Off only to measure what the string fast path saves (see `computeMask`).
+    var useStringFastPath = true
     private var cache: [SchemaAutomaton.State: [UInt64]] = [:]
     /// Scratch for the scan: one frame stack per trie depth.
     private let levels: UnsafeMutablePointer<Frame>
@@ -205,7 +207,7 @@ public final class ConstrainedDecoder: @unchecked Sendable {
                 // decided by their character count alone; the scan then visits only subtrees
                 // holding other tokens (quotes, backslashes, control bytes, partial UTF-8).
                 let top = state.depth > 0 ? state.frames[state.depth - 1] : Frame()
-                let inString = top.kind == .string && top.phase == SchemaAutomaton.Str.content
+                let inString = useStringFastPath && top.kind == .string && top.phase == SchemaAutomaton.Str.content
                 if inString {
                     let room = Int(automaton.nodes[Int(top.node)].maxLength - top.a)
                     V.plainChars.withUnsafeBufferPointer { plain in
@@ -282,23 +284,12 @@ public final class ConstrainedDecoder: @unchecked Sendable {
         var text: [UInt8] = []
         var nextFree: [UInt8] = []
         while !automaton.isAccepting(s) {
-            var only: UInt8 = 0
-            var count = 0
-            var next = s
-            for b in 0...255 {
-                if let t = automaton.step(s, UInt8(b)) {
-                    count += 1
-                    only = UInt8(b)
-                    next = t
-                    if count > 1 { break }
-                }
-            }
-            if count != 1 {
+            guard let only = automaton.onlyAllowedByte(s) else {
                 nextFree = automaton.allowedBytes(s)
                 break
             }
             text.append(only)
-            s = next
+            s = automaton.step(s, only)!
         }
         // A stretch that ends inside a UTF-8 character cannot be tokenized on its own.
         while let last = text.last, last >= 0x80 { text.removeLast() }

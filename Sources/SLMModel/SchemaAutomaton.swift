@@ -110,7 +110,38 @@ public final class SchemaAutomaton: Sendable {
 
     /// Every byte that may follow `state`.
     public func allowedBytes(_ state: State) -> [UInt8] {
-        (0...255).compactMap { b in step(state, UInt8(b)) == nil ? nil : UInt8(b) }
+        var out: [UInt8] = []
+        forEachAllowedByte(state) { b in out.append(b); return true }
+        return out
+    }
+
+    /// The only byte that may follow `state`, or nil when none or several may.
+    public func onlyAllowedByte(_ state: State) -> UInt8? {
+        var only: UInt8? = nil
+        var count = 0
+        forEachAllowedByte(state) { b in
+            count += 1
+            only = b
+            return count < 2
+        }
+        return count == 1 ? only : nil
+    }
+
+    /// Calls `body` with each byte that may follow `state`, ascending, until it returns false.
+    /// Steps a scratch copy of the stack, so it allocates nothing per byte.
+    func forEachAllowedByte(_ state: State, _ body: (UInt8) -> Bool) {
+        withUnsafeTemporaryAllocation(of: Frame.self, capacity: max(1, maxDepth)) { tmp in
+            let p = tmp.baseAddress!
+            state.frames.withUnsafeBufferPointer { src in
+                for b in 0...255 {
+                    p.initialize(from: src.baseAddress!, count: state.depth)
+                    var depth = state.depth
+                    let ok = step(p, &depth, UInt8(b))
+                    p.deinitialize(count: state.depth)
+                    if ok && !body(UInt8(b)) { return }
+                }
+            }
+        }
     }
 
     // MARK: Frames
