@@ -104,6 +104,10 @@ public final class ConstrainedDecoder: @unchecked Sendable {
     /// Whether `token` keeps the output valid from the current state.
     public func allows(_ token: Int32) -> Bool {
         stats.verifications += 1
+        return check(token)
+    }
+
+    private func check(_ token: Int32) -> Bool {
         if vocabulary.isEndOfGeneration(token) { return automaton.isAccepting(state) && !ended }
         guard vocabulary.isEligible(token), !ended else { return false }
         return stepCopy(vocabulary.bytes(of: token)) != nil
@@ -120,7 +124,7 @@ public final class ConstrainedDecoder: @unchecked Sendable {
     /// Advances by an accepted token (precondition: `allows(token)`). An end-of-generation
     /// token ends the request; the automaton state is unchanged.
     public func advance(_ token: Int32) {
-        precondition(allows(token), "token \(token) is not allowed here")
+        precondition(check(token), "token \(token) is not allowed here")
         if vocabulary.isEndOfGeneration(token) { ended = true; return }
         let bytes = vocabulary.bytes(of: token)
         var depth = state.depth
