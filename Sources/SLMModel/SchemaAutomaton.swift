@@ -49,6 +49,47 @@ public final class SchemaAutomaton: Sendable {
         terminal = tries.terminal
         maxDepth = nodes[Int(root)].depth
         self.schema = schema
+        maxOutputBytes = Self.maxBytes(root, nodes)
+    }
+
+    /// Longest output the schema admits in bytes, or nil when unbounded (a string without
+    /// `maxLength`, an array without `maxItems`). Every token has at least one byte, so a
+    /// request with `max_tokens >= maxOutputBytes` always ends with a complete document.
+    public let maxOutputBytes: Int?
+
+    static func maxBytes(_ id: Int32, _ nodes: [Node]) -> Int? {
+        let n = nodes[Int(id)]
+        func add(_ a: Int?, _ b: Int?) -> Int? { a.flatMap { x in b.map { x + $0 } } }
+        switch n.kind {
+        case .string:
+            // A character is at most 6 bytes (`\uXXXX`).
+            return n.maxLength == .max ? nil : 2 + 6 * Int(n.maxLength)
+        case .integer:
+            return 1 + String(Swift.max(n.lo.magnitude, n.hi.magnitude)).count
+        case .number:
+            return 1 + maxNumberDigits + 1 + maxNumberDigits + 2 + maxExponentDigits
+        case .literals:
+            return n.literals.map(\.count).max() ?? 0
+        case .union:
+            var best = 0
+            for m in Set(n.dispatch) where m >= 0 {
+                guard let b = maxBytes(m, nodes) else { return nil }
+                best = Swift.max(best, b)
+            }
+            return best
+        case .array:
+            if n.maxItems == 0 { return 2 }
+            guard n.maxItems != .max, let item = maxBytes(n.item, nodes) else { return nil }
+            return 2 + Int(n.maxItems) * (item + 1) - 1
+        case .object:
+            var total: Int? = 2
+            for p in n.props {
+                var key: [UInt8] = []
+                JSONValue.appendQuoted(p.name, to: &key)
+                total = add(total, add(maxBytes(p.node, nodes), key.count + 2))  // key, colon, comma
+            }
+            return total
+        }
     }
 
     // MARK: Public state API

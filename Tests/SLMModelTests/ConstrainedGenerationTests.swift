@@ -90,6 +90,7 @@ final class ConstrainedGenerationTests: XCTestCase {
                                                          options: GenerationOptions(maxTokens: maxTokens, sampling: sampling),
                                                          now: Self.now)
         XCTAssertLessThanOrEqual(out.generatedIDs.count, maxTokens)
+        if let bound = (automaton ?? s.automaton).maxOutputBytes { XCTAssertLessThanOrEqual(out.generatedIDs.count, bound) }
         XCTAssertEqual(out.finishReason, .stop, "\(utterance): did not finish: \(out.text)")
         XCTAssertTrue(decoder.isComplete)
         XCTAssertEqual(s.model.tokenizer.decode(out.generatedIDs), out.text, "the tokens spell the text")

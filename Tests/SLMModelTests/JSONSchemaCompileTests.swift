@@ -91,6 +91,18 @@ final class JSONSchemaCompileTests: XCTestCase {
         }
     }
 
+    func testMaxOutputBytes() throws {
+        XCTAssertEqual(try compile(#"{"enum":["a","bcd",12]}"#).maxOutputBytes, 5)
+        XCTAssertEqual(try compile(#"{"type":"integer","minimum":-5,"maximum":100}"#).maxOutputBytes, 4)
+        XCTAssertEqual(try compile(#"{"type":"string","maxLength":3}"#).maxOutputBytes, 20)
+        XCTAssertNil(try compile(#"{"type":"string"}"#).maxOutputBytes)
+        XCTAssertNil(try compile(#"{"type":"array","items":{"type":"null"}}"#).maxOutputBytes)
+        XCTAssertEqual(try compile(#"{"type":"array","items":{"type":"null"},"maxItems":2}"#).maxOutputBytes, 11)
+        XCTAssertEqual(try compile(#"{"type":"object","properties":{"a":{"type":["null","boolean"]}}}"#).maxOutputBytes, 2 + 4 + 5 + 1)
+        let intent = try compile(IntentSchema.text)
+        XCTAssertEqual(intent.maxOutputBytes.map { $0 >= #"{"action":"turn_off","device":"thermostat","room":"living_room","value":100}"#.utf8.count }, true)
+    }
+
     func testAnnotationsAreAccepted() throws {
         try check(#"{"title":"t","description":"d","$comment":"c","$schema":"x","examples":[1],"default":1,"type":"integer"}"#,
                   accepts: ["1"], rejects: ["x"])

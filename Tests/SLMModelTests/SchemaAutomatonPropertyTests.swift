@@ -37,6 +37,7 @@ final class SchemaAutomatonPropertyTests: XCTestCase {
                     s = next
                 }
                 XCTAssertTrue(a.isAccepting(s), "\(shown) not accepted for \(schema.compactText)")
+                if let bound = a.maxOutputBytes { XCTAssertLessThanOrEqual(text.count, bound, "\(shown) longer than maxOutputBytes") }
                 if case .string("object")? = schema["type"] { XCTAssertTrue(a.isComplete(s), "\(shown) not complete") }
                 count += 1
             }
