@@ -10,7 +10,7 @@
 ///   then still validates against the schema as written. `additionalProperties: true` (or a
 ///   schema) asks for members slmd would never produce, so it is refused.
 /// - `enum` and `const` whose values are strings, numbers, booleans or null; each value is
-///   produced only in its compact spelling (`JSONValue.compactText`, numbers as written).
+///   produced only in its compact spelling (`OrderedJSON.compactText`, numbers as written).
 /// - `minimum` / `maximum` (inclusive, integer values) for type "integer" only.
 /// - `maxLength` for strings (code points).
 /// - `items` (one schema) and `maxItems` for arrays.
@@ -29,14 +29,14 @@ public enum JSONSchemaCompiler {
     public static let maxIntegerMagnitude: Int64 = 1_000_000_000_000_000_000
 
     public static func compile(_ text: String) throws(SchemaError) -> SchemaAutomaton {
-        let value: JSONValue
-        do { value = try JSONValue(parsing: text) } catch {
+        let value: OrderedJSON
+        do { value = try OrderedJSON(parsing: text) } catch {
             throw SchemaError(.invalidJSON, path: "#", error.description)
         }
         return try compile(value)
     }
 
-    public static func compile(_ schema: JSONValue) throws(SchemaError) -> SchemaAutomaton {
+    public static func compile(_ schema: OrderedJSON) throws(SchemaError) -> SchemaAutomaton {
         var b = Builder()
         let root = try b.node(schema, path: "#", nesting: 0)
         return SchemaAutomaton(nodes: b.nodes, root: root, tries: b.tries, schema: schema)
@@ -61,7 +61,7 @@ public enum JSONSchemaCompiler {
             path + "/" + key.replacing("~", with: "~0").replacing("/", with: "~1")
         }
 
-        static func typeName(_ v: JSONValue) -> String {
+        static func typeName(_ v: OrderedJSON) -> String {
             switch v {
             case .null: return "null"
             case .bool: return "boolean"
@@ -77,14 +77,14 @@ public enum JSONSchemaCompiler {
         }
 
         /// A non-negative integer keyword value (maxLength, maxItems).
-        static func count(_ v: JSONValue, _ path: String) throws(SchemaError) -> Int32 {
+        static func count(_ v: OrderedJSON, _ path: String) throws(SchemaError) -> Int32 {
             guard case .number(let s) = v, isIntegerText(s), let n = Int(s), n >= 0 else {
                 throw SchemaError(.invalidValue, path: path, "expected a non-negative integer")
             }
             return Int32(min(n, Int(Int32.max - 1)))
         }
 
-        static func bound(_ v: JSONValue, _ path: String) throws(SchemaError) -> Int64 {
+        static func bound(_ v: OrderedJSON, _ path: String) throws(SchemaError) -> Int64 {
             guard case .number(let s) = v, isIntegerText(s), let n = Int64(s) else {
                 throw SchemaError(.invalidValue, path: path, "expected an integer")
             }
@@ -94,7 +94,7 @@ public enum JSONSchemaCompiler {
             return n
         }
 
-        mutating func node(_ schema: JSONValue, path: String, nesting: Int) throws(SchemaError) -> Int32 {
+        mutating func node(_ schema: OrderedJSON, path: String, nesting: Int) throws(SchemaError) -> Int32 {
             guard nesting <= JSONSchemaCompiler.maxNesting else {
                 throw SchemaError(.tooLarge, path: path, "nesting deeper than \(JSONSchemaCompiler.maxNesting)")
             }
@@ -114,7 +114,7 @@ public enum JSONSchemaCompiler {
             // Declared types, in order.
             var types: [String] = []
             if let t = schema["type"] {
-                let list: [JSONValue]
+                let list: [OrderedJSON]
                 switch t {
                 case .string: list = [t]
                 case .array(let a) where !a.isEmpty: list = a
@@ -204,8 +204,8 @@ public enum JSONSchemaCompiler {
             return add(n)
         }
 
-        mutating func literals(_ schema: JSONValue, types: [String], path: String) throws(SchemaError) -> Int32 {
-            let values: [JSONValue]
+        mutating func literals(_ schema: OrderedJSON, types: [String], path: String) throws(SchemaError) -> Int32 {
+            let values: [OrderedJSON]
             let at: String
             switch (schema["enum"], schema["const"]) {
             case (.some, .some):
@@ -258,7 +258,7 @@ public enum JSONSchemaCompiler {
             return literalNode(spellings)
         }
 
-        mutating func integer(_ schema: JSONValue, path: String) throws(SchemaError) -> Int32 {
+        mutating func integer(_ schema: OrderedJSON, path: String) throws(SchemaError) -> Int32 {
             let cap: Int64 = 999_999_999_999_999  // maxIntegerDigits nines
             let big = JSONSchemaCompiler.maxIntegerMagnitude
             let lo = try schema["minimum"].map { v throws(SchemaError) in try Self.bound(v, path + "/minimum") }
@@ -273,7 +273,7 @@ public enum JSONSchemaCompiler {
             return add(n)
         }
 
-        mutating func array(_ schema: JSONValue, path: String, nesting: Int) throws(SchemaError) -> Int32 {
+        mutating func array(_ schema: OrderedJSON, path: String, nesting: Int) throws(SchemaError) -> Int32 {
             guard let items = schema["items"] else {
                 throw SchemaError(.invalidValue, path: path, "type array needs \"items\" (arrays of any value are not supported)")
             }
@@ -287,9 +287,9 @@ public enum JSONSchemaCompiler {
             return add(n)
         }
 
-        mutating func object(_ schema: JSONValue, path: String, nesting: Int) throws(SchemaError) -> Int32 {
+        mutating func object(_ schema: OrderedJSON, path: String, nesting: Int) throws(SchemaError) -> Int32 {
             var n = Node(kind: .object)
-            var props: [(String, JSONValue)] = []
+            var props: [(String, OrderedJSON)] = []
             if let p = schema["properties"] {
                 guard case .object(let list) = p else {
                     throw SchemaError(.invalidValue, path: path + "/properties", "expected an object of schemas")
@@ -330,7 +330,7 @@ public enum JSONSchemaCompiler {
                 let root = tries.newRoot()
                 for i in s...min(Int(n.firstRequiredFrom[s]), count - 1) {
                     var key: [UInt8] = []
-                    JSONValue.appendQuoted(n.props[i].name, to: &key)
+                    OrderedJSON.appendQuoted(n.props[i].name, to: &key)
                     key.append(UInt8(ascii: ":"))
                     tries.insert(key, payload: Int32(i), root: root)
                 }

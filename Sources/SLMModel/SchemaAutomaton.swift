@@ -19,7 +19,7 @@
 /// - strings: raw UTF-8 (validated: no overlongs, no surrogates), no raw control bytes,
 ///   escapes `\" \\ \/ \b \f \n \r \t` and `\uXXXX` except surrogates (write non-BMP
 ///   characters raw); `maxLength` counts code points, an escape counts as one;
-/// - `enum`/`const` values and property keys in their `JSONValue.compactText` spelling only.
+/// - `enum`/`const` values and property keys in their `OrderedJSON.compactText` spelling only.
 public final class SchemaAutomaton: Sendable {
     public static let maxIntegerDigits = 15
     public static let maxNumberDigits = 15
@@ -37,9 +37,9 @@ public final class SchemaAutomaton: Sendable {
     /// Deepest frame stack any state can have.
     public let maxDepth: Int
     /// The schema the automaton was compiled from.
-    public let schema: JSONValue
+    public let schema: OrderedJSON
 
-    init(nodes: [Node], root: Int32, tries: TrieBuilder, schema: JSONValue) {
+    init(nodes: [Node], root: Int32, tries: TrieBuilder, schema: OrderedJSON) {
         self.nodes = nodes
         self.root = root
         let flat = tries.flatten()
@@ -85,7 +85,7 @@ public final class SchemaAutomaton: Sendable {
             var total: Int? = 2
             for p in n.props {
                 var key: [UInt8] = []
-                JSONValue.appendQuoted(p.name, to: &key)
+                OrderedJSON.appendQuoted(p.name, to: &key)
                 total = add(total, add(maxBytes(p.node, nodes), key.count + 2))  // key, colon, comma
             }
             return total

@@ -60,13 +60,13 @@ final class ConstrainedGenerationTests: XCTestCase {
         let model: Model
         let runner: Runner
         let vocabulary: ConstraintVocabulary
-        let schema: JSONValue
+        let schema: OrderedJSON
         let automaton: SchemaAutomaton
     }
 
     func setup() throws -> Setup {
         let (model, runner) = try ReferenceData.runner()
-        let schema = try JSONValue(parsing: IntentSchema.text)
+        let schema = try OrderedJSON(parsing: IntentSchema.text)
         return Setup(model: model, runner: runner, vocabulary: ConstraintVocabulary(tokenizer: model.tokenizer),
                      schema: schema, automaton: try JSONSchemaCompiler.compile(schema))
     }
@@ -81,7 +81,7 @@ final class ConstrainedGenerationTests: XCTestCase {
 
     /// Runs one constrained generation and checks the result is a valid, complete intent.
     @discardableResult
-    func generate(_ s: Setup, _ utterance: String, automaton: SchemaAutomaton? = nil, schema: JSONValue? = nil,
+    func generate(_ s: Setup, _ utterance: String, automaton: SchemaAutomaton? = nil, schema: OrderedJSON? = nil,
                   sampling: SamplingParams, maxTokens: Int = maxTokens) throws -> (GenerationOutput, ConstraintStats) {
         let ids = try prompt(s, utterance)
         let session = Session(runner: s.runner, capacity: ids.count + maxTokens + 4)
@@ -94,7 +94,7 @@ final class ConstrainedGenerationTests: XCTestCase {
         XCTAssertEqual(out.finishReason, .stop, "\(utterance): did not finish: \(out.text)")
         XCTAssertTrue(decoder.isComplete)
         XCTAssertEqual(s.model.tokenizer.decode(out.generatedIDs), out.text, "the tokens spell the text")
-        let json = try JSONValue(parsing: out.text)
+        let json = try OrderedJSON(parsing: out.text)
         XCTAssertTrue(ReferenceMatcher.accepts(schema ?? s.schema, Array(out.text.utf8)), "\(utterance): \(out.text) is not valid")
         if automaton == nil {
             guard case .string(let action)? = json["action"], case .string(let device)? = json["device"],
@@ -115,7 +115,7 @@ final class ConstrainedGenerationTests: XCTestCase {
         var correct = 0
         for (k, u) in Self.utterances.enumerated() {
             let (out, stats) = try generate(s, u, sampling: .greedy)
-            if let json = try? JSONValue(parsing: out.text) {
+            if let json = try? OrderedJSON(parsing: out.text) {
                 let e = Self.expected[k]
                 for (key, want) in [("action", e.0), ("device", e.1), ("room", e.2)] where json[key] == .string(want) { correct += 1 }
             }
@@ -145,7 +145,7 @@ final class ConstrainedGenerationTests: XCTestCase {
     /// unbounded one is cut at max_tokens with a valid prefix.
     func testStringsTerminateWithinMaxTokens() throws {
         let s = try setup()
-        let bounded = try JSONValue(parsing: #"{"type":"object","properties":{"summary":{"type":"string","maxLength":30}},"required":["summary"]}"#)
+        let bounded = try OrderedJSON(parsing: #"{"type":"object","properties":{"summary":{"type":"string","maxLength":30}},"required":["summary"]}"#)
         let a = try JSONSchemaCompiler.compile(bounded)
         for (i, u) in Self.utterances.prefix(5).enumerated() {
             let (out, _) = try generate(s, u, automaton: a, schema: bounded,

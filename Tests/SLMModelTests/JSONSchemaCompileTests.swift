@@ -146,11 +146,11 @@ final class JSONSchemaCompileTests: XCTestCase {
     }
 
     func testJSONParser() throws {
-        let v = try JSONValue(parsing: #" { "b" : [1, -2.5e3, "x\u00e9\ud83d\ude00"], "a" : {"n":null,"t":true} } "#)
+        let v = try OrderedJSON(parsing: #" { "b" : [1, -2.5e3, "x\u00e9\ud83d\ude00"], "a" : {"n":null,"t":true} } "#)
         XCTAssertEqual(v.compactText, #"{"b":[1,-2.5e3,"xé😀"],"a":{"n":null,"t":true}}"#)
         for bad in ["", "{", "[1,]", "{\"a\":1,}", "01", "1.", "\"\\ud800\"", "{\"a\":1,\"a\":2}", "nul", "\"\u{01}\"", "1 2"] {
-            XCTAssertThrowsError(try JSONValue(parsing: bad), bad)
+            XCTAssertThrowsError(try OrderedJSON(parsing: bad), bad)
         }
-        XCTAssertThrowsError(try JSONValue(parsing: String(repeating: "[", count: 100) + String(repeating: "]", count: 100)))
+        XCTAssertThrowsError(try OrderedJSON(parsing: String(repeating: "[", count: 100) + String(repeating: "]", count: 100)))
     }
 }

@@ -7,7 +7,7 @@ final class SchemaAutomatonPropertyTests: XCTestCase {
     static let schemaCount = 1000
     static let instancesPerSchema = 20
 
-    func forEachSchema(seed: UInt64, _ body: (JSONValue, SchemaAutomaton, inout SchemaGen) throws -> Void) throws {
+    func forEachSchema(seed: UInt64, _ body: (OrderedJSON, SchemaAutomaton, inout SchemaGen) throws -> Void) throws {
         var gen = SchemaGen(seed: seed)
         for _ in 0..<Self.schemaCount {
             let schema = gen.schema()

@@ -8,7 +8,7 @@ struct ReferenceMatcher {
     let b: [UInt8]
     var i = 0
 
-    static func accepts(_ schema: JSONValue, _ bytes: [UInt8]) -> Bool {
+    static func accepts(_ schema: OrderedJSON, _ bytes: [UInt8]) -> Bool {
         var m = ReferenceMatcher(b: bytes)
         return m.value(schema) && m.i == bytes.count
     }
@@ -20,7 +20,7 @@ struct ReferenceMatcher {
     }
     func isDigit(_ c: UInt8?) -> Bool { c.map { $0 >= 48 && $0 <= 57 } ?? false }
 
-    static func types(_ s: JSONValue) -> [String] {
+    static func types(_ s: OrderedJSON) -> [String] {
         switch s["type"] {
         case .string(let t)?: return [t]
         case .array(let a)?: return a.compactMap { if case .string(let t) = $0 { return t }; return nil }
@@ -28,18 +28,18 @@ struct ReferenceMatcher {
         }
     }
 
-    static func int(_ v: JSONValue?) -> Int64? {
+    static func int(_ v: OrderedJSON?) -> Int64? {
         if case .number(let s)? = v { return Int64(s) }
         return nil
     }
 
-    static func bounds(_ s: JSONValue) -> (Int64, Int64) {
+    static func bounds(_ s: OrderedJSON) -> (Int64, Int64) {
         let lo = int(s["minimum"]), hi = int(s["maximum"])
         return (lo ?? ((hi ?? 0) < -intCap ? -big : -intCap), hi ?? ((lo ?? 0) > intCap ? big : intCap))
     }
 
-    mutating func value(_ s: JSONValue) -> Bool {
-        var lits: [JSONValue]? = nil
+    mutating func value(_ s: OrderedJSON) -> Bool {
+        var lits: [OrderedJSON]? = nil
         if case .array(let e)? = s["enum"] { lits = e }
         if let c = s["const"] { lits = [c] }
         if let lits {
@@ -77,7 +77,7 @@ struct ReferenceMatcher {
         return true
     }
 
-    mutating func integer(_ s: JSONValue) -> Bool {
+    mutating func integer(_ s: OrderedJSON) -> Bool {
         let neg = eat("-")
         let start = i
         while isDigit(peek) { i += 1 }
@@ -113,7 +113,7 @@ struct ReferenceMatcher {
         return true
     }
 
-    mutating func string(_ s: JSONValue) -> Bool {
+    mutating func string(_ s: OrderedJSON) -> Bool {
         guard eat("\"") else { return false }
         let max = Self.int(s["maxLength"]).map(Int.init) ?? Int.max
         var chars = 0
@@ -139,9 +139,9 @@ struct ReferenceMatcher {
         return false
     }
 
-    mutating func object(_ s: JSONValue) -> Bool {
+    mutating func object(_ s: OrderedJSON) -> Bool {
         guard eat("{") else { return false }
-        var props: [(String, JSONValue)] = []
+        var props: [(String, OrderedJSON)] = []
         if case .object(let p)? = s["properties"] { props = p.map { ($0.key, $0.value) } }
         var required: Set<String> = []
         if case .array(let r)? = s["required"] { for case .string(let n) in r { required.insert(n) } }
@@ -152,7 +152,7 @@ struct ReferenceMatcher {
             var found = -1
             for (k, p) in props.enumerated() {
                 var key: [UInt8] = []
-                JSONValue.appendQuoted(p.0, to: &key)
+                OrderedJSON.appendQuoted(p.0, to: &key)
                 key.append(UInt8(ascii: ":"))
                 if i + key.count <= b.count && Array(b[i..<i + key.count]) == key { found = k; i += key.count; break }
             }
@@ -166,7 +166,7 @@ struct ReferenceMatcher {
         }
     }
 
-    mutating func array(_ s: JSONValue) -> Bool {
+    mutating func array(_ s: OrderedJSON) -> Bool {
         guard eat("["), let items = s["items"] else { return false }
         let max = Self.int(s["maxItems"]).map(Int.init) ?? Int.max
         if eat("]") { return true }
@@ -193,12 +193,12 @@ struct SchemaGen {
     static let names = ["a", "b", "id", "name", "x\"y", "é", "value", "on", "a/b", "n2"]
     static let pieces = ["a", "Z", " ", "é", "日", "😀", "\\n", "\\\"", "\\\\", "\\/", "\\u00e9", "\\t", "~", "\u{7F}", "0", "{", ","]
     static let enumStrings = ["on", "off", "o", "turn_on", "x\"y", "日本", "", "a\\b"]
-    static let enumOthers: [JSONValue] = [.number("1"), .number("12"), .number("-3"), .number("2.5"), .null, .bool(true), .bool(false)]
+    static let enumOthers: [OrderedJSON] = [.number("1"), .number("12"), .number("-3"), .number("2.5"), .null, .bool(true), .bool(false)]
 
-    mutating func schema(depth: Int = 0) -> JSONValue {
+    mutating func schema(depth: Int = 0) -> OrderedJSON {
         let scalar = ["string", "integer", "number", "boolean", "null", "enum", "const", "union"]
         let kind = depth >= 3 ? pick(scalar) : pick(scalar + ["object", "object", "object", "array"])
-        var m: [(key: String, value: JSONValue)] = []
+        var m: [(key: String, value: OrderedJSON)] = []
         switch kind {
         case "object":
             m.append(("type", .string("object")))
@@ -219,9 +219,9 @@ struct SchemaGen {
             m.append(("type", .string("integer")))
             m += integerBounds()
         case "enum":
-            var vals: [JSONValue] = []
+            var vals: [OrderedJSON] = []
             for _ in 0..<int(1...5) {
-                let v: JSONValue = chance(0.6) ? .string(pick(Self.enumStrings)) : pick(Self.enumOthers)
+                let v: OrderedJSON = chance(0.6) ? .string(pick(Self.enumStrings)) : pick(Self.enumOthers)
                 if !vals.contains(v) { vals.append(v) }
             }
             m.append(("enum", .array(vals)))
@@ -239,8 +239,8 @@ struct SchemaGen {
         return .object(m)
     }
 
-    mutating func integerBounds() -> [(key: String, value: JSONValue)] {
-        var m: [(key: String, value: JSONValue)] = []
+    mutating func integerBounds() -> [(key: String, value: OrderedJSON)] {
+        var m: [(key: String, value: OrderedJSON)] = []
         let a = int(-300...300), b = int(-300...300)
         switch int(0...4) {
         case 0: break
@@ -257,13 +257,13 @@ struct SchemaGen {
 
     /// A random instance, compact and in schema key order; with `poison`, one random place is
     /// made invalid in that way and `poisoned` is set (left false when the schema has no place for it).
-    mutating func instance(_ s: JSONValue, poison: Poison = .none, poisoned: inout Bool) -> [UInt8] {
+    mutating func instance(_ s: OrderedJSON, poison: Poison = .none, poisoned: inout Bool) -> [UInt8] {
         var out: [UInt8] = []
         func arm(_ p: Poison) -> Bool {
             if poison == p && !poisoned && chance(0.5) { poisoned = true; return true }
             return false
         }
-        var lits: [JSONValue]? = nil
+        var lits: [OrderedJSON]? = nil
         if case .array(let e)? = s["enum"] { lits = e }
         if let c = s["const"] { lits = [c] }
         if let lits {
@@ -274,7 +274,7 @@ struct SchemaGen {
         let t = pick(ReferenceMatcher.types(s))
         switch t {
         case "object":
-            var props: [(String, JSONValue)] = []
+            var props: [(String, OrderedJSON)] = []
             if case .object(let p)? = s["properties"] { props = p.map { ($0.key, $0.value) } }
             var req: Set<String> = []
             if case .array(let r)? = s["required"] { for case .string(let n) in r { req.insert(n) } }
@@ -283,7 +283,7 @@ struct SchemaGen {
             for (name, sub) in props where req.contains(name) || chance(0.5) {
                 if req.contains(name) && !dropped && arm(.missingRequired) { dropped = true; continue }
                 var m: [UInt8] = []
-                JSONValue.appendQuoted(name, to: &m)
+                OrderedJSON.appendQuoted(name, to: &m)
                 m.append(UInt8(ascii: ":"))
                 m += instance(sub, poison: poison, poisoned: &poisoned)
                 members.append(m)

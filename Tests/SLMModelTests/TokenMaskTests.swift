@@ -36,7 +36,7 @@ final class TokenMaskTests: XCTestCase {
     }
 
     /// States reached by walking a random prefix of a random valid instance.
-    func randomStates(_ schema: JSONValue, _ a: SchemaAutomaton, count: Int, gen: inout SchemaGen) -> [SchemaAutomaton.State] {
+    func randomStates(_ schema: OrderedJSON, _ a: SchemaAutomaton, count: Int, gen: inout SchemaGen) -> [SchemaAutomaton.State] {
         var out: [SchemaAutomaton.State] = []
         for _ in 0..<count {
             var p = false
@@ -71,7 +71,7 @@ final class TokenMaskTests: XCTestCase {
 
     func testMasksMatchBruteForceOnIntentSchema() throws {
         let v = try vocab()
-        let schema = try JSONValue(parsing: IntentSchema.text)
+        let schema = try OrderedJSON(parsing: IntentSchema.text)
         let a = try JSONSchemaCompiler.compile(schema)
         var gen = SchemaGen(seed: 11)
         // Every prefix of a few valid outputs, plus random ones.
@@ -93,7 +93,7 @@ final class TokenMaskTests: XCTestCase {
                      #"{"type":"array","items":{"type":"string","maxLength":3},"maxItems":4}"#,
                      #"{"type":"integer","minimum":-120,"maximum":4500}"#,
                      #"{"type":["string","integer","null","boolean"]}"#] {
-            let schema = try JSONValue(parsing: text)
+            let schema = try OrderedJSON(parsing: text)
             let a = try JSONSchemaCompiler.compile(schema)
             n += checkStates(a, randomStates(schema, a, count: 12, gen: &gen), v, label: text)
         }
@@ -126,7 +126,7 @@ final class TokenMaskTests: XCTestCase {
 
     func testForcedTokensSpellTheOnlyContinuation() throws {
         let v = try vocab()
-        let schema = try JSONValue(parsing: IntentSchema.text)
+        let schema = try OrderedJSON(parsing: IntentSchema.text)
         let a = try JSONSchemaCompiler.compile(schema)
         let d = ConstrainedDecoder(automaton: a, vocabulary: v)
         let forced = d.forcedTokens()

@@ -3,17 +3,21 @@
 ///
 /// Numbers keep their source text: an `enum`/`const` number is emitted exactly as the
 /// schema writes it, and integer bounds are read without a detour through `Double`.
-public indirect enum JSONValue: Sendable, Equatable {
+///
+/// Not `SLMProtocol.JSONValue`: that one keeps objects as dictionaries, which lose the
+/// member order. A schema arriving over the protocol should reach `JSONSchemaCompiler` as
+/// its original text.
+public indirect enum OrderedJSON: Sendable, Equatable {
     case null
     case bool(Bool)
     /// The number's text as written (valid RFC 8259 number syntax).
     case number(String)
     case string(String)
-    case array([JSONValue])
+    case array([OrderedJSON])
     /// Members in source order; a duplicate name is a parse error.
-    case object([(key: String, value: JSONValue)])
+    case object([(key: String, value: OrderedJSON)])
 
-    public static func == (a: JSONValue, b: JSONValue) -> Bool {
+    public static func == (a: OrderedJSON, b: OrderedJSON) -> Bool {
         switch (a, b) {
         case (.null, .null): return true
         case let (.bool(x), .bool(y)): return x == y
@@ -27,7 +31,7 @@ public indirect enum JSONValue: Sendable, Equatable {
     }
 
     /// The member named `key` of an object.
-    public subscript(key: String) -> JSONValue? {
+    public subscript(key: String) -> OrderedJSON? {
         if case .object(let members) = self { return members.first { $0.key == key }?.value }
         return nil
     }
@@ -47,7 +51,7 @@ public indirect enum JSONValue: Sendable, Equatable {
         case .null: out += Array("null".utf8)
         case .bool(let b): out += Array((b ? "true" : "false").utf8)
         case .number(let n): out += Array(n.utf8)
-        case .string(let s): JSONValue.appendQuoted(s, to: &out)
+        case .string(let s): OrderedJSON.appendQuoted(s, to: &out)
         case .array(let items):
             out.append(UInt8(ascii: "["))
             for (i, v) in items.enumerated() {
@@ -59,7 +63,7 @@ public indirect enum JSONValue: Sendable, Equatable {
             out.append(UInt8(ascii: "{"))
             for (i, m) in members.enumerated() {
                 if i > 0 { out.append(UInt8(ascii: ",")) }
-                JSONValue.appendQuoted(m.key, to: &out)
+                OrderedJSON.appendQuoted(m.key, to: &out)
                 out.append(UInt8(ascii: ":"))
                 m.value.appendCompact(to: &out)
             }
@@ -95,7 +99,7 @@ public struct JSONParseError: Error, Sendable, Equatable, CustomStringConvertibl
     public var description: String { "invalid JSON at byte \(offset): \(message)" }
 }
 
-extension JSONValue {
+extension OrderedJSON {
     /// Parses RFC 8259 JSON (one value, surrounding whitespace allowed). Nesting is capped
     /// at `maxDepth` so hostile input cannot exhaust the stack.
     public init(parsing text: String, maxDepth: Int = 64) throws(JSONParseError) {
@@ -121,7 +125,7 @@ struct JSONParser {
         while i < bytes.count, [0x20, 0x09, 0x0A, 0x0D].contains(bytes[i]) { i += 1 }
     }
 
-    mutating func parseDocument() throws(JSONParseError) -> JSONValue {
+    mutating func parseDocument() throws(JSONParseError) -> OrderedJSON {
         let v = try parseValue()
         skipSpace()
         guard i == bytes.count else { throw fail("unexpected text after the value") }
@@ -135,7 +139,7 @@ struct JSONParser {
         }
     }
 
-    mutating func parseValue() throws(JSONParseError) -> JSONValue {
+    mutating func parseValue() throws(JSONParseError) -> OrderedJSON {
         skipSpace()
         guard i < bytes.count else { throw fail("unexpected end of input") }
         switch bytes[i] {
@@ -149,7 +153,7 @@ struct JSONParser {
             guard depth <= maxDepth else { throw fail("nesting deeper than \(maxDepth)") }
             defer { depth -= 1 }
             i += 1
-            var items: [JSONValue] = []
+            var items: [OrderedJSON] = []
             skipSpace()
             if i < bytes.count, bytes[i] == UInt8(ascii: "]") { i += 1; return .array(items) }
             while true {
@@ -165,7 +169,7 @@ struct JSONParser {
             guard depth <= maxDepth else { throw fail("nesting deeper than \(maxDepth)") }
             defer { depth -= 1 }
             i += 1
-            var members: [(key: String, value: JSONValue)] = []
+            var members: [(key: String, value: OrderedJSON)] = []
             skipSpace()
             if i < bytes.count, bytes[i] == UInt8(ascii: "}") { i += 1; return .object(members) }
             while true {
