@@ -196,7 +196,7 @@ public final class SchemaAutomaton: Sendable {
     /// - array: `phase` (Arr), `a` items so far.
     /// - string: `phase` (Str), `a` characters so far, `b` hex digits or UTF-8 continuation
     ///   bytes still due, `lo/hi` range of the next continuation byte, `v` \u value so far.
-    /// - integer: `phase` (Int), `a` digits, `v` magnitude.
+    /// - integer: `phase` (IntP), `a` digits, `b` 1 when negative, `v` magnitude.
     /// - number: `phase` (Num), `a` digits in the current part.
     /// - literal: `a` trie node.
     struct Frame: Hashable, Sendable {
