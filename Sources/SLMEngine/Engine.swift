@@ -38,6 +38,9 @@ public final class Engine: @unchecked Sendable {
     private let heartbeatInterval: Double
     /// Every token's bytes, for suggestion text and token healing (built once).
     let tokenBytes: [[UInt8]]
+    /// The same bytes flattened: token i is `tokenByteData[tokenByteOffsets[i] ..< tokenByteOffsets[i+1]]`.
+    let tokenByteData: [UInt8]
+    let tokenByteOffsets: [Int]
 
     /// State shared between submitters and the engine thread.
     struct Shared {
@@ -130,6 +133,11 @@ public final class Engine: @unchecked Sendable {
         batch = Batch(capacity: runner.maxBatch)
         prefixCache = PrefixCache(maxEntries: config.prefixCacheEntries)
         tokenBytes = (0..<model.config.vocabSize).map { model.tokenizer.tokenBytes(Int32($0)) }
+        var offsets = [0]
+        offsets.reserveCapacity(tokenBytes.count + 1)
+        for b in tokenBytes { offsets.append(offsets.last! + b.count) }
+        tokenByteOffsets = offsets
+        tokenByteData = tokenBytes.flatMap { $0 }
         shared.stats.memoryBudgetBytes = config.memoryBudgetBytes
         shared.stats.scratchBytes = runner.scratchBytes
         shared.stats.kernelPath = Kernels.path
@@ -429,7 +437,7 @@ public final class Engine: @unchecked Sendable {
     }
 
     /// Hands a sequence's KV to the prefix cache (it stops counting as in use).
-    func retire(_ cache: KVCache, tokens: [Int32]) {
+    func retire(_ cache: KVCache, tokens: [Int32], lastLogits: [Float]? = nil) {
         let n = min(cache.count, tokens.count)
         let bytes = cache.bytes
         guard n > 0 else {
@@ -437,11 +445,13 @@ public final class Engine: @unchecked Sendable {
             return
         }
         cache.truncate(to: n)
-        let dropped = prefixCache.insert(tokens: Array(tokens.prefix(n)), cache: cache)
-        let kept = prefixCache.entries.contains { $0.cache === cache }
+        // Logits only describe the full token list.
+        let logits = n == tokens.count ? lastLogits : nil
+        let dropped = prefixCache.insert(tokens: Array(tokens.prefix(n)), cache: cache, lastLogits: logits)
+        let kept = prefixCache.entries.first { $0.cache === cache }
         lock.withLock {
             shared.kvBytesInUse -= bytes
-            if kept { shared.cachedBytes += bytes }
+            if let kept { shared.cachedBytes += kept.bytes }
             shared.cachedBytes -= dropped.reduce(0) { $0 + $1.bytes }
             shared.stats.prefixCacheEntries = prefixCache.entries.count
             lock.broadcast()

@@ -224,16 +224,34 @@ extension Engine {
         // token itself stays a candidate, so nothing is lost when the word was complete.
         var heal: [UInt8] = []
         if ids.count >= 2 { heal = tok.tokenBytes(ids.removeLast()) }
-        guard let (base, reused) = acquireCache(for: ids, capacity: ids.count) else {
-            return job.fail(.error, "not enough memory for the prefix now; try again")
-        }
-        defer { retire(base, tokens: ids) }
+        // A keystroke inside a word usually leaves the healed context unchanged: its KV and
+        // final logits are then cached whole, and no forward pass is needed to start.
+        let base: KVCache
+        let reused: Int
         let first: [Float]
-        do {
-            first = try prefill(ids, from: reused, into: base)
-        } catch {
-            return job.fail(.error, "\(error)")
+        var ownsBase = false
+        if let hit = prefixCache.exact(ids) {
+            base = hit.cache
+            reused = ids.count
+            first = hit.lastLogits!
+            lock.withLock {
+                shared.stats.prefixCacheHits += 1
+                shared.stats.prefixCacheReusedTokens += ids.count
+            }
+        } else {
+            guard let acquired = acquireCache(for: ids, capacity: ids.count) else {
+                return job.fail(.error, "not enough memory for the prefix now; try again")
+            }
+            (base, reused) = acquired
+            ownsBase = true
+            do {
+                first = try prefill(ids, from: reused, into: base)
+            } catch {
+                retire(base, tokens: ids)
+                return job.fail(.error, "\(error)")
+            }
         }
+        defer { if ownsBase { retire(base, tokens: ids, lastLogits: first) } }
         if let r = interruption(job) { return job.fail(r) }
 
         // First tokens: the most likely ones that continue the healed bytes.
@@ -245,8 +263,12 @@ extension Engine {
                 let id = Int32(i)
                 if tok.isControl(id) || tok.isEOG(id) { continue }
                 if !heal.isEmpty {
-                    let b = tokenBytes[i]
-                    guard b.starts(with: heal) else { continue }
+                    // Flat byte table: no per-token array traffic in this 49k-token scan.
+                    let start = tokenByteOffsets[i], len = tokenByteOffsets[i + 1] - start
+                    guard len >= heal.count, tokenByteData[start] == heal[0] else { continue }
+                    var match = true
+                    for k in 1..<heal.count where tokenByteData[start + k] != heal[k] { match = false; break }
+                    guard match else { continue }
                 }
                 if best.count == want && l[i] <= best[want - 1].1 { continue }
                 var pos = best.count
@@ -268,7 +290,7 @@ extension Engine {
         var branches: [Branch] = []
         defer { for b in branches where b.cache != nil { release(b.cache!.bytes) } }
         for id in candidates {
-            guard reserve(kvBytes(tokens: capacity)) else { break }
+            guard reserve(kvBytes(tokens: capacity), keeping: base) else { break }
             let cache = KVCache(config: model.config, capacity: capacity)
             cache.copyPrefix(from: base, count: ids.count)
             let bytes = Array(tokenBytes[Int(id)].dropFirst(heal.count))

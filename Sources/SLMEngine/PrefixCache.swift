@@ -11,7 +11,10 @@ struct PrefixCache {
         var tokens: [Int32]
         let cache: KVCache
         var lastUse: UInt64
-        var bytes: Int { cache.bytes }
+        /// The logits after the last token, when the producer kept them (suggest does, so
+        /// the next keystroke on an unchanged context needs no forward pass at all).
+        var lastLogits: [Float]?
+        var bytes: Int { cache.bytes + (lastLogits?.count ?? 0) * MemoryLayout<Float>.size }
     }
 
     private(set) var entries: [Entry] = []
@@ -24,7 +27,7 @@ struct PrefixCache {
 
     /// Keeps `cache`, which holds the KV of `tokens` (`cache.count == tokens.count`).
     /// A shorter entry that is a prefix of it is dropped (the new one covers it).
-    mutating func insert(tokens: [Int32], cache: KVCache) -> [Entry] {
+    mutating func insert(tokens: [Int32], cache: KVCache, lastLogits: [Float]? = nil) -> [Entry] {
         guard maxEntries > 0, !tokens.isEmpty, cache.count == tokens.count else { return [] }
         clock += 1
         var dropped: [Entry] = []
@@ -33,7 +36,7 @@ struct PrefixCache {
             if covered { dropped.append(e) }
             return covered
         }
-        entries.append(Entry(tokens: tokens, cache: cache, lastUse: clock))
+        entries.append(Entry(tokens: tokens, cache: cache, lastUse: clock, lastLogits: lastLogits))
         while entries.count > maxEntries, let victim = lruIndex() { dropped.append(entries.remove(at: victim)) }
         return dropped
     }
@@ -55,6 +58,14 @@ struct PrefixCache {
     }
 
     mutating func remove(at i: Int) -> Entry { entries.remove(at: i) }
+
+    /// The entry holding exactly `tokens` with their final logits, if any.
+    mutating func exact(_ tokens: [Int32]) -> Entry? {
+        guard let i = entries.firstIndex(where: { $0.lastLogits != nil && $0.tokens == tokens }) else { return nil }
+        clock += 1
+        entries[i].lastUse = clock
+        return entries[i]
+    }
 
     /// Removes the least recently used entry, except `keeping`; nil when nothing is left.
     mutating func evictOne(keeping: KVCache? = nil) -> Entry? {
