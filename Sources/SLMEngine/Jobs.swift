@@ -43,8 +43,10 @@ public struct SuggestResult: Sendable, Equatable {
     public var promptTokens: Int
     /// Prompt tokens whose KV came from the prefix cache.
     public var reusedTokens: Int
-    /// Whether the last prompt token was backed up over (prefix ended mid-word).
+    /// Whether the prompt's last tokens were backed up over (prefix ended mid-word).
     public var healed: Bool
+    /// How many tokens were backed up over; the first suggested token starts with their bytes.
+    public var healedTokens: Int
     public var ms: Double
 }
 
@@ -222,8 +224,21 @@ extension Engine {
         // rarely produce there. Back up over the last token and make the first generated
         // token start with its bytes, so the suggestion continues the word. The removed
         // token itself stays a candidate, so nothing is lost when the word was complete.
+        // A partial word can span several tokens (" toni" is " ton" + "i"): back up over
+        // the tokens of the current word (at most 3) as long as some token still starts
+        // with everything removed, so " tonight" can follow.
         var heal: [UInt8] = []
-        if ids.count >= 2 { heal = tok.tokenBytes(ids.removeLast()) }
+        var healedTokens = 0
+        var removed: [UInt8] = []
+        for k in 1..<min(4, ids.count) {
+            removed = tokenBytes[Int(ids[ids.count - k])] + removed
+            if k == 1 || anyToken(startingWith: removed) {
+                heal = removed
+                healedTokens = k
+            }
+            if let first = removed.first, isSpace(first) { break }  // reached the word's start
+        }
+        ids.removeLast(healedTokens)
         // A keystroke inside a word usually leaves the healed context unchanged: its KV and
         // final logits are then cached whole, and no forward pass is needed to start.
         let base: KVCache
@@ -342,9 +357,22 @@ extension Engine {
             out.append(Suggestion(text: text, logprob: b.logprob, tokens: b.tokens))
             if out.count == o.n { break }
         }
-        job.completion(.suggest(SuggestResult(suggestions: out, promptTokens: ids.count + (heal.isEmpty ? 0 : 1),
-                                              reusedTokens: reused, healed: !heal.isEmpty,
+        job.completion(.suggest(SuggestResult(suggestions: out, promptTokens: ids.count + healedTokens,
+                                              reusedTokens: reused, healed: !heal.isEmpty, healedTokens: healedTokens,
                                               ms: (monotonicSeconds() - t0) * 1000)))
+    }
+
+    /// Whether any ordinary token's bytes start with `prefix`.
+    private func anyToken(startingWith prefix: [UInt8]) -> Bool {
+        guard let b0 = prefix.first else { return true }
+        for i in 0..<tokenBytes.count {
+            let start = tokenByteOffsets[i], len = tokenByteOffsets[i + 1] - start
+            guard len >= prefix.count, tokenByteData[start] == b0 else { continue }
+            var match = true
+            for k in 1..<prefix.count where tokenByteData[start + k] != prefix[k] { match = false; break }
+            if match && !model.tokenizer.isControl(Int32(i)) { return true }
+        }
+        return false
     }
 
     private func suggestionEnds(_ bytes: [UInt8], tokens: Int, _ o: SuggestOptions) -> Bool {

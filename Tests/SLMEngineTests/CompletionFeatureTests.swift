@@ -132,8 +132,8 @@ final class CompletionFeatureTests: XCTestCase {
         for s in r.suggestions { XCTAssertLessThanOrEqual(wordCount(Array(s.text.utf8)), 3) }
         // Healing backed up over the last token; the context is the rest.
         let ids = m.tokenizer.encode(prefix)
-        let context = Array(ids.dropLast())
-        let removed = m.tokenizer.decode([ids.last!])
+        let context = Array(ids.dropLast(r.healedTokens))
+        let removed = m.tokenizer.decode(Array(ids.suffix(r.healedTokens)))
         let runner = Runner(config: m.config, weights: m.weights, pool: ThreadPool(threads: 1), maxBatch: 64, maxContext: 128, maxLogits: 1)
         for s in r.suggestions {
             XCTAssertTrue(m.tokenizer.decode([s.tokens[0]]).hasPrefix(removed))
@@ -164,13 +164,17 @@ final class CompletionFeatureTests: XCTestCase {
         XCTAssertTrue(r.healed)
         XCTAssertFalse(r.suggestions.isEmpty)
         let ids = m.tokenizer.encode(prefix)
-        let partial = m.tokenizer.decode([ids.last!])  // the bytes the healing backed up over
+        let partial = m.tokenizer.decode(Array(ids.suffix(r.healedTokens)))  // the bytes healing backed up over
         for s in r.suggestions {
             // The first token starts with the removed bytes; the suggestion continues the word.
             XCTAssertTrue(m.tokenizer.decode([s.tokens[0]]).hasPrefix(partial), "\(partial) → \(m.tokenizer.decode([s.tokens[0]]))")
             XCTAssertEqual(String(s.text.first ?? " ").trimmingWhitespace().isEmpty, false, "'\(s.text)' continues the word")
         }
         print("healed suggestions for '\(prefix)': \(r.suggestions.map { "\(prefix)\($0.text)" })")
+        // A partial word spanning two tokens is healed whole: " toni" → " tonight".
+        let t = try suggest(e, "Please turn the heating down toni", SuggestOptions(n: 3, maxTokens: 4, maxWords: 2))
+        XCTAssertGreaterThanOrEqual(t.healedTokens, 1)
+        XCTAssertTrue(t.suggestions.contains { $0.text.hasPrefix("ght") }, "\(t.suggestions.map(\.text))")
     }
 
     func testChooseEqualsPlainForwardLogprobs() throws {
