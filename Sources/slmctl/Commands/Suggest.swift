@@ -167,4 +167,11 @@ func formatFixed(_ x: Double, _ digits: Int) -> String {
     return (x < 0 ? "-" : "") + "\(whole)." + frac
 }
 
-func formatProbability(_ p: Double) -> String { formatFixed(p, 4) }
+/// 4 decimals, or scientific notation (2.09e-05) for small probabilities.
+func formatProbability(_ p: Double) -> String {
+    guard p > 0, p < 0.001 else { return formatFixed(p, 4) }
+    var e = 0
+    var m = p
+    while m < 1 { m *= 10; e += 1 }
+    return formatFixed(m, 2) + "e-" + (e < 10 ? "0" : "") + String(e)
+}
