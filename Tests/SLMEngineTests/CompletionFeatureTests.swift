@@ -22,18 +22,7 @@ final class JobBox: @unchecked Sendable {
 
 /// Prefix cache, sessions/supersede, suggest and choose (the device-UI features).
 final class CompletionFeatureTests: XCTestCase {
-    let logger = Logger(label: "test")
-
-    func engine(_ edit: (inout EngineConfig) -> Void = { _ in }) throws -> Engine {
-        var c = EngineConfig()
-        c.threads = 2
-        c.maxContext = 512
-        c.maxTokens = 256
-        edit(&c)
-        let e = try Engine(model: try Shared.requireModel(), config: c, logger: logger)
-        try e.start(warmUp: false)
-        return e
-    }
+    func engine(_ edit: (inout EngineConfig) -> Void = { _ in }) throws -> Engine { try Shared.engine(edit) }
 
     func greedy(_ ids: [Int32], _ n: Int, session: String? = nil) -> GenerationRequest {
         GenerationRequest(promptIDs: ids, options: GenerationOptions(maxTokens: n, sampling: .greedy), session: session)

@@ -54,23 +54,26 @@ enum Shared {
     }
 }
 
-func threadCount() -> Int {
-    (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").count) ?? -1
-}
-
-final class EngineTests: XCTestCase {
-    let logger = Logger(label: "test")
-
-    func engine(_ edit: (inout EngineConfig) -> Void = { _ in }) throws -> Engine {
+extension Shared {
+    /// A started engine on the real model: 2 threads, 512-token context, 256-token cap.
+    static func engine(_ edit: (inout EngineConfig) -> Void = { _ in }) throws -> Engine {
         var c = EngineConfig()
         c.threads = 2
         c.maxContext = 512
         c.maxTokens = 256
         edit(&c)
-        let e = try Engine(model: try Shared.requireModel(), config: c, logger: logger)
+        let e = try Engine(model: try requireModel(), config: c, logger: Logger(label: "test"))
         try e.start(warmUp: false)
         return e
     }
+}
+
+func threadCount() -> Int {
+    (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").count) ?? -1
+}
+
+final class EngineTests: XCTestCase {
+    func engine(_ edit: (inout EngineConfig) -> Void = { _ in }) throws -> Engine { try Shared.engine(edit) }
 
     func greedy(_ prompt: String, _ maxTokens: Int, stop: [String] = []) throws -> GenerationRequest {
         let m = try Shared.requireModel()
