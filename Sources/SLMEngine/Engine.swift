@@ -41,6 +41,11 @@ public final class Engine: @unchecked Sendable {
     /// The same bytes flattened: token i is `tokenByteData[tokenByteOffsets[i] ..< tokenByteOffsets[i+1]]`.
     let tokenByteData: [UInt8]
     let tokenByteOffsets: [Int]
+    /// Built on the first `parse` (engine thread only): token bytes and trie, ~2 MiB.
+    private var vocabulary: ConstraintVocabulary?
+    /// Compiled schema and its masks, shared by requests with the same schema text (a
+    /// mask cache belongs to one automaton object), a few schemas at most.
+    private var schemaCaches: [String: (automaton: SchemaAutomaton, masks: MaskCache)] = [:]
 
     /// State shared between submitters and the engine thread.
     struct Shared {
@@ -368,6 +373,21 @@ public final class Engine: @unchecked Sendable {
             if let d = s.deadline, now >= d { finish(s, .deadline); return true }
             return false
         }
+    }
+
+    func constraintVocabulary() -> ConstraintVocabulary {
+        if let v = vocabulary { return v }
+        let v = ConstraintVocabulary(tokenizer: model.tokenizer)
+        vocabulary = v
+        return v
+    }
+
+    func compiledSchema(_ schema: String, _ automaton: SchemaAutomaton) -> (automaton: SchemaAutomaton, masks: MaskCache) {
+        if let c = schemaCaches[schema] { return c }
+        if schemaCaches.count >= 16 { schemaCaches.removeAll() }  // bounded; rebuilt on demand
+        let c = (automaton, MaskCache(automaton: automaton, vocabulary: constraintVocabulary()))
+        schemaCaches[schema] = c
+        return c
     }
 
     // MARK: Memory

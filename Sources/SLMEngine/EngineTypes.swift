@@ -139,6 +139,7 @@ public struct EngineStats: Sendable, Equatable {
     public var prefixCacheReusedTokens = 0
     public var suggestRequests = 0
     public var chooseRequests = 0
+    public var parseRequests = 0
     public var memoryBudgetBytes = 0
     public var scratchBytes = 0
     /// Percentiles (p50, p90, p99) over recent requests.

@@ -67,10 +67,26 @@ public struct ChooseResult: Sendable, Equatable {
     public var ms: Double
 }
 
+/// The output of a schema-constrained generation.
+public struct ParseResult: Sendable, Equatable {
+    /// Compact JSON text, valid under the schema when `complete`.
+    public var text: String
+    /// The root value was closed (false only when max_tokens cut it short).
+    public var complete: Bool
+    public var promptTokens: Int
+    public var generatedTokens: Int
+    /// Tokens the schema forced (appended without sampling).
+    public var forcedTokens: Int
+    public var forwardPasses: Int
+    public var maskMs: Double
+    public var ms: Double
+}
+
 /// How a job ended.
 public enum JobOutcome: Sendable {
     case suggest(SuggestResult)
     case choose(ChooseResult)
+    case parse(ParseResult)
     /// Cancelled, superseded, past its deadline, or failed (with a message).
     case ended(FinishReason, String?)
 }
@@ -80,6 +96,7 @@ final class Job: @unchecked Sendable {
     enum Kind {
         case suggest(text: String, SuggestOptions)
         case choose(promptIDs: [Int32], options: [[Int32]], texts: [String], normalize: Bool)
+        case parse(promptIDs: [Int32], schema: String, automaton: SchemaAutomaton, maxTokens: Int, sampling: SamplingParams)
     }
     let handle: RequestHandle
     let kind: Kind
@@ -143,6 +160,27 @@ extension Engine {
                            deadline: deadline, session: nil, completion: completion)
     }
 
+    /// Queues a schema-constrained generation: the output is JSON valid under `schema`
+    /// (compiled by the caller with `JSONSchemaCompiler`), ending right after the root value.
+    public func submitParse(promptIDs: [Int32], schema: String, automaton: SchemaAutomaton, maxTokens: Int,
+                            sampling: SamplingParams, deadline: Double? = nil,
+                            completion: @escaping @Sendable (JobOutcome) -> Void) throws(EngineError) -> RequestHandle {
+        guard !promptIDs.isEmpty else { throw EngineError(.badRequest, "the prompt is empty") }
+        guard maxTokens >= 1, maxTokens <= config.maxTokens else {
+            throw EngineError(.badRequest, "max_tokens \(maxTokens) is outside 1...\(config.maxTokens)")
+        }
+        if let bad = sampling.invalidField { throw EngineError(.badRequest, bad) }
+        guard promptIDs.count + maxTokens <= config.maxContext else {
+            throw EngineError(.contextOverflow, "prompt (\(promptIDs.count) tokens) + max_tokens exceed the context of \(config.maxContext)")
+        }
+        let need = kvBytes(tokens: promptIDs.count + maxTokens)
+        guard need <= config.memoryBudgetBytes - runner.scratchBytes else {
+            throw EngineError(.overMemoryBudget, "parse needs \(need) bytes of KV; the budget leaves \(config.memoryBudgetBytes - runner.scratchBytes)")
+        }
+        return try enqueue(.parse(promptIDs: promptIDs, schema: schema, automaton: automaton, maxTokens: maxTokens, sampling: sampling),
+                           deadline: deadline, session: nil, completion: completion)
+    }
+
     private func enqueue(_ kind: Job.Kind, deadline: Double?, session: String?,
                          completion: @escaping @Sendable (JobOutcome) -> Void) throws(EngineError) -> RequestHandle {
         let handle = RequestHandle(id: nextID.add(1, ordering: .relaxed).oldValue)
@@ -175,6 +213,9 @@ extension Engine {
         case .choose(let prompt, let options, let texts, let normalize):
             lock.withLock { shared.stats.chooseRequests += 1 }
             runChoose(job, prompt: prompt, options: options, texts: texts, normalize: normalize)
+        case .parse(let prompt, let schema, let automaton, let maxTokens, let sampling):
+            lock.withLock { shared.stats.parseRequests += 1 }
+            runParse(job, prompt: prompt, schema: schema, automaton: automaton, maxTokens: maxTokens, sampling: sampling)
         }
         lock.withLock {
             if let key = job.session, shared.sessions[key] === job.handle { shared.sessions[key] = nil }
@@ -373,6 +414,31 @@ extension Engine {
             if match && !model.tokenizer.isControl(Int32(i)) { return true }
         }
         return false
+    }
+
+    private func runParse(_ job: Job, prompt: [Int32], schema: String, automaton: SchemaAutomaton,
+                          maxTokens: Int, sampling: SamplingParams) {
+        let t0 = monotonicSeconds()
+        let capacity = prompt.count + maxTokens
+        guard reserve(kvBytes(tokens: capacity)) else {
+            return job.fail(.error, "not enough memory for this request now; try again")
+        }
+        defer { release(kvBytes(tokens: capacity)) }
+        let vocabulary = constraintVocabulary()
+        let compiled = compiledSchema(schema, automaton)
+        let decoder = ConstrainedDecoder(automaton: compiled.automaton, vocabulary: vocabulary, sharedCache: compiled.masks)
+        let session = Session(runner: runner, capacity: capacity)
+        do {
+            let (out, stats) = try ConstrainedGenerator.run(
+                model: model, session: session, promptIDs: prompt, decoder: decoder,
+                options: GenerationOptions(maxTokens: maxTokens, sampling: sampling), now: monotonicSeconds)
+            job.completion(.parse(ParseResult(text: decoder.generatedText, complete: decoder.isComplete && out.finishReason == .stop,
+                                              promptTokens: prompt.count, generatedTokens: out.generatedIDs.count,
+                                              forcedTokens: stats.forcedTokens, forwardPasses: stats.forwardPasses,
+                                              maskMs: stats.maskSeconds * 1000, ms: (monotonicSeconds() - t0) * 1000)))
+        } catch {
+            job.fail(.error, "\(error)")
+        }
     }
 
     private func suggestionEnds(_ bytes: [UInt8], tokens: Int, _ o: SuggestOptions) -> Bool {

@@ -122,6 +122,7 @@ public enum ReplyBody: Sendable, Equatable {
     case ping
     case suggest(SuggestResult)
     case choose(ChooseResult)
+    case parse(ParseResult)
 
     /// The op this body belongs to (the wire `op` member).
     public var op: Op {
@@ -138,7 +139,23 @@ public enum ReplyBody: Sendable, Equatable {
         case .ping: return .ping
         case .suggest: return .suggest
         case .choose: return .choose
+        case .parse: return .parse
         }
+    }
+}
+
+/// `parse` reply: the JSON the schema-constrained generation produced.
+public struct ParseResult: Sendable, Equatable {
+    /// The parsed value (always valid under the schema when `complete`).
+    public var result: JSONValue
+    /// The same as compact JSON text, exactly as generated (schema key order).
+    public var text: String
+    /// False only when max_tokens cut the output short (then `result` is null).
+    public var complete: Bool
+    public var generatedTokens: Int
+    public var ms: Double
+    public init(result: JSONValue, text: String, complete: Bool, generatedTokens: Int, ms: Double) {
+        self.result = result; self.text = text; self.complete = complete; self.generatedTokens = generatedTokens; self.ms = ms
     }
 }
 
@@ -248,6 +265,12 @@ public struct Reply: Sendable, Equatable {
             b["prompt_tokens"] = .int(Int64(x.promptTokens))
             b["reused_tokens"] = .int(Int64(x.reusedTokens))
             b["ms"] = .double(x.ms)
+        case .parse(let x):
+            b["result"] = x.result
+            b["text"] = .string(x.text)
+            b["complete"] = .bool(x.complete)
+            b["generated_tokens"] = .int(Int64(x.generatedTokens))
+            b["ms"] = .double(x.ms)
         case .choose(let x):
             b["best"] = .string(x.best)
             b["best_index"] = .int(Int64(x.bestIndex))
@@ -352,6 +375,11 @@ public struct Reply: Sendable, Equatable {
                                           promptTokens: Int(try r.int("prompt_tokens", in: 0...anyInt.upperBound) ?? 0),
                                           reusedTokens: Int(try r.int("reused_tokens", in: 0...anyInt.upperBound) ?? 0),
                                           ms: try r.number("ms", in: 0...Double.greatestFiniteMagnitude) ?? 0))
+        case .parse:
+            return .parse(ParseResult(result: r.value("result") ?? .null, text: try r.string("text") ?? "",
+                                      complete: try r.bool("complete") ?? false,
+                                      generatedTokens: Int(try r.int("generated_tokens", in: 0...anyInt.upperBound) ?? 0),
+                                      ms: try r.number("ms", in: 0...Double.greatestFiniteMagnitude) ?? 0))
         case .choose:
             let items = try r.required("options", "expected an array") { (k) throws(ProtocolError) in try r.array(k) }
             var out: [ChooseResult.Option] = []

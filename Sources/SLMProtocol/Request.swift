@@ -5,7 +5,7 @@
 public enum Op: String, Sendable, CaseIterable {
     // v1 additions (2026-11-26): suggest, choose.
     case hello, info, complete, chat, tokenize, detokenize, cancel, status, stats, ping
-    case suggest, choose
+    case suggest, choose, parse
 }
 
 /// `hello`: version negotiation and server description.
@@ -136,9 +136,37 @@ public struct ChooseRequest: Sendable, Equatable {
     }
 }
 
+/// `parse`: turn an utterance into JSON that is valid under a schema (constrained decoding).
+public struct ParseRequest: Sendable, Equatable {
+    public var utterance: String
+    /// The JSON Schema as JSON *text*: property order is the output's key order, and a JSON
+    /// object on the wire would not keep it.
+    public var schema: String
+    /// What to do, for the model (default: convert the command into JSON).
+    public var instruction: String?
+    /// Worked examples: utterance and the expected object, as compact JSON text.
+    public var examples: [Example]
+    public var maxTokens: Int?
+    public var temperature: Double?
+    public var deadlineMS: Int?
+
+    public struct Example: Sendable, Equatable {
+        public var utterance: String
+        public var output: JSONValue
+        public init(utterance: String, output: JSONValue) { self.utterance = utterance; self.output = output }
+    }
+
+    public init(utterance: String, schema: String, instruction: String? = nil, examples: [Example] = [],
+                maxTokens: Int? = nil, temperature: Double? = nil, deadlineMS: Int? = nil) {
+        self.utterance = utterance; self.schema = schema; self.instruction = instruction; self.examples = examples
+        self.maxTokens = maxTokens; self.temperature = temperature; self.deadlineMS = deadlineMS
+    }
+}
+
 public enum RequestBody: Sendable, Equatable {
     case suggest(SuggestRequest)
     case choose(ChooseRequest)
+    case parse(ParseRequest)
     case hello(HelloRequest)
     case info
     case complete(CompleteRequest)
@@ -165,6 +193,7 @@ public enum RequestBody: Sendable, Equatable {
         case .ping: return .ping
         case .suggest: return .suggest
         case .choose: return .choose
+        case .parse: return .parse
         }
     }
 }
@@ -221,6 +250,21 @@ public struct Request: Sendable, Equatable {
 
     private static func readBody(_ op: Op, _ r: FieldReader) throws(ProtocolError) -> RequestBody {
         switch op {
+        case .parse:
+            let utterance = try r.required("utterance", "expected a string") { (k) throws(ProtocolError) in try r.string(k) }
+            let schema = try r.required("schema", "expected the JSON Schema as a JSON string") { (k) throws(ProtocolError) in try r.string(k) }
+            var examples: [ParseRequest.Example] = []
+            for (n, item) in (try r.array("examples") ?? []).enumerated() {
+                guard n < 16 else { throw .badField("examples", "expected at most 16 examples", requestID: r.requestID) }
+                guard case .array(let pair) = item, pair.count == 2, case .string(let u) = pair[0] else {
+                    throw .badField("examples[\(n)]", "expected [utterance, object]", requestID: r.requestID)
+                }
+                examples.append(.init(utterance: u, output: pair[1]))
+            }
+            return .parse(ParseRequest(utterance: utterance, schema: schema, instruction: try r.string("instruction"),
+                                       examples: examples, maxTokens: try r.int("max_tokens", in: 1...4096).map(Int.init),
+                                       temperature: try r.number("temperature", in: GenerationOptions.Bounds.temperature),
+                                       deadlineMS: try r.int("deadline_ms", in: 1...GenerationOptions.Bounds.deadlineMS).map(Int.init)))
         case .suggest:
             let prefix = try r.required("prefix", "expected a string") { (k) throws(ProtocolError) in try r.string(k) }
             return .suggest(SuggestRequest(
@@ -333,6 +377,14 @@ public struct Request: Sendable, Equatable {
             b["max_words"] = .int(Int64(x.maxWords))
             if !x.stopAtSentence { b["stop_at_sentence"] = false }
             b["session"] = x.session.map { .string($0) }
+            b["deadline_ms"] = x.deadlineMS.map { .int(Int64($0)) }
+        case .parse(let x):
+            b["utterance"] = .string(x.utterance)
+            b["schema"] = .string(x.schema)
+            b["instruction"] = x.instruction.map { .string($0) }
+            if !x.examples.isEmpty { b["examples"] = .array(x.examples.map { .array([.string($0.utterance), $0.output]) }) }
+            b["max_tokens"] = x.maxTokens.map { .int(Int64($0)) }
+            b["temperature"] = x.temperature.map { .double($0) }
             b["deadline_ms"] = x.deadlineMS.map { .int(Int64($0)) }
         case .choose(let x):
             b["prompt"] = .string(x.prompt)

@@ -98,6 +98,38 @@ final class RequestHandler: @unchecked Sendable {
                 try engine.submitChoose(promptIDs: promptIDs, options: options, texts: r.options, normalize: r.normalize,
                                         completion: completion)
             }
+        case .parse(let r):
+            let automaton: SchemaAutomaton
+            do {
+                automaton = try JSONSchemaCompiler.compile(r.schema)
+            } catch {
+                return fail(.badField, "field 'schema': \(error)")
+            }
+            guard case .success(let template) = model.chatTemplate else {
+                return fail(.unsupported, "this model has no chat template slmd can render")
+            }
+            // Instruction, worked examples as earlier turns, then the utterance: a 135M model
+            // follows demonstrated format far better than described format.
+            var messages = [ChatMessage(role: "system", content: r.instruction
+                ?? "Convert the user's command into a JSON object. Reply with the JSON object only.")]
+            for e in r.examples {
+                messages.append(ChatMessage(role: "user", content: e.utterance))
+                messages.append(ChatMessage(role: "assistant", content: String(decoding: e.output.serialized(), as: UTF8.self)))
+            }
+            messages.append(ChatMessage(role: "user", content: r.utterance))
+            for (i, m) in messages.enumerated() where model.tokenizer.encode(m.content, parseSpecial: true).contains(where: model.tokenizer.isControl) {
+                return fail(.badField, i == messages.count - 1 ? "field 'utterance': contains control-token text"
+                                                              : "field 'examples' or 'instruction': contains control-token text")
+            }
+            let ids = model.tokenizer.encode(template.render(messages), parseSpecial: true)
+            var sampling = SamplingParams.greedy
+            if let t = r.temperature, t > 0 { sampling = SamplingParams(temperature: Float(t), seed: UInt64.random(in: 0...UInt64.max)) }
+            let maxTokens = min(r.maxTokens ?? 128, config.engine.maxTokens)
+            let deadline = r.deadlineMS.map { monotonicSeconds() + Double($0) / 1000 }
+            runJob(id: id, on: c) { completion throws(EngineError) in
+                try engine.submitParse(promptIDs: ids, schema: r.schema, automaton: automaton, maxTokens: maxTokens,
+                                       sampling: sampling, deadline: deadline, completion: completion)
+            }
         case .chat(let r):
             let template: ChatTemplate
             switch model.chatTemplate {
@@ -221,6 +253,10 @@ final class RequestHandler: @unchecked Sendable {
                 best: r.options[r.best].text, bestIndex: r.best,
                 options: r.options.map { .init(text: $0.text, logprob: $0.logprob, normalizedLogprob: $0.normalizedLogprob, tokens: $0.tokenCount) },
                 ms: r.ms))).frame()
+        case .parse(let r):
+            let value = r.complete ? ((try? JSONValue.parse(Array(r.text.utf8))) ?? .null) : .null
+            return Reply(id: id, .parse(SLMProtocol.ParseResult(result: value, text: r.text, complete: r.complete,
+                                                                generatedTokens: r.generatedTokens, ms: r.ms))).frame()
         case .ended(let reason, let message):
             let code: ErrorCode
             switch reason {
@@ -325,6 +361,7 @@ final class RequestHandler: @unchecked Sendable {
             "prefix_cache_reused_tokens": Int64(s.prefixCacheReusedTokens),
             "suggest_requests": Int64(s.suggestRequests),
             "choose_requests": Int64(s.chooseRequests),
+            "parse_requests": Int64(s.parseRequests),
         ]
         for reason in ["stop", "length", "cancelled", "deadline", "error", "superseded"] {
             counters["requests_finished_\(reason)"] = Int64(s.finished[reason, default: 0])

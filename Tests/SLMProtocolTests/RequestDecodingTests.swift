@@ -45,7 +45,7 @@ final class RequestDecodingTests: XCTestCase {
 
     func testUnknownOpEchoesId() {
         let e = assertProtocolError(.unknownType) { () throws(ProtocolError) in
-            try request(#"{"id":"x7","op":"parse","intent":"timer","utterance":"in 5 min"}"#)
+            try request(#"{"id":"x7","op":"translate","intent":"timer","utterance":"in 5 min"}"#)
         }
         XCTAssertEqual(e?.requestID, "x7")
         XCTAssertEqual(e?.errorMessage.id, "x7")

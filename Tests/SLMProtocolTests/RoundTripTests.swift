@@ -34,6 +34,9 @@ final class RoundTripTests: XCTestCase {
             Request(id: 11, .suggest(SuggestRequest(prefix: "Turn on the li", n: 3, maxTokens: 6, maxWords: 2,
                                                     stopAtSentence: false, session: "ui", deadlineMS: 500))),
             Request(id: 12, .choose(ChooseRequest(prompt: "Sentiment:", options: [" positive", " negative"], normalize: true))),
+            Request(id: 13, .parse(ParseRequest(utterance: "lights off", schema: #"{"type":"object","properties":{"a":{"enum":["x"]}}}"#,
+                                                instruction: "JSON only", examples: [.init(utterance: "on", output: ["a": "x"])],
+                                                maxTokens: 64, temperature: 0, deadlineMS: 1000))),
         ]
         XCTAssertEqual(Set(requests.map(\.body.op)), Set(Op.allCases), "every op covered")
         for r in requests {
@@ -68,6 +71,8 @@ final class RoundTripTests: XCTestCase {
                                                options: [.init(text: " a", logprob: -3, normalizedLogprob: -3, tokens: 1),
                                                          .init(text: " b", logprob: -1, normalizedLogprob: -0.5, tokens: 2)],
                                                ms: 3))),
+            Reply(id: 14, .parse(ParseResult(result: ["action": "turn_off", "value": nil], text: #"{"action":"turn_off","value":null}"#,
+                                             complete: true, generatedTokens: 9, ms: 80.5))),
         ]
         XCTAssertEqual(Set(replies.map(\.body.op)), Set(Op.allCases), "every op covered")
         for r in replies {

@@ -14,7 +14,7 @@ final class SpecHexdumpTests: XCTestCase {
         let tokenize = Request(id: 7, .tokenize(TokenizeRequest(text: "Hello")))
         // The error example is what the real request decoder reports for an op it does not know.
         var unknown: ProtocolError?
-        do { _ = try Request(payload: Array(#"{"id":8,"op":"parse"}"#.utf8)) } catch { unknown = error }
+        do { _ = try Request(payload: Array(#"{"id":8,"op":"translate"}"#.utf8)) } catch { unknown = error }
         return [
             "tokenize-request": tokenize.frame().encode(),
             "tokenize-reply": Reply(id: 7, .tokenize(ids: [9707])).frame().encode(),
@@ -63,7 +63,7 @@ final class SpecHexdumpTests: XCTestCase {
         XCTAssertEqual(try Request(frame: XCTUnwrap(try d.next())), Request(id: 7, .tokenize(TokenizeRequest(text: "Hello"))))
         d.feed(examples["unknown-op-error"]!)
         let error = try ServerMessage(frame: XCTUnwrap(try d.next()))
-        XCTAssertEqual(error, .error(ErrorMessage(id: 8, code: .unknownType, message: "unknown op 'parse'")))
+        XCTAssertEqual(error, .error(ErrorMessage(id: 8, code: .unknownType, message: "unknown op 'translate'")))
     }
 
     func testHexDumpFormat() {

@@ -224,3 +224,40 @@ final class DaemonCompletionTests: XCTestCase {
         XCTAssertEqual(st.counters["requests_finished_superseded"], 1)
     }
 }
+
+/// Schema-constrained parsing over the socket: always valid JSON under the schema.
+final class DaemonParseTests: XCTestCase {
+    static let schema = """
+    {"type":"object","properties":{
+      "action":{"enum":["turn_on","turn_off","set","open","close","lock","unlock","status"]},
+      "device":{"enum":["light","heating","blinds","door","tv","fan","speaker","oven"]},
+      "room":{"enum":["kitchen","bedroom","living_room","bathroom","office","garage","hallway","garden"]},
+      "value":{"type":["integer","null"],"minimum":0,"maximum":100}},
+     "required":["action","device","room","value"],"additionalProperties":false}
+    """
+
+    func testParseAlwaysYieldsValidJSONInSchemaOrder() throws {
+        let d = try Daemon()
+        let c = try Client(path: d.socket)
+        let examples: [ParseRequest.Example] = [
+            .init(utterance: "switch on the kitchen lights", output: ["action": "turn_on", "device": "light", "room": "kitchen", "value": nil]),
+            .init(utterance: "set the bedroom heating to 21", output: ["action": "set", "device": "heating", "room": "bedroom", "value": 21]),
+        ]
+        let utterances = ["kill the lights in the living room", "lower the blinds in the bedroom please", "set the oven to 80",
+                          "unlock the hallway door", "is the garden fan on?", "turn the office speaker off"]
+        for (i, u) in utterances.enumerated() {
+            let reply = c.request(.parse(ParseRequest(utterance: u, schema: Self.schema, examples: examples)), id: .int(Int64(i)))
+            guard case .parse(let r)? = reply?.reply else { return XCTFail("no parse reply for '\(u)': \(String(describing: reply))") }
+            XCTAssertTrue(r.complete)
+            guard case .object(let o) = r.result else { return XCTFail("not an object: \(r.text)") }
+            XCTAssertEqual(Set(o.keys), ["action", "device", "room", "value"])
+            XCTAssertTrue(r.text.hasPrefix(#"{"action":""#), "schema key order: \(r.text)")
+            if case .int(let v)? = o["value"] { XCTAssertTrue((0...100).contains(v)) } else { XCTAssertEqual(o["value"], .null) }
+        }
+        // A schema outside the supported subset is refused, naming the keyword's path.
+        let bad = c.request(.parse(ParseRequest(utterance: "x", schema: #"{"type":"string","pattern":"a+"}"#)), id: .int(99))
+        XCTAssertEqual(bad?.errorCode, "bad_field")
+        guard case .error(let e)? = bad else { return XCTFail() }
+        XCTAssertTrue(e.message.contains("pattern"), e.message)
+    }
+}
