@@ -419,18 +419,19 @@ extension Engine {
     private func runParse(_ job: Job, prompt: [Int32], schema: String, automaton: SchemaAutomaton,
                           maxTokens: Int, sampling: SamplingParams) {
         let t0 = monotonicSeconds()
-        let capacity = prompt.count + maxTokens
-        guard reserve(kvBytes(tokens: capacity)) else {
+        // The instruction and examples are the same for every command of an intent: their KV
+        // comes from the prefix cache, so only the utterance is computed.
+        guard let (cache, reused) = acquireCache(for: prompt, capacity: prompt.count + maxTokens) else {
             return job.fail(.error, "not enough memory for this request now; try again")
         }
-        defer { release(kvBytes(tokens: capacity)) }
+        let session = Session(runner: runner, cache: cache, tokens: Array(prompt.prefix(reused)))
+        defer { retire(cache, tokens: session.tokens) }
         let vocabulary = constraintVocabulary()
         let compiled = compiledSchema(schema, automaton)
         let decoder = ConstrainedDecoder(automaton: compiled.automaton, vocabulary: vocabulary, sharedCache: compiled.masks)
-        let session = Session(runner: runner, capacity: capacity)
         do {
             let (out, stats) = try ConstrainedGenerator.run(
-                model: model, session: session, promptIDs: prompt, decoder: decoder,
+                model: model, session: session, promptIDs: Array(prompt[reused...]), decoder: decoder,
                 options: GenerationOptions(maxTokens: maxTokens, sampling: sampling), now: monotonicSeconds)
             job.completion(.parse(ParseResult(text: decoder.generatedText, complete: decoder.isComplete && out.finishReason == .stop,
                                               promptTokens: prompt.count, generatedTokens: out.generatedIDs.count,

@@ -14,6 +14,16 @@ public final class Session: @unchecked Sendable {
         tokens.reserveCapacity(cache.capacity)
     }
 
+    /// Adopts `cache`, which already holds the KV of `tokens` (a reused prompt prefix).
+    public init(runner: Runner, cache: KVCache, tokens: [Int32]) {
+        precondition(cache.count == tokens.count && cache.capacity <= runner.maxContext)
+        self.runner = runner
+        self.cache = cache
+        batch = Batch(capacity: runner.maxBatch)
+        self.tokens = tokens
+        self.tokens.reserveCapacity(cache.capacity)
+    }
+
     public var position: Int { tokens.count }
     public var remaining: Int { cache.capacity - tokens.count }
 
