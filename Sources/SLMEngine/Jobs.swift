@@ -80,6 +80,10 @@ public struct ParseResult: Sendable, Equatable {
     public var forwardPasses: Int
     public var maskMs: Double
     public var ms: Double
+    /// Per top-level field, how sure the model was of its value (see `FieldConfidence`).
+    public var confidence: [FieldScore] = []
+    /// The generated token ids (forced ones included).
+    public var tokens: [Int32] = []
 }
 
 /// How a job ended.
@@ -436,7 +440,9 @@ extension Engine {
             job.completion(.parse(ParseResult(text: decoder.generatedText, complete: decoder.isComplete && out.finishReason == .stop,
                                               promptTokens: prompt.count, generatedTokens: out.generatedIDs.count,
                                               forcedTokens: stats.forcedTokens, forwardPasses: stats.forwardPasses,
-                                              maskMs: stats.maskSeconds * 1000, ms: (monotonicSeconds() - t0) * 1000)))
+                                              maskMs: stats.maskSeconds * 1000, ms: (monotonicSeconds() - t0) * 1000,
+                                              confidence: FieldConfidence.compute(text: decoder.generatedBytes, sampled: stats.sampled),
+                                              tokens: out.generatedIDs)))
         } catch {
             job.fail(.error, "\(error)")
         }

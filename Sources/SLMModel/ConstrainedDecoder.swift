@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Constrained decoding for one request: which tokens keep the output a valid document of
 /// the schema, from the current automaton state.
 ///
@@ -151,6 +157,37 @@ public final class ConstrainedDecoder: @unchecked Sendable {
                 }
             }
         }
+    }
+
+    /// ln of `token`'s probability in the softmax of `logits` restricted to the tokens allowed
+    /// now (logits of disallowed tokens are ignored, so it works on masked logits too).
+    public func maskedLogProb(of token: Int32, _ logits: UnsafeMutableBufferPointer<Float>) -> Float {
+        let words = currentMask()
+        let n = min(logits.count, vocabulary.vocabSize)
+        var maxL = -Float.infinity
+        words.withUnsafeBufferPointer { w in
+            for wi in 0..<((n + 63) >> 6) {
+                var word = w[wi]
+                while word != 0 {
+                    let i = wi << 6 | word.trailingZeroBitCount
+                    word &= word - 1
+                    if i < n, logits[i] > maxL { maxL = logits[i] }
+                }
+            }
+        }
+        guard maxL.isFinite, Int(token) < n else { return 0 }
+        var sum: Double = 0
+        words.withUnsafeBufferPointer { w in
+            for wi in 0..<((n + 63) >> 6) {
+                var word = w[wi]
+                while word != 0 {
+                    let i = wi << 6 | word.trailingZeroBitCount
+                    word &= word - 1
+                    if i < n { sum += Double(expf(logits[i] - maxL)) }
+                }
+            }
+        }
+        return Float(Double(logits[Int(token)] - maxL) - log(sum))
     }
 
     /// The allowed-token bitset for the current state (bit i of word i/64: token i allowed).

@@ -154,8 +154,17 @@ public struct ParseResult: Sendable, Equatable {
     public var complete: Bool
     public var generatedTokens: Int
     public var ms: Double
-    public init(result: JSONValue, text: String, complete: Bool, generatedTokens: Int, ms: Double) {
+    /// Per top-level field: the probability the model gave the value it chose (for an enum,
+    /// the mass of the chosen value among the allowed ones), in [0, 1].
+    public var confidence: [String: Double]
+    /// The intent that was used, when the request named one.
+    public var intent: String?
+    /// Generated token ids, when the request asked for them.
+    public var tokens: [Int]?
+    public init(result: JSONValue, text: String, complete: Bool, generatedTokens: Int, ms: Double,
+                confidence: [String: Double] = [:], intent: String? = nil, tokens: [Int]? = nil) {
         self.result = result; self.text = text; self.complete = complete; self.generatedTokens = generatedTokens; self.ms = ms
+        self.confidence = confidence; self.intent = intent; self.tokens = tokens
     }
 }
 
@@ -271,6 +280,9 @@ public struct Reply: Sendable, Equatable {
             b["complete"] = .bool(x.complete)
             b["generated_tokens"] = .int(Int64(x.generatedTokens))
             b["ms"] = .double(x.ms)
+            b["confidence"] = .object(x.confidence.mapValues { .double($0) })
+            b["intent"] = x.intent.map { .string($0) }
+            b["tokens"] = x.tokens.map { .array($0.map { .int(Int64($0)) }) }
         case .choose(let x):
             b["best"] = .string(x.best)
             b["best_index"] = .int(Int64(x.bestIndex))
@@ -297,6 +309,18 @@ public struct Reply: Sendable, Equatable {
         }
         self.id = id
         self.body = try Self.readBody(op, r)
+    }
+
+    private static func readConfidence(_ r: FieldReader) throws(ProtocolError) -> [String: Double] {
+        var out: [String: Double] = [:]
+        for (k, v) in try r.object("confidence") ?? [:] {
+            switch v {
+            case .int(let i) where (0...1).contains(i): out[k] = Double(i)
+            case .double(let d) where (0...1).contains(d): out[k] = d
+            default: throw .badField("confidence.\(k)", "expected a probability in [0, 1]", requestID: r.requestID)
+            }
+        }
+        return out
     }
 
     private static func readBody(_ op: Op, _ r: FieldReader) throws(ProtocolError) -> ReplyBody {
@@ -379,7 +403,16 @@ public struct Reply: Sendable, Equatable {
             return .parse(ParseResult(result: r.value("result") ?? .null, text: try r.string("text") ?? "",
                                       complete: try r.bool("complete") ?? false,
                                       generatedTokens: Int(try r.int("generated_tokens", in: 0...anyInt.upperBound) ?? 0),
-                                      ms: try r.number("ms", in: 0...Double.greatestFiniteMagnitude) ?? 0))
+                                      ms: try r.number("ms", in: 0...Double.greatestFiniteMagnitude) ?? 0,
+                                      confidence: try Self.readConfidence(r), intent: try r.string("intent"),
+                                      tokens: try r.array("tokens").map { (items) throws(ProtocolError) in
+                                          var ids: [Int] = []
+                                          for (n, v) in items.enumerated() {
+                                              guard case .int(let i) = v else { throw .badField("tokens[\(n)]", "expected an integer", requestID: r.requestID) }
+                                              ids.append(Int(i))
+                                          }
+                                          return ids
+                                      }))
         case .choose:
             let items = try r.required("options", "expected an array") { (k) throws(ProtocolError) in try r.array(k) }
             var out: [ChooseResult.Option] = []

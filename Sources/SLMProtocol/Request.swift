@@ -137,18 +137,24 @@ public struct ChooseRequest: Sendable, Equatable {
 }
 
 /// `parse`: turn an utterance into JSON that is valid under a schema (constrained decoding).
+/// Names an intent the daemon loaded from its intents directory, or carries the schema
+/// (and optionally instruction and examples) inline; exactly one of the two.
 public struct ParseRequest: Sendable, Equatable {
     public var utterance: String
+    /// A configured intent (its schema, instruction and examples are used).
+    public var intent: String?
     /// The JSON Schema as JSON *text*: property order is the output's key order, and a JSON
     /// object on the wire would not keep it.
-    public var schema: String
-    /// What to do, for the model (default: convert the command into JSON).
+    public var schema: String?
+    /// What to do, for the model (default: the intent's, or a generic one).
     public var instruction: String?
-    /// Worked examples: utterance and the expected object, as compact JSON text.
+    /// Worked examples: utterance and the expected object.
     public var examples: [Example]
     public var maxTokens: Int?
     public var temperature: Double?
     public var deadlineMS: Int?
+    /// Return the generated token ids too.
+    public var returnTokens: Bool
 
     public struct Example: Sendable, Equatable {
         public var utterance: String
@@ -156,10 +162,12 @@ public struct ParseRequest: Sendable, Equatable {
         public init(utterance: String, output: JSONValue) { self.utterance = utterance; self.output = output }
     }
 
-    public init(utterance: String, schema: String, instruction: String? = nil, examples: [Example] = [],
-                maxTokens: Int? = nil, temperature: Double? = nil, deadlineMS: Int? = nil) {
-        self.utterance = utterance; self.schema = schema; self.instruction = instruction; self.examples = examples
-        self.maxTokens = maxTokens; self.temperature = temperature; self.deadlineMS = deadlineMS
+    public init(utterance: String, intent: String? = nil, schema: String? = nil, instruction: String? = nil,
+                examples: [Example] = [], maxTokens: Int? = nil, temperature: Double? = nil, deadlineMS: Int? = nil,
+                returnTokens: Bool = false) {
+        self.utterance = utterance; self.intent = intent; self.schema = schema; self.instruction = instruction
+        self.examples = examples; self.maxTokens = maxTokens; self.temperature = temperature
+        self.deadlineMS = deadlineMS; self.returnTokens = returnTokens
     }
 }
 
@@ -252,7 +260,12 @@ public struct Request: Sendable, Equatable {
         switch op {
         case .parse:
             let utterance = try r.required("utterance", "expected a string") { (k) throws(ProtocolError) in try r.string(k) }
-            let schema = try r.required("schema", "expected the JSON Schema as a JSON string") { (k) throws(ProtocolError) in try r.string(k) }
+            let intent = try r.string("intent", maxBytes: 128)
+            let schema = try r.string("schema")
+            guard (intent == nil) != (schema == nil) else {
+                throw intent == nil ? .badField("intent", "expected an intent name, or a 'schema' (both missing)", requestID: r.requestID)
+                                    : .badField("schema", "not allowed together with 'intent'", requestID: r.requestID)
+            }
             var examples: [ParseRequest.Example] = []
             for (n, item) in (try r.array("examples") ?? []).enumerated() {
                 guard n < 16 else { throw .badField("examples", "expected at most 16 examples", requestID: r.requestID) }
@@ -261,10 +274,11 @@ public struct Request: Sendable, Equatable {
                 }
                 examples.append(.init(utterance: u, output: pair[1]))
             }
-            return .parse(ParseRequest(utterance: utterance, schema: schema, instruction: try r.string("instruction"),
+            return .parse(ParseRequest(utterance: utterance, intent: intent, schema: schema, instruction: try r.string("instruction"),
                                        examples: examples, maxTokens: try r.int("max_tokens", in: 1...4096).map(Int.init),
                                        temperature: try r.number("temperature", in: GenerationOptions.Bounds.temperature),
-                                       deadlineMS: try r.int("deadline_ms", in: 1...GenerationOptions.Bounds.deadlineMS).map(Int.init)))
+                                       deadlineMS: try r.int("deadline_ms", in: 1...GenerationOptions.Bounds.deadlineMS).map(Int.init),
+                                       returnTokens: try r.bool("tokens") ?? false))
         case .suggest:
             let prefix = try r.required("prefix", "expected a string") { (k) throws(ProtocolError) in try r.string(k) }
             return .suggest(SuggestRequest(
@@ -380,7 +394,9 @@ public struct Request: Sendable, Equatable {
             b["deadline_ms"] = x.deadlineMS.map { .int(Int64($0)) }
         case .parse(let x):
             b["utterance"] = .string(x.utterance)
-            b["schema"] = .string(x.schema)
+            b["intent"] = x.intent.map { .string($0) }
+            b["schema"] = x.schema.map { .string($0) }
+            if x.returnTokens { b["tokens"] = true }
             b["instruction"] = x.instruction.map { .string($0) }
             if !x.examples.isEmpty { b["examples"] = .array(x.examples.map { .array([.string($0.utterance), $0.output]) }) }
             b["max_tokens"] = x.maxTokens.map { .int(Int64($0)) }

@@ -31,6 +31,10 @@ public struct DaemonConfig: Sendable, Equatable {
     public var logLevel = "info"
     public var shutdownGraceMs = 10_000
     public var statusIntervalMs = 5_000
+    /// Directory of intent files (`*.json`) for `parse`; missing means no intents.
+    public var intentsDir = "/etc/slmd/intents.d"
+    /// Refuse to start when an intent file is invalid (otherwise it is logged and skipped).
+    public var intentsStrict = false
 
     public init() {}
 
@@ -130,6 +134,8 @@ extension DaemonConfig {
         case "log_level": logLevel = value
         case "shutdown_grace_ms": shutdownGraceMs = try int(0...3_600_000)
         case "status_interval_ms": statusIntervalMs = try int(100...3_600_000)
+        case "intents_dir": intentsDir = value
+        case "intents_strict": intentsStrict = try bool()
         default: throw ConfigError("unknown key '\(key)'")
         }
     }

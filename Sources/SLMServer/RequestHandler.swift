@@ -19,11 +19,13 @@ final class RequestHandler: @unchecked Sendable {
     let engine: Engine
     let model: Model
     let logger: Logger
+    let intents: IntentRegistry
     weak var server: Server?
     let serverVersion = "0.1.0"
 
-    init(config: DaemonConfig, engine: Engine, logger: Logger) {
+    init(config: DaemonConfig, engine: Engine, intents: IntentRegistry, logger: Logger) {
         self.config = config
+        self.intents = intents
         self.engine = engine
         self.model = engine.model
         self.logger = logger
@@ -99,22 +101,40 @@ final class RequestHandler: @unchecked Sendable {
                                         completion: completion)
             }
         case .parse(let r):
-            let automaton: SchemaAutomaton
-            do {
-                automaton = try JSONSchemaCompiler.compile(r.schema)
-            } catch {
-                return fail(.badField, "field 'schema': \(error)")
+            let automaton: SchemaAutomaton, schemaText: String, instruction: String?
+            let examples: [(utterance: String, output: String)]
+            var maxTokens = r.maxTokens
+            if let name = r.intent {
+                guard let intent = intents.intent(named: name) else {
+                    let known = intents.names
+                    return fail(.badField, "field 'intent': unknown intent '\(name)' (" + (known.isEmpty ? "no intents are loaded" : "loaded: " + known.joined(separator: ", ")) + ")")
+                }
+                automaton = intent.automaton
+                schemaText = intent.schemaText
+                instruction = r.instruction ?? intent.instruction
+                examples = r.examples.isEmpty ? intent.examples : r.examples.map { ($0.utterance, canonical(OrderedJSON($0.output), schema: intent.automaton.schema).compactText) }
+                maxTokens = maxTokens ?? intent.maxTokens
+            } else {
+                schemaText = r.schema ?? ""
+                do {
+                    automaton = try JSONSchemaCompiler.compile(schemaText)
+                } catch {
+                    return fail(.badField, "field 'schema': \(error)")
+                }
+                instruction = r.instruction
+                examples = r.examples.map { ($0.utterance, canonical(OrderedJSON($0.output), schema: automaton.schema).compactText) }
             }
             guard case .success(let template) = model.chatTemplate else {
                 return fail(.unsupported, "this model has no chat template slmd can render")
             }
             // Instruction, worked examples as earlier turns, then the utterance: a 135M model
-            // follows demonstrated format far better than described format.
-            var messages = [ChatMessage(role: "system", content: r.instruction
+            // follows demonstrated format far better than described format. Examples are
+            // shown in the schema's key order, the layout decoding will produce.
+            var messages = [ChatMessage(role: "system", content: instruction
                 ?? "Convert the user's command into a JSON object. Reply with the JSON object only.")]
-            for e in r.examples {
+            for e in examples {
                 messages.append(ChatMessage(role: "user", content: e.utterance))
-                messages.append(ChatMessage(role: "assistant", content: String(decoding: e.output.serialized(), as: UTF8.self)))
+                messages.append(ChatMessage(role: "assistant", content: e.output))
             }
             messages.append(ChatMessage(role: "user", content: r.utterance))
             for (i, m) in messages.enumerated() where model.tokenizer.encode(m.content, parseSpecial: true).contains(where: model.tokenizer.isControl) {
@@ -124,10 +144,10 @@ final class RequestHandler: @unchecked Sendable {
             let ids = model.tokenizer.encode(template.render(messages), parseSpecial: true)
             var sampling = SamplingParams.greedy
             if let t = r.temperature, t > 0 { sampling = SamplingParams(temperature: Float(t), seed: UInt64.random(in: 0...UInt64.max)) }
-            let maxTokens = min(r.maxTokens ?? 128, config.engine.maxTokens)
+            let limit = min(maxTokens ?? 128, config.engine.maxTokens)
             let deadline = r.deadlineMS.map { monotonicSeconds() + Double($0) / 1000 }
-            runJob(id: id, on: c) { completion throws(EngineError) in
-                try engine.submitParse(promptIDs: ids, schema: r.schema, automaton: automaton, maxTokens: maxTokens,
+            runJob(id: id, on: c, intent: r.intent, returnTokens: r.returnTokens) { completion throws(EngineError) in
+                try engine.submitParse(promptIDs: ids, schema: schemaText, automaton: automaton, maxTokens: limit,
                                        sampling: sampling, deadline: deadline, completion: completion)
             }
         case .chat(let r):
@@ -198,12 +218,12 @@ final class RequestHandler: @unchecked Sendable {
     }
 
     /// Submits a short job (suggest, choose) whose single result ends the request.
-    private func runJob(id: RequestID, on c: Connection,
+    private func runJob(id: RequestID, on c: Connection, intent: String? = nil, returnTokens: Bool = false,
                         _ submit: (@escaping @Sendable (JobOutcome) -> Void) throws(EngineError) -> RequestHandle) {
         let server = self.server
         let completion: @Sendable (JobOutcome) -> Void = { [weak c] outcome in
             guard let c else { return }
-            c.enqueue(Self.jobFrame(id: id, outcome), finishing: id)
+            c.enqueue(Self.jobFrame(id: id, outcome, intent: intent, returnTokens: returnTokens), finishing: id)
             server?.wake()
         }
         track(id: id, on: c) { () throws(EngineError) in try submit(completion) }
@@ -242,7 +262,7 @@ final class RequestHandler: @unchecked Sendable {
         }
     }
 
-    static func jobFrame(id: RequestID, _ outcome: JobOutcome) -> Frame {
+    static func jobFrame(id: RequestID, _ outcome: JobOutcome, intent: String? = nil, returnTokens: Bool = false) -> Frame {
         switch outcome {
         case .suggest(let r):
             return Reply(id: id, .suggest(SLMProtocol.SuggestResult(
@@ -255,8 +275,10 @@ final class RequestHandler: @unchecked Sendable {
                 ms: r.ms))).frame()
         case .parse(let r):
             let value = r.complete ? ((try? JSONValue.parse(Array(r.text.utf8))) ?? .null) : .null
-            return Reply(id: id, .parse(SLMProtocol.ParseResult(result: value, text: r.text, complete: r.complete,
-                                                                generatedTokens: r.generatedTokens, ms: r.ms))).frame()
+            return Reply(id: id, .parse(SLMProtocol.ParseResult(
+                result: value, text: r.text, complete: r.complete, generatedTokens: r.generatedTokens, ms: r.ms,
+                confidence: Dictionary(r.confidence.map { ($0.key, $0.confidence) }, uniquingKeysWith: { a, _ in a }),
+                intent: intent, tokens: returnTokens ? r.tokens.map(Int.init) : nil))).frame()
         case .ended(let reason, let message):
             let code: ErrorCode
             switch reason {
@@ -339,6 +361,7 @@ final class RequestHandler: @unchecked Sendable {
             "rss_file_bytes": .int(Int64(mem.file)),
             "threads": .int(Int64(s.threads)),
             "kernel_path": .string(s.kernelPath),
+            "intents": .array(intents.names.map { .string($0) }),
             "version": .string(serverVersion),
         ]
     }

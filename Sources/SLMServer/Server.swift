@@ -47,7 +47,7 @@ public final class Server: @unchecked Sendable {
     /// Takes over `listenFD` (already listening; from systemd or `UnixSocket.listen`).
     /// `ownsSocketPath` says whether slmd created the socket file and must remove it.
     public init(config: DaemonConfig, engine: Engine, listenFD: Int32, ownsSocketPath: Bool, logger: Logger,
-                onTick: (@Sendable () -> Void)? = nil) throws(SocketError) {
+                intents: IntentRegistry = IntentRegistry(), onTick: (@Sendable () -> Void)? = nil) throws(SocketError) {
         self.config = config
         self.engine = engine
         self.model = engine.model
@@ -62,7 +62,7 @@ public final class Server: @unchecked Sendable {
         wakeWrite = fds[1]
         UnixSocket.setNonBlocking(wakeRead)
         UnixSocket.setNonBlocking(wakeWrite)
-        handler = RequestHandler(config: config, engine: engine, logger: logger)
+        handler = RequestHandler(config: config, engine: engine, intents: intents, logger: logger)
     }
 
     /// Binds `config.socket` itself (when not socket-activated).

@@ -17,8 +17,8 @@ struct Serve: ParsableCommand {
             flags on top, maps and validates the model, warms it up, then listens on the \
             Unix socket (the one systemd passes, else the configured path) and tells systemd \
             READY=1. SIGTERM drains: no new requests, running ones get shutdown_grace_ms to \
-            finish, then the rest are cancelled and slmd exits 0. SIGHUP re-reads nothing \
-            yet and is acknowledged.
+            finish, then the rest are cancelled and slmd exits 0. SIGHUP reloads the intent \
+            files (intents_dir); the rest of the configuration needs a restart.
             """)
 
     @Option(name: .long, help: "Config file (default: /etc/slmd/slmd.conf if present).")
@@ -80,6 +80,10 @@ struct Serve: ParsableCommand {
         if checkConfig {
             let m = try Model(path: cfg.model)
             if let problem = cfg.engine.problem(modelConfig: m.config) { throw ConfigError("invalid configuration: \(problem)") }
+            let (intents, errors) = IntentRegistry.load(directory: cfg.intentsDir)
+            for e in errors { print("intent file error: \(e)") }
+            if cfg.intentsStrict, !errors.isEmpty { throw ConfigError("invalid intent files (intents_strict = true)") }
+            print("intents: \(intents.isEmpty ? "none" : intents.keys.sorted().joined(separator: ", ")) from \(cfg.intentsDir)")
             print("configuration OK: model \(cfg.model) (\(m.config.name), \(m.weightBytes / 1_000_000) MB), socket \(cfg.socket), threads \(cfg.engine.threads), memory budget \(cfg.engine.memoryBudgetBytes) bytes")
             return
         }
@@ -88,6 +92,22 @@ struct Serve: ParsableCommand {
         let notifier = Notifier()
         logger.info("starting", metadata: ["version": "\(SLMDVersion.string)", "model": "\(cfg.model)",
                                            "threads": "\(cfg.engine.threads)", "kernels": "\(Kernels.path)"])
+
+        let registry = IntentRegistry()
+        @Sendable func loadIntents(initial: Bool) throws {
+            let (intents, errors) = IntentRegistry.load(directory: cfg.intentsDir)
+            for e in errors { logger.error("intent file not loaded", metadata: ["file": "\(e.file)", "error": "\(e.message)"]) }
+            if cfg.intentsStrict, !errors.isEmpty {
+                if initial { throw ConfigError("\(errors.count) invalid intent file(s) in \(cfg.intentsDir) and intents_strict = true: \(errors[0])") }
+                logger.error("reload refused: invalid intent files and intents_strict = true; keeping the previous intents",
+                             metadata: ["kept": "\(registry.count)"])
+                return
+            }
+            registry.replace(with: intents)
+            logger.info("intents loaded", metadata: ["dir": "\(cfg.intentsDir)", "count": "\(intents.count)",
+                                                     "names": "\(intents.keys.sorted().joined(separator: ","))"])
+        }
+        try loadIntents(initial: true)
 
         let model = try Model(path: cfg.model)
         if cfg.prefetch { model.prefetch() }
@@ -111,7 +131,8 @@ struct Serve: ParsableCommand {
             let s = engine.stats()
             return "serving \(model.config.name): \(s.active) active, \(s.queued) queued, \(s.generatedTokens) tokens generated, KV \(s.kvBytesInUse >> 20)/\(s.memoryBudgetBytes >> 20) MiB"
         }
-        let server = try Server(config: cfg, engine: engine, listenFD: listenFD, ownsSocketPath: owned, logger: logger) {
+        let server = try Server(config: cfg, engine: engine, listenFD: listenFD, ownsSocketPath: owned, logger: logger,
+                                intents: registry) {
             notifier.status(statusLine())
         }
         server.start()
@@ -125,7 +146,8 @@ struct Serve: ParsableCommand {
             sigwait(&set, &sig)
             if sig == SIGHUP {
                 notifier.reloading()
-                logger.info("SIGHUP: nothing to reload in this version")
+                logger.info("SIGHUP: reloading intents")
+                try? loadIntents(initial: false)
                 notifier.ready(status: statusLine())
                 continue
             }

@@ -130,6 +130,55 @@ final class ConstrainedGenerationTests: XCTestCase {
         print("greedy totals: \(sampled) sampled + \(forced) forced tokens, \(passes) forward passes after the prompt, \(rejections) rejected samples")
     }
 
+    /// Confidence figures: each sampled token's constrained log-probability equals the
+    /// softmax over exactly the allowed tokens (brute force), and fields get the product.
+    func testFieldConfidenceIsTheConstrainedProbabilityOfTheChoices() throws {
+        let s = try setup()
+        let (out, stats) = try generate(s, "please switch off the lights in the kitchen", sampling: .greedy)
+        XCTAssertEqual(stats.sampled.count, out.generatedIDs.count - stats.forcedTokens)
+        XCTAssertTrue(stats.sampled.allSatisfy { $0.logprob <= 0 && $0.logprob.isFinite })
+        let fields = FieldConfidence.compute(text: Array(out.text.utf8), sampled: stats.sampled)
+        XCTAssertEqual(fields.map(\.key), ["action", "device", "room", "value"])
+        XCTAssertTrue(fields.allSatisfy { $0.confidence > 0 && $0.confidence <= 1 }, "\(fields)")
+        let total = stats.sampled.reduce(0.0) { $0 + Double($1.logprob) }
+        XCTAssertEqual(fields.reduce(0.0) { $0 + log($1.confidence) }, total, accuracy: 1e-9, "every sampled token counts once")
+
+        // Brute force on the first free choice (the action value): replay the prompt and
+        // the forced `{"action":"`, then renormalise the softmax over the allowed tokens.
+        let ids = try prompt(s, "please switch off the lights in the kitchen")
+        let session = Session(runner: s.runner, capacity: ids.count + 32)
+        let decoder = ConstrainedDecoder(automaton: s.automaton, vocabulary: s.vocabulary)
+        let forced = decoder.forcedTokens()
+        for t in forced { decoder.advance(t) }
+        let logits = try session.feed(ids + forced)
+        let copy = Array(logits)
+        let allowed = decoder.allowedTokens()
+        XCTAssertGreaterThan(allowed.count, 1)
+        let m = allowed.map { Double(copy[Int($0)]) }.max()!
+        let lse = m + log(allowed.reduce(0.0) { $0 + exp(Double(copy[Int($1)]) - m) })
+        for t in allowed.prefix(20) {
+            XCTAssertEqual(Double(decoder.maskedLogProb(of: t, logits)), Double(copy[Int(t)]) - lse, accuracy: 1e-4)
+        }
+        decoder.applyMask(logits)  // on masked logits the figure is the same
+        XCTAssertEqual(Double(decoder.maskedLogProb(of: allowed[0], logits)), Double(copy[Int(allowed[0])]) - lse, accuracy: 1e-4)
+    }
+
+    func testFieldConfidenceSpans() {
+        let text = Array(#"{"a":"xy","b":12,"c":{"d":[1,2]}}"#.utf8)
+        // Offsets: "xy" is 5..<9 and `,` 9; 12 is 14..<16; the object 21..<32 and the root `}` 32.
+        let sampled = [SampledToken(offset: 6, logprob: -1), SampledToken(offset: 9, logprob: -0.5),
+                       SampledToken(offset: 14, logprob: -2), SampledToken(offset: 25, logprob: -0.25),
+                       SampledToken(offset: 32, logprob: -0.125)]
+        let f = FieldConfidence.compute(text: text, sampled: sampled)
+        XCTAssertEqual(f.map(\.key), ["a", "b", "c"])
+        XCTAssertEqual(f[0].confidence, exp(-1.5), accuracy: 1e-12)
+        XCTAssertEqual(f[1].confidence, exp(-2), accuracy: 1e-12)
+        XCTAssertEqual(f[2].confidence, exp(-0.375), accuracy: 1e-12)
+        XCTAssertEqual(FieldConfidence.compute(text: Array("[1]".utf8), sampled: []), [])
+        XCTAssertEqual(FieldConfidence.compute(text: Array(#"{"a":"#.utf8), sampled: []), [], "unfinished output has no fields")
+        XCTAssertEqual(FieldConfidence.compute(text: Array(#"{"a":"q\"}","b":1}"#.utf8), sampled: []).map(\.key), ["a", "b"])
+    }
+
     func testSampledIntentsAreValidAndTerminate() throws {
         let s = try setup()
         var lines: [String] = []

@@ -52,6 +52,19 @@ final class RequestDecodingTests: XCTestCase {
         XCTAssertEqual(e?.isFatal, false)
     }
 
+    func testParseNamesAnIntentOrCarriesASchema() throws {
+        let byName = try request(#"{"id":1,"op":"parse","intent":"smart_home","utterance":"lights off","tokens":true}"#)
+        XCTAssertEqual(byName.body, .parse(ParseRequest(utterance: "lights off", intent: "smart_home", returnTokens: true)))
+        for (json, field) in [(#"{"id":2,"op":"parse","utterance":"x"}"#, "intent"),
+                              (#"{"id":2,"op":"parse","utterance":"x","intent":"a","schema":"{}"}"#, "schema"),
+                              (#"{"id":2,"op":"parse","utterance":"x","intent":7}"#, "intent"),
+                              (#"{"id":2,"op":"parse","utterance":"x","intent":"a","tokens":"yes"}"#, "tokens")] {
+            let e = assertProtocolError(.badField) { () throws(ProtocolError) in try request(json) }
+            XCTAssertEqual(e?.field, field, json)
+            XCTAssertEqual(e?.requestID, 2, json)
+        }
+    }
+
     func testMissingOrMistypedOp() {
         for json in [#"{"id":3}"#, #"{"id":3,"op":7}"#] {
             let e = assertProtocolError(.badField) { () throws(ProtocolError) in try request(json) }

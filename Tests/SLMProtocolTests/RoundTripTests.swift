@@ -37,6 +37,7 @@ final class RoundTripTests: XCTestCase {
             Request(id: 13, .parse(ParseRequest(utterance: "lights off", schema: #"{"type":"object","properties":{"a":{"enum":["x"]}}}"#,
                                                 instruction: "JSON only", examples: [.init(utterance: "on", output: ["a": "x"])],
                                                 maxTokens: 64, temperature: 0, deadlineMS: 1000))),
+            Request(id: 14, .parse(ParseRequest(utterance: "kill the lights", intent: "smart_home", returnTokens: true))),
         ]
         XCTAssertEqual(Set(requests.map(\.body.op)), Set(Op.allCases), "every op covered")
         for r in requests {
@@ -73,6 +74,8 @@ final class RoundTripTests: XCTestCase {
                                                ms: 3))),
             Reply(id: 14, .parse(ParseResult(result: ["action": "turn_off", "value": nil], text: #"{"action":"turn_off","value":null}"#,
                                              complete: true, generatedTokens: 9, ms: 80.5))),
+            Reply(id: 15, .parse(ParseResult(result: ["a": "x"], text: #"{"a":"x"}"#, complete: true, generatedTokens: 5, ms: 9,
+                                             confidence: ["a": 0.75, "b": 1], intent: "smart_home", tokens: [1, 2, 49151]))),
         ]
         XCTAssertEqual(Set(replies.map(\.body.op)), Set(Op.allCases), "every op covered")
         for r in replies {

@@ -260,4 +260,63 @@ final class DaemonParseTests: XCTestCase {
         guard case .error(let e)? = bad else { return XCTFail() }
         XCTAssertTrue(e.message.contains("pattern"), e.message)
     }
+
+    static func intentFile(name: String, examples: Bool = true) -> String {
+        let ex = examples ? #", "examples": [["switch on the kitchen lights", {"device": "light", "action": "turn_on", "room": "kitchen", "value": null}], ["set the bedroom heating to 21", {"action": "set", "device": "heating", "room": "bedroom", "value": 21}]]"# : ""
+        return #"{"name": "\#(name)", "instruction": "Convert the user's command into a JSON object.", "schema": \#(schema)\#(ex), "max_tokens": 48}"#
+    }
+
+    func testIntentsFromTheDirectoryWithConfidenceAndReloadOnSIGHUP() throws {
+        let dir = E2E.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try Self.intentFile(name: "home").write(to: dir.appendingPathComponent("home.json"), atomically: true, encoding: .utf8)
+        try "{ not json".write(to: dir.appendingPathComponent("broken.json"), atomically: true, encoding: .utf8)
+        let d = try Daemon(settings: ["intents_dir=\(dir.path)"])  // not strict: the broken file is skipped
+        let c = try Client(path: d.socket)
+        guard case .status(let st)? = c.request(.status)?.reply else { return XCTFail("no status") }
+        XCTAssertEqual(st["intents"], .array(["home"]))
+
+        let reply = c.request(.parse(ParseRequest(utterance: "kill the lights in the living room", intent: "home", returnTokens: true)), id: 1)
+        guard case .parse(let r)? = reply?.reply else { return XCTFail("no parse reply: \(String(describing: reply))") }
+        XCTAssertTrue(r.complete)
+        XCTAssertEqual(r.intent, "home")
+        XCTAssertTrue(r.text.hasPrefix(#"{"action":""#), r.text)
+        XCTAssertEqual(Set(r.confidence.keys), ["action", "device", "room", "value"])
+        XCTAssertTrue(r.confidence.values.allSatisfy { $0 > 0 && $0 <= 1 }, "\(r.confidence)")
+        let tokens = try XCTUnwrap(r.tokens)
+        XCTAssertEqual(tokens.count, r.generatedTokens)
+        guard case .detokenize(let text)? = c.request(.detokenize(DetokenizeRequest(ids: tokens)), id: 2)?.reply else { return XCTFail() }
+        XCTAssertEqual(text, r.text, "the raw tokens spell the output")
+
+        // Unknown intents are refused and the loaded ones named.
+        guard case .error(let e)? = c.request(.parse(ParseRequest(utterance: "x", intent: "garage")), id: 3) else { return XCTFail() }
+        XCTAssertEqual(e.code, .badField)
+        XCTAssertTrue(e.message.contains("unknown intent 'garage'") && e.message.contains("loaded: home"), e.message)
+
+        // SIGHUP: a new file is picked up, a removed one is gone, the daemon keeps serving.
+        try Self.intentFile(name: "garage", examples: false).write(to: dir.appendingPathComponent("garage.json"), atomically: true, encoding: .utf8)
+        try FileManager.default.removeItem(at: dir.appendingPathComponent("home.json"))
+        kill(d.pid, SIGHUP)
+        var names: JSONValue?
+        for _ in 0..<200 {
+            if case .status(let st)? = c.request(.status)?.reply, st["intents"] == .array(["garage"]) { names = st["intents"]; break }
+            usleep(20_000)
+        }
+        XCTAssertEqual(names, .array(["garage"]))
+        guard case .parse(let g)? = c.request(.parse(ParseRequest(utterance: "open the garage door", intent: "garage")), id: 4)?.reply else { return XCTFail() }
+        XCTAssertTrue(g.complete, g.text)
+        XCTAssertEqual(c.request(.parse(ParseRequest(utterance: "x", intent: "home")), id: 5)?.errorCode, "bad_field")
+        XCTAssertEqual(c.request(.ping)?.reply, .ping)
+    }
+
+    func testStrictIntentsRefuseToStartOnAnInvalidFile() throws {
+        let dir = E2E.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try #"{"schema": {"type": "string", "pattern": "a+"}}"#.write(to: dir.appendingPathComponent("bad.json"), atomically: true, encoding: .utf8)
+        let d = try Daemon(settings: ["intents_dir=\(dir.path)", "intents_strict=true"], waitReady: false)
+        d.process.waitUntilExit()
+        XCTAssertNotEqual(d.process.terminationStatus, 0)
+        let err = d.stderrText()
+        XCTAssertTrue(err.contains("bad.json") && err.contains("pattern") && err.contains("intents_strict"), err)
+    }
 }

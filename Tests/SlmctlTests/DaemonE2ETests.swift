@@ -139,6 +139,37 @@ final class DaemonE2ETests: XCTestCase {
         XCTAssertEqual(bad.status, 2)
     }
 
+    func testParseWithAnIntentAndInline() throws {
+        let examples = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("docs/examples")
+        daemon.stop()
+        daemon = try Daemon(settings: ["intents_dir=\(examples.path)/intents.d"])
+        let r = try run(["parse", "--intent", "smart_home", "--json", "lock the garage door"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        guard case .object(let obj)? = try? JSONValue.parse(Array(r.stdout.utf8)),
+              case .object(let result)? = obj["result"], case .object(let conf)? = obj["confidence"] else { return XCTFail(r.stdout) }
+        XCTAssertEqual(Set(result.keys), ["action", "device", "room", "value"])
+        XCTAssertEqual(Set(conf.keys), ["action", "device", "room", "value"])
+        for case .double(let p) in conf.values { XCTAssertTrue(p > 0 && p <= 1, "\(p)") }
+
+        let v = try run(["parse", "--intent", "smart_home", "--verbose", "lock the garage door"])
+        XCTAssertEqual(v.status, 0, v.stderr)
+        let lines = v.stdout.split(separator: "\n")
+        XCTAssertTrue(lines.first?.hasPrefix(#"{"action":""#) == true, v.stdout)
+        XCTAssertEqual(lines.dropFirst().prefix(4).map { $0.split(separator: ":").first.map(String.init) ?? "" },
+                       ["  action", "  device", "  room", "  value"], "confidences in the output's key order")
+
+        let inline = try run(["parse", "--schema", examples.path + "/smart-home.schema.json", "--instruction", "JSON only.",
+                              "--examples", examples.path + "/smart-home.examples.json", "lock the garage door"])
+        XCTAssertEqual(inline.status, 0, inline.stderr)
+        XCTAssertTrue(inline.stdout.hasPrefix(#"{"action":""#), inline.stdout)
+
+        let unknown = try run(["parse", "--intent", "nope", "x"])
+        XCTAssertNotEqual(unknown.status, 0)
+        XCTAssertTrue(unknown.stderr.contains("unknown intent 'nope'"), unknown.stderr)
+        XCTAssertEqual(try run(["parse", "x"]).status, 2, "neither --intent nor --schema")
+    }
+
     func testChatAndStdin() throws {
         let r = try run(["chat", "--system", "You are terse.", "-", "--max-tokens", "8", "--temperature", "0"], stdin: "Say hello.")
         XCTAssertEqual(r.status, 0, r.stderr)
