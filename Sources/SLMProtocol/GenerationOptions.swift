@@ -32,6 +32,10 @@ public struct GenerationOptions: Sendable, Equatable {
     /// Session key (v1 addition): a new request on the same session supersedes the
     /// previous one, which ends with `superseded`, and reuses its KV prefix.
     public var session: String?
+    /// JSON Schema as JSON text (v1 addition): the output is constrained to one JSON value
+    /// valid under it (compact, in the schema's key order). Generation then runs as one
+    /// job: a streamed request gets the whole text in a single `token` event.
+    public var schema: String?
 
     /// Memberwise initialiser; defaults match the wire defaults.
     public init(maxTokens: Int? = nil, temperature: Double? = nil, topK: Int? = nil, topP: Double? = nil,
@@ -49,6 +53,7 @@ public struct GenerationOptions: Sendable, Equatable {
         self.deadlineMS = deadlineMS
         self.stream = stream
         self.session = nil
+        self.schema = nil
     }
 
     /// Protocol-level bounds (documented in docs/PROTOCOL.md, "Generation options").
@@ -104,6 +109,7 @@ public struct GenerationOptions: Sendable, Equatable {
         o.deadlineMS = try r.int("deadline_ms", in: 1...Bounds.deadlineMS).map(Int.init)
         o.stream = try r.bool("stream") ?? true
         o.session = try r.string("session", maxBytes: Bounds.sessionBytes)
+        o.schema = try r.string("schema")
         return o
     }
 
@@ -118,6 +124,7 @@ public struct GenerationOptions: Sendable, Equatable {
         b["seed"] = seed.map { .int(Int64(clamping: $0)) }  // out of range → server says bad_field
         if !stop.isEmpty { b["stop"] = .array(stop.map { .string($0) }) }
         b["deadline_ms"] = deadlineMS.map { .int(Int64($0)) }
+        b["schema"] = schema.map { .string($0) }
         if !stream { b["stream"] = .bool(false) }
         b["session"] = session.map { .string($0) }
     }

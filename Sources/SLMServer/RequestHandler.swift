@@ -193,6 +193,10 @@ final class RequestHandler: @unchecked Sendable {
         sampling.seed = o.seed ?? UInt64.random(in: 0...UInt64.max)
         if let bad = sampling.invalidField { return fail(.badField, bad) }
         let deadline: Double? = o.deadlineMS.map { monotonicSeconds() + Double($0) / 1000 }
+        if let schema = o.schema {
+            return generateConstrained(id: id, op: op, promptIDs: promptIDs, schema: schema, maxTokens: maxTokens,
+                                       sampling: sampling, deadline: deadline, stream: o.stream, on: c)
+        }
         let request = GenerationRequest(promptIDs: promptIDs,
                                         options: GenerationOptions(maxTokens: maxTokens, sampling: sampling, stop: o.stop),
                                         deadline: deadline, stream: o.stream, session: o.session)
@@ -295,6 +299,40 @@ final class RequestHandler: @unchecked Sendable {
     /// The terminal frame of a generation. A request that ended before producing anything
     /// because it was cancelled or ran out of time gets an error frame (it never started,
     /// as far as the client can tell); everything else gets a reply with its finish reason.
+    /// `complete`/`chat` with a `schema`: the constrained generation runs as a job (like
+    /// `parse`, without parse's prompt), and its output is sent as a generation result.
+    /// Stop strings do not apply; the schema decides where the output ends.
+    private func generateConstrained(id: RequestID, op: Op, promptIDs: [Int32], schema: String, maxTokens: Int,
+                                     sampling: SamplingParams, deadline: Double?, stream: Bool, on c: Connection) {
+        let automaton: SchemaAutomaton
+        do {
+            automaton = try JSONSchemaCompiler.compile(schema)
+        } catch {
+            c.enqueue(ErrorMessage(id: id, code: .badField, message: "field 'schema': \(error)").frame())
+            return
+        }
+        let server = self.server
+        let t0 = monotonicSeconds()
+        track(id: id, on: c) { () throws(EngineError) in
+            try engine.submitParse(promptIDs: promptIDs, schema: schema, automaton: automaton, maxTokens: maxTokens,
+                                   sampling: sampling, deadline: deadline) { [weak c] outcome in
+                guard let c else { return }
+                guard case .parse(let r) = outcome else {
+                    c.enqueue(Self.jobFrame(id: id, outcome), finishing: id)
+                    server?.wake()
+                    return
+                }
+                if stream, !r.text.isEmpty { c.enqueue(Event(id: id, text: r.text, tokenCount: r.generatedTokens).frame()) }
+                let total = (monotonicSeconds() - t0) * 1000
+                let usage = Usage(promptTokens: r.promptTokens, generatedTokens: r.generatedTokens, ttftMS: total,
+                                  tokensPerSecond: r.ms > 0 ? Double(r.generatedTokens) / (r.ms / 1000) : 0, totalMS: total)
+                let result = GenerationResult(text: stream ? nil : r.text, finishReason: r.complete ? .stop : .length, usage: usage)
+                c.enqueue(Reply(id: id, op == .chat ? .chat(result) : .complete(result)).frame(), finishing: id)
+                server?.wake()
+            }
+        }
+    }
+
     static func finalFrame(id: RequestID, op: Op, _ done: Completion, stream: Bool) -> Frame {
         if done.generatedTokens == 0 {
             switch done.finishReason {

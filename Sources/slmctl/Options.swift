@@ -7,6 +7,7 @@ import Glibc
 import Musl
 #endif
 import ArgumentParser
+import FoundationEssentials
 import SLMProtocol
 
 /// The daemon's default socket: the path of systemd's slmd.socket unit.
@@ -114,6 +115,9 @@ struct GenerationArguments: ParsableArguments {
     @Flag(help: "Do not stream tokens: wait for the whole text in the final reply.")
     var noStream = false
 
+    @Option(help: ArgumentHelp("Constrain the output to one JSON value valid under this JSON Schema file.", valueName: "file"))
+    var schema: String?
+
     func validate() throws {
         typealias B = GenerationOptions.Bounds
         func check(_ ok: Bool, _ text: String) throws { if !ok { throw ValidationError(text) } }
@@ -128,11 +132,14 @@ struct GenerationArguments: ParsableArguments {
         try check(stop.count <= B.stopCount, "at most \(B.stopCount) --stop strings")
         for s in stop { try check(!s.isEmpty && s.utf8.count <= B.stopBytes, "each --stop string must be 1...\(B.stopBytes) bytes") }
         if let v = deadlineMs { try check(v >= 1 && Int64(v) <= B.deadlineMS, "--deadline-ms must be in 1...\(B.deadlineMS)") }
+        if let schema { try check(FileManager.default.isReadableFile(atPath: schema), "cannot read the schema file \(schema)") }
     }
 
     var options: GenerationOptions {
-        GenerationOptions(maxTokens: maxTokens, temperature: temperature, topK: topK, topP: topP, minP: minP,
+        var o = GenerationOptions(maxTokens: maxTokens, temperature: temperature, topK: topK, topP: topP, minP: minP,
                           repeatPenalty: repeatPenalty, repeatWindow: repeatWindow, seed: seed, stop: stop,
                           deadlineMS: deadlineMs, stream: !noStream)
+        o.schema = schema.flatMap { FileManager.default.contents(atPath: $0) }.map { String(decoding: $0, as: UTF8.self) }
+        return o
     }
 }

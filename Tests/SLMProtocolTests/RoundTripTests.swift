@@ -38,6 +38,11 @@ final class RoundTripTests: XCTestCase {
                                                 instruction: "JSON only", examples: [.init(utterance: "on", output: ["a": "x"])],
                                                 maxTokens: 64, temperature: 0, deadlineMS: 1000))),
             Request(id: 14, .parse(ParseRequest(utterance: "kill the lights", intent: "smart_home", returnTokens: true))),
+            Request(id: 15, .complete(CompleteRequest(prompt: "JSON:", options: {
+                var o = GenerationOptions(maxTokens: 9)
+                o.schema = #"{"type":"boolean"}"#
+                return o
+            }()))),
         ]
         XCTAssertEqual(Set(requests.map(\.body.op)), Set(Op.allCases), "every op covered")
         for r in requests {

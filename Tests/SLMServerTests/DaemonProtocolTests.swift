@@ -309,6 +309,39 @@ final class DaemonParseTests: XCTestCase {
         XCTAssertEqual(c.request(.ping)?.reply, .ping)
     }
 
+    /// `schema` on complete and chat: general structured output, streamed or not.
+    func testCompleteAndChatWithASchema() throws {
+        let d = try Daemon()
+        let c = try Client(path: d.socket)
+        let city = #"{"type":"object","properties":{"city":{"type":"string","maxLength":20},"country":{"type":"string","maxLength":20}},"required":["city","country"],"additionalProperties":false}"#
+        var o = GenerationOptions(maxTokens: 40, temperature: 0, stream: false)
+        o.schema = city
+        let chat = c.request(.chat(ChatRequest(messages: [.init(role: .user, content: "What is the capital of France?")], options: o)), id: 1)
+        let whole = try XCTUnwrap(chat?.generation, "\(String(describing: chat))")
+        XCTAssertEqual(whole.finishReason, .stop)
+        let text = try XCTUnwrap(whole.text)
+        guard case .object(let obj) = try JSONValue.parse(Array(text.utf8)) else { return XCTFail(text) }
+        XCTAssertEqual(Set(obj.keys), ["city", "country"])
+        XCTAssertTrue(text.hasPrefix(#"{"city":""#), text)
+
+        o.stream = true
+        c.send(Request(id: 2, .chat(ChatRequest(messages: [.init(role: .user, content: "What is the capital of France?")], options: o))))
+        let (events, final) = c.finish(2)
+        XCTAssertEqual(events.map(\.text).joined(), text, "streamed = whole, greedy")
+        XCTAssertNil(final?.generation?.text)
+
+        var small = GenerationOptions(maxTokens: 3, temperature: 0, stream: false)
+        small.schema = city
+        let cut = c.request(.complete(CompleteRequest(prompt: "Paris is in", options: small)), id: 3)?.generation
+        XCTAssertEqual(cut?.finishReason, .length, "max_tokens cuts a constrained output short")
+
+        var bad = GenerationOptions(maxTokens: 8)
+        bad.schema = #"{"type":"object","patternProperties":{}}"#
+        let e = c.request(.complete(CompleteRequest(prompt: "x", options: bad)), id: 4)
+        XCTAssertEqual(e?.errorCode, "bad_field")
+        XCTAssertEqual(c.request(.ping)?.reply, .ping)
+    }
+
     func testStrictIntentsRefuseToStartOnAnInvalidFile() throws {
         let dir = E2E.tempDir()
         defer { try? FileManager.default.removeItem(at: dir) }
