@@ -100,7 +100,7 @@ final class Job: @unchecked Sendable {
     enum Kind {
         case suggest(text: String, SuggestOptions)
         case choose(promptIDs: [Int32], options: [[Int32]], texts: [String], normalize: Bool)
-        case parse(promptIDs: [Int32], schema: String, automaton: SchemaAutomaton, maxTokens: Int, sampling: SamplingParams)
+        case parse(promptIDs: [Int32], schema: String, automaton: SchemaAutomaton, maxTokens: Int, sampling: SamplingParams, confidence: Bool)
     }
     let handle: RequestHandle
     let kind: Kind
@@ -167,7 +167,7 @@ extension Engine {
     /// Queues a schema-constrained generation: the output is JSON valid under `schema`
     /// (compiled by the caller with `JSONSchemaCompiler`), ending right after the root value.
     public func submitParse(promptIDs: [Int32], schema: String, automaton: SchemaAutomaton, maxTokens: Int,
-                            sampling: SamplingParams, deadline: Double? = nil,
+                            sampling: SamplingParams, deadline: Double? = nil, confidence: Bool = true,
                             completion: @escaping @Sendable (JobOutcome) -> Void) throws(EngineError) -> RequestHandle {
         guard !promptIDs.isEmpty else { throw EngineError(.badRequest, "the prompt is empty") }
         guard maxTokens >= 1, maxTokens <= config.maxTokens else {
@@ -181,7 +181,8 @@ extension Engine {
         guard need <= config.memoryBudgetBytes - runner.scratchBytes else {
             throw EngineError(.overMemoryBudget, "parse needs \(need) bytes of KV; the budget leaves \(config.memoryBudgetBytes - runner.scratchBytes)")
         }
-        return try enqueue(.parse(promptIDs: promptIDs, schema: schema, automaton: automaton, maxTokens: maxTokens, sampling: sampling),
+        return try enqueue(.parse(promptIDs: promptIDs, schema: schema, automaton: automaton, maxTokens: maxTokens, sampling: sampling,
+                                  confidence: confidence),
                            deadline: deadline, session: nil, completion: completion)
     }
 
@@ -217,9 +218,10 @@ extension Engine {
         case .choose(let prompt, let options, let texts, let normalize):
             lock.withLock { shared.stats.chooseRequests += 1 }
             runChoose(job, prompt: prompt, options: options, texts: texts, normalize: normalize)
-        case .parse(let prompt, let schema, let automaton, let maxTokens, let sampling):
+        case .parse(let prompt, let schema, let automaton, let maxTokens, let sampling, let confidence):
             lock.withLock { shared.stats.parseRequests += 1 }
-            runParse(job, prompt: prompt, schema: schema, automaton: automaton, maxTokens: maxTokens, sampling: sampling)
+            runParse(job, prompt: prompt, schema: schema, automaton: automaton, maxTokens: maxTokens, sampling: sampling,
+                     confidence: confidence)
         }
         lock.withLock {
             if let key = job.session, shared.sessions[key] === job.handle { shared.sessions[key] = nil }
@@ -421,7 +423,7 @@ extension Engine {
     }
 
     private func runParse(_ job: Job, prompt: [Int32], schema: String, automaton: SchemaAutomaton,
-                          maxTokens: Int, sampling: SamplingParams) {
+                          maxTokens: Int, sampling: SamplingParams, confidence: Bool) {
         let t0 = monotonicSeconds()
         // The instruction and examples are the same for every command of an intent: their KV
         // comes from the prefix cache, so only the utterance is computed.
@@ -436,7 +438,8 @@ extension Engine {
         do {
             let (out, stats) = try ConstrainedGenerator.run(
                 model: model, session: session, promptIDs: Array(prompt[reused...]), decoder: decoder,
-                options: GenerationOptions(maxTokens: maxTokens, sampling: sampling), now: monotonicSeconds)
+                options: GenerationOptions(maxTokens: maxTokens, sampling: sampling), scoreTokens: confidence,
+                now: monotonicSeconds)
             job.completion(.parse(ParseResult(text: decoder.generatedText, complete: decoder.isComplete && out.finishReason == .stop,
                                               promptTokens: prompt.count, generatedTokens: out.generatedIDs.count,
                                               forcedTokens: stats.forcedTokens, forwardPasses: stats.forwardPasses,

@@ -38,8 +38,11 @@ public enum ConstrainedGenerator {
     /// Generates after `promptIDs` until the document is complete (`finishReason == .stop`)
     /// or `options.maxTokens` output tokens (`.length`, the output then is an unfinished
     /// prefix of a valid document). Stop strings do not apply: the schema decides the end.
+    /// With `scoreTokens`, `stats.sampled` records each sampled token's constrained
+    /// log-probability (for `FieldConfidence`).
     public static func run(model: Model, session: Session, promptIDs: [Int32], decoder: ConstrainedDecoder,
-                           options: GenerationOptions, now: () -> Double) throws(ModelError) -> (GenerationOutput, ConstraintStats) {
+                           options: GenerationOptions, scoreTokens: Bool = true,
+                           now: () -> Double) throws(ModelError) -> (GenerationOutput, ConstraintStats) {
         var out = GenerationOutput(promptIDs: promptIDs)
         var stats = ConstraintStats()
         guard !promptIDs.isEmpty else { throw ModelError("empty prompt") }
@@ -83,7 +86,11 @@ public enum ConstrainedGenerator {
             }
             // Confidence is taken under the model's own distribution (temperature 1), so it
             // means the same whatever sampling was asked for.
-            stats.sampled.append(SampledToken(offset: decoder.generatedBytes.count, logprob: decoder.maskedLogProb(of: id, logits)))
+            // It costs a softmax over the allowed tokens (~0.3 ms inside free strings), so
+            // callers that do not report confidences skip it.
+            if scoreTokens {
+                stats.sampled.append(SampledToken(offset: decoder.generatedBytes.count, logprob: decoder.maskedLogProb(of: id, logits)))
+            }
             stats.constraintSeconds += now() - tv
             out.generatedIDs.append(id)
             if model.tokenizer.isEOG(id) { decoder.advance(id); out.finishReason = .stop; break }

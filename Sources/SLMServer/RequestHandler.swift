@@ -315,7 +315,7 @@ final class RequestHandler: @unchecked Sendable {
         let t0 = monotonicSeconds()
         track(id: id, on: c) { () throws(EngineError) in
             try engine.submitParse(promptIDs: promptIDs, schema: schema, automaton: automaton, maxTokens: maxTokens,
-                                   sampling: sampling, deadline: deadline) { [weak c] outcome in
+                                   sampling: sampling, deadline: deadline, confidence: false) { [weak c] outcome in
                 guard let c else { return }
                 guard case .parse(let r) = outcome else {
                     c.enqueue(Self.jobFrame(id: id, outcome), finishing: id)

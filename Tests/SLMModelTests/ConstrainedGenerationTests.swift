@@ -216,6 +216,7 @@ final class ConstrainedGenerationTests: XCTestCase {
     func testMeasureMaskCost() throws {
         let s = try setup()
         var forward: [Double] = [], fullMask: [Double] = [], applyCached: [Double] = [], verify: [Double] = [], forcedT: [Double] = []
+        var confidenceT: [Double] = []
         func median(_ a: [Double]) -> Double { a.sorted()[a.count / 2] }
         func p99(_ a: [Double]) -> Double { a.sorted()[min(a.count - 1, Int(Double(a.count) * 0.99))] }
         func ms(_ x: Double) -> String { String(format: "%.3f ms", x * 1000) }
@@ -272,6 +273,10 @@ final class ConstrainedGenerationTests: XCTestCase {
                     id = sampler.sample(logits)
                 }
                 verify.append(Self.now() - t)
+                // The confidence figure parse adds per sampled token (mask cached by now).
+                t = Self.now()
+                _ = d.maskedLogProb(of: id, logits)
+                confidenceT.append(Self.now() - t)
                 if s.model.tokenizer.isEOG(id) { break }
                 d.advance(id)
                 t = Self.now()
@@ -305,6 +310,7 @@ final class ConstrainedGenerationTests: XCTestCase {
               applyMask from cache       median \(ms(median(applyCached))) p99 \(ms(p99(applyCached)))
               sample-then-verify         median \(ms(median(verify))) p99 \(ms(p99(verify))) mean \(ms(verify.reduce(0, +) / Double(verify.count))) (\(rejected) rejections)
               forced tokens              median \(ms(median(forcedT))) p99 \(ms(p99(forcedT)))
+              confidence (masked lse)    median \(ms(median(confidenceT))) p99 \(ms(p99(confidenceT)))
             """)
     }
 }
