@@ -1,5 +1,6 @@
 import Foundation
 import SLMProtocol
+import SLMServer
 import XCTest
 
 /// The real `slmd serve` on a real socket: every request type, and bad input of every
@@ -307,6 +308,34 @@ final class DaemonParseTests: XCTestCase {
         XCTAssertTrue(g.complete, g.text)
         XCTAssertEqual(c.request(.parse(ParseRequest(utterance: "x", intent: "home")), id: 5)?.errorCode, "bad_field")
         XCTAssertEqual(c.request(.ping)?.reply, .ping)
+    }
+
+    /// The whole development and held-out sets through the shipped intent: every output is
+    /// complete and valid under the schema (100%), and accuracy does not regress.
+    func testDevelopmentSetThroughTheShippedIntent() throws {
+        let examples = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("docs/examples")
+        let intent = try IntentRegistry.loadFile(examples.appendingPathComponent("intents.d/smart_home.json").path)
+        let d = try Daemon(settings: ["intents_dir=\(examples.path)/intents.d"])
+        let c = try Client(path: d.socket)
+        for set in ["smart-home.devset.jsonl", "smart-home.heldout.jsonl"] {
+            let lines = try String(contentsOf: examples.appendingPathComponent(set), encoding: .utf8).split(separator: "\n")
+            var exact = 0, n = 0
+            for (i, line) in lines.enumerated() {
+                guard case .array(let pair) = try JSONValue.parse(Array(line.utf8)), pair.count == 2,
+                      case .string(let utterance) = pair[0] else { return XCTFail("bad line \(line)") }
+                n += 1
+                let reply = c.request(.parse(ParseRequest(utterance: utterance, intent: "smart_home")), id: .int(Int64(i)))
+                guard case .parse(let r)? = reply?.reply else { return XCTFail("no reply for \(utterance): \(String(describing: reply))") }
+                XCTAssertTrue(r.complete, utterance)
+                XCTAssertTrue(intent.automaton.accepts(Array(r.text.utf8)), "\(utterance) -> \(r.text) is not valid under the schema")
+                XCTAssertEqual(try JSONValue.parse(Array(r.text.utf8)), r.result)
+                if r.result == pair[1] { exact += 1 }
+            }
+            print("\(set): \(exact)/\(n) exact")
+            // Greedy decoding with bit-reproducible kernels: a drop means a real regression.
+            XCTAssertGreaterThanOrEqual(Double(exact) / Double(n), 0.7, "\(set): \(exact)/\(n) exact")
+        }
     }
 
     /// `schema` on complete and chat: general structured output, streamed or not.
