@@ -37,6 +37,9 @@ struct Generate: ParsableCommand {
     @Flag(name: .long, help: "Print one JSON object instead of streaming text.")
     var json = false
 
+    @Option(name: .long, help: "Constrain the output to JSON valid under this JSON Schema file (prints constraint statistics).")
+    var schema: String?
+
     struct Output: Encodable {
         let prompt_ids: [Int32]
         let generated_ids: [Int32]
@@ -79,6 +82,25 @@ struct Generate: ParsableCommand {
         let runner = makeRunner(model, threads: options.threadCount, maxBatch: min(512, ctx), maxContext: ctx)
         let session = Session(runner: runner, capacity: ctx)
         let opts = GenerationOptions(maxTokens: maxTokens, sampling: sampling, stop: stop, topLogits: topLogits)
+        if let schema {
+            let automaton = try JSONSchemaCompiler.compile(try utf8String(readFile(schema), what: schema))
+            let t0 = now()
+            let vocabulary = ConstraintVocabulary(tokenizer: model.tokenizer)
+            let decoder = ConstrainedDecoder(automaton: automaton, vocabulary: vocabulary)
+            let t1 = now()
+            let (out, stats) = try ConstrainedGenerator.run(model: model, session: session, promptIDs: ids, decoder: decoder,
+                                                             options: opts, scoreTokens: false, now: now)
+            let n = out.generatedIDs.count
+            print(out.text)
+            // Tokens per second of the whole generation (forced tokens included): what a
+            // caller of a constrained request sees, next to the free-running rate.
+            let rate = out.generateSeconds > 0 ? Double(n) / out.generateSeconds : 0
+            let ms = { (x: Double) in fmt(x * 1000) }
+            print("[\(out.finishReason.rawValue) · \(n) tokens (\(stats.forcedTokens) forced) in \(stats.forwardPasses) forward passes"
+                  + " · \(fmt(rate)) tok/s · prompt \(ms(out.promptSeconds)) ms · constraint \(ms(stats.constraintSeconds)) ms"
+                  + " (mask \(ms(stats.maskSeconds)) ms, \(stats.rejections) rejections) · vocabulary built in \(ms(t1 - t0)) ms]")
+            return
+        }
         let result = try Generator.run(model: model, session: session, promptIDs: ids, options: opts, now: now) { delta in
             if !json {
                 print(delta, terminator: "")
