@@ -258,6 +258,8 @@ extension Engine {
 
     private func runSuggest(_ job: Job, text: String, _ o: SuggestOptions) {
         let t0 = monotonicSeconds()
+        var trace = SuggestTrace(enabled: suggestTraceEnabled, start: t0)
+        defer { trace.emit() }
         let tok = model.tokenizer
         var ids = tok.encode(text, parseSpecial: false)
         // Token healing: text typed so far usually ends inside a word (or with a space the
@@ -280,6 +282,7 @@ extension Engine {
             if let first = removed.first, isSpace(first) { break }  // reached the word's start
         }
         ids.removeLast(healedTokens)
+        trace.mark(.heal)
         // A keystroke inside a word usually leaves the healed context unchanged: its KV and
         // final logits are then cached whole, and no forward pass is needed to start.
         let base: KVCache
@@ -307,6 +310,8 @@ extension Engine {
                 return job.fail(.error, "\(error)")
             }
         }
+        trace.prefillTokens = ids.count - reused
+        trace.mark(.prefill)
         defer { if ownsBase { retire(base, tokens: ids, lastLogits: first) } }
         if let r = interruption(job) { return job.fail(r) }
 
@@ -334,6 +339,7 @@ extension Engine {
             }
             return (lse, best.map(\.0))
         }
+        trace.mark(.candidates)
 
         struct Branch {
             var tokens: [Int32]
@@ -355,6 +361,7 @@ extension Engine {
             if b.bytes.contains(0x0A) { b.bytes = Array(b.bytes.prefix { $0 != 0x0A }) }
             branches.append(b)
         }
+        trace.mark(.branchSetup)
 
         // Greedy continuation of every branch, all branches in one pass per step.
         while branches.contains(where: { !$0.done }) {
@@ -366,6 +373,10 @@ extension Engine {
                 batch.add(b.tokens.last!, position: b.cache!.count, cache: b.cache!, logits: true)
             }
             do { try runner.forward(batch) } catch { return job.fail(.error, "\(error)") }
+            trace.passes += 1
+            trace.rows += rows.count
+            trace.mark(.forward)
+            defer { trace.mark(.scoring) }
             for (row, i) in rows.enumerated() {
                 let l = UnsafeBufferPointer(runner.logits(row: row))
                 let lse = logSumExp(l)
@@ -391,6 +402,7 @@ extension Engine {
 
         var seen = Set<String>()
         var out: [Suggestion] = []
+        defer { trace.mark(.finish) }
         for b in branches.sorted(by: { $0.logprob > $1.logprob }) {
             let text = validUTF8Prefix(b.bytes)
             let key = text.trimmingWhitespace()
