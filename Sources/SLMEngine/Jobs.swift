@@ -248,13 +248,7 @@ extension Engine {
         return last
     }
 
-    private func logSumExp(_ l: UnsafeBufferPointer<Float>) -> Double {
-        var m = -Float.infinity
-        for v in l { m = max(m, v) }
-        var s: Double = 0
-        for v in l { s += Double(expf(v - m)) }
-        return Double(m) + log(s)
-    }
+    private func logSumExp(_ l: UnsafeBufferPointer<Float>) -> Double { LogitStats.logSumExp(l) }
 
     private func runSuggest(_ job: Job, text: String, _ o: SuggestOptions) {
         let t0 = monotonicSeconds()
@@ -379,8 +373,7 @@ extension Engine {
             defer { trace.mark(.scoring) }
             for (row, i) in rows.enumerated() {
                 let l = UnsafeBufferPointer(runner.logits(row: row))
-                let lse = logSumExp(l)
-                let next = Sampler.argmax(l)
+                let (next, lse) = LogitStats.argmaxLogSumExp(l)
                 if tok.isEOG(next) || tok.isControl(next) { branches[i].done = true; continue }
                 let piece = tokenBytes[Int(next)]
                 if piece.contains(0x0A) {

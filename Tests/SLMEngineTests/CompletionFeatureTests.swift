@@ -191,3 +191,37 @@ final class CompletionFeatureTests: XCTestCase {
         }
     }
 }
+
+/// The vectorised argmax and log-sum-exp that score suggest and choose rows.
+final class LogitStatsTests: XCTestCase {
+    func reference(_ l: [Float]) -> Double {
+        let m = l.max()!
+        return Double(m) + log(l.reduce(0.0) { $0 + exp(Double($1 - m)) })
+    }
+
+    func testMatchesTheDoubleReference() {
+        var rng = SeededRNG(seed: 7)
+        // Vocabulary-sized rows with logit-like spreads, plus a ragged length for the tail.
+        for (count, spread) in [(49_152, 8.0), (49_152, 30.0), (1_003, 3.0), (5, 100.0)] as [(Int, Float)] {
+            var l = (0..<count).map { _ in (rng.nextUnit() - 0.5) * spread }
+            l[count / 3] = spread  // a clear maximum
+            let (arg, lse) = l.withUnsafeBufferPointer { LogitStats.argmaxLogSumExp($0) }
+            XCTAssertEqual(Int(arg), count / 3)
+            XCTAssertEqual(lse, reference(l), accuracy: 2e-7 * max(1, abs(reference(l))))
+        }
+    }
+
+    func testExtremesAndTies() {
+        // Values far below the maximum (underflow) and a tie, which goes to the lower index.
+        var l = [Float](repeating: -200, count: 100)
+        l[40] = 5; l[70] = 5; l[3] = -90
+        let (arg, lse) = l.withUnsafeBufferPointer { LogitStats.argmaxLogSumExp($0) }
+        XCTAssertEqual(arg, 40)
+        XCTAssertEqual(lse, 5 + log(2.0), accuracy: 1e-6)
+        // The polynomial exp is exact-ish across the whole reduced range.
+        for x in stride(from: Float(-87), through: 0, by: 0.37) {
+            let e = LogitStats.exp(SIMD8(repeating: x))[0]
+            XCTAssertEqual(Double(e), exp(Double(x)), accuracy: 2e-7 * exp(Double(x)), "x = \(x)")
+        }
+    }
+}
