@@ -41,6 +41,9 @@ public final class Engine: @unchecked Sendable {
     /// The same bytes flattened: token i is `tokenByteData[tokenByteOffsets[i] ..< tokenByteOffsets[i+1]]`.
     let tokenByteData: [UInt8]
     let tokenByteOffsets: [Int]
+    /// Non-control token ids sorted by their bytes: the tokens that start with given bytes
+    /// are one contiguous range, found by binary search (token healing, suggest candidates).
+    let tokensByBytes: [Int32]
     /// Built on the first `parse` (engine thread only): token bytes and trie, ~2 MiB.
     private var vocabulary: ConstraintVocabulary?
     /// Compiled schema and its masks, shared by requests with the same schema text (a
@@ -143,6 +146,9 @@ public final class Engine: @unchecked Sendable {
         for b in tokenBytes { offsets.append(offsets.last! + b.count) }
         tokenByteOffsets = offsets
         tokenByteData = tokenBytes.flatMap { $0 }
+        let tb = tokenBytes
+        tokensByBytes = (0..<Int32(model.config.vocabSize)).filter { !model.tokenizer.isControl($0) }
+            .sorted { tb[Int($0)].lexicographicallyPrecedes(tb[Int($1)]) || (tb[Int($0)] == tb[Int($1)] && $0 < $1) }
         shared.stats.memoryBudgetBytes = config.memoryBudgetBytes
         shared.stats.scratchBytes = runner.scratchBytes
         shared.stats.kernelPath = Kernels.path

@@ -269,7 +269,7 @@ extension Engine {
         var removed: [UInt8] = []
         for k in 1..<min(4, ids.count) {
             removed = tokenBytes[Int(ids[ids.count - k])] + removed
-            if k == 1 || anyToken(startingWith: removed) {
+            if k == 1 || !tokens(startingWith: removed).isEmpty {
                 heal = removed
                 healedTokens = k
             }
@@ -309,29 +309,25 @@ extension Engine {
         defer { if ownsBase { retire(base, tokens: ids, lastLogits: first) } }
         if let r = interruption(job) { return job.fail(r) }
 
-        // First tokens: the most likely ones that continue the healed bytes.
+        // First tokens: the most likely ones that continue the healed bytes. Only the
+        // tokens starting with them are looked at (one range of the byte-sorted list).
+        let want = o.n + 2
         let (lse0, candidates) = first.withUnsafeBufferPointer { l -> (Double, [Int32]) in
-            let lse = logSumExp(l)
-            let want = o.n + 2
             var best: [(Int32, Float)] = []
-            for i in 0..<l.count {
-                let id = Int32(i)
-                if tok.isControl(id) || tok.isEOG(id) { continue }
-                if !heal.isEmpty {
-                    // Flat byte table: no per-token array traffic in this 49k-token scan.
-                    let start = tokenByteOffsets[i], len = tokenByteOffsets[i + 1] - start
-                    guard len >= heal.count, tokenByteData[start] == heal[0] else { continue }
-                    var match = true
-                    for k in 1..<heal.count where tokenByteData[start + k] != heal[k] { match = false; break }
-                    guard match else { continue }
-                }
-                if best.count == want && l[i] <= best[want - 1].1 { continue }
+            best.reserveCapacity(want + 1)
+            for idx in tokens(startingWith: heal) {
+                let id = tokensByBytes[idx]
+                if tok.isEOG(id) { continue }
+                let v = l[Int(id)]
+                // Higher logit first, ties to the lower id (the order of a scan by id).
+                @inline(__always) func before(_ a: (Int32, Float)) -> Bool { v > a.1 || (v == a.1 && id < a.0) }
+                if best.count == want && !before(best[want - 1]) { continue }
                 var pos = best.count
-                while pos > 0 && l[i] > best[pos - 1].1 { pos -= 1 }
-                best.insert((id, l[i]), at: pos)
+                while pos > 0 && before(best[pos - 1]) { pos -= 1 }
+                best.insert((id, v), at: pos)
                 if best.count > want { best.removeLast() }
             }
-            return (lse, best.map(\.0))
+            return (LogitStats.logSumExp(l), best.map(\.0))
         }
         trace.mark(.candidates)
 
@@ -408,17 +404,29 @@ extension Engine {
                                               ms: (monotonicSeconds() - t0) * 1000)))
     }
 
-    /// Whether any ordinary token's bytes start with `prefix`.
-    private func anyToken(startingWith prefix: [UInt8]) -> Bool {
-        guard let b0 = prefix.first else { return true }
-        for i in 0..<tokenBytes.count {
+    /// Indices into `tokensByBytes` of the tokens whose bytes start with `prefix`
+    /// (all non-control tokens for an empty prefix).
+    func tokens(startingWith prefix: [UInt8]) -> Range<Int> {
+        // Compares a token's first prefix.count bytes with the prefix: <0, 0 or >0.
+        func order(_ idx: Int) -> Int {
+            let i = Int(tokensByBytes[idx])
             let start = tokenByteOffsets[i], len = tokenByteOffsets[i + 1] - start
-            guard len >= prefix.count, tokenByteData[start] == b0 else { continue }
-            var match = true
-            for k in 1..<prefix.count where tokenByteData[start + k] != prefix[k] { match = false; break }
-            if match && !model.tokenizer.isControl(Int32(i)) { return true }
+            for k in 0..<min(len, prefix.count) where tokenByteData[start + k] != prefix[k] {
+                return tokenByteData[start + k] < prefix[k] ? -1 : 1
+            }
+            return len < prefix.count ? -1 : 0
         }
-        return false
+        func firstIndex(where pred: (Int) -> Bool) -> Int {
+            var lo = 0, hi = tokensByBytes.count
+            while lo < hi {
+                let mid = (lo + hi) / 2
+                if pred(mid) { hi = mid } else { lo = mid + 1 }
+            }
+            return lo
+        }
+        let lo = firstIndex { order($0) >= 0 }
+        let hi = firstIndex { order($0) > 0 }
+        return lo..<max(lo, hi)
     }
 
     private func runParse(_ job: Job, prompt: [Int32], schema: String, automaton: SchemaAutomaton,

@@ -144,6 +144,21 @@ final class CompletionFeatureTests: XCTestCase {
         print("suggestions for '\(prefix)': \(r.suggestions.map { "\($0.text) (\($0.probability))" })")
     }
 
+    func testTokensStartingWithBytesEqualAScanOfTheVocabulary() throws {
+        let m = try Shared.requireModel()
+        let e = try engine()
+        defer { e.shutdown(grace: 0) }
+        for text in [" ", " heat", " toni", "li", "ght", "\u{00e9}", " zzzzqq", ""] {
+            let prefix = Array(text.utf8)
+            let found = Set(e.tokens(startingWith: prefix).map { e.tokensByBytes[$0] })
+            let scanned = Set((0..<Int32(m.config.vocabSize)).filter {
+                !m.tokenizer.isControl($0) && e.tokenBytes[Int($0)].starts(with: prefix)
+            })
+            XCTAssertEqual(found, scanned, "'\(text)'")
+        }
+        XCTAssertTrue(e.tokens(startingWith: Array(" zzzzqq".utf8)).isEmpty)
+    }
+
     func testTokenHealingContinuesAPartialWord() throws {
         let m = try Shared.requireModel()
         let e = try engine()
