@@ -331,68 +331,77 @@ extension Engine {
         }
         trace.mark(.candidates)
 
-        struct Branch {
-            var tokens: [Int32]
-            var bytes: [UInt8]
-            var logprob: Double
-            var done: Bool
-            var cache: KVCache?
-        }
         let capacity = ids.count + o.maxTokens
         var branches: [Branch] = []
+        branches.reserveCapacity(candidates.count)
         defer { for b in branches where b.cache != nil { release(b.cache!.bytes) } }
         for id in candidates {
-            guard reserve(kvBytes(tokens: capacity), keeping: base) else { break }
-            let cache = KVCache(config: model.config, capacity: capacity)
-            cache.copyPrefix(from: base, count: ids.count)
-            let bytes = Array(tokenBytes[Int(id)].dropFirst(heal.count))
-            var b = Branch(tokens: [id], bytes: bytes, logprob: Double(first[Int(id)]) - lse0, done: false, cache: cache)
+            var b = Branch(tokens: [id], bytes: Array(tokenBytes[Int(id)].dropFirst(heal.count)),
+                           logprob: Double(first[Int(id)]) - lse0)
+            b.tokens.reserveCapacity(o.maxTokens)
             b.done = suggestionEnds(b.bytes, tokens: 1, o) || b.bytes.contains(0x0A)
             if b.bytes.contains(0x0A) { b.bytes = Array(b.bytes.prefix { $0 != 0x0A }) }
             branches.append(b)
         }
         trace.mark(.branchSetup)
 
-        // Greedy continuation of every branch, all branches in one pass per step.
-        while branches.contains(where: { !$0.done }) {
+        // Greedy continuation of every branch, all branches that still matter in one pass
+        // per step.
+        var rows: [Int] = []
+        rows.reserveCapacity(branches.count)
+        while true {
             if let r = interruption(job) { return job.fail(r) }
-            batch.clear()
-            var rows: [Int] = []
-            for (i, b) in branches.enumerated() where !b.done {
-                rows.append(i)
-                batch.add(b.tokens.last!, position: b.cache!.count, cache: b.cache!, logits: true)
+            // Log-probabilities only fall as a branch grows: one already below the n-th
+            // best finished suggestion can never be shown, so it is not computed further.
+            if let bar = nthFinishedLogprob(branches, o.n) {
+                for i in branches.indices where !branches[i].done && branches[i].logprob < bar {
+                    branches[i].done = true
+                    branches[i].pruned = true
+                    trace.pruned += 1
+                }
             }
+            batch.clear()
+            rows.removeAll(keepingCapacity: true)
+            for i in branches.indices where !branches[i].done {
+                if branches[i].cache == nil {
+                    // KV only for branches that reach a forward pass.
+                    guard reserve(kvBytes(tokens: capacity), keeping: base) else {
+                        branches[i].done = true  // no memory: the branch is dropped, as a missing candidate
+                        branches[i].pruned = true
+                        continue
+                    }
+                    let cache = KVCache(config: model.config, capacity: capacity)
+                    cache.copyPrefix(from: base, count: ids.count)
+                    branches[i].cache = cache
+                }
+                let b = branches[i]
+                guard batch.count + b.tokens.count - b.fed <= batch.capacity else { continue }
+                for j in b.fed..<b.tokens.count {
+                    batch.add(b.tokens[j], position: ids.count + j, cache: b.cache!, logits: j == b.tokens.count - 1)
+                }
+                branches[i].fed = b.tokens.count
+                rows.append(i)
+            }
+            trace.mark(.branchSetup)
+            if rows.isEmpty { break }
             do { try runner.forward(batch) } catch { return job.fail(.error, "\(error)") }
             trace.passes += 1
             trace.rows += rows.count
             trace.mark(.forward)
-            defer { trace.mark(.scoring) }
             for (row, i) in rows.enumerated() {
                 let l = UnsafeBufferPointer(runner.logits(row: row))
                 let (next, lse) = LogitStats.argmaxLogSumExp(l)
-                if tok.isEOG(next) || tok.isControl(next) { branches[i].done = true; continue }
-                let piece = tokenBytes[Int(next)]
-                if piece.contains(0x0A) {
-                    // A line break ends a suggestion (a UI line does not continue past it).
-                    branches[i].done = true
-                    continue
-                }
-                if o.maxWords > 0, piece.first.map(isSpace) == true, wordCount(branches[i].bytes) >= o.maxWords {
-                    branches[i].done = true
-                    continue
-                }
-                branches[i].tokens.append(next)
-                branches[i].bytes += piece
-                branches[i].logprob += Double(l[Int(next)]) - lse
-                branches[i].done = suggestionEnds(branches[i].bytes, tokens: branches[i].tokens.count, o)
+                let lp = Double(l[Int(next)]) - lse
+                advance(&branches[i], next: next, logprob: lp, o)
             }
             batch.clear()
+            trace.mark(.scoring)
         }
 
         var seen = Set<String>()
         var out: [Suggestion] = []
         defer { trace.mark(.finish) }
-        for b in branches.sorted(by: { $0.logprob > $1.logprob }) {
+        for b in branches.sorted(by: { $0.logprob > $1.logprob }) where !b.pruned {
             let text = validUTF8Prefix(b.bytes)
             let key = text.trimmingWhitespace()
             guard !key.isEmpty, seen.insert(key).inserted else { continue }
@@ -402,6 +411,51 @@ extension Engine {
         job.completion(.suggest(SuggestResult(suggestions: out, promptTokens: ids.count + healedTokens,
                                               reusedTokens: reused, healed: !heal.isEmpty, healedTokens: healedTokens,
                                               ms: (monotonicSeconds() - t0) * 1000)))
+    }
+
+    /// One suggestion being grown greedily from its first token.
+    struct Branch {
+        var tokens: [Int32]
+        /// Its text so far (the first token without the healed bytes).
+        var bytes: [UInt8]
+        var logprob: Double
+        var done = false
+        /// Stopped because it can no longer be among the shown suggestions.
+        var pruned = false
+        /// The context's KV plus `tokens[0..<fed]`, once the branch needs a forward pass.
+        var cache: KVCache?
+        var fed = 0
+    }
+
+    /// Appends greedy token `next` to `b`, or ends `b` where a suggestion ends.
+    private func advance(_ b: inout Branch, next: Int32, logprob: Double, _ o: SuggestOptions) {
+        let tok = model.tokenizer
+        if tok.isEOG(next) || tok.isControl(next) { b.done = true; return }
+        let piece = tokenBytes[Int(next)]
+        // A line break ends a suggestion (a UI line does not continue past it).
+        if piece.contains(0x0A) { b.done = true; return }
+        if o.maxWords > 0, piece.first.map(isSpace) == true, wordCount(b.bytes) >= o.maxWords { b.done = true; return }
+        b.tokens.append(next)
+        b.bytes += piece
+        b.logprob += logprob
+        b.done = suggestionEnds(b.bytes, tokens: b.tokens.count, o)
+    }
+
+    /// The log-probability of the n-th best finished suggestion (distinct, non-empty
+    /// texts, as they will be shown), or nil while fewer than n are finished.
+    private func nthFinishedLogprob(_ branches: [Branch], _ n: Int) -> Double? {
+        // n ≤ 8 and branches ≤ 10: a few small comparisons, done once per pass.
+        var finished = branches.filter { $0.done && !$0.pruned }
+        guard finished.count >= n else { return nil }
+        finished.sort { $0.logprob > $1.logprob }
+        var keys: [String] = []
+        for b in finished {
+            let key = validUTF8Prefix(b.bytes).trimmingWhitespace()
+            guard !key.isEmpty, !keys.contains(key) else { continue }
+            keys.append(key)
+            if keys.count == n { return b.logprob }
+        }
+        return nil
     }
 
     /// Indices into `tokensByBytes` of the tokens whose bytes start with `prefix`

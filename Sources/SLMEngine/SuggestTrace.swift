@@ -18,6 +18,7 @@ struct SuggestTrace {
     var passes = 0
     var rows = 0
     var prefillTokens = 0
+    var pruned = 0
 
     init(enabled: Bool, start: Double) {
         self.enabled = enabled
@@ -45,7 +46,7 @@ struct SuggestTrace {
         guard enabled else { return }
         let total = (monotonicSeconds() - start) * 1000
         let line = "suggest-trace total=\(f(total)) heal=\(f(ms.0)) prefill=\(f(ms.1))(\(prefillTokens)t) candidates=\(f(ms.2)) "
-            + "setup=\(f(ms.3)) forward=\(f(ms.4))(\(passes)p,\(rows)r) scoring=\(f(ms.5)) finish=\(f(ms.6))\n"
+            + "setup=\(f(ms.3)) forward=\(f(ms.4))(\(passes)p,\(rows)r) scoring=\(f(ms.5)) finish=\(f(ms.6)) pruned=\(pruned)\n"
         var bytes = Array(line.utf8)
         _ = bytes.withUnsafeMutableBytes { write(2, $0.baseAddress, $0.count) }
     }
