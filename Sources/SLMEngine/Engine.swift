@@ -44,6 +44,8 @@ public final class Engine: @unchecked Sendable {
     /// Non-control token ids sorted by their bytes: the tokens that start with given bytes
     /// are one contiguous range, found by binary search (token healing, suggest candidates).
     let tokensByBytes: [Int32]
+    /// Greedy steps `suggest` already computed on the current healed context (engine thread).
+    var greedyMemo = GreedyMemo()
     /// Built on the first `parse` (engine thread only): token bytes and trie, ~2 MiB.
     private var vocabulary: ConstraintVocabulary?
     /// Compiled schema and its masks, shared by requests with the same schema text (a

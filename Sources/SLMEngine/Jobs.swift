@@ -47,6 +47,10 @@ public struct SuggestResult: Sendable, Equatable {
     public var healed: Bool
     /// How many tokens were backed up over; the first suggested token starts with their bytes.
     public var healedTokens: Int
+    /// Batched forward passes the branches took (0 when every step was replayed).
+    public var forwardPasses: Int = 0
+    /// Greedy steps replayed from an earlier keystroke on the same healed context.
+    public var replayedSteps: Int = 0
     public var ms: Double
 }
 
@@ -331,6 +335,11 @@ extension Engine {
         }
         trace.mark(.candidates)
 
+        // Greedy continuation is a pure function of the context and the branch's tokens:
+        // steps computed for an earlier keystroke on the same healed context (the usual
+        // case while a word is typed) are replayed instead of recomputed.
+        if greedyMemo.context != ids { greedyMemo.reset(context: ids) }
+
         let capacity = ids.count + o.maxTokens
         var branches: [Branch] = []
         branches.reserveCapacity(candidates.count)
@@ -351,6 +360,12 @@ extension Engine {
         rows.reserveCapacity(branches.count)
         while true {
             if let r = interruption(job) { return job.fail(r) }
+            for i in branches.indices where !branches[i].done {
+                while !branches[i].done, let step = greedyMemo.steps[branches[i].tokens] {
+                    advance(&branches[i], next: step.token, logprob: step.logprob, o)
+                    trace.replayed += 1
+                }
+            }
             // Log-probabilities only fall as a branch grows: one already below the n-th
             // best finished suggestion can never be shown, so it is not computed further.
             if let bar = nthFinishedLogprob(branches, o.n) {
@@ -375,6 +390,7 @@ extension Engine {
                     branches[i].cache = cache
                 }
                 let b = branches[i]
+                // A branch replayed past its KV feeds all its unfed tokens in this pass.
                 guard batch.count + b.tokens.count - b.fed <= batch.capacity else { continue }
                 for j in b.fed..<b.tokens.count {
                     batch.add(b.tokens[j], position: ids.count + j, cache: b.cache!, logits: j == b.tokens.count - 1)
@@ -392,6 +408,7 @@ extension Engine {
                 let l = UnsafeBufferPointer(runner.logits(row: row))
                 let (next, lse) = LogitStats.argmaxLogSumExp(l)
                 let lp = Double(l[Int(next)]) - lse
+                greedyMemo.record(branches[i].tokens, GreedyMemo.Step(token: next, logprob: lp))
                 advance(&branches[i], next: next, logprob: lp, o)
             }
             batch.clear()
@@ -410,6 +427,7 @@ extension Engine {
         }
         job.completion(.suggest(SuggestResult(suggestions: out, promptTokens: ids.count + healedTokens,
                                               reusedTokens: reused, healed: !heal.isEmpty, healedTokens: healedTokens,
+                                              forwardPasses: trace.passes, replayedSteps: trace.replayed,
                                               ms: (monotonicSeconds() - t0) * 1000)))
     }
 

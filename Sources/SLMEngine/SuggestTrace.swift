@@ -6,7 +6,8 @@ import Glibc
 /// how keystroke latency was measured and tuned; off in production, read once.
 let suggestTraceEnabled: Bool = getenv("SLMD_SUGGEST_TRACE").map { String(cString: $0) == "1" } ?? false
 
-/// Wall time per phase of one `suggest`, accumulated between `mark`s (no allocation).
+/// Wall time per phase of one `suggest`, accumulated between `mark`s (no allocation), and
+/// its pass/row/replay counts (kept even when tracing is off: the result reports them).
 struct SuggestTrace {
     enum Phase: Int, CaseIterable {
         case heal, prefill, candidates, branchSetup, forward, scoring, finish
@@ -18,6 +19,7 @@ struct SuggestTrace {
     var passes = 0
     var rows = 0
     var prefillTokens = 0
+    var replayed = 0
     var pruned = 0
 
     init(enabled: Bool, start: Double) {
@@ -46,7 +48,7 @@ struct SuggestTrace {
         guard enabled else { return }
         let total = (monotonicSeconds() - start) * 1000
         let line = "suggest-trace total=\(f(total)) heal=\(f(ms.0)) prefill=\(f(ms.1))(\(prefillTokens)t) candidates=\(f(ms.2)) "
-            + "setup=\(f(ms.3)) forward=\(f(ms.4))(\(passes)p,\(rows)r) scoring=\(f(ms.5)) finish=\(f(ms.6)) pruned=\(pruned)\n"
+            + "setup=\(f(ms.3)) forward=\(f(ms.4))(\(passes)p,\(rows)r) scoring=\(f(ms.5)) finish=\(f(ms.6)) replayed=\(replayed) pruned=\(pruned)\n"
         var bytes = Array(line.utf8)
         _ = bytes.withUnsafeMutableBytes { write(2, $0.baseAddress, $0.count) }
     }

@@ -144,6 +144,30 @@ final class CompletionFeatureTests: XCTestCase {
         print("suggestions for '\(prefix)': \(r.suggestions.map { "\($0.text) (\($0.probability))" })")
     }
 
+    func testKeystrokesInAWordReplayExactlyWhatAFreshEngineComputes() throws {
+        let e = try engine()
+        defer { e.shutdown(grace: 0) }
+        let o = SuggestOptions(n: 3, maxTokens: 4, maxWords: 4)
+        // "do" and "dow" heal back to the same context ("... heating"): the second
+        // keystroke's candidates continue the first's, whose greedy steps are replayed.
+        let a = try suggest(e, "Please turn the heating do", o)
+        XCTAssertGreaterThan(a.forwardPasses, 0)
+        XCTAssertEqual(a.replayedSteps, 0)
+        let b = try suggest(e, "Please turn the heating dow", o)
+        XCTAssertGreaterThan(b.replayedSteps, 0)
+        // ...and the replayed suggestions are exactly those of an engine that never saw "do".
+        let fresh = try engine()
+        defer { fresh.shutdown(grace: 0) }
+        let c = try suggest(fresh, "Please turn the heating dow", o)
+        XCTAssertEqual(c.replayedSteps, 0)
+        XCTAssertEqual(b.suggestions, c.suggestions)
+        XCTAssertFalse(b.suggestions.isEmpty)
+        // A different context starts over (nothing to replay).
+        let d = try suggest(e, "Please turn the lights of", o)
+        XCTAssertEqual(d.replayedSteps, 0)
+        print("'do' → \(a.suggestions.map(\.text)) (\(a.forwardPasses) passes); 'dow' → \(b.suggestions.map(\.text)) (\(b.forwardPasses) passes, \(b.replayedSteps) steps replayed)")
+    }
+
     func testTokensStartingWithBytesEqualAScanOfTheVocabulary() throws {
         let m = try Shared.requireModel()
         let e = try engine()
