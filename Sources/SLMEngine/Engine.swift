@@ -440,7 +440,7 @@ public final class Engine: @unchecked Sendable {
                 let e = prefixCache.remove(at: m.index)
                 lock.withLock {
                     shared.cachedBytes -= e.bytes
-                    shared.kvBytesInUse += e.bytes
+                    shared.kvBytesInUse += e.cache.bytes  // its logits (if any) are dropped: no longer cached
                     shared.kvBytesPeak = max(shared.kvBytesPeak, shared.kvBytesInUse + shared.cachedBytes)
                     shared.stats.prefixCacheHits += 1
                     shared.stats.prefixCacheReusedTokens += reusable

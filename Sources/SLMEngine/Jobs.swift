@@ -255,6 +255,12 @@ extension Engine {
     private func logSumExp(_ l: UnsafeBufferPointer<Float>) -> Double { LogitStats.logSumExp(l) }
 
     private func runSuggest(_ job: Job, text: String, _ o: SuggestOptions) {
+        // The outcome is delivered after `suggest` has returned its KV (its defers ran), so
+        // a client that reads stats after the reply sees the memory already released.
+        job.completion(suggest(job, text: text, o))
+    }
+
+    private func suggest(_ job: Job, text: String, _ o: SuggestOptions) -> JobOutcome {
         let t0 = monotonicSeconds()
         var trace = SuggestTrace(enabled: suggestTraceEnabled, start: t0)
         defer { trace.emit() }
@@ -297,7 +303,7 @@ extension Engine {
             }
         } else {
             guard let acquired = acquireCache(for: ids, capacity: ids.count) else {
-                return job.fail(.error, "not enough memory for the prefix now; try again")
+                return .ended(.error, "not enough memory for the prefix now; try again")
             }
             (base, reused) = acquired
             ownsBase = true
@@ -305,13 +311,13 @@ extension Engine {
                 first = try prefill(ids, from: reused, into: base)
             } catch {
                 retire(base, tokens: ids)
-                return job.fail(.error, "\(error)")
+                return .ended(.error, "\(error)")
             }
         }
         trace.prefillTokens = ids.count - reused
         trace.mark(.prefill)
         defer { if ownsBase { retire(base, tokens: ids, lastLogits: first) } }
-        if let r = interruption(job) { return job.fail(r) }
+        if let r = interruption(job) { return .ended(r, nil) }
 
         // First tokens: the most likely ones that continue the healed bytes. Only the
         // tokens starting with them are looked at (one range of the byte-sorted list).
@@ -359,7 +365,7 @@ extension Engine {
         var rows: [Int] = []
         rows.reserveCapacity(branches.count)
         while true {
-            if let r = interruption(job) { return job.fail(r) }
+            if let r = interruption(job) { return .ended(r, nil) }
             for i in branches.indices where !branches[i].done {
                 while !branches[i].done, let step = greedyMemo.steps[branches[i].tokens] {
                     advance(&branches[i], next: step.token, logprob: step.logprob, o)
@@ -400,7 +406,7 @@ extension Engine {
             }
             trace.mark(.branchSetup)
             if rows.isEmpty { break }
-            do { try runner.forward(batch) } catch { return job.fail(.error, "\(error)") }
+            do { try runner.forward(batch) } catch { return .ended(.error, "\(error)") }
             trace.passes += 1
             trace.rows += rows.count
             trace.mark(.forward)
@@ -425,10 +431,10 @@ extension Engine {
             out.append(Suggestion(text: text, logprob: b.logprob, tokens: b.tokens))
             if out.count == o.n { break }
         }
-        job.completion(.suggest(SuggestResult(suggestions: out, promptTokens: ids.count + healedTokens,
+        return .suggest(SuggestResult(suggestions: out, promptTokens: ids.count + healedTokens,
                                               reusedTokens: reused, healed: !heal.isEmpty, healedTokens: healedTokens,
                                               forwardPasses: trace.passes, replayedSteps: trace.replayed,
-                                              ms: (monotonicSeconds() - t0) * 1000)))
+                                              ms: (monotonicSeconds() - t0) * 1000))
     }
 
     /// One suggestion being grown greedily from its first token.

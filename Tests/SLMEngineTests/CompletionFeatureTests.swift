@@ -162,9 +162,14 @@ final class CompletionFeatureTests: XCTestCase {
         XCTAssertEqual(c.replayedSteps, 0)
         XCTAssertEqual(b.suggestions, c.suggestions)
         XCTAssertFalse(b.suggestions.isEmpty)
-        // A different context starts over (nothing to replay).
+        // A different context starts over (nothing to replay) and computes exactly what an
+        // engine with no history does; its KV is all released (or cached) when it replies.
         let d = try suggest(e, "Please turn the lights of", o)
         XCTAssertEqual(d.replayedSteps, 0)
+        XCTAssertEqual(e.stats().kvBytesInUse, 0)
+        let clean = try engine()
+        defer { clean.shutdown(grace: 0) }
+        XCTAssertEqual(d.suggestions, try suggest(clean, "Please turn the lights of", o).suggestions)
         print("'do' → \(a.suggestions.map(\.text)) (\(a.forwardPasses) passes); 'dow' → \(b.suggestions.map(\.text)) (\(b.forwardPasses) passes, \(b.replayedSteps) steps replayed)")
     }
 
