@@ -46,6 +46,10 @@ public final class Engine: @unchecked Sendable {
     let tokensByBytes: [Int32]
     /// Greedy steps `suggest` already computed on the current healed context (engine thread).
     var greedyMemo = GreedyMemo()
+    /// Suggest branch KV caches kept between keystrokes (engine thread), with the tokens
+    /// each holds: allocating and page-faulting ~1 MiB per branch cost ~0.5 ms a branch,
+    /// and a cache that already holds the context needs none of it copied again.
+    var branchPool: [(cache: KVCache, tokens: [Int32])] = []
     /// Built on the first `parse` (engine thread only): token bytes and trie, ~2 MiB.
     private var vocabulary: ConstraintVocabulary?
     /// Compiled schema and its masks, shared by requests with the same schema text (a
@@ -412,11 +416,63 @@ public final class Engine: @unchecked Sendable {
                 }
                 return true
             }
+            // Idle branch caches go first: they only save an allocation.
+            if let pooled = branchPool.popLast() {
+                lock.withLock { shared.cachedBytes -= pooled.cache.bytes }
+                continue
+            }
             guard let victim = prefixCache.evictOne(keeping: keeping) else { return false }
             lock.withLock {
                 shared.cachedBytes -= victim.bytes
                 shared.stats.prefixCacheEntries = prefixCache.entries.count
             }
+        }
+    }
+
+    /// A KV cache of at least `capacity` tokens holding `context` (copied from `base`,
+    /// which holds it), for a suggest branch; nil when the budget cannot fit it now.
+    /// Counts as in use until `poolBranchCache`.
+    func branchCache(context: [Int32], from base: KVCache, capacity: Int) -> KVCache? {
+        // The idle cache sharing the longest prefix with the context: on a keystroke inside
+        // a word that is all of it, and nothing is copied.
+        var best: (index: Int, shared: Int)?
+        for (i, p) in branchPool.enumerated() where p.cache.capacity >= capacity {
+            var n = 0
+            let limit = min(p.tokens.count, context.count)
+            while n < limit && p.tokens[n] == context[n] { n += 1 }
+            if best == nil || n > best!.shared { best = (i, n) }
+        }
+        if let best {
+            let p = branchPool.remove(at: best.index)
+            lock.withLock {
+                shared.cachedBytes -= p.cache.bytes
+                shared.kvBytesInUse += p.cache.bytes
+                shared.kvBytesPeak = max(shared.kvBytesPeak, shared.kvBytesInUse + shared.cachedBytes)
+            }
+            p.cache.copy(from: base, positions: best.shared..<context.count)
+            return p.cache
+        }
+        // Room to grow: the next words of the same text reuse this cache.
+        var size = max(capacity, min(config.maxContext, (capacity + 31) / 32 * 32))
+        if !reserve(kvBytes(tokens: size), keeping: base) {
+            size = capacity  // a tight budget still fits the exact size the request was admitted for
+            guard reserve(kvBytes(tokens: size), keeping: base) else { return nil }
+        }
+        let cache = KVCache(config: model.config, capacity: size)
+        cache.copyPrefix(from: base, count: context.count)
+        return cache
+    }
+
+    /// Keeps a finished branch's cache (holding `tokens`) for the next suggest; its bytes
+    /// move from in use to cached (evictable).
+    func poolBranchCache(_ cache: KVCache, tokens: [Int32]) {
+        // n + 2 ≤ 10 branches per suggest.
+        guard branchPool.count < 10 else { return release(cache.bytes) }
+        branchPool.append((cache, tokens))
+        lock.withLock {
+            shared.kvBytesInUse -= cache.bytes
+            shared.cachedBytes += cache.bytes
+            lock.broadcast()
         }
     }
 

@@ -349,7 +349,11 @@ extension Engine {
         let capacity = ids.count + o.maxTokens
         var branches: [Branch] = []
         branches.reserveCapacity(candidates.count)
-        defer { for b in branches where b.cache != nil { release(b.cache!.bytes) } }
+        defer {
+            for b in branches {
+                if let c = b.cache { poolBranchCache(c, tokens: ids + b.tokens.prefix(b.fed)) }
+            }
+        }
         for id in candidates {
             var b = Branch(tokens: [id], bytes: Array(tokenBytes[Int(id)].dropFirst(heal.count)),
                            logprob: Double(first[Int(id)]) - lse0)
@@ -386,13 +390,11 @@ extension Engine {
             for i in branches.indices where !branches[i].done {
                 if branches[i].cache == nil {
                     // KV only for branches that reach a forward pass.
-                    guard reserve(kvBytes(tokens: capacity), keeping: base) else {
+                    guard let cache = branchCache(context: ids, from: base, capacity: capacity) else {
                         branches[i].done = true  // no memory: the branch is dropped, as a missing candidate
                         branches[i].pruned = true
                         continue
                     }
-                    let cache = KVCache(config: model.config, capacity: capacity)
-                    cache.copyPrefix(from: base, count: ids.count)
                     branches[i].cache = cache
                 }
                 let b = branches[i]

@@ -162,8 +162,9 @@ final class CompletionFeatureTests: XCTestCase {
         XCTAssertEqual(c.replayedSteps, 0)
         XCTAssertEqual(b.suggestions, c.suggestions)
         XCTAssertFalse(b.suggestions.isEmpty)
-        // A different context starts over (nothing to replay) and computes exactly what an
-        // engine with no history does; its KV is all released (or cached) when it replies.
+        // A different context starts over (nothing to replay); its branches reuse the idle
+        // branch caches, which share only part of the context, and still compute exactly
+        // what an engine with no history does. Its KV is all released (or cached) when it replies.
         let d = try suggest(e, "Please turn the lights of", o)
         XCTAssertEqual(d.replayedSteps, 0)
         XCTAssertEqual(e.stats().kvBytesInUse, 0)
