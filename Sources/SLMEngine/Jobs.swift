@@ -302,7 +302,10 @@ extension Engine {
                 shared.stats.prefixCacheReusedTokens += ids.count
             }
         } else {
-            guard let acquired = acquireCache(for: ids, capacity: ids.count) else {
+            // Room for a few more tokens: when the next word is typed, its context extends
+            // this one and takes this cache over from the prefix cache instead of copying it.
+            let roomy = min(config.maxContext, (ids.count + 1 + 31) / 32 * 32)
+            guard let acquired = acquireCache(for: ids, capacity: roomy) ?? acquireCache(for: ids, capacity: ids.count) else {
                 return .ended(.error, "not enough memory for the prefix now; try again")
             }
             (base, reused) = acquired
