@@ -301,6 +301,17 @@ extension Engine {
                 shared.stats.prefixCacheHits += 1
                 shared.stats.prefixCacheReusedTokens += ids.count
             }
+        } else if let start = branchStart(for: ids) {
+            // The previous keystroke's branch already ran this context (the user typed its
+            // first token): its KV and first-pass logits start this one without a pass.
+            base = start.cache
+            reused = ids.count
+            first = start.logits
+            ownsBase = true
+            lock.withLock {
+                shared.stats.prefixCacheHits += 1
+                shared.stats.prefixCacheReusedTokens += ids.count
+            }
         } else {
             // Room for a few more tokens: when the next word is typed, its context extends
             // this one and takes this cache over from the prefix cache instead of copying it.
@@ -355,6 +366,7 @@ extension Engine {
         defer {
             for b in branches {
                 if let c = b.cache { poolBranchCache(c, tokens: ids + b.tokens.prefix(b.fed)) }
+                touchBranchStart(context: ids, first: b.tokens[0])
             }
         }
         for id in candidates {
@@ -393,7 +405,7 @@ extension Engine {
             for i in branches.indices where !branches[i].done {
                 if branches[i].cache == nil {
                     // KV only for branches that reach a forward pass.
-                    guard let cache = branchCache(context: ids, from: base, capacity: capacity) else {
+                    guard let cache = branchCache(context: ids, from: base, capacity: capacity, keeping: candidates) else {
                         branches[i].done = true  // no memory: the branch is dropped, as a missing candidate
                         branches[i].pruned = true
                         continue
@@ -420,6 +432,7 @@ extension Engine {
                 let (next, lse) = LogitStats.argmaxLogSumExp(l)
                 let lp = Double(l[Int(next)]) - lse
                 greedyMemo.record(branches[i].tokens, GreedyMemo.Step(token: next, logprob: lp))
+                if branches[i].tokens.count == 1 { keepBranchStartLogits(ids + branches[i].tokens, l) }
                 advance(&branches[i], next: next, logprob: lp, o)
             }
             batch.clear()

@@ -174,6 +174,24 @@ final class CompletionFeatureTests: XCTestCase {
         print("'do' → \(a.suggestions.map(\.text)) (\(a.forwardPasses) passes); 'dow' → \(b.suggestions.map(\.text)) (\(b.forwardPasses) passes, \(b.replayedSteps) steps replayed)")
     }
 
+    func testTypingASuggestedWordStartsTheNextWordWithoutAPrefill() throws {
+        let e = try engine()
+        defer { e.shutdown(grace: 0) }
+        let o = SuggestOptions(n: 3, maxTokens: 4, maxWords: 4)
+        let a = try suggest(e, "Please turn the heatin", o)
+        XCTAssertTrue(a.suggestions.contains { $0.text.hasPrefix("g") }, "\(a.suggestions.map(\.text))")
+        // " heating" was a branch: the context "... the heating" is its KV and first logits.
+        let b = try suggest(e, "Please turn the heating ", o)
+        XCTAssertEqual(b.reusedTokens, b.promptTokens - b.healedTokens, "no prompt token computed")
+        let clean = try engine()
+        defer { clean.shutdown(grace: 0) }
+        let c = try suggest(clean, "Please turn the heating ", o)
+        XCTAssertLessThan(c.reusedTokens, c.promptTokens - c.healedTokens)
+        XCTAssertEqual(b.suggestions, c.suggestions)
+        XCTAssertFalse(b.suggestions.isEmpty)
+        XCTAssertEqual(e.stats().kvBytesInUse, 0)
+    }
+
     func testTokensStartingWithBytesEqualAScanOfTheVocabulary() throws {
         let m = try Shared.requireModel()
         let e = try engine()
