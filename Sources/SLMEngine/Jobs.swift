@@ -423,7 +423,11 @@ extension Engine {
             }
             trace.mark(.branchSetup)
             if rows.isEmpty { break }
-            do { try runner.forward(batch) } catch { return .ended(.error, "\(error)") }
+            do { try runner.forward(batch) } catch {
+                // Claim no branch KV this pass may have left unwritten (the caches are kept).
+                for i in rows { branches[i].fed = 0 }
+                return .ended(.error, "\(error)")
+            }
             trace.passes += 1
             trace.rows += rows.count
             trace.mark(.forward)
