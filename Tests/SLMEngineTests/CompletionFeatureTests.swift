@@ -192,6 +192,31 @@ final class CompletionFeatureTests: XCTestCase {
         XCTAssertEqual(e.stats().kvBytesInUse, 0)
     }
 
+    func testSuggestionsDoNotDependOnWhatWasTypedBefore() throws {
+        // Replayed steps, reused branch caches and word starts taken from the previous
+        // keystroke must give exactly what a computation from scratch gives: one engine
+        // sees the prefixes as typed, the other in a shuffled order (a different history).
+        let typed = try engine(), shuffled = try engine()
+        defer { typed.shutdown(grace: 0); shuffled.shutdown(grace: 0) }
+        let o = SuggestOptions(n: 3, maxTokens: 4, maxWords: 4)
+        let sentence = "Please turn the heating down tonight"
+        let prefixes = (1...sentence.count).map { "Message to the family: " + String(sentence.prefix($0)) }
+        var inOrder: [String: SuggestResult] = [:]
+        var replayed = 0
+        for p in prefixes {
+            inOrder[p] = try suggest(typed, p, o)
+            replayed += inOrder[p]!.replayedSteps
+        }
+        XCTAssertGreaterThan(replayed, 0)
+        var rng = SeededRNG(seed: 3)
+        for p in prefixes.shuffled(using: &rng) {
+            let r = try suggest(shuffled, p, o)
+            XCTAssertEqual(r.suggestions, inOrder[p]!.suggestions, "'\(p)'")
+        }
+        XCTAssertEqual(typed.stats().kvBytesInUse, 0)
+        XCTAssertEqual(shuffled.stats().kvBytesInUse, 0)
+    }
+
     func testTokensStartingWithBytesEqualAScanOfTheVocabulary() throws {
         let m = try Shared.requireModel()
         let e = try engine()
