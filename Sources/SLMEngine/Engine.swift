@@ -41,6 +41,20 @@ public final class Engine: @unchecked Sendable {
     /// The same bytes flattened: token i is `tokenByteData[tokenByteOffsets[i] ..< tokenByteOffsets[i+1]]`.
     let tokenByteData: [UInt8]
     let tokenByteOffsets: [Int]
+    /// Non-control token ids sorted by their bytes: the tokens that start with given bytes
+    /// are one contiguous range, found by binary search (token healing, suggest candidates).
+    let tokensByBytes: [Int32]
+    /// Greedy steps `suggest` already computed on the current healed context (engine thread).
+    var greedyMemo = GreedyMemo()
+    /// Suggest branch KV caches kept between keystrokes (engine thread), with the tokens
+    /// each holds: allocating and page-faulting ~1 MiB per branch cost ~0.5 ms a branch,
+    /// and a cache that already holds the context needs none of it copied again.
+    var branchPool: [(cache: KVCache, tokens: [Int32])] = []
+    /// Logits after a suggest context plus one branch's first token, from that branch's
+    /// first pass (engine thread). When the user goes on to type that token (finishes the
+    /// word and types a space), the next keystroke's context is exactly this: with a branch
+    /// cache that holds it, no prefill pass is needed. A few recent ones, counted as cached.
+    var branchStartLogits: [(tokens: [Int32], logits: [Float])] = []
     /// Built on the first `parse` (engine thread only): token bytes and trie, ~2 MiB.
     private var vocabulary: ConstraintVocabulary?
     /// Compiled schema and its masks, shared by requests with the same schema text (a
@@ -143,6 +157,9 @@ public final class Engine: @unchecked Sendable {
         for b in tokenBytes { offsets.append(offsets.last! + b.count) }
         tokenByteOffsets = offsets
         tokenByteData = tokenBytes.flatMap { $0 }
+        let tb = tokenBytes
+        tokensByBytes = (0..<Int32(model.config.vocabSize)).filter { !model.tokenizer.isControl($0) }
+            .sorted { tb[Int($0)].lexicographicallyPrecedes(tb[Int($1)]) || (tb[Int($0)] == tb[Int($1)] && $0 < $1) }
         shared.stats.memoryBudgetBytes = config.memoryBudgetBytes
         shared.stats.scratchBytes = runner.scratchBytes
         shared.stats.kernelPath = Kernels.path
@@ -404,11 +421,123 @@ public final class Engine: @unchecked Sendable {
                 }
                 return true
             }
+            // Idle branch caches and their logits go first: they only save an allocation
+            // or one pass.
+            if let kept = branchStartLogits.popLast() {
+                lock.withLock { shared.cachedBytes -= kept.logits.count * MemoryLayout<Float>.size }
+                continue
+            }
+            if let pooled = branchPool.popLast() {
+                lock.withLock { shared.cachedBytes -= pooled.cache.bytes }
+                continue
+            }
             guard let victim = prefixCache.evictOne(keeping: keeping) else { return false }
             lock.withLock {
                 shared.cachedBytes -= victim.bytes
                 shared.stats.prefixCacheEntries = prefixCache.entries.count
             }
+        }
+    }
+
+    /// A KV cache of at least `capacity` tokens holding `context` (copied from `base`,
+    /// which holds it), for a suggest branch; nil when the budget cannot fit it now.
+    /// Counts as in use until `poolBranchCache`.
+    func branchCache(context: [Int32], from base: KVCache, capacity: Int, keeping firstTokens: [Int32]) -> KVCache? {
+        // The idle cache sharing the longest prefix with the context: on a keystroke inside
+        // a word that is all of it, and nothing is copied. Caches of this context's current
+        // candidates (`firstTokens`) are left alone: the word the user is typing is one of
+        // them, and its cache starts the next word (`branchStart`).
+        var best: (index: Int, shared: Int)?
+        for (i, p) in branchPool.enumerated() where p.cache.capacity >= capacity {
+            var n = 0
+            let limit = min(p.tokens.count, context.count)
+            while n < limit && p.tokens[n] == context[n] { n += 1 }
+            if n == context.count && p.tokens.count > n && firstTokens.contains(p.tokens[n]) { continue }
+            if best == nil || n > best!.shared { best = (i, n) }
+        }
+        if let best {
+            let p = branchPool.remove(at: best.index)
+            lock.withLock {
+                shared.cachedBytes -= p.cache.bytes
+                shared.kvBytesInUse += p.cache.bytes
+                shared.kvBytesPeak = max(shared.kvBytesPeak, shared.kvBytesInUse + shared.cachedBytes)
+            }
+            p.cache.copy(from: base, positions: best.shared..<context.count)
+            return p.cache
+        }
+        // Room to grow: the next words of the same text reuse this cache.
+        var size = max(capacity, min(config.maxContext, (capacity + 31) / 32 * 32))
+        if !reserve(kvBytes(tokens: size), keeping: base) {
+            size = capacity  // a tight budget still fits the exact size the request was admitted for
+            guard reserve(kvBytes(tokens: size), keeping: base) else { return nil }
+        }
+        let cache = KVCache(config: model.config, capacity: size)
+        cache.copyPrefix(from: base, count: context.count)
+        return cache
+    }
+
+    /// Keeps the logits after `tokens` (a suggest context and a branch's first token), when
+    /// the budget has room, replacing the oldest of the ten kept.
+    func keepBranchStartLogits(_ tokens: [Int32], _ logits: UnsafeBufferPointer<Float>) {
+        let size = logits.count * MemoryLayout<Float>.size
+        if let i = branchStartLogits.firstIndex(where: { $0.tokens == tokens }) {
+            // Already kept: the same logits (a step depends only on its tokens); now newest.
+            branchStartLogits.append(branchStartLogits.remove(at: i))
+            return
+        }
+        var entry: (tokens: [Int32], logits: [Float])
+        if branchStartLogits.count >= 10 {
+            entry = branchStartLogits.removeFirst()  // its buffer is reused: no allocation
+            entry.tokens = tokens
+            entry.logits.withUnsafeMutableBufferPointer { _ = $0.update(fromContentsOf: logits) }
+        } else {
+            let fits: Bool = lock.withLock {
+                guard runner.scratchBytes + shared.kvBytesInUse + shared.cachedBytes + size <= config.memoryBudgetBytes else { return false }
+                shared.cachedBytes += size
+                return true
+            }
+            guard fits else { return }
+            entry = (tokens, Array(logits))
+        }
+        branchStartLogits.append(entry)
+    }
+
+    /// Marks the kept logits after `context + [first]` as newest, so the ten kept are those
+    /// of the latest candidates (a replayed branch does not recompute them).
+    func touchBranchStart(context: [Int32], first: Int32) {
+        guard let i = branchStartLogits.firstIndex(where: {
+            $0.tokens.count == context.count + 1 && $0.tokens.last == first && $0.tokens.starts(with: context)
+        }) else { return }
+        branchStartLogits.append(branchStartLogits.remove(at: i))
+    }
+
+    /// The next keystroke's start without a prefill: a branch cache holding exactly
+    /// `context`'s KV (it may hold more, which is forgotten) and the logits after it, both
+    /// taken out of the caches (the cache counts as in use), or nil.
+    func branchStart(for context: [Int32]) -> (cache: KVCache, logits: [Float])? {
+        guard let li = branchStartLogits.firstIndex(where: { $0.tokens == context }),
+              let ci = branchPool.firstIndex(where: { $0.tokens.starts(with: context) }) else { return nil }
+        let logits = branchStartLogits.remove(at: li).logits
+        let cache = branchPool.remove(at: ci).cache
+        cache.truncate(to: context.count)
+        lock.withLock {
+            shared.cachedBytes -= cache.bytes + logits.count * MemoryLayout<Float>.size
+            shared.kvBytesInUse += cache.bytes
+            shared.kvBytesPeak = max(shared.kvBytesPeak, shared.kvBytesInUse + shared.cachedBytes)
+        }
+        return (cache, logits)
+    }
+
+    /// Keeps a finished branch's cache (holding `tokens`) for the next suggest; its bytes
+    /// move from in use to cached (evictable).
+    func poolBranchCache(_ cache: KVCache, tokens: [Int32]) {
+        // n + 2 ≤ 10 branches per suggest.
+        guard branchPool.count < 10 else { return release(cache.bytes) }
+        branchPool.append((cache, tokens))
+        lock.withLock {
+            shared.kvBytesInUse -= cache.bytes
+            shared.cachedBytes += cache.bytes
+            lock.broadcast()
         }
     }
 
@@ -432,7 +561,7 @@ public final class Engine: @unchecked Sendable {
                 let e = prefixCache.remove(at: m.index)
                 lock.withLock {
                     shared.cachedBytes -= e.bytes
-                    shared.kvBytesInUse += e.bytes
+                    shared.kvBytesInUse += e.cache.bytes  // its logits (if any) are dropped: no longer cached
                     shared.kvBytesPeak = max(shared.kvBytesPeak, shared.kvBytesInUse + shared.cachedBytes)
                     shared.stats.prefixCacheHits += 1
                     shared.stats.prefixCacheReusedTokens += reusable

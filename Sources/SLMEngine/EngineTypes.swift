@@ -131,7 +131,8 @@ public struct EngineStats: Sendable, Equatable {
     public var forwardPasses = 0
     public var kvBytesInUse = 0
     public var kvBytesPeak = 0
-    /// KV kept for reuse by later requests (evicted first when memory is needed).
+    /// KV kept for reuse by later requests (evicted first when memory is needed): the
+    /// prefix cache and idle suggest branch caches.
     public var prefixCacheBytes = 0
     public var prefixCacheEntries = 0
     public var prefixCacheHits = 0

@@ -47,6 +47,10 @@ public struct SuggestResult: Sendable, Equatable {
     public var healed: Bool
     /// How many tokens were backed up over; the first suggested token starts with their bytes.
     public var healedTokens: Int
+    /// Batched forward passes the branches took (0 when every step was replayed).
+    public var forwardPasses: Int = 0
+    /// Greedy steps replayed from an earlier keystroke on the same healed context.
+    public var replayedSteps: Int = 0
     public var ms: Double
 }
 
@@ -254,16 +258,18 @@ extension Engine {
         return last
     }
 
-    private func logSumExp(_ l: UnsafeBufferPointer<Float>) -> Double {
-        var m = -Float.infinity
-        for v in l { m = max(m, v) }
-        var s: Double = 0
-        for v in l { s += Double(expf(v - m)) }
-        return Double(m) + log(s)
-    }
+    private func logSumExp(_ l: UnsafeBufferPointer<Float>) -> Double { LogitStats.logSumExp(l) }
 
     private func runSuggest(_ job: Job, text: String, _ o: SuggestOptions) {
+        // The outcome is delivered after `suggest` has returned its KV (its defers ran), so
+        // a client that reads stats after the reply sees the memory already released.
+        job.completion(suggest(job, text: text, o))
+    }
+
+    private func suggest(_ job: Job, text: String, _ o: SuggestOptions) -> JobOutcome {
         let t0 = monotonicSeconds()
+        var trace = SuggestTrace(enabled: suggestTraceEnabled, start: t0)
+        defer { trace.emit() }
         let tok = model.tokenizer
         var ids = tok.encode(text, parseSpecial: false)
         // Token healing: text typed so far usually ends inside a word (or with a space the
@@ -279,13 +285,14 @@ extension Engine {
         var removed: [UInt8] = []
         for k in 1..<min(4, ids.count) {
             removed = tokenBytes[Int(ids[ids.count - k])] + removed
-            if k == 1 || anyToken(startingWith: removed) {
+            if k == 1 || !tokens(startingWith: removed).isEmpty {
                 heal = removed
                 healedTokens = k
             }
             if let first = removed.first, isSpace(first) { break }  // reached the word's start
         }
         ids.removeLast(healedTokens)
+        trace.mark(.heal)
         // A keystroke inside a word usually leaves the healed context unchanged: its KV and
         // final logits are then cached whole, and no forward pass is needed to start.
         let base: KVCache
@@ -300,9 +307,23 @@ extension Engine {
                 shared.stats.prefixCacheHits += 1
                 shared.stats.prefixCacheReusedTokens += ids.count
             }
+        } else if let start = branchStart(for: ids) {
+            // The previous keystroke's branch already ran this context (the user typed its
+            // first token): its KV and first-pass logits start this one without a pass.
+            base = start.cache
+            reused = ids.count
+            first = start.logits
+            ownsBase = true
+            lock.withLock {
+                shared.stats.prefixCacheHits += 1
+                shared.stats.prefixCacheReusedTokens += ids.count
+            }
         } else {
-            guard let acquired = acquireCache(for: ids, capacity: ids.count) else {
-                return job.fail(.error, "not enough memory for the prefix now; try again")
+            // Room for a few more tokens: when the next word is typed, its context extends
+            // this one and takes this cache over from the prefix cache instead of copying it.
+            let roomy = min(config.maxContext, (ids.count + 1 + 31) / 32 * 32)
+            guard let acquired = acquireCache(for: ids, capacity: roomy) ?? acquireCache(for: ids, capacity: ids.count) else {
+                return .ended(.error, "not enough memory for the prefix now; try again")
             }
             (base, reused) = acquired
             ownsBase = true
@@ -310,116 +331,208 @@ extension Engine {
                 first = try prefill(ids, from: reused, into: base)
             } catch {
                 retire(base, tokens: ids)
-                return job.fail(.error, "\(error)")
+                return .ended(.error, "\(error)")
             }
         }
+        trace.prefillTokens = ids.count - reused
+        trace.mark(.prefill)
         defer { if ownsBase { retire(base, tokens: ids, lastLogits: first) } }
-        if let r = interruption(job) { return job.fail(r) }
+        if let r = interruption(job) { return .ended(r, nil) }
 
-        // First tokens: the most likely ones that continue the healed bytes.
+        // First tokens: the most likely ones that continue the healed bytes. Only the
+        // tokens starting with them are looked at (one range of the byte-sorted list).
+        let want = o.n + 2
         let (lse0, candidates) = first.withUnsafeBufferPointer { l -> (Double, [Int32]) in
-            let lse = logSumExp(l)
-            let want = o.n + 2
             var best: [(Int32, Float)] = []
-            for i in 0..<l.count {
-                let id = Int32(i)
-                if tok.isControl(id) || tok.isEOG(id) { continue }
-                if !heal.isEmpty {
-                    // Flat byte table: no per-token array traffic in this 49k-token scan.
-                    let start = tokenByteOffsets[i], len = tokenByteOffsets[i + 1] - start
-                    guard len >= heal.count, tokenByteData[start] == heal[0] else { continue }
-                    var match = true
-                    for k in 1..<heal.count where tokenByteData[start + k] != heal[k] { match = false; break }
-                    guard match else { continue }
-                }
-                if best.count == want && l[i] <= best[want - 1].1 { continue }
+            best.reserveCapacity(want + 1)
+            for idx in tokens(startingWith: heal) {
+                let id = tokensByBytes[idx]
+                if tok.isEOG(id) { continue }
+                let v = l[Int(id)]
+                // Higher logit first, ties to the lower id (the order of a scan by id).
+                @inline(__always) func before(_ a: (Int32, Float)) -> Bool { v > a.1 || (v == a.1 && id < a.0) }
+                if best.count == want && !before(best[want - 1]) { continue }
                 var pos = best.count
-                while pos > 0 && l[i] > best[pos - 1].1 { pos -= 1 }
-                best.insert((id, l[i]), at: pos)
+                while pos > 0 && before(best[pos - 1]) { pos -= 1 }
+                best.insert((id, v), at: pos)
                 if best.count > want { best.removeLast() }
             }
-            return (lse, best.map(\.0))
+            return (LogitStats.logSumExp(l), best.map(\.0))
         }
+        trace.mark(.candidates)
 
-        struct Branch {
-            var tokens: [Int32]
-            var bytes: [UInt8]
-            var logprob: Double
-            var done: Bool
-            var cache: KVCache?
-        }
+        // Greedy continuation is a pure function of the context and the branch's tokens:
+        // steps computed for an earlier keystroke on the same healed context (the usual
+        // case while a word is typed) are replayed instead of recomputed.
+        if greedyMemo.context != ids { greedyMemo.reset(context: ids) }
+
         let capacity = ids.count + o.maxTokens
         var branches: [Branch] = []
-        defer { for b in branches where b.cache != nil { release(b.cache!.bytes) } }
+        branches.reserveCapacity(candidates.count)
+        defer {
+            for b in branches {
+                if let c = b.cache { poolBranchCache(c, tokens: ids + b.tokens.prefix(b.fed)) }
+                touchBranchStart(context: ids, first: b.tokens[0])
+            }
+        }
         for id in candidates {
-            guard reserve(kvBytes(tokens: capacity), keeping: base) else { break }
-            let cache = KVCache(config: model.config, capacity: capacity)
-            cache.copyPrefix(from: base, count: ids.count)
-            let bytes = Array(tokenBytes[Int(id)].dropFirst(heal.count))
-            var b = Branch(tokens: [id], bytes: bytes, logprob: Double(first[Int(id)]) - lse0, done: false, cache: cache)
+            var b = Branch(tokens: [id], bytes: Array(tokenBytes[Int(id)].dropFirst(heal.count)),
+                           logprob: Double(first[Int(id)]) - lse0)
+            b.tokens.reserveCapacity(o.maxTokens)
             b.done = suggestionEnds(b.bytes, tokens: 1, o) || b.bytes.contains(0x0A)
             if b.bytes.contains(0x0A) { b.bytes = Array(b.bytes.prefix { $0 != 0x0A }) }
             branches.append(b)
         }
+        trace.mark(.branchSetup)
 
-        // Greedy continuation of every branch, all branches in one pass per step.
-        while branches.contains(where: { !$0.done }) {
-            if let r = interruption(job) { return job.fail(r) }
-            batch.clear()
-            var rows: [Int] = []
-            for (i, b) in branches.enumerated() where !b.done {
-                rows.append(i)
-                batch.add(b.tokens.last!, position: b.cache!.count, cache: b.cache!, logits: true)
+        // Greedy continuation of every branch, all branches that still matter in one pass
+        // per step.
+        var rows: [Int] = []
+        rows.reserveCapacity(branches.count)
+        while true {
+            if let r = interruption(job) { return .ended(r, nil) }
+            for i in branches.indices where !branches[i].done {
+                while !branches[i].done, let step = greedyMemo.steps[branches[i].tokens] {
+                    advance(&branches[i], next: step.token, logprob: step.logprob, o)
+                    trace.replayed += 1
+                }
             }
-            do { try runner.forward(batch) } catch { return job.fail(.error, "\(error)") }
+            // Log-probabilities only fall as a branch grows: one already below the n-th
+            // best finished suggestion can never be shown, so it is not computed further.
+            if let bar = nthFinishedLogprob(branches, o.n) {
+                for i in branches.indices where !branches[i].done && branches[i].logprob < bar {
+                    branches[i].done = true
+                    branches[i].pruned = true
+                    trace.pruned += 1
+                }
+            }
+            batch.clear()
+            rows.removeAll(keepingCapacity: true)
+            for i in branches.indices where !branches[i].done {
+                if branches[i].cache == nil {
+                    // KV only for branches that reach a forward pass.
+                    guard let cache = branchCache(context: ids, from: base, capacity: capacity, keeping: candidates) else {
+                        branches[i].done = true  // no memory: the branch is dropped, as a missing candidate
+                        branches[i].pruned = true
+                        continue
+                    }
+                    branches[i].cache = cache
+                }
+                let b = branches[i]
+                // A branch replayed past its KV feeds all its unfed tokens in this pass.
+                guard batch.count + b.tokens.count - b.fed <= batch.capacity else { continue }
+                for j in b.fed..<b.tokens.count {
+                    batch.add(b.tokens[j], position: ids.count + j, cache: b.cache!, logits: j == b.tokens.count - 1)
+                }
+                branches[i].fed = b.tokens.count
+                rows.append(i)
+            }
+            trace.mark(.branchSetup)
+            if rows.isEmpty { break }
+            do { try runner.forward(batch) } catch {
+                // Claim no branch KV this pass may have left unwritten (the caches are kept).
+                for i in rows { branches[i].fed = 0 }
+                return .ended(.error, "\(error)")
+            }
+            trace.passes += 1
+            trace.rows += rows.count
+            trace.mark(.forward)
             for (row, i) in rows.enumerated() {
                 let l = UnsafeBufferPointer(runner.logits(row: row))
-                let lse = logSumExp(l)
-                let next = Sampler.argmax(l)
-                if tok.isEOG(next) || tok.isControl(next) { branches[i].done = true; continue }
-                let piece = tokenBytes[Int(next)]
-                if piece.contains(0x0A) {
-                    // A line break ends a suggestion (a UI line does not continue past it).
-                    branches[i].done = true
-                    continue
-                }
-                if o.maxWords > 0, piece.first.map(isSpace) == true, wordCount(branches[i].bytes) >= o.maxWords {
-                    branches[i].done = true
-                    continue
-                }
-                branches[i].tokens.append(next)
-                branches[i].bytes += piece
-                branches[i].logprob += Double(l[Int(next)]) - lse
-                branches[i].done = suggestionEnds(branches[i].bytes, tokens: branches[i].tokens.count, o)
+                let (next, lse) = LogitStats.argmaxLogSumExp(l)
+                let lp = Double(l[Int(next)]) - lse
+                greedyMemo.record(branches[i].tokens, GreedyMemo.Step(token: next, logprob: lp))
+                if branches[i].tokens.count == 1 { keepBranchStartLogits(ids + branches[i].tokens, l) }
+                advance(&branches[i], next: next, logprob: lp, o)
             }
             batch.clear()
+            trace.mark(.scoring)
         }
 
         var seen = Set<String>()
         var out: [Suggestion] = []
-        for b in branches.sorted(by: { $0.logprob > $1.logprob }) {
+        defer { trace.mark(.finish) }
+        for b in branches.sorted(by: { $0.logprob > $1.logprob }) where !b.pruned {
             let text = validUTF8Prefix(b.bytes)
             let key = text.trimmingWhitespace()
             guard !key.isEmpty, seen.insert(key).inserted else { continue }
             out.append(Suggestion(text: text, logprob: b.logprob, tokens: b.tokens))
             if out.count == o.n { break }
         }
-        job.completion(.suggest(SuggestResult(suggestions: out, promptTokens: ids.count + healedTokens,
+        return .suggest(SuggestResult(suggestions: out, promptTokens: ids.count + healedTokens,
                                               reusedTokens: reused, healed: !heal.isEmpty, healedTokens: healedTokens,
-                                              ms: (monotonicSeconds() - t0) * 1000)))
+                                              forwardPasses: trace.passes, replayedSteps: trace.replayed,
+                                              ms: (monotonicSeconds() - t0) * 1000))
     }
 
-    /// Whether any ordinary token's bytes start with `prefix`.
-    private func anyToken(startingWith prefix: [UInt8]) -> Bool {
-        guard let b0 = prefix.first else { return true }
-        for i in 0..<tokenBytes.count {
-            let start = tokenByteOffsets[i], len = tokenByteOffsets[i + 1] - start
-            guard len >= prefix.count, tokenByteData[start] == b0 else { continue }
-            var match = true
-            for k in 1..<prefix.count where tokenByteData[start + k] != prefix[k] { match = false; break }
-            if match && !model.tokenizer.isControl(Int32(i)) { return true }
+    /// One suggestion being grown greedily from its first token.
+    struct Branch {
+        var tokens: [Int32]
+        /// Its text so far (the first token without the healed bytes).
+        var bytes: [UInt8]
+        var logprob: Double
+        var done = false
+        /// Stopped because it can no longer be among the shown suggestions.
+        var pruned = false
+        /// The context's KV plus `tokens[0..<fed]`, once the branch needs a forward pass.
+        var cache: KVCache?
+        var fed = 0
+    }
+
+    /// Appends greedy token `next` to `b`, or ends `b` where a suggestion ends.
+    private func advance(_ b: inout Branch, next: Int32, logprob: Double, _ o: SuggestOptions) {
+        let tok = model.tokenizer
+        if tok.isEOG(next) || tok.isControl(next) { b.done = true; return }
+        let piece = tokenBytes[Int(next)]
+        // A line break ends a suggestion (a UI line does not continue past it).
+        if piece.contains(0x0A) { b.done = true; return }
+        if o.maxWords > 0, piece.first.map(isSpace) == true, wordCount(b.bytes) >= o.maxWords { b.done = true; return }
+        b.tokens.append(next)
+        b.bytes += piece
+        b.logprob += logprob
+        b.done = suggestionEnds(b.bytes, tokens: b.tokens.count, o)
+    }
+
+    /// The log-probability of the n-th best finished suggestion (distinct, non-empty
+    /// texts, as they will be shown), or nil while fewer than n are finished.
+    private func nthFinishedLogprob(_ branches: [Branch], _ n: Int) -> Double? {
+        // n ≤ 8 and branches ≤ 10: a few small comparisons, done once per pass.
+        var finished = branches.filter { $0.done && !$0.pruned }
+        guard finished.count >= n else { return nil }
+        finished.sort { $0.logprob > $1.logprob }
+        var keys: [String] = []
+        for b in finished {
+            let key = validUTF8Prefix(b.bytes).trimmingWhitespace()
+            guard !key.isEmpty, !keys.contains(key) else { continue }
+            keys.append(key)
+            if keys.count == n { return b.logprob }
         }
-        return false
+        return nil
+    }
+
+    /// Indices into `tokensByBytes` of the tokens whose bytes start with `prefix`
+    /// (all non-control tokens for an empty prefix).
+    func tokens(startingWith prefix: [UInt8]) -> Range<Int> {
+        // Compares a token's first prefix.count bytes with the prefix: <0, 0 or >0.
+        func order(_ idx: Int) -> Int {
+            let i = Int(tokensByBytes[idx])
+            let start = tokenByteOffsets[i], len = tokenByteOffsets[i + 1] - start
+            for k in 0..<min(len, prefix.count) where tokenByteData[start + k] != prefix[k] {
+                return tokenByteData[start + k] < prefix[k] ? -1 : 1
+            }
+            return len < prefix.count ? -1 : 0
+        }
+        func firstIndex(where pred: (Int) -> Bool) -> Int {
+            var lo = 0, hi = tokensByBytes.count
+            while lo < hi {
+                let mid = (lo + hi) / 2
+                if pred(mid) { hi = mid } else { lo = mid + 1 }
+            }
+            return lo
+        }
+        let lo = firstIndex { order($0) >= 0 }
+        let hi = firstIndex { order($0) > 0 }
+        return lo..<max(lo, hi)
     }
 
     private func runParse(_ job: Job, prompt: [Int32], schema: String, automaton: SchemaAutomaton,

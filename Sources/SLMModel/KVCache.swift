@@ -70,4 +70,20 @@ public final class KVCache: @unchecked Sendable {
         }
         count = n
     }
+
+    /// Copies `positions` of `other` (same model) into this cache and makes it hold
+    /// `0..<positions.upperBound`: how a reused cache that already shares the first
+    /// positions takes the rest of a new prefix.
+    public func copy(from other: KVCache, positions: Range<Int>) {
+        precondition(other.kvDim == kvDim && other.layerCount == layerCount
+                     && positions.upperBound <= other.count && positions.upperBound <= capacity)
+        let lo = positions.lowerBound, n = positions.count
+        if n > 0 {
+            for l in 0..<layerCount {
+                keyRow(layer: l, position: lo).update(from: other.keyRow(layer: l, position: lo), count: n * kvDim)
+                valueRow(layer: l, position: lo).update(from: other.valueRow(layer: l, position: lo), count: n * kvDim)
+            }
+        }
+        count = positions.upperBound
+    }
 }

@@ -144,6 +144,94 @@ final class CompletionFeatureTests: XCTestCase {
         print("suggestions for '\(prefix)': \(r.suggestions.map { "\($0.text) (\($0.probability))" })")
     }
 
+    func testKeystrokesInAWordReplayExactlyWhatAFreshEngineComputes() throws {
+        let e = try engine()
+        defer { e.shutdown(grace: 0) }
+        let o = SuggestOptions(n: 3, maxTokens: 4, maxWords: 4)
+        // "do" and "dow" heal back to the same context ("... heating"): the second
+        // keystroke's candidates continue the first's, whose greedy steps are replayed.
+        let a = try suggest(e, "Please turn the heating do", o)
+        XCTAssertGreaterThan(a.forwardPasses, 0)
+        XCTAssertEqual(a.replayedSteps, 0)
+        let b = try suggest(e, "Please turn the heating dow", o)
+        XCTAssertGreaterThan(b.replayedSteps, 0)
+        // ...and the replayed suggestions are exactly those of an engine that never saw "do".
+        let fresh = try engine()
+        defer { fresh.shutdown(grace: 0) }
+        let c = try suggest(fresh, "Please turn the heating dow", o)
+        XCTAssertEqual(c.replayedSteps, 0)
+        XCTAssertEqual(b.suggestions, c.suggestions)
+        XCTAssertFalse(b.suggestions.isEmpty)
+        // A different context starts over (nothing to replay); its branches reuse the idle
+        // branch caches, which share only part of the context, and still compute exactly
+        // what an engine with no history does. Its KV is all released (or cached) when it replies.
+        let d = try suggest(e, "Please turn the lights of", o)
+        XCTAssertEqual(d.replayedSteps, 0)
+        XCTAssertEqual(e.stats().kvBytesInUse, 0)
+        let clean = try engine()
+        defer { clean.shutdown(grace: 0) }
+        XCTAssertEqual(d.suggestions, try suggest(clean, "Please turn the lights of", o).suggestions)
+        print("'do' → \(a.suggestions.map(\.text)) (\(a.forwardPasses) passes); 'dow' → \(b.suggestions.map(\.text)) (\(b.forwardPasses) passes, \(b.replayedSteps) steps replayed)")
+    }
+
+    func testTypingASuggestedWordStartsTheNextWordWithoutAPrefill() throws {
+        let e = try engine()
+        defer { e.shutdown(grace: 0) }
+        let o = SuggestOptions(n: 3, maxTokens: 4, maxWords: 4)
+        let a = try suggest(e, "Please turn the heatin", o)
+        XCTAssertTrue(a.suggestions.contains { $0.text.hasPrefix("g") }, "\(a.suggestions.map(\.text))")
+        // " heating" was a branch: the context "... the heating" is its KV and first logits.
+        let b = try suggest(e, "Please turn the heating ", o)
+        XCTAssertEqual(b.reusedTokens, b.promptTokens - b.healedTokens, "no prompt token computed")
+        let clean = try engine()
+        defer { clean.shutdown(grace: 0) }
+        let c = try suggest(clean, "Please turn the heating ", o)
+        XCTAssertLessThan(c.reusedTokens, c.promptTokens - c.healedTokens)
+        XCTAssertEqual(b.suggestions, c.suggestions)
+        XCTAssertFalse(b.suggestions.isEmpty)
+        XCTAssertEqual(e.stats().kvBytesInUse, 0)
+    }
+
+    func testSuggestionsDoNotDependOnWhatWasTypedBefore() throws {
+        // Replayed steps, reused branch caches and word starts taken from the previous
+        // keystroke must give exactly what a computation from scratch gives: one engine
+        // sees the prefixes as typed, the other in a shuffled order (a different history).
+        let typed = try engine(), shuffled = try engine()
+        defer { typed.shutdown(grace: 0); shuffled.shutdown(grace: 0) }
+        let o = SuggestOptions(n: 3, maxTokens: 4, maxWords: 4)
+        let sentence = "Please turn the heating down tonight"
+        let prefixes = (1...sentence.count).map { "Message to the family: " + String(sentence.prefix($0)) }
+        var inOrder: [String: SuggestResult] = [:]
+        var replayed = 0
+        for p in prefixes {
+            inOrder[p] = try suggest(typed, p, o)
+            replayed += inOrder[p]!.replayedSteps
+        }
+        XCTAssertGreaterThan(replayed, 0)
+        var rng = SeededRNG(seed: 3)
+        for p in prefixes.shuffled(using: &rng) {
+            let r = try suggest(shuffled, p, o)
+            XCTAssertEqual(r.suggestions, inOrder[p]!.suggestions, "'\(p)'")
+        }
+        XCTAssertEqual(typed.stats().kvBytesInUse, 0)
+        XCTAssertEqual(shuffled.stats().kvBytesInUse, 0)
+    }
+
+    func testTokensStartingWithBytesEqualAScanOfTheVocabulary() throws {
+        let m = try Shared.requireModel()
+        let e = try engine()
+        defer { e.shutdown(grace: 0) }
+        for text in [" ", " heat", " toni", "li", "ght", "\u{00e9}", " zzzzqq", ""] {
+            let prefix = Array(text.utf8)
+            let found = Set(e.tokens(startingWith: prefix).map { e.tokensByBytes[$0] })
+            let scanned = Set((0..<Int32(m.config.vocabSize)).filter {
+                !m.tokenizer.isControl($0) && e.tokenBytes[Int($0)].starts(with: prefix)
+            })
+            XCTAssertEqual(found, scanned, "'\(text)'")
+        }
+        XCTAssertTrue(e.tokens(startingWith: Array(" zzzzqq".utf8)).isEmpty)
+    }
+
     func testTokenHealingContinuesAPartialWord() throws {
         let m = try Shared.requireModel()
         let e = try engine()
@@ -188,6 +276,40 @@ final class CompletionFeatureTests: XCTestCase {
                 logits = try session.feed([t])
             }
             XCTAssertEqual(r.options[i].logprob, lp, accuracy: 1e-6, "option \(i): batched equals plain")
+        }
+    }
+}
+
+/// The vectorised argmax and log-sum-exp that score suggest and choose rows.
+final class LogitStatsTests: XCTestCase {
+    func reference(_ l: [Float]) -> Double {
+        let m = l.max()!
+        return Double(m) + log(l.reduce(0.0) { $0 + exp(Double($1 - m)) })
+    }
+
+    func testMatchesTheDoubleReference() {
+        var rng = SeededRNG(seed: 7)
+        // Vocabulary-sized rows with logit-like spreads, plus a ragged length for the tail.
+        for (count, spread) in [(49_152, 8.0), (49_152, 30.0), (1_003, 3.0), (5, 100.0)] as [(Int, Float)] {
+            var l = (0..<count).map { _ in (rng.nextUnit() - 0.5) * spread }
+            l[count / 3] = spread  // a clear maximum
+            let (arg, lse) = l.withUnsafeBufferPointer { LogitStats.argmaxLogSumExp($0) }
+            XCTAssertEqual(Int(arg), count / 3)
+            XCTAssertEqual(lse, reference(l), accuracy: 2e-7 * max(1, abs(reference(l))))
+        }
+    }
+
+    func testExtremesAndTies() {
+        // Values far below the maximum (underflow) and a tie, which goes to the lower index.
+        var l = [Float](repeating: -200, count: 100)
+        l[40] = 5; l[70] = 5; l[3] = -90
+        let (arg, lse) = l.withUnsafeBufferPointer { LogitStats.argmaxLogSumExp($0) }
+        XCTAssertEqual(arg, 40)
+        XCTAssertEqual(lse, 5 + log(2.0), accuracy: 1e-6)
+        // The polynomial exp is exact-ish across the whole reduced range.
+        for x in stride(from: Float(-87), through: 0, by: 0.37) {
+            let e = LogitStats.exp(SIMD8(repeating: x))[0]
+            XCTAssertEqual(Double(e), exp(Double(x)), accuracy: 2e-7 * exp(Double(x)), "x = \(x)")
         }
     }
 }

@@ -250,6 +250,28 @@ final class ToyModelTests: XCTestCase {
         XCTAssertThrowsError(try r.forward(batch))
     }
 
+    func testCopyPositionsCopiesOnlyThatRange() throws {
+        let path = try Self.writeToyModel(tied: true)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let m = try Model(path: path)
+        let L = m.config.layerCount, KV = m.config.kvDim
+        let src = KVCache(config: m.config, capacity: 8), dst = KVCache(config: m.config, capacity: 12)
+        for i in 0..<(L * 8 * KV) { src.keys[i] = UInt16(i & 0x7fff); src.values[i] = UInt16((3 * i) & 0x7fff) }
+        src.count = 6
+        for l in 0..<L { dst.keyRow(layer: l, position: 1)[0] = 0xBEEF }  // "already shared" positions
+        dst.copy(from: src, positions: 2..<6)
+        XCTAssertEqual(dst.count, 6)
+        for l in 0..<L {
+            XCTAssertEqual(dst.keyRow(layer: l, position: 1)[0], 0xBEEF, "positions before the range are untouched")
+            for p in 2..<6 {
+                XCTAssertEqual(Array(UnsafeBufferPointer(start: dst.keyRow(layer: l, position: p), count: KV)),
+                               Array(UnsafeBufferPointer(start: src.keyRow(layer: l, position: p), count: KV)))
+                XCTAssertEqual(Array(UnsafeBufferPointer(start: dst.valueRow(layer: l, position: p), count: KV)),
+                               Array(UnsafeBufferPointer(start: src.valueRow(layer: l, position: p), count: KV)))
+            }
+        }
+    }
+
     func testMissingTensorAndBadShapeAreNamed() throws {
         var w = GGUFWriter()
         w.set("general.architecture", .string("llama"))
