@@ -1,0 +1,53 @@
+/// Vector elementwise math for the forward pass.
+///
+/// Per-element libm `expf` in SwiGLU cost ~5% of a decode pass (1,536 calls per layer per
+/// token). The 8-lane polynomial below runs in a few vector instructions on any target
+/// (SIMD8<Float> lowers to NEON or SSE/AVX), and every element, vector body or tail, goes
+/// through the same lanes, so the result never depends on where a row range starts or how
+/// many tokens are batched (batch invariance).
+public enum FastMath {
+    public typealias F8 = SIMD8<Float>
+
+    /// e^x, relative error ~2e-7 over [−87, 88] (Cephes `expf` coefficients, Cody–Waite
+    /// reduction); inputs are clamped to that range (e^−87 ≈ 1.6e−38, e^88 ≈ 1.65e38).
+    @inline(__always)
+    public static func exp(_ x0: F8) -> F8 {
+        let x = pointwiseMin(pointwiseMax(x0, F8(repeating: -87)), F8(repeating: 88))
+        // n = round(x·log2 e) by the 1.5·2^23 trick: the sum's low mantissa bits are n.
+        let magic = F8(repeating: 12_582_912)
+        let t = x * F8(repeating: 1.442_695_04) + magic
+        let nf = t - magic
+        var r = x - nf * F8(repeating: 0.693_359_375)
+        r = r - nf * F8(repeating: -2.121_944_4e-4)
+        var p = F8(repeating: 1.987_569_15e-4)
+        p = p * r + F8(repeating: 1.398_199_95e-3)
+        p = p * r + F8(repeating: 8.333_451_9e-3)
+        p = p * r + F8(repeating: 4.166_579_59e-2)
+        p = p * r + F8(repeating: 1.666_666_55e-1)
+        p = p * r + F8(repeating: 5.000_000_12e-1)
+        let er = p * (r * r) + r + F8(repeating: 1)
+        // 2^n into the exponent field (n ∈ [−126, 127] after the clamp).
+        let nBits = unsafeBitCast(t, to: SIMD8<UInt32>.self) &- unsafeBitCast(magic, to: SIMD8<UInt32>.self)
+        let scale = unsafeBitCast((nBits &+ SIMD8<UInt32>(repeating: 127)) &<< SIMD8<UInt32>(repeating: 23), to: F8.self)
+        return er * scale
+    }
+
+    /// g[i] = silu(g[i]) · u[i] = g[i] / (1 + e^−g[i]) · u[i] for i in `range` (SwiGLU).
+    public static func siluMul(_ g: UnsafeMutablePointer<Float>, _ u: UnsafePointer<Float>, _ range: Range<Int>) {
+        var i = range.lowerBound
+        let one = F8(repeating: 1)
+        @inline(__always) func apply(_ x: F8, _ y: F8) -> F8 { x / (one + exp(-x)) * y }
+        while i + 8 <= range.upperBound {
+            let x = UnsafeRawPointer(g + i).loadUnaligned(as: F8.self)
+            let y = UnsafeRawPointer(u + i).loadUnaligned(as: F8.self)
+            UnsafeMutableRawPointer(g + i).storeBytes(of: apply(x, y), as: F8.self)
+            i += 8
+        }
+        if i < range.upperBound {  // the tail through the same lanes
+            var x = F8(), y = F8()
+            for k in 0..<(range.upperBound - i) { x[k] = g[i + k]; y[k] = u[i + k] }
+            let z = apply(x, y)
+            for k in 0..<(range.upperBound - i) { g[i + k] = z[k] }
+        }
+    }
+}
