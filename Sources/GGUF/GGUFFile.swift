@@ -124,6 +124,30 @@ public final class GGUFFile: @unchecked Sendable {
         _ = madvise(UnsafeMutableRawPointer(mutating: base), size, MADV_WILLNEED)
     }
 
+    /// Drops this process's mapping of the whole pages inside `[p, p + byteCount)` (a range
+    /// of the file), so bytes copied elsewhere are not counted twice in RSS. The pages stay
+    /// in the page cache and are read back if touched again (the mapping is shared and
+    /// read-only, so MADV_DONTNEED loses nothing).
+    public func dropPages(_ p: UnsafeRawPointer, byteCount: Int) {
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let lo = (Int(bitPattern: p) + page - 1) / page * page, hi = (Int(bitPattern: p) + byteCount) / page * page
+        guard hi > lo, Int(bitPattern: base) <= lo, hi <= Int(bitPattern: base) + size else { return }
+        _ = madvise(UnsafeMutableRawPointer(bitPattern: lo), hi - lo, MADV_DONTNEED)
+    }
+
+    /// Touches one byte per page of `[p, p + byteCount)` so it is resident; returns a checksum.
+    @discardableResult
+    public func touchPages(_ p: UnsafeRawPointer, byteCount: Int) -> UInt8 {
+        var acc: UInt8 = 0
+        var o = 0
+        while o < byteCount {
+            acc ^= p.load(fromByteOffset: o, as: UInt8.self)
+            o += 4096
+        }
+        if byteCount > 0 { acc ^= p.load(fromByteOffset: byteCount - 1, as: UInt8.self) }
+        return acc
+    }
+
     /// Touches one byte per page so all weights are resident; returns a checksum so the
     /// loop cannot be optimised away.
     @discardableResult

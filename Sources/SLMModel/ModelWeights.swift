@@ -1,9 +1,29 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import GGUF
 import SLMKernels
 
-/// Views of every weight tensor, pointing straight into the GGUF mapping (nothing copied).
+/// Where the quantized weight matrices are read from (the `weights_layout` setting).
+public enum WeightsLayout: String, Sendable, CaseIterable, CustomStringConvertible {
+    /// In place in the file mapping, ggml's row layout: file-backed (RssFile), shared
+    /// between processes, reclaimable under memory pressure, nothing copied.
+    case mapped
+    /// Copied once at load into the layout the active kernel path reads fastest (tile16 on
+    /// x86-avx512vnni, see `WeightLayout`), in anonymous memory (RssAnon, about the size
+    /// of the weights); the copied ranges of the mapping are dropped. Falls back to
+    /// `mapped` on paths that read the row layout fastest anyway.
+    case repacked
+
+    public var description: String { rawValue }
+}
+
+/// Views of every weight tensor: into the GGUF mapping, or (`repacked`) into a permuted copy.
 public struct ModelWeights: @unchecked Sendable {
-    // @unchecked: the views point into the read-only mapping owned by `file`.
+    // @unchecked: the views point into the read-only mapping owned by `file`, or into
+    // `repackedStorage`, written once here and only read afterwards.
 
     public struct Layer: @unchecked Sendable {
         public let attnNorm: UnsafePointer<Float>  // [E]
@@ -25,8 +45,29 @@ public struct ModelWeights: @unchecked Sendable {
     public let outputIsTied: Bool
     /// Keeps the mapping alive as long as the views.
     public let file: GGUFFile
+    /// What was done: `repacked` only if asked for and the kernel path prefers another layout.
+    public let layout: WeightsLayout
+    /// The permuted copy (`repacked`), kept alive as long as the views.
+    let repackedStorage: RepackedStorage?
 
-    public init(file: GGUFFile, config c: ModelConfig) throws(ModelError) {
+    /// Anonymous memory holding repacked matrices.
+    final class RepackedStorage: @unchecked Sendable {
+        let base: UnsafeMutableRawPointer
+        let byteCount: Int
+        init(byteCount: Int) {
+            self.byteCount = byteCount
+            base = .allocate(byteCount: max(byteCount, 1), alignment: 64)
+        }
+        deinit { base.deallocate() }
+    }
+
+    /// Addresses (in the mapping) of the tensors that were copied, whose pages were dropped.
+    public let repackedSources: Set<Int>
+
+    /// Bytes of anonymous memory the repacked copy holds (0 when mapped).
+    public var repackedBytes: Int { repackedStorage?.byteCount ?? 0 }
+
+    public init(file: GGUFFile, config c: ModelConfig, layout requested: WeightsLayout = .mapped) throws(ModelError) {
         self.file = file
         let E = c.embeddingLength, F = c.feedForwardLength, KV = c.kvDim, V = c.vocabSize
 
@@ -61,7 +102,7 @@ public struct ModelWeights: @unchecked Sendable {
             return t.data.assumingMemoryBound(to: Float.self)
         }
 
-        tokenEmbedding = try matrix("token_embd.weight", rows: V, cols: E)
+        var tokenEmbedding = try matrix("token_embd.weight", rows: V, cols: E)
         var layers: [Layer] = []
         for i in 0..<c.layerCount {
             let p = "blk.\(i)."
@@ -76,8 +117,8 @@ public struct ModelWeights: @unchecked Sendable {
                 wUp: try matrix(p + "ffn_up.weight", rows: F, cols: E),
                 wDown: try matrix(p + "ffn_down.weight", rows: E, cols: F)))
         }
-        self.layers = layers
         outputNorm = try vector("output_norm.weight", E)
+        var output: WeightMatrix
         if file.tensor(named: "output.weight") != nil {
             output = try matrix("output.weight", rows: V, cols: E)
             outputIsTied = false
@@ -85,5 +126,48 @@ public struct ModelWeights: @unchecked Sendable {
             output = tokenEmbedding
             outputIsTied = true
         }
+
+        guard requested == .repacked, Kernels.preferredLayout == .tile16 else {
+            self.tokenEmbedding = tokenEmbedding
+            self.layers = layers
+            self.output = output
+            self.layout = .mapped
+            self.repackedStorage = nil
+            self.repackedSources = []
+            return
+        }
+
+        // Repack every quantized matrix once (the tied output shares the embedding's copy),
+        // each at a 64-byte aligned offset so tiles start on cache lines.
+        func repackable(_ w: WeightMatrix) -> Bool { w.type.usesQuantizedActivations }
+        func padded(_ n: Int) -> Int { (n + 63) / 64 * 64 }
+        var all: [WeightMatrix] = [tokenEmbedding]
+        for l in layers { all += [l.wq, l.wk, l.wv, l.wo, l.wGate, l.wUp, l.wDown] }
+        if !outputIsTied { all.append(output) }
+        let total = all.filter(repackable).reduce(0) { $0 + padded($1.byteCount) }
+        let storage = RepackedStorage(byteCount: total)
+        var offset = 0
+        var sources: Set<Int> = []
+        func repack(_ w: WeightMatrix) -> WeightMatrix {
+            guard repackable(w) else { return w }
+            let r = Kernels.repackTile16(w, into: storage.base + offset)
+            offset += padded(w.byteCount)
+            sources.insert(Int(bitPattern: w.base))
+            // The copy replaces the mapped bytes: drop them from this process's RSS.
+            file.dropPages(w.base, byteCount: w.byteCount)
+            return r
+        }
+        tokenEmbedding = repack(tokenEmbedding)
+        layers = layers.map { l in
+            Layer(attnNorm: l.attnNorm, wq: repack(l.wq), wk: repack(l.wk), wv: repack(l.wv), wo: repack(l.wo),
+                  ffnNorm: l.ffnNorm, wGate: repack(l.wGate), wUp: repack(l.wUp), wDown: repack(l.wDown))
+        }
+        output = outputIsTied ? tokenEmbedding : repack(output)
+        self.tokenEmbedding = tokenEmbedding
+        self.layers = layers
+        self.output = output
+        self.layout = .repacked
+        self.repackedStorage = storage
+        self.repackedSources = sources
     }
 }

@@ -15,6 +15,9 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "Compute threads (default: online cores).")
     var threads: Int?
 
+    @Option(name: .long, help: "mapped: use the quantized weights in place in the file mapping; repacked: copy them into the kernels' preferred layout (faster on AVX-512, costs their size in anonymous memory).")
+    var weightsLayout: WeightsLayout = .mapped
+
     var modelPath: String { model ?? DefaultPaths.model }
 
     var threadCount: Int { max(1, threads ?? onlineCores()) }
@@ -29,7 +32,7 @@ struct ModelOptions: ParsableArguments {
         guard access(modelPath, R_OK) == 0 else {
             throw ToolError("model file \(modelPath) is not readable; run scripts/fetch-model or pass --model PATH")
         }
-        return try Model(path: modelPath)
+        return try Model(path: modelPath, weightsLayout: weightsLayout)
     }
 }
 
@@ -122,3 +125,5 @@ func makeRunner(_ model: Model, threads: Int, maxBatch: Int, maxContext: Int, ma
     Runner(config: model.config, weights: model.weights, pool: ThreadPool(threads: threads),
            maxBatch: maxBatch, maxContext: maxContext, maxLogits: maxLogits)
 }
+
+extension WeightsLayout: ExpressibleByArgument {}

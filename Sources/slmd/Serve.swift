@@ -78,7 +78,7 @@ struct Serve: ParsableCommand {
         let cfg = try resolvedConfig()
         let level = Logger.Level(rawValue: cfg.logLevel) ?? .info
         if checkConfig {
-            let m = try Model(path: cfg.model)
+            let m = try Model(path: cfg.model, weightsLayout: cfg.weightsLayout)
             if let problem = cfg.engine.problem(modelConfig: m.config) { throw ConfigError("invalid configuration: \(problem)") }
             print("configuration OK: model \(cfg.model) (\(m.config.name), \(m.weightBytes / 1_000_000) MB), socket \(cfg.socket), threads \(cfg.engine.threads), memory budget \(cfg.engine.memoryBudgetBytes) bytes")
             return
@@ -89,7 +89,9 @@ struct Serve: ParsableCommand {
         logger.info("starting", metadata: ["version": "\(SLMDVersion.string)", "model": "\(cfg.model)",
                                            "threads": "\(cfg.engine.threads)", "kernels": "\(Kernels.path)"])
 
-        let model = try Model(path: cfg.model)
+        let model = try Model(path: cfg.model, weightsLayout: cfg.weightsLayout)
+        logger.info("weights", metadata: ["layout": "\(model.weights.layout)",
+                                          "repacked_bytes": "\(model.weights.repackedBytes)"])
         if cfg.prefetch { model.prefetch() }
         let pingEvery = notifier.watchdogPingInterval.map { Double($0.components.seconds) + Double($0.components.attoseconds) * 1e-18 } ?? 5
         let engine = try Engine(model: model, config: cfg.engine, logger: logger, heartbeatInterval: pingEvery) {

@@ -207,7 +207,7 @@ final class ToyModelTests: XCTestCase {
         let m = try Model(path: path)
         let tokens: [Int32] = [10, 20, 30, 40, 50, 60, 70, 80, 90]
         let other: [Int32] = [200, 201, 202, 203, 204]
-        func run(threads: Int, maxBatch: Int) throws -> [[Float]] {
+        func run(threads: Int, maxBatch: Int, model m: Model = m) throws -> [[Float]] {
             let r = Runner(config: m.config, weights: m.weights, pool: ThreadPool(threads: threads), maxBatch: maxBatch,
                            maxContext: 32, maxLogits: maxBatch)
             let s = Session(runner: r, capacity: 32)
@@ -219,6 +219,12 @@ final class ToyModelTests: XCTestCase {
         XCTAssertEqual(try run(threads: 1, maxBatch: 1), reference)
         XCTAssertEqual(try run(threads: 2, maxBatch: 4), reference)
         XCTAssertEqual(try run(threads: 3, maxBatch: 16), reference)
+        // Repacked weights (tile16 where the kernels prefer it; every path computes it the
+        // same), with row splits that cut through tiles at 3 threads.
+        let repacked = try Model(path: path, weightsLayout: .repacked)
+        XCTAssertEqual(repacked.weights.layout, Kernels.preferredLayout == .tile16 ? .repacked : .mapped)
+        XCTAssertEqual(try run(threads: 1, maxBatch: 1, model: repacked), reference)
+        XCTAssertEqual(try run(threads: 3, maxBatch: 16, model: repacked), reference)
 
         // Two sequences sharing each forward pass.
         let r = Runner(config: m.config, weights: m.weights, pool: ThreadPool(threads: 2), maxBatch: 16, maxContext: 32, maxLogits: 16)
