@@ -4,6 +4,14 @@ import Glibc
 import Darwin
 #endif
 
+/// Which file, and which version of it (see `GGUFFile.identity`).
+public struct FileIdentity: Sendable, Equatable {
+    public let device: UInt64
+    public let inode: UInt64
+    public let size: UInt64
+    public let mtimeNanoseconds: Int64
+}
+
 /// A GGUF file mapped read-only and validated.
 ///
 /// The mapping is `PROT_READ, MAP_SHARED`: tensor bytes are never copied, so the weights
@@ -14,6 +22,9 @@ public final class GGUFFile: @unchecked Sendable {
     public let path: String
     public let size: Int
     public let header: GGUFHeader
+    /// Device, inode, size and modification time of the file when it was mapped: what a
+    /// cache derived from it (the repacked weights) is keyed on.
+    public let identity: FileIdentity
     private let base: UnsafeRawPointer
     private let byName: [String: Int]
     private let metaIndex: [String: Int]
@@ -49,6 +60,8 @@ public final class GGUFFile: @unchecked Sendable {
             throw error
         }
         self.size = size
+        self.identity = FileIdentity(device: UInt64(st.st_dev), inode: UInt64(st.st_ino), size: UInt64(size),
+                                     mtimeNanoseconds: Self.mtimeNanoseconds(st))
         self.base = base
         self.header = header
         var byName: [String: Int] = [:]
@@ -61,6 +74,14 @@ public final class GGUFFile: @unchecked Sendable {
 
     deinit {
         munmap(UnsafeMutableRawPointer(mutating: base), size)
+    }
+
+    private static func mtimeNanoseconds(_ st: stat) -> Int64 {
+        #if canImport(Darwin)
+        Int64(st.st_mtimespec.tv_sec) * 1_000_000_000 + Int64(st.st_mtimespec.tv_nsec)
+        #else
+        Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec)
+        #endif
     }
 
     public var version: UInt32 { header.version }

@@ -14,21 +14,23 @@ public final class Model: Sendable {
     public let chatTemplate: Result<ChatTemplate, ChatTemplateError>
 
     /// Maps `path`; `weightsLayout` says whether the quantized matrices are used in place or
-    /// copied into the kernels' preferred layout (see `WeightsLayout`).
-    public convenience init(path: String, weightsLayout: WeightsLayout = .mapped) throws(ModelError) {
+    /// copied into the kernels' preferred layout (see `WeightsLayout`), `repackCacheDirectory`
+    /// where such a copy is kept as a file (see `ModelWeights.init`).
+    public convenience init(path: String, weightsLayout: WeightsLayout = .mapped,
+                            repackCacheDirectory: String? = nil) throws(ModelError) {
         let file: GGUFFile
         do {
             file = try GGUFFile(path: path)
         } catch {
             throw ModelError("cannot load model \(path): \(error)")
         }
-        try self.init(file: file, weightsLayout: weightsLayout)
+        try self.init(file: file, weightsLayout: weightsLayout, repackCacheDirectory: repackCacheDirectory)
     }
 
-    public init(file: GGUFFile, weightsLayout: WeightsLayout = .mapped) throws(ModelError) {
+    public init(file: GGUFFile, weightsLayout: WeightsLayout = .mapped, repackCacheDirectory: String? = nil) throws(ModelError) {
         self.file = file
         config = try ModelConfig(gguf: file)
-        weights = try ModelWeights(file: file, config: config, layout: weightsLayout)
+        weights = try ModelWeights(file: file, config: config, layout: weightsLayout, cacheDirectory: repackCacheDirectory)
         do {
             tokenizer = try Tokenizer(gguf: file)
         } catch {
@@ -57,6 +59,7 @@ public final class Model: Sendable {
             file.touchAllPages()
             return
         }
+        weights.touchRepacked()
         for t in file.tensors where !weights.repackedSources.contains(Int(bitPattern: t.data)) {
             file.touchPages(t.data, byteCount: t.byteCount)
         }

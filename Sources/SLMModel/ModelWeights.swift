@@ -49,25 +49,25 @@ public struct ModelWeights: @unchecked Sendable {
     public let layout: WeightsLayout
     /// The permuted copy (`repacked`), kept alive as long as the views.
     let repackedStorage: RepackedStorage?
-
-    /// Anonymous memory holding repacked matrices.
-    final class RepackedStorage: @unchecked Sendable {
-        let base: UnsafeMutableRawPointer
-        let byteCount: Int
-        init(byteCount: Int) {
-            self.byteCount = byteCount
-            base = .allocate(byteCount: max(byteCount, 1), alignment: 64)
-        }
-        deinit { base.deallocate() }
-    }
-
     /// Addresses (in the mapping) of the tensors that were copied, whose pages were dropped.
     public let repackedSources: Set<Int>
+    /// Why the repack cache file could not be used (the copy is then anonymous), or nil.
+    public let repackCacheProblem: String?
 
-    /// Bytes of anonymous memory the repacked copy holds (0 when mapped).
+    /// Bytes the repacked copy holds (0 when mapped).
     public var repackedBytes: Int { repackedStorage?.byteCount ?? 0 }
+    /// The cache file the repacked copy is mapped from, if any.
+    public var repackCachePath: String? { repackedStorage?.cachePath }
+    /// Whether that cache file was reused as it was (nothing repacked at this load).
+    public var repackCacheHit: Bool { repackedStorage?.cacheHit ?? false }
 
-    public init(file: GGUFFile, config c: ModelConfig, layout requested: WeightsLayout = .mapped) throws(ModelError) {
+    /// Binds every tensor of `file`. With `layout: .repacked` (and a kernel path that prefers
+    /// tile16) the quantized matrices are copied into tile16 order: into a file under
+    /// `cacheDirectory` named after the model (reused while its header matches, so later
+    /// loads map it instead of repacking), or into anonymous memory without a directory or
+    /// when the file cannot be written (see `repackCacheProblem`).
+    public init(file: GGUFFile, config c: ModelConfig, layout requested: WeightsLayout = .mapped,
+                cacheDirectory: String? = nil) throws(ModelError) {
         self.file = file
         let E = c.embeddingLength, F = c.feedForwardLength, KV = c.kvDim, V = c.vocabSize
 
@@ -134,40 +134,71 @@ public struct ModelWeights: @unchecked Sendable {
             self.layout = .mapped
             self.repackedStorage = nil
             self.repackedSources = []
+            self.repackCacheProblem = nil
             return
         }
 
         // Repack every quantized matrix once (the tied output shares the embedding's copy),
         // each at a 64-byte aligned offset so tiles start on cache lines.
-        func repackable(_ w: WeightMatrix) -> Bool { w.type.usesQuantizedActivations }
         func padded(_ n: Int) -> Int { (n + 63) / 64 * 64 }
         var all: [WeightMatrix] = [tokenEmbedding]
         for l in layers { all += [l.wq, l.wk, l.wv, l.wo, l.wGate, l.wUp, l.wDown] }
         if !outputIsTied { all.append(output) }
-        let total = all.filter(repackable).reduce(0) { $0 + padded($1.byteCount) }
-        let storage = RepackedStorage(byteCount: total)
-        var offset = 0
-        var sources: Set<Int> = []
-        func repack(_ w: WeightMatrix) -> WeightMatrix {
-            guard repackable(w) else { return w }
-            let r = Kernels.repackTile16(w, into: storage.base + offset)
-            offset += padded(w.byteCount)
-            sources.insert(Int(bitPattern: w.base))
-            // The copy replaces the mapped bytes: drop them from this process's RSS.
-            file.dropPages(w.base, byteCount: w.byteCount)
-            return r
+        var offsets: [Int: Int] = [:]  // source address -> offset in the copy
+        var plan: [(w: WeightMatrix, offset: Int)] = []
+        var digestWords: [Int] = []
+        var total = 0
+        for w in all where w.type.usesQuantizedActivations && offsets[Int(bitPattern: w.base)] == nil {
+            offsets[Int(bitPattern: w.base)] = total
+            plan.append((w, total))
+            digestWords += [Int(bitPattern: w.base) - Int(bitPattern: tokenEmbedding.base), Int(w.type.rawValue),
+                            w.rows, w.cols, total]
+            total += padded(w.byteCount)
         }
-        tokenEmbedding = repack(tokenEmbedding)
+        let fill = { (dst: UnsafeMutableRawPointer) in
+            for (w, offset) in plan { _ = Kernels.repackTile16(w, into: dst + offset) }
+        }
+        var cached: RepackedStorage?
+        var problem: String?
+        if let dir = cacheDirectory, !dir.isEmpty {
+            let name = file.path.split(separator: "/").last.map(String.init) ?? "model"
+            do {
+                cached = try RepackedStorage(cacheFile: dir + "/" + name + ".tile16", byteCount: total,
+                                             source: file.identity, digest: RepackedStorage.digest(digestWords), fill: fill)
+            } catch {
+                problem = error.description
+            }
+        }
+        let storage = cached ?? RepackedStorage(anonymous: total, fill: fill)
+        func view(_ w: WeightMatrix) -> WeightMatrix {
+            guard let offset = offsets[Int(bitPattern: w.base)] else { return w }
+            return try! WeightMatrix(base: storage.base + offset, type: w.type, rows: w.rows, cols: w.cols, layout: .tile16)
+        }
+        // The copy replaces the mapped bytes: drop them from this process's RSS.
+        for (w, _) in plan { file.dropPages(w.base, byteCount: w.byteCount) }
+        tokenEmbedding = view(tokenEmbedding)
         layers = layers.map { l in
-            Layer(attnNorm: l.attnNorm, wq: repack(l.wq), wk: repack(l.wk), wv: repack(l.wv), wo: repack(l.wo),
-                  ffnNorm: l.ffnNorm, wGate: repack(l.wGate), wUp: repack(l.wUp), wDown: repack(l.wDown))
+            Layer(attnNorm: l.attnNorm, wq: view(l.wq), wk: view(l.wk), wv: view(l.wv), wo: view(l.wo),
+                  ffnNorm: l.ffnNorm, wGate: view(l.wGate), wUp: view(l.wUp), wDown: view(l.wDown))
         }
-        output = outputIsTied ? tokenEmbedding : repack(output)
+        output = outputIsTied ? tokenEmbedding : view(output)
+        let sources = Set(offsets.keys)
         self.tokenEmbedding = tokenEmbedding
         self.layers = layers
         self.output = output
         self.layout = .repacked
         self.repackedStorage = storage
         self.repackedSources = sources
+        self.repackCacheProblem = problem
+    }
+
+    /// Brings a file-backed repacked copy into memory (an anonymous one always is).
+    func touchRepacked() {
+        guard let s = repackedStorage, s.cachePath != nil else { return }
+        _ = madvise(s.base, s.byteCount, MADV_WILLNEED)
+        var acc: UInt8 = 0
+        var o = 0
+        while o < s.byteCount { acc ^= s.base.load(fromByteOffset: o, as: UInt8.self); o += 4096 }
+        withExtendedLifetime(acc) {}
     }
 }

@@ -31,6 +31,8 @@ public struct DaemonConfig: Sendable, Equatable {
     /// Quantized weights used in place from the mapping, or copied into the kernels'
     /// preferred layout (faster on AVX-512, costs their size in anonymous memory).
     public var weightsLayout = WeightsLayout.mapped
+    /// Directory for the repacked weights' cache file (empty: repack into anonymous memory).
+    public var repackCacheDir = ""
     public var warmUp = true
     public var logLevel = "info"
     public var shutdownGraceMs = 10_000
@@ -135,6 +137,7 @@ extension DaemonConfig {
                 throw ConfigError("\(key): expected one of \(WeightsLayout.allCases.map(\.rawValue).joined(separator: ", ")), got '\(value)'")
             }
             weightsLayout = l
+        case "repack_cache_dir": repackCacheDir = value
         case "warm_up": warmUp = try bool()
         case "log_level": logLevel = value
         case "shutdown_grace_ms": shutdownGraceMs = try int(0...3_600_000)

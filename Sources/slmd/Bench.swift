@@ -19,6 +19,9 @@ struct Bench: ParsableCommand {
     @Option(name: .long, help: "mapped (weights used in place) or repacked (copied into the kernels' layout).")
     var weightsLayout: WeightsLayout = .mapped
 
+    @Option(name: .long, help: "Directory for the repacked weights' cache file (default: $SLMD_CACHE_DIR; none: anonymous memory).")
+    var repackCacheDir: String?
+
     @Option(name: .long, help: "Comma-separated thread counts.")
     var threads = "1,2"
 
@@ -59,7 +62,8 @@ struct Bench: ParsableCommand {
         let ppList = try parseList(pp, "pp")
         let tgList = try parseList(tg, "tg")
         guard reps >= 1 else { throw ValidationError("--reps must be >= 1") }
-        let opts = try ModelOptions.parse((model.map { ["--model", $0] } ?? []) + ["--weights-layout", weightsLayout.rawValue])
+        let opts = try ModelOptions.parse((model.map { ["--model", $0] } ?? []) + ["--weights-layout", weightsLayout.rawValue]
+                                          + (repackCacheDir.map { ["--repack-cache-dir", $0] } ?? []))
         let tLoad = now()
         let m = try opts.loadModel()
         m.prefetch()
@@ -67,7 +71,10 @@ struct Bench: ParsableCommand {
         let maxPP = ppList.max()!, maxTG = tgList.max()!
         let ctx = max(maxPP, maxTG + 1, 17)
         let info = Info(model: opts.modelPath, kernel_path: Kernels.path,
-                        weights_mb: Double(m.weightBytes) / 1e6, weights_layout: m.weights.layout.rawValue,
+                        weights_mb: Double(m.weightBytes) / 1e6,
+                        weights_layout: m.weights.layout.rawValue + (m.weights.repackCachePath.map {
+                            " cache \($0)" + (m.weights.repackCacheHit ? " reused" : " written")
+                        } ?? ""),
                         load_ms: loadMs, reps: reps)
         if json { try printJSON(info) } else {
             print("model \(info.model) (\(fmt(info.weights_mb)) MB weights, \(info.weights_layout), loaded in \(fmt(loadMs)) ms), kernels \(info.kernel_path), \(reps) reps")

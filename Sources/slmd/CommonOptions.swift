@@ -18,6 +18,9 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "mapped: use the quantized weights in place in the file mapping; repacked: copy them into the kernels' preferred layout (faster on AVX-512, costs their size in anonymous memory).")
     var weightsLayout: WeightsLayout = .mapped
 
+    @Option(name: .long, help: "Directory for the repacked weights' cache file (default: $SLMD_CACHE_DIR; none: anonymous memory).")
+    var repackCacheDir: String?
+
     var modelPath: String { model ?? DefaultPaths.model }
 
     var threadCount: Int { max(1, threads ?? onlineCores()) }
@@ -32,7 +35,8 @@ struct ModelOptions: ParsableArguments {
         guard access(modelPath, R_OK) == 0 else {
             throw ToolError("model file \(modelPath) is not readable; run scripts/fetch-model or pass --model PATH")
         }
-        return try Model(path: modelPath, weightsLayout: weightsLayout)
+        let cacheDir = repackCacheDir ?? ProcessInfo.processInfo.environment["SLMD_CACHE_DIR"]
+        return try Model(path: modelPath, weightsLayout: weightsLayout, repackCacheDirectory: cacheDir)
     }
 }
 

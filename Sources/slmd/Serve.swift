@@ -78,7 +78,7 @@ struct Serve: ParsableCommand {
         let cfg = try resolvedConfig()
         let level = Logger.Level(rawValue: cfg.logLevel) ?? .info
         if checkConfig {
-            let m = try Model(path: cfg.model, weightsLayout: cfg.weightsLayout)
+            let m = try Model(path: cfg.model, weightsLayout: cfg.weightsLayout, repackCacheDirectory: cfg.repackCacheDir)
             if let problem = cfg.engine.problem(modelConfig: m.config) { throw ConfigError("invalid configuration: \(problem)") }
             print("configuration OK: model \(cfg.model) (\(m.config.name), \(m.weightBytes / 1_000_000) MB), socket \(cfg.socket), threads \(cfg.engine.threads), memory budget \(cfg.engine.memoryBudgetBytes) bytes")
             return
@@ -89,9 +89,12 @@ struct Serve: ParsableCommand {
         logger.info("starting", metadata: ["version": "\(SLMDVersion.string)", "model": "\(cfg.model)",
                                            "threads": "\(cfg.engine.threads)", "kernels": "\(Kernels.path)"])
 
-        let model = try Model(path: cfg.model, weightsLayout: cfg.weightsLayout)
-        logger.info("weights", metadata: ["layout": "\(model.weights.layout)",
-                                          "repacked_bytes": "\(model.weights.repackedBytes)"])
+        let model = try Model(path: cfg.model, weightsLayout: cfg.weightsLayout, repackCacheDirectory: cfg.repackCacheDir)
+        if let problem = model.weights.repackCacheProblem {
+            logger.warning("repacked weights kept in anonymous memory", metadata: ["problem": "\(problem)"])
+        }
+        logger.info("weights", metadata: ["layout": "\(model.weights.layout)", "repacked_bytes": "\(model.weights.repackedBytes)",
+                                          "cache": "\(model.weights.repackCachePath.map { $0 + (model.weights.repackCacheHit ? " (reused)" : " (written)") } ?? "none")"])
         if cfg.prefetch { model.prefetch() }
         let pingEvery = notifier.watchdogPingInterval.map { Double($0.components.seconds) + Double($0.components.attoseconds) * 1e-18 } ?? 5
         let engine = try Engine(model: model, config: cfg.engine, logger: logger, heartbeatInterval: pingEvery) {
