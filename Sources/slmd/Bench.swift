@@ -17,7 +17,7 @@ struct Bench: ParsableCommand {
     var model: String?
 
     @Option(name: .long, help: "mapped (weights used in place) or repacked (copied into the kernels' layout).")
-    var weightsLayout: WeightsLayout = .mapped
+    var weightsLayout: WeightsLayout = .repacked
 
     @Option(name: .long, help: "Directory for the repacked weights' cache file (default: $SLMD_CACHE_DIR; none: anonymous memory).")
     var repackCacheDir: String?

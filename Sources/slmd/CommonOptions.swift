@@ -16,7 +16,7 @@ struct ModelOptions: ParsableArguments {
     var threads: Int?
 
     @Option(name: .long, help: "mapped: use the quantized weights in place in the file mapping; repacked: copy them into the kernels' preferred layout (faster on AVX-512, costs their size in anonymous memory).")
-    var weightsLayout: WeightsLayout = .mapped
+    var weightsLayout: WeightsLayout = .repacked
 
     @Option(name: .long, help: "Directory for the repacked weights' cache file (default: $SLMD_CACHE_DIR; none: anonymous memory).")
     var repackCacheDir: String?

@@ -78,7 +78,7 @@ struct Serve: ParsableCommand {
         let cfg = try resolvedConfig()
         let level = Logger.Level(rawValue: cfg.logLevel) ?? .info
         if checkConfig {
-            let m = try Model(path: cfg.model, weightsLayout: cfg.weightsLayout, repackCacheDirectory: cfg.repackCacheDir)
+            let m = try Model(path: cfg.model)  // mapped: checking the config writes no cache
             if let problem = cfg.engine.problem(modelConfig: m.config) { throw ConfigError("invalid configuration: \(problem)") }
             print("configuration OK: model \(cfg.model) (\(m.config.name), \(m.weightBytes / 1_000_000) MB), socket \(cfg.socket), threads \(cfg.engine.threads), memory budget \(cfg.engine.memoryBudgetBytes) bytes")
             return
