@@ -131,11 +131,8 @@ final class RepackedStorage: @unchecked Sendable {
             return nil
         }
         if aligned > r { munmap(r, aligned - r) }
-        let tail = (r + reserved) - (aligned + length)
-        let pageTail = (Int(bitPattern: aligned + length) + 4095) / 4096 * 4096
-        if tail > 0, pageTail < Int(bitPattern: r + reserved) {
-            munmap(UnsafeMutableRawPointer(bitPattern: pageTail)!, Int(bitPattern: r + reserved) - pageTail)
-        }
+        let mappedEnd = (Int(bitPattern: aligned) + length + 4095) / 4096 * 4096, reservedEnd = Int(bitPattern: r) + reserved
+        if mappedEnd < reservedEnd { munmap(UnsafeMutableRawPointer(bitPattern: mappedEnd)!, reservedEnd - mappedEnd) }
         adviseHuge(p + headerBytes, length - headerBytes)
         return (p, length)
     }
