@@ -42,7 +42,7 @@ let package = Package(
         // Scheduler: thread and memory caps, queue, continuous batching, cancellation.
         .target(name: "SLMEngine", dependencies: ["SLMModel", .product(name: "Logging", package: "swift-log")]),
         // The Unix-socket server: framing, sessions, access control.
-        .target(name: "SLMServer", dependencies: ["SLMEngine", "SLMProtocol", "SLMSystemd",
+        .target(name: "SLMServer", dependencies: ["SLMEngine", "SLMModel", "SLMProtocol", "SLMSystemd",
                                                   .product(name: "Logging", package: "swift-log")]),
         .executableTarget(
             name: "slmd",

@@ -36,6 +36,10 @@ typedef struct slm_impl {
     void (*quantize_q8)(const float *x, ptrdiff_t cols, int8_t *qs, float *d, float *s, int32_t *isum);
     void (*attn_f16)(const float *q, const uint16_t *k, const uint16_t *v, ptrdiff_t stride, ptrdiff_t n,
                      ptrdiff_t d, float scale, float *out);
+    /* Optional (NULL: the scalar tile16 loop in kernels.c): matmul over a tile16 matrix
+     * (slm_kernels.h); type is SLM_T_*. A path with one prefers the tile16 layout. */
+    void (*matmul_tile16)(int type, const void *w, ptrdiff_t row_bytes, ptrdiff_t rows, ptrdiff_t row_begin,
+                          ptrdiff_t row_end, const slm_q8_acts *x, float *y, ptrdiff_t y_stride);
 } slm_impl;
 
 extern const slm_impl slm_impl_portable;
@@ -55,6 +59,14 @@ void slm_attn_f16_generic(const slm_impl *p, const float *q, const uint16_t *k, 
 /* Bytes per block and offset of the quants inside a block, per type. */
 static SLM_ALWAYS_INLINE int slm_block_bytes(int type) { return type == SLM_T_Q4_1 ? 20 : type == SLM_T_Q4_0 ? 18 : 34; }
 static SLM_ALWAYS_INLINE int slm_quant_offset(int type) { return type == SLM_T_Q4_1 ? 4 : 2; }
+
+/* Tile16 layout (slm_kernels.h): offsets inside one block of a 16-row tile. */
+#define SLM_TILE 16
+static SLM_ALWAYS_INLINE ptrdiff_t slm_tile16_quants(int type) { return (ptrdiff_t)SLM_TILE * slm_quant_offset(type); }
+/* Offset of quant byte q (0-based, block order) of tile row i from the block's start. */
+static SLM_ALWAYS_INLINE ptrdiff_t slm_tile16_qbyte(int type, int i, int q) {
+    return slm_tile16_quants(type) + 64 * (q / 4) + 4 * i + (q % 4);
+}
 
 static SLM_ALWAYS_INLINE uint16_t slm_load_u16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
 

@@ -92,10 +92,104 @@ static void portable_quantize_q8(const float *x, ptrdiff_t cols, int8_t *qs, flo
     }
 }
 
+/* ---- tile16 layout: repacking and the scalar kernel (any path without its own) ---- */
+
+/* Where row r's block b lives: its scales/quants either in the tile (tile16) or in place. */
+typedef struct { const uint8_t *blk; int i; } tile16_ref;  /* i = row in tile, or -1: row layout */
+
+static SLM_ALWAYS_INLINE tile16_ref tile16_block(int type, const uint8_t *w, ptrdiff_t row_bytes, ptrdiff_t rows,
+                                                 ptrdiff_t r, ptrdiff_t b) {
+    const int bb = slm_block_bytes(type);
+    tile16_ref ref;
+    if (r < rows / SLM_TILE * SLM_TILE) {
+        ref.blk = w + (r / SLM_TILE) * SLM_TILE * row_bytes + b * SLM_TILE * bb;
+        ref.i = (int)(r % SLM_TILE);
+    } else {
+        ref.blk = w + r * row_bytes + b * bb;
+        ref.i = -1;
+    }
+    return ref;
+}
+static SLM_ALWAYS_INLINE uint16_t tile16_d(tile16_ref ref) {
+    return slm_load_u16(ref.blk + (ref.i < 0 ? 0 : 2 * ref.i));
+}
+static SLM_ALWAYS_INLINE uint16_t tile16_m(tile16_ref ref) {
+    return slm_load_u16(ref.blk + (ref.i < 0 ? 2 : 32 + 2 * ref.i));
+}
+static SLM_ALWAYS_INLINE uint8_t tile16_q(int type, tile16_ref ref, int q) {
+    return ref.blk[ref.i < 0 ? slm_quant_offset(type) + q : slm_tile16_qbyte(type, ref.i, q)];
+}
+
+static int internal_type(int wtype) {
+    return wtype == SLM_WTYPE_Q4_1 ? SLM_T_Q4_1 : wtype == SLM_WTYPE_Q4_0 ? SLM_T_Q4_0 : SLM_T_Q8_0;
+}
+
+void slm_unpack_row_tile16(int wtype, const void *w, ptrdiff_t row_bytes, ptrdiff_t rows, ptrdiff_t r, void *out) {
+    const int type = internal_type(wtype), bb = slm_block_bytes(type), qo = slm_quant_offset(type);
+    uint8_t *o = (uint8_t *)out;
+    for (ptrdiff_t b = 0; b < row_bytes / bb; b++) {
+        const tile16_ref ref = tile16_block(type, (const uint8_t *)w, row_bytes, rows, r, b);
+        uint8_t *ob = o + b * bb;
+        const uint16_t d = tile16_d(ref);
+        memcpy(ob, &d, 2);
+        if (type == SLM_T_Q4_1) { const uint16_t m = tile16_m(ref); memcpy(ob + 2, &m, 2); }
+        for (int q = 0; q < bb - qo; q++) ob[qo + q] = tile16_q(type, ref, q);
+    }
+}
+
+void slm_repack_tile16(int wtype, const void *src, void *dst, ptrdiff_t row_bytes, ptrdiff_t rows) {
+    const int type = internal_type(wtype), bb = slm_block_bytes(type), qo = slm_quant_offset(type);
+    const uint8_t *s = (const uint8_t *)src;
+    uint8_t *d = (uint8_t *)dst;
+    const ptrdiff_t full = rows / SLM_TILE * SLM_TILE;
+    for (ptrdiff_t r = 0; r < full; r++) {
+        const int i = (int)(r % SLM_TILE);
+        for (ptrdiff_t b = 0; b < row_bytes / bb; b++) {
+            const uint8_t *sb = s + r * row_bytes + b * bb;
+            uint8_t *tb = d + (r / SLM_TILE) * SLM_TILE * row_bytes + b * SLM_TILE * bb;
+            memcpy(tb + 2 * i, sb, 2);
+            if (type == SLM_T_Q4_1) memcpy(tb + 32 + 2 * i, sb + 2, 2);
+            for (int q = 0; q < bb - qo; q++) tb[slm_tile16_qbyte(type, i, q)] = sb[qo + q];
+        }
+    }
+    memcpy(d + full * row_bytes, s + full * row_bytes, (size_t)((rows - full) * row_bytes));
+}
+
+/* portable_matmul reading through the tile16 addressing: the same scalar chain per row. */
+static void portable_tile16(int type, const void *w, ptrdiff_t row_bytes, ptrdiff_t rows, ptrdiff_t r0, ptrdiff_t r1,
+                            const slm_q8_acts *x, float *y, ptrdiff_t ys) {
+    const ptrdiff_t nb = x->cols / SLM_QK;
+    for (ptrdiff_t r = r0; r < r1; r++) {
+        for (ptrdiff_t t = 0; t < x->tokens; t++) {
+            const int8_t *xq = x->qs + t * x->cols;
+            float acc = 0.0f, accm = 0.0f;
+            for (ptrdiff_t b = 0; b < nb; b++) {
+                const tile16_ref ref = tile16_block(type, (const uint8_t *)w, row_bytes, rows, r, b);
+                const int8_t *xb = xq + b * SLM_QK;
+                int32_t sumi = 0;
+                if (type == SLM_T_Q8_0) {
+                    for (int j = 0; j < 32; j++) sumi += (int32_t)(int8_t)tile16_q(type, ref, j) * xb[j];
+                } else {
+                    const int bias = type == SLM_T_Q4_0 ? 8 : 0;
+                    for (int j = 0; j < 16; j++) {
+                        const uint8_t q = tile16_q(type, ref, j);
+                        sumi += ((int32_t)(q & 0x0f) - bias) * xb[j];
+                        sumi += ((int32_t)(q >> 4) - bias) * xb[j + 16];
+                    }
+                }
+                const float dd = slm_f16_to_f32(tile16_d(ref)) * x->d[t * nb + b];
+                acc = fmaf(dd, (float)sumi, acc);
+                if (type == SLM_T_Q4_1) accm = fmaf(slm_f16_to_f32(tile16_m(ref)), x->s[t * nb + b], accm);
+            }
+            y[t * ys + r] = type == SLM_T_Q4_1 ? acc + accm : acc;
+        }
+    }
+}
+
 const slm_impl slm_impl_portable = {
     SLM_PATH_PORTABLE, "portable-c", portable_q4_1, portable_q4_0, portable_q8_0,
     portable_dot_f16, portable_axpy_f16, portable_to_f16, portable_scale_round_f16, portable_mad_round_f16,
-    portable_quantize_q8, NULL,
+    portable_quantize_q8, NULL, NULL,
 };
 
 /* ---- dispatch ---- */
@@ -169,6 +263,13 @@ void slm_matmul_q4_0(const void *w, ptrdiff_t rb, ptrdiff_t r0, ptrdiff_t r1, co
 }
 void slm_matmul_q8_0(const void *w, ptrdiff_t rb, ptrdiff_t r0, ptrdiff_t r1, const slm_q8_acts *x, float *y, ptrdiff_t ys) {
     if (r0 < r1 && x->tokens > 0) get()->q8_0(w, rb, r0, r1, x, y, ys);
+}
+int slm_preferred_layout(void) { return get()->matmul_tile16 ? SLM_LAYOUT_TILE16 : SLM_LAYOUT_ROWS; }
+void slm_matmul_tile16(int wtype, const void *w, ptrdiff_t rb, ptrdiff_t rows, ptrdiff_t r0, ptrdiff_t r1,
+                       const slm_q8_acts *x, float *y, ptrdiff_t ys) {
+    if (!(r0 < r1 && x->tokens > 0)) return;
+    const slm_impl *p = get();
+    (p->matmul_tile16 ? p->matmul_tile16 : portable_tile16)(internal_type(wtype), w, rb, rows, r0, r1, x, y, ys);
 }
 float slm_dot_f16(const float *q, const uint16_t *k, ptrdiff_t n) { return get()->dot_f16(q, k, n); }
 void slm_axpy_f16(float a, const uint16_t *v, float *y, ptrdiff_t n) { get()->axpy_f16(a, v, y, n); }

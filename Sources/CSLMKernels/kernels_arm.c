@@ -79,11 +79,11 @@ static void neon_mad_round_f16(float a, const uint16_t *v, float *y, ptrdiff_t n
 
 const slm_impl slm_impl_neon = {
     SLM_PATH_NEON, "arm64-neon", neon_q4_1, neon_q4_0, neon_q8_0, neon_dot_f16, neon_axpy_f16, neon_to_f16, neon_scale_round_f16, neon_mad_round_f16,
-    NULL, NULL,
+    NULL, NULL, NULL,
 };
 const slm_impl slm_impl_neon_dotprod = {
     SLM_PATH_NEON_DOTPROD, "arm64-neon-dotprod", dotprod_q4_1, dotprod_q4_0, dotprod_q8_0,
-    neon_dot_f16, neon_axpy_f16, neon_to_f16, neon_scale_round_f16, neon_mad_round_f16, NULL, NULL,
+    neon_dot_f16, neon_axpy_f16, neon_to_f16, neon_scale_round_f16, neon_mad_round_f16, NULL, NULL, NULL,
 };
 
 #endif /* __aarch64__ */

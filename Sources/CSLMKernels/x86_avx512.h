@@ -118,4 +118,99 @@ static void vnni_q8_0(const void *w, ptrdiff_t rb, ptrdiff_t r0, ptrdiff_t r1, c
     vnni_matmul(SLM_T_Q8_0, w, rb, r0, r1, x, y, ys);
 }
 
+/* ---- tile16 layout (slm_kernels.h): the same tile, read with plain loads ----
+ * Vector c lane i holds quant dword c of row i, so vpdpbusd against activation bytes
+ * 4c..4c+3 broadcast to every lane (an embedded-broadcast operand) accumulates row i's
+ * partial dot in lane i directly: no gather, no inserts, no transpose. The integer sum
+ * is exact whatever the order, and the float chain per (row, token) is vnni_tile's. */
+static SLM_ALWAYS_INLINE __m512i vnni_bcast4(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+}
+
+static SLM_ALWAYS_INLINE void vnni_tile16(int type, int T, const uint8_t *tile, ptrdiff_t row_bytes, __mmask16 keep,
+                                          const slm_q8_acts *x, ptrdiff_t t0, float *y, ptrdiff_t ys) {
+    const ptrdiff_t nb = x->cols / SLM_QK, cols = x->cols;
+    const ptrdiff_t tb_bytes = (ptrdiff_t)SLM_TILE * slm_block_bytes(type);  /* one block of the tile */
+    const ptrdiff_t qoff = slm_tile16_quants(type);
+    const int isum_shift = type == SLM_T_Q4_0 ? 3 : 7;
+    const __m512i m4 = _mm512_set1_epi8(0x0f), bias = _mm512_set1_epi8((char)0x80);
+    __m512 acc[8], accm[8];
+    for (int t = 0; t < T; t++) acc[t] = accm[t] = _mm512_setzero_ps();
+
+    for (ptrdiff_t b = 0; b < nb; b++) {
+        const uint8_t *blk = tile + b * tb_bytes;
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)blk));
+        const __m512 mw = type == SLM_T_Q4_1 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(blk + 32)))
+                                             : _mm512_setzero_ps();
+        /* Q4: w[c] = low nibbles (elements 4c..), w[4 + c] = high nibbles (16 + 4c..);
+         * Q8: w[c] = bytes 4c.. biased to u8. Either way w[k] pairs with x bytes 4k..4k+3. */
+        __m512i w[8];
+        if (type == SLM_T_Q8_0) {
+            for (int c = 0; c < 8; c++) w[c] = _mm512_xor_si512(_mm512_loadu_si512(blk + qoff + 64 * c), bias);
+        } else {
+            for (int c = 0; c < 4; c++) {
+                const __m512i v = _mm512_loadu_si512(blk + qoff + 64 * c);
+                w[c] = _mm512_and_si512(v, m4);
+                w[4 + c] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+            }
+        }
+        {   /* the same linear prefetch stream as vnni_tile: here it is exactly the later tile's bytes */
+            const uint8_t *pf = tile + SLM_PF_TILES * SLM_TILE * row_bytes + b * tb_bytes;
+            for (int k = 0; k < tb_bytes; k += 64) _mm_prefetch((const char *)pf + k, _MM_HINT_T1);
+        }
+        for (int t = 0; t < T; t++) {
+            const ptrdiff_t tb = (t0 + t) * nb + b;
+            const int8_t *xq = x->qs + (t0 + t) * cols + b * SLM_QK;
+            /* Two independent chains of 4 keep the dpbusd latency off the critical path at T = 1. */
+            __m512i s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[0], vnni_bcast4(xq));
+            __m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[1], vnni_bcast4(xq + 4));
+            for (int k = 2; k < 8; k += 2) {
+                s0 = _mm512_dpbusd_epi32(s0, w[k], vnni_bcast4(xq + 4 * k));
+                s1 = _mm512_dpbusd_epi32(s1, w[k + 1], vnni_bcast4(xq + 4 * k + 4));
+            }
+            __m512i sumi = _mm512_add_epi32(s0, s1);
+            if (type != SLM_T_Q4_1) sumi = _mm512_sub_epi32(sumi, _mm512_set1_epi32(x->isum[tb] << isum_shift));
+            const __m512 dd = _mm512_mul_ps(dw, _mm512_set1_ps(x->d[tb]));
+            acc[t] = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(sumi), acc[t]);
+            if (type == SLM_T_Q4_1) accm[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(x->s[tb]), accm[t]);
+        }
+    }
+    for (int t = 0; t < T; t++) {
+        const __m512 r = type == SLM_T_Q4_1 ? _mm512_add_ps(acc[t], accm[t]) : acc[t];
+        _mm512_mask_storeu_ps(y + (t0 + t) * ys, keep, r);
+    }
+}
+
+/* Whole tiles overlapping [r_begin, r_end) are computed in full and stored through a lane
+ * mask (a range that starts or ends mid-tile recomputes the other rows, never stores them);
+ * rows past the last whole tile are in row layout and go through vnni_tile. */
+static SLM_ALWAYS_INLINE void vnni_matmul_tile16_t(int type, const void *w, ptrdiff_t row_bytes, ptrdiff_t rows,
+                                                   ptrdiff_t r_begin, ptrdiff_t r_end, const slm_q8_acts *x,
+                                                   float *y, ptrdiff_t ys) {
+    const ptrdiff_t full = rows / SLM_TILE * SLM_TILE;
+    for (ptrdiff_t r0 = r_begin / SLM_TILE * SLM_TILE; r0 < r_end && r0 < full; r0 += SLM_TILE) {
+        const ptrdiff_t lo = r_begin > r0 ? r_begin - r0 : 0, hi = r_end - r0 < SLM_TILE ? r_end - r0 : SLM_TILE;
+        const __mmask16 keep = (__mmask16)(((1u << hi) - 1u) & ~((1u << lo) - 1u));
+        const uint8_t *tile = (const uint8_t *)w + r0 * row_bytes;
+        ptrdiff_t t = 0;
+        for (; t + 8 <= x->tokens; t += 8) vnni_tile16(type, 8, tile, row_bytes, keep, x, t, y + r0, ys);
+        if (x->tokens - t >= 4) { vnni_tile16(type, 4, tile, row_bytes, keep, x, t, y + r0, ys); t += 4; }
+        if (x->tokens - t >= 2) { vnni_tile16(type, 2, tile, row_bytes, keep, x, t, y + r0, ys); t += 2; }
+        if (x->tokens - t == 1) vnni_tile16(type, 1, tile, row_bytes, keep, x, t, y + r0, ys);
+    }
+    const ptrdiff_t tail = r_begin > full ? r_begin : full;
+    if (tail < r_end) vnni_matmul(type, w, row_bytes, tail, r_end, x, y, ys);
+}
+
+static void vnni_matmul_tile16(int type, const void *w, ptrdiff_t rb, ptrdiff_t rows, ptrdiff_t r0, ptrdiff_t r1,
+                               const slm_q8_acts *x, float *y, ptrdiff_t ys) {
+    switch (type) {
+    case SLM_T_Q4_1: vnni_matmul_tile16_t(SLM_T_Q4_1, w, rb, rows, r0, r1, x, y, ys); break;
+    case SLM_T_Q4_0: vnni_matmul_tile16_t(SLM_T_Q4_0, w, rb, rows, r0, r1, x, y, ys); break;
+    default: vnni_matmul_tile16_t(SLM_T_Q8_0, w, rb, rows, r0, r1, x, y, ys); break;
+    }
+}
+
 #undef SLM_ROWS16

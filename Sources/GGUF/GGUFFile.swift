@@ -4,6 +4,14 @@ import Glibc
 import Darwin
 #endif
 
+/// Which file, and which version of it (see `GGUFFile.identity`).
+public struct FileIdentity: Sendable, Equatable {
+    public let device: UInt64
+    public let inode: UInt64
+    public let size: UInt64
+    public let mtimeNanoseconds: Int64
+}
+
 /// A GGUF file mapped read-only and validated.
 ///
 /// The mapping is `PROT_READ, MAP_SHARED`: tensor bytes are never copied, so the weights
@@ -14,6 +22,9 @@ public final class GGUFFile: @unchecked Sendable {
     public let path: String
     public let size: Int
     public let header: GGUFHeader
+    /// Device, inode, size and modification time of the file when it was mapped: what a
+    /// cache derived from it (the repacked weights) is keyed on.
+    public let identity: FileIdentity
     private let base: UnsafeRawPointer
     private let byName: [String: Int]
     private let metaIndex: [String: Int]
@@ -49,6 +60,8 @@ public final class GGUFFile: @unchecked Sendable {
             throw error
         }
         self.size = size
+        self.identity = FileIdentity(device: UInt64(st.st_dev), inode: UInt64(st.st_ino), size: UInt64(size),
+                                     mtimeNanoseconds: Self.mtimeNanoseconds(st))
         self.base = base
         self.header = header
         var byName: [String: Int] = [:]
@@ -61,6 +74,14 @@ public final class GGUFFile: @unchecked Sendable {
 
     deinit {
         munmap(UnsafeMutableRawPointer(mutating: base), size)
+    }
+
+    private static func mtimeNanoseconds(_ st: stat) -> Int64 {
+        #if canImport(Darwin)
+        Int64(st.st_mtimespec.tv_sec) * 1_000_000_000 + Int64(st.st_mtimespec.tv_nsec)
+        #else
+        Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec)
+        #endif
     }
 
     public var version: UInt32 { header.version }
@@ -122,6 +143,30 @@ public final class GGUFFile: @unchecked Sendable {
     /// first request does not pay the page faults).
     public func adviseWillNeed() {
         _ = madvise(UnsafeMutableRawPointer(mutating: base), size, MADV_WILLNEED)
+    }
+
+    /// Drops this process's mapping of the whole pages inside `[p, p + byteCount)` (a range
+    /// of the file), so bytes copied elsewhere are not counted twice in RSS. The pages stay
+    /// in the page cache and are read back if touched again (the mapping is shared and
+    /// read-only, so MADV_DONTNEED loses nothing).
+    public func dropPages(_ p: UnsafeRawPointer, byteCount: Int) {
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let lo = (Int(bitPattern: p) + page - 1) / page * page, hi = (Int(bitPattern: p) + byteCount) / page * page
+        guard hi > lo, Int(bitPattern: base) <= lo, hi <= Int(bitPattern: base) + size else { return }
+        _ = madvise(UnsafeMutableRawPointer(bitPattern: lo), hi - lo, MADV_DONTNEED)
+    }
+
+    /// Touches one byte per page of `[p, p + byteCount)` so it is resident; returns a checksum.
+    @discardableResult
+    public func touchPages(_ p: UnsafeRawPointer, byteCount: Int) -> UInt8 {
+        var acc: UInt8 = 0
+        var o = 0
+        while o < byteCount {
+            acc ^= p.load(fromByteOffset: o, as: UInt8.self)
+            o += 4096
+        }
+        if byteCount > 0 { acc ^= p.load(fromByteOffset: byteCount - 1, as: UInt8.self) }
+        return acc
     }
 
     /// Touches one byte per page so all weights are resident; returns a checksum so the

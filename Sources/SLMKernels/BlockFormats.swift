@@ -57,10 +57,21 @@ public struct KernelError: Error, CustomStringConvertible, Sendable {
     public init(_ description: String) { self.description = description }
 }
 
+/// How a quantized matrix's bytes are arranged.
+public enum WeightLayout: Sendable, Equatable {
+    /// ggml's: row r at base + r·rowBytes, its blocks in order (what a GGUF file holds).
+    case rows
+    /// A permutation of `.rows` for the AVX-512 kernel (see slm_kernels.h): each whole
+    /// 16-row tile keeps its bytes' place, but inside it block b of the 16 rows is stored
+    /// together: their 16 f16 d (and m), then the quants with dword c of tile row i at
+    /// 64·c + 4·i. Rows past the last whole tile stay in `.rows` order.
+    case tile16
+}
+
 /// A row-major weight matrix viewed in place (typically inside the model's mmap).
 ///
-/// Row `r` starts at `base + r * rowBytes` and holds `cols` elements in `type`'s block
-/// layout. Nothing is copied.
+/// In `.rows` layout row `r` starts at `base + r * rowBytes` and holds `cols` elements in
+/// `type`'s block layout; `.tile16` permutes those bytes (same size). Nothing is copied.
 public struct WeightMatrix: @unchecked Sendable {
     // @unchecked: the pointer targets read-only mapped memory that outlives the model.
     public let base: UnsafeRawPointer
@@ -68,20 +79,54 @@ public struct WeightMatrix: @unchecked Sendable {
     public let rows: Int
     public let cols: Int
     public let rowBytes: Int
+    public let layout: WeightLayout
 
-    public init(base: UnsafeRawPointer, type: WeightType, rows: Int, cols: Int) throws(KernelError) {
+    public init(base: UnsafeRawPointer, type: WeightType, rows: Int, cols: Int,
+                layout: WeightLayout = .rows) throws(KernelError) {
         guard rows > 0, cols > 0, cols % type.blockElements == 0 else {
             throw KernelError("\(type) matrix \(rows)x\(cols): columns must be a positive multiple of \(type.blockElements)")
+        }
+        guard layout == .rows || type.usesQuantizedActivations else {
+            throw KernelError("\(type) matrix: only quantized matrices have a tile16 layout")
         }
         self.base = base
         self.type = type
         self.rows = rows
         self.cols = cols
         self.rowBytes = cols / type.blockElements * type.blockBytes
+        self.layout = layout
     }
 
+    /// Bytes of the whole matrix (either layout).
+    public var byteCount: Int { rows * rowBytes }
+
+    /// Row `r`'s bytes; `.rows` layout only (see `copyRow` for either layout).
     @inlinable
-    public func row(_ r: Int) -> UnsafeRawPointer { base + r * rowBytes }
+    public func row(_ r: Int) -> UnsafeRawPointer {
+        precondition(layout == .rows, "row(_:) of a \(layout) matrix")
+        return base + r * rowBytes
+    }
+
+    /// Writes row `r` in `.rows` layout to `out` (`rowBytes` bytes), from either layout.
+    /// The Swift statement of the tile16 permutation (the C repacker is tested against it).
+    public func copyRow(_ r: Int, into out: UnsafeMutableRawPointer) {
+        let full = rows / 16 * 16
+        guard layout == .tile16, r < full else {
+            out.copyMemory(from: base + r * rowBytes, byteCount: rowBytes)
+            return
+        }
+        let bb = type.blockBytes, qo = type == .q4_1 ? 4 : 2, i = r % 16
+        let tile = base + (r / 16) * 16 * rowBytes
+        for b in 0..<cols / QK {
+            let blk = tile + b * 16 * bb, o = out + b * bb
+            o.copyMemory(from: blk + 2 * i, byteCount: 2)
+            if type == .q4_1 { (o + 2).copyMemory(from: blk + 32 + 2 * i, byteCount: 2) }
+            for q in 0..<(bb - qo) {
+                o.storeBytes(of: blk.load(fromByteOffset: 16 * qo + 64 * (q / 4) + 4 * i + q % 4, as: UInt8.self),
+                             toByteOffset: qo + q, as: UInt8.self)
+            }
+        }
+    }
 }
 
 @inlinable @inline(__always)
@@ -92,6 +137,17 @@ func f16(_ p: UnsafeRawPointer, _ offset: Int) -> Float {
 /// Scalar dequantization of one row, the definition every kernel is tested against.
 public enum Dequantize {
     public static func row(_ w: WeightMatrix, _ r: Int, into out: UnsafeMutablePointer<Float>) {
+        guard w.layout == .rows else {
+            // One row back in row layout on the stack (612 B for a 576-wide Q8_0 row): the
+            // token embedding is looked up one row per token, so this must not allocate.
+            withUnsafeTemporaryAllocation(byteCount: w.rowBytes, alignment: 16) { buf in
+                w.copyRow(r, into: buf.baseAddress!)
+                // The row as a one-row `.rows` matrix (cannot fail: same type and cols).
+                let one = try! WeightMatrix(base: buf.baseAddress!, type: w.type, rows: 1, cols: w.cols)
+                row(one, 0, into: out)
+            }
+            return
+        }
         let p = w.row(r)
         switch w.type {
         case .f32:

@@ -16,6 +16,11 @@ public enum Kernels {
         precondition(x.cols == w.cols, "activation length \(x.cols) != matrix columns \(w.cols)")
         precondition(rows.lowerBound >= 0 && rows.upperBound <= w.rows, "rows \(rows) outside 0..<\(w.rows)")
         var acts = slm_q8_acts(qs: x.qs, d: x.d, s: x.s, isum: x.isum, cols: x.cols, tokens: x.tokens)
+        if w.layout == .tile16 {
+            slm_matmul_tile16(Int32(w.type.rawValue), w.base, w.rowBytes, w.rows, rows.lowerBound, rows.upperBound,
+                              &acts, y, yStride)
+            return
+        }
         switch w.type {
         case .q4_1:
             slm_matmul_q4_1(w.base, w.rowBytes, rows.lowerBound, rows.upperBound, &acts, y, yStride)
@@ -26,6 +31,20 @@ public enum Kernels {
         case .f32, .f16:
             preconditionFailure("use matmulFloat for \(w.type)")
         }
+    }
+
+    /// The layout the active path reads fastest (`.tile16` on x86-avx512vnni). Every path
+    /// computes either layout, bit-identically; only the speed differs.
+    public static var preferredLayout: WeightLayout {
+        slm_preferred_layout() == Int32(SLM_LAYOUT_TILE16) ? .tile16 : .rows
+    }
+
+    /// Writes `w` (`.rows` layout, quantized) permuted to `.tile16` at `dst` (`w.byteCount`
+    /// bytes, not overlapping) and returns the view of it.
+    public static func repackTile16(_ w: WeightMatrix, into dst: UnsafeMutableRawPointer) -> WeightMatrix {
+        precondition(w.layout == .rows && w.type.usesQuantizedActivations, "repack of a \(w.layout) \(w.type) matrix")
+        slm_repack_tile16(Int32(w.type.rawValue), w.base, dst, w.rowBytes, w.rows)
+        return try! WeightMatrix(base: UnsafeRawPointer(dst), type: w.type, rows: w.rows, cols: w.cols, layout: .tile16)
     }
 
     /// Float-weight matmul (F32/F16 weights, F32 activations).

@@ -89,6 +89,7 @@ public enum ReferenceKernels {
     public static func matmul(_ w: WeightMatrix, _ x: Q8Activations, rows: Range<Int>,
                               y: UnsafeMutablePointer<Float>, yStride: Int) {
         precondition(x.cols == w.cols, "activation length \(x.cols) != matrix columns \(w.cols)")
+        precondition(w.layout == .rows, "the reference reads the row layout (compare against the unrepacked matrix)")
         let blocks = w.cols / QK
         for r in rows {
             let row = w.row(r)

@@ -13,20 +13,24 @@ public final class Model: Sendable {
     /// The chat template, or why the file's template is not one slmd can render.
     public let chatTemplate: Result<ChatTemplate, ChatTemplateError>
 
-    public convenience init(path: String) throws(ModelError) {
+    /// Maps `path`; `weightsLayout` says whether the quantized matrices are used in place or
+    /// copied into the kernels' preferred layout (see `WeightsLayout`), `repackCacheDirectory`
+    /// where such a copy is kept as a file (see `ModelWeights.init`).
+    public convenience init(path: String, weightsLayout: WeightsLayout = .mapped,
+                            repackCacheDirectory: String? = nil) throws(ModelError) {
         let file: GGUFFile
         do {
             file = try GGUFFile(path: path)
         } catch {
             throw ModelError("cannot load model \(path): \(error)")
         }
-        try self.init(file: file)
+        try self.init(file: file, weightsLayout: weightsLayout, repackCacheDirectory: repackCacheDirectory)
     }
 
-    public init(file: GGUFFile) throws(ModelError) {
+    public init(file: GGUFFile, weightsLayout: WeightsLayout = .mapped, repackCacheDirectory: String? = nil) throws(ModelError) {
         self.file = file
         config = try ModelConfig(gguf: file)
-        weights = try ModelWeights(file: file, config: config)
+        weights = try ModelWeights(file: file, config: config, layout: weightsLayout, cacheDirectory: repackCacheDirectory)
         do {
             tokenizer = try Tokenizer(gguf: file)
         } catch {
@@ -47,8 +51,17 @@ public final class Model: Sendable {
     public var weightBytes: Int { file.tensors.reduce(0) { $0 + $1.byteCount } }
 
     /// Brings every weight page into memory now, so the first request does not pay for it.
+    /// With repacked weights only the tensors still read from the mapping are touched (the
+    /// copies are resident already, and their mapped originals were dropped on purpose).
     public func prefetch() {
-        file.adviseWillNeed()
-        file.touchAllPages()
+        guard weights.layout == .repacked else {
+            file.adviseWillNeed()
+            file.touchAllPages()
+            return
+        }
+        weights.touchRepacked()
+        for t in file.tensors where !weights.repackedSources.contains(Int(bitPattern: t.data)) {
+            file.touchPages(t.data, byteCount: t.byteCount)
+        }
     }
 }

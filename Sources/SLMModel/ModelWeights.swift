@@ -1,9 +1,29 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import GGUF
 import SLMKernels
 
-/// Views of every weight tensor, pointing straight into the GGUF mapping (nothing copied).
+/// Where the quantized weight matrices are read from (the `weights_layout` setting).
+public enum WeightsLayout: String, Sendable, CaseIterable, CustomStringConvertible {
+    /// In place in the file mapping, ggml's row layout: file-backed (RssFile), shared
+    /// between processes, reclaimable under memory pressure, nothing copied.
+    case mapped
+    /// Copied once at load into the layout the active kernel path reads fastest (tile16 on
+    /// x86-avx512vnni, see `WeightLayout`), in anonymous memory (RssAnon, about the size
+    /// of the weights); the copied ranges of the mapping are dropped. Falls back to
+    /// `mapped` on paths that read the row layout fastest anyway.
+    case repacked
+
+    public var description: String { rawValue }
+}
+
+/// Views of every weight tensor: into the GGUF mapping, or (`repacked`) into a permuted copy.
 public struct ModelWeights: @unchecked Sendable {
-    // @unchecked: the views point into the read-only mapping owned by `file`.
+    // @unchecked: the views point into the read-only mapping owned by `file`, or into
+    // `repackedStorage`, written once here and only read afterwards.
 
     public struct Layer: @unchecked Sendable {
         public let attnNorm: UnsafePointer<Float>  // [E]
@@ -25,8 +45,29 @@ public struct ModelWeights: @unchecked Sendable {
     public let outputIsTied: Bool
     /// Keeps the mapping alive as long as the views.
     public let file: GGUFFile
+    /// What was done: `repacked` only if asked for and the kernel path prefers another layout.
+    public let layout: WeightsLayout
+    /// The permuted copy (`repacked`), kept alive as long as the views.
+    let repackedStorage: RepackedStorage?
+    /// Addresses (in the mapping) of the tensors that were copied, whose pages were dropped.
+    public let repackedSources: Set<Int>
+    /// Why the repack cache file could not be used (the copy is then anonymous), or nil.
+    public let repackCacheProblem: String?
 
-    public init(file: GGUFFile, config c: ModelConfig) throws(ModelError) {
+    /// Bytes the repacked copy holds (0 when mapped).
+    public var repackedBytes: Int { repackedStorage?.byteCount ?? 0 }
+    /// The cache file the repacked copy is mapped from, if any.
+    public var repackCachePath: String? { repackedStorage?.cachePath }
+    /// Whether that cache file was reused as it was (nothing repacked at this load).
+    public var repackCacheHit: Bool { repackedStorage?.cacheHit ?? false }
+
+    /// Binds every tensor of `file`. With `layout: .repacked` (and a kernel path that prefers
+    /// tile16) the quantized matrices are copied into tile16 order: into a file under
+    /// `cacheDirectory` named after the model (reused while its header matches, so later
+    /// loads map it instead of repacking), or into anonymous memory without a directory or
+    /// when the file cannot be written (see `repackCacheProblem`).
+    public init(file: GGUFFile, config c: ModelConfig, layout requested: WeightsLayout = .mapped,
+                cacheDirectory: String? = nil) throws(ModelError) {
         self.file = file
         let E = c.embeddingLength, F = c.feedForwardLength, KV = c.kvDim, V = c.vocabSize
 
@@ -61,7 +102,7 @@ public struct ModelWeights: @unchecked Sendable {
             return t.data.assumingMemoryBound(to: Float.self)
         }
 
-        tokenEmbedding = try matrix("token_embd.weight", rows: V, cols: E)
+        var tokenEmbedding = try matrix("token_embd.weight", rows: V, cols: E)
         var layers: [Layer] = []
         for i in 0..<c.layerCount {
             let p = "blk.\(i)."
@@ -76,8 +117,8 @@ public struct ModelWeights: @unchecked Sendable {
                 wUp: try matrix(p + "ffn_up.weight", rows: F, cols: E),
                 wDown: try matrix(p + "ffn_down.weight", rows: E, cols: F)))
         }
-        self.layers = layers
         outputNorm = try vector("output_norm.weight", E)
+        var output: WeightMatrix
         if file.tensor(named: "output.weight") != nil {
             output = try matrix("output.weight", rows: V, cols: E)
             outputIsTied = false
@@ -85,5 +126,79 @@ public struct ModelWeights: @unchecked Sendable {
             output = tokenEmbedding
             outputIsTied = true
         }
+
+        guard requested == .repacked, Kernels.preferredLayout == .tile16 else {
+            self.tokenEmbedding = tokenEmbedding
+            self.layers = layers
+            self.output = output
+            self.layout = .mapped
+            self.repackedStorage = nil
+            self.repackedSources = []
+            self.repackCacheProblem = nil
+            return
+        }
+
+        // Repack every quantized matrix once (the tied output shares the embedding's copy),
+        // each at a 64-byte aligned offset so tiles start on cache lines.
+        func padded(_ n: Int) -> Int { (n + 63) / 64 * 64 }
+        var all: [WeightMatrix] = [tokenEmbedding]
+        for l in layers { all += [l.wq, l.wk, l.wv, l.wo, l.wGate, l.wUp, l.wDown] }
+        if !outputIsTied { all.append(output) }
+        var offsets: [Int: Int] = [:]  // source address -> offset in the copy
+        var plan: [(w: WeightMatrix, offset: Int)] = []
+        var digestWords: [Int] = []
+        var total = 0
+        for w in all where w.type.usesQuantizedActivations && offsets[Int(bitPattern: w.base)] == nil {
+            offsets[Int(bitPattern: w.base)] = total
+            plan.append((w, total))
+            digestWords += [Int(bitPattern: w.base) - Int(bitPattern: tokenEmbedding.base), Int(w.type.rawValue),
+                            w.rows, w.cols, total]
+            total += padded(w.byteCount)
+        }
+        let fill = { (dst: UnsafeMutableRawPointer) in
+            for (w, offset) in plan { _ = Kernels.repackTile16(w, into: dst + offset) }
+        }
+        var cached: RepackedStorage?
+        var problem: String?
+        if let dir = cacheDirectory, !dir.isEmpty {
+            let name = file.path.split(separator: "/").last.map(String.init) ?? "model"
+            do {
+                cached = try RepackedStorage(cacheFile: dir + "/" + name + ".tile16", byteCount: total,
+                                             source: file.identity, digest: RepackedStorage.digest(digestWords), fill: fill)
+            } catch {
+                problem = error.description
+            }
+        }
+        let storage = cached ?? RepackedStorage(anonymous: total, fill: fill)
+        func view(_ w: WeightMatrix) -> WeightMatrix {
+            guard let offset = offsets[Int(bitPattern: w.base)] else { return w }
+            return try! WeightMatrix(base: storage.base + offset, type: w.type, rows: w.rows, cols: w.cols, layout: .tile16)
+        }
+        // The copy replaces the mapped bytes: drop them from this process's RSS.
+        for (w, _) in plan { file.dropPages(w.base, byteCount: w.byteCount) }
+        tokenEmbedding = view(tokenEmbedding)
+        layers = layers.map { l in
+            Layer(attnNorm: l.attnNorm, wq: view(l.wq), wk: view(l.wk), wv: view(l.wv), wo: view(l.wo),
+                  ffnNorm: l.ffnNorm, wGate: view(l.wGate), wUp: view(l.wUp), wDown: view(l.wDown))
+        }
+        output = outputIsTied ? tokenEmbedding : view(output)
+        let sources = Set(offsets.keys)
+        self.tokenEmbedding = tokenEmbedding
+        self.layers = layers
+        self.output = output
+        self.layout = .repacked
+        self.repackedStorage = storage
+        self.repackedSources = sources
+        self.repackCacheProblem = problem
+    }
+
+    /// Brings a file-backed repacked copy into memory (an anonymous one always is).
+    func touchRepacked() {
+        guard let s = repackedStorage, s.cachePath != nil else { return }
+        _ = madvise(s.base, s.byteCount, MADV_WILLNEED)
+        var acc: UInt8 = 0
+        var o = 0
+        while o < s.byteCount { acc ^= s.base.load(fromByteOffset: o, as: UInt8.self); o += 4096 }
+        withExtendedLifetime(acc) {}
     }
 }

@@ -1,4 +1,5 @@
 import SLMEngine
+import SLMModel
 
 /// Everything `slmd serve` can be configured with: the file `/etc/slmd/slmd.conf`
 /// (`key = value` lines, `#` comments; documented line by line in etc/slmd.conf), then
@@ -27,6 +28,12 @@ public struct DaemonConfig: Sendable, Equatable {
     public var maxOutputBufferBytes = 4 << 20
     /// Read the whole model into memory at start (madvise WILLNEED + touch every page).
     public var prefetch = true
+    /// Quantized weights used in place from the mapping, or copied into the kernels'
+    /// preferred layout (decode ~1.4x faster on AVX-512; elsewhere the same as mapped).
+    public var weightsLayout = WeightsLayout.repacked
+    /// Directory for the repacked weights' cache file, which keeps them file-backed (empty:
+    /// the copy is anonymous memory, about the model's size).
+    public var repackCacheDir = ""
     public var warmUp = true
     public var logLevel = "info"
     public var shutdownGraceMs = 10_000
@@ -130,6 +137,12 @@ extension DaemonConfig {
         case "max_inflight_per_connection": maxInflightPerConnection = try int(1...1024)
         case "max_output_buffer": maxOutputBufferBytes = try size()
         case "prefetch": prefetch = try bool()
+        case "weights_layout":
+            guard let l = WeightsLayout(rawValue: value) else {
+                throw ConfigError("\(key): expected one of \(WeightsLayout.allCases.map(\.rawValue).joined(separator: ", ")), got '\(value)'")
+            }
+            weightsLayout = l
+        case "repack_cache_dir": repackCacheDir = value
         case "warm_up": warmUp = try bool()
         case "log_level": logLevel = value
         case "shutdown_grace_ms": shutdownGraceMs = try int(0...3_600_000)

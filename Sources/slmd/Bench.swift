@@ -16,6 +16,12 @@ struct Bench: ParsableCommand {
     @Option(name: .long, help: "GGUF model file (default: the fetched default model).")
     var model: String?
 
+    @Option(name: .long, help: "mapped (weights used in place) or repacked (copied into the kernels' layout).")
+    var weightsLayout: WeightsLayout = .repacked
+
+    @Option(name: .long, help: "Directory for the repacked weights' cache file (default: $SLMD_CACHE_DIR; none: anonymous memory).")
+    var repackCacheDir: String?
+
     @Option(name: .long, help: "Comma-separated thread counts.")
     var threads = "1,2"
 
@@ -46,22 +52,32 @@ struct Bench: ParsableCommand {
     }
     struct TTFT: Encodable { let test: String; let threads: Int; let ms_median: Double; let ms_min: Double; let ms_max: Double }
     struct Memory: Encodable { let rss_anon_mb: Double; let rss_file_mb: Double; let peak_rss_mb: Double }
-    struct Info: Encodable { let model: String; let kernel_path: String; let weights_mb: Double; let reps: Int }
+    struct Info: Encodable {
+        let model: String; let kernel_path: String; let weights_mb: Double; let weights_layout: String; let load_ms: Double
+        let reps: Int
+    }
 
     func run() throws {
         let threadList = try parseList(threads, "threads")
         let ppList = try parseList(pp, "pp")
         let tgList = try parseList(tg, "tg")
         guard reps >= 1 else { throw ValidationError("--reps must be >= 1") }
-        let opts = try ModelOptions.parse(model.map { ["--model", $0] } ?? [])
+        let opts = try ModelOptions.parse((model.map { ["--model", $0] } ?? []) + ["--weights-layout", weightsLayout.rawValue]
+                                          + (repackCacheDir.map { ["--repack-cache-dir", $0] } ?? []))
+        let tLoad = now()
         let m = try opts.loadModel()
         m.prefetch()
+        let loadMs = (now() - tLoad) * 1000
         let maxPP = ppList.max()!, maxTG = tgList.max()!
         let ctx = max(maxPP, maxTG + 1, 17)
         let info = Info(model: opts.modelPath, kernel_path: Kernels.path,
-                        weights_mb: Double(m.weightBytes) / 1e6, reps: reps)
+                        weights_mb: Double(m.weightBytes) / 1e6,
+                        weights_layout: m.weights.layout.rawValue + (m.weights.repackCachePath.map {
+                            " cache \($0)" + (m.weights.repackCacheHit ? " reused" : " written")
+                        } ?? ""),
+                        load_ms: loadMs, reps: reps)
         if json { try printJSON(info) } else {
-            print("model \(info.model) (\(fmt(info.weights_mb)) MB weights), kernels \(info.kernel_path), \(reps) reps")
+            print("model \(info.model) (\(fmt(info.weights_mb)) MB weights, \(info.weights_layout), loaded in \(fmt(loadMs)) ms), kernels \(info.kernel_path), \(reps) reps")
             print("| test   | threads | tok/s median | min–max         |")
             print("|--------|---------|--------------|-----------------|")
         }

@@ -15,6 +15,12 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "Compute threads (default: online cores).")
     var threads: Int?
 
+    @Option(name: .long, help: "mapped: use the quantized weights in place in the file mapping; repacked: permute them into the kernels' preferred layout (faster on AVX-512 VNNI; kept in --repack-cache-dir, else in anonymous memory; elsewhere the same as mapped).")
+    var weightsLayout: WeightsLayout = .repacked
+
+    @Option(name: .long, help: "Directory for the repacked weights' cache file (default: $SLMD_CACHE_DIR; none: anonymous memory).")
+    var repackCacheDir: String?
+
     var modelPath: String { model ?? DefaultPaths.model }
 
     var threadCount: Int { max(1, threads ?? onlineCores()) }
@@ -29,7 +35,8 @@ struct ModelOptions: ParsableArguments {
         guard access(modelPath, R_OK) == 0 else {
             throw ToolError("model file \(modelPath) is not readable; run scripts/fetch-model or pass --model PATH")
         }
-        return try Model(path: modelPath)
+        let cacheDir = repackCacheDir ?? ProcessInfo.processInfo.environment["SLMD_CACHE_DIR"]
+        return try Model(path: modelPath, weightsLayout: weightsLayout, repackCacheDirectory: cacheDir)
     }
 }
 
@@ -122,3 +129,5 @@ func makeRunner(_ model: Model, threads: Int, maxBatch: Int, maxContext: Int, ma
     Runner(config: model.config, weights: model.weights, pool: ThreadPool(threads: threads),
            maxBatch: maxBatch, maxContext: maxContext, maxLogits: maxLogits)
 }
+
+extension WeightsLayout: ExpressibleByArgument {}

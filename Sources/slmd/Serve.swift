@@ -78,7 +78,7 @@ struct Serve: ParsableCommand {
         let cfg = try resolvedConfig()
         let level = Logger.Level(rawValue: cfg.logLevel) ?? .info
         if checkConfig {
-            let m = try Model(path: cfg.model)
+            let m = try Model(path: cfg.model)  // mapped: checking the config writes no cache
             if let problem = cfg.engine.problem(modelConfig: m.config) { throw ConfigError("invalid configuration: \(problem)") }
             let (intents, errors) = IntentRegistry.load(directory: cfg.intentsDir)
             for e in errors { print("intent file error: \(e)") }
@@ -109,7 +109,12 @@ struct Serve: ParsableCommand {
         }
         try loadIntents(initial: true)
 
-        let model = try Model(path: cfg.model)
+        let model = try Model(path: cfg.model, weightsLayout: cfg.weightsLayout, repackCacheDirectory: cfg.repackCacheDir)
+        if let problem = model.weights.repackCacheProblem {
+            logger.warning("repacked weights kept in anonymous memory", metadata: ["problem": "\(problem)"])
+        }
+        logger.info("weights", metadata: ["layout": "\(model.weights.layout)", "repacked_bytes": "\(model.weights.repackedBytes)",
+                                          "cache": "\(model.weights.repackCachePath.map { $0 + (model.weights.repackCacheHit ? " (reused)" : " (written)") } ?? "none")"])
         if cfg.prefetch { model.prefetch() }
         let pingEvery = notifier.watchdogPingInterval.map { Double($0.components.seconds) + Double($0.components.attoseconds) * 1e-18 } ?? 5
         let engine = try Engine(model: model, config: cfg.engine, logger: logger, heartbeatInterval: pingEvery) {

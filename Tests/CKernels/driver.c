@@ -78,6 +78,7 @@ typedef void (*mm_fn)(const void *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const slm_q
 static const char *type_name[3] = {"Q4_1", "Q4_0", "Q8_0"};
 static const int block_bytes[3] = {20, 18, 34};
 static const mm_fn mm[3] = {slm_matmul_q4_1, slm_matmul_q4_0, slm_matmul_q8_0};
+static const int wtype_id[3] = {SLM_WTYPE_Q4_1, SLM_WTYPE_Q4_0, SLM_WTYPE_Q8_0};
 
 static void fill_weights(int type, uint8_t *w, ptrdiff_t rows, ptrdiff_t cols) {
     ptrdiff_t nb = rows * cols / 32;
@@ -115,7 +116,7 @@ static void check(int ok, const char *what) {
 }
 
 static int test_paths(void) {
-    static const int rows_set[] = {1, 3, 7, 8, 9, 13, 17, 33, 70};
+    static const int rows_set[] = {1, 3, 7, 8, 9, 13, 16, 17, 33, 48, 70};
     static const int cols_set[] = {32, 64, 96, 576};
     static const int tok_set[] = {1, 2, 3, 4, 5, 8, 17};
     for (int path = SLM_PATH_PORTABLE + 1; path < SLM_PATH_COUNT; path++) {
@@ -148,6 +149,22 @@ static int test_paths(void) {
                         snprintf(what, sizeof what, "%s %s rows %d [%ld,%ld) cols %d tokens %d", pname, type_name[type],
                                  rows, (long)r0, (long)r1, cols, tokens);
                         check(memcmp(y0, y1, ny * 4) == 0, what);
+                        /* The same matrix repacked to tile16: this path and the scalar fallback. */
+                        uint8_t *wt = malloc((size_t)rows * rb), *row = malloc((size_t)rb);
+                        slm_repack_tile16(wtype_id[type], w, wt, rb, rows);
+                        for (int k = 0; k < 2; k++) {
+                            for (size_t i = 0; i < ny; i++) y1[i] = -12345.0f;
+                            slm_kernels_force(k == 0 ? path : SLM_PATH_PORTABLE);
+                            slm_matmul_tile16(wtype_id[type], wt, rb, rows, r0, r1, &A.a, y1, ys);
+                            char tw[200];
+                            snprintf(tw, sizeof tw, "tile16 (%s) %s", k == 0 ? pname : "portable", what);
+                            check(memcmp(y0, y1, ny * 4) == 0, tw);
+                        }
+                        slm_kernels_force(path);
+                        ptrdiff_t rr = (ptrdiff_t)(rnd() % rows);
+                        slm_unpack_row_tile16(wtype_id[type], wt, rb, rows, rr, row);
+                        check(memcmp(row, w + rr * rb, (size_t)rb) == 0, "tile16 unpack row");
+                        free(wt); free(row);
                         free(y0); free(y1); free(w); free_acts(&A);
                     }
         /* f16 helpers */
@@ -276,11 +293,15 @@ static int test_paths(void) {
 static double now(void) { struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts); return ts.tv_sec + ts.tv_nsec * 1e-9; }
 
 /* Median of 7 timings of `reps` calls. */
-static double time_mm(int type, const uint8_t *w, ptrdiff_t rb, int rows, const slm_q8_acts *x, float *y, int reps) {
+static double time_mm(int type, const uint8_t *w, ptrdiff_t rb, int rows, const slm_q8_acts *x, float *y, int reps,
+                      int tile16) {
     double best[7];
     for (int k = 0; k < 7; k++) {
         double t0 = now();
-        for (int r = 0; r < reps; r++) mm[type](w, rb, 0, rows, x, y, rows);
+        for (int r = 0; r < reps; r++) {
+            if (tile16) slm_matmul_tile16(wtype_id[type], w, rb, rows, 0, rows, x, y, rows);
+            else mm[type](w, rb, 0, rows, x, y, rows);
+        }
         best[k] = (now() - t0) / reps;
     }
     for (int i = 0; i < 7; i++) for (int j = i + 1; j < 7; j++) if (best[j] < best[i]) { double t = best[i]; best[i] = best[j]; best[j] = t; }
@@ -305,9 +326,17 @@ static void bench(int only) {
             double bytes = (double)rows * rb, ops = 2.0 * rows * cols * tokens;
             int reps = (int)(2e7 / ops) + 1;
             if (path == SLM_PATH_PORTABLE) reps = reps / 8 + 1;
-            double t = time_mm(type, w, rb, rows, &A.a, y, reps);
-            printf("%-20s %s %5dx%-5d tokens %3d: %8.1f us  %6.1f GB/s weights  %7.1f GOP/s\n", slm_kernels_path(),
-                   type_name[type], rows, cols, tokens, t * 1e6, bytes / t / 1e9, ops / t / 1e9);
+            for (int tiled = 0; tiled <= (slm_preferred_layout() == SLM_LAYOUT_TILE16); tiled++) {
+                if (tiled) {  /* the same weights repacked (timing only; the tests check results) */
+                    uint8_t *wt = malloc((size_t)rows * rb);
+                    slm_repack_tile16(wtype_id[type], w, wt, rb, rows);
+                    memcpy(w, wt, (size_t)rows * rb);
+                    free(wt);
+                }
+                double t = time_mm(type, w, rb, rows, &A.a, y, reps, tiled);
+                printf("%-20s %s%s %5dx%-5d tokens %3d: %8.1f us  %6.1f GB/s weights  %7.1f GOP/s\n", slm_kernels_path(),
+                       type_name[type], tiled ? " tile16" : "", rows, cols, tokens, t * 1e6, bytes / t / 1e9, ops / t / 1e9);
+            }
             free(w); free(y); free_acts(&A);
         }
     }

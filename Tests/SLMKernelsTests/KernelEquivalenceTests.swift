@@ -185,3 +185,99 @@ final class KernelEquivalenceTests: XCTestCase {
         slm_kernels_force(0)
     }
 }
+
+/// The tile16 layout: a permutation the Swift statement (`copyRow`) and the C repacker agree
+/// on, and matmuls over it bit-identical to the reference on the row layout, on every path,
+/// for any row range (ranges that start or end inside a tile, tails past the last tile).
+final class Tile16LayoutTests: XCTestCase {
+    override func tearDown() { slm_kernels_force(Int32(SLM_PATH_AUTO)) }
+
+    /// A repacked copy of `w` that owns its bytes.
+    final class Repacked {
+        let bytes: UnsafeMutableRawPointer
+        let matrix: WeightMatrix
+        init(_ w: WeightMatrix) {
+            bytes = .allocate(byteCount: w.byteCount, alignment: 64)
+            matrix = Kernels.repackTile16(w, into: bytes)
+        }
+        deinit { bytes.deallocate() }
+    }
+
+    func testPreferredLayout() {
+        for path in supportedPaths() {
+            slm_kernels_force(path.id)
+            XCTAssertEqual(Kernels.preferredLayout, path.name == "x86-avx512vnni" ? .tile16 : .rows, path.name)
+        }
+    }
+
+    func testRepackIsThePermutationCopyRowUndoes() throws {
+        var rng = TestRNG(seed: 5)
+        for type in [WeightType.q4_1, .q4_0, .q8_0] {
+            for rows in [1, 15, 16, 17, 40, 64] {
+                let w = try RandomMatrix(type: type, rows: rows, cols: 96, rng: &rng)
+                let p = Repacked(w.matrix)
+                XCTAssertEqual(p.matrix.layout, .tile16)
+                var row = [UInt8](repeating: 0, count: w.matrix.rowBytes)
+                var differs = false
+                for r in 0..<rows {
+                    row.withUnsafeMutableBytes { p.matrix.copyRow(r, into: $0.baseAddress!) }
+                    let original = Array(UnsafeRawBufferPointer(start: w.matrix.row(r), count: w.matrix.rowBytes))
+                    XCTAssertEqual(row, original, "\(type) rows \(rows) row \(r)")
+                    differs = differs || memcmp(p.matrix.base + r * w.matrix.rowBytes, w.matrix.row(r), w.matrix.rowBytes) != 0
+                }
+                // Whole tiles really are permuted; a matrix of less than one tile is left as is.
+                XCTAssertEqual(differs, rows >= 16, "\(type) rows \(rows)")
+                // Dequantizing a repacked row (the token embedding lookup) gives the same floats.
+                var a = [Float](repeating: 0, count: 96), b = a
+                for r in [0, rows / 2, rows - 1] {
+                    Dequantize.row(w.matrix, r, into: &a)
+                    Dequantize.row(p.matrix, r, into: &b)
+                    XCTAssertEqual(a.map(\.bitPattern), b.map(\.bitPattern), "\(type) dequantize row \(r)")
+                }
+            }
+        }
+    }
+
+    func testTile16MatmulBitIdenticalToReferenceOnEveryPath() throws {
+        var rng = TestRNG(seed: 77)
+        let shapes: [(rows: Int, cols: Int)] = [(5, 64), (16, 32), (17, 96), (33, 576), (48, 64), (70, 160)]
+        var compared = 0
+        for type in [WeightType.q4_1, .q4_0, .q8_0] {
+            for shape in shapes {
+                let w = try RandomMatrix(type: type, rows: shape.rows, cols: shape.cols, rng: &rng)
+                let p = Repacked(w.matrix)
+                for tokens in 1...9 {
+                    let x = randomActivations(tokens: tokens, cols: shape.cols, rng: &rng)
+                    let yStride = shape.rows + 3
+                    var expected = [Float](repeating: -12345, count: yStride * tokens)
+                    ReferenceKernels.matmul(w.matrix, x, rows: 0..<shape.rows, y: &expected, yStride: yStride)
+                    // Row splits as threads would make them: 1, 2 or 3 parts at arbitrary
+                    // (not tile-aligned) boundaries, each computed by its own call.
+                    let cuts = (0..<Int.random(in: 0...2, using: &rng)).map { _ in Int.random(in: 0...shape.rows, using: &rng) }
+                    let bounds = ([0, shape.rows] + cuts).sorted()
+                    for path in supportedPaths() {
+                        slm_kernels_force(path.id)
+                        var got = [Float](repeating: -12345, count: yStride * tokens)
+                        for i in 0..<bounds.count - 1 where bounds[i] < bounds[i + 1] {
+                            Kernels.matmul(p.matrix, x, rows: bounds[i]..<bounds[i + 1], y: &got, yStride: yStride)
+                        }
+                        XCTAssertEqual(got.map(\.bitPattern), expected.map(\.bitPattern),
+                                       "\(path.name) \(type) \(shape.rows)x\(shape.cols) tokens \(tokens) split \(bounds)")
+                        // A single row inside a tile, and nothing outside the range written.
+                        let r = Int.random(in: 0..<shape.rows, using: &rng)
+                        var one = [Float](repeating: -12345, count: yStride * tokens)
+                        Kernels.matmul(p.matrix, x, rows: r..<r + 1, y: &one, yStride: yStride)
+                        for t in 0..<tokens {
+                            for i in 0..<yStride {
+                                let want = i == r ? expected[t * yStride + i] : -12345
+                                XCTAssertEqual(one[t * yStride + i].bitPattern, want.bitPattern, "\(path.name) \(type) row \(r) at \(i)")
+                            }
+                        }
+                        compared += 1
+                    }
+                }
+            }
+        }
+        XCTAssertGreaterThan(compared, 0)
+    }
+}

@@ -55,8 +55,8 @@ final class ToyModelTests: XCTestCase {
     }
 
     /// Writes the toy model; `tied` leaves out output.weight.
-    static func writeToyModel(tied: Bool) throws -> String {
-        var rng = LCG(state: tied ? 1 : 2)
+    static func writeToyModel(tied: Bool, seed: UInt64? = nil, path: String? = nil) throws -> String {
+        var rng = LCG(state: seed ?? (tied ? 1 : 2))
         var w = GGUFWriter()
         w.set("general.architecture", .string("llama"))
         w.set("llama.embedding_length", .uint32(UInt32(E)))
@@ -104,7 +104,7 @@ final class ToyModelTests: XCTestCase {
         }
         norm("output_norm.weight")
         if !tied { mat("output.weight", .f16, rows: V, cols: E) }
-        let path = NSTemporaryDirectory() + "slmd-toy-\(UUID().uuidString).gguf"
+        let path = path ?? NSTemporaryDirectory() + "slmd-toy-\(UUID().uuidString).gguf"
         try Data(w.serialized()).write(to: URL(fileURLWithPath: path))
         return path
     }
@@ -207,7 +207,7 @@ final class ToyModelTests: XCTestCase {
         let m = try Model(path: path)
         let tokens: [Int32] = [10, 20, 30, 40, 50, 60, 70, 80, 90]
         let other: [Int32] = [200, 201, 202, 203, 204]
-        func run(threads: Int, maxBatch: Int) throws -> [[Float]] {
+        func run(threads: Int, maxBatch: Int, model m: Model = m) throws -> [[Float]] {
             let r = Runner(config: m.config, weights: m.weights, pool: ThreadPool(threads: threads), maxBatch: maxBatch,
                            maxContext: 32, maxLogits: maxBatch)
             let s = Session(runner: r, capacity: 32)
@@ -219,6 +219,12 @@ final class ToyModelTests: XCTestCase {
         XCTAssertEqual(try run(threads: 1, maxBatch: 1), reference)
         XCTAssertEqual(try run(threads: 2, maxBatch: 4), reference)
         XCTAssertEqual(try run(threads: 3, maxBatch: 16), reference)
+        // Repacked weights (tile16 where the kernels prefer it; every path computes it the
+        // same), with row splits that cut through tiles at 3 threads.
+        let repacked = try Model(path: path, weightsLayout: .repacked)
+        XCTAssertEqual(repacked.weights.layout, Kernels.preferredLayout == .tile16 ? .repacked : .mapped)
+        XCTAssertEqual(try run(threads: 1, maxBatch: 1, model: repacked), reference)
+        XCTAssertEqual(try run(threads: 3, maxBatch: 16, model: repacked), reference)
 
         // Two sequences sharing each forward pass.
         let r = Runner(config: m.config, weights: m.weights, pool: ThreadPool(threads: 2), maxBatch: 16, maxContext: 32, maxLogits: 16)
@@ -233,6 +239,63 @@ final class ToyModelTests: XCTestCase {
             mixed.append(Array(r.logits(row: batch.logitCount - 1)))
         }
         XCTAssertEqual(mixed, reference)
+    }
+
+    /// The repacked weights' cache file: written on first load, mapped as is on the next,
+    /// rebuilt when the model file or the cache's header changes, and an unusable directory
+    /// falls back to anonymous memory. The logits never change.
+    func testRepackCacheFile() throws {
+        guard Kernels.preferredLayout == .tile16 else { throw XCTSkip("kernel path \(Kernels.path) reads the row layout") }
+        let path = try Self.writeToyModel(tied: false)
+        let dir = NSTemporaryDirectory() + "slmd-repack-\(getpid())"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: path); try? FileManager.default.removeItem(atPath: dir) }
+        func logits(_ m: Model) throws -> [UInt32] {
+            let r = Runner(config: m.config, weights: m.weights, pool: ThreadPool(threads: 2), maxBatch: 8, maxContext: 16, maxLogits: 1)
+            return Array(try Session(runner: r, capacity: 16).feed([1, 50, 60, 70, 80])).map(\.bitPattern)
+        }
+        let reference = try logits(try Model(path: path))
+        let cacheFile = dir + "/" + (path as NSString).lastPathComponent + ".tile16"
+
+        let first = try Model(path: path, weightsLayout: .repacked, repackCacheDirectory: dir)
+        XCTAssertEqual(first.weights.repackCachePath, cacheFile)
+        XCTAssertFalse(first.weights.repackCacheHit)
+        XCTAssertNil(first.weights.repackCacheProblem)
+        let size = try XCTUnwrap(FileManager.default.attributesOfItem(atPath: cacheFile)[.size] as? Int)
+        XCTAssertEqual(size, (2 << 20) + first.weights.repackedBytes)  // header padded to 2 MiB, then the data
+        XCTAssertEqual(try logits(first), reference)
+
+        let second = try Model(path: path, weightsLayout: .repacked, repackCacheDirectory: dir)
+        XCTAssertTrue(second.weights.repackCacheHit)
+        XCTAssertEqual(try logits(second), reference)
+
+        // A damaged header is not trusted: the file is rebuilt.
+        let fh = try XCTUnwrap(FileHandle(forWritingAtPath: cacheFile))
+        try fh.seek(toOffset: 40)  // inside the source identity
+        fh.write(Data([0xff, 0xee]))
+        try fh.close()
+        let third = try Model(path: path, weightsLayout: .repacked, repackCacheDirectory: dir)
+        XCTAssertFalse(third.weights.repackCacheHit)
+        XCTAssertEqual(try logits(third), reference)
+
+        // The model rewritten (other weights, new mtime): the cache is rebuilt, not reused.
+        try FileManager.default.removeItem(atPath: path)
+        let other = try Self.writeToyModel(tied: false, seed: 3, path: path)
+        XCTAssertEqual(other, path)
+        let otherReference = try logits(try Model(path: path))
+        XCTAssertNotEqual(otherReference, reference)
+        let fourth = try Model(path: path, weightsLayout: .repacked, repackCacheDirectory: dir)
+        XCTAssertFalse(fourth.weights.repackCacheHit)
+        XCTAssertEqual(try logits(fourth), otherReference)
+
+        // A directory that cannot hold the file: anonymous memory, and the reason.
+        let fifth = try Model(path: path, weightsLayout: .repacked, repackCacheDirectory: dir + "/missing/dir")
+        XCTAssertEqual(fifth.weights.layout, .repacked)
+        XCTAssertNil(fifth.weights.repackCachePath)
+        XCTAssertTrue(fifth.weights.repackCacheProblem?.contains("missing/dir") ?? false, "\(String(describing: fifth.weights.repackCacheProblem))")
+        XCTAssertEqual(try logits(fifth), otherReference)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir), [(path as NSString).lastPathComponent + ".tile16"],
+                       "no temporary files left behind")
     }
 
     func testRejectsBadBatches() throws {

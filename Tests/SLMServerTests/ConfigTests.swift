@@ -24,7 +24,7 @@ final class ConfigTests: XCTestCase {
         for key in ["model", "socket", "socket_mode", "socket_group", "allowed_uids", "allowed_gids", "threads",
                     "max_sequences", "max_queued", "memory_budget", "max_context", "max_tokens", "default_deadline_ms",
                     "prefill_chunk", "prefix_cache_entries", "max_frame", "max_connections", "max_inflight_per_connection", "max_output_buffer",
-                    "prefetch", "warm_up", "log_level", "shutdown_grace_ms", "status_interval_ms"] {
+                    "prefetch", "weights_layout", "repack_cache_dir", "warm_up", "log_level", "shutdown_grace_ms", "status_interval_ms"] {
             XCTAssertTrue(keys.contains(key), "etc/slmd.conf does not document \(key)")
         }
     }

@@ -76,6 +76,34 @@ void slm_matmul_q4_0(const void *w, ptrdiff_t row_bytes, ptrdiff_t row_begin, pt
 void slm_matmul_q8_0(const void *w, ptrdiff_t row_bytes, ptrdiff_t row_begin, ptrdiff_t row_end,
                      const slm_q8_acts *x, float *y, ptrdiff_t y_stride);
 
+/* ---- Tile-interleaved ("tile16") weight layout ----
+ * A permutation of a row-layout matrix, same size, made once at model load so the AVX-512
+ * kernel reads each 16-row tile with plain vector loads instead of a gather and 16 inserts
+ * per block (decode streams every weight once per token, so that work is not amortised).
+ * Rows [0, 16 * (rows / 16)) form whole tiles; tile k occupies the same bytes as rows
+ * 16k..16k+15 did, block b of the tile at tile + b * 16 * block_bytes:
+ *     [0, 32)        d of rows i = 0..15 (f16)
+ *     [32, 64)       m of rows i (Q4_1 only)
+ *     then the quants, 16 * quant_bytes: dword c of row i (quant bytes 4c..4c+3, in the
+ *     block's own order) at quants + 64 * c + 4 * i
+ * so vector c lane i = row i, and one vpdpbusd against 4 broadcast activation bytes yields
+ * per-row partial sums with no transpose. Rows past the last whole tile keep the row layout.
+ * Values are those of ggml's type ids, like WeightType in Swift. */
+enum { SLM_WTYPE_Q4_0 = 2, SLM_WTYPE_Q4_1 = 3, SLM_WTYPE_Q8_0 = 8 };
+enum { SLM_LAYOUT_ROWS = 0, SLM_LAYOUT_TILE16 = 1 };
+
+/* The layout the active path reads fastest: TILE16 on x86-avx512vnni, else ROWS. Every path
+ * computes TILE16 matrices correctly (a scalar fallback where it has no tile kernel). */
+int slm_preferred_layout(void);
+/* dst (rows * row_bytes bytes, not overlapping src) = the tile16 permutation of src. */
+void slm_repack_tile16(int wtype, const void *src, void *dst, ptrdiff_t row_bytes, ptrdiff_t rows);
+/* Inverse of slm_repack_tile16 for one row: copies row r of a tile16 matrix, in row layout,
+ * to out (row_bytes bytes). */
+void slm_unpack_row_tile16(int wtype, const void *w, ptrdiff_t row_bytes, ptrdiff_t rows, ptrdiff_t r, void *out);
+/* slm_matmul_* for a tile16 matrix of `rows` rows (any row range; same numerics contract). */
+void slm_matmul_tile16(int wtype, const void *w, ptrdiff_t row_bytes, ptrdiff_t rows, ptrdiff_t row_begin,
+                       ptrdiff_t row_end, const slm_q8_acts *x, float *y, ptrdiff_t y_stride);
+
 /* sum_i q[i] * f16(k[i]); q is expected to hold f16-representable values. */
 float slm_dot_f16(const float *q, const uint16_t *k, ptrdiff_t n);
 /* y[i] = fmaf(a, f16(v[i]), y[i]). */
