@@ -12,6 +12,8 @@ BIN         := .build/release
 
 # Where `make run` listens (a private path, so no root is needed). Talk to it with
 #   SLMD_SOCKET=$(SOCKET) .build/release/slmctl complete "The capital of France is"
+# It keeps the repacked weights file-backed in the user's cache directory and serves the
+# example intents (docs/examples/intents.d: smart_home).
 SOCKET      ?= /tmp/slmd-$(shell id -u).sock
 
 .PHONY: all deps model build run test test-swift test-arm test-units bench clean deb test-deb
@@ -31,7 +33,8 @@ build: deps
 run: build model
 	@echo "slmd: serving the default model on $(SOCKET); in another shell:" >&2
 	@echo "  SLMD_SOCKET=$(SOCKET) $(BIN)/slmctl complete 'The capital of France is'" >&2
-	$(BIN)/slmd serve --config etc/slmd.conf --model "$$(scripts/fetch-model)" --socket $(SOCKET)
+	$(BIN)/slmd serve --config etc/slmd.conf --model "$$(scripts/fetch-model)" --socket $(SOCKET) \
+		--set repack_cache_dir="$${XDG_CACHE_HOME:-$$HOME/.cache}/slmd" --set intents_dir=docs/examples/intents.d
 
 test: deps model test-swift test-arm test-units
 
