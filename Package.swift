@@ -40,7 +40,7 @@ let package = Package(
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
         .target(name: "SLMSystemd", dependencies: ["CSystemd", .product(name: "Logging", package: "swift-log")]),
         // Scheduler: thread and memory caps, queue, continuous batching, cancellation.
-        .target(name: "SLMEngine", dependencies: ["SLMModel", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "SLMEngine", dependencies: ["SLMModel", "SLMKernels", .product(name: "Logging", package: "swift-log")]),
         // The Unix-socket server: framing, sessions, access control.
         .target(name: "SLMServer", dependencies: ["SLMEngine", "SLMModel", "SLMProtocol", "SLMSystemd",
                                                   .product(name: "Logging", package: "swift-log")]),

@@ -1,14 +1,15 @@
+import SLMKernels
+
 /// The two numbers greedy scoring needs from a logits row: its argmax and its
 /// log-sum-exp, computed with 8-lane vectors.
 ///
 /// A suggest keystroke scores ~15 rows of 49,152 logits; the scalar loop (Double sum of
-/// libm `expf`) took ~0.3–1 ms a row, a large share of the keystroke. Here `exp` is a
-/// Cephes-style polynomial (relative error ~1e-7 per term on the reduced range), summed
+/// libm `expf`) took ~0.3–1 ms a row, a large share of the keystroke. Here exp is
+/// `FastMath.exp`, a Cephes-style polynomial (relative error ~1e-7 per term on the reduced range), summed
 /// in float lanes per block and across blocks in Double: the log-sum-exp stays within
 /// ~1e-7 of the Double reference (choose's tests hold it to 1e-6 absolute).
 enum LogitStats {
     typealias F8 = SIMD8<Float>
-    typealias U8 = SIMD8<UInt32>
 
     /// Index of the largest logit (ties to the lowest index, as `Sampler.argmax`) and
     /// log Σ exp(logit).
@@ -57,8 +58,8 @@ enum LogitStats {
             let end = min(v, i + block)
             var s0 = F8(), s1 = F8()
             while i < end {
-                s0 += exp(load(base + i) - mv)
-                s1 += exp(load(base + i + 8) - mv)
+                s0 += FastMath.exp(load(base + i) - mv)
+                s1 += FastMath.exp(load(base + i + 8) - mv)
                 i += 16
             }
             let s = s0 + s1
@@ -73,31 +74,6 @@ enum LogitStats {
     @inline(__always)
     static func load(_ p: UnsafePointer<Float>) -> F8 {
         UnsafeRawPointer(p).loadUnaligned(as: F8.self)
-    }
-
-    /// e^x for x ≤ 0 (x below −87 gives ~e^−87, negligible next to the max term's 1).
-    @inline(__always)
-    static func exp(_ x0: F8) -> F8 {
-        let x = pointwiseMax(x0, F8(repeating: -87))
-        // n = round(x·log2 e) by the 1.5·2^23 trick: the sum's low mantissa bits are n.
-        let magic = F8(repeating: 12_582_912)
-        let t = x * F8(repeating: 1.442_695_04) + magic
-        let nf = t - magic
-        // r = x − n·ln 2 in two parts (Cody–Waite), |r| ≤ ln2/2.
-        var r = x - nf * F8(repeating: 0.693_359_375)
-        r = r - nf * F8(repeating: -2.121_944_4e-4)
-        var p = F8(repeating: 1.987_569_15e-4)
-        p = p * r + F8(repeating: 1.398_199_95e-3)
-        p = p * r + F8(repeating: 8.333_451_9e-3)
-        p = p * r + F8(repeating: 4.166_579_59e-2)
-        p = p * r + F8(repeating: 1.666_666_55e-1)
-        p = p * r + F8(repeating: 5.000_000_12e-1)
-        let er = p * (r * r) + r + F8(repeating: 1)
-        // 2^n: n + 127 into the exponent field.
-        // (SIMD8<Float> has no bitPattern: reinterpret the 32 bytes, same layout.)
-        let nBits = unsafeBitCast(t, to: U8.self) &- unsafeBitCast(magic, to: U8.self)
-        let scale = unsafeBitCast((nBits &+ U8(repeating: 127)) &<< U8(repeating: 23), to: F8.self)
-        return er * scale
     }
 }
 

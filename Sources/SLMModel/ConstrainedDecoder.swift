@@ -164,29 +164,23 @@ public final class ConstrainedDecoder: @unchecked Sendable {
     public func maskedLogProb(of token: Int32, _ logits: UnsafeMutableBufferPointer<Float>) -> Float {
         let words = currentMask()
         let n = min(logits.count, vocabulary.vocabSize)
-        var maxL = -Float.infinity
-        words.withUnsafeBufferPointer { w in
-            for wi in 0..<((n + 63) >> 6) {
-                var word = w[wi]
-                while word != 0 {
-                    let i = wi << 6 | word.trailingZeroBitCount
-                    word &= word - 1
-                    if i < n, logits[i] > maxL { maxL = logits[i] }
+        func forEachAllowed(_ body: (Int) -> Void) {
+            words.withUnsafeBufferPointer { w in
+                for wi in 0..<((n + 63) >> 6) {
+                    var word = w[wi]
+                    while word != 0 {
+                        let i = wi << 6 | word.trailingZeroBitCount
+                        word &= word - 1
+                        if i < n { body(i) }
+                    }
                 }
             }
         }
+        var maxL = -Float.infinity
+        forEachAllowed { if logits[$0] > maxL { maxL = logits[$0] } }
         guard maxL.isFinite, Int(token) < n else { return 0 }
         var sum: Double = 0
-        words.withUnsafeBufferPointer { w in
-            for wi in 0..<((n + 63) >> 6) {
-                var word = w[wi]
-                while word != 0 {
-                    let i = wi << 6 | word.trailingZeroBitCount
-                    word &= word - 1
-                    if i < n { sum += Double(expf(logits[i] - maxL)) }
-                }
-            }
-        }
+        forEachAllowed { sum += Double(expf(logits[$0] - maxL)) }
         return Float(Double(logits[Int(token)] - maxL) - log(sum))
     }
 
