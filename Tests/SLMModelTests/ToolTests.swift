@@ -67,6 +67,26 @@ final class ToolTests: XCTestCase {
         XCTAssertEqual(top[0][0][1], 17.569, accuracy: 1.0)
     }
 
+    func testGenerateWithASchemaPrintsValidJSONAndItsCost() throws {
+        _ = try ReferenceData.requireModel()
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("slmd-tool-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let schema = dir.appendingPathComponent("city.json")
+        try Data(#"{"type":"object","properties":{"city":{"type":"string","maxLength":20},"country":{"type":"string","maxLength":20}},"required":["city","country"],"additionalProperties":false}"#.utf8).write(to: schema)
+        let r = try run(["generate", "--prompt", "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n",
+                         "--max-tokens", "40", "--temperature", "0", "--threads", "2", "--weights-layout", "mapped", "--schema", schema.path])
+        XCTAssertEqual(r.status, 0, r.err)
+        let lines = String(decoding: r.out, as: UTF8.self).split(separator: "\n")
+        XCTAssertEqual(lines.count, 2, "the JSON, then the statistics line")
+        let obj = try JSONSerialization.jsonObject(with: Data(lines[0].utf8)) as! [String: Any]
+        XCTAssertEqual(Set(obj.keys), ["city", "country"])
+        XCTAssertTrue(lines[0].hasPrefix(#"{"city":""#), String(lines[0]))
+        XCTAssertTrue(lines[1].hasPrefix("[stop · ") && lines[1].contains("forced") && lines[1].contains("tok/s"), String(lines[1]))
+        let bad = try run(["generate", "--prompt", "x", "--schema", dir.appendingPathComponent("missing.json").path])
+        XCTAssertNotEqual(bad.status, 0)
+    }
+
     func testPerplexityToolAndErrors() throws {
         _ = try ReferenceData.requireModel()
         // The first 4 KiB of text A keep the tool test quick; the full-text figures are
