@@ -130,6 +130,10 @@ func statusSummary(status: JSONObject, info: ServerInfo, stats: SLMProtocol.Stat
     if let k = value("kernel_path", "kernels", "kernel") ?? info.limits["kernel_path"] { lines.append(("Kernels", k.text)) }
     _ = value("version")  // already on the Server line
     if let t = value("threads") { lines.append(("Threads", t.text)) }
+    if case .array(let names)? = value("intents") {
+        let list = names.compactMap { if case .string(let n) = $0 { return n } else { return nil } }
+        lines.append(("Intents", list.isEmpty ? "none" : list.joined(separator: ", ")))
+    }
 
     for key in status.keys.sorted() where !used.contains(key) && status[key] != .null {
         lines.append((key, status[key]!.text))
