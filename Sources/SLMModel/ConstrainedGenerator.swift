@@ -125,11 +125,10 @@ public enum FieldConfidence {
     public static func compute(text: [UInt8], sampled: [SampledToken]) -> [FieldScore] {
         guard let spans = topLevelValues(text) else { return [] }
         var out: [FieldScore] = []
-        var lower = 0
+        var lower = -1  // exclusive; the first field also takes a token starting at the `{`
         for span in spans {
             var lp: Double = 0
             for t in sampled where t.offset > lower && t.offset <= span.end { lp += Double(t.logprob) }
-            if lower == 0 { lp += sampled.filter { $0.offset == 0 }.reduce(0) { $0 + Double($1.logprob) } }
             out.append(FieldScore(key: span.key, confidence: exp(lp)))
             lower = span.end
         }
