@@ -55,6 +55,11 @@ public final class Server: @unchecked Sendable {
     private var lastDescriptorWarning = 0.0
     /// Extra descriptor the I/O loop polls for the daemon (the model-file watch), and what
     /// to run when it is readable.
+    /// Connections the server closed on its own (fatal error, eviction, refusal), shut down
+    /// for writing after their last frame and drained until the client closes or a second
+    /// passes. Closing a Unix socket with unread input resets it, and the client may then
+    /// lose the error frame that explains the close.
+    private var lingering: [Int32: Double] = [:]
     private var extraFD: Int32 = -1
     private var onExtraReadable: (() -> Void)?
 
@@ -109,6 +114,7 @@ public final class Server: @unchecked Sendable {
     }
 
     public func start() {
+        handler.server = self  // before any thread that may read it starts
         handler.preparation.start()
         let box = Unmanaged.passRetained(self)
         var tid = pthread_t()
@@ -169,7 +175,6 @@ public final class Server: @unchecked Sendable {
     // MARK: I/O thread
 
     private func loop() {
-        handler.server = self
         var pfds: [pollfd] = []
         var order: [Int32] = []
         var buffer = [UInt8](repeating: 0, count: 64 * 1024)
@@ -187,6 +192,12 @@ public final class Server: @unchecked Sendable {
             // A negative fd is skipped by poll: the listener rests while out of descriptors.
             let listening = listenFD >= 0 && monotonicSeconds() >= acceptPausedUntil
             if listenFD >= 0 { pfds.append(pollfd(fd: listening ? listenFD : -1, events: Int16(POLLIN), revents: 0)) }
+            var lingerOrder: [Int32] = []
+            for fd in lingering.keys {
+                pfds.append(pollfd(fd: fd, events: Int16(POLLIN), revents: 0))
+                lingerOrder.append(fd)
+            }
+            let connectionBase = pfds.count
             for (fd, c) in connections {
                 var ev = c.readClosed ? Int16(0) : Int16(POLLIN)  // POLLHUP/POLLERR come regardless
                 if c.hasOutput { ev |= Int16(POLLOUT) }
@@ -203,7 +214,20 @@ public final class Server: @unchecked Sendable {
             while read(wakeRead, &buffer, buffer.count) > 0 {}
             if pfds[1].revents != 0 { onExtraReadable?() }
             if listenFD >= 0, pfds[2].revents & Int16(POLLIN) != 0 { acceptAll() }
-            let base = listenFD >= 0 ? 3 : 2
+            let now0 = monotonicSeconds()
+            for (i, fd) in lingerOrder.enumerated() {
+                let rev = pfds[connectionBase - lingerOrder.count + i].revents
+                var gone = now0 >= lingering[fd]!
+                if rev != 0 {
+                    let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                    if n <= 0 && !(n < 0 && (errno == EAGAIN || errno == EINTR)) { gone = true }
+                }
+                if gone {
+                    lingering[fd] = nil
+                    close(fd)
+                }
+            }
+            let base = connectionBase
             for (i, fd) in order.enumerated() {
                 guard let c = connections[fd] else { continue }
                 let rev = i + base < pfds.count ? pfds[i + base].revents : 0
@@ -222,7 +246,7 @@ public final class Server: @unchecked Sendable {
                     logger.warning("client stopped reading; closing", metadata: ["conn": "\(c.serial)"])
                     closeConnection(c)
                 } else if !pending && (c.closeAfterFlush || (c.readClosed && c.isIdle)) {
-                    closeConnection(c)
+                    closeConnection(c, linger: c.closeAfterFlush)
                 } else if pending {
                     anyPending = true
                 }
@@ -238,6 +262,8 @@ public final class Server: @unchecked Sendable {
             flush(c)
             closeConnection(c)
         }
+        for fd in lingering.keys { close(fd) }
+        lingering.removeAll()
         closeListener()
         close(wakeRead)
         close(wakeWrite)
@@ -271,14 +297,14 @@ public final class Server: @unchecked Sendable {
                 conn.enqueue(ErrorMessage(id: nil, code: .permissionDenied,
                                           message: "uid \(peer.map { String($0.uid) } ?? "?") is not allowed to use slmd").frame())
                 flush(conn)
-                close(fd)
+                linger(fd)
                 continue
             }
             if let refusal = makeRoom(for: conn.owner) {
                 counters.withLock { $0.refusedFull += 1 }
                 conn.enqueue(ErrorMessage(id: nil, code: .busy, message: refusal).frame())
                 flush(conn)
-                close(fd)
+                linger(fd)
                 continue
             }
             connections[fd] = conn
@@ -331,7 +357,7 @@ public final class Server: @unchecked Sendable {
             return nil
         }
         let victim = connections.values
-            .filter { $0.owner == victimOwner && !$0.closeAfterFlush && $0.isIdle }
+            .filter { $0.owner == victimOwner && !$0.closeAfterFlush && $0.isIdle && !Self.hasUnreadInput($0.fd) }
             .min { $0.lastActivity < $1.lastActivity }
         guard let victim else {
             return mine >= config.maxConnectionsPerUID
@@ -343,8 +369,23 @@ public final class Server: @unchecked Sendable {
         victim.enqueue(ErrorMessage(id: nil, code: .evicted,
                                     message: "closed: idle while the connection limits needed room for a new client").frame())
         flush(victim)
-        closeConnection(victim)
+        closeConnection(victim, linger: true)
         return nil
+    }
+
+    /// Ends a connection the server closes on its own after its last frame was flushed:
+    /// see `lingering`. At most `max_connections` linger; beyond, they close at once.
+    private func linger(_ fd: Int32) {
+        shutdown(fd, Int32(SHUT_WR))
+        guard lingering.count < config.maxConnections else { close(fd); return }
+        lingering[fd] = monotonicSeconds() + 1
+    }
+
+    /// Bytes the client sent that the loop has not read yet: a request on its way, so the
+    /// connection is not idle (evicting it would drop that request unanswered).
+    static func hasUnreadInput(_ fd: Int32) -> Bool {
+        var byte: UInt8 = 0
+        return recv(fd, &byte, 1, Int32(MSG_PEEK | MSG_DONTWAIT)) > 0
     }
 
     private func isAllowed(_ peer: PeerCredentials?) -> Bool {
@@ -433,12 +474,12 @@ public final class Server: @unchecked Sendable {
         for h in handles { engine.cancel(h) }
     }
 
-    private func closeConnection(_ c: Connection) {
+    private func closeConnection(_ c: Connection, linger lingers: Bool = false) {
         guard connections[c.fd] != nil else { return }
         c.shared.withLock { $0.closed = true }
         cancelAll(c)
         connections[c.fd] = nil
-        close(c.fd)
+        if lingers { linger(c.fd) } else { close(c.fd) }
         counters.withLock { $0.open = connections.count }
         logger.debug("connection closed", metadata: ["conn": "\(c.serial)"])
     }
