@@ -205,7 +205,9 @@ public final class Server: @unchecked Sendable {
                 order.append(fd)
             }
             // 500 ms at most, so the watchdog beat above stays fresh when nothing happens.
-            let n = poll(&pfds, nfds_t(pfds.count), 500)
+            // A resting listener wakes the loop when its rest ends.
+            let timeout = listening || listenFD < 0 ? 500 : Int32(max(1, min(500, (acceptPausedUntil - monotonicSeconds()) * 1000)))
+            let n = poll(&pfds, nfds_t(pfds.count), timeout)
             if n < 0 && errno != EINTR {
                 logger.error("poll failed", metadata: ["errno": "\(errno)"])
                 usleep(10_000)
