@@ -72,8 +72,9 @@ public enum ConstrainedGenerator {
     /// log-probability and the schema's share of the model's own distribution there (for
     /// `FieldConfidence` and `ParseVerdict`). With `departures` too, `stats.departures`
     /// records what the model wanted wherever its own first choice was refused in a field
-    /// the filter names: that costs a few single-token passes per departure, and one extra
-    /// logits row (or pass, at the end of the document) per number the schema closed.
+    /// the filter names, up to the first violation: that costs a few single-token passes per
+    /// departure, and one extra logits row (or pass, at the end of the document) per number
+    /// the schema closed.
     ///
     /// With `noNumbers` (the input states no number), a value that may be null is never a
     /// number: where the schema would allow either, a number is refused (and when null is
@@ -109,6 +110,17 @@ public enum ConstrainedGenerator {
         // number at its maximum is closed without asking the model): the state and text
         // after that digit, to check whether the model wanted the number to go on.
         var watch: (state: SchemaAutomaton.State, text: [UInt8])?
+        // Cleared at the first violation: the parse cannot match any more, so the passes
+        // that would describe further ones are not worth their time.
+        var probing = departures != nil
+        func record(_ d: Departure?, text: [UInt8]) {
+            guard let d else { return }
+            stats.departures.append(d)
+            if !d.valid, d.complete, let departures, let open = JSONSpans.openValue(text),
+               departures.isViolation(field: open.key, value: Array(text[open.valueStart...]) + d.wanted) {
+                probing = false
+            }
+        }
         let t1 = now()
         /// The model's favourite token after the digit `w` watches (`l` are the logits there),
         /// when it is one the schema refused where it forced `forcedNext`.
@@ -125,9 +137,8 @@ public enum ConstrainedGenerator {
                 // the maximum is 100). Generation never feeds its last tokens otherwise.
                 if let w = watch, pending.count > 1, session.remaining > 0 {
                     let l = try session.feed([pending[0]])
-                    if let favourite = departsAfterDigit(l, forcedNext: pending[1], w),
-                       let d = try probe(session: session, decoder: decoder, state: w.state, text: w.text, favourite: favourite) {
-                        stats.departures.append(d)
+                    if let favourite = departsAfterDigit(l, forcedNext: pending[1], w) {
+                        record(try probe(session: session, decoder: decoder, state: w.state, text: w.text, favourite: favourite), text: w.text)
                     }
                 }
                 out.finishReason = .stop
@@ -148,9 +159,7 @@ public enum ConstrainedGenerator {
                 // Back to just after the digit, ask what the model wanted, then recompute the
                 // forced tokens' KV (the same values, so the same logits follow).
                 session.rewind(to: session.position - (pending.count - 1))
-                if let d = try probe(session: session, decoder: decoder, state: w.state, text: w.text, favourite: favourite) {
-                    stats.departures.append(d)
-                }
+                record(try probe(session: session, decoder: decoder, state: w.state, text: w.text, favourite: favourite), text: w.text)
                 logits = try session.feed(Array(pending.dropFirst()))
             }
             watch = nil
@@ -201,11 +210,10 @@ public enum ConstrainedGenerator {
                 let (lp, lseAllowed) = decoder.maskedScores(of: id, logits)
                 stats.sampled.append(SampledToken(offset: decoder.generatedBytes.count, logprob: lp,
                                                   logMass: min(0, lseAllowed - lseAll)))
-                if let departures, favourite != id, !decoder.allows(favourite),
-                   let open = JSONSpans.openValue(decoder.generatedBytes), departures.worthProbing(field: open.key),
-                   let d = try probe(session: session, decoder: decoder, state: decoder.state, text: decoder.generatedBytes,
-                                     favourite: favourite) {
-                    stats.departures.append(d)
+                if probing, let departures, favourite != id, !decoder.allows(favourite),
+                   let open = JSONSpans.openValue(decoder.generatedBytes), departures.worthProbing(field: open.key) {
+                    record(try probe(session: session, decoder: decoder, state: decoder.state, text: decoder.generatedBytes,
+                                     favourite: favourite), text: decoder.generatedBytes)
                 }
             }
             stats.constraintSeconds += now() - tv
@@ -219,7 +227,7 @@ public enum ConstrainedGenerator {
             pending = [id] + f
             // The automaton closes a number as soon as no digit can follow (18 under a maximum
             // of 100), so the text, not the state, tells that a number was being written.
-            if let departures, !f.isEmpty, let last = V.bytes(of: id).last, Self.isDigit(last),
+            if probing, let departures, !f.isEmpty, let last = V.bytes(of: id).last, Self.isDigit(last),
                let open = JSONSpans.openValue(textAfterID), Self.startsNumber(textAfterID[open.valueStart]),
                departures.worthProbing(field: open.key) {
                 watch = (afterID, textAfterID)

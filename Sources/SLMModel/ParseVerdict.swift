@@ -130,7 +130,7 @@ public struct ParseVerdict: Sendable, Equatable {
     }
 
     /// The utterance as lowercase words of letters and digits, for "did the user say it".
-    struct Words {
+    struct Words: Sendable {
         let words: [String]
         let joined: String
 
@@ -166,9 +166,14 @@ public struct ParseVerdict: Sendable, Equatable {
 /// The top-level fields where a departure could turn out to be a violation, so only their
 /// departures are worth the extra passes that find what the model wanted: fields that may
 /// hold a number, and enum fields none of whose spellings the utterance mentions. A command
-/// that names its device and room costs nothing extra there.
+/// that names its device and room costs nothing extra there. Once one violation is found the
+/// parse cannot match, and further departures are not probed (`isViolation`).
 public struct DepartureFilter: Sendable, Equatable {
     public let fields: Set<String>
+    let schema: OrderedJSON
+    let words: ParseVerdict.Words
+
+    public static func == (a: DepartureFilter, b: DepartureFilter) -> Bool { a.fields == b.fields && a.schema == b.schema && a.words.words == b.words.words }
 
     public init(schema: OrderedJSON, utterance: String) {
         var fields: Set<String> = []
@@ -183,9 +188,17 @@ public struct DepartureFilter: Sendable, Equatable {
             }
         }
         self.fields = fields
+        self.schema = schema
+        self.words = words
     }
 
     public func worthProbing(field: String) -> Bool { fields.contains(field) }
+
+    /// Whether the model wanting `value` (JSON text) in `field` is a violation (ParseVerdict).
+    public func isViolation(field: String, value: [UInt8]) -> Bool {
+        guard let v = try? OrderedJSON(parsing: String(decoding: value, as: UTF8.self)) else { return false }
+        return ParseVerdict.reason(v, field: field, schema: schema, words: words) != nil
+    }
 }
 
 /// Extra spellings for the enum values of a schema's top-level fields, from an intent file or

@@ -131,6 +131,13 @@ final class ParseVerdictTests: XCTestCase {
         XCTAssertEqual(DepartureFilter(schema: Self.schema, utterance: "turn on the dishwasher").fields, ["device", "room", "value"])
         XCTAssertEqual(DepartureFilter(schema: Self.schema, utterance: "kill the lights").fields, ["room", "action", "value"])
         XCTAssertEqual(DepartureFilter(schema: Self.schema, utterance: "set the living room heating").fields, ["value"])
+        // After the first violation the generator stops probing: the filter tells it which.
+        let f = DepartureFilter(schema: Self.schema, utterance: "turn on the dishwasher to 180")
+        XCTAssertTrue(f.isViolation(field: "value", value: bytes("180")))
+        XCTAssertFalse(f.isViolation(field: "value", value: bytes("80")))
+        XCTAssertTrue(f.isViolation(field: "device", value: bytes(#""dishwasher""#)))
+        XCTAssertFalse(f.isViolation(field: "device", value: bytes(#""window""#)), "not a word the user said")
+        XCTAssertFalse(f.isViolation(field: "device", value: bytes(#""dishw"#)), "unfinished")
     }
 
     func testAnUtteranceStatesANumberInDigitsOrWords() {
