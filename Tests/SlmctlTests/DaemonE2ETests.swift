@@ -190,6 +190,34 @@ final class DaemonE2ETests: XCTestCase {
         XCTAssertEqual(try run(["parse", "x"]).status, 2, "neither --intent nor --schema")
     }
 
+    /// docs/examples/gateway.py acts on matched commands only, and asks before the risky ones.
+    func testTheExampleGatewayActsOnlyOnMatchedCommands() throws {
+        let examples = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("docs/examples")
+        daemon.stop()
+        daemon = try Daemon(settings: ["intents_dir=\(examples.path)/intents.d"])
+        let gateway = examples.appendingPathComponent("gateway.py").path
+        func gate(_ args: [String]) throws -> RunResult {
+            try Slmctl.run(["--slmctl", try Slmctl.path] + args, env: ["SLMD_SOCKET": daemon.socket], executable: gateway, timeout: 120)
+        }
+        let lock = try gate(["lock the office door"])
+        XCTAssertEqual(lock.status, 0, lock.stdout + lock.stderr)
+        XCTAssertEqual(lock.stdout, "ACT office/door lock\n")
+        let joke = try gate(["tell me a joke"])
+        XCTAssertEqual(joke.status, 1, joke.stdout + joke.stderr)
+        XCTAssertTrue(joke.stdout.hasPrefix("NO:") && !joke.stdout.contains("ACT"), joke.stdout)
+        let oven = try gate(["set the oven to 180 degrees"])
+        XCTAssertEqual(oven.status, 1)
+        XCTAssertEqual(oven.stdout, "NO: value cannot be 180 (above the maximum 100)\n")
+        // Unlocking is always confirmed: without a terminal or --yes it is not done.
+        let unlock = try gate(["unlock the kitchen door"])
+        XCTAssertEqual(unlock.status, 1, unlock.stdout + unlock.stderr)
+        XCTAssertTrue(unlock.stdout.hasPrefix("NOT DONE"), unlock.stdout)
+        let yes = try gate(["--yes", "unlock the kitchen door"])
+        XCTAssertEqual(yes.status, 0, yes.stdout + yes.stderr)
+        XCTAssertEqual(yes.stdout, "ACT kitchen/door unlock\n")
+    }
+
     func testChatAndStdin() throws {
         let r = try run(["chat", "--system", "You are terse.", "-", "--max-tokens", "8", "--temperature", "0"], stdin: "Say hello.")
         XCTAssertEqual(r.status, 0, r.stderr)
