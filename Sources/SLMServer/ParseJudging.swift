@@ -19,18 +19,23 @@ struct ParseJudging: Sendable {
         var score: Double?
         var violations: [SLMProtocol.ParseResult.Violation]
         var confirm: [String]
+        var confidence: [String: Double]
+    }
+
+    static func confidence(_ fields: [FieldScore]) -> [String: Double] {
+        Dictionary(fields.map { ($0.key, $0.confidence) }, uniquingKeysWith: { a, _ in a })
     }
 
     static func unjudged(_ r: SLMEngine.ParseResult) -> Judged {
-        Judged(text: r.text, matched: r.complete, score: nil, violations: [], confirm: [])
+        Judged(text: r.text, matched: r.complete, score: nil, violations: [], confirm: [], confidence: confidence(r.confidence))
     }
 
     func judge(_ r: SLMEngine.ParseResult) -> Judged {
         guard r.complete, var output = try? OrderedJSON(parsing: r.text) else {
-            return Judged(text: r.text, matched: false, score: nil, violations: [], confirm: [])
+            return Judged(text: r.text, matched: false, score: nil, violations: [], confirm: [], confidence: Self.confidence(r.confidence))
         }
         let verdict = ParseVerdict.judge(text: Array(r.text.utf8), sampled: r.sampled, departures: r.departures,
-                                         schema: schema, utterance: utterance)
+                                         schema: schema, synonyms: synonyms, utterance: utterance)
         output = synonyms.canonical(output)
         // The value decoding put in a violated field is the schema's nearest stand-in for
         // what the user asked (18 for 180): it never leaves the daemon.
@@ -45,6 +50,7 @@ struct ParseJudging: Sendable {
                       violations: verdict.violations.map {
                           .init(field: $0.field, wanted: (try? JSONValue.parse(Array($0.wanted.utf8))) ?? .string($0.wanted), reason: $0.reason)
                       },
-                      confirm: matched ? verdict.fields.filter { $0.confidence < confirmBelow }.map(\.key) : [])
+                      confirm: matched ? verdict.fields.filter { $0.confidence < confirmBelow }.map(\.key) : [],
+                      confidence: Self.confidence(verdict.fields))
     }
 }

@@ -371,7 +371,7 @@ final class RequestHandler: @unchecked Sendable {
             let value = reply.matched ? ((try? JSONValue.parse(Array(reply.text.utf8))) ?? .null) : .null
             return Reply(id: id, .parse(SLMProtocol.ParseResult(
                 result: value, text: reply.text, complete: r.complete, generatedTokens: r.generatedTokens, ms: r.ms,
-                confidence: Dictionary(r.confidence.map { ($0.key, $0.confidence) }, uniquingKeysWith: { a, _ in a }),
+                confidence: reply.confidence,
                 intent: intent, tokens: returnTokens ? r.tokens.map(Int.init) : nil, matched: reply.matched,
                 matchScore: reply.score, violations: reply.violations, needsConfirmation: reply.confirm))).frame()
         case .ended(let reason, let message):

@@ -54,6 +54,24 @@ final class ParseVerdictTests: XCTestCase {
                                           utterance: "x").matchScore, 0, "an unfinished object scores 0")
     }
 
+    /// With synonyms, a choice between spellings of one value ("light" then `s` or `"`) is no
+    /// choice of value: it counts for neither confidence nor match score.
+    func testChoicesBetweenSpellingsOfOneValueDecideNothing() throws {
+        let syn = try Synonyms(try OrderedJSON(parsing: #"{"device": {"light": ["lights"]}}"#), schema: Self.schema)
+        let decoding = syn.decodingSchema(Self.schema)
+        let text = bytes(#"{"device":"light","room":"kitchen","action":"set","value":null}"#)
+        let sampled = [SampledToken(offset: 11, logprob: -0.2, logMass: -0.1),  // "light": light (or lights) vs heating, door
+                       SampledToken(offset: 16, logprob: -0.7, logMass: -0.3)]  // `"` rather than `s`: light, not lights
+        let v = ParseVerdict.judge(text: text, sampled: sampled, departures: [], schema: decoding, synonyms: syn, utterance: "x")
+        XCTAssertEqual(v.fields[0].confidence, exp(-0.2), accuracy: 1e-6)
+        XCTAssertEqual(v.fields[0].own, exp(-0.3), accuracy: 1e-6)
+        // Without the synonym, "light" after "light" is the only value too (the step is then
+        // forced in practice); with two values sharing a prefix the step decides.
+        let two = try OrderedJSON(parsing: #"{"type":"object","properties":{"device":{"enum":["light","lights"]}},"required":["device"]}"#)
+        let w = ParseVerdict.judge(text: bytes(#"{"device":"light"}"#), sampled: sampled, departures: [], schema: two, utterance: "x")
+        XCTAssertEqual(w.fields[0].confidence, exp(-0.9), accuracy: 1e-6)
+    }
+
     func departure(at offset: Int, _ wanted: String, complete: Bool = true, valid: Bool = false) -> Departure {
         Departure(offset: offset, wanted: Array(wanted.utf8), complete: complete, valid: valid)
     }
