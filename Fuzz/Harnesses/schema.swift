@@ -9,7 +9,14 @@
 // - the compiled automaton has no dead ends, and random walks to acceptance produce JSON
 //   that the schema admits (see Fuzz/Support/SchemaOracle.swift);
 // - a compile error is a SchemaError, never a trap.
+#if canImport(Glibc)
+import Glibc
+#endif
 @testable import SLMModel
+
+/// SLMD_FUZZ_PRINT=1: print each schema as text first (turns a generator-mode crash input into
+/// the schema text a regression test needs: `SLMD_FUZZ_PRINT=1 scripts/fuzz repro schema FILE`).
+private let printSchemas = getenv("SLMD_FUZZ_PRINT") != nil
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzSchema(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
@@ -22,6 +29,7 @@ public func fuzzSchema(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     } else {
         text = String(decoding: input, as: UTF8.self)
     }
+    if printSchemas { fputs(text + "\n", stderr) }
 
     let doc: OrderedJSON
     do { doc = try OrderedJSON(parsing: text) } catch {

@@ -94,9 +94,12 @@ extension ByteSource {
         case 7, 8, 9:  // object
             m.append(("type", .string("object")))
             let n: Int
+            var longKeys = 0
             switch below(16) {
-            case 0: n = 100 + below(40)       // near maxPropertiesPerObject (128)
-            case 1: n = 1000 + u16() * 2      // far beyond it: parse cost of a wide object
+            case 0:  // near maxPropertiesPerObject (128), sometimes all with long names
+                n = 100 + below(40)
+                if bool() { longKeys = u16() % 4096 }
+            case 1 where below(8) == 0: n = 1000 + u16() * 2  // far beyond it: parse cost of a wide object
             default: n = below(6)
             }
             var props: [(key: String, value: OrderedJSON)] = []
@@ -104,7 +107,8 @@ extension ByteSource {
             var k = 0
             while props.count < n && k < n + 64 {
                 k += 1
-                let key = n > 200 ? "p\(props.count)" : name()
+                let key = n > 200 ? "p\(props.count)"
+                    : longKeys > 0 ? String(repeating: "k", count: longKeys) + String(props.count) : name()
                 guard seen.insert(key).inserted else { continue }
                 props.append((key, n > 64 ? .object([("type", .string("null"))]) : schema(depth: depth + 1)))
             }
