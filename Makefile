@@ -16,7 +16,7 @@ BIN         := .build/release
 # example intents (docs/examples/intents.d: smart_home).
 SOCKET      ?= /tmp/slmd-$(shell id -u).sock
 
-.PHONY: all deps model build run test test-swift test-arm test-units bench clean deb test-deb
+.PHONY: all deps model build run test test-swift test-arm test-units bench clean deb test-deb fuzz
 
 all: build
 
@@ -65,3 +65,11 @@ deb: deps
 # Not part of `make test`: a cold static build alone takes ~3.5 min on 2 cores.
 test-deb: deps model
 	scripts/test-deb
+
+# libFuzzer harnesses (Fuzz/) over the frame/request decoders, the GGUF parser, the schema
+# compiler and automaton, and the config and intent parsers, built with
+# -sanitize=fuzzer,address into .build-fuzz/. Each target runs FUZZ_SECONDS (CI: 20); exits
+# non-zero on any crash, timeout or OOM, or when an input saved in Fuzz/crashes/ still crashes.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz
