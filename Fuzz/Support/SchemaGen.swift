@@ -9,6 +9,7 @@ struct ByteSource {
     let bytes: [UInt8]
     var i = 0
     var budget = 4096  // nodes left: keeps generated schemas bounded
+    var longBudget = 1 << 18  // characters left for long names (wide objects are separate)
     init(_ bytes: [UInt8]) { self.bytes = bytes }
     var isEmpty: Bool { i >= bytes.count }
     mutating func byte() -> UInt8 {
@@ -45,7 +46,10 @@ extension ByteSource {
     mutating func name() -> String {
         switch below(8) {
         case 0: return edgeStrings[below(edgeStrings.count)]
-        case 1: return String(repeating: "k", count: u16() % 2048) + String(byte())  // long keys
+        case 1:  // long keys
+            let n = min(u16() % 2048, longBudget)
+            longBudget -= n
+            return String(repeating: "k", count: n) + String(byte())
         default: return "p" + String(below(40))
         }
     }
@@ -98,7 +102,7 @@ extension ByteSource {
             switch below(16) {
             case 0:  // near maxPropertiesPerObject (128), sometimes all with long names
                 n = 100 + below(40)
-                if bool() { longKeys = u16() % 4096 }
+                if bool() { longKeys = min(u16() % 4096, longBudget / 64); longBudget -= longKeys * 64 }
             case 1 where below(8) == 0: n = 1000 + u16() * 2  // far beyond it: parse cost of a wide object
             default: n = below(6)
             }

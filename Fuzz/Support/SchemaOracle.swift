@@ -230,15 +230,18 @@ func schemaViolation(_ value: OrderedJSON, _ schema: OrderedJSON, at path: Strin
 
 // MARK: Walking the automaton
 
-/// Checks the automaton's local invariants at `s` and returns its allowed bytes.
-private func checkedAllowed(_ a: SchemaAutomaton, _ s: SchemaAutomaton.State, after out: [UInt8]) -> [UInt8] {
+/// Checks the automaton's local invariants at `s` and returns its allowed bytes
+/// (`onlyAllowedByte` is compared on some steps only: it costs another 256 steps).
+private func checkedAllowed(_ a: SchemaAutomaton, _ s: SchemaAutomaton.State, after out: [UInt8], rng: inout FuzzRNG) -> [UInt8] {
     let allowed = a.allowedBytes(s)
     if a.isComplete(s) {
         fuzzCheck(allowed.isEmpty, "complete state allows \(fuzzShow(allowed)) after \(fuzzShow(out))")
     }
     fuzzCheck(!allowed.isEmpty || a.isAccepting(s), "dead end: nothing allowed and not accepting after \(fuzzShow(out))")
-    let only = a.onlyAllowedByte(s)
-    fuzzCheck(only == (allowed.count == 1 ? allowed[0] : nil), "onlyAllowedByte \(String(describing: only)) vs allowed \(fuzzShow(allowed))")
+    if allowed.count <= 1 || rng.chance(1, in: 16) {
+        let only = a.onlyAllowedByte(s)
+        fuzzCheck(only == (allowed.count == 1 ? allowed[0] : nil), "onlyAllowedByte \(String(describing: only)) vs allowed \(fuzzShow(allowed))")
+    }
     return allowed
 }
 
@@ -256,7 +259,7 @@ func walkAutomaton(_ a: SchemaAutomaton, rng: inout FuzzRNG, randomSteps: Int, l
     var s = a.initialState
     var out: [UInt8] = []
     while true {
-        let allowed = checkedAllowed(a, s, after: out)
+        let allowed = checkedAllowed(a, s, after: out, rng: &rng)
         if allowed.isEmpty { return out }  // accepting (checked) and nothing may follow
         if a.isAccepting(s) && (out.count >= randomSteps || rng.chance(1, in: 16)) { return out }
         if out.count >= limit { return nil }
@@ -276,7 +279,7 @@ func walkAutomaton(_ a: SchemaAutomaton, rng: inout FuzzRNG, randomSteps: Int, l
 func checkAutomaton(_ a: SchemaAutomaton, schema: OrderedJSON, rng: inout FuzzRNG, walks: Int = 3) {
     for w in 0..<walks {
         let randomSteps = [0, 24, 400][w % 3]
-        guard let text = walkAutomaton(a, rng: &rng, randomSteps: randomSteps, limit: randomSteps + 20_000) else { continue }
+        guard let text = walkAutomaton(a, rng: &rng, randomSteps: randomSteps, limit: randomSteps + 8192) else { continue }
         fuzzCheck(a.accepts(text), "accepts() refuses the text it walked: \(fuzzShow(text))")
         if let m = a.maxOutputBytes {
             fuzzCheck(text.count <= m, "output of \(text.count) bytes > maxOutputBytes \(m): \(fuzzShow(text))")
