@@ -21,7 +21,7 @@ final class RequestHandler: @unchecked Sendable {
     let logger: Logger
     let intents: IntentRegistry
     weak var server: Server?
-    let serverVersion = "0.1.0"
+    let serverVersion = SLMDVersion.string
     /// Where requests are tokenized and compiled, off the I/O thread.
     let preparation: PreparationThread
 

@@ -3,6 +3,7 @@ import Logging
 import SLMEngine
 import SLMKernels
 import SLMModel
+import SLMProtocol
 import SLMServer
 import SLMSystemd
 import Synchronization
