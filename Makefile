@@ -16,7 +16,7 @@ BIN         := .build/release
 # example intents (docs/examples/intents.d: smart_home).
 SOCKET      ?= /tmp/slmd-$(shell id -u).sock
 
-.PHONY: all deps model build run test test-swift test-arm test-units bench clean deb test-deb test-system
+.PHONY: all deps model build run test test-swift test-arm test-units test-load bench clean deb test-deb test-system
 
 all: build
 
@@ -48,6 +48,15 @@ test-arm:
 
 test-units:
 	scripts/verify-units
+
+# Load and fault test against the real daemon: LOAD_CLIENTS clients doing every op for
+# LOAD_SECONDS while slmd gets SIGHUP, SIGTERM, SIGKILL and its model replaced by rename.
+# Prints figures; fails only if a request is lost or the daemon misbehaves. Not part of
+# `make test` (it runs for a minute). More knobs: scripts/test-load --help.
+LOAD_CLIENTS ?= 16
+LOAD_SECONDS ?= 60
+test-load: build model
+	scripts/test-load --clients $(LOAD_CLIENTS) --seconds $(LOAD_SECONDS) --slmd $(BIN)/slmd --model "$$(scripts/fetch-model)"
 
 bench: build model
 	$(BIN)/slmd bench

@@ -62,7 +62,7 @@ let package = Package(
         .testTarget(name: "SLMProtocolTests", dependencies: ["SLMProtocol"]),
         .testTarget(name: "SLMSystemdTests", dependencies: ["SLMSystemd"]),
         .testTarget(name: "SLMEngineTests", dependencies: ["SLMEngine", "SLMModel", "SLMKernels"]),
-        .testTarget(name: "SLMServerTests", dependencies: ["SLMServer", "SLMProtocol"]),
+        .testTarget(name: "SLMServerTests", dependencies: ["SLMServer", "SLMProtocol", "SLMEngine", "SLMModel"]),
         // Runs the built slmctl binary (found beside the test bundle) against a fake server
         // and against `slmd serve` with the real model; links only the protocol.
         .testTarget(name: "SlmctlTests", dependencies: ["SLMProtocol"]),
