@@ -16,7 +16,7 @@ BIN         := .build/release
 # example intents (docs/examples/intents.d: smart_home).
 SOCKET      ?= /tmp/slmd-$(shell id -u).sock
 
-.PHONY: all deps model build run test test-swift test-arm test-units test-load bench clean deb test-deb
+.PHONY: all deps model build run test test-swift test-arm test-units test-load bench clean deb test-deb test-system
 
 all: build
 
@@ -74,3 +74,11 @@ deb: deps
 # Not part of `make test`: a cold static build alone takes ~3.5 min on 2 cores.
 test-deb: deps model
 	scripts/test-deb
+
+# End-to-end under a real systemd: boots a Debian 12 container (systemd-nspawn --boot; rootfs
+# debootstrapped once into ${XDG_CACHE_HOME:-~/.cache}/slmd/test-system), installs the .deb
+# with dpkg -i and checks socket activation, Type=notify, watchdog, reload, MemoryMax,
+# journald fields, systemd-analyze security and dpkg --purge. Root only; opt-in (minutes).
+# DEB=path tests a given package; SKIP_BUILD=1 repackages without rebuilding.
+test-system: deps model
+	scripts/test-system
