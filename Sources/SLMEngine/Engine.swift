@@ -178,6 +178,10 @@ public final class Engine: @unchecked Sendable {
         if warmUp {
             let s = Session(runner: runner, capacity: 8)
             try s.feed([0, 1])
+            // Also the constraint vocabulary (~2 MiB, seconds on a slow board): built lazily,
+            // the first parse paid for it on the engine thread, long enough without a
+            // heartbeat to trip a tight systemd watchdog. The engine thread is not running yet.
+            _ = constraintVocabulary()
         }
         let box = Unmanaged.passRetained(self)
         var tid = pthread_t()
