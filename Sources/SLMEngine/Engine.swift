@@ -203,7 +203,7 @@ public final class Engine: @unchecked Sendable {
         let prompt = request.promptIDs.count
         let maxTokens = request.options.maxTokens
         func refuse(_ code: EngineError.Code, _ message: String) -> EngineError {
-            lock.withLock { shared.stats.refused[code.rawValue, default: 0] += 1 }
+            lock.withLock { shared.stats.refused[code, default: 0] += 1 }
             return EngineError(code, message)
         }
         guard prompt > 0 else { throw refuse(.badRequest, "the prompt is empty") }
@@ -227,11 +227,11 @@ public final class Engine: @unchecked Sendable {
         let pending = Pending(handle: handle, request: request, sink: sink, submitted: monotonicSeconds(), kvCapacity: capacity)
         let refusal: EngineError? = lock.withLock {
             if shared.stopping {
-                shared.stats.refused[EngineError.Code.shuttingDown.rawValue, default: 0] += 1
+                shared.stats.refused[EngineError.Code.shuttingDown, default: 0] += 1
                 return EngineError(.shuttingDown, "the daemon is shutting down")
             }
             guard shared.queue.count < config.maxQueued else {
-                shared.stats.refused[EngineError.Code.busy.rawValue, default: 0] += 1
+                shared.stats.refused[EngineError.Code.busy, default: 0] += 1
                 return EngineError(.busy, "\(shared.queue.count) requests already queued (max_queued \(config.maxQueued))")
             }
             shared.queue.append(pending)
@@ -253,7 +253,7 @@ public final class Engine: @unchecked Sendable {
             if let i = shared.queue.firstIndex(where: { $0.handle === prev }) {
                 let p = shared.queue.remove(at: i)
                 shared.stats.queued = shared.queue.count
-                shared.stats.finished[FinishReason.superseded.rawValue, default: 0] += 1
+                shared.stats.finished[FinishReason.superseded, default: 0] += 1
                 return (prev, p)
             }
             if let i = shared.jobs.firstIndex(where: { $0.handle === prev }) {
@@ -289,7 +289,7 @@ public final class Engine: @unchecked Sendable {
             if let i = shared.queue.firstIndex(where: { $0.handle === handle }) {
                 let p = shared.queue.remove(at: i)
                 shared.stats.queued = shared.queue.count
-                shared.stats.finished[FinishReason.cancelled.rawValue, default: 0] += 1
+                shared.stats.finished[FinishReason.cancelled, default: 0] += 1
                 return p
             }
             return nil
@@ -768,7 +768,7 @@ public final class Engine: @unchecked Sendable {
         lock.withLock {
             if let key = s.request.session, shared.sessions[key] === s.handle { shared.sessions[key] = nil }
             shared.stats.active = max(0, shared.stats.active - 1)
-            shared.stats.finished[reason.rawValue, default: 0] += 1
+            shared.stats.finished[reason, default: 0] += 1
             shared.stats.generatedTokens += s.generated.count
             if s.firstTokenAt != nil { shared.ttft.add(ttft) }
             if rate > 0 { shared.rate.add(rate) }

@@ -198,11 +198,11 @@ extension Engine {
         let refusal: EngineError? = lock.withLock {
             if shared.stopping {
                 // Counted like submit()'s refusals, so stats add up across ops.
-                shared.stats.refused[EngineError.Code.shuttingDown.rawValue, default: 0] += 1
+                shared.stats.refused[EngineError.Code.shuttingDown, default: 0] += 1
                 return EngineError(.shuttingDown, "the daemon is shutting down")
             }
             guard shared.queue.count + shared.jobs.count < config.maxQueued else {
-                shared.stats.refused[EngineError.Code.busy.rawValue, default: 0] += 1
+                shared.stats.refused[EngineError.Code.busy, default: 0] += 1
                 return EngineError(.busy, "\(shared.queue.count + shared.jobs.count) requests already queued (max_queued \(config.maxQueued))")
             }
             shared.jobs.append(job)

@@ -500,11 +500,11 @@ final class RequestHandler: @unchecked Sendable {
             "choose_requests": Int64(s.chooseRequests),
             "parse_requests": Int64(s.parseRequests),
         ]
-        for reason in ["stop", "length", "cancelled", "deadline", "error", "superseded"] {
-            counters["requests_finished_\(reason)"] = Int64(s.finished[reason, default: 0])
+        for reason in SLMModel.FinishReason.allCases {
+            counters["requests_finished_\(reason.rawValue)"] = Int64(s.finished[reason, default: 0])
         }
-        for code in ["busy", "overMemoryBudget", "contextOverflow", "shuttingDown", "badRequest"] {
-            counters["requests_refused_\(snake(code))"] = Int64(s.refused[code, default: 0])
+        for code in EngineError.Code.allCases {
+            counters["requests_refused_\(snake(code.rawValue))"] = Int64(s.refused[code, default: 0])
         }
         let gauges: [String: Double] = [
             "active": Double(s.active), "queued": Double(s.queued),
