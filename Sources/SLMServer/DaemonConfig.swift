@@ -90,7 +90,10 @@ extension DaemonConfig {
         // A key set twice is refused: which one wins would be a guess for whoever edits
         // the file next (flags and --set override the file on purpose; that is not this).
         var lineOfKey: [String: Int] = [:]
-        for (n, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        // "\r\n" is one Character in Swift, so splitting on "\n" alone made a CRLF file one
+        // line, and a first key taking any string (model = …) swallowed the rest (found by
+        // make fuzz).
+        for (n, raw) in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }).enumerated() {
             var line = Substring(raw)
             if let hash = line.firstIndex(of: "#") { line = line[..<hash] }
             line = trim(line)

@@ -65,4 +65,24 @@ final class ConfigTests: XCTestCase {
                                 vocabSize: 300, trainedContextLength: 8192)
         XCTAssertEqual(e.problem(modelConfig: model), "max_context 1000000 is above the model's trained context length 8192")
     }
+
+    /// A file saved with CRLF line ends was read as one line (found by make fuzz).
+    func testCRLFLineEndsAreLineEnds() throws {
+        var c = DaemonConfig()
+        try c.apply(configText: "model = /m.gguf\r\nthreads = 2\r\nmax_sequences = 8\r\n", source: "crlf.conf")
+        XCTAssertEqual(c.model, "/m.gguf")
+        XCTAssertEqual(c.threadsSetting, 2)
+        XCTAssertEqual(c.engine.maxSequences, 8)
+        XCTAssertThrowsError(try DaemonConfig().applying("threads = 2\r\nbogus = 1\r\n")) {
+            XCTAssertEqual("\($0)", "x.conf:2: unknown key 'bogus'")
+        }
+    }
+}
+
+private extension DaemonConfig {
+    func applying(_ text: String) throws -> DaemonConfig {
+        var c = self
+        try c.apply(configText: text, source: "x.conf")
+        return c
+    }
 }
