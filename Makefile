@@ -16,7 +16,7 @@ BIN         := .build/release
 # example intents (docs/examples/intents.d: smart_home).
 SOCKET      ?= /tmp/slmd-$(shell id -u).sock
 
-.PHONY: all deps model build run test test-swift test-arm test-units bench clean deb test-deb fuzz
+.PHONY: all deps model build run test test-swift test-arm test-units test-load bench clean deb test-deb test-system fuzz
 
 all: build
 
@@ -49,6 +49,15 @@ test-arm:
 test-units:
 	scripts/verify-units
 
+# Load and fault test against the real daemon: LOAD_CLIENTS clients doing every op for
+# LOAD_SECONDS while slmd gets SIGHUP, SIGTERM, SIGKILL and its model replaced by rename.
+# Prints figures; fails only if a request is lost or the daemon misbehaves. Not part of
+# `make test` (it runs for a minute). More knobs: scripts/test-load --help.
+LOAD_CLIENTS ?= 16
+LOAD_SECONDS ?= 60
+test-load: build model
+	scripts/test-load --clients $(LOAD_CLIENTS) --seconds $(LOAD_SECONDS) --slmd $(BIN)/slmd --model "$$(scripts/fetch-model)"
+
 bench: build model
 	$(BIN)/slmd bench
 
@@ -65,6 +74,14 @@ deb: deps
 # Not part of `make test`: a cold static build alone takes ~3.5 min on 2 cores.
 test-deb: deps model
 	scripts/test-deb
+
+# End-to-end under a real systemd: boots a Debian 12 container (systemd-nspawn --boot; rootfs
+# debootstrapped once into ${XDG_CACHE_HOME:-~/.cache}/slmd/test-system), installs the .deb
+# with dpkg -i and checks socket activation, Type=notify, watchdog, reload, MemoryMax,
+# journald fields, systemd-analyze security and dpkg --purge. Root only; opt-in (minutes).
+# DEB=path tests a given package; SKIP_BUILD=1 repackages without rebuilding.
+test-system: deps model
+	scripts/test-system
 
 # libFuzzer harnesses (Fuzz/) over the frame/request decoders, the GGUF parser, the schema
 # compiler and automaton, and the config and intent parsers, built with

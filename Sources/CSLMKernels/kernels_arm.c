@@ -77,13 +77,19 @@ static void neon_mad_round_f16(float a, const uint16_t *v, float *y, ptrdiff_t n
 #pragma GCC pop_options
 #endif
 
+/* No NEON quantize_q8, attn_f16 or matmul_tile16 yet: those fall back to the generic C
+ * (issue #11). */
 const slm_impl slm_impl_neon = {
-    SLM_PATH_NEON, "arm64-neon", neon_q4_1, neon_q4_0, neon_q8_0, neon_dot_f16, neon_axpy_f16, neon_to_f16, neon_scale_round_f16, neon_mad_round_f16,
-    NULL, NULL, NULL,
+    .id = SLM_PATH_NEON, .name = "arm64-neon",
+    .q4_1 = neon_q4_1, .q4_0 = neon_q4_0, .q8_0 = neon_q8_0,
+    .dot_f16 = neon_dot_f16, .axpy_f16 = neon_axpy_f16, .to_f16 = neon_to_f16,
+    .scale_round_f16 = neon_scale_round_f16, .mad_round_f16 = neon_mad_round_f16,
 };
 const slm_impl slm_impl_neon_dotprod = {
-    SLM_PATH_NEON_DOTPROD, "arm64-neon-dotprod", dotprod_q4_1, dotprod_q4_0, dotprod_q8_0,
-    neon_dot_f16, neon_axpy_f16, neon_to_f16, neon_scale_round_f16, neon_mad_round_f16, NULL, NULL, NULL,
+    .id = SLM_PATH_NEON_DOTPROD, .name = "arm64-neon-dotprod",
+    .q4_1 = dotprod_q4_1, .q4_0 = dotprod_q4_0, .q8_0 = dotprod_q8_0,
+    .dot_f16 = neon_dot_f16, .axpy_f16 = neon_axpy_f16, .to_f16 = neon_to_f16,
+    .scale_round_f16 = neon_scale_round_f16, .mad_round_f16 = neon_mad_round_f16,
 };
 
 #endif /* __aarch64__ */

@@ -20,3 +20,15 @@ static inline int slmd_get_peer_credentials(int fd, slmd_peer_credentials *out) 
     if (len != sizeof(*out)) return -EINVAL;
     return 0;
 }
+
+#ifndef SO_PEERGROUPS
+#define SO_PEERGROUPS 59 /* Linux 4.13; older libc headers lack the name */
+#endif
+
+/* getsockopt(SO_PEERGROUPS): the peer's supplementary groups as of connect(), into
+ * out[0..<capacity]. Returns the count, or -errno (-ERANGE when capacity is too small). */
+static inline int slmd_get_peer_groups(int fd, gid_t *out, int capacity) {
+    socklen_t len = (socklen_t)(capacity * (int)sizeof(gid_t));
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, out, &len) != 0) return -errno;
+    return (int)(len / sizeof(gid_t));
+}

@@ -5,13 +5,14 @@ import Darwin
 #endif
 
 /// A mutex with a condition variable: the engine thread sleeps on it when there is no
-/// work, and submitters wake it. (Synchronization.Mutex has no condition variable.)
-final class ConditionLock: @unchecked Sendable {
+/// work, and submitters wake it; the server's request-preparation thread does the same.
+/// (Synchronization.Mutex has no condition variable.)
+public final class ConditionLock: @unchecked Sendable {
     // @unchecked: all access goes through the pthread mutex.
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
     private let cond: UnsafeMutablePointer<pthread_cond_t>
 
-    init() {
+    public init() {
         mutex = .allocate(capacity: 1)
         cond = .allocate(capacity: 1)
         pthread_mutex_init(mutex, nil)
@@ -30,14 +31,15 @@ final class ConditionLock: @unchecked Sendable {
         cond.deallocate()
     }
 
-    func withLock<T>(_ body: () throws -> T) rethrows -> T {
+    /// Runs `body` with the mutex held.
+    public func withLock<T>(_ body: () throws -> T) rethrows -> T {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         return try body()
     }
 
     /// Waits (the lock must be held) until signalled or `seconds` pass.
-    func wait(seconds: Double) {
+    public func wait(seconds: Double) {
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)
         let whole = Int(seconds)
@@ -51,7 +53,8 @@ final class ConditionLock: @unchecked Sendable {
         pthread_cond_timedwait(cond, mutex, &ts)
     }
 
-    func broadcast() {
+    /// Wakes every waiter (call with the lock held).
+    public func broadcast() {
         pthread_cond_broadcast(cond)
     }
 }

@@ -55,11 +55,17 @@ public final class Engine: @unchecked Sendable {
     /// word and types a space), the next keystroke's context is exactly this: with a branch
     /// cache that holds it, no prefill pass is needed. A few recent ones, counted as cached.
     var branchStartLogits: [(tokens: [Int32], logits: [Float])] = []
+    /// Whose keystrokes the suggest caches above hold (engine thread).
+    var suggestCacheOwner: UInt32?
     /// Built on the first `parse` (engine thread only): token bytes and trie, ~2 MiB.
     private var vocabulary: ConstraintVocabulary?
     /// Compiled schema and its masks, shared by requests with the same schema text (a
     /// mask cache belongs to one automaton object), a few schemas at most.
     private var schemaCaches: [String: (automaton: SchemaAutomaton, masks: MaskCache)] = [:]
+    /// Compiled schemas kept with their masks. Each is at most ~1 MiB compiled
+    /// (`JSONSchemaCompiler.maxTrieNodes`) plus up to 512 token masks (vocab/8 bytes each,
+    /// 3 MiB with the default model), held outside the KV budget: 4 bound it to ~16 MiB.
+    static let maxCachedSchemas = 4
 
     /// State shared between submitters and the engine thread.
     struct Shared {
@@ -172,6 +178,10 @@ public final class Engine: @unchecked Sendable {
         if warmUp {
             let s = Session(runner: runner, capacity: 8)
             try s.feed([0, 1])
+            // Also the constraint vocabulary (~2 MiB, seconds on a slow board): built lazily,
+            // the first parse paid for it on the engine thread, long enough without a
+            // heartbeat to trip a tight systemd watchdog. The engine thread is not running yet.
+            _ = constraintVocabulary()
         }
         let box = Unmanaged.passRetained(self)
         var tid = pthread_t()
@@ -193,7 +203,7 @@ public final class Engine: @unchecked Sendable {
         let prompt = request.promptIDs.count
         let maxTokens = request.options.maxTokens
         func refuse(_ code: EngineError.Code, _ message: String) -> EngineError {
-            lock.withLock { shared.stats.refused[code.rawValue, default: 0] += 1 }
+            lock.withLock { shared.stats.refused[code, default: 0] += 1 }
             return EngineError(code, message)
         }
         guard prompt > 0 else { throw refuse(.badRequest, "the prompt is empty") }
@@ -213,15 +223,15 @@ public final class Engine: @unchecked Sendable {
         guard need <= available else {
             throw refuse(.overMemoryBudget, "needs \(need) bytes of KV cache; the budget leaves \(available) for all sequences")
         }
-        let handle = RequestHandle(id: nextID.add(1, ordering: .relaxed).oldValue)
+        let handle = RequestHandle(id: nextID.add(1, ordering: .relaxed).oldValue, owner: request.owner)
         let pending = Pending(handle: handle, request: request, sink: sink, submitted: monotonicSeconds(), kvCapacity: capacity)
         let refusal: EngineError? = lock.withLock {
             if shared.stopping {
-                shared.stats.refused[EngineError.Code.shuttingDown.rawValue, default: 0] += 1
+                shared.stats.refused[EngineError.Code.shuttingDown, default: 0] += 1
                 return EngineError(.shuttingDown, "the daemon is shutting down")
             }
             guard shared.queue.count < config.maxQueued else {
-                shared.stats.refused[EngineError.Code.busy.rawValue, default: 0] += 1
+                shared.stats.refused[EngineError.Code.busy, default: 0] += 1
                 return EngineError(.busy, "\(shared.queue.count) requests already queued (max_queued \(config.maxQueued))")
             }
             shared.queue.append(pending)
@@ -243,7 +253,7 @@ public final class Engine: @unchecked Sendable {
             if let i = shared.queue.firstIndex(where: { $0.handle === prev }) {
                 let p = shared.queue.remove(at: i)
                 shared.stats.queued = shared.queue.count
-                shared.stats.finished[FinishReason.superseded.rawValue, default: 0] += 1
+                shared.stats.finished[FinishReason.superseded, default: 0] += 1
                 return (prev, p)
             }
             if let i = shared.jobs.firstIndex(where: { $0.handle === prev }) {
@@ -279,7 +289,7 @@ public final class Engine: @unchecked Sendable {
             if let i = shared.queue.firstIndex(where: { $0.handle === handle }) {
                 let p = shared.queue.remove(at: i)
                 shared.stats.queued = shared.queue.count
-                shared.stats.finished[FinishReason.cancelled.rawValue, default: 0] += 1
+                shared.stats.finished[FinishReason.cancelled, default: 0] += 1
                 return p
             }
             return nil
@@ -345,6 +355,7 @@ public final class Engine: @unchecked Sendable {
             // reuses the prefix of the one it replaced.
             reap()
             let admitted = admit()
+            if admitted || !active.isEmpty { TestFault.engineHasWork() }
             if lock.withLock({ shared.finished }) {
                 for s in active { finish(s, .cancelled) }
                 active.removeAll()
@@ -365,6 +376,7 @@ public final class Engine: @unchecked Sendable {
             // few batched passes, and a keystroke must not wait behind long generations.
             let job: Job? = lock.withLock { shared.jobs.isEmpty ? nil : shared.jobs.removeFirst() }
             if let job {
+                TestFault.engineHasWork()
                 run(job)
                 continue
             }
@@ -401,7 +413,7 @@ public final class Engine: @unchecked Sendable {
 
     func compiledSchema(_ schema: String, _ automaton: SchemaAutomaton) -> (automaton: SchemaAutomaton, masks: MaskCache) {
         if let c = schemaCaches[schema] { return c }
-        if schemaCaches.count >= 16 { schemaCaches.removeAll() }  // bounded; rebuilt on demand
+        if schemaCaches.count >= Self.maxCachedSchemas { schemaCaches.removeAll() }  // rebuilt on demand
         let c = (automaton, MaskCache(automaton: automaton, vocabulary: constraintVocabulary()))
         schemaCaches[schema] = c
         return c
@@ -528,6 +540,24 @@ public final class Engine: @unchecked Sendable {
         return (cache, logits)
     }
 
+    /// Empties the suggest caches (greedy memo, branch caches, branch-start logits) when a
+    /// suggest of another owner arrives: replaying another user's greedy steps or reusing
+    /// their branch KV would reveal, by timing and by `reused_tokens`, what they typed.
+    /// A device UI is one owner, so this costs nothing in the common case.
+    func scopeSuggestCaches(to owner: UInt32) {
+        guard suggestCacheOwner != owner else { return }
+        suggestCacheOwner = owner
+        greedyMemo.reset(context: [])
+        let bytes = branchPool.reduce(0) { $0 + $1.cache.bytes }
+            + branchStartLogits.reduce(0) { $0 + $1.logits.count * MemoryLayout<Float>.size }
+        branchPool.removeAll()
+        branchStartLogits.removeAll()
+        lock.withLock {
+            shared.cachedBytes -= bytes
+            lock.broadcast()
+        }
+    }
+
     /// Keeps a finished branch's cache (holding `tokens`) for the next suggest; its bytes
     /// move from in use to cached (evictable).
     func poolBranchCache(_ cache: KVCache, tokens: [Int32]) {
@@ -551,8 +581,8 @@ public final class Engine: @unchecked Sendable {
     /// A KV cache of `capacity` tokens holding as much of `tokens` as the prefix cache
     /// has (at most `tokens.count − 1`, so the caller still feeds one token and gets
     /// logits), or nil when the budget cannot fit it now. Counts as in use.
-    func acquireCache(for tokens: [Int32], capacity: Int) -> (cache: KVCache, reused: Int)? {
-        let match = prefixCache.longestMatch(tokens)
+    func acquireCache(for tokens: [Int32], capacity: Int, owner: UInt32) -> (cache: KVCache, reused: Int)? {
+        let match = prefixCache.longestMatch(tokens, owner: owner)
         let reusable = min(match?.length ?? 0, tokens.count - 1)
         if let m = match, reusable > 0 {
             let entry = prefixCache.entries[m.index]
@@ -586,7 +616,7 @@ public final class Engine: @unchecked Sendable {
     }
 
     /// Hands a sequence's KV to the prefix cache (it stops counting as in use).
-    func retire(_ cache: KVCache, tokens: [Int32], lastLogits: [Float]? = nil) {
+    func retire(_ cache: KVCache, tokens: [Int32], owner: UInt32, lastLogits: [Float]? = nil) {
         let n = min(cache.count, tokens.count)
         let bytes = cache.bytes
         guard n > 0 else {
@@ -596,7 +626,7 @@ public final class Engine: @unchecked Sendable {
         cache.truncate(to: n)
         // Logits only describe the full token list.
         let logits = n == tokens.count ? lastLogits : nil
-        let dropped = prefixCache.insert(tokens: Array(tokens.prefix(n)), cache: cache, lastLogits: logits)
+        let dropped = prefixCache.insert(tokens: Array(tokens.prefix(n)), cache: cache, owner: owner, lastLogits: logits)
         let kept = prefixCache.entries.first { $0.cache === cache }
         lock.withLock {
             shared.kvBytesInUse -= bytes
@@ -614,7 +644,7 @@ public final class Engine: @unchecked Sendable {
         var admittedAny = false
         while active.count < config.maxSequences {
             guard let head = lock.withLock({ shared.queue.first }) else { break }
-            guard let (cache, reused) = acquireCache(for: head.request.promptIDs, capacity: head.kvCapacity) else { break }
+            guard let (cache, reused) = acquireCache(for: head.request.promptIDs, capacity: head.kvCapacity, owner: head.handle.owner) else { break }
             // The lock was released while the cache was prepared: the request may have been
             // cancelled or superseded (and removed from the queue) in the meantime.
             let stillQueued: Bool = lock.withLock {
@@ -626,7 +656,7 @@ public final class Engine: @unchecked Sendable {
                 return true
             }
             guard stillQueued else {
-                retire(cache, tokens: Array(head.request.promptIDs.prefix(reused)))
+                retire(cache, tokens: Array(head.request.promptIDs.prefix(reused)), owner: head.handle.owner)
                 continue
             }
             let deadline = head.request.deadline
@@ -734,11 +764,11 @@ public final class Engine: @unchecked Sendable {
                                     totalMs: (now - s.submitted) * 1000, errorMessage: message)
         // The KV of prompt + generated tokens stays cached for the next request that
         // starts the same way (the last sampled token was never fed, so it is not there).
-        retire(s.cache, tokens: s.history)
+        retire(s.cache, tokens: s.history, owner: s.handle.owner)
         lock.withLock {
             if let key = s.request.session, shared.sessions[key] === s.handle { shared.sessions[key] = nil }
             shared.stats.active = max(0, shared.stats.active - 1)
-            shared.stats.finished[reason.rawValue, default: 0] += 1
+            shared.stats.finished[reason, default: 0] += 1
             shared.stats.generatedTokens += s.generated.count
             if s.firstTokenAt != nil { shared.ttft.add(ttft) }
             if rate > 0 { shared.rate.add(rate) }

@@ -33,6 +33,11 @@ public struct EngineConfig: Sendable, Equatable {
         if maxSequences < 1 || maxSequences > 256 { return "max_sequences must be in 1...256" }
         if maxQueued < 1 || maxQueued > 65536 { return "max_queued must be in 1...65536" }
         if maxContext < 16 { return "max_context must be at least 16" }
+        // Positions past the trained context are out of the model's distribution (and a
+        // typo like 1000000 would only show up as over_memory_budget for every request).
+        if maxContext > modelConfig.trainedContextLength {
+            return "max_context \(maxContext) is above the model's trained context length \(modelConfig.trainedContextLength)"
+        }
         if maxTokens < 1 || maxTokens >= maxContext { return "max_tokens must be in 1..<max_context" }
         if prefillChunk < 1 || prefillChunk > 4096 { return "prefill_chunk must be in 1...4096" }
         if prefixCacheEntries < 0 || prefixCacheEntries > 4096 { return "prefix_cache_entries must be in 0...4096" }
@@ -58,8 +63,12 @@ public struct GenerationRequest: Sendable {
     /// one (it ends with `superseded`) and reuses its KV prefix.
     public var session: String?
 
+    /// See `RequestHandle.owner`.
+    public var owner: UInt32
+
     public init(promptIDs: [Int32], options: GenerationOptions, deadline: Double? = nil, stream: Bool = true,
-                session: String? = nil) {
+                session: String? = nil, owner: UInt32 = 0) {
+        self.owner = owner
         self.promptIDs = promptIDs
         self.options = options
         self.deadline = deadline
@@ -95,7 +104,7 @@ public enum EngineEvent: Sendable {
 
 /// Why a request was refused at submission.
 public struct EngineError: Error, Sendable, Equatable, CustomStringConvertible {
-    public enum Code: String, Sendable {
+    public enum Code: String, Sendable, CaseIterable {
         case busy, overMemoryBudget, contextOverflow, shuttingDown, badRequest
     }
     public let code: Code
@@ -109,10 +118,17 @@ public struct EngineError: Error, Sendable, Equatable, CustomStringConvertible {
 /// Identifies a submitted request; cancel through the engine.
 public final class RequestHandle: Sendable, Hashable {
     public let id: UInt64
+    /// Whose request this is (the peer's uid over the socket; 0 in-process). Cached KV,
+    /// replayable suggest steps and their reuse counts are shared only between requests
+    /// of the same owner, so one user cannot probe what another typed.
+    public let owner: UInt32
     let cancelRequested = Atomic<Bool>(false)
     /// Set with `cancelRequested` when a newer request on the same session replaced it.
     let superseded = Atomic<Bool>(false)
-    init(id: UInt64) { self.id = id }
+    init(id: UInt64, owner: UInt32) {
+        self.id = id
+        self.owner = owner
+    }
     public static func == (a: RequestHandle, b: RequestHandle) -> Bool { a === b }
     public func hash(into h: inout Hasher) { h.combine(id) }
 }
@@ -122,10 +138,10 @@ public struct EngineStats: Sendable, Equatable {
     public var active = 0
     public var queued = 0
     public var admitted = 0
-    /// Finished requests by finish reason (`stop`, `length`, `cancelled`, …).
-    public var finished: [String: Int] = [:]
-    /// Refused at submission, by `EngineError.Code`.
-    public var refused: [String: Int] = [:]
+    /// Finished requests by finish reason.
+    public var finished: [FinishReason: Int] = [:]
+    /// Refused at submission, by error code.
+    public var refused: [EngineError.Code: Int] = [:]
     public var promptTokens = 0
     public var generatedTokens = 0
     public var forwardPasses = 0

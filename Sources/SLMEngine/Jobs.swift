@@ -129,7 +129,7 @@ extension Engine {
 
     /// Queues a `suggest`: up to `options.n` distinct short continuations of `prefix`,
     /// computed from the shared prefix KV with the branches batched in each pass.
-    public func submitSuggest(prefix: String, options: SuggestOptions,
+    public func submitSuggest(prefix: String, options: SuggestOptions, owner: UInt32 = 0,
                               completion: @escaping @Sendable (JobOutcome) -> Void) throws(EngineError) -> RequestHandle {
         guard (1...8).contains(options.n) else { throw EngineError(.badRequest, "n must be in 1...8") }
         guard (1...64).contains(options.maxTokens) else { throw EngineError(.badRequest, "max_tokens must be in 1...64 for suggest") }
@@ -143,13 +143,14 @@ extension Engine {
         guard need <= config.memoryBudgetBytes - runner.scratchBytes else {
             throw EngineError(.overMemoryBudget, "suggest needs \(need) bytes of KV; the budget leaves \(config.memoryBudgetBytes - runner.scratchBytes)")
         }
-        return try enqueue(.suggest(text: prefix, options), deadline: options.deadline, session: options.session, completion: completion)
+        return try enqueue(.suggest(text: prefix, options), deadline: options.deadline, session: options.session, owner: owner,
+                           completion: completion)
     }
 
     /// Queues a `choose`: the log-probability of each option after `promptIDs`, all
     /// options scored in shared batched passes over one prompt prefill.
     public func submitChoose(promptIDs: [Int32], options: [[Int32]], texts: [String], normalize: Bool,
-                             deadline: Double? = nil,
+                             deadline: Double? = nil, owner: UInt32 = 0,
                              completion: @escaping @Sendable (JobOutcome) -> Void) throws(EngineError) -> RequestHandle {
         guard !promptIDs.isEmpty else { throw EngineError(.badRequest, "the prompt is empty") }
         guard (1...32).contains(options.count), options.count == texts.count else {
@@ -165,13 +166,13 @@ extension Engine {
             throw EngineError(.overMemoryBudget, "choose needs \(need) bytes of KV; the budget leaves \(config.memoryBudgetBytes - runner.scratchBytes)")
         }
         return try enqueue(.choose(promptIDs: promptIDs, options: options, texts: texts, normalize: normalize),
-                           deadline: deadline, session: nil, completion: completion)
+                           deadline: deadline, session: nil, owner: owner, completion: completion)
     }
 
     /// Queues a schema-constrained generation: the output is JSON valid under `schema`
     /// (compiled by the caller with `JSONSchemaCompiler`), ending right after the root value.
     public func submitParse(promptIDs: [Int32], schema: String, automaton: SchemaAutomaton, maxTokens: Int,
-                            sampling: SamplingParams, deadline: Double? = nil, confidence: Bool = true,
+                            sampling: SamplingParams, deadline: Double? = nil, confidence: Bool = true, owner: UInt32 = 0,
                             completion: @escaping @Sendable (JobOutcome) -> Void) throws(EngineError) -> RequestHandle {
         guard !promptIDs.isEmpty else { throw EngineError(.badRequest, "the prompt is empty") }
         guard maxTokens >= 1, maxTokens <= config.maxTokens else {
@@ -187,17 +188,21 @@ extension Engine {
         }
         return try enqueue(.parse(promptIDs: promptIDs, schema: schema, automaton: automaton, maxTokens: maxTokens, sampling: sampling,
                                   confidence: confidence),
-                           deadline: deadline, session: nil, completion: completion)
+                           deadline: deadline, session: nil, owner: owner, completion: completion)
     }
 
-    private func enqueue(_ kind: Job.Kind, deadline: Double?, session: String?,
+    private func enqueue(_ kind: Job.Kind, deadline: Double?, session: String?, owner: UInt32,
                          completion: @escaping @Sendable (JobOutcome) -> Void) throws(EngineError) -> RequestHandle {
-        let handle = RequestHandle(id: nextID.add(1, ordering: .relaxed).oldValue)
+        let handle = RequestHandle(id: nextID.add(1, ordering: .relaxed).oldValue, owner: owner)
         let job = Job(handle: handle, kind: kind, deadline: deadline, session: session, completion: completion)
         let refusal: EngineError? = lock.withLock {
-            if shared.stopping { return EngineError(.shuttingDown, "the daemon is shutting down") }
+            if shared.stopping {
+                // Counted like submit()'s refusals, so stats add up across ops.
+                shared.stats.refused[EngineError.Code.shuttingDown, default: 0] += 1
+                return EngineError(.shuttingDown, "the daemon is shutting down")
+            }
             guard shared.queue.count + shared.jobs.count < config.maxQueued else {
-                shared.stats.refused[EngineError.Code.busy.rawValue, default: 0] += 1
+                shared.stats.refused[EngineError.Code.busy, default: 0] += 1
                 return EngineError(.busy, "\(shared.queue.count + shared.jobs.count) requests already queued (max_queued \(config.maxQueued))")
             }
             shared.jobs.append(job)
@@ -270,6 +275,7 @@ extension Engine {
         let t0 = monotonicSeconds()
         var trace = SuggestTrace(enabled: suggestTraceEnabled, start: t0)
         defer { trace.emit() }
+        scopeSuggestCaches(to: job.handle.owner)
         let tok = model.tokenizer
         var ids = tok.encode(text, parseSpecial: false)
         // Token healing: text typed so far usually ends inside a word (or with a space the
@@ -299,7 +305,7 @@ extension Engine {
         let reused: Int
         let first: [Float]
         var ownsBase = false
-        if let hit = prefixCache.exact(ids) {
+        if let hit = prefixCache.exact(ids, owner: job.handle.owner) {
             base = hit.cache
             reused = ids.count
             first = hit.lastLogits!
@@ -322,7 +328,8 @@ extension Engine {
             // Room for a few more tokens: when the next word is typed, its context extends
             // this one and takes this cache over from the prefix cache instead of copying it.
             let roomy = min(config.maxContext, (ids.count + 1 + 31) / 32 * 32)
-            guard let acquired = acquireCache(for: ids, capacity: roomy) ?? acquireCache(for: ids, capacity: ids.count) else {
+            guard let acquired = acquireCache(for: ids, capacity: roomy, owner: job.handle.owner)
+                    ?? acquireCache(for: ids, capacity: ids.count, owner: job.handle.owner) else {
                 return .ended(.error, "not enough memory for the prefix now; try again")
             }
             (base, reused) = acquired
@@ -330,13 +337,13 @@ extension Engine {
             do {
                 first = try prefill(ids, from: reused, into: base)
             } catch {
-                retire(base, tokens: ids)
+                retire(base, tokens: ids, owner: job.handle.owner)
                 return .ended(.error, "\(error)")
             }
         }
         trace.prefillTokens = ids.count - reused
         trace.mark(.prefill)
-        defer { if ownsBase { retire(base, tokens: ids, lastLogits: first) } }
+        defer { if ownsBase { retire(base, tokens: ids, owner: job.handle.owner, lastLogits: first) } }
         if let r = interruption(job) { return .ended(r, nil) }
 
         // First tokens: the most likely ones that continue the healed bytes. Only the
@@ -540,11 +547,11 @@ extension Engine {
         let t0 = monotonicSeconds()
         // The instruction and examples are the same for every command of an intent: their KV
         // comes from the prefix cache, so only the utterance is computed.
-        guard let (cache, reused) = acquireCache(for: prompt, capacity: prompt.count + maxTokens) else {
+        guard let (cache, reused) = acquireCache(for: prompt, capacity: prompt.count + maxTokens, owner: job.handle.owner) else {
             return job.fail(.error, "not enough memory for this request now; try again")
         }
         let session = Session(runner: runner, cache: cache, tokens: Array(prompt.prefix(reused)))
-        defer { retire(cache, tokens: session.tokens) }
+        defer { retire(cache, tokens: session.tokens, owner: job.handle.owner) }
         let vocabulary = constraintVocabulary()
         let compiled = compiledSchema(schema, automaton)
         let decoder = ConstrainedDecoder(automaton: compiled.automaton, vocabulary: vocabulary, sharedCache: compiled.masks)
@@ -574,10 +581,10 @@ extension Engine {
 
     private func runChoose(_ job: Job, prompt: [Int32], options: [[Int32]], texts: [String], normalize: Bool) {
         let t0 = monotonicSeconds()
-        guard let (base, reused) = acquireCache(for: prompt, capacity: prompt.count) else {
+        guard let (base, reused) = acquireCache(for: prompt, capacity: prompt.count, owner: job.handle.owner) else {
             return job.fail(.error, "not enough memory for the prompt now; try again")
         }
-        defer { retire(base, tokens: prompt) }
+        defer { retire(base, tokens: prompt, owner: job.handle.owner) }
         let first: [Float]
         do { first = try prefill(prompt, from: reused, into: base) } catch { return job.fail(.error, "\(error)") }
         let lse0 = first.withUnsafeBufferPointer { logSumExp($0) }

@@ -10,6 +10,9 @@ struct PrefixCache {
     struct Entry {
         var tokens: [Int32]
         let cache: KVCache
+        /// The owner of the requests that computed it (`RequestHandle.owner`): only they
+        /// may reuse it.
+        let owner: UInt32
         var lastUse: UInt64
         /// The logits after the last token, when the producer kept them (suggest does, so
         /// the next keystroke on an unchanged context needs no forward pass at all).
@@ -27,24 +30,24 @@ struct PrefixCache {
 
     /// Keeps `cache`, which holds the KV of `tokens` (`cache.count == tokens.count`).
     /// A shorter entry that is a prefix of it is dropped (the new one covers it).
-    mutating func insert(tokens: [Int32], cache: KVCache, lastLogits: [Float]? = nil) -> [Entry] {
+    mutating func insert(tokens: [Int32], cache: KVCache, owner: UInt32, lastLogits: [Float]? = nil) -> [Entry] {
         guard maxEntries > 0, !tokens.isEmpty, cache.count == tokens.count else { return [] }
         clock += 1
         var dropped: [Entry] = []
         entries.removeAll { e in
-            let covered = e.tokens.count <= tokens.count && tokens.starts(with: e.tokens)
+            let covered = e.owner == owner && e.tokens.count <= tokens.count && tokens.starts(with: e.tokens)
             if covered { dropped.append(e) }
             return covered
         }
-        entries.append(Entry(tokens: tokens, cache: cache, lastUse: clock, lastLogits: lastLogits))
+        entries.append(Entry(tokens: tokens, cache: cache, owner: owner, lastUse: clock, lastLogits: lastLogits))
         while entries.count > maxEntries, let victim = lruIndex() { dropped.append(entries.remove(at: victim)) }
         return dropped
     }
 
     /// The entry sharing the longest prefix with `tokens`, and that length.
-    mutating func longestMatch(_ tokens: [Int32]) -> (index: Int, length: Int)? {
+    mutating func longestMatch(_ tokens: [Int32], owner: UInt32) -> (index: Int, length: Int)? {
         var best: (Int, Int)?
-        for (i, e) in entries.enumerated() {
+        for (i, e) in entries.enumerated() where e.owner == owner {
             var n = 0
             let limit = min(e.tokens.count, tokens.count)
             while n < limit && e.tokens[n] == tokens[n] { n += 1 }
@@ -60,8 +63,8 @@ struct PrefixCache {
     mutating func remove(at i: Int) -> Entry { entries.remove(at: i) }
 
     /// The entry holding exactly `tokens` with their final logits, if any.
-    mutating func exact(_ tokens: [Int32]) -> Entry? {
-        guard let i = entries.firstIndex(where: { $0.lastLogits != nil && $0.tokens == tokens }) else { return nil }
+    mutating func exact(_ tokens: [Int32], owner: UInt32) -> Entry? {
+        guard let i = entries.firstIndex(where: { $0.owner == owner && $0.lastLogits != nil && $0.tokens == tokens }) else { return nil }
         clock += 1
         entries[i].lastUse = clock
         return entries[i]

@@ -109,7 +109,7 @@ public final class Runner: @unchecked Sendable {
     public func forward(_ batch: Batch) throws(ModelError) -> Int {
         let B = batch.count
         let c = config
-        let E = c.embeddingLength, KV = c.kvDim, F = c.feedForwardLength, V = c.vocabSize
+        let E = c.embeddingLength, KV = c.kvDim, V = c.vocabSize  // F: see feedForward()
         let H = c.headCount, D = c.headDim, G = c.groupSize
         guard B > 0 else { return 0 }
         guard B <= maxBatch else { throw ModelError("batch of \(B) tokens exceeds the runner's maximum \(maxBatch)") }

@@ -27,8 +27,22 @@ public enum JSONSchemaCompiler {
     public static let maxNesting = 32
     /// Bound on |minimum| and |maximum|.
     public static let maxIntegerMagnitude: Int64 = 1_000_000_000_000_000_000
+    /// Longest schema text accepted, in bytes. Schemas come from clients and intent files;
+    /// a real command schema is a few KiB, and this bounds parse and compile time.
+    public static let maxSchemaBytes = 64 * 1024
+    /// Most trie nodes (one per byte of every property key and enum spelling, per place it
+    /// may start) one compiled schema may hold. Keys of optional properties go into one trie
+    /// per start position, so the count grows with properties² × key length; the cap keeps a
+    /// compiled schema around 1 MiB (about 17 bytes a node once flattened) and compilation
+    /// itself bounded, whatever the schema text.
+    public static let maxTrieNodes = 1 << 16
+    /// Longest property name or enum/const spelling, in bytes.
+    public static let maxLiteralBytes = 1024
 
     public static func compile(_ text: String) throws(SchemaError) -> SchemaAutomaton {
+        guard text.utf8.count <= maxSchemaBytes else {
+            throw SchemaError(.tooLarge, path: "#", "the schema is \(text.utf8.count) bytes; at most \(maxSchemaBytes) are accepted")
+        }
         let value: OrderedJSON
         do { value = try OrderedJSON(parsing: text) } catch {
             throw SchemaError(.invalidJSON, path: "#", error.description)
@@ -37,6 +51,10 @@ public enum JSONSchemaCompiler {
     }
 
     public static func compile(_ schema: OrderedJSON) throws(SchemaError) -> SchemaAutomaton {
+        let size = schema.compactText.utf8.count
+        guard size <= maxSchemaBytes else {
+            throw SchemaError(.tooLarge, path: "#", "the schema is \(size) bytes as compact JSON; at most \(maxSchemaBytes) are accepted")
+        }
         var b = Builder()
         let root = try b.node(schema, path: "#", nesting: 0)
         return SchemaAutomaton(nodes: b.nodes, root: root, tries: b.tries, schema: schema)
@@ -84,11 +102,24 @@ public enum JSONSchemaCompiler {
             return Int32(min(n, Int(Int32.max - 1)))
         }
 
+        /// Checks a key or literal spelling and the trie budget before `insert` grows it.
+        mutating func insert(_ bytes: [UInt8], payload: Int32, root: Int32, path: String) throws(SchemaError) {
+            guard bytes.count <= JSONSchemaCompiler.maxLiteralBytes else {
+                throw SchemaError(.tooLarge, path: path, "a property name or enum value longer than \(JSONSchemaCompiler.maxLiteralBytes) bytes")
+            }
+            guard tries.nodeCount + bytes.count <= JSONSchemaCompiler.maxTrieNodes else {
+                throw SchemaError(.tooLarge, path: path,
+                                  "the schema's property names and enum values need more than \(JSONSchemaCompiler.maxTrieNodes) trie nodes; use fewer or shorter names, or make properties required")
+            }
+            tries.insert(bytes, payload: payload, root: root)
+        }
+
         static func bound(_ v: OrderedJSON, _ path: String) throws(SchemaError) -> Int64 {
             guard case .number(let s) = v, isIntegerText(s), let n = Int64(s) else {
                 throw SchemaError(.invalidValue, path: path, "expected an integer")
             }
-            guard abs(n) <= JSONSchemaCompiler.maxIntegerMagnitude else {
+            // magnitude, not abs(): abs(Int64.min) traps.
+            guard n.magnitude <= JSONSchemaCompiler.maxIntegerMagnitude.magnitude else {
                 throw SchemaError(.tooLarge, path: path, "bounds beyond ±10^18 are not supported")
             }
             return n
@@ -173,8 +204,8 @@ public enum JSONSchemaCompiler {
                     if types.contains("number") { continue }  // number already admits every integer
                     alternatives.append(try integer(schema, path: path))
                 case "number": alternatives.append(add(Node(kind: .number)))
-                case "boolean": alternatives.append(literalNode([Array("false".utf8), Array("true".utf8)]))
-                default: alternatives.append(literalNode([Array("null".utf8)]))
+                case "boolean": alternatives.append(try literalNode([Array("false".utf8), Array("true".utf8)], path: path))
+                default: alternatives.append(try literalNode([Array("null".utf8)], path: path))
                 }
             }
             if alternatives.count == 1 { return alternatives[0] }
@@ -196,10 +227,10 @@ public enum JSONSchemaCompiler {
             return add(u)
         }
 
-        mutating func literalNode(_ values: [[UInt8]]) -> Int32 {
+        mutating func literalNode(_ values: [[UInt8]], path: String) throws(SchemaError) -> Int32 {
             var n = Node(kind: .literals)
             n.trieRoot = tries.newRoot()
-            for v in values { tries.insert(v, payload: 0, root: n.trieRoot) }
+            for v in values { try insert(v, payload: 0, root: n.trieRoot, path: path) }
             n.literals = values
             return add(n)
         }
@@ -226,6 +257,7 @@ public enum JSONSchemaCompiler {
                 preconditionFailure("literals() without enum or const")
             }
             var spellings: [[UInt8]] = []
+            var seen: Set<[UInt8]> = []
             for (i, v) in values.enumerated() {
                 let vp = schema["enum"] != nil ? at + "/\(i)" : at
                 var kind = Self.typeName(v)
@@ -253,9 +285,9 @@ public enum JSONSchemaCompiler {
                 }
                 var bytes: [UInt8] = []
                 v.appendCompact(to: &bytes)
-                if !spellings.contains(bytes) { spellings.append(bytes) }
+                if seen.insert(bytes).inserted { spellings.append(bytes) }
             }
-            return literalNode(spellings)
+            return try literalNode(spellings, path: at)
         }
 
         mutating func integer(_ schema: OrderedJSON, path: String) throws(SchemaError) -> Int32 {
@@ -332,7 +364,7 @@ public enum JSONSchemaCompiler {
                     var key: [UInt8] = []
                     OrderedJSON.appendQuoted(n.props[i].name, to: &key)
                     key.append(UInt8(ascii: ":"))
-                    tries.insert(key, payload: Int32(i), root: root)
+                    try insert(key, payload: Int32(i), root: root, path: Self.pointer(path + "/properties", n.props[i].name))
                 }
                 n.keyRoots[s] = root
             }

@@ -87,7 +87,15 @@ public struct ModelConfig: Sendable, Equatable {
             if !ok { throw ModelError("\(path): \(what)") }
         }
         try check(layerCount > 0 && layerCount <= 1024, "block_count \(layerCount) out of range")
-        try check(kvHeadCount > 0 && headCount % kvHeadCount == 0, "head_count \(headCount) is not a multiple of head_count_kv \(kvHeadCount)")
+        // Checked before anything divides by them or multiplies them into buffer sizes:
+        // the values come from the (untrusted) model file.
+        try check(headCount > 0 && headCount <= 1024, "head_count \(headCount) out of range 1...1024")
+        try check(embeddingLength > 0 && embeddingLength <= 1 << 16 && embeddingLength % headCount == 0,
+                  "embedding_length \(embeddingLength) must be in 1...65536 and a multiple of head_count \(headCount)")
+        try check(feedForwardLength > 0 && feedForwardLength <= 1 << 18, "feed_forward_length \(feedForwardLength) out of range")
+        try check(vocabSize <= 1 << 20, "vocabulary of \(vocabSize) tokens is above 1048576")
+        try check(trainedContextLength > 0 && trainedContextLength <= 1 << 24, "context_length \(trainedContextLength) out of range")
+        try check(kvHeadCount > 0 && kvHeadCount <= headCount && headCount % kvHeadCount == 0, "head_count \(headCount) is not a multiple of head_count_kv \(kvHeadCount)")
         try check(headDim % 2 == 0 && headDim <= 512, "head dimension \(headDim) must be even and at most 512")
         try check(ropeDimensionCount > 0 && ropeDimensionCount <= headDim && ropeDimensionCount % 2 == 0,
                   "rope.dimension_count \(ropeDimensionCount) must be even and at most the head dimension \(headDim)")

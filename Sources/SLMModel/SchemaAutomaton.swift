@@ -59,11 +59,22 @@ public final class SchemaAutomaton: Sendable {
 
     static func maxBytes(_ id: Int32, _ nodes: [Node]) -> Int? {
         let n = nodes[Int(id)]
-        func add(_ a: Int?, _ b: Int?) -> Int? { a.flatMap { x in b.map { x + $0 } } }
+        // Checked arithmetic throughout: `maxItems` and `maxLength` come from the schema, and
+        // nested arrays of 2^31 items overflow Int. A bound too large to represent is as good
+        // as none (nil), since no request's max_tokens could reach it.
+        func add(_ a: Int?, _ b: Int?) -> Int? {
+            guard let a, let b else { return nil }
+            let (s, o) = a.addingReportingOverflow(b)
+            return o ? nil : s
+        }
+        func mul(_ a: Int, _ b: Int) -> Int? {
+            let (p, o) = a.multipliedReportingOverflow(by: b)
+            return o ? nil : p
+        }
         switch n.kind {
         case .string:
             // A character is at most 6 bytes (`\uXXXX`).
-            return n.maxLength == .max ? nil : 2 + 6 * Int(n.maxLength)
+            return n.maxLength == .max ? nil : add(2, mul(6, Int(n.maxLength)))
         case .integer:
             return 1 + String(Swift.max(n.lo.magnitude, n.hi.magnitude)).count
         case .number:
@@ -79,8 +90,9 @@ public final class SchemaAutomaton: Sendable {
             return best
         case .array:
             if n.maxItems == 0 { return 2 }
-            guard n.maxItems != .max, let item = maxBytes(n.item, nodes) else { return nil }
-            return 2 + Int(n.maxItems) * (item + 1) - 1
+            guard n.maxItems != .max, let item = maxBytes(n.item, nodes), let itemAndComma = add(item, 1),
+                  let items = mul(Int(n.maxItems), itemAndComma) else { return nil }
+            return add(1, items)  // brackets, items and commas: 2 + k(item + 1) - 1
         case .object:
             var total: Int? = 2
             for p in n.props {
@@ -599,6 +611,7 @@ extension SchemaAutomaton {
 struct TrieBuilder {
     var edges: [[(byte: UInt8, target: Int32)]] = []
     var terminal: [Int32] = []
+    var nodeCount: Int { edges.count }
 
     mutating func newRoot() -> Int32 {
         edges.append([])

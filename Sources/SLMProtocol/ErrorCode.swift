@@ -71,11 +71,17 @@ public struct ErrorCode: Sendable, Hashable, CustomStringConvertible {
     public static let shuttingDown = ErrorCode(17, "shutting_down")
     /// Valid request the server or model cannot serve (e.g. `chat` without a chat template).
     public static let unsupported = ErrorCode(18, "unsupported")
+    /// The reply to this request would be larger than the server's `max_output_buffer`
+    /// (e.g. `tokenize` of a huge text); nothing else of it is sent. The connection stays open.
+    public static let replyTooLarge = ErrorCode(19, "reply_too_large")
+    /// The server closes this connection: it was idle (nothing in flight, nothing unread)
+    /// when the connection limits needed room for a new client. Reconnect to go on.
+    public static let evicted = ErrorCode(20, "evicted", fatal: true)
 
     /// Every code of this build, in number order. Append only.
     public static let all: [ErrorCode] = [
         .malformedFrame, .unsupportedVersion, .frameTooLarge, .badUTF8, .badJSON, .unknownType,
         .badField, .busy, .overMemoryBudget, .cancelled, .deadlineExceeded, .internal, .notFound,
-        .duplicateID, .contextOverflow, .permissionDenied, .shuttingDown, .unsupported,
+        .duplicateID, .contextOverflow, .permissionDenied, .shuttingDown, .unsupported, .replyTooLarge, .evicted,
     ]
 }

@@ -80,16 +80,18 @@ struct FieldReader {
         }
     }
 
-    func number(_ key: String, in range: ClosedRange<Double>) throws(ProtocolError) -> Double? {
+    /// A number in `range`; with `excludingLowerBound`, in (lower, upper].
+    func number(_ key: String, in range: ClosedRange<Double>, excludingLowerBound: Bool = false) throws(ProtocolError) -> Double? {
         guard let value = value(key) else { return nil }
-        let expectation = "expected a number in \(range.lowerBound)...\(range.upperBound)"
+        let expectation = excludingLowerBound ? "expected a number in (\(range.lowerBound), \(range.upperBound)]"
+                                              : "expected a number in \(range.lowerBound)...\(range.upperBound)"
         let d: Double
         switch value {
         case .int(let i): d = Double(i)
         case .double(let x): d = x
         default: throw fail(key, expectation, got: value)
         }
-        guard range.contains(d) else {
+        guard range.contains(d), !(excludingLowerBound && d == range.lowerBound) else {
             throw .badField(path(key), "\(expectation), got \(d)", requestID: requestID)
         }
         return d

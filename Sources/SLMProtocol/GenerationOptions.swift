@@ -64,10 +64,14 @@ public struct GenerationOptions: Sendable, Equatable {
         public static let temperature: ClosedRange<Double> = 0...100
         /// Upper bound of `top_k`.
         public static let topK: Int64 = 1 << 20
-        /// Range of `repeat_penalty`.
-        public static let repeatPenalty: ClosedRange<Double> = 0...100
+        /// Range of `repeat_penalty`, lower bound excluded: (0, 10]. The sampler divides by it.
+        public static let repeatPenalty: ClosedRange<Double> = 0...10
+        /// Range of `top_p`, lower bound excluded: (0, 1]. 0 would keep no token.
+        public static let topP: ClosedRange<Double> = 0...1
+        /// Range of `min_p`: [0, 1].
+        public static let minP: ClosedRange<Double> = 0...1
         /// Upper bound of `repeat_window`.
-        public static let repeatWindow: Int64 = 1 << 20
+        public static let repeatWindow: Int64 = 1 << 16
         /// Upper bound of `seed`: 2^53-1, exact as a JSON number in every client.
         public static let seed: Int64 = (1 << 53) - 1
         /// Most `stop` strings.
@@ -85,9 +89,9 @@ public struct GenerationOptions: Sendable, Equatable {
         o.maxTokens = try r.int("max_tokens", in: 1...Bounds.maxTokens).map(Int.init)
         o.temperature = try r.number("temperature", in: Bounds.temperature)
         o.topK = try r.int("top_k", in: 0...Bounds.topK).map(Int.init)
-        o.topP = try r.number("top_p", in: 0...1)
-        o.minP = try r.number("min_p", in: 0...1)
-        o.repeatPenalty = try r.number("repeat_penalty", in: Bounds.repeatPenalty)
+        o.topP = try r.number("top_p", in: Bounds.topP, excludingLowerBound: true)
+        o.minP = try r.number("min_p", in: Bounds.minP)
+        o.repeatPenalty = try r.number("repeat_penalty", in: Bounds.repeatPenalty, excludingLowerBound: true)
         o.repeatWindow = try r.int("repeat_window", in: 0...Bounds.repeatWindow).map(Int.init)
         o.seed = try r.int("seed", in: 0...Bounds.seed).map(UInt64.init)
         if let items = try r.array("stop") {

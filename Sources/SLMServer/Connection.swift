@@ -13,6 +13,14 @@ final class Connection: Sendable {
     nonisolated(unsafe) var decoder: FrameDecoder
     /// I/O thread only: close once the outbox is flushed (after a fatal error).
     nonisolated(unsafe) var closeAfterFlush = false
+    /// I/O thread only: monotonic time of the last byte read from or written to the
+    /// client, for choosing which idle connection to evict when the limits are reached.
+    nonisolated(unsafe) var lastActivity = monotonicSeconds()
+    /// I/O thread only: the peer shut down its writing side; the connection stays until
+    /// its requests have finished and their replies are sent.
+    nonisolated(unsafe) var readClosed = false
+    /// The peer's uid (`SO_PEERCRED`), or `UInt32.max` (no user) when it could not be read.
+    var owner: UInt32 { peer?.uid ?? UInt32.max }
 
     struct Shared {
         var outbox: [UInt8] = []
@@ -22,6 +30,8 @@ final class Connection: Sendable {
         var reserved: Set<RequestID> = []
         /// Reserved requests whose final frame went out before they were registered.
         var finishedEarly: Set<RequestID> = []
+        /// Reserved requests a `cancel` named before they reached the engine.
+        var cancelledEarly: Set<RequestID> = []
         var overflowed = false
         var closed = false
     }
@@ -45,6 +55,18 @@ final class Connection: Sendable {
                 if s.inflight.removeValue(forKey: id) == nil && s.reserved.contains(id) { s.finishedEarly.insert(id) }
             }
             guard !s.closed, !s.overflowed else { return false }
+            if let id, frame.payload.count + FrameHeader.size > maxOutput {
+                // This reply alone could never be queued, however fast the client reads:
+                // the request fails with its own error instead of the connection.
+                let error = ErrorMessage(id: id, code: .replyTooLarge,
+                                         message: "the reply is \(frame.payload.count) bytes, above this server's max_output_buffer of \(maxOutput)")
+                guard s.outbox.count - s.sent + 1024 <= maxOutput else {
+                    s.overflowed = true
+                    return false
+                }
+                error.frame().encode(into: &s.outbox)
+                return true
+            }
             if s.outbox.count - s.sent + frame.payload.count + FrameHeader.size > maxOutput {
                 s.overflowed = true
                 return false
@@ -55,6 +77,32 @@ final class Connection: Sendable {
     }
 
     var hasOutput: Bool { shared.withLock { $0.outbox.count > $0.sent } }
+
+    /// Whether `id` names a request in flight (submitted, or still being prepared).
+    func isInFlight(_ id: RequestID) -> Bool {
+        shared.withLock { $0.inflight[id] != nil || $0.reserved.contains(id) }
+    }
+
+    /// Nothing in flight and nothing unsent: the connection may be evicted.
+    var isIdle: Bool {
+        shared.withLock { $0.inflight.isEmpty && $0.reserved.isEmpty && $0.outbox.count == $0.sent }
+    }
+
+    /// Marks a reserved request that has not reached the engine as cancelled; false when
+    /// `id` is not such a request.
+    func cancelReserved(_ id: RequestID) -> Bool {
+        shared.withLock { s in
+            guard s.reserved.contains(id), s.inflight[id] == nil else { return false }
+            s.cancelledEarly.insert(id)
+            return true
+        }
+    }
+
+    /// Whether the request should not be started: its connection closed or a `cancel`
+    /// named it while it waited to be prepared.
+    func abandoned(_ id: RequestID) -> (closed: Bool, cancelled: Bool) {
+        shared.withLock { ($0.closed, $0.cancelledEarly.contains(id)) }
+    }
 
     enum Reservation { case ok, duplicate, full }
 
@@ -69,14 +117,15 @@ final class Connection: Sendable {
         }
     }
 
-    /// Records the submitted request's handle; returns true when the connection closed in
-    /// the meantime (the caller cancels the request).
+    /// Records the submitted request's handle; returns true when the connection closed or
+    /// a `cancel` named the request in the meantime (the caller cancels it).
     func register(_ id: RequestID, _ handle: RequestHandle) -> Bool {
         shared.withLock { s in
             s.reserved.remove(id)
+            let cancelled = s.cancelledEarly.remove(id) != nil
             // A request can finish on the engine thread before it is registered here.
             if s.finishedEarly.remove(id) == nil && !s.closed { s.inflight[id] = handle }
-            return s.closed
+            return s.closed || cancelled
         }
     }
 
@@ -84,6 +133,7 @@ final class Connection: Sendable {
         shared.withLock { s in
             s.reserved.remove(id)
             s.finishedEarly.remove(id)
+            s.cancelledEarly.remove(id)
         }
     }
 }

@@ -21,6 +21,8 @@ public struct DaemonConfig: Sendable, Equatable {
     public var threadsSetting = 0
     public var maxFrameBytes = 1 << 20
     public var maxConnections = 64
+    /// Connections one peer uid may hold; past it, that uid's longest-idle one is evicted.
+    public var maxConnectionsPerUID = 16
     /// Requests one connection may have in flight at once.
     public var maxInflightPerConnection = 16
     /// Bytes queued for a client that is not reading; past this the connection is closed
@@ -45,18 +47,32 @@ public struct DaemonConfig: Sendable, Equatable {
 
     public init() {}
 
+    /// Largest configuration file read (the documented one is ~8 KiB).
+    public static let maxFileBytes = 256 << 10
+
     /// The problem with this configuration, or nil.
     public func problem() -> String? {
         if socket.isEmpty || socket.utf8.count > 107 { return "socket: a path of 1...107 bytes is required" }
         if socketMode > 0o777 { return "socket_mode: must be an octal mode like 0660" }
         if maxFrameBytes < 1024 || maxFrameBytes > 64 << 20 { return "max_frame: must be in 1K...64M" }
         if maxConnections < 1 || maxConnections > 10_000 { return "max_connections: must be in 1...10000" }
+        if maxConnectionsPerUID < 1 || maxConnectionsPerUID > maxConnections {
+            return "max_connections_per_uid: must be in 1...max_connections"
+        }
         if maxInflightPerConnection < 1 || maxInflightPerConnection > 1024 { return "max_inflight_per_connection: must be in 1...1024" }
         if maxOutputBufferBytes < maxFrameBytes { return "max_output_buffer: must be at least max_frame" }
         if !["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(logLevel) {
             return "log_level: one of trace, debug, info, notice, warning, error, critical"
         }
         if shutdownGraceMs < 0 || statusIntervalMs < 100 { return "shutdown_grace_ms must be >= 0 and status_interval_ms >= 100" }
+        return nil
+    }
+
+    /// Problems only the running system can show (checked at start and by --check-config).
+    public func systemProblem() -> String? {
+        if !socketGroup.isEmpty && UnixSocket.groupID(socketGroup) == nil {
+            return "socket_group: no group '\(socketGroup)' exists on this system"
+        }
         return nil
     }
 }
@@ -71,7 +87,13 @@ extension DaemonConfig {
     /// Parses `text` on top of `self`. Unknown keys are errors: a typo must not silently
     /// leave a default in place on a device nobody watches.
     public mutating func apply(configText text: String, source: String) throws(ConfigError) {
-        for (n, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        // A key set twice is refused: which one wins would be a guess for whoever edits
+        // the file next (flags and --set override the file on purpose; that is not this).
+        var lineOfKey: [String: Int] = [:]
+        // "\r\n" is one Character in Swift, so splitting on "\n" alone made a CRLF file one
+        // line, and a first key taking any string (model = …) swallowed the rest (found by
+        // make fuzz).
+        for (n, raw) in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }).enumerated() {
             var line = Substring(raw)
             if let hash = line.firstIndex(of: "#") { line = line[..<hash] }
             line = trim(line)
@@ -81,6 +103,10 @@ extension DaemonConfig {
             }
             let key = String(trim(line[..<eq]))
             let value = String(trim(line[line.index(after: eq)...]))
+            if let first = lineOfKey[key] {
+                throw ConfigError("\(source):\(n + 1): '\(key)' is already set on line \(first)")
+            }
+            lineOfKey[key] = n + 1
             do {
                 try set(key, value)
             } catch {
@@ -134,6 +160,7 @@ extension DaemonConfig {
         case "prefix_cache_entries": engine.prefixCacheEntries = try int(0...4096)
         case "max_frame": maxFrameBytes = try size()
         case "max_connections": maxConnections = try int(1...10_000)
+        case "max_connections_per_uid": maxConnectionsPerUID = try int(1...10_000)
         case "max_inflight_per_connection": maxInflightPerConnection = try int(1...1024)
         case "max_output_buffer": maxOutputBufferBytes = try size()
         case "prefetch": prefetch = try bool()

@@ -40,8 +40,10 @@ public final class IntentRegistry: Sendable {
     public var count: Int { current.withLock { $0.count } }
     public func replace(with intents: [String: Intent]) { current.withLock { $0 = intents } }
 
-    /// Most intent files read from one directory; more is a configuration mistake.
-    public static let maxFiles = 256
+    /// Most intent files read from one directory; more is a configuration mistake. With
+    /// each compiled schema capped (`JSONSchemaCompiler.maxTrieNodes`), this bounds the
+    /// memory intents can hold to about 64 × 1 MiB.
+    public static let maxFiles = 64
     /// Largest intent file accepted.
     public static let maxFileBytes = 1 << 20
     /// Most examples per intent (each one costs prompt tokens on every cold request).
@@ -77,8 +79,8 @@ public final class IntentRegistry: Sendable {
     /// Parses and compiles one intent file:
     /// `{"name"?, "description"?, "instruction"?, "schema", "examples"?, "max_tokens"?}`.
     public static func loadFile(_ path: String) throws(IntentError) -> Intent {
-        guard let data = FileManager.default.contents(atPath: path) else { throw IntentError(file: path, "cannot read the file") }
-        guard data.count <= maxFileBytes else { throw IntentError(file: path, "larger than \(maxFileBytes) bytes") }
+        let data: [UInt8]
+        do { data = try readBoundedRegularFile(path, maxBytes: maxFileBytes) } catch { throw IntentError(file: path, error.message) }
         guard let text = String(validating: data, as: UTF8.self) else { throw IntentError(file: path, "not valid UTF-8") }
         let base = path.split(separator: "/").last.map(String.init) ?? path
         let stem = base.hasSuffix(".json") ? String(base.dropLast(5)) : base

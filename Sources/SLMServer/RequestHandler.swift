@@ -21,7 +21,9 @@ final class RequestHandler: @unchecked Sendable {
     let logger: Logger
     let intents: IntentRegistry
     weak var server: Server?
-    let serverVersion = "0.1.0"
+    let serverVersion = SLMDVersion.string
+    /// Where requests are tokenized and compiled, off the I/O thread.
+    let preparation: PreparationThread
 
     init(config: DaemonConfig, engine: Engine, intents: IntentRegistry, logger: Logger) {
         self.config = config
@@ -29,8 +31,14 @@ final class RequestHandler: @unchecked Sendable {
         self.engine = engine
         self.model = engine.model
         self.logger = logger
+        // As many as the engine may queue: beyond that the engine would answer busy anyway.
+        preparation = PreparationThread(capacity: config.engine.maxQueued)
     }
 
+    /// Decodes one frame and answers it (I/O thread). Requests that cost little and never
+    /// grow with their input (ping, hello, info, status, stats, cancel) are answered here;
+    /// the rest are reserved on the connection (so duplicate ids, the in-flight cap and
+    /// `cancel` apply at once) and handed to the preparation thread.
     func handle(_ frame: Frame, on c: Connection) {
         let request: Request
         do {
@@ -41,16 +49,58 @@ final class RequestHandler: @unchecked Sendable {
             return
         }
         let id = request.id
-        func reply(_ body: ReplyBody) { c.enqueue(Reply(id: id, body).frame()) }
         func fail(_ code: ErrorCode, _ message: String) {
             c.enqueue(ErrorMessage(id: id, code: code, message: message).frame())
         }
+        switch request.body {
+        case .ping, .hello, .info, .status, .stats, .cancel:
+            // A final frame under an id that is still in flight would be read as that
+            // request's end.
+            if c.isInFlight(id) {
+                return fail(.duplicateID, "a request with id \(id) is still in flight on this connection")
+            }
+            answerNow(request, on: c)
+        default:
+            switch c.reserve(id, limit: config.maxInflightPerConnection) {
+            case .ok: break
+            case .duplicate: return fail(.duplicateID, "a request with id \(id) is still in flight on this connection")
+            case .full:
+                return fail(.busy, "this connection already has \(config.maxInflightPerConnection) requests in flight (max_inflight_per_connection)")
+            }
+            let queued = preparation.submit { [self] in
+                let (closed, cancelled) = c.abandoned(id)
+                if closed {
+                    c.unreserve(id)
+                } else if cancelled {
+                    finish(id, on: c, ErrorMessage(id: id, code: .cancelled, message: "cancelled before generation started").frame())
+                } else {
+                    prepare(request, on: c)
+                }
+            }
+            if !queued {
+                c.unreserve(id)
+                fail(.busy, "\(preparation.capacity) requests are already waiting to be prepared; retry later")
+            }
+        }
+    }
+
+    /// Ends a reserved request that never reached the engine with `frame` (any thread).
+    private func finish(_ id: RequestID, on c: Connection, _ frame: Frame) {
+        c.enqueue(frame, finishing: id)
+        c.unreserve(id)
+        server?.wake()
+    }
+
+    private func answerNow(_ request: Request, on c: Connection) {
+        let id = request.id
+        func reply(_ body: ReplyBody) { c.enqueue(Reply(id: id, body).frame()) }
         switch request.body {
         case .ping:
             reply(.ping)
         case .hello(let h):
             guard h.maxVersion.map({ $0 >= 1 }) ?? true else {
-                fail(.unsupportedVersion, "client supports up to version \(h.maxVersion!); this server speaks version \(SLMProtocolVersion.current)")
+                c.enqueue(ErrorMessage(id: id, code: .unsupportedVersion,
+                                       message: "client supports up to version \(h.maxVersion!); this server speaks version \(SLMProtocolVersion.current)").frame())
                 return
             }
             reply(.hello(serverInfo()))
@@ -60,6 +110,29 @@ final class RequestHandler: @unchecked Sendable {
             reply(.status(status()))
         case .stats:
             reply(.stats(stats()))
+        case .cancel(let x):
+            if c.cancelReserved(x.target) { return reply(.cancel(cancelled: true)) }
+            let handle = c.shared.withLock { $0.inflight[x.target] }
+            let cancelled = handle.map { engine.cancel($0) } ?? false
+            reply(.cancel(cancelled: cancelled))
+        default:
+            preconditionFailure("answerNow(\(request.body)) is not an immediate request")
+        }
+    }
+
+    /// Tokenizes, compiles and submits a reserved request (preparation thread). Every
+    /// path ends the reservation: a reply or error through `finish`, or a submitted
+    /// request registered by `track`.
+    private func prepare(_ request: Request, on c: Connection) {
+        let id = request.id
+        let owner = c.owner
+        func reply(_ body: ReplyBody) { finish(id, on: c, Reply(id: id, body).frame()) }
+        func fail(_ code: ErrorCode, _ message: String) {
+            finish(id, on: c, ErrorMessage(id: id, code: code, message: message).frame())
+        }
+        switch request.body {
+        case .ping, .hello, .info, .status, .stats, .cancel:
+            preconditionFailure("immediate requests are answered on the I/O thread")
         case .tokenize(let t):
             reply(.tokenize(ids: model.tokenizer.encode(t.text, parseSpecial: t.parseSpecial).map(Int.init)))
         case .detokenize(let d):
@@ -69,10 +142,6 @@ final class RequestHandler: @unchecked Sendable {
                 return
             }
             reply(.detokenize(text: model.tokenizer.decode(d.ids.map { Int32($0) })))
-        case .cancel(let x):
-            let handle = c.shared.withLock { $0.inflight[x.target] }
-            let cancelled = handle.map { engine.cancel($0) } ?? false
-            reply(.cancel(cancelled: cancelled))
         case .complete(let r):
             var ids = model.tokenizer.encode(r.prompt, parseSpecial: r.parseSpecial)
             if model.tokenizer.addBOS, let bos = model.tokenizer.bosID { ids.insert(bos, at: 0) }
@@ -82,11 +151,17 @@ final class RequestHandler: @unchecked Sendable {
                 try engine.submitSuggest(
                     prefix: r.prefix,
                     options: SuggestOptions(n: r.n, maxTokens: r.maxTokens, maxWords: r.maxWords, stopAtSentence: r.stopAtSentence,
-                                            session: r.session, deadline: r.deadlineMS.map { monotonicSeconds() + Double($0) / 1000 }),
-                    completion: completion)
+                                            session: r.session.map { Self.scoped($0, owner: owner) },
+                                            deadline: r.deadlineMS.map { monotonicSeconds() + Double($0) / 1000 }),
+                    owner: owner, completion: completion)
             }
         case .choose(let r):
             let promptIDs = model.tokenizer.encode(r.prompt, parseSpecial: r.parseSpecial)
+            // Checked before the options are tokenized with the prompt (up to 32 joint
+            // tokenizations): a prompt that cannot fit is refused for the price of one.
+            guard promptIDs.count < config.engine.maxContext else {
+                return fail(.contextOverflow, "the prompt (\(promptIDs.count) tokens) leaves no room for an option in the context of \(config.engine.maxContext) tokens")
+            }
             // An option's tokens are what follows the prompt's tokens when prompt and option
             // are tokenized together (so " positive" after "Sentiment:" is scored the way
             // the model would write it); when the joint tokenization disagrees at the seam,
@@ -98,7 +173,7 @@ final class RequestHandler: @unchecked Sendable {
             }
             runJob(id: id, on: c) { completion throws(EngineError) in
                 try engine.submitChoose(promptIDs: promptIDs, options: options, texts: r.options, normalize: r.normalize,
-                                        completion: completion)
+                                        owner: owner, completion: completion)
             }
         case .parse(let r):
             let automaton: SchemaAutomaton, schemaText: String, instruction: String?
@@ -148,7 +223,7 @@ final class RequestHandler: @unchecked Sendable {
             let deadline = r.deadlineMS.map { monotonicSeconds() + Double($0) / 1000 }
             runJob(id: id, on: c, intent: r.intent, returnTokens: r.returnTokens) { completion throws(EngineError) in
                 try engine.submitParse(promptIDs: ids, schema: schemaText, automaton: automaton, maxTokens: limit,
-                                       sampling: sampling, deadline: deadline, completion: completion)
+                                       sampling: sampling, deadline: deadline, owner: owner, completion: completion)
             }
         case .chat(let r):
             let template: ChatTemplate
@@ -172,9 +247,13 @@ final class RequestHandler: @unchecked Sendable {
         }
     }
 
+    /// A client's session key in the engine: sessions are per peer uid, so a client can
+    /// neither supersede another user's request nor reuse what it cached.
+    static func scoped(_ session: String, owner: UInt32) -> String { "\(owner):\(session)" }
+
     private func generate(id: RequestID, op: Op, promptIDs: [Int32], options o: SLMProtocol.GenerationOptions, on c: Connection) {
         func fail(_ code: ErrorCode, _ message: String) {
-            c.enqueue(ErrorMessage(id: id, code: code, message: message).frame())
+            finish(id, on: c, ErrorMessage(id: id, code: code, message: message).frame())
         }
         guard !promptIDs.isEmpty else { return fail(.badField, "field 'prompt': the prompt is empty") }
         let maxTokens = o.maxTokens ?? min(256, config.engine.maxTokens)
@@ -199,7 +278,8 @@ final class RequestHandler: @unchecked Sendable {
         }
         let request = GenerationRequest(promptIDs: promptIDs,
                                         options: GenerationOptions(maxTokens: maxTokens, sampling: sampling, stop: o.stop),
-                                        deadline: deadline, stream: o.stream, session: o.session)
+                                        deadline: deadline, stream: o.stream,
+                                        session: o.session.map { Self.scoped($0, owner: c.owner) }, owner: c.owner)
         let counter = TokenCounter()
         let server = self.server
         let logger = self.logger
@@ -233,26 +313,15 @@ final class RequestHandler: @unchecked Sendable {
         track(id: id, on: c) { () throws(EngineError) in try submit(completion) }
     }
 
-    /// Runs `submit` with `id` reserved on the connection and registers the handle, so
-    /// ids are unique while in flight, the per-connection cap holds, and a disconnect
-    /// cancels the request.
+    /// Runs `submit` for `id`, already reserved on the connection, and registers the
+    /// handle, so ids stay unique while in flight, the per-connection cap holds, and a
+    /// disconnect or an early `cancel` cancels the request.
     private func track(id: RequestID, on c: Connection, _ submit: () throws(EngineError) -> RequestHandle) {
-        switch c.reserve(id, limit: config.maxInflightPerConnection) {
-        case .ok: break
-        case .duplicate:
-            c.enqueue(ErrorMessage(id: id, code: .duplicateID, message: "a request with id \(id) is still in flight on this connection").frame())
-            return
-        case .full:
-            c.enqueue(ErrorMessage(id: id, code: .busy,
-                                   message: "this connection already has \(config.maxInflightPerConnection) requests in flight (max_inflight_per_connection)").frame())
-            return
-        }
         do {
             let handle = try submit()
             if c.register(id, handle) { engine.cancel(handle) }
         } catch {
-            c.unreserve(id)
-            c.enqueue(ErrorMessage(id: id, code: Self.code(error), message: error.description).frame())
+            finish(id, on: c, ErrorMessage(id: id, code: Self.code(error), message: error.description).frame())
         }
     }
 
@@ -308,14 +377,14 @@ final class RequestHandler: @unchecked Sendable {
         do {
             automaton = try JSONSchemaCompiler.compile(schema)
         } catch {
-            c.enqueue(ErrorMessage(id: id, code: .badField, message: "field 'schema': \(error)").frame())
+            finish(id, on: c, ErrorMessage(id: id, code: .badField, message: "field 'schema': \(error)").frame())
             return
         }
         let server = self.server
         let t0 = monotonicSeconds()
         track(id: id, on: c) { () throws(EngineError) in
             try engine.submitParse(promptIDs: promptIDs, schema: schema, automaton: automaton, maxTokens: maxTokens,
-                                   sampling: sampling, deadline: deadline, confidence: false) { [weak c] outcome in
+                                   sampling: sampling, deadline: deadline, confidence: false, owner: c.owner) { [weak c] outcome in
                 guard let c else { return }
                 guard case .parse(let r) = outcome else {
                     c.enqueue(Self.jobFrame(id: id, outcome), finishing: id)
@@ -359,7 +428,7 @@ final class RequestHandler: @unchecked Sendable {
             protocolVersion: Int(SLMProtocolVersion.current), serverVersion: serverVersion,
             model: [
                 "name": .string(m.name), "architecture": .string(m.architecture),
-                "path": .string(model.file.path),
+                "file": .string(Self.fileName(model.file.path)),
                 "vocab_size": .int(Int64(m.vocabSize)), "embedding_length": .int(Int64(m.embeddingLength)),
                 "layers": .int(Int64(m.layerCount)), "trained_context": .int(Int64(m.trainedContextLength)),
                 "tensor_types": .array(types.map { .string($0) }),
@@ -379,13 +448,20 @@ final class RequestHandler: @unchecked Sendable {
             ])
     }
 
+    /// The model's file name without its directory: any client may ask `info`/`status`,
+    /// and the daemon's filesystem layout is not theirs to learn (operators have the log
+    /// and `slmd serve --check-config`).
+    static func fileName(_ path: String) -> String {
+        path.split(separator: "/").last.map(String.init) ?? path
+    }
+
     func status() -> JSONObject {
         let s = engine.stats()
         let mem = ProcessMemory.current()
         return [
             "state": .string("running"),
             "model": .string(model.config.name),
-            "model_path": .string(model.file.path),
+            "model_file": .string(Self.fileName(model.file.path)),
             "uptime_seconds": .double(s.uptimeSeconds),
             "active": .int(Int64(s.active)),
             "queued": .int(Int64(s.queued)),
@@ -424,11 +500,11 @@ final class RequestHandler: @unchecked Sendable {
             "choose_requests": Int64(s.chooseRequests),
             "parse_requests": Int64(s.parseRequests),
         ]
-        for reason in ["stop", "length", "cancelled", "deadline", "error", "superseded"] {
-            counters["requests_finished_\(reason)"] = Int64(s.finished[reason, default: 0])
+        for reason in SLMModel.FinishReason.allCases {
+            counters["requests_finished_\(reason.rawValue)"] = Int64(s.finished[reason, default: 0])
         }
-        for code in ["busy", "overMemoryBudget", "contextOverflow", "shuttingDown", "badRequest"] {
-            counters["requests_refused_\(snake(code))"] = Int64(s.refused[code, default: 0])
+        for code in EngineError.Code.allCases {
+            counters["requests_refused_\(snake(code.rawValue))"] = Int64(s.refused[code, default: 0])
         }
         let gauges: [String: Double] = [
             "active": Double(s.active), "queued": Double(s.queued),

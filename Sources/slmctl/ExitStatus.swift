@@ -7,10 +7,11 @@
 //   2    usage error: bad arguments or options (ArgumentParser's 64 is remapped to 2)
 //   3    cannot connect: daemon not running, socket missing or refusing connections
 //   4    permission denied: EACCES on the socket, or the server's `permission_denied`
-//   5    busy: `busy`, `shutting_down`, `deadline_exceeded` (queued past the deadline) — retry later
+//   5    busy: `busy`, `shutting_down`, `deadline_exceeded` (queued past the deadline),
+//        `evicted` (an idle connection closed to make room) — retry later
 //   6    over memory budget: `over_memory_budget`
 //   7    bad request: `bad_utf8`, `bad_json`, `unknown_type`, `bad_field`, `frame_too_large`,
-//        `not_found`, `context_overflow`, `unsupported`
+//        `not_found`, `context_overflow`, `unsupported`, `reply_too_large`
 //   8    protocol version mismatch: `unsupported_version`, or hello negotiated another version
 //   130  cancelled by Ctrl-C (SIGINT), also the server's `cancelled`
 
@@ -39,9 +40,9 @@ enum ExitStatus {
         switch code {
         case .unsupportedVersion: return versionMismatch
         case .badUTF8, .badJSON, .unknownType, .badField, .frameTooLarge, .notFound,
-             .contextOverflow, .unsupported:
+             .contextOverflow, .unsupported, .replyTooLarge:
             return badRequest
-        case .busy, .shuttingDown, .deadlineExceeded: return busy
+        case .busy, .shuttingDown, .deadlineExceeded, .evicted: return busy
         case .overMemoryBudget: return overMemoryBudget
         case .permissionDenied: return permissionDenied
         case .cancelled: return cancelled
@@ -59,10 +60,12 @@ enum ExitStatus {
           2    usage error (bad arguments or options)
           3    cannot connect: slmd is not running or the socket is missing
           4    permission denied on the socket (or by the server)
-          5    busy: too many requests, shutting down, or queued past --deadline-ms
+          5    busy: too many requests, shutting down, queued past --deadline-ms,
+               or an idle connection evicted to make room
           6    over the daemon's memory budget
           7    bad request: bad_field, bad_json, bad_utf8, unknown_type,
-               frame_too_large, not_found, context_overflow, unsupported
+               frame_too_large, not_found, context_overflow, unsupported,
+               reply_too_large
           8    protocol version mismatch between slmctl and slmd
           130  cancelled with Ctrl-C
         """

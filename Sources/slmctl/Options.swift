@@ -94,13 +94,13 @@ struct GenerationArguments: ParsableArguments {
     @Option(help: ArgumentHelp("Nucleus sampling mass, 1 = off (0...1).", valueName: "p"))
     var topP: Double?
 
-    @Option(help: ArgumentHelp("Drop tokens below p × the top probability, 0 = off (0...1).", valueName: "p"))
+    @Option(help: ArgumentHelp("Drop tokens below p × the top probability, 0 = off (\(GenerationOptions.Bounds.minP)).", valueName: "p"))
     var minP: Double?
 
-    @Option(help: ArgumentHelp("Penalty for recently generated tokens, 1 = off (0...100).", valueName: "x"))
+    @Option(help: ArgumentHelp("Penalty for recently generated tokens, 1 = off (above 0, at most \(GenerationOptions.Bounds.repeatPenalty.upperBound)).", valueName: "x"))
     var repeatPenalty: Double?
 
-    @Option(help: ArgumentHelp("How many recent tokens the repeat penalty looks at, 0 = off.", valueName: "n"))
+    @Option(help: ArgumentHelp("How many recent tokens the repeat penalty looks at, 0 = off (0...\(GenerationOptions.Bounds.repeatWindow)).", valueName: "n"))
     var repeatWindow: Int?
 
     @Option(help: ArgumentHelp("Seed for reproducible sampling (0...2^53-1).", valueName: "n"))
@@ -124,9 +124,11 @@ struct GenerationArguments: ParsableArguments {
         if let v = maxTokens { try check(v >= 1 && Int64(v) <= B.maxTokens, "--max-tokens must be in 1...\(B.maxTokens)") }
         if let v = temperature { try check(B.temperature.contains(v), "--temperature must be in 0...100") }
         if let v = topK { try check(v >= 0 && Int64(v) <= B.topK, "--top-k must be in 0...\(B.topK)") }
-        if let v = topP { try check((0...1).contains(v), "--top-p must be in 0...1") }
-        if let v = minP { try check((0...1).contains(v), "--min-p must be in 0...1") }
-        if let v = repeatPenalty { try check(B.repeatPenalty.contains(v), "--repeat-penalty must be in 0...100") }
+        if let v = topP { try check(B.topP.contains(v) && v > B.topP.lowerBound, "--top-p must be above 0 and at most 1") }
+        if let v = minP { try check(B.minP.contains(v), "--min-p must be in \(B.minP)") }
+        if let v = repeatPenalty {
+            try check(B.repeatPenalty.contains(v) && v > 0, "--repeat-penalty must be above 0 and at most \(B.repeatPenalty.upperBound)")
+        }
         if let v = repeatWindow { try check(v >= 0 && Int64(v) <= B.repeatWindow, "--repeat-window must be in 0...\(B.repeatWindow)") }
         if let v = seed { try check(v <= UInt64(B.seed), "--seed must be in 0...\(B.seed)") }
         try check(stop.count <= B.stopCount, "at most \(B.stopCount) --stop strings")

@@ -1,4 +1,5 @@
 import ArgumentParser
+import SLMProtocol
 
 @main
 struct SLMD: ParsableCommand {
@@ -19,6 +20,3 @@ struct SLMD: ParsableCommand {
     )
 }
 
-enum SLMDVersion {
-    static let string = "0.1.0"
-}

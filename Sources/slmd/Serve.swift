@@ -3,8 +3,10 @@ import Logging
 import SLMEngine
 import SLMKernels
 import SLMModel
+import SLMProtocol
 import SLMServer
 import SLMSystemd
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -18,8 +20,14 @@ struct Serve: ParsableCommand {
             Unix socket (the one systemd passes, else the configured path) and tells systemd \
             READY=1. SIGTERM drains: no new requests, running ones get shutdown_grace_ms to \
             finish, then the rest are cancelled and slmd exits 0. SIGHUP reloads the intent \
-            files (intents_dir); the rest of the configuration needs a restart.
+            files (intents_dir); the rest of the configuration needs a restart. When the \
+            model file is replaced or modified, slmd drains the same way and exits with \
+            status \(Serve.modelChangedExitStatus), so systemd restarts it on the new file.
             """)
+
+    /// Exit status after draining because the model file changed (EX_TEMPFAIL). The unit
+    /// restarts the service on it (RestartForceExitStatus=) without marking it failed.
+    static let modelChangedExitStatus: Int32 = 75
 
     @Option(name: .long, help: "Config file (default: /etc/slmd/slmd.conf if present).")
     var config: String?
@@ -48,7 +56,7 @@ struct Serve: ParsableCommand {
         var c = DaemonConfig()
         let path = config ?? (access(Self.defaultConfigPath, R_OK) == 0 ? Self.defaultConfigPath : nil)
         if let path {
-            let bytes = try readFile(path)
+            let bytes = try readBoundedRegularFile(path, maxBytes: DaemonConfig.maxFileBytes)
             try c.apply(configText: try utf8String(bytes, what: path), source: path)
         }
         for o in overrides {
@@ -61,7 +69,7 @@ struct Serve: ParsableCommand {
         if let logLevel { c.logLevel = logLevel }
         if c.model.isEmpty { c.model = DefaultPaths.model }
         c.engine.threads = c.threadsSetting == 0 ? onlineCores() : c.threadsSetting
-        if let problem = c.problem() { throw ConfigError("invalid configuration: \(problem)") }
+        if let problem = c.problem() ?? c.systemProblem() { throw ConfigError("invalid configuration: \(problem)") }
         return c
     }
 
@@ -70,7 +78,8 @@ struct Serve: ParsableCommand {
         // thread exists so none of them receives one.
         var set = sigset_t()
         sigemptyset(&set)
-        for s in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&set, s) }
+        // SIGUSR1 is the I/O thread telling this one that the model file changed.
+        for s in [SIGTERM, SIGINT, SIGHUP, SIGUSR1] { sigaddset(&set, s) }
         pthread_sigmask(SIG_BLOCK, &set, nil)
         signal(SIGPIPE, SIG_IGN)
 
@@ -115,10 +124,16 @@ struct Serve: ParsableCommand {
         }
         logger.info("weights", metadata: ["layout": "\(model.weights.layout)", "repacked_bytes": "\(model.weights.repackedBytes)",
                                           "cache": "\(model.weights.repackCachePath.map { $0 + (model.weights.repackCacheHit ? " (reused)" : " (written)") } ?? "none")"])
+        MappedFileCrash.install(files: [cfg.model] + (model.weights.repackCachePath.map { [$0] } ?? []))
         if cfg.prefetch { model.prefetch() }
         let pingEvery = notifier.watchdogPingInterval.map { Double($0.components.seconds) + Double($0.components.attoseconds) * 1e-18 } ?? 5
+        // WATCHDOG=1 needs both loops alive: the engine thread's heartbeat calls this, and it
+        // pings only while the I/O thread is turning too (before the server exists, the
+        // engine alone is the daemon).
+        let serverForWatchdog = Mutex<Server?>(nil)
         let engine = try Engine(model: model, config: cfg.engine, logger: logger, heartbeatInterval: pingEvery) {
-            notifier.watchdog()
+            let server = serverForWatchdog.withLock { $0 }
+            if server?.isResponsive(within: 2 * pingEvery) ?? true { notifier.watchdog() }
         }
         try engine.start(warmUp: cfg.warmUp)
 
@@ -140,6 +155,29 @@ struct Serve: ParsableCommand {
                                 intents: registry) {
             notifier.status(statusLine())
         }
+        serverForWatchdog.withLock { $0 = server }
+        let modelWatch = ModelFileWatch(path: cfg.model)
+        if let modelWatch {
+            let reported = Atomic<Bool>(false)
+            server.watch(fd: modelWatch.fd) {
+                let changes = modelWatch.changes()
+                guard let change = changes.first(where: { $0 != .removed }) else {
+                    if !changes.isEmpty { logger.warning("model file removed; still serving the mapped copy", metadata: ["model": "\(cfg.model)"]) }
+                    return
+                }
+                guard !reported.exchange(true, ordering: .relaxed) else { return }
+                let metadata: Logger.Metadata = ["model": "\(cfg.model)", "change": "\(change)",
+                                                 "exit_status": "\(Serve.modelChangedExitStatus)"]
+                if change == .modifiedInPlace {
+                    logger.error("model file modified in place while mapped: draining and exiting for a restart on the new file (install models by rename, never cp over them)", metadata: metadata)
+                } else {
+                    logger.notice("model file replaced: draining and exiting for a restart on the new file", metadata: metadata)
+                }
+                kill(getpid(), SIGUSR1)
+            }
+        } else {
+            logger.warning("cannot watch the model file for changes (inotify)", metadata: ["model": "\(cfg.model)"])
+        }
         server.start()
         notifier.ready(status: statusLine())
         logger.info("ready", metadata: ["socket": "\(owned ? cfg.socket : "systemd fd \(listenFD)")",
@@ -147,8 +185,10 @@ struct Serve: ParsableCommand {
                                         "memory_budget": "\(cfg.engine.memoryBudgetBytes)"])
 
         var sig: Int32 = 0
+        var exitStatus: Int32 = 0
         while true {
             sigwait(&set, &sig)
+            if sig == SIGUSR1 { exitStatus = Serve.modelChangedExitStatus }
             if sig == SIGHUP {
                 notifier.reloading()
                 logger.info("SIGHUP: reloading intents")
@@ -163,6 +203,8 @@ struct Serve: ParsableCommand {
         server.stopAccepting()
         engine.shutdown(grace: Double(cfg.shutdownGraceMs) / 1000)
         server.stop(flushFor: 1)
-        logger.info("stopped")
+        withExtendedLifetime(modelWatch) {}
+        logger.info("stopped", metadata: ["exit_status": "\(exitStatus)"])
+        if exitStatus != 0 { Glibc.exit(exitStatus) }
     }
 }

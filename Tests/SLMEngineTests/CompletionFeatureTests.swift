@@ -97,7 +97,7 @@ final class CompletionFeatureTests: XCTestCase {
         XCTAssertLessThanOrEqual(done1.generatedTokens, seen + 2, "superseded within a step")
         XCTAssertNotNil(second.wait())
         XCTAssertEqual(e.stats().prefixCacheHits, hitsBefore + 1, "the new request reused the superseded one's KV")
-        XCTAssertEqual(e.stats().finished["superseded"], 1)
+        XCTAssertEqual(e.stats().finished[.superseded], 1)
         XCTAssertEqual(e.stats().kvBytesInUse, 0)
     }
 

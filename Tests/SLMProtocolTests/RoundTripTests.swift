@@ -142,8 +142,9 @@ final class RoundTripTests: XCTestCase {
             "malformed_frame", "unsupported_version", "frame_too_large", "bad_utf8", "bad_json", "unknown_type",
             "bad_field", "busy", "over_memory_budget", "cancelled", "deadline_exceeded", "internal", "not_found",
             "duplicate_id", "context_overflow", "permission_denied", "shutting_down", "unsupported",
+            "reply_too_large", "evicted",
         ])
-        XCTAssertEqual(ErrorCode.all.filter(\.isFatal).map(\.name), ["malformed_frame", "unsupported_version", "frame_too_large"])
+        XCTAssertEqual(ErrorCode.all.filter(\.isFatal).map(\.name), ["malformed_frame", "unsupported_version", "frame_too_large", "evicted"])
         XCTAssertEqual(ErrorCode(name: "busy"), .busy)
         XCTAssertEqual(ErrorCode(number: 7, name: "ignored"), .badField)
     }

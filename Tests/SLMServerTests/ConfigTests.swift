@@ -1,6 +1,8 @@
 import Foundation
-import XCTest
+import SLMEngine
+import SLMModel
 @testable import SLMServer
+import XCTest
 
 final class ConfigTests: XCTestCase {
     static var shippedConfig: URL {
@@ -23,7 +25,7 @@ final class ConfigTests: XCTestCase {
         }
         for key in ["model", "socket", "socket_mode", "socket_group", "allowed_uids", "allowed_gids", "threads",
                     "max_sequences", "max_queued", "memory_budget", "max_context", "max_tokens", "default_deadline_ms",
-                    "prefill_chunk", "prefix_cache_entries", "max_frame", "max_connections", "max_inflight_per_connection", "max_output_buffer",
+                    "prefill_chunk", "prefix_cache_entries", "max_frame", "max_connections", "max_connections_per_uid", "max_inflight_per_connection", "max_output_buffer",
                     "prefetch", "weights_layout", "repack_cache_dir", "warm_up", "log_level", "shutdown_grace_ms", "status_interval_ms"] {
             XCTAssertTrue(keys.contains(key), "etc/slmd.conf does not document \(key)")
         }
@@ -43,5 +45,44 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(c.maxFrameBytes, 65536)
         XCTAssertEqual(parseSize("1G"), 1 << 30)
         XCTAssertNil(parseSize("12X"))
+    }
+
+    /// --check-config accepted all three of these.
+    func testDuplicateKeysMissingGroupsAndContextsPastTheModelAreRefused() throws {
+        var c = DaemonConfig()
+        XCTAssertThrowsError(try c.apply(configText: "threads = 2\n# x\nthreads = 3\n", source: "x.conf")) {
+            XCTAssertEqual("\($0)", "x.conf:3: 'threads' is already set on line 1")
+        }
+        var g = DaemonConfig()
+        try g.set("socket_group", "nosuchgroup-slmd-test")
+        XCTAssertNil(g.problem())
+        XCTAssertEqual(g.systemProblem(), "socket_group: no group 'nosuchgroup-slmd-test' exists on this system")
+        try g.set("socket_group", "root")
+        XCTAssertNil(g.systemProblem())
+        var e = EngineConfig()
+        e.maxContext = 1_000_000
+        let model = ModelConfig(embeddingLength: 64, layerCount: 2, headCount: 4, kvHeadCount: 2, feedForwardLength: 128,
+                                vocabSize: 300, trainedContextLength: 8192)
+        XCTAssertEqual(e.problem(modelConfig: model), "max_context 1000000 is above the model's trained context length 8192")
+    }
+
+    /// A file saved with CRLF line ends was read as one line (found by make fuzz).
+    func testCRLFLineEndsAreLineEnds() throws {
+        var c = DaemonConfig()
+        try c.apply(configText: "model = /m.gguf\r\nthreads = 2\r\nmax_sequences = 8\r\n", source: "crlf.conf")
+        XCTAssertEqual(c.model, "/m.gguf")
+        XCTAssertEqual(c.threadsSetting, 2)
+        XCTAssertEqual(c.engine.maxSequences, 8)
+        XCTAssertThrowsError(try DaemonConfig().applying("threads = 2\r\nbogus = 1\r\n")) {
+            XCTAssertEqual("\($0)", "x.conf:2: unknown key 'bogus'")
+        }
+    }
+}
+
+private extension DaemonConfig {
+    func applying(_ text: String) throws -> DaemonConfig {
+        var c = self
+        try c.apply(configText: text, source: "x.conf")
+        return c
     }
 }

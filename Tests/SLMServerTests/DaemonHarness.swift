@@ -41,11 +41,11 @@ final class Daemon {
 
     /// `settings` are `--set key=value` overrides; `environment` adds variables.
     init(settings: [String] = [], extraArgs: [String] = [], environment: [String: String] = [:],
-         launcher: [String]? = nil, waitReady: Bool = true) throws {
+         launcher: [String]? = nil, waitReady: Bool = true, model: String = E2E.model) throws {
         try E2E.requireModel()
         dir = E2E.tempDir()
         socket = dir.appendingPathComponent("s.sock").path
-        var args = ["serve", "--socket", socket, "--model", E2E.model, "--threads", "2", "--set", "warm_up=false",
+        var args = ["serve", "--socket", socket, "--model", model, "--threads", "2", "--set", "warm_up=false",
                     "--set", "prefetch=false"]
         for s in settings { args += ["--set", s] }
         args += extraArgs
@@ -93,6 +93,13 @@ final class Daemon {
         return String(decoding: stderrPipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
     }
 
+    /// Waits up to `timeout` seconds for the process to exit on its own; true if it did.
+    func waitForExit(timeout: Double) -> Bool {
+        let end = Date(timeIntervalSinceNow: timeout)
+        while process.isRunning && Date() < end { usleep(10_000) }
+        return !process.isRunning
+    }
+
     /// SIGTERM and wait; returns the exit status.
     @discardableResult
     func terminate(timeout: Double = 20) -> Int32 {
@@ -133,6 +140,23 @@ final class Client {
         }
         var tv = timeval(tv_sec: 60, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    /// Connects with effective uid `uid` (gid the same number) and exactly `groups` as
+    /// supplementary groups: the kernel records the credentials at connect() for
+    /// SO_PEERCRED/SO_PEERGROUPS, so this test process (root) can play another user.
+    convenience init(path: String, asUser uid: uid_t, groups: [gid_t] = []) throws {
+        let n = getgroups(0, nil)
+        var saved = [gid_t](repeating: 0, count: Int(max(n, 0)))
+        _ = getgroups(n, &saved)
+        precondition(setgroups(groups.count, groups) == 0 && setegid(uid) == 0 && seteuid(uid) == 0,
+                     "switching to uid \(uid) needs root")
+        defer {
+            _ = seteuid(0)
+            _ = setegid(0)
+            _ = setgroups(saved.count, saved)
+        }
+        try self.init(path: path)
     }
 
     func close() { Glibc.close(fd) }

@@ -88,4 +88,27 @@ final class IntentTests: XCTestCase {
         let value = try OrderedJSON(parsing: #"{"y":1,"extra":true,"z":[{"a":1,"b":2}]}"#)
         XCTAssertEqual(canonical(value, schema: schema).compactText, #"{"z":[{"b":2,"a":1}],"y":1,"extra":true}"#)
     }
+
+    /// A schema that trapped the compiler killed the daemon at start, on --check-config and
+    /// on SIGHUP although intents_strict=false promises "logged and skipped"; a FIFO in the
+    /// directory blocked the loader forever (the file was read before its size was checked).
+    func testHostileIntentFilesAreSkippedNotFatal() throws {
+        let dir = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("intents-hostile-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let nested = #"{"type":"array","maxItems":2147483646,"items":{"type":"array","maxItems":2147483646,"items":{"type":"array","maxItems":2147483646,"items":{"type":"integer"}}}}"#
+        try #"{"schema": {"type":"integer","minimum":-9223372036854775808}}"#.write(to: dir.appendingPathComponent("a.json"), atomically: true, encoding: .utf8)
+        try #"{"schema": {"type":"object","properties":{"a":\#(nested),"b":\#(nested)}}}"#.write(to: dir.appendingPathComponent("b.json"), atomically: true, encoding: .utf8)
+        try intentText().write(to: dir.appendingPathComponent("lights.json"), atomically: true, encoding: .utf8)
+        XCTAssertEqual(mkfifo(dir.appendingPathComponent("fifo.json").path, 0o600), 0)
+        try Data(count: IntentRegistry.maxFileBytes + 1).write(to: dir.appendingPathComponent("huge.json"))
+
+        let (intents, errors) = IntentRegistry.load(directory: dir.path)
+        XCTAssertEqual(intents.keys.sorted(), ["b", "lights"], "the nested-array schema is valid and now compiles")
+        let byFile = Dictionary(uniqueKeysWithValues: errors.map { (($0.file as NSString).lastPathComponent, $0.message) })
+        XCTAssertEqual(byFile.keys.sorted(), ["a.json", "fifo.json", "huge.json"])
+        XCTAssertTrue(byFile["a.json"]?.contains("10^18") == true, "\(byFile)")
+        XCTAssertEqual(byFile["fifo.json"], "not a regular file")
+        XCTAssertTrue(byFile["huge.json"]?.contains("at most \(IntentRegistry.maxFileBytes)") == true, "\(byFile)")
+    }
 }

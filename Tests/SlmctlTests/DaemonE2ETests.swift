@@ -29,7 +29,7 @@ final class DaemonE2ETests: XCTestCase {
             socket = dir + "/slmd.sock"
             // An empty config file so /etc/slmd/slmd.conf on this machine cannot change the defaults.
             let config = dir + "/slmd.conf"
-            FileManager.default.createFile(atPath: config, contents: Data("# defaults\n".utf8))
+            _ = FileManager.default.createFile(atPath: config, contents: Data("# defaults\n".utf8))
             process.executableURL = URL(fileURLWithPath: slmd)
             var args = ["serve", "--socket", socket, "--model", model, "--threads", "2", "--config", config,
                         "--set", "warm_up=false"]

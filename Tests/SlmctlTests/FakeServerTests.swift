@@ -123,7 +123,7 @@ final class FakeServerTests: XCTestCase {
     func testEveryErrorCodeMapsToItsExitStatus() throws {
         let expected: [Int: Int32] = [
             1: 1, 2: 8, 3: 7, 4: 7, 5: 7, 6: 7, 7: 7, 8: 5, 9: 6, 10: 130, 11: 5, 12: 1, 13: 7, 14: 1,
-            15: 7, 16: 4, 17: 5, 18: 7, 99: 1,
+            15: 7, 16: 4, 17: 5, 18: 7, 19: 7, 20: 5, 99: 1,
         ]
         XCTAssertEqual(Set(ErrorCode.all.map(\.number)), Set(expected.keys).subtracting([99]), "a new error code needs an exit status")
         for (number, status) in expected.sorted(by: { $0.key < $1.key }) {
@@ -276,7 +276,7 @@ final class FakeServerTests: XCTestCase {
         case .status:
             peer.send(.reply(Reply(id: request.id, .status([
                 "state": "ready", "uptime_s": 3723, "in_flight": 1, "queued": 0, "memory_bytes": 104_857_600,
-                "memory_budget_bytes": 1_073_741_824, "kernel_path": "avx2", "model_path": "/models/fake.gguf", "threads": 2,
+                "memory_budget_bytes": 1_073_741_824, "kernel_path": "avx2", "model_file": "fake.gguf", "threads": 2,
                 "custom_thing": "shown too",
             ]))))
         default: break
@@ -341,7 +341,7 @@ final class FakeServerTests: XCTestCase {
                      State: ready
                     Server: slmd 0.0.0-fake, protocol 1, socket \(server.socketPath)
                      Model: fake-model (Q4_1, context 2048)
-                            /models/fake.gguf
+                            fake.gguf
                     Uptime: 1h 2min 3s
                   Requests: 1 active, 0 queued (max 2 concurrent, 16 queued)
                     Served: 12 total

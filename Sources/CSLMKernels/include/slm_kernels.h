@@ -45,8 +45,6 @@ enum {
 
 /* Name of the active path, e.g. "x86-avx512vnni", "arm64-neon-dotprod", "portable-c". */
 const char *slm_kernels_path(void);
-/* Id of the active path (one of SLM_PATH_*, never AUTO). */
-int slm_kernels_path_id(void);
 /* Whether this CPU (and build) can run `path`. AUTO and PORTABLE are always supported. */
 int slm_kernels_supported(int path);
 /* Makes `path` active for the whole process if supported; returns 1 on success, 0 if not

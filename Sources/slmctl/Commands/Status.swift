@@ -63,7 +63,8 @@ func statusSummary(status: JSONObject, info: ServerInfo, stats: SLMProtocol.Stat
     if let q = info.model["quantization"] { details.append(q.text) }
     if let c = info.model["context_length"] { details.append("context \(c.text)") }
     lines.append(("Model", modelText + (details.isEmpty ? "" : " (\(details.joined(separator: ", ")))")))
-    if let path = value("model_path") { lines.append(("", path.text)) }
+    // model_file since protocol 1 rev. 2026-11-28 (no directories for clients); model_path before.
+    if let file = value("model_file", "model_path") { lines.append(("", file.text)) }
 
     if let s = number("uptime_s", "uptime_seconds") { lines.append(("Uptime", formatDuration(seconds: s))) }
     else if let ms = number("uptime_ms") { lines.append(("Uptime", formatDuration(seconds: ms / 1000))) }
