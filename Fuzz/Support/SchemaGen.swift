@@ -103,7 +103,7 @@ extension ByteSource {
             case 0:  // near maxPropertiesPerObject (128), sometimes all with long names
                 n = 100 + below(40)
                 if bool() { longKeys = min(u16() % 4096, longBudget / 64); longBudget -= longKeys * 64 }
-            case 1 where below(8) == 0: n = 1000 + u16() * 2  // far beyond it: parse cost of a wide object
+            case 1 where below(64) == 0: n = 1000 + u16() * 2  // far beyond it: parse cost of a wide object
             default: n = below(6)
             }
             var props: [(key: String, value: OrderedJSON)] = []
