@@ -89,9 +89,9 @@ final class ToolTests: XCTestCase {
 
     func testPerplexityToolAndErrors() throws {
         _ = try ReferenceData.requireModel()
-        // The first 4 KiB of text A keep the tool test quick; the full-text figures are
-        // checked in PerplexityReferenceTests.
-        let full = try Data(contentsOf: ReferenceData.referenceDir.appendingPathComponent("perplexity-textA-GPL-3.txt"))
+        // The first 4 KiB of the reference text keep the tool test quick; the full-text figures
+        // are checked in PerplexityReferenceTests.
+        let full = try Data(contentsOf: PerplexityText.load().url)
         let text = FileManager.default.temporaryDirectory.appendingPathComponent("slmd-ppl-\(UUID().uuidString).txt")
         try full.prefix(4096).write(to: text)
         let r = try run(["perplexity", "--file", text.path, "--ctx", "64", "--json"])
