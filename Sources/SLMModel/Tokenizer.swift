@@ -175,8 +175,9 @@ public final class Tokenizer: Sendable {
             if let id = idOf[t] { eog.insert(id); forced.insert(id) }
         }
         // As in llama.cpp, a token whose text marks it as an end/FIM marker is control even if
-        // the converter typed it normal, so it is parsed out of text and hidden on render.
-        for id in forced where types[Int(id)] == .normal { types[Int(id)] = .control }
+        // the converter typed it otherwise (Phi-3's `</s>` is user-defined), so it is parsed
+        // out of text only with parseSpecial and hidden on render without renderSpecial.
+        for id in forced where types[Int(id)] != .control && types[Int(id)] != .unknown { types[Int(id)] = .control }
         eogIDs = eog
 
         let textTable = TokenTextTable(texts: texts)
