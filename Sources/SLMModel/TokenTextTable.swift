@@ -12,6 +12,8 @@ struct TokenTextTable: Sendable {
     private let start: [Int32]  // token i is bytes[start[i]..<start[i+1]]
     private let slots: [Int32]  // token id, or -1 for an empty slot
     private let mask: Int
+    /// The longest text: a longer query is answered without hashing it.
+    let maxLength: Int
 
     /// - Precondition: the texts' total size fits in `Int32` (the tokenizer checks it).
     init(texts: [String]) {
@@ -44,6 +46,7 @@ struct TokenTextTable: Sendable {
         self.start = start
         self.slots = slots
         self.mask = mask
+        self.maxLength = texts.reduce(0) { max($0, $1.utf8.count) }
     }
 
     @inline(__always)
@@ -62,7 +65,8 @@ struct TokenTextTable: Sendable {
 
     /// The id of the token whose text is exactly `key`, or nil.
     func id(of key: UnsafeBufferPointer<UInt8>) -> Int32? {
-        bytes.withUnsafeBufferPointer { b in
+        if key.count > maxLength { return nil }
+        return bytes.withUnsafeBufferPointer { b in
             var s = Int(truncatingIfNeeded: Self.hash(key)) & mask
             while true {
                 let occupant = slots[s]
