@@ -36,6 +36,9 @@ public struct DaemonConfig: Sendable, Equatable {
     /// Directory for the repacked weights' cache file, which keeps them file-backed (empty:
     /// the copy is anonymous memory, about the model's size).
     public var repackCacheDir = ""
+    /// The chat prompt format: `auto` recognises the model's `tokenizer.chat_template`;
+    /// a name forces that format (for a model whose template slmd does not recognise).
+    public var chatTemplate = ChatTemplate.Choice.auto
     public var warmUp = true
     public var logLevel = "info"
     public var shutdownGraceMs = 10_000
@@ -170,6 +173,11 @@ extension DaemonConfig {
             }
             weightsLayout = l
         case "repack_cache_dir": repackCacheDir = value
+        case "chat_template":
+            guard let c = ChatTemplate.Choice(rawValue: value) else {
+                throw ConfigError("\(key): expected one of \(ChatTemplate.Choice.allCases.map(\.rawValue).joined(separator: ", ")), got '\(value)'")
+            }
+            chatTemplate = c
         case "warm_up": warmUp = try bool()
         case "log_level": logLevel = value
         case "shutdown_grace_ms": shutdownGraceMs = try int(0...3_600_000)
