@@ -216,7 +216,9 @@ final class RequestHandler: @unchecked Sendable {
                 return fail(.badField, i == messages.count - 1 ? "field 'utterance': contains control-token text"
                                                               : "field 'examples' or 'instruction': contains control-token text")
             }
-            let ids = model.tokenizer.encode(template.render(messages), parseSpecial: true)
+            var ids = model.tokenizer.encode(template.render(messages), parseSpecial: true)
+            // The templates leave BOS to the tokenizer (Llama 2/3, TinyLlama ask for it).
+            if model.tokenizer.addBOS, let bos = model.tokenizer.bosID { ids.insert(bos, at: 0) }
             var sampling = SamplingParams.greedy
             if let t = r.temperature, t > 0 { sampling = SamplingParams(temperature: Float(t), seed: UInt64.random(in: 0...UInt64.max)) }
             let limit = min(maxTokens ?? 128, config.engine.maxTokens)
@@ -242,7 +244,8 @@ final class RequestHandler: @unchecked Sendable {
                 }
             }
             let rendered = template.render(r.messages.map { ChatMessage(role: $0.role.rawValue, content: $0.content) })
-            let ids = model.tokenizer.encode(rendered, parseSpecial: true)
+            var ids = model.tokenizer.encode(rendered, parseSpecial: true)
+            if model.tokenizer.addBOS, let bos = model.tokenizer.bosID { ids.insert(bos, at: 0) }
             generate(id: id, op: .chat, promptIDs: ids, options: r.options, on: c)
         }
     }
