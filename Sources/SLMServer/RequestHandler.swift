@@ -40,6 +40,7 @@ final class RequestHandler: @unchecked Sendable {
     /// the rest are reserved on the connection (so duplicate ids, the in-flight cap and
     /// `cancel` apply at once) and handed to the preparation thread.
     func handle(_ frame: Frame, on c: Connection) {
+        TestFault.ioHasWork()
         let request: Request
         do {
             request = try Request(frame: frame)
