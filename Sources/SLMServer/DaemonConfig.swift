@@ -1,4 +1,5 @@
 import SLMEngine
+import SLMKernels
 import SLMModel
 
 /// Everything `slmd serve` can be configured with: the file `/etc/slmd/slmd.conf`
@@ -36,6 +37,9 @@ public struct DaemonConfig: Sendable, Equatable {
     /// Directory for the repacked weights' cache file, which keeps them file-backed (empty:
     /// the copy is anonymous memory, about the model's size).
     public var repackCacheDir = ""
+    /// Kernel path: auto (the best this CPU supports) or one by name; a path the CPU cannot
+    /// run is an error at start.
+    public var kernels = KernelChoice.auto
     public var warmUp = true
     public var logLevel = "info"
     public var shutdownGraceMs = 10_000
@@ -73,6 +77,7 @@ public struct DaemonConfig: Sendable, Equatable {
         if !socketGroup.isEmpty && UnixSocket.groupID(socketGroup) == nil {
             return "socket_group: no group '\(socketGroup)' exists on this system"
         }
+        if !kernels.isSupported { return KernelChoiceError(choice: kernels).description }
         return nil
     }
 }
@@ -167,6 +172,11 @@ extension DaemonConfig {
             }
             weightsLayout = l
         case "repack_cache_dir": repackCacheDir = value
+        case "kernels":
+            guard let k = KernelChoice(rawValue: value) else {
+                throw ConfigError("\(key): expected one of \(KernelChoice.allCases.map(\.rawValue).joined(separator: ", ")), got '\(value)'")
+            }
+            kernels = k
         case "warm_up": warmUp = try bool()
         case "log_level": logLevel = value
         case "shutdown_grace_ms": shutdownGraceMs = try int(0...3_600_000)

@@ -86,6 +86,8 @@ struct Serve: ParsableCommand {
         let t0 = now()
         let cfg = try resolvedConfig()
         let level = Logger.Level(rawValue: cfg.logLevel) ?? .info
+        // Before the model: the path decides the layout the weights are repacked into.
+        try Kernels.use(cfg.kernels)
         if checkConfig {
             let m = try Model(path: cfg.model)  // mapped: checking the config writes no cache
             if let problem = cfg.engine.problem(modelConfig: m.config) { throw ConfigError("invalid configuration: \(problem)") }
@@ -93,14 +95,15 @@ struct Serve: ParsableCommand {
             for e in errors { print("intent file error: \(e)") }
             if cfg.intentsStrict, !errors.isEmpty { throw ConfigError("invalid intent files (intents_strict = true)") }
             print("intents: \(intents.isEmpty ? "none" : intents.keys.sorted().joined(separator: ", ")) from \(cfg.intentsDir)")
-            print("configuration OK: model \(cfg.model) (\(m.config.name), \(m.weightBytes / 1_000_000) MB), socket \(cfg.socket), threads \(cfg.engine.threads), memory budget \(cfg.engine.memoryBudgetBytes) bytes")
+            print("configuration OK: model \(cfg.model) (\(m.config.name), \(m.weightBytes / 1_000_000) MB), socket \(cfg.socket), threads \(cfg.engine.threads), kernels \(Kernels.path) (\(cfg.kernels.rawValue)), memory budget \(cfg.engine.memoryBudgetBytes) bytes")
             return
         }
         LoggingSetup.bootstrap(level: level)
         let logger = Logger(label: "slmd")
         let notifier = Notifier()
         logger.info("starting", metadata: ["version": "\(SLMDVersion.string)", "model": "\(cfg.model)",
-                                           "threads": "\(cfg.engine.threads)", "kernels": "\(Kernels.path)"])
+                                           "threads": "\(cfg.engine.threads)", "kernels": "\(Kernels.path)",
+                                           "kernels_setting": "\(cfg.kernels.rawValue)"])
 
         let registry = IntentRegistry()
         @Sendable func loadIntents(initial: Bool) throws {
