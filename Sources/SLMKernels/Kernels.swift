@@ -41,7 +41,8 @@ public enum Kernels {
         }
     }
 
-    /// The layout the active path reads fastest (`.tile16` on x86-avx512vnni). Every path
+    /// The layout the active path reads fastest (`.tile16` on x86-avx512vnni and
+    /// arm64-neon-dotprod). Every path
     /// computes either layout, bit-identically; only the speed differs.
     public static var preferredLayout: WeightLayout {
         slm_preferred_layout() == Int32(SLM_LAYOUT_TILE16) ? .tile16 : .rows

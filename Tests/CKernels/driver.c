@@ -186,6 +186,35 @@ static int test_paths(void) {
                         free(wt); free(row);
                         free(y0); free(y1); free(w); free_acts(&A);
                     }
+        /* tile16 row ranges that start and end inside tiles and inside 4-row groups, over
+         * 3 whole tiles and a 5-row row-layout tail, for 1..5 tokens. */
+        for (int type = 0; type < 3; type++) {
+            static const int ranges[][2] = {{0, 53}, {5, 11}, {4, 8}, {0, 16}, {3, 45}, {16, 32}, {15, 17}, {47, 53},
+                                            {50, 52}, {1, 2}, {30, 49}};
+            enum { ROWS = 53, COLS = 96 };
+            const ptrdiff_t rb = COLS / 32 * block_bytes[type];
+            uint8_t *w = malloc((size_t)ROWS * rb), *wt = malloc((size_t)ROWS * rb);
+            fill_weights(type, w, ROWS, COLS);
+            slm_repack_tile16(wtype_id[type], w, wt, rb, ROWS);
+            for (int tokens = 1; tokens <= 5; tokens++) {
+                acts A;
+                make_acts(&A, tokens, COLS);
+                for (size_t k = 0; k < sizeof ranges / sizeof *ranges; k++) {
+                    float y0[ROWS * 5], y1[ROWS * 5];
+                    for (int i = 0; i < ROWS * 5; i++) y0[i] = y1[i] = -12345.0f;
+                    slm_kernels_force(SLM_PATH_PORTABLE);
+                    mm[type](w, rb, ranges[k][0], ranges[k][1], &A.a, y0, ROWS);
+                    slm_kernels_force(path);
+                    slm_matmul_tile16(wtype_id[type], wt, rb, ROWS, ranges[k][0], ranges[k][1], &A.a, y1, ROWS);
+                    char what[128];
+                    snprintf(what, sizeof what, "tile16 (%s) %s rows [%d,%d) of %d, tokens %d", pname, type_name[type],
+                             ranges[k][0], ranges[k][1], ROWS, tokens);
+                    check(memcmp(y0, y1, sizeof y0) == 0, what);
+                }
+                free_acts(&A);
+            }
+            free(w); free(wt);
+        }
         /* f16 helpers */
         for (int rep = 0; rep < 200; rep++) {
             int n = 1 + (int)(rnd() % 150);
