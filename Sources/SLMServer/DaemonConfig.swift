@@ -1,4 +1,5 @@
 import SLMEngine
+import SLMKernels
 import SLMModel
 
 /// Everything `slmd serve` can be configured with: the file `/etc/slmd/slmd.conf`
@@ -39,6 +40,9 @@ public struct DaemonConfig: Sendable, Equatable {
     /// The chat prompt format: `auto` recognises the model's `tokenizer.chat_template`;
     /// a name forces that format (for a model whose template slmd does not recognise).
     public var chatTemplate = ChatTemplate.Choice.auto
+    /// Kernel path: auto (the best this CPU supports) or one by name; a path the CPU cannot
+    /// run is an error at start.
+    public var kernels = KernelChoice.auto
     public var warmUp = true
     public var logLevel = "info"
     public var shutdownGraceMs = 10_000
@@ -76,6 +80,7 @@ public struct DaemonConfig: Sendable, Equatable {
         if !socketGroup.isEmpty && UnixSocket.groupID(socketGroup) == nil {
             return "socket_group: no group '\(socketGroup)' exists on this system"
         }
+        if !kernels.isSupported { return KernelChoiceError(choice: kernels).description }
         return nil
     }
 }
@@ -178,6 +183,11 @@ extension DaemonConfig {
                 throw ConfigError("\(key): expected one of \(ChatTemplate.Choice.allCases.map(\.rawValue).joined(separator: ", ")), got '\(value)'")
             }
             chatTemplate = c
+        case "kernels":
+            guard let k = KernelChoice(rawValue: value) else {
+                throw ConfigError("\(key): expected one of \(KernelChoice.allCases.map(\.rawValue).joined(separator: ", ")), got '\(value)'")
+            }
+            kernels = k
         case "warm_up": warmUp = try bool()
         case "log_level": logLevel = value
         case "shutdown_grace_ms": shutdownGraceMs = try int(0...3_600_000)

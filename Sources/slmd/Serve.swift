@@ -86,6 +86,8 @@ struct Serve: ParsableCommand {
         let t0 = now()
         let cfg = try resolvedConfig()
         let level = Logger.Level(rawValue: cfg.logLevel) ?? .info
+        // Before the model: the path decides the layout the weights are repacked into.
+        try Kernels.use(cfg.kernels)
         if checkConfig {
             let m = try Model(path: cfg.model, chatTemplate: cfg.chatTemplate)  // mapped: checking the config writes no cache
             if let problem = cfg.engine.problem(modelConfig: m.config) { throw ConfigError("invalid configuration: \(problem)") }
@@ -97,14 +99,15 @@ struct Serve: ParsableCommand {
             case .success(let t): print("chat template: \(t.name) (chat_template = \(cfg.chatTemplate.rawValue))")
             case .failure(let e): print("chat template: none, chat requests will be refused: \(e)")
             }
-            print("configuration OK: model \(cfg.model) (\(m.config.name), \(m.weightBytes / 1_000_000) MB), socket \(cfg.socket), threads \(cfg.engine.threads), memory budget \(cfg.engine.memoryBudgetBytes) bytes")
+            print("configuration OK: model \(cfg.model) (\(m.config.name), \(m.weightBytes / 1_000_000) MB), socket \(cfg.socket), threads \(cfg.engine.threads), kernels \(Kernels.path) (\(cfg.kernels.rawValue)), memory budget \(cfg.engine.memoryBudgetBytes) bytes")
             return
         }
         LoggingSetup.bootstrap(level: level)
         let logger = Logger(label: "slmd")
         let notifier = Notifier()
         logger.info("starting", metadata: ["version": "\(SLMDVersion.string)", "model": "\(cfg.model)",
-                                           "threads": "\(cfg.engine.threads)", "kernels": "\(Kernels.path)"])
+                                           "threads": "\(cfg.engine.threads)", "kernels": "\(Kernels.path)",
+                                           "kernels_setting": "\(cfg.kernels.rawValue)"])
 
         let registry = IntentRegistry()
         @Sendable func loadIntents(initial: Bool) throws {
