@@ -299,6 +299,49 @@ final class LogitStatsTests: XCTestCase {
         }
     }
 
+    /// The fused row summary of a suggest step: the same log-sum-exp bit for bit, the k
+    /// largest logits as a full sort finds them (ties to the lower id), and the masked mass.
+    func testExpansionEqualsSeparateReferences() {
+        var rng = SeededRNG(seed: 11)
+        for (count, spread, k) in [(49_152, 8.0, 10), (49_152, 30.0, 10), (1_003, 3.0, 4), (5, 100.0, 10)] as [(Int, Float, Int)] {
+            var l = (0..<count).map { _ in (rng.nextUnit() - 0.5) * spread }
+            l[count / 2] = l[count / 4]  // a tie, kept by the lower index first
+            let mask: [Float] = (0..<count).map { _ in rng.nextUnit() < 0.3 ? 1 : 0 }
+            var ids = [Int32](repeating: 0, count: k), values = [Float](repeating: 0, count: k)
+            let (lse, masked) = l.withUnsafeBufferPointer { row in
+                mask.withUnsafeBufferPointer { m in
+                    ids.withUnsafeMutableBufferPointer { i in
+                        values.withUnsafeMutableBufferPointer { v in
+                            LogitStats.expansion(row, mask: m.baseAddress!, topIDs: i, topValues: v)
+                        }
+                    }
+                }
+            }
+            XCTAssertEqual(lse, l.withUnsafeBufferPointer { LogitStats.logSumExp($0) }, "bit for bit")
+            let order = l.indices.sorted { l[$0] > l[$1] || (l[$0] == l[$1] && $0 < $1) }
+            let want = min(k, count)
+            XCTAssertEqual(ids.prefix(want).map(Int.init), Array(order.prefix(want)))
+            XCTAssertEqual(values.prefix(want).map { $0 }, order.prefix(want).map { l[$0] })
+            XCTAssertTrue(ids.dropFirst(want).allSatisfy { $0 == -1 })
+            let m = Double(l.max()!)
+            let ref = m + log(l.indices.reduce(0.0) { $0 + Double(mask[$1]) * exp(Double(l[$1]) - m) })
+            XCTAssertEqual(masked, ref, accuracy: 1e-6 * max(1, abs(ref)))
+        }
+        // An all-zero mask has no mass.
+        let l: [Float] = [1, 2, 3]
+        let zero: [Float] = [0, 0, 0]
+        var ids = [Int32](repeating: 0, count: 2), values = [Float](repeating: 0, count: 2)
+        let r = l.withUnsafeBufferPointer { row in
+            zero.withUnsafeBufferPointer { m in
+                ids.withUnsafeMutableBufferPointer { i in
+                    values.withUnsafeMutableBufferPointer { LogitStats.expansion(row, mask: m.baseAddress!, topIDs: i, topValues: $0) }
+                }
+            }
+        }
+        XCTAssertEqual(r.maskedLogMass, -.infinity)
+        XCTAssertEqual(ids, [2, 1])
+    }
+
     func testExtremesAndTies() {
         // Values far below the maximum (underflow) and a tie, which goes to the lower index.
         var l = [Float](repeating: -200, count: 100)
