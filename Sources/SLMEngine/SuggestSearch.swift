@@ -13,10 +13,12 @@ import Glibc
 // and rolls it out: follows the likeliest token, as greedy decoding would, until the
 // suggestion ends (sentence end, line break, max_words, max_tokens; in word mode, the end of
 // the word). Every other token met on the way (the runners-up of each step) goes into the
-// queue as an alternative. Rollouts go on, best alternative first, until n distinct
-// suggestions are finished (then while an alternative is so much more probable than the n-th
-// suggestion that it could replace it) or no alternative is above the probability floor.
-// Suggestions are returned by their own probability, best first. So the search
+// queue as an alternative. Rollouts go on, best alternative first, until n + 2 distinct
+// suggestions are finished (or n, when no alternative is ten times as probable as the n-th)
+// or no alternative is above the probability floor; the n most probable are returned, best
+// first. (Word mode, whose suggestions are a token or three,
+// searches exactly: every node taken from the queue is expanded, and the first n words
+// finished are the n most probable.) So the search
 // branches wherever the model has alternatives — at the first token or deeper — and a
 // prefix that is already a whole word (`…my mother tomorrow`), whose first token can only be
 // that word, still gets n different continuations, each as cheap as a greedy one.
@@ -135,7 +137,9 @@ struct SuggestScratch {
     /// Node indices, a binary max-heap by (logprob, then lower index).
     var heap: [Int32] = []
     var selected: [Int32] = []
-    var order: [Int32] = []
+    /// A copy of `heap` the look-ahead for speculative rows works on.
+    var lookahead: [Int32] = []
+    var lookingAhead = false
     var path: [Int32] = []
     var target: [Int32] = []
     var topIDs = [Int32](repeating: -1, count: SuggestMemo.width)
@@ -145,6 +149,7 @@ struct SuggestScratch {
         nodes.removeAll(keepingCapacity: true)
         heap.removeAll(keepingCapacity: true)
         selected.removeAll(keepingCapacity: true)
+        lookingAhead = false
     }
 
     @inline(__always) func before(_ a: Int32, _ b: Int32) -> Bool {
@@ -152,52 +157,73 @@ struct SuggestScratch {
         return x > y || (x == y && a < b)
     }
 
+    /// Queues `node` (in the look-ahead's copy of the queue while `lookingAhead`).
     mutating func push(_ node: SuggestNode) {
-        heap.append(add(node))
-        var i = heap.count - 1
-        while i > 0 {
-            let p = (i - 1) / 2
-            guard before(heap[i], heap[p]) else { break }
-            heap.swapAt(i, p)
-            i = p
+        let i = add(node)
+        var h = takeQueue()
+        h.append(i)
+        var c = h.count - 1
+        while c > 0 {
+            let p = (c - 1) / 2
+            guard before(h[c], h[p]) else { break }
+            h.swapAt(c, p)
+            c = p
         }
+        putQueue(h)
     }
 
+    /// Removes the best node of the queue (the look-ahead's while `lookingAhead`).
     mutating func pop() {
-        let last = heap.removeLast()
-        guard !heap.isEmpty else { return }
-        heap[0] = last
-        siftDown(0)
+        var h = takeQueue()
+        let last = h.removeLast()
+        if !h.isEmpty {
+            h[0] = last
+            var i = 0
+            while true {
+                let l = 2 * i + 1, r = l + 1
+                var best = i
+                if l < h.count && before(h[l], h[best]) { best = l }
+                if r < h.count && before(h[r], h[best]) { best = r }
+                if best == i { break }
+                h.swapAt(i, best)
+                i = best
+            }
+        }
+        putQueue(h)
     }
 
-    mutating func siftDown(_ start: Int) {
-        var i = start
-        while true {
-            let l = 2 * i + 1, r = l + 1
-            var best = i
-            if l < heap.count && before(heap[l], heap[best]) { best = l }
-            if r < heap.count && before(heap[r], heap[best]) { best = r }
-            if best == i { return }
-            heap.swapAt(i, best)
-            i = best
-        }
+    /// The best node of the queue (the look-ahead's while `lookingAhead`).
+    var top: Int32? { lookingAhead ? lookahead.first : heap.first }
+
+    /// The queue, moved out (no copy) so it can be reordered while `before` reads `nodes`.
+    private mutating func takeQueue() -> [Int32] {
+        var h: [Int32] = []
+        if lookingAhead { swap(&h, &lookahead) } else { swap(&h, &heap) }
+        return h
+    }
+
+    private mutating func putQueue(_ h: [Int32]) {
+        if lookingAhead { lookahead = h } else { heap = h }
+    }
+
+    /// Starts a look-ahead: a copy of the queue that pushes and pops change instead, and
+    /// nodes added from here on are dropped by `endLookahead`.
+    mutating func beginLookahead() -> Int {
+        lookahead.removeAll(keepingCapacity: true)
+        lookahead.append(contentsOf: heap)
+        lookingAhead = true
+        return nodes.count
+    }
+
+    mutating func endLookahead(_ mark: Int) {
+        lookingAhead = false
+        nodes.removeLast(nodes.count - mark)
     }
 
     /// Adds a node without queueing it (a rollout's next step, a finished suggestion).
     mutating func add(_ node: SuggestNode) -> Int32 {
         nodes.append(node)
         return Int32(nodes.count - 1)
-    }
-
-    /// `order` = the queue, best first.
-    mutating func sortQueue() {
-        // Sorted in a buffer moved out of `order` (the comparison reads `nodes`).
-        var sorted = order
-        order = []
-        sorted.removeAll(keepingCapacity: true)
-        sorted.append(contentsOf: heap)
-        sorted.sort { before($0, $1) }
-        order = sorted
     }
 
     /// `path` = the node's tokens, first to last.
@@ -433,6 +459,10 @@ extension Engine {
         }
         trace.mark(.candidates)
 
+        // Phrases: n + 2 rollouts (two more, as n + 2 greedy branches were: their rows
+        // are computed in the same passes), of which the n most probable are returned.
+        // Words: the search is exact, the first n are the best.
+        let wanted = word ? o.n : o.n + 2
         var results: [Suggestion] = []
         var keys: [String] = []
         var steps = 0
@@ -464,40 +494,36 @@ extension Engine {
         }
 
         /// One step of the rollout at node `xi`, from its row summary `entry`: the node the
-        /// rollout goes on with, or −1 when it has ended. With `commit` the step is taken:
-        /// a suggestion that ends here is a result and the runners-up are queued; without,
-        /// it is only looked ahead (to find the rows the next rollouts will need).
-        func rollout(_ xi: Int32, _ entry: Int32, commit: Bool) -> Int32 {
+        /// rollout goes on with, or −1 when it has ended. The runners-up are queued, and a
+        /// suggestion that ends here is a result (while looking ahead, only the queue copy
+        /// changes and nothing is a result).
+        func rollout(_ xi: Int32, _ entry: Int32) -> Int32 {
+            let commit = !s.lookingAhead
             let x = s.nodes[Int(xi)]
             let e = suggestMemo.entries[Int(entry)]
             let start = Int(e.start), end = start + Int(e.count)
             var next: Int32 = -1
             if word {
-                // The word ends here with the probability that the next token does not
-                // continue it: a word suggestion is that word, not every word it begins.
+                // Words are a token or three: their search is exact best-first (no rollout).
+                // x is queued as a finished word with the probability that the next token
+                // does not continue it (a word suggestion is that word, not every word it
+                // begins), and its continuations as alternatives; taken best first, the
+                // first n words finished are the n most probable.
                 let endLogprob = x.logprob + e.endLogprob
-                let best = x.depth < o.maxTokens ? (start..<end).first { traits[Int(suggestMemo.tokens[$0])].continuesWord } : nil
-                let ends = x.hasText && (best.map { endLogprob >= x.logprob + suggestMemo.logprobs[$0] } ?? true)
-                if commit && x.hasText && endLogprob >= floor {
+                if x.hasText && endLogprob >= floor {
                     var done = x
                     done.complete = true
                     done.logprob = endLogprob
-                    if ends { emit(s.add(done)) } else { s.push(done) }
+                    s.push(done)
                 }
                 guard x.depth < o.maxTokens else { return -1 }
                 for j in start..<end where traits[Int(suggestMemo.tokens[j])].continuesWord {
                     let lp = x.logprob + suggestMemo.logprobs[j]
                     guard lp >= floor else { break }  // best first: the rest are lower
-                    let node = SuggestNode(parent: xi, token: suggestMemo.tokens[j], memoParent: entry, logprob: lp,
-                                           depth: x.depth + 1, words: 1, inWord: true, hasText: true, complete: false)
-                    if j == best && !ends {
-                        next = s.add(node)
-                        if !commit { break }
-                    } else if commit {
-                        s.push(node)
-                    }
+                    s.push(SuggestNode(parent: xi, token: suggestMemo.tokens[j], memoParent: entry, logprob: lp,
+                                       depth: x.depth + 1, words: 1, inWord: true, hasText: true, complete: false))
                 }
-                return next
+                return -1
             }
             // A phrase ends where its likeliest next token would end it (end of text, a line
             // break, a word past max_words), as greedy decoding would end it. Its
@@ -509,12 +535,7 @@ extension Engine {
                 guard !stops(t, after: x) else { continue }
                 let lp = x.logprob + suggestMemo.logprobs[j]
                 guard lp >= floor else { break }
-                if j == start {
-                    next = s.add(child(x, xi, entry, t, lp))
-                    if !commit { break }
-                } else if commit {
-                    s.push(child(x, xi, entry, t, lp))
-                }
+                if j == start { next = s.add(child(x, xi, entry, t, lp)) } else { s.push(child(x, xi, entry, t, lp)) }
             }
             if commit && ends && x.hasText { emit(xi) }
             if next >= 0 && s.nodes[Int(next)].complete {
@@ -549,13 +570,6 @@ extension Engine {
             keys.insert(key, at: pos)
         }
 
-        /// What an alternative must beat to be rolled out once n suggestions are found: ten
-        /// times the n-th best one's probability. A rollout keeps a tenth or less of its
-        /// start's probability past a token or two, so one from below that would rarely
-        /// finish above the n-th; looking anyway (an exact best-first search) took twice the
-        /// passes on typed sentences for the same suggestions.
-        func nthBest() -> Double { results.count < o.n ? floor : max(floor, results[o.n - 1].logprob + log(10)) }
-
         /// The memo entry of node `i`'s row, if computed (remembered in the node).
         func entry(_ i: Int32) -> Int32? {
             if s.nodes[Int(i)].memo >= 0 { return s.nodes[Int(i)].memo }
@@ -564,25 +578,34 @@ extension Engine {
             return e
         }
 
+        /// What an alternative's start must beat to be rolled out once n suggestions are
+        /// found: ten times the n-th best one's probability (−∞ before n). A rollout keeps
+        /// a tenth of its start's probability or less after a token or two, so from below
+        /// that it would rarely finish above the n-th; trying them anyway (the bar without
+        /// the factor) took ~15% more passes over scripts/bench-keystroke's sentence for the
+        /// same suggestions.
+        func mustBeat() -> Double { results.count < o.n ? -.infinity : results[o.n - 1].logprob + log(10) }
+
         var current: Int32 = -1  // the node the current rollout has reached
         search: while true {
             if let r = interruption(job) { return .ended(r, nil) }
-            // The search, as far as the rows it needs are known. Once n suggestions are
-            // found it goes on while an alternative is much more probable than the n-th
-            // (`nthBest`): its suggestion could still replace that one.
-            while true {
+            // The search, as far as the rows it needs are known. It stops at `wanted`
+            // suggestions, or earlier once n are found and no alternative is likely to beat
+            // the n-th (`mustBeat`; a suggestion is never more probable than where its
+            // rollout started). A rollout is finished even when it falls below the n-th:
+            // abandoning it costs another rollout. (Searching on to the n most probable
+            // suggestions, through every alternative more probable than the n-th, doubled
+            // the passes of a typed sentence's first keystrokes.)
+            while results.count < wanted {
                 if current < 0 {
-                    guard let top = s.heap.first, s.nodes[Int(top)].logprob >= floor,
-                          results.count < o.n || s.nodes[Int(top)].logprob > nthBest() else { break search }
+                    guard let top = s.top, s.nodes[Int(top)].logprob >= floor,
+                          s.nodes[Int(top)].logprob > mustBeat() else { break search }
                     s.pop()
                     if s.nodes[Int(top)].complete {
                         emit(top)
                         continue
                     }
                     current = top
-                } else if results.count >= o.n && s.nodes[Int(current)].logprob <= nthBest() {
-                    current = -1  // this rollout can no longer beat the n-th
-                    continue
                 }
                 guard steps < maxSteps else {
                     trace.pruned += s.heap.count
@@ -591,34 +614,35 @@ extension Engine {
                 guard let e = entry(current) else { break }
                 if suggestMemo.entries[Int(e)].search != suggestMemo.search { trace.replayed += 1 }
                 steps += 1
-                current = rollout(current, e, commit: true)
+                current = rollout(current, e)
             }
             trace.mark(.scoring)
+            guard results.count < wanted else { break }
 
             // The rows to compute: the current rollout's next step and, speculatively, the
-            // next steps of the rollouts that follow it in the queue, looked ahead through
-            // the memo, while they could still be needed: until n + 2 suggestions are in
-            // sight (as n + 2 greedy branches would give), then while they could beat the
-            // n-th found.
+            // next steps of the rollouts that will follow it. Those are found by running the
+            // search ahead on a copy of the queue, through the memo (the current rollout
+            // counts as one suggestion), until n + 2 suggestions are in sight (as n + 2
+            // greedy branches would give, two spare for suggestions that turn out equal).
             s.selected.removeAll(keepingCapacity: true)
             s.selected.append(current)
             var inSight = results.count + 1
-            let bar = nthBest()
-            s.sortQueue()
-            for i in s.order {
-                let lp = s.nodes[Int(i)].logprob
-                guard s.selected.count < rowsPerPass && lp >= floor && (inSight < o.n + 2 || lp > bar) else { break }
+            let mark = s.beginLookahead()
+            let bar = mustBeat()
+            while s.selected.count < rowsPerPass && inSight < o.n + 2, let i = s.top {
+                guard s.nodes[Int(i)].logprob >= floor && s.nodes[Int(i)].logprob > bar else { break }
+                s.pop()
                 inSight += 1
-                if s.nodes[Int(i)].complete { continue }
                 var y = i
-                while y >= 0 {
+                while y >= 0 && !s.nodes[Int(y)].complete {
                     guard let e = entry(y) else {
                         s.selected.append(y)
                         break
                     }
-                    y = rollout(y, e, commit: false)
+                    y = rollout(y, e)
                 }
             }
+            s.lookingAhead = false  // the nodes it added stay until the pass is recorded
             batch.clear()
             rows.removeAll(keepingCapacity: true)
             for i in s.selected {
@@ -677,7 +701,10 @@ extension Engine {
                 // missing branch (the rows found for others are still computed).
                 current = -1
                 trace.pruned += 1
-                if rows.isEmpty { continue }
+                if rows.isEmpty {
+                    s.endLookahead(mark)
+                    continue
+                }
             }
             do { try runner.forward(batch) } catch {
                 // Claim no KV this pass may have left unwritten (the caches are kept).
@@ -709,6 +736,7 @@ extension Engine {
                 }
             }
             batch.clear()
+            s.endLookahead(mark)
             trace.mark(.scoring)
         }
         trace.expanded = steps
