@@ -152,6 +152,8 @@ final class RequestHandler: @unchecked Sendable {
                 try engine.submitSuggest(
                     prefix: r.prefix,
                     options: SuggestOptions(n: r.n, maxTokens: r.maxTokens, maxWords: r.maxWords, stopAtSentence: r.stopAtSentence,
+                                            mode: r.mode == .word ? .word : .phrase,
+                                            minProb: r.minProb ?? SuggestOptions.defaultMinProb, context: r.context,
                                             session: r.session.map { Self.scoped($0, owner: owner) },
                                             deadline: r.deadlineMS.map { monotonicSeconds() + Double($0) / 1000 }),
                     owner: owner, completion: completion)
