@@ -1,6 +1,7 @@
 # slmd — the two commands a newcomer needs:
 #   make run    install what is missing, fetch the model, build release binaries, run slmd
-#   make test   install what is missing, fetch the model, run the whole test suite
+#   make test   install what is missing, fetch the model and llama.cpp's test vocabularies,
+#               run the whole test suite
 # Both are idempotent. Model cache: $SLMD_MODEL_DIR or ${XDG_CACHE_HOME:-~/.cache}/slmd/models.
 
 SHELL       := /bin/bash
@@ -16,7 +17,7 @@ BIN         := .build/release
 # example intents (docs/examples/intents.d: smart_home).
 SOCKET      ?= /tmp/slmd-$(shell id -u).sock
 
-.PHONY: all deps model build run test test-swift test-arm test-units test-load bench clean deb test-deb
+.PHONY: all deps model vocabs build run test test-swift test-arm test-units test-load bench clean deb test-deb test-system fuzz
 
 all: build
 
@@ -25,6 +26,11 @@ deps:
 
 model:
 	@scripts/fetch-model >/dev/null
+
+# llama.cpp's vocab-only GGUFs and tokenizer test cases (from the llama-cpp-python sdist),
+# for the tokenizer reference tests. Cache: ${XDG_CACHE_HOME:-~/.cache}/slmd/vocabs.
+vocabs:
+	@scripts/fetch-vocabs >/dev/null
 
 build: deps
 	$(SWIFT) build -c release --product slmd
@@ -36,7 +42,7 @@ run: build model
 	$(BIN)/slmd serve --config etc/slmd.conf --model "$$(scripts/fetch-model)" --socket $(SOCKET) \
 		--set repack_cache_dir="$${XDG_CACHE_HOME:-$$HOME/.cache}/slmd" --set intents_dir=docs/examples/intents.d
 
-test: deps model test-swift test-arm test-units
+test: deps model vocabs test-swift test-arm test-units
 
 # The suite is XCTest only; the log feeds .ci/run's closing summary line.
 test-swift:
@@ -74,3 +80,19 @@ deb: deps
 # Not part of `make test`: a cold static build alone takes ~3.5 min on 2 cores.
 test-deb: deps model
 	scripts/test-deb
+
+# End-to-end under a real systemd: boots a Debian 12 container (systemd-nspawn --boot; rootfs
+# debootstrapped once into ${XDG_CACHE_HOME:-~/.cache}/slmd/test-system), installs the .deb
+# with dpkg -i and checks socket activation, Type=notify, watchdog, reload, MemoryMax,
+# journald fields, systemd-analyze security and dpkg --purge. Root only; opt-in (minutes).
+# DEB=path tests a given package; SKIP_BUILD=1 repackages without rebuilding.
+test-system: deps model
+	scripts/test-system
+
+# libFuzzer harnesses (Fuzz/) over the frame/request decoders, the GGUF parser, the schema
+# compiler and automaton, and the config and intent parsers, built with
+# -sanitize=fuzzer,address into .build-fuzz/. Each target runs FUZZ_SECONDS (CI: 20); exits
+# non-zero on any crash, timeout or OOM, or when an input saved in Fuzz/crashes/ still crashes.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz

@@ -9,6 +9,8 @@
 //   SLMProtocol → slmctl          (slmctl never links the model)
 //
 // GGUF knows nothing of models; SLMKernels knows nothing of files; SLMProtocol does no I/O.
+// Every module a target imports is declared below (slmd and SLMServer also use GGUF and
+// SLMKernels directly: model info, kernel path), so the graph is the one that builds.
 import PackageDescription
 
 let package = Package(
@@ -42,12 +44,12 @@ let package = Package(
         // Scheduler: thread and memory caps, queue, continuous batching, cancellation.
         .target(name: "SLMEngine", dependencies: ["SLMModel", "SLMKernels", .product(name: "Logging", package: "swift-log")]),
         // The Unix-socket server: framing, sessions, access control.
-        .target(name: "SLMServer", dependencies: ["SLMEngine", "SLMModel", "SLMProtocol", "SLMSystemd",
+        .target(name: "SLMServer", dependencies: ["SLMEngine", "SLMModel", "SLMKernels", "SLMProtocol", "SLMSystemd",
                                                   .product(name: "Logging", package: "swift-log")]),
         .executableTarget(
             name: "slmd",
             dependencies: [
-                "SLMModel", "SLMServer", "SLMEngine", "SLMSystemd",
+                "GGUF", "SLMKernels", "SLMModel", "SLMProtocol", "SLMServer", "SLMEngine", "SLMSystemd",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

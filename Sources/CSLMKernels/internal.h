@@ -21,6 +21,13 @@ enum { SLM_T_Q4_1, SLM_T_Q4_0, SLM_T_Q8_0 };
 typedef void (*slm_matmul_fn)(const void *w, ptrdiff_t row_bytes, ptrdiff_t row_begin, ptrdiff_t row_end,
                               const slm_q8_acts *x, float *y, ptrdiff_t y_stride);
 
+/* Software prefetch distance, in row tiles, of the row-major (mapped) x86 matmuls
+ * (x86_avx2.h, x86_avx512.h): with rows interleaved across tiles the hardware prefetchers
+ * see several streams and fall behind. */
+#ifndef SLM_PF_TILES
+#define SLM_PF_TILES 2
+#endif
+
 typedef struct slm_impl {
     int id;
     const char *name;

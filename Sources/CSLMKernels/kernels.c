@@ -187,9 +187,11 @@ static void portable_tile16(int type, const void *w, ptrdiff_t row_bytes, ptrdif
 }
 
 const slm_impl slm_impl_portable = {
-    SLM_PATH_PORTABLE, "portable-c", portable_q4_1, portable_q4_0, portable_q8_0,
-    portable_dot_f16, portable_axpy_f16, portable_to_f16, portable_scale_round_f16, portable_mad_round_f16,
-    portable_quantize_q8, NULL, NULL,
+    .id = SLM_PATH_PORTABLE, .name = "portable-c",
+    .q4_1 = portable_q4_1, .q4_0 = portable_q4_0, .q8_0 = portable_q8_0,
+    .dot_f16 = portable_dot_f16, .axpy_f16 = portable_axpy_f16, .to_f16 = portable_to_f16,
+    .scale_round_f16 = portable_scale_round_f16, .mad_round_f16 = portable_mad_round_f16,
+    .quantize_q8 = portable_quantize_q8,
 };
 
 /* ---- dispatch ---- */
@@ -245,7 +247,6 @@ static SLM_ALWAYS_INLINE const slm_impl *get(void) {
 }
 
 const char *slm_kernels_path(void) { return get()->name; }
-int slm_kernels_path_id(void) { return get()->id; }
 int slm_kernels_supported(int path) { return path == SLM_PATH_AUTO || impl_for(path) != NULL; }
 
 int slm_kernels_force(int path) {

@@ -174,13 +174,19 @@ static void avx2_attn_f16(const float *q, const uint16_t *k, const uint16_t *v, 
 #endif
 
 const slm_impl slm_impl_avx2 = {
-    SLM_PATH_AVX2, "x86-avx2", avx2_q4_1, avx2_q4_0, avx2_q8_0, avx2_dot_f16, avx2_axpy_f16, avx2_to_f16, avx2_scale_round_f16, avx2_mad_round_f16,
-    avx2_quantize_q8, avx2_attn_f16, NULL,
+    .id = SLM_PATH_AVX2, .name = "x86-avx2",
+    .q4_1 = avx2_q4_1, .q4_0 = avx2_q4_0, .q8_0 = avx2_q8_0,
+    .dot_f16 = avx2_dot_f16, .axpy_f16 = avx2_axpy_f16, .to_f16 = avx2_to_f16,
+    .scale_round_f16 = avx2_scale_round_f16, .mad_round_f16 = avx2_mad_round_f16,
+    .quantize_q8 = avx2_quantize_q8, .attn_f16 = avx2_attn_f16,
 };
 /* Attention vectors are one head (64 floats): 256-bit f16 helpers are plenty. */
 const slm_impl slm_impl_avx512vnni = {
-    SLM_PATH_AVX512VNNI, "x86-avx512vnni", vnni_q4_1, vnni_q4_0, vnni_q8_0, avx2_dot_f16, avx2_axpy_f16, avx2_to_f16, avx2_scale_round_f16, avx2_mad_round_f16,
-    avx2_quantize_q8, avx2_attn_f16, vnni_matmul_tile16,
+    .id = SLM_PATH_AVX512VNNI, .name = "x86-avx512vnni",
+    .q4_1 = vnni_q4_1, .q4_0 = vnni_q4_0, .q8_0 = vnni_q8_0,
+    .dot_f16 = avx2_dot_f16, .axpy_f16 = avx2_axpy_f16, .to_f16 = avx2_to_f16,
+    .scale_round_f16 = avx2_scale_round_f16, .mad_round_f16 = avx2_mad_round_f16,
+    .quantize_q8 = avx2_quantize_q8, .attn_f16 = avx2_attn_f16, .matmul_tile16 = vnni_matmul_tile16,
 };
 
 #endif /* __x86_64__ */

@@ -9,9 +9,6 @@
  * counts run at full vector width without a scalar tail. */
 
 #define SLM_ROWS 8
-#ifndef SLM_PF_TILES
-#define SLM_PF_TILES 2
-#endif
 
 /* One row's block quants as 32 bytes in activation order: Q4 -> [low nibbles | high
  * nibbles] (u8 0..15, matching x[0..15] | x[16..31]); Q8 -> the int8 values. */

@@ -11,16 +11,9 @@
  */
 
 #define SLM_ROWS16 16
-/* Software prefetch distance (tiles) for the tile16 kernel; 0 = none. The tile16 layout is
- * one linear stream per thread, which the hardware prefetchers follow on their own: dropping
- * the T1 prefetch 2 tiles ahead measured tg128 1t +8..27% (7/7 rounds), 2t ~+5% median
- * (within noise); pp128 unchanged. */
-#ifndef SLM_PF16_TILES
-#define SLM_PF16_TILES 0
-#endif
-#ifndef SLM_PF16_HINT
-#define SLM_PF16_HINT _MM_HINT_T1
-#endif
+/* No software prefetch in the tile16 kernel: the layout is one linear stream per thread,
+ * which the hardware prefetchers follow on their own (a T1 prefetch 2 tiles ahead measured
+ * tg128 1t 8-27% slower, 7/7 rounds; commit 3c4d6ff). */
 
 typedef struct { __m512i lo[4], hi[4]; } vnni_quants;
 
@@ -166,14 +159,7 @@ static SLM_ALWAYS_INLINE void vnni_tile16(int type, int T, const uint8_t *tile, 
                 w[4 + c] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
             }
         }
-#if SLM_PF16_TILES > 0
-        {   /* the same linear prefetch stream as vnni_tile: here it is exactly the later tile's bytes */
-            const uint8_t *pf = tile + SLM_PF16_TILES * SLM_TILE * row_bytes + b * tb_bytes;
-            for (int k = 0; k < tb_bytes; k += 64) _mm_prefetch((const char *)pf + k, SLM_PF16_HINT);
-        }
-#else
         (void)row_bytes;
-#endif
         for (int t = 0; t < T; t++) {
             const ptrdiff_t tb = (t0 + t) * nb + b;
             const int8_t *xq = x->qs + (t0 + t) * cols + b * SLM_QK;

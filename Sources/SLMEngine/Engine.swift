@@ -44,8 +44,21 @@ public final class Engine: @unchecked Sendable {
     /// Non-control token ids sorted by their bytes: the tokens that start with given bytes
     /// are one contiguous range, found by binary search (token healing, suggest candidates).
     let tokensByBytes: [Int32]
-    /// Greedy steps `suggest` already computed on the current healed context (engine thread).
-    var greedyMemo = GreedyMemo()
+    /// Per token, what the suggest search checks for every child it looks at (see
+    /// `TokenTraits`), so a step reads two bytes instead of the token's text.
+    let tokenTraits: [TokenTraits]
+    /// 1 for the tokens that end a word (do not continue it), 0 for the rest, as floats:
+    /// a mask the expansion's log-sum-exp pass multiplies by (word mode's end probability).
+    let wordEndMask: [Float]
+    /// What the model reads before an empty field with no `context` (a suggest needs at
+    /// least one token to predict after): `<|endoftext|>`, the token documents follow in
+    /// pretraining, else BOS, else EOS.
+    let documentStart: Int32
+    /// Expansions `suggest` already computed on the current healed context (engine thread).
+    var suggestMemo = SuggestMemo()
+    /// The suggest search's working arrays, kept between requests so a search allocates
+    /// nothing once they have grown (engine thread).
+    var suggestScratch = SuggestScratch()
     /// Suggest branch KV caches kept between keystrokes (engine thread), with the tokens
     /// each holds: allocating and page-faulting ~1 MiB per branch cost ~0.5 ms a branch,
     /// and a cache that already holds the context needs none of it copied again.
@@ -166,6 +179,13 @@ public final class Engine: @unchecked Sendable {
         let tb = tokenBytes
         tokensByBytes = (0..<Int32(model.config.vocabSize)).filter { !model.tokenizer.isControl($0) }
             .sorted { tb[Int($0)].lexicographicallyPrecedes(tb[Int($1)]) || (tb[Int($0)] == tb[Int($1)] && $0 < $1) }
+        let tokenizer = model.tokenizer
+        tokenTraits = (0..<Int32(model.config.vocabSize)).map {
+            TokenTraits(tb[Int($0)], special: tokenizer.isControl($0) || tokenizer.isEOG($0))
+        }
+        wordEndMask = tokenTraits.map { $0.continuesWord ? 0 : 1 }
+        let eot = tokenizer.encode("<|endoftext|>", parseSpecial: true)
+        documentStart = eot.count == 1 && tokenizer.isControl(eot[0]) ? eot[0] : (tokenizer.bosID ?? tokenizer.eosID)
         shared.stats.memoryBudgetBytes = config.memoryBudgetBytes
         shared.stats.scratchBytes = runner.scratchBytes
         shared.stats.kernelPath = Kernels.path
@@ -178,6 +198,10 @@ public final class Engine: @unchecked Sendable {
         if warmUp {
             let s = Session(runner: runner, capacity: 8)
             try s.feed([0, 1])
+            // Also the constraint vocabulary (~2 MiB, seconds on a slow board): built lazily,
+            // the first parse paid for it on the engine thread, long enough without a
+            // heartbeat to trip a tight systemd watchdog. The engine thread is not running yet.
+            _ = constraintVocabulary()
         }
         let box = Unmanaged.passRetained(self)
         var tid = pthread_t()
@@ -199,7 +223,7 @@ public final class Engine: @unchecked Sendable {
         let prompt = request.promptIDs.count
         let maxTokens = request.options.maxTokens
         func refuse(_ code: EngineError.Code, _ message: String) -> EngineError {
-            lock.withLock { shared.stats.refused[code.rawValue, default: 0] += 1 }
+            lock.withLock { shared.stats.refused[code, default: 0] += 1 }
             return EngineError(code, message)
         }
         guard prompt > 0 else { throw refuse(.badRequest, "the prompt is empty") }
@@ -223,11 +247,11 @@ public final class Engine: @unchecked Sendable {
         let pending = Pending(handle: handle, request: request, sink: sink, submitted: monotonicSeconds(), kvCapacity: capacity)
         let refusal: EngineError? = lock.withLock {
             if shared.stopping {
-                shared.stats.refused[EngineError.Code.shuttingDown.rawValue, default: 0] += 1
+                shared.stats.refused[EngineError.Code.shuttingDown, default: 0] += 1
                 return EngineError(.shuttingDown, "the daemon is shutting down")
             }
             guard shared.queue.count < config.maxQueued else {
-                shared.stats.refused[EngineError.Code.busy.rawValue, default: 0] += 1
+                shared.stats.refused[EngineError.Code.busy, default: 0] += 1
                 return EngineError(.busy, "\(shared.queue.count) requests already queued (max_queued \(config.maxQueued))")
             }
             shared.queue.append(pending)
@@ -249,7 +273,7 @@ public final class Engine: @unchecked Sendable {
             if let i = shared.queue.firstIndex(where: { $0.handle === prev }) {
                 let p = shared.queue.remove(at: i)
                 shared.stats.queued = shared.queue.count
-                shared.stats.finished[FinishReason.superseded.rawValue, default: 0] += 1
+                shared.stats.finished[FinishReason.superseded, default: 0] += 1
                 return (prev, p)
             }
             if let i = shared.jobs.firstIndex(where: { $0.handle === prev }) {
@@ -285,7 +309,7 @@ public final class Engine: @unchecked Sendable {
             if let i = shared.queue.firstIndex(where: { $0.handle === handle }) {
                 let p = shared.queue.remove(at: i)
                 shared.stats.queued = shared.queue.count
-                shared.stats.finished[FinishReason.cancelled.rawValue, default: 0] += 1
+                shared.stats.finished[FinishReason.cancelled, default: 0] += 1
                 return p
             }
             return nil
@@ -447,20 +471,23 @@ public final class Engine: @unchecked Sendable {
         }
     }
 
-    /// A KV cache of at least `capacity` tokens holding `context` (copied from `base`,
-    /// which holds it), for a suggest branch; nil when the budget cannot fit it now.
-    /// Counts as in use until `poolBranchCache`.
-    func branchCache(context: [Int32], from base: KVCache, capacity: Int, keeping firstTokens: [Int32]) -> KVCache? {
-        // The idle cache sharing the longest prefix with the context: on a keystroke inside
-        // a word that is all of it, and nothing is copied. Caches of this context's current
-        // candidates (`firstTokens`) are left alone: the word the user is typing is one of
-        // them, and its cache starts the next word (`branchStart`).
+    /// An idle KV cache of at least `capacity` tokens for a suggest node whose context and
+    /// path are `target`, and how many of `target`'s first tokens it already holds (the
+    /// caller copies or feeds the rest); nil when the budget cannot fit one now. Counts as
+    /// in use until `poolBranchCache`.
+    func branchCache(for target: [Int32], contextCount: Int, capacity: Int, base: KVCache,
+                     keeping firstTokens: [Int32]) -> (cache: KVCache, holds: Int)? {
+        // The idle cache sharing the longest prefix with the target: on a keystroke inside
+        // a word that is the context and often more, and nothing is copied. Caches that
+        // hold the context and one of its current first tokens (`firstTokens`) are left to
+        // nodes below that token: the word the user is typing is one of them, and its cache
+        // starts the next word (`branchStart`).
         var best: (index: Int, shared: Int)?
         for (i, p) in branchPool.enumerated() where p.cache.capacity >= capacity {
             var n = 0
-            let limit = min(p.tokens.count, context.count)
-            while n < limit && p.tokens[n] == context[n] { n += 1 }
-            if n == context.count && p.tokens.count > n && firstTokens.contains(p.tokens[n]) { continue }
+            let limit = min(p.tokens.count, target.count)
+            while n < limit && p.tokens[n] == target[n] { n += 1 }
+            if n == contextCount && p.tokens.count > n && firstTokens.contains(p.tokens[n]) { continue }
             if best == nil || n > best!.shared { best = (i, n) }
         }
         if let best {
@@ -470,8 +497,7 @@ public final class Engine: @unchecked Sendable {
                 shared.kvBytesInUse += p.cache.bytes
                 shared.kvBytesPeak = max(shared.kvBytesPeak, shared.kvBytesInUse + shared.cachedBytes)
             }
-            p.cache.copy(from: base, positions: best.shared..<context.count)
-            return p.cache
+            return (p.cache, best.shared)
         }
         // Room to grow: the next words of the same text reuse this cache.
         var size = max(capacity, min(config.maxContext, (capacity + 31) / 32 * 32))
@@ -479,9 +505,7 @@ public final class Engine: @unchecked Sendable {
             size = capacity  // a tight budget still fits the exact size the request was admitted for
             guard reserve(kvBytes(tokens: size), keeping: base) else { return nil }
         }
-        let cache = KVCache(config: model.config, capacity: size)
-        cache.copyPrefix(from: base, count: context.count)
-        return cache
+        return (KVCache(config: model.config, capacity: size), 0)
     }
 
     /// Keeps the logits after `tokens` (a suggest context and a branch's first token), when
@@ -543,7 +567,7 @@ public final class Engine: @unchecked Sendable {
     func scopeSuggestCaches(to owner: UInt32) {
         guard suggestCacheOwner != owner else { return }
         suggestCacheOwner = owner
-        greedyMemo.reset(context: [])
+        suggestMemo.reset(context: [])
         let bytes = branchPool.reduce(0) { $0 + $1.cache.bytes }
             + branchStartLogits.reduce(0) { $0 + $1.logits.count * MemoryLayout<Float>.size }
         branchPool.removeAll()
@@ -764,7 +788,7 @@ public final class Engine: @unchecked Sendable {
         lock.withLock {
             if let key = s.request.session, shared.sessions[key] === s.handle { shared.sessions[key] = nil }
             shared.stats.active = max(0, shared.stats.active - 1)
-            shared.stats.finished[reason.rawValue, default: 0] += 1
+            shared.stats.finished[reason, default: 0] += 1
             shared.stats.generatedTokens += s.generated.count
             if s.firstTokenAt != nil { shared.ttft.add(ttft) }
             if rate > 0 { shared.rate.add(rate) }

@@ -104,7 +104,7 @@ public enum EngineEvent: Sendable {
 
 /// Why a request was refused at submission.
 public struct EngineError: Error, Sendable, Equatable, CustomStringConvertible {
-    public enum Code: String, Sendable {
+    public enum Code: String, Sendable, CaseIterable {
         case busy, overMemoryBudget, contextOverflow, shuttingDown, badRequest
     }
     public let code: Code
@@ -138,10 +138,10 @@ public struct EngineStats: Sendable, Equatable {
     public var active = 0
     public var queued = 0
     public var admitted = 0
-    /// Finished requests by finish reason (`stop`, `length`, `cancelled`, …).
-    public var finished: [String: Int] = [:]
-    /// Refused at submission, by `EngineError.Code`.
-    public var refused: [String: Int] = [:]
+    /// Finished requests by finish reason.
+    public var finished: [FinishReason: Int] = [:]
+    /// Refused at submission, by error code.
+    public var refused: [EngineError.Code: Int] = [:]
     public var promptTokens = 0
     public var generatedTokens = 0
     public var forwardPasses = 0

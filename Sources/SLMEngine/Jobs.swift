@@ -4,35 +4,63 @@ import SLMModel
 import Glibc
 #endif
 
+/// What a suggestion is.
+public enum SuggestMode: String, Sendable, Equatable, CaseIterable {
+    /// A short phrase: up to `maxWords` words, ending at a sentence end or a line break.
+    case phrase
+    /// One word: the rest of the word being typed, or the next word after a space
+    /// (a keyboard's suggestion chips).
+    case word
+}
+
 /// How to continue a prefix for a device UI.
 public struct SuggestOptions: Sendable, Equatable {
+    /// The floor under `minProb` by default: a suggestion the model gives less than one
+    /// chance in a million (after what was typed) is noise, not a prediction; four-word
+    /// phrases the model finds plausible are ~1e-2…1e-5.
+    public static let defaultMinProb = 1e-6
+
     /// Suggestions wanted (distinct).
     public var n: Int = 3
     /// Most tokens per suggestion.
     public var maxTokens: Int = 8
-    /// Most words per suggestion (a word starts after whitespace); 0: no limit.
+    /// Most words per suggestion (a word starts after whitespace); 0: no limit. Phrase mode only.
     public var maxWords: Int = 4
-    /// End a suggestion after a sentence end (. ! ?).
+    /// End a suggestion after a sentence end (. ! ?). Phrase mode only.
     public var stopAtSentence: Bool = true
+    public var mode: SuggestMode = .phrase
+    /// Suggestions less probable than this (given the typed text) are not searched for:
+    /// fewer than `n` come back only when the model has nothing above it. In 0...1.
+    public var minProb: Double = SuggestOptions.defaultMinProb
+    /// Text the model reads before the prefix that is not part of what was typed (a form
+    /// field's label, earlier fields). The prefix follows it after a space, or on the next
+    /// line when it ends with a line break; suggestions continue the prefix.
+    public var context: String?
     public var session: String?
     public var deadline: Double?
 
     public init(n: Int = 3, maxTokens: Int = 8, maxWords: Int = 4, stopAtSentence: Bool = true,
+                mode: SuggestMode = .phrase, minProb: Double = SuggestOptions.defaultMinProb, context: String? = nil,
                 session: String? = nil, deadline: Double? = nil) {
         self.n = n
         self.maxTokens = maxTokens
         self.maxWords = maxWords
         self.stopAtSentence = stopAtSentence
+        self.mode = mode
+        self.minProb = minProb
+        self.context = context
         self.session = session
         self.deadline = deadline
     }
 }
 
-/// One continuation and its probability under the model.
+/// One continuation and its probability under the model, given the typed text.
 public struct Suggestion: Sendable, Equatable {
     /// Text to insert after the prefix (continues a partial last word when healed).
     public var text: String
-    /// Σ log p of its tokens.
+    /// log P(suggestion | typed text): Σ log p of its tokens, the first one's renormalised
+    /// over the tokens that agree with the healed bytes (word mode: times the probability
+    /// that the word ends there).
     public var logprob: Double
     public var tokens: [Int32]
     public var probability: Double { exp(logprob) }
@@ -140,10 +168,11 @@ extension Engine {
         guard (1...8).contains(options.n) else { throw EngineError(.badRequest, "n must be in 1...8") }
         guard (1...64).contains(options.maxTokens) else { throw EngineError(.badRequest, "max_tokens must be in 1...64 for suggest") }
         guard options.maxWords >= 0 else { throw EngineError(.badRequest, "max_words must be >= 0") }
-        guard !prefix.isEmpty else { throw EngineError(.badRequest, "the prefix is empty") }
-        let ids = model.tokenizer.encode(prefix, parseSpecial: false)
+        guard options.minProb >= 0 && options.minProb <= 1 else { throw EngineError(.badRequest, "min_prob must be in 0...1") }
+        // An empty prefix is a cursor at the start of a field: it predicts first words.
+        let ids = suggestContext(prefix: prefix, options).ids
         guard ids.count + options.maxTokens <= config.maxContext else {
-            throw EngineError(.contextOverflow, "prefix (\(ids.count) tokens) + max_tokens exceed the context of \(config.maxContext)")
+            throw EngineError(.contextOverflow, "context + prefix (\(ids.count) tokens) + max_tokens exceed the context of \(config.maxContext)")
         }
         let need = kvBytes(tokens: ids.count) + (options.n + 2) * kvBytes(tokens: ids.count + options.maxTokens)
         guard need <= config.memoryBudgetBytes - runner.scratchBytes else {
@@ -206,9 +235,13 @@ extension Engine {
         let handle = RequestHandle(id: nextID.add(1, ordering: .relaxed).oldValue, owner: owner)
         let job = Job(handle: handle, kind: kind, deadline: deadline, session: session, completion: completion)
         let refusal: EngineError? = lock.withLock {
-            if shared.stopping { return EngineError(.shuttingDown, "the daemon is shutting down") }
+            if shared.stopping {
+                // Counted like submit()'s refusals, so stats add up across ops.
+                shared.stats.refused[EngineError.Code.shuttingDown, default: 0] += 1
+                return EngineError(.shuttingDown, "the daemon is shutting down")
+            }
             guard shared.queue.count + shared.jobs.count < config.maxQueued else {
-                shared.stats.refused[EngineError.Code.busy.rawValue, default: 0] += 1
+                shared.stats.refused[EngineError.Code.busy, default: 0] += 1
                 return EngineError(.busy, "\(shared.queue.count + shared.jobs.count) requests already queued (max_queued \(config.maxQueued))")
             }
             shared.jobs.append(job)
@@ -244,7 +277,7 @@ extension Engine {
     }
 
     /// Why the job must stop now, if it must.
-    private func interruption(_ job: Job) -> FinishReason? {
+    func interruption(_ job: Job) -> FinishReason? {
         if job.handle.cancelRequested.load(ordering: .acquiring) {
             return job.handle.superseded.load(ordering: .acquiring) ? .superseded : .cancelled
         }
@@ -254,7 +287,7 @@ extension Engine {
 
     /// Feeds `tokens[from...]` into `cache` (positions continue from `cache.count`);
     /// returns a copy of the logits after the last token.
-    private func prefill(_ tokens: [Int32], from: Int, into cache: KVCache) throws(ModelError) -> [Float] {
+    func prefill(_ tokens: [Int32], from: Int, into cache: KVCache) throws(ModelError) -> [Float] {
         var i = from
         var last: [Float] = []
         while i < tokens.count {
@@ -275,252 +308,6 @@ extension Engine {
         // The outcome is delivered after `suggest` has returned its KV (its defers ran), so
         // a client that reads stats after the reply sees the memory already released.
         job.completion(suggest(job, text: text, o))
-    }
-
-    private func suggest(_ job: Job, text: String, _ o: SuggestOptions) -> JobOutcome {
-        let t0 = monotonicSeconds()
-        var trace = SuggestTrace(enabled: suggestTraceEnabled, start: t0)
-        defer { trace.emit() }
-        scopeSuggestCaches(to: job.handle.owner)
-        let tok = model.tokenizer
-        var ids = tok.encode(text, parseSpecial: false)
-        // Token healing: text typed so far usually ends inside a word (or with a space the
-        // next word's token would have absorbed), i.e. with a token the model would
-        // rarely produce there. Back up over the last token and make the first generated
-        // token start with its bytes, so the suggestion continues the word. The removed
-        // token itself stays a candidate, so nothing is lost when the word was complete.
-        // A partial word can span several tokens (" toni" is " ton" + "i"): back up over
-        // the tokens of the current word (at most 3) as long as some token still starts
-        // with everything removed, so " tonight" can follow.
-        var heal: [UInt8] = []
-        var healedTokens = 0
-        var removed: [UInt8] = []
-        for k in 1..<min(4, ids.count) {
-            removed = tokenBytes[Int(ids[ids.count - k])] + removed
-            if k == 1 || !tokens(startingWith: removed).isEmpty {
-                heal = removed
-                healedTokens = k
-            }
-            if let first = removed.first, isSpace(first) { break }  // reached the word's start
-        }
-        ids.removeLast(healedTokens)
-        trace.mark(.heal)
-        // A keystroke inside a word usually leaves the healed context unchanged: its KV and
-        // final logits are then cached whole, and no forward pass is needed to start.
-        let base: KVCache
-        let reused: Int
-        let first: [Float]
-        var ownsBase = false
-        if let hit = prefixCache.exact(ids, owner: job.handle.owner) {
-            base = hit.cache
-            reused = ids.count
-            first = hit.lastLogits!
-            lock.withLock {
-                shared.stats.prefixCacheHits += 1
-                shared.stats.prefixCacheReusedTokens += ids.count
-            }
-        } else if let start = branchStart(for: ids) {
-            // The previous keystroke's branch already ran this context (the user typed its
-            // first token): its KV and first-pass logits start this one without a pass.
-            base = start.cache
-            reused = ids.count
-            first = start.logits
-            ownsBase = true
-            lock.withLock {
-                shared.stats.prefixCacheHits += 1
-                shared.stats.prefixCacheReusedTokens += ids.count
-            }
-        } else {
-            // Room for a few more tokens: when the next word is typed, its context extends
-            // this one and takes this cache over from the prefix cache instead of copying it.
-            let roomy = min(config.maxContext, (ids.count + 1 + 31) / 32 * 32)
-            guard let acquired = acquireCache(for: ids, capacity: roomy, owner: job.handle.owner)
-                    ?? acquireCache(for: ids, capacity: ids.count, owner: job.handle.owner) else {
-                return .ended(.error, "not enough memory for the prefix now; try again")
-            }
-            (base, reused) = acquired
-            ownsBase = true
-            do {
-                first = try prefill(ids, from: reused, into: base)
-            } catch {
-                retire(base, tokens: ids, owner: job.handle.owner)
-                return .ended(.error, "\(error)")
-            }
-        }
-        trace.prefillTokens = ids.count - reused
-        trace.mark(.prefill)
-        defer { if ownsBase { retire(base, tokens: ids, owner: job.handle.owner, lastLogits: first) } }
-        if let r = interruption(job) { return .ended(r, nil) }
-
-        // First tokens: the most likely ones that continue the healed bytes. Only the
-        // tokens starting with them are looked at (one range of the byte-sorted list).
-        let want = o.n + 2
-        let (lse0, candidates) = first.withUnsafeBufferPointer { l -> (Double, [Int32]) in
-            var best: [(Int32, Float)] = []
-            best.reserveCapacity(want + 1)
-            for idx in tokens(startingWith: heal) {
-                let id = tokensByBytes[idx]
-                if tok.isEOG(id) { continue }
-                let v = l[Int(id)]
-                // Higher logit first, ties to the lower id (the order of a scan by id).
-                @inline(__always) func before(_ a: (Int32, Float)) -> Bool { v > a.1 || (v == a.1 && id < a.0) }
-                if best.count == want && !before(best[want - 1]) { continue }
-                var pos = best.count
-                while pos > 0 && before(best[pos - 1]) { pos -= 1 }
-                best.insert((id, v), at: pos)
-                if best.count > want { best.removeLast() }
-            }
-            return (LogitStats.logSumExp(l), best.map(\.0))
-        }
-        trace.mark(.candidates)
-
-        // Greedy continuation is a pure function of the context and the branch's tokens:
-        // steps computed for an earlier keystroke on the same healed context (the usual
-        // case while a word is typed) are replayed instead of recomputed.
-        if greedyMemo.context != ids { greedyMemo.reset(context: ids) }
-
-        let capacity = ids.count + o.maxTokens
-        var branches: [Branch] = []
-        branches.reserveCapacity(candidates.count)
-        defer {
-            for b in branches {
-                if let c = b.cache { poolBranchCache(c, tokens: ids + b.tokens.prefix(b.fed)) }
-                touchBranchStart(context: ids, first: b.tokens[0])
-            }
-        }
-        for id in candidates {
-            var b = Branch(tokens: [id], bytes: Array(tokenBytes[Int(id)].dropFirst(heal.count)),
-                           logprob: Double(first[Int(id)]) - lse0)
-            b.tokens.reserveCapacity(o.maxTokens)
-            b.done = suggestionEnds(b.bytes, tokens: 1, o) || b.bytes.contains(0x0A)
-            if b.bytes.contains(0x0A) { b.bytes = Array(b.bytes.prefix { $0 != 0x0A }) }
-            branches.append(b)
-        }
-        trace.mark(.branchSetup)
-
-        // Greedy continuation of every branch, all branches that still matter in one pass
-        // per step.
-        var rows: [Int] = []
-        rows.reserveCapacity(branches.count)
-        while true {
-            if let r = interruption(job) { return .ended(r, nil) }
-            for i in branches.indices where !branches[i].done {
-                while !branches[i].done, let step = greedyMemo.steps[branches[i].tokens] {
-                    advance(&branches[i], next: step.token, logprob: step.logprob, o)
-                    trace.replayed += 1
-                }
-            }
-            // Log-probabilities only fall as a branch grows: one already below the n-th
-            // best finished suggestion can never be shown, so it is not computed further.
-            if let bar = nthFinishedLogprob(branches, o.n) {
-                for i in branches.indices where !branches[i].done && branches[i].logprob < bar {
-                    branches[i].done = true
-                    branches[i].pruned = true
-                    trace.pruned += 1
-                }
-            }
-            batch.clear()
-            rows.removeAll(keepingCapacity: true)
-            for i in branches.indices where !branches[i].done {
-                if branches[i].cache == nil {
-                    // KV only for branches that reach a forward pass.
-                    guard let cache = branchCache(context: ids, from: base, capacity: capacity, keeping: candidates) else {
-                        branches[i].done = true  // no memory: the branch is dropped, as a missing candidate
-                        branches[i].pruned = true
-                        continue
-                    }
-                    branches[i].cache = cache
-                }
-                let b = branches[i]
-                // A branch replayed past its KV feeds all its unfed tokens in this pass.
-                guard batch.count + b.tokens.count - b.fed <= batch.capacity else { continue }
-                for j in b.fed..<b.tokens.count {
-                    batch.add(b.tokens[j], position: ids.count + j, cache: b.cache!, logits: j == b.tokens.count - 1)
-                }
-                branches[i].fed = b.tokens.count
-                rows.append(i)
-            }
-            trace.mark(.branchSetup)
-            if rows.isEmpty { break }
-            do { try runner.forward(batch) } catch {
-                // Claim no branch KV this pass may have left unwritten (the caches are kept).
-                for i in rows { branches[i].fed = 0 }
-                return .ended(.error, "\(error)")
-            }
-            trace.passes += 1
-            trace.rows += rows.count
-            trace.mark(.forward)
-            for (row, i) in rows.enumerated() {
-                let l = UnsafeBufferPointer(runner.logits(row: row))
-                let (next, lse) = LogitStats.argmaxLogSumExp(l)
-                let lp = Double(l[Int(next)]) - lse
-                greedyMemo.record(branches[i].tokens, GreedyMemo.Step(token: next, logprob: lp))
-                if branches[i].tokens.count == 1 { keepBranchStartLogits(ids + branches[i].tokens, l) }
-                advance(&branches[i], next: next, logprob: lp, o)
-            }
-            batch.clear()
-            trace.mark(.scoring)
-        }
-
-        var seen = Set<String>()
-        var out: [Suggestion] = []
-        defer { trace.mark(.finish) }
-        for b in branches.sorted(by: { $0.logprob > $1.logprob }) where !b.pruned {
-            let text = validUTF8Prefix(b.bytes)
-            let key = text.trimmingWhitespace()
-            guard !key.isEmpty, seen.insert(key).inserted else { continue }
-            out.append(Suggestion(text: text, logprob: b.logprob, tokens: b.tokens))
-            if out.count == o.n { break }
-        }
-        return .suggest(SuggestResult(suggestions: out, promptTokens: ids.count + healedTokens,
-                                              reusedTokens: reused, healed: !heal.isEmpty, healedTokens: healedTokens,
-                                              forwardPasses: trace.passes, replayedSteps: trace.replayed,
-                                              ms: (monotonicSeconds() - t0) * 1000))
-    }
-
-    /// One suggestion being grown greedily from its first token.
-    struct Branch {
-        var tokens: [Int32]
-        /// Its text so far (the first token without the healed bytes).
-        var bytes: [UInt8]
-        var logprob: Double
-        var done = false
-        /// Stopped because it can no longer be among the shown suggestions.
-        var pruned = false
-        /// The context's KV plus `tokens[0..<fed]`, once the branch needs a forward pass.
-        var cache: KVCache?
-        var fed = 0
-    }
-
-    /// Appends greedy token `next` to `b`, or ends `b` where a suggestion ends.
-    private func advance(_ b: inout Branch, next: Int32, logprob: Double, _ o: SuggestOptions) {
-        let tok = model.tokenizer
-        if tok.isEOG(next) || tok.isControl(next) { b.done = true; return }
-        let piece = tokenBytes[Int(next)]
-        // A line break ends a suggestion (a UI line does not continue past it).
-        if piece.contains(0x0A) { b.done = true; return }
-        if o.maxWords > 0, piece.first.map(isSpace) == true, wordCount(b.bytes) >= o.maxWords { b.done = true; return }
-        b.tokens.append(next)
-        b.bytes += piece
-        b.logprob += logprob
-        b.done = suggestionEnds(b.bytes, tokens: b.tokens.count, o)
-    }
-
-    /// The log-probability of the n-th best finished suggestion (distinct, non-empty
-    /// texts, as they will be shown), or nil while fewer than n are finished.
-    private func nthFinishedLogprob(_ branches: [Branch], _ n: Int) -> Double? {
-        // n ≤ 8 and branches ≤ 10: a few small comparisons, done once per pass.
-        var finished = branches.filter { $0.done && !$0.pruned }
-        guard finished.count >= n else { return nil }
-        finished.sort { $0.logprob > $1.logprob }
-        var keys: [String] = []
-        for b in finished {
-            let key = validUTF8Prefix(b.bytes).trimmingWhitespace()
-            guard !key.isEmpty, !keys.contains(key) else { continue }
-            keys.append(key)
-            if keys.count == n { return b.logprob }
-        }
-        return nil
     }
 
     /// Indices into `tokensByBytes` of the tokens whose bytes start with `prefix`
@@ -575,14 +362,6 @@ extension Engine {
         } catch {
             job.fail(.error, "\(error)")
         }
-    }
-
-    private func suggestionEnds(_ bytes: [UInt8], tokens: Int, _ o: SuggestOptions) -> Bool {
-        if tokens >= o.maxTokens { return true }
-        if o.stopAtSentence, let last = bytes.last(where: { !isSpace($0) }), [0x2E, 0x21, 0x3F].contains(last), bytes.last.map(isSpace) == false {
-            return true
-        }
-        return false
     }
 
     private func runChoose(_ job: Job, prompt: [Int32], options: [[Int32]], texts: [String], normalize: Bool) {

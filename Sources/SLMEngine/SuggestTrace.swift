@@ -21,6 +21,8 @@ struct SuggestTrace {
     var prefillTokens = 0
     var replayed = 0
     var pruned = 0
+    /// Nodes the search expanded (replayed or computed).
+    var expanded = 0
 
     init(enabled: Bool, start: Double) {
         self.enabled = enabled
@@ -48,7 +50,7 @@ struct SuggestTrace {
         guard enabled else { return }
         let total = (monotonicSeconds() - start) * 1000
         let line = "suggest-trace total=\(f(total)) heal=\(f(ms.0)) prefill=\(f(ms.1))(\(prefillTokens)t) candidates=\(f(ms.2)) "
-            + "setup=\(f(ms.3)) forward=\(f(ms.4))(\(passes)p,\(rows)r) scoring=\(f(ms.5)) finish=\(f(ms.6)) replayed=\(replayed) pruned=\(pruned)\n"
+            + "setup=\(f(ms.3)) forward=\(f(ms.4))(\(passes)p,\(rows)r) scoring=\(f(ms.5)) finish=\(f(ms.6)) expanded=\(expanded) replayed=\(replayed) pruned=\(pruned)\n"
         var bytes = Array(line.utf8)
         _ = bytes.withUnsafeMutableBytes { write(2, $0.baseAddress, $0.count) }
     }

@@ -9,6 +9,14 @@ public enum Kernels {
     /// "x86-avx2", "arm64-neon-dotprod", "arm64-neon" or "portable-c".
     public static var path: String { String(cString: slm_kernels_path()) }
 
+    /// Makes `choice` the kernel path of the whole process (`.auto`: the best this CPU
+    /// supports, the default). Every path computes bit-identical results; only the speed
+    /// differs. Call it before loading a model (the path decides the weights' preferred
+    /// layout) and while no kernel runs on another thread.
+    public static func use(_ choice: KernelChoice) throws(KernelChoiceError) {
+        guard slm_kernels_force(choice.pathID) == 1 else { throw KernelChoiceError(choice: choice) }
+    }
+
     /// y[t·yStride + r] = W[r] · x[t] for r in `rows`, t in 0..<x.tokens (quantized weights).
     @inlinable
     public static func matmul(_ w: WeightMatrix, _ x: Q8Activations, rows: Range<Int>,
@@ -33,7 +41,8 @@ public enum Kernels {
         }
     }
 
-    /// The layout the active path reads fastest (`.tile16` on x86-avx512vnni). Every path
+    /// The layout the active path reads fastest (`.tile16` on x86-avx512vnni and
+    /// arm64-neon-dotprod). Every path
     /// computes either layout, bit-identically; only the speed differs.
     public static var preferredLayout: WeightLayout {
         slm_preferred_layout() == Int32(SLM_LAYOUT_TILE16) ? .tile16 : .rows
@@ -86,5 +95,43 @@ public enum Kernels {
     @inlinable
     public static func toF16(_ x: UnsafePointer<Float>, _ out: UnsafeMutablePointer<UInt16>, count: Int) {
         slm_f32_to_f16(x, out, count)
+    }
+}
+
+/// A kernel path chosen by hand: config key `kernels`, `--kernels` of the offline tools.
+public enum KernelChoice: String, CaseIterable, Sendable {
+    /// The best path this CPU supports (the order below).
+    case auto
+    case avx512vnni
+    case avx2
+    case neonDotprod = "neon-dotprod"
+    case neon
+    case portable
+
+    var pathID: Int32 {
+        switch self {
+        case .auto: Int32(SLM_PATH_AUTO)
+        case .avx512vnni: Int32(SLM_PATH_AVX512VNNI)
+        case .avx2: Int32(SLM_PATH_AVX2)
+        case .neonDotprod: Int32(SLM_PATH_NEON_DOTPROD)
+        case .neon: Int32(SLM_PATH_NEON)
+        case .portable: Int32(SLM_PATH_PORTABLE)
+        }
+    }
+
+    /// Whether this CPU (and build) can run the path.
+    public var isSupported: Bool { slm_kernels_supported(pathID) != 0 }
+
+    /// The choices this CPU can run, `auto` first, then best to slowest.
+    public static var supported: [KernelChoice] { allCases.filter(\.isSupported) }
+}
+
+/// A kernel path this CPU cannot run; names the paths it can.
+public struct KernelChoiceError: Error, CustomStringConvertible, Sendable {
+    public let choice: KernelChoice
+    public init(choice: KernelChoice) { self.choice = choice }
+    public var description: String {
+        "kernels '\(choice.rawValue)' cannot run on this CPU; it supports "
+            + KernelChoice.supported.map(\.rawValue).joined(separator: ", ")
     }
 }

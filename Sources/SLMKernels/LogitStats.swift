@@ -70,6 +70,77 @@ public enum LogitStats {
         return Double(m) + log(s)
     }
 
+    /// What `suggest` keeps of one expanded node's logits row (one pass over the row after
+    /// the maximum): its log-sum-exp, the `top.count` largest logits (ids and values, best
+    /// first, ties to the lower id) and log of the probability mass on the tokens where
+    /// `mask` is 1 (−∞ when none has any mass). The sums are blocked exactly as
+    /// `logSumExp`, so `lse` equals it bit for bit.
+    ///
+    /// Fused because a keystroke scores up to ~10 rows of 49,152 logits: a separate pass
+    /// for each of the three numbers would read every row three times.
+    static func expansion(_ l: UnsafeBufferPointer<Float>, mask: UnsafePointer<Float>,
+                          topIDs: UnsafeMutableBufferPointer<Int32>, topValues: UnsafeMutableBufferPointer<Float>)
+        -> (lse: Double, maskedLogMass: Double) {
+        let k = min(topIDs.count, topValues.count)
+        guard let base = l.baseAddress, l.count > 0, k > 0 else { return (-.infinity, -.infinity) }
+        let m = maximum(l)
+        guard m.isFinite else { return (Double(m), -.infinity) }
+        let n = l.count, v = n / 16 * 16
+        let mv = F8(repeating: m)
+        var filled = 0
+        // The k-th best so far: a block of 8 with no logit above it is skipped with one compare.
+        var threshold = -Float.infinity
+        @inline(__always) func offer(_ i: Int) {
+            let x = base[i]
+            guard filled < k || x > threshold else { return }
+            // Strictly greater moves a value up: an equal one found later (a higher id) stays after it.
+            var pos = min(filled, k - 1)
+            while pos > 0 && x > topValues[pos - 1] {
+                topValues[pos] = topValues[pos - 1]
+                topIDs[pos] = topIDs[pos - 1]
+                pos -= 1
+            }
+            topValues[pos] = x
+            topIDs[pos] = Int32(i)
+            filled = min(k, filled + 1)
+            if filled == k { threshold = topValues[k - 1] }
+        }
+        let block = 256
+        var d0 = SIMD4<Double>(), d1 = SIMD4<Double>(), m0 = SIMD4<Double>(), m1 = SIMD4<Double>()
+        var i = 0
+        while i < v {
+            let end = min(v, i + block)
+            var s0 = F8(), s1 = F8(), e0 = F8(), e1 = F8()
+            while i < end {
+                let a = load(base + i), b = load(base + i + 8)
+                let x0 = FastMath.exp(a - mv), x1 = FastMath.exp(b - mv)
+                s0 += x0
+                s1 += x1
+                e0 += x0 * load(mask + i)
+                e1 += x1 * load(mask + i + 8)
+                if any(a .> F8(repeating: threshold)) { for j in i..<(i + 8) { offer(j) } }
+                if any(b .> F8(repeating: threshold)) { for j in (i + 8)..<(i + 16) { offer(j) } }
+                i += 16
+            }
+            let s = s0 + s1, e = e0 + e1
+            d0 += SIMD4<Double>(Double(s[0]), Double(s[1]), Double(s[2]), Double(s[3]))
+            d1 += SIMD4<Double>(Double(s[4]), Double(s[5]), Double(s[6]), Double(s[7]))
+            m0 += SIMD4<Double>(Double(e[0]), Double(e[1]), Double(e[2]), Double(e[3]))
+            m1 += SIMD4<Double>(Double(e[4]), Double(e[5]), Double(e[6]), Double(e[7]))
+        }
+        var s = (d0 + d1).sum(), e = (m0 + m1).sum()
+        while i < n {
+            let x = Double(expf(base[i] - m))
+            s += x
+            e += x * Double(mask[i])
+            offer(i)
+            i += 1
+        }
+        // Fewer logits than k: the rest of the list is unused (marked by an impossible id).
+        for j in filled..<k { topIDs[j] = -1; topValues[j] = -.infinity }
+        return (Double(m) + log(s), e > 0 ? Double(m) + log(e) : -.infinity)
+    }
+
     @inline(__always)
     static func load(_ p: UnsafePointer<Float>) -> F8 {
         UnsafeRawPointer(p).loadUnaligned(as: F8.self)

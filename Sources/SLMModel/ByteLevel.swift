@@ -37,6 +37,19 @@ enum ByteLevel {
         String(Character(Unicode.Scalar(byteToScalar[Int(b)])!))
     }
 
+    /// Appends the UTF-8 of byte `b`'s vocabulary spelling (one or two bytes: every mapped
+    /// scalar is below U+0800).
+    @inline(__always)
+    static func appendSpelling(of b: UInt8, to out: inout [UInt8]) {
+        let v = byteToScalar[Int(b)]
+        if v < 0x80 {
+            out.append(UInt8(v))
+        } else {
+            out.append(UInt8(0xC0 | (v >> 6)))
+            out.append(UInt8(0x80 | (v & 0x3F)))
+        }
+    }
+
     /// The vocabulary spelling of arbitrary bytes.
     static func encode(_ bytes: some Sequence<UInt8>) -> String {
         var s = String.UnicodeScalarView()

@@ -4,8 +4,10 @@ public struct ChatTemplateError: Error, CustomStringConvertible, Equatable, Send
     public enum Kind: String, Sendable, Equatable {
         /// The model has no `tokenizer.chat_template`.
         case missing
-        /// The template is not one of the formats slmd renders (see `ChatTemplate`).
+        /// The template is not one llama.cpp's detection recognises (see `ChatTemplate`).
         case unrecognized
+        /// The template is recognised as a format slmd does not render (the detail names it).
+        case unsupported
     }
 
     public let kind: Kind

@@ -1,5 +1,5 @@
 /// Why generation ended.
-public enum FinishReason: String, Sendable, Codable {
+public enum FinishReason: String, Sendable, Codable, CaseIterable {
     /// An end-of-generation token or a stop string.
     case stop
     /// `maxTokens` reached, or the context is full.

@@ -17,34 +17,52 @@ public final class Model: Sendable {
     /// copied into the kernels' preferred layout (see `WeightsLayout`), `repackCacheDirectory`
     /// where such a copy is kept as a file (see `ModelWeights.init`).
     public convenience init(path: String, weightsLayout: WeightsLayout = .mapped,
-                            repackCacheDirectory: String? = nil) throws(ModelError) {
+                            repackCacheDirectory: String? = nil, chatTemplate: ChatTemplate.Choice = .auto) throws(ModelError) {
         let file: GGUFFile
         do {
             file = try GGUFFile(path: path)
         } catch {
             throw ModelError("cannot load model \(path): \(error)")
         }
-        try self.init(file: file, weightsLayout: weightsLayout, repackCacheDirectory: repackCacheDirectory)
+        try self.init(file: file, weightsLayout: weightsLayout, repackCacheDirectory: repackCacheDirectory,
+                      chatTemplate: chatTemplate)
     }
 
-    public init(file: GGUFFile, weightsLayout: WeightsLayout = .mapped, repackCacheDirectory: String? = nil) throws(ModelError) {
+    /// `chatTemplate` names the prompt format, or `auto` to recognise the file's
+    /// `tokenizer.chat_template`. The format's end-of-turn token joins the tokenizer's
+    /// end-of-generation set.
+    public init(file: GGUFFile, weightsLayout: WeightsLayout = .mapped, repackCacheDirectory: String? = nil,
+                chatTemplate choice: ChatTemplate.Choice = .auto) throws(ModelError) {
         self.file = file
         config = try ModelConfig(gguf: file)
         weights = try ModelWeights(file: file, config: config, layout: weightsLayout, cacheDirectory: repackCacheDirectory)
+        let template = Result { () throws(ChatTemplateError) in try ChatTemplate(gguf: file, choice: choice) }
         do {
-            tokenizer = try Tokenizer(gguf: file)
+            tokenizer = try Tokenizer(gguf: file, endOfTurnTexts: (try? template.get())?.endOfTurnTexts ?? [])
         } catch {
             throw ModelError("\(file.path): \(error)")
         }
         guard tokenizer.vocabSize == config.vocabSize else {
             throw ModelError("\(file.path): tokenizer has \(tokenizer.vocabSize) tokens but token_embd has \(config.vocabSize) rows")
         }
-        chatTemplate = Result { () throws(ChatTemplateError) in try ChatTemplate(gguf: file) }
+        chatTemplate = template
     }
 
     /// Renders chat messages into prompt text with the model's template.
-    public func renderChat(_ messages: [ChatMessage], addGenerationPrompt: Bool = true) throws(ChatTemplateError) -> String {
-        try chatTemplate.get().render(messages, addGenerationPrompt: addGenerationPrompt)
+    public func renderChat(_ messages: [ChatMessage], addGenerationPrompt: Bool = true,
+                           enableThinking: Bool = false) throws(ChatTemplateError) -> String {
+        try chatTemplate.get().render(messages, addGenerationPrompt: addGenerationPrompt, enableThinking: enableThinking)
+    }
+
+    /// The prompt ids for a conversation, as llama.cpp builds them: the rendered template
+    /// tokenized with special tokens parsed and the BOS the model asks for
+    /// (`tokenizer.ggml.add_bos_token`; the templates leave BOS to the tokenizer).
+    public func chatPromptIDs(_ messages: [ChatMessage], addGenerationPrompt: Bool = true,
+                              enableThinking: Bool = false) throws(ChatTemplateError) -> [Int32] {
+        let text = try renderChat(messages, addGenerationPrompt: addGenerationPrompt, enableThinking: enableThinking)
+        var ids = tokenizer.encode(text, parseSpecial: true)
+        if tokenizer.addBOS, let bos = tokenizer.bosID { ids.insert(bos, at: 0) }
+        return ids
     }
 
     /// Bytes of weights in the mapping (what a decode step streams).

@@ -9,7 +9,7 @@ public enum TokenType: Int32, Sendable {
 struct SpecialTokens: Sendable {
     /// Candidates for splitting out of raw text, longest text first so that a special token
     /// that contains another is found before the shorter one can cut it apart.
-    let ordered: [(id: Int32, bytes: [UInt8], isUserDefined: Bool)]
+    let ordered: [(id: Int32, bytes: [UInt8], isUserDefined: Bool, lstrip: Bool, rstrip: Bool)]
 
     /// Token texts llama.cpp treats as end of generation whatever their id
     /// (end of turn, end of text, end of message across the model families it knows).
@@ -29,11 +29,14 @@ struct SpecialTokens: Sendable {
     static let fimRepTexts: [String] = ["<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"]
     static let fimSepTexts: [String] = ["<|file_sep|>"]
 
-    init(types: [TokenType], texts: [String]) {
-        var list: [(id: Int32, bytes: [UInt8], isUserDefined: Bool)] = []
+    /// `lstrip`/`rstrip`: ids whose match also swallows the whitespace (C `isspace`) before
+    /// or after it, llama.cpp's LSTRIP/RSTRIP token attributes.
+    init(types: [TokenType], texts: [String], lstrip: Set<Int32> = [], rstrip: Set<Int32> = []) {
+        var list: [(id: Int32, bytes: [UInt8], isUserDefined: Bool, lstrip: Bool, rstrip: Bool)] = []
         for (i, t) in types.enumerated() where t == .control || t == .userDefined || t == .unknown {
             let bytes = Array(texts[i].utf8)
-            if !bytes.isEmpty { list.append((Int32(i), bytes, t == .userDefined)) }
+            let id = Int32(i)
+            if !bytes.isEmpty { list.append((id, bytes, t == .userDefined, lstrip.contains(id), rstrip.contains(id))) }
         }
         // Stable for equal lengths (lower id first), so results do not depend on sort internals.
         list.sort { $0.bytes.count != $1.bytes.count ? $0.bytes.count > $1.bytes.count : $0.id < $1.id }
@@ -93,10 +96,17 @@ struct SpecialTokens: Sendable {
                 let first = needle[0]
                 while i <= last {
                     if bytes[i] == first && Self.matches(bytes, at: i, needle) {
-                        if start < i { out.append(.text(start..<i)) }
+                        var leftEnd = i
+                        if special.lstrip {
+                            while leftEnd > start && Self.isCSpace(bytes[leftEnd - 1]) { leftEnd -= 1 }
+                        }
+                        if start < leftEnd { out.append(.text(start..<leftEnd)) }
                         out.append(.token(special.id))
                         changed = true
                         i += needle.count
+                        if special.rstrip {
+                            while i < range.upperBound && Self.isCSpace(bytes[i]) { i += 1 }
+                        }
                         start = i
                     } else {
                         i += 1
@@ -108,6 +118,10 @@ struct SpecialTokens: Sendable {
         }
         return fragments
     }
+
+    /// C's `isspace` in the C locale, which llama.cpp's strip attributes use.
+    @inline(__always)
+    static func isCSpace(_ b: UInt8) -> Bool { b == 0x20 || (0x09...0x0D).contains(b) }
 
     @inline(__always)
     private static func matches(_ hay: UnsafeBufferPointer<UInt8>, at i: Int, _ needle: [UInt8]) -> Bool {

@@ -103,23 +103,36 @@ public struct CancelRequest: Sendable, Equatable {
 /// The typed body of a request, one case per `Op`.
 /// `suggest`: short continuations of what a person has typed so far.
 public struct SuggestRequest: Sendable, Equatable {
-    /// Text before the cursor.
+    /// What a suggestion is: a short phrase (the default) or the one word being typed.
+    public enum Mode: String, Sendable, CaseIterable {
+        case phrase, word
+    }
+    /// Text before the cursor (may be empty: the start of a field).
     public var prefix: String
     /// Suggestions wanted (1...8).
     public var n: Int
     /// Most tokens per suggestion (1...64).
     public var maxTokens: Int
-    /// Most words per suggestion (0: no limit).
+    /// Most words per suggestion (0: no limit). Phrase mode.
     public var maxWords: Int
-    /// End a suggestion after . ! or ?
+    /// End a suggestion after . ! or ? Phrase mode.
     public var stopAtSentence: Bool
+    public var mode: Mode
+    /// Suggestions less probable than this (given the typed text) are not searched for
+    /// (0...1; nil: the server's default).
+    public var minProb: Double?
+    /// Text before the field that was not typed in it (a label, earlier fields): the model
+    /// reads it, the suggestions continue `prefix`.
+    public var context: String?
     /// A UI session: a newer suggest on it supersedes this one and reuses its prefix.
     public var session: String?
     public var deadlineMS: Int?
     public init(prefix: String, n: Int = 3, maxTokens: Int = 8, maxWords: Int = 4, stopAtSentence: Bool = true,
+                mode: Mode = .phrase, minProb: Double? = nil, context: String? = nil,
                 session: String? = nil, deadlineMS: Int? = nil) {
         self.prefix = prefix; self.n = n; self.maxTokens = maxTokens; self.maxWords = maxWords
-        self.stopAtSentence = stopAtSentence; self.session = session; self.deadlineMS = deadlineMS
+        self.stopAtSentence = stopAtSentence; self.mode = mode; self.minProb = minProb; self.context = context
+        self.session = session; self.deadlineMS = deadlineMS
     }
 }
 
@@ -293,11 +306,19 @@ public struct Request: Sendable, Equatable {
                                        synonyms: try r.object("synonyms").map { JSONValue.object($0) }))
         case .suggest:
             let prefix = try r.required("prefix", "expected a string") { (k) throws(ProtocolError) in try r.string(k) }
+            var mode = SuggestRequest.Mode.phrase
+            if let name = try r.string("mode") {
+                guard let m = SuggestRequest.Mode(rawValue: name) else {
+                    throw .badField("mode", "expected \"phrase\" or \"word\", got \"\(name)\"", requestID: r.requestID)
+                }
+                mode = m
+            }
             return .suggest(SuggestRequest(
                 prefix: prefix, n: Int(try r.int("n", in: 1...8) ?? 3),
                 maxTokens: Int(try r.int("max_tokens", in: 1...64) ?? 8),
                 maxWords: Int(try r.int("max_words", in: 0...64) ?? 4),
                 stopAtSentence: try r.bool("stop_at_sentence") ?? true,
+                mode: mode, minProb: try r.number("min_prob", in: 0...1), context: try r.string("context"),
                 session: try r.string("session", maxBytes: GenerationOptions.Bounds.sessionBytes),
                 deadlineMS: try r.int("deadline_ms", in: 1...GenerationOptions.Bounds.deadlineMS).map(Int.init)))
         case .choose:
@@ -402,6 +423,9 @@ public struct Request: Sendable, Equatable {
             b["max_tokens"] = .int(Int64(x.maxTokens))
             b["max_words"] = .int(Int64(x.maxWords))
             if !x.stopAtSentence { b["stop_at_sentence"] = false }
+            if x.mode != .phrase { b["mode"] = .string(x.mode.rawValue) }
+            b["min_prob"] = x.minProb.map { .double($0) }
+            b["context"] = x.context.map { .string($0) }
             b["session"] = x.session.map { .string($0) }
             b["deadline_ms"] = x.deadlineMS.map { .int(Int64($0)) }
         case .parse(let x):

@@ -1,4 +1,5 @@
 import SLMEngine
+import SLMKernels
 import SLMModel
 
 /// Everything `slmd serve` can be configured with: the file `/etc/slmd/slmd.conf`
@@ -36,6 +37,12 @@ public struct DaemonConfig: Sendable, Equatable {
     /// Directory for the repacked weights' cache file, which keeps them file-backed (empty:
     /// the copy is anonymous memory, about the model's size).
     public var repackCacheDir = ""
+    /// The chat prompt format: `auto` recognises the model's `tokenizer.chat_template`;
+    /// a name forces that format (for a model whose template slmd does not recognise).
+    public var chatTemplate = ChatTemplate.Choice.auto
+    /// Kernel path: auto (the best this CPU supports) or one by name; a path the CPU cannot
+    /// run is an error at start.
+    public var kernels = KernelChoice.auto
     public var warmUp = true
     public var logLevel = "info"
     public var shutdownGraceMs = 10_000
@@ -73,6 +80,7 @@ public struct DaemonConfig: Sendable, Equatable {
         if !socketGroup.isEmpty && UnixSocket.groupID(socketGroup) == nil {
             return "socket_group: no group '\(socketGroup)' exists on this system"
         }
+        if !kernels.isSupported { return KernelChoiceError(choice: kernels).description }
         return nil
     }
 }
@@ -90,7 +98,10 @@ extension DaemonConfig {
         // A key set twice is refused: which one wins would be a guess for whoever edits
         // the file next (flags and --set override the file on purpose; that is not this).
         var lineOfKey: [String: Int] = [:]
-        for (n, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        // "\r\n" is one Character in Swift, so splitting on "\n" alone made a CRLF file one
+        // line, and a first key taking any string (model = …) swallowed the rest (found by
+        // make fuzz).
+        for (n, raw) in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }).enumerated() {
             var line = Substring(raw)
             if let hash = line.firstIndex(of: "#") { line = line[..<hash] }
             line = trim(line)
@@ -167,6 +178,16 @@ extension DaemonConfig {
             }
             weightsLayout = l
         case "repack_cache_dir": repackCacheDir = value
+        case "chat_template":
+            guard let c = ChatTemplate.Choice(rawValue: value) else {
+                throw ConfigError("\(key): expected one of \(ChatTemplate.Choice.allCases.map(\.rawValue).joined(separator: ", ")), got '\(value)'")
+            }
+            chatTemplate = c
+        case "kernels":
+            guard let k = KernelChoice(rawValue: value) else {
+                throw ConfigError("\(key): expected one of \(KernelChoice.allCases.map(\.rawValue).joined(separator: ", ")), got '\(value)'")
+            }
+            kernels = k
         case "warm_up": warmUp = try bool()
         case "log_level": logLevel = value
         case "shutdown_grace_ms": shutdownGraceMs = try int(0...3_600_000)

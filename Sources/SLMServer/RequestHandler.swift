@@ -21,7 +21,7 @@ final class RequestHandler: @unchecked Sendable {
     let logger: Logger
     let intents: IntentRegistry
     weak var server: Server?
-    let serverVersion = "0.1.0"
+    let serverVersion = SLMDVersion.string
     /// Where requests are tokenized and compiled, off the I/O thread.
     let preparation: PreparationThread
 
@@ -40,6 +40,7 @@ final class RequestHandler: @unchecked Sendable {
     /// the rest are reserved on the connection (so duplicate ids, the in-flight cap and
     /// `cancel` apply at once) and handed to the preparation thread.
     func handle(_ frame: Frame, on c: Connection) {
+        TestFault.ioHasWork()
         let request: Request
         do {
             request = try Request(frame: frame)
@@ -151,6 +152,8 @@ final class RequestHandler: @unchecked Sendable {
                 try engine.submitSuggest(
                     prefix: r.prefix,
                     options: SuggestOptions(n: r.n, maxTokens: r.maxTokens, maxWords: r.maxWords, stopAtSentence: r.stopAtSentence,
+                                            mode: r.mode == .word ? .word : .phrase,
+                                            minProb: r.minProb ?? SuggestOptions.defaultMinProb, context: r.context,
                                             session: r.session.map { Self.scoped($0, owner: owner) },
                                             deadline: r.deadlineMS.map { monotonicSeconds() + Double($0) / 1000 }),
                     owner: owner, completion: completion)
@@ -230,7 +233,9 @@ final class RequestHandler: @unchecked Sendable {
                 return fail(.badField, i == messages.count - 1 ? "field 'utterance': contains control-token text"
                                                               : "field 'examples' or 'instruction': contains control-token text")
             }
-            let ids = model.tokenizer.encode(template.render(messages), parseSpecial: true)
+            var ids = model.tokenizer.encode(template.render(messages), parseSpecial: true)
+            // The templates leave BOS to the tokenizer (Llama 2/3, TinyLlama ask for it).
+            if model.tokenizer.addBOS, let bos = model.tokenizer.bosID { ids.insert(bos, at: 0) }
             var sampling = SamplingParams.greedy
             if let t = r.temperature, t > 0 { sampling = SamplingParams(temperature: Float(t), seed: UInt64.random(in: 0...UInt64.max)) }
             let limit = min(maxTokens ?? 128, config.engine.maxTokens)
@@ -261,7 +266,8 @@ final class RequestHandler: @unchecked Sendable {
                 }
             }
             let rendered = template.render(r.messages.map { ChatMessage(role: $0.role.rawValue, content: $0.content) })
-            let ids = model.tokenizer.encode(rendered, parseSpecial: true)
+            var ids = model.tokenizer.encode(rendered, parseSpecial: true)
+            if model.tokenizer.addBOS, let bos = model.tokenizer.bosID { ids.insert(bos, at: 0) }
             generate(id: id, op: .chat, promptIDs: ids, options: r.options, on: c)
         }
     }
@@ -522,11 +528,11 @@ final class RequestHandler: @unchecked Sendable {
             "choose_requests": Int64(s.chooseRequests),
             "parse_requests": Int64(s.parseRequests),
         ]
-        for reason in ["stop", "length", "cancelled", "deadline", "error", "superseded"] {
-            counters["requests_finished_\(reason)"] = Int64(s.finished[reason, default: 0])
+        for reason in SLMModel.FinishReason.allCases {
+            counters["requests_finished_\(reason.rawValue)"] = Int64(s.finished[reason, default: 0])
         }
-        for code in ["busy", "overMemoryBudget", "contextOverflow", "shuttingDown", "badRequest"] {
-            counters["requests_refused_\(snake(code))"] = Int64(s.refused[code, default: 0])
+        for code in EngineError.Code.allCases {
+            counters["requests_refused_\(snake(code.rawValue))"] = Int64(s.refused[code, default: 0])
         }
         let gauges: [String: Double] = [
             "active": Double(s.active), "queued": Double(s.queued),

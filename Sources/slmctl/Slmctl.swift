@@ -11,7 +11,7 @@ import Musl
 import ArgumentParser
 import SLMProtocol
 
-let slmctlVersion = "0.1.0"
+let slmctlVersion = SLMDVersion.string
 
 @main
 struct Slmctl: ParsableCommand {

@@ -22,6 +22,9 @@ struct Bench: ParsableCommand {
     @Option(name: .long, help: "Directory for the repacked weights' cache file (default: $SLMD_CACHE_DIR; none: anonymous memory).")
     var repackCacheDir: String?
 
+    @Option(name: .long, help: "Kernel path: auto (the best this CPU supports), avx512vnni, avx2, neon-dotprod, neon or portable.")
+    var kernels: KernelChoice = .auto
+
     @Option(name: .long, help: "Comma-separated thread counts.")
     var threads = "1,2"
 
@@ -63,7 +66,8 @@ struct Bench: ParsableCommand {
         let tgList = try parseList(tg, "tg")
         guard reps >= 1 else { throw ValidationError("--reps must be >= 1") }
         let opts = try ModelOptions.parse((model.map { ["--model", $0] } ?? []) + ["--weights-layout", weightsLayout.rawValue]
-                                          + (repackCacheDir.map { ["--repack-cache-dir", $0] } ?? []))
+                                          + (repackCacheDir.map { ["--repack-cache-dir", $0] } ?? [])
+                                          + ["--kernels", kernels.rawValue])
         let tLoad = now()
         let m = try opts.loadModel()
         m.prefetch()

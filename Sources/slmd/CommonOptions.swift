@@ -15,11 +15,14 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "Compute threads (default: online cores).")
     var threads: Int?
 
-    @Option(name: .long, help: "mapped: use the quantized weights in place in the file mapping; repacked: permute them into the kernels' preferred layout (faster on AVX-512 VNNI; kept in --repack-cache-dir, else in anonymous memory; elsewhere the same as mapped).")
+    @Option(name: .long, help: "mapped: use the quantized weights in place in the file mapping; repacked: permute them into the kernels' preferred layout (faster on AVX-512 VNNI and ARM dot-product CPUs; kept in --repack-cache-dir, else in anonymous memory; elsewhere the same as mapped).")
     var weightsLayout: WeightsLayout = .repacked
 
     @Option(name: .long, help: "Directory for the repacked weights' cache file (default: $SLMD_CACHE_DIR; none: anonymous memory).")
     var repackCacheDir: String?
+
+    @Option(name: .long, help: "Kernel path: auto (the best this CPU supports), avx512vnni, avx2, neon-dotprod, neon or portable. All compute identical results.")
+    var kernels: KernelChoice = .auto
 
     var modelPath: String { model ?? DefaultPaths.model }
 
@@ -32,6 +35,8 @@ struct ModelOptions: ParsableArguments {
     }
 
     func loadModel() throws -> Model {
+        // Before the model: the path decides the layout the weights are repacked into.
+        try Kernels.use(kernels)
         guard access(modelPath, R_OK) == 0 else {
             throw ToolError("model file \(modelPath) is not readable; run scripts/fetch-model or pass --model PATH")
         }
@@ -131,3 +136,4 @@ func makeRunner(_ model: Model, threads: Int, maxBatch: Int, maxContext: Int, ma
 }
 
 extension WeightsLayout: ExpressibleByArgument {}
+extension KernelChoice: ExpressibleByArgument {}

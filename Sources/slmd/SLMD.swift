@@ -1,4 +1,5 @@
 import ArgumentParser
+import SLMProtocol
 
 @main
 struct SLMD: ParsableCommand {
@@ -7,7 +8,7 @@ struct SLMD: ParsableCommand {
         abstract: "Small-language-model daemon and offline model tools.",
         discussion: """
             The offline tools load the model from its GGUF file (memory-mapped; on AVX-512 \
-            VNNI CPUs the weights are repacked for the kernels unless --weights-layout \
+            VNNI and ARM dot-product CPUs the weights are repacked for the kernels unless --weights-layout \
             mapped, into $SLMD_CACHE_DIR or --repack-cache-dir if given, else into memory) \
             and run on this machine only.
             Default model: $SLMD_MODEL, else $SLMD_MODEL_DIR (default \
@@ -19,6 +20,3 @@ struct SLMD: ParsableCommand {
     )
 }
 
-enum SLMDVersion {
-    static let string = "0.1.0"
-}

@@ -3,6 +3,7 @@ import Logging
 import SLMEngine
 import SLMKernels
 import SLMModel
+import SLMProtocol
 import SLMServer
 import SLMSystemd
 import Synchronization
@@ -85,21 +86,28 @@ struct Serve: ParsableCommand {
         let t0 = now()
         let cfg = try resolvedConfig()
         let level = Logger.Level(rawValue: cfg.logLevel) ?? .info
+        // Before the model: the path decides the layout the weights are repacked into.
+        try Kernels.use(cfg.kernels)
         if checkConfig {
-            let m = try Model(path: cfg.model)  // mapped: checking the config writes no cache
+            let m = try Model(path: cfg.model, chatTemplate: cfg.chatTemplate)  // mapped: checking the config writes no cache
             if let problem = cfg.engine.problem(modelConfig: m.config) { throw ConfigError("invalid configuration: \(problem)") }
             let (intents, errors) = IntentRegistry.load(directory: cfg.intentsDir)
             for e in errors { print("intent file error: \(e)") }
             if cfg.intentsStrict, !errors.isEmpty { throw ConfigError("invalid intent files (intents_strict = true)") }
             print("intents: \(intents.isEmpty ? "none" : intents.keys.sorted().joined(separator: ", ")) from \(cfg.intentsDir)")
-            print("configuration OK: model \(cfg.model) (\(m.config.name), \(m.weightBytes / 1_000_000) MB), socket \(cfg.socket), threads \(cfg.engine.threads), memory budget \(cfg.engine.memoryBudgetBytes) bytes")
+            switch m.chatTemplate {
+            case .success(let t): print("chat template: \(t.name) (chat_template = \(cfg.chatTemplate.rawValue))")
+            case .failure(let e): print("chat template: none, chat requests will be refused: \(e)")
+            }
+            print("configuration OK: model \(cfg.model) (\(m.config.name), \(m.weightBytes / 1_000_000) MB), socket \(cfg.socket), threads \(cfg.engine.threads), kernels \(Kernels.path) (\(cfg.kernels.rawValue)), memory budget \(cfg.engine.memoryBudgetBytes) bytes")
             return
         }
         LoggingSetup.bootstrap(level: level)
         let logger = Logger(label: "slmd")
         let notifier = Notifier()
         logger.info("starting", metadata: ["version": "\(SLMDVersion.string)", "model": "\(cfg.model)",
-                                           "threads": "\(cfg.engine.threads)", "kernels": "\(Kernels.path)"])
+                                           "threads": "\(cfg.engine.threads)", "kernels": "\(Kernels.path)",
+                                           "kernels_setting": "\(cfg.kernels.rawValue)"])
 
         let registry = IntentRegistry()
         @Sendable func loadIntents(initial: Bool) throws {
@@ -117,12 +125,17 @@ struct Serve: ParsableCommand {
         }
         try loadIntents(initial: true)
 
-        let model = try Model(path: cfg.model, weightsLayout: cfg.weightsLayout, repackCacheDirectory: cfg.repackCacheDir)
+        let model = try Model(path: cfg.model, weightsLayout: cfg.weightsLayout, repackCacheDirectory: cfg.repackCacheDir,
+                              chatTemplate: cfg.chatTemplate)
         if let problem = model.weights.repackCacheProblem {
             logger.warning("repacked weights kept in anonymous memory", metadata: ["problem": "\(problem)"])
         }
         logger.info("weights", metadata: ["layout": "\(model.weights.layout)", "repacked_bytes": "\(model.weights.repackedBytes)",
                                           "cache": "\(model.weights.repackCachePath.map { $0 + (model.weights.repackCacheHit ? " (reused)" : " (written)") } ?? "none")"])
+        switch model.chatTemplate {
+        case .success(let t): logger.info("chat template", metadata: ["format": "\(t.name)", "setting": "\(cfg.chatTemplate.rawValue)"])
+        case .failure(let e): logger.warning("no chat template: chat requests will be refused", metadata: ["error": "\(e)"])
+        }
         MappedFileCrash.install(files: [cfg.model] + (model.weights.repackCachePath.map { [$0] } ?? []))
         if cfg.prefetch { model.prefetch() }
         let pingEvery = notifier.watchdogPingInterval.map { Double($0.components.seconds) + Double($0.components.attoseconds) * 1e-18 } ?? 5

@@ -2,8 +2,10 @@
  * compiled, under qemu) — see scripts/test-arm-kernels.
  *
  *   driver          every supported path against the portable C path on random data:
- *                   quantized matmuls bit-exact, f16 axpy/convert bit-exact, f16 dot
- *                   within 2 * n * 2^-24 * sum|q k|. Prints "N passed, N failed".
+ *                   quantized matmuls and the activation quantizer bit-exact, f16
+ *                   axpy/convert/round bit-exact, f16 dot within 2 * n * 2^-24 * sum|q k|,
+ *                   attention within a few f16 ulps of portable and bit-exact against the
+ *                   generic loop over the path's own helpers. Prints "N passed, N failed".
  *   driver bench [path-id]   decode (1 token) GB/s of weights and prefill (128 tokens) GOP/s per
  *                   path. Meaningless under qemu.
  */
@@ -15,13 +17,30 @@
 #include <string.h>
 #include <time.h>
 
-#if defined(__x86_64__)
-/* Private to the library (internal.h): the generic attention loop the fused x86 head must match. */
+/* Private to the library (internal.h): the path tables and the generic attention loop that
+ * every fused head (attn_f16) must match bit for bit, given the path's own f16 helpers. */
 struct slm_impl;
-extern const struct slm_impl slm_impl_avx2;
 void slm_attn_f16_generic(const struct slm_impl *p, const float *q, const uint16_t *k, const uint16_t *v,
                           ptrdiff_t stride, ptrdiff_t n, ptrdiff_t d, float scale, float *out);
+#if defined(__x86_64__)
+extern const struct slm_impl slm_impl_avx2, slm_impl_avx512vnni;
 #endif
+#if defined(__aarch64__)
+extern const struct slm_impl slm_impl_neon, slm_impl_neon_dotprod;
+#endif
+static const struct slm_impl *impl_table(int path) {
+    switch (path) {
+#if defined(__x86_64__)
+    case SLM_PATH_AVX2: return &slm_impl_avx2;
+    case SLM_PATH_AVX512VNNI: return &slm_impl_avx512vnni;
+#endif
+#if defined(__aarch64__)
+    case SLM_PATH_NEON: return &slm_impl_neon;
+    case SLM_PATH_NEON_DOTPROD: return &slm_impl_neon_dotprod;
+#endif
+    default: return NULL;
+    }
+}
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 static uint32_t rnd(void) {  /* xorshift64*: deterministic across hosts */
@@ -167,6 +186,35 @@ static int test_paths(void) {
                         free(wt); free(row);
                         free(y0); free(y1); free(w); free_acts(&A);
                     }
+        /* tile16 row ranges that start and end inside tiles and inside 4-row groups, over
+         * 3 whole tiles and a 5-row row-layout tail, for 1..5 tokens. */
+        for (int type = 0; type < 3; type++) {
+            static const int ranges[][2] = {{0, 53}, {5, 11}, {4, 8}, {0, 16}, {3, 45}, {16, 32}, {15, 17}, {47, 53},
+                                            {50, 52}, {1, 2}, {30, 49}};
+            enum { ROWS = 53, COLS = 96 };
+            const ptrdiff_t rb = COLS / 32 * block_bytes[type];
+            uint8_t *w = malloc((size_t)ROWS * rb), *wt = malloc((size_t)ROWS * rb);
+            fill_weights(type, w, ROWS, COLS);
+            slm_repack_tile16(wtype_id[type], w, wt, rb, ROWS);
+            for (int tokens = 1; tokens <= 5; tokens++) {
+                acts A;
+                make_acts(&A, tokens, COLS);
+                for (size_t k = 0; k < sizeof ranges / sizeof *ranges; k++) {
+                    float y0[ROWS * 5], y1[ROWS * 5];
+                    for (int i = 0; i < ROWS * 5; i++) y0[i] = y1[i] = -12345.0f;
+                    slm_kernels_force(SLM_PATH_PORTABLE);
+                    mm[type](w, rb, ranges[k][0], ranges[k][1], &A.a, y0, ROWS);
+                    slm_kernels_force(path);
+                    slm_matmul_tile16(wtype_id[type], wt, rb, ROWS, ranges[k][0], ranges[k][1], &A.a, y1, ROWS);
+                    char what[128];
+                    snprintf(what, sizeof what, "tile16 (%s) %s rows [%d,%d) of %d, tokens %d", pname, type_name[type],
+                             ranges[k][0], ranges[k][1], ROWS, tokens);
+                    check(memcmp(y0, y1, sizeof y0) == 0, what);
+                }
+                free_acts(&A);
+            }
+            free(w); free(wt);
+        }
         /* f16 helpers */
         for (int rep = 0; rep < 200; rep++) {
             int n = 1 + (int)(rnd() % 150);
@@ -218,68 +266,97 @@ static int test_paths(void) {
             snprintf(what, sizeof what, "%s round_f16 n %d", pname, n);
             check(round_ok, what);
         }
-        /* One attention head over 1..300 cached rows (row stride 3 heads of 64). */
-        for (int rep = 0; rep < 40; rep++) {
-            enum { D = 64, STRIDE = 192 };
-            int rows = 1 + (int)(rnd() % 300);
-            uint16_t *kc = malloc((size_t)rows * STRIDE * 2), *vc = malloc((size_t)rows * STRIDE * 2);
-            for (int i = 0; i < rows * STRIDE; i++) { kc[i] = f2h_ref(frand() * 2); vc[i] = f2h_ref(frand() * 2); }
-            float q[D], o0[D], o1[D];
-            for (int i = 0; i < D; i++) q[i] = h2f(f2h_ref(frand() * 3));
+        /* One attention head over 1..300 cached rows (row stride 3 heads of 64), then the chunk
+         * boundaries of the fused heads (64 positions), other head sizes and strides, and score
+         * patterns that take every branch of the online softmax: all equal (q = 0), a new
+         * maximum at every step, and scores so far apart that exp underflows to 0. */
+        for (int rep = 0; rep < 76; rep++) {
+            static const int edge_rows[] = {1, 2, 3, 63, 64, 65, 127, 128, 129, 191, 192, 193};
+            static const int dims[] = {64, 64, 64, 32, 96, 128, 80, 8};
+            const int nedge = (int)(sizeof edge_rows / sizeof *edge_rows);
+            const int pattern = rep < 40 ? 0 : (rep - 40) % 4;  /* 0 random, 1 q = 0, 2 rising, 3 far apart */
+            const int D = rep < 40 ? 64 : dims[(rep - 40) % 8];
+            const int rows = rep < 40 ? 1 + (int)(rnd() % 300) : edge_rows[(rep - 40) % nedge];
+            const int stride = rep % 3 == 0 ? D : rep % 3 == 1 ? 3 * D : 3 * D + 8, off = stride > D ? D : 0;
+            uint16_t *kc = malloc((size_t)rows * stride * 2), *vc = malloc((size_t)rows * stride * 2);
+            for (int i = 0; i < rows * stride; i++) { kc[i] = f2h_ref(frand() * 2); vc[i] = f2h_ref(frand() * 2); }
+            float q[128], o0[128], o1[128], o2[128];
+            for (int i = 0; i < D; i++) q[i] = pattern == 1 ? 0.0f : h2f(f2h_ref(frand() * 3));
+            if (pattern == 2 || pattern == 3)  /* key j = q * c_j: scores rise with j, or jump by ~+-2^10 */
+                for (int j = 0; j < rows; j++) {
+                    const float c = pattern == 2 ? (float)j / 16.0f : (j % 2 ? 1.0f : -1.0f) * 1024.0f / (float)(j + 1);
+                    for (int i = 0; i < D; i++) kc[j * stride + off + i] = f2h_ref(q[i] * c);
+                }
             slm_kernels_force(SLM_PATH_PORTABLE);
-            slm_attn_f16(q, kc + 64, vc + 64, STRIDE, rows, D, 0.125f, o0);
+            slm_attn_f16(q, kc + off, vc + off, stride, rows, D, 0.125f, o0);
             slm_kernels_force(path);
-            slm_attn_f16(q, kc + 64, vc + 64, STRIDE, rows, D, 0.125f, o1);
+            slm_attn_f16(q, kc + off, vc + off, stride, rows, D, 0.125f, o1);
             /* Scores differ only by the dot's lane order; outputs are averages of values of
              * magnitude <= 2 accumulated at f16 precision, so a few f16 ulps at most. */
             double worst = 0;
             for (int i = 0; i < D; i++) {
                 double diff = fabs((double)o0[i] - o1[i]);
-                if (diff > worst) worst = diff;
+                if (diff > worst || isnan(diff)) worst = isnan(diff) ? INFINITY : diff;
             }
-            char what[96];
-            snprintf(what, sizeof what, "%s attn_f16 rows %d: max diff %g", pname, rows, worst);
+            char what[128];
+            snprintf(what, sizeof what, "%s attn_f16 d %d rows %d stride %d pattern %d: max diff %g", pname, D, rows,
+                     stride, pattern, worst);
             check(worst <= 1e-2, what);
-#if defined(__x86_64__)
-            /* The fused x86 head (both x86 paths use it) is bit-identical to the generic loop
-             * over the AVX2 helpers. */
-            if (path == SLM_PATH_AVX2 || path == SLM_PATH_AVX512VNNI) {
-                float o2[D];
-                slm_attn_f16_generic(&slm_impl_avx2, q, kc + 64, vc + 64, STRIDE, rows, D, 0.125f, o2);
-                snprintf(what, sizeof what, "%s fused attn_f16 rows %d bit-exact", pname, rows);
-                check(memcmp(o1, o2, sizeof o1) == 0, what);
-            }
-#endif
+            /* The path's head (fused where it has one) is bit-identical to the generic loop
+             * over the same path's f16 helpers. */
+            slm_attn_f16_generic(impl_table(path), q, kc + off, vc + off, stride, rows, D, 0.125f, o2);
+            snprintf(what, sizeof what, "%s attn_f16 d %d rows %d stride %d pattern %d bit-exact vs generic", pname,
+                     D, rows, stride, pattern);
+            check(memcmp(o1, o2, (size_t)D * sizeof(float)) == 0, what);
             free(kc); free(vc);
         }
         /* Activation quantizer: bit-exact against the portable definition, including zero
-         * blocks, exact .5 ties after scaling and blocks of mixed magnitudes. */
-        for (int rep = 0; rep < 60; rep++) {
-            enum { COLS = 1536 };
-            static float xq[COLS];
-            const int nb = COLS / 32;
-            for (int i = 0; i < COLS; i++) {
-                const int kind = (int)(rnd() % 8);
+         * blocks, exact .5 ties after scaling (a block whose amax is 127: the scale is 1),
+         * subnormal, huge and negative-zero inputs, blocks of mixed magnitudes, row lengths
+         * of 1..48 blocks and unaligned input and output pointers. */
+        for (int rep = 0; rep < 120; rep++) {
+            enum { MAXCOLS = 1536 };
+            static const int col_set[] = {1536, 576, 32, 64, 96, 160, 224, 1504};
+            static float xbuf[MAXCOLS + 1];
+            static int8_t q0[MAXCOLS + 1], q1[MAXCOLS + 1];
+            const int cols = rep < 60 ? MAXCOLS : col_set[rep % 8], nb = cols / 32;
+            const int xoff = rep % 4 == 3, qoff = rep % 3 == 2;  /* odd addresses on some reps */
+            float *xq = xbuf + xoff;
+            for (int i = 0; i < cols; i++) {
+                const int kind = (int)(rnd() % 10);
                 xq[i] = kind == 0 ? 0.0f : kind == 1 ? (float)((int)(rnd() % 255) - 127) * 0.5f
+                      : kind == 2 ? ((rnd() & 1) ? -0.0f : 0x1p-140f * (float)(rnd() % 1000))
+                      : kind == 3 && rep % 7 == 0 ? frand() * 1e30f
                       : frand() * ldexpf(1.0f, (int)(rnd() % 20) - 10);
             }
             if (rep % 5 == 0) for (int i = 0; i < 32; i++) xq[32 * (rep % nb) + i] = 0.0f;
-            int8_t q0[COLS], q1[COLS];
-            float d0[COLS / 32], d1[COLS / 32], s0[COLS / 32], s1[COLS / 32];
-            int32_t i0[COLS / 32], i1[COLS / 32];
+            if (rep % 5 == 1) {  /* ties: amax 127, the rest k + 0.5 */
+                const int b = (int)(rnd() % nb);
+                for (int i = 0; i < 32; i++) xq[32 * b + i] = (float)((int)(rnd() % 254) - 127) + 0.5f;
+                xq[32 * b + (int)(rnd() % 32)] = (rnd() & 1) ? 127.0f : -127.0f;
+            }
+            float d0[MAXCOLS / 32], d1[MAXCOLS / 32], s0[MAXCOLS / 32], s1[MAXCOLS / 32];
+            int32_t i0[MAXCOLS / 32], i1[MAXCOLS / 32];
             slm_kernels_force(SLM_PATH_PORTABLE);
-            slm_quantize_q8(xq, COLS, q0, d0, s0, i0);
+            slm_quantize_q8(xq, cols, q0 + qoff, d0, s0, i0);
             slm_kernels_force(path);
-            slm_quantize_q8(xq, COLS, q1, d1, s1, i1);
-            int ok = memcmp(q0, q1, sizeof q0) == 0 && memcmp(d0, d1, sizeof d0) == 0 &&
-                     memcmp(s0, s1, sizeof s0) == 0 && memcmp(i0, i1, sizeof i0) == 0;
+            slm_quantize_q8(xq, cols, q1 + qoff, d1, s1, i1);
+            int ok = memcmp(q0 + qoff, q1 + qoff, (size_t)cols) == 0 && memcmp(d0, d1, nb * sizeof(float)) == 0 &&
+                     memcmp(s0, s1, nb * sizeof(float)) == 0 && memcmp(i0, i1, nb * sizeof(int32_t)) == 0;
             for (int b = 0; b < nb; b++) {  /* isum is the exact sum of the stored values */
                 int32_t t = 0;
-                for (int j = 0; j < 32; j++) t += q0[b * 32 + j];
+                for (int j = 0; j < 32; j++) t += q0[qoff + b * 32 + j];
                 ok &= t == i0[b];
             }
+            /* and the portable quantizer is the definition (re-stated independently above) */
+            static int8_t q2[MAXCOLS];
+            float d2[MAXCOLS / 32], s2[MAXCOLS / 32];
+            int32_t i2[MAXCOLS / 32];
+            quantize_row(xq, cols, q2, d2, s2, i2);
+            ok &= memcmp(q0 + qoff, q2, (size_t)cols) == 0 && memcmp(d0, d2, nb * sizeof(float)) == 0 &&
+                  memcmp(s0, s2, nb * sizeof(float)) == 0 && memcmp(i0, i2, nb * sizeof(int32_t)) == 0;
             char what[96];
-            snprintf(what, sizeof what, "%s quantize_q8 rep %d", pname, rep);
+            snprintf(what, sizeof what, "%s quantize_q8 rep %d cols %d", pname, rep, cols);
             check(ok, what);
         }
         printf("path %-20s %s\n", pname, failed == before ? "ok" : "MISMATCH");

@@ -7,7 +7,7 @@ func writeTemp(_ bytes: [UInt8], name: String = "t.gguf") -> String {
     let dir = FileManager.default.temporaryDirectory.appendingPathComponent("slmd-gguf-\(UUID().uuidString)")
     try! FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
     let path = dir.appendingPathComponent(name).path
-    FileManager.default.createFile(atPath: path, contents: Data(bytes))
+    _ = FileManager.default.createFile(atPath: path, contents: Data(bytes))
     return path
 }
 
@@ -154,7 +154,7 @@ final class GGUFReaderTests: XCTestCase {
         // The last tensor's padding is optional, so prefixes that keep all tensor bytes parse.
         let lastEnd = full.count - ((32 - 60 % 32) % 32)
         for n in 0..<lastEnd {
-            FileManager.default.createFile(atPath: path, contents: Data(full.prefix(n)))
+            _ = FileManager.default.createFile(atPath: path, contents: Data(full.prefix(n)))
             do {
                 _ = try GGUFFile(path: path)
                 XCTFail("prefix of \(n) bytes parsed")

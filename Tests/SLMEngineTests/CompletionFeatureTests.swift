@@ -97,7 +97,7 @@ final class CompletionFeatureTests: XCTestCase {
         XCTAssertLessThanOrEqual(done1.generatedTokens, seen + 2, "superseded within a step")
         XCTAssertNotNil(second.wait())
         XCTAssertEqual(e.stats().prefixCacheHits, hitsBefore + 1, "the new request reused the superseded one's KV")
-        XCTAssertEqual(e.stats().finished["superseded"], 1)
+        XCTAssertEqual(e.stats().finished[.superseded], 1)
         XCTAssertEqual(e.stats().kvBytesInUse, 0)
     }
 
@@ -108,40 +108,147 @@ final class CompletionFeatureTests: XCTestCase {
         return r
     }
 
-    func testSuggestionsAreDistinctSortedAndTheBestIsGreedy() throws {
+    /// log P(suggestion | typed text) the long way, one plain pass per token: the first
+    /// token's probability renormalised over every vocabulary token that agrees with the
+    /// healed bytes (a non-control token whose bytes start with them; with none, one that
+    /// does not start with whitespace), the others' as they are, and in word mode the
+    /// probability that the token after the word does not continue it.
+    func bruteForceLogprob(_ e: Engine, prefix: String, _ o: SuggestOptions, _ s: Suggestion) throws -> Double {
         let m = try Shared.requireModel()
+        let tok = m.tokenizer
+        let (context, heal, _, _) = e.suggestContext(prefix: prefix, o)
+        let runner = Runner(config: m.config, weights: m.weights, pool: ThreadPool(threads: 1), maxBatch: 64,
+                            maxContext: context.count + s.tokens.count + 1, maxLogits: 1)
+        let session = Session(runner: runner, capacity: context.count + s.tokens.count + 1)
+        let bytes = (0..<m.config.vocabSize).map { tok.tokenBytes(Int32($0)) }
+        func logMass(_ l: [Float], _ keep: (Int) -> Bool) -> Double {
+            let top = Double(l.max()!)
+            return top + log(l.indices.reduce(0.0) { keep($1) ? $0 + exp(Double(l[$1]) - top) : $0 })
+        }
+        let space: Set<UInt8> = [0x20, 0x09, 0x0A, 0x0D]
+        let agrees = { (t: Int) -> Bool in
+            !tok.isControl(Int32(t)) && (heal.isEmpty ? !space.contains(bytes[t].first ?? 0x20) : bytes[t].starts(with: heal))
+        }
+        var logits = Array(try session.feed(context))
+        var lp = Double(logits[Int(s.tokens[0])]) - logMass(logits, agrees)
+        for (i, t) in s.tokens.enumerated() {
+            if i > 0 { lp += Double(logits[Int(t)]) - logMass(logits, { _ in true }) }
+            logits = Array(try session.feed([t]))
+        }
+        if o.mode == .word {
+            // Letters, digits, an apostrophe or any non-ASCII byte continue a word.
+            let continues = { (t: Int) -> Bool in
+                guard !tok.isControl(Int32(t)), let b = bytes[t].first else { return false }
+                return (0x30...0x39).contains(b) || (0x41...0x5A).contains(b) || (0x61...0x7A).contains(b) || b >= 0x80 || b == 0x27
+            }
+            lp += logMass(logits, { !continues($0) }) - logMass(logits, { _ in true })
+        }
+        return lp
+    }
+
+    /// Asking for n gets n, whether the typed text ends inside a word, with a whole word
+    /// (whose only first token is that word) or after a space; each suggestion's `prob` is
+    /// P(suggestion | typed text), and they come best first.
+    func testNDistinctSuggestionsWithTheirConditionalProbability() throws {
         let e = try engine()
         defer { e.shutdown(grace: 0) }
-        let prefix = "Please turn off the"
-        let r = try suggest(e, prefix, SuggestOptions(n: 3, maxTokens: 6, maxWords: 3))
-        XCTAssertTrue(r.healed)
-        XCTAssertEqual(r.suggestions.count, 3)
-        XCTAssertEqual(Set(r.suggestions.map { $0.text.trimmingWhitespace() }).count, 3, "distinct")
-        XCTAssertEqual(r.suggestions.map(\.logprob), r.suggestions.map(\.logprob).sorted(by: >), "sorted by probability")
-        for s in r.suggestions { XCTAssertLessThanOrEqual(wordCount(Array(s.text.utf8)), 3) }
-        // Healing backed up over the last token; the context is the rest.
-        let ids = m.tokenizer.encode(prefix)
-        let context = Array(ids.dropLast(r.healedTokens))
-        let removed = m.tokenizer.decode(Array(ids.suffix(r.healedTokens)))
-        let runner = Runner(config: m.config, weights: m.weights, pool: ThreadPool(threads: 1), maxBatch: 64, maxContext: 128, maxLogits: 1)
-        for s in r.suggestions {
-            XCTAssertTrue(m.tokenizer.decode([s.tokens[0]]).hasPrefix(removed))
-            // Each suggestion is the greedy continuation after its first token...
-            let col = Collector()
-            _ = try e.submit(greedy(context + [s.tokens[0]], s.tokens.count - 1 + 1), sink: col.sink)
-            let cont = col.wait()?.generatedIDs ?? []
-            XCTAssertEqual(Array(cont.prefix(s.tokens.count - 1)), Array(s.tokens.dropFirst()), "'\(s.text)' is greedy after its first token")
-            // ...and its probability is the product of its tokens' probabilities.
-            let session = Session(runner: runner, capacity: 128)
-            var lp = 0.0
-            var logits = try session.feed(context)
-            for t in s.tokens {
-                lp -= Perplexity.negativeLogLikelihood(logits, target: Int(t))
-                logits = try session.feed([t])
+        let sentence = "Remind me to call my mother "
+        let o = SuggestOptions(n: 3)
+        for prefix in [sentence + "tom", sentence + "tomor", sentence + "tomorrow", sentence + "tomorrow ",
+                       sentence + "tomorrow.", "Please turn off the"] {
+            let r = try suggest(e, prefix, o)
+            XCTAssertEqual(r.suggestions.count, 3, "'\(prefix)': \(r.suggestions.map(\.text))")
+            XCTAssertEqual(Set(r.suggestions.map { suggestionKey($0.text) }).count, r.suggestions.count, "distinct")
+            XCTAssertEqual(r.suggestions.map(\.logprob), r.suggestions.map(\.logprob).sorted(by: >), "best first")
+            for s in r.suggestions {
+                XCTAssertLessThanOrEqual(wordCount(Array(s.text.utf8)), o.maxWords)
+                XCTAssertLessThanOrEqual(s.tokens.count, o.maxTokens)
+                XCTAssertEqual(s.logprob, try bruteForceLogprob(e, prefix: prefix, o, s), accuracy: 1e-3, "'\(prefix)' + '\(s.text)'")
+                XCTAssertGreaterThanOrEqual(s.probability, o.minProb)
             }
-            XCTAssertEqual(s.logprob, lp, accuracy: 1e-3)
+            print("'\(prefix)' → \(r.suggestions.map { "\($0.text) (\($0.probability))" })")
         }
-        print("suggestions for '\(prefix)': \(r.suggestions.map { "\($0.text) (\($0.probability))" })")
+        // More than three, after a complete word.
+        let five = try suggest(e, sentence + "tomorrow", SuggestOptions(n: 5))
+        XCTAssertEqual(five.suggestions.count, 5, "\(five.suggestions.map(\.text))")
+        XCTAssertEqual(e.stats().kvBytesInUse, 0)
+    }
+
+    /// The floor: nothing less probable than `minProb` is suggested, so a high one returns
+    /// fewer than n, and 0 none fewer.
+    func testMinProbIsAFloorOnTheConditionalProbability() throws {
+        let e = try engine()
+        defer { e.shutdown(grace: 0) }
+        let prefix = "Remind me to call my mother tomorrow "
+        let high = try suggest(e, prefix, SuggestOptions(n: 8, minProb: 0.02))
+        XCTAssertFalse(high.suggestions.isEmpty)
+        XCTAssertLessThan(high.suggestions.count, 8)
+        XCTAssertTrue(high.suggestions.allSatisfy { $0.probability >= 0.02 })
+        XCTAssertEqual(try suggest(e, prefix, SuggestOptions(n: 8, minProb: 0)).suggestions.count, 8)
+        // Nothing at all above a floor of 1 (the best suggestion is below certainty).
+        XCTAssertEqual(try suggest(e, prefix, SuggestOptions(n: 3, minProb: 1)).suggestions.count, 0)
+        XCTAssertThrowsError(try e.submitSuggest(prefix: prefix, options: SuggestOptions(minProb: 1.5)) { _ in })
+    }
+
+    /// Word mode: the rest of the word being typed (or the next word after a space), n
+    /// different words, each with the probability that the word is exactly it.
+    func testWordModeCompletesTheCurrentWordOrPredictsTheNext() throws {
+        let e = try engine()
+        defer { e.shutdown(grace: 0) }
+        let o = SuggestOptions(n: 3, mode: .word)
+        for prefix in ["Remind me to call my mother tom", "Please turn the heating down toni", "Remind me to call my mother "] {
+            let r = try suggest(e, prefix, o)
+            XCTAssertEqual(r.suggestions.count, 3, "'\(prefix)': \(r.suggestions.map(\.text))")
+            XCTAssertEqual(Set(r.suggestions.map(\.text)).count, 3)
+            for s in r.suggestions {
+                XCTAssertFalse(s.text.contains(" "), "one word: '\(s.text)'")
+                XCTAssertFalse(s.text.isEmpty)
+                XCTAssertEqual(s.logprob, try bruteForceLogprob(e, prefix: prefix, o, s), accuracy: 1e-3, "'\(prefix)' + '\(s.text)'")
+            }
+            print("word mode '\(prefix)' → \(r.suggestions.map { "\($0.text) (\($0.probability))" })")
+        }
+        XCTAssertEqual(try suggest(e, "Remind me to call my mother tom", o).suggestions.first?.text, "orrow")
+        XCTAssertEqual(e.stats().kvBytesInUse, 0)
+    }
+
+    /// An empty field suggests first words (no leading space), after a context the model
+    /// reads but the suggestions do not continue.
+    func testEmptyPrefixPredictsFirstWordsWithAndWithoutContext() throws {
+        let e = try engine()
+        defer { e.shutdown(grace: 0) }
+        let bare = try suggest(e, "", SuggestOptions(n: 3))
+        let labelled = SuggestOptions(n: 3, context: "Form: message to a plumber.\nSubject:")
+        let withContext = try suggest(e, "", labelled)
+        let words = try suggest(e, "", SuggestOptions(n: 3, mode: .word, context: labelled.context))
+        for (r, o) in [(bare, SuggestOptions(n: 3)), (withContext, labelled), (words, SuggestOptions(n: 3, mode: .word, context: labelled.context))] {
+            XCTAssertFalse(r.healed)
+            XCTAssertEqual(r.suggestions.count, 3, "\(r.suggestions.map(\.text))")
+            for s in r.suggestions {
+                XCTAssertFalse(s.text.first?.isWhitespace ?? true, "'\(s.text)' starts the field")
+                XCTAssertEqual(s.logprob, try bruteForceLogprob(e, prefix: "", o, s), accuracy: 1e-3, "'\(s.text)'")
+            }
+        }
+        XCTAssertNotEqual(bare.suggestions.map(\.text), withContext.suggestions.map(\.text), "the context is read")
+        // The context is not typed text: a prefix after it is continued (and healed) as usual.
+        let typed = try suggest(e, "Leak", labelled)
+        XCTAssertTrue(typed.healed)
+        XCTAssertEqual(typed.suggestions.count, 3)
+        // The model reads the context, then the prefix after a space (or on a new line when
+        // the context ends with one); the space is healed, never suggested.
+        let m = try Shared.requireModel()
+        let c = e.suggestContext(prefix: "Leak under the si", labelled)
+        XCTAssertEqual(c.ids, m.tokenizer.encode("Form: message to a plumber.\nSubject:") + m.tokenizer.encode(" Leak under the"))
+        XCTAssertEqual(c.heal, Array(" si".utf8))
+        XCTAssertEqual(c.healedTokens, 1)
+        let field = e.suggestContext(prefix: "", labelled)
+        XCTAssertEqual(field.ids, m.tokenizer.encode("Form: message to a plumber.\nSubject:"))
+        XCTAssertEqual(field.heal, [0x20])
+        XCTAssertEqual(field.untyped, 1)
+        let line = e.suggestContext(prefix: "", SuggestOptions(context: "Notes:\n"))
+        XCTAssertEqual(line.ids, m.tokenizer.encode("Notes:\n"))
+        XCTAssertEqual(line.heal, [])
+        XCTAssertEqual(e.suggestContext(prefix: "", SuggestOptions()).ids, [e.documentStart])
+        print("empty field → \(bare.suggestions.map(\.text)); after '\(labelled.context!)' → \(withContext.suggestions.map(\.text)), words \(words.suggestions.map(\.text))")
     }
 
     func testKeystrokesInAWordReplayExactlyWhatAFreshEngineComputes() throws {
@@ -297,6 +404,49 @@ final class LogitStatsTests: XCTestCase {
             XCTAssertEqual(Int(arg), count / 3)
             XCTAssertEqual(lse, reference(l), accuracy: 2e-7 * max(1, abs(reference(l))))
         }
+    }
+
+    /// The fused row summary of a suggest step: the same log-sum-exp bit for bit, the k
+    /// largest logits as a full sort finds them (ties to the lower id), and the masked mass.
+    func testExpansionEqualsSeparateReferences() {
+        var rng = SeededRNG(seed: 11)
+        for (count, spread, k) in [(49_152, 8.0, 10), (49_152, 30.0, 10), (1_003, 3.0, 4), (5, 100.0, 10)] as [(Int, Float, Int)] {
+            var l = (0..<count).map { _ in (rng.nextUnit() - 0.5) * spread }
+            l[count / 2] = l[count / 4]  // a tie, kept by the lower index first
+            let mask: [Float] = (0..<count).map { _ in rng.nextUnit() < 0.3 ? 1 : 0 }
+            var ids = [Int32](repeating: 0, count: k), values = [Float](repeating: 0, count: k)
+            let (lse, masked) = l.withUnsafeBufferPointer { row in
+                mask.withUnsafeBufferPointer { m in
+                    ids.withUnsafeMutableBufferPointer { i in
+                        values.withUnsafeMutableBufferPointer { v in
+                            LogitStats.expansion(row, mask: m.baseAddress!, topIDs: i, topValues: v)
+                        }
+                    }
+                }
+            }
+            XCTAssertEqual(lse, l.withUnsafeBufferPointer { LogitStats.logSumExp($0) }, "bit for bit")
+            let order = l.indices.sorted { l[$0] > l[$1] || (l[$0] == l[$1] && $0 < $1) }
+            let want = min(k, count)
+            XCTAssertEqual(ids.prefix(want).map(Int.init), Array(order.prefix(want)))
+            XCTAssertEqual(values.prefix(want).map { $0 }, order.prefix(want).map { l[$0] })
+            XCTAssertTrue(ids.dropFirst(want).allSatisfy { $0 == -1 })
+            let m = Double(l.max()!)
+            let ref = m + log(l.indices.reduce(0.0) { $0 + Double(mask[$1]) * exp(Double(l[$1]) - m) })
+            XCTAssertEqual(masked, ref, accuracy: 1e-6 * max(1, abs(ref)))
+        }
+        // An all-zero mask has no mass.
+        let l: [Float] = [1, 2, 3]
+        let zero: [Float] = [0, 0, 0]
+        var ids = [Int32](repeating: 0, count: 2), values = [Float](repeating: 0, count: 2)
+        let r = l.withUnsafeBufferPointer { row in
+            zero.withUnsafeBufferPointer { m in
+                ids.withUnsafeMutableBufferPointer { i in
+                    values.withUnsafeMutableBufferPointer { LogitStats.expansion(row, mask: m.baseAddress!, topIDs: i, topValues: $0) }
+                }
+            }
+        }
+        XCTAssertEqual(r.maskedLogMass, -.infinity)
+        XCTAssertEqual(ids, [2, 1])
     }
 
     func testExtremesAndTies() {

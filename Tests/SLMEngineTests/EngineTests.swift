@@ -106,7 +106,7 @@ final class EngineTests: XCTestCase {
         let s = e.stats()
         XCTAssertEqual(s.kvBytesInUse, 0)
         XCTAssertEqual(s.active, 0)
-        XCTAssertEqual(s.finished["length", default: 0] + s.finished["stop", default: 0], 8)
+        XCTAssertEqual(s.finished[.length, default: 0] + s.finished[.stop, default: 0], 8)
     }
 
     func testThreadCapIsNeverExceeded() throws {
@@ -146,7 +146,7 @@ final class EngineTests: XCTestCase {
         XCTAssertThrowsError(try e.submit(try greedy("Hi", 200), sink: Collector().sink)) { err in
             XCTAssertEqual((err as? EngineError)?.code, .overMemoryBudget)
         }
-        XCTAssertEqual(e.stats().refused["overMemoryBudget"], 1)
+        XCTAssertEqual(e.stats().refused[.overMemoryBudget], 1)
     }
 
     func testQueueCapGivesBusy() throws {
@@ -186,7 +186,7 @@ final class EngineTests: XCTestCase {
         XCTAssertEqual(s.kvBytesInUse, 0)
         XCTAssertEqual(s.active, 0)
         XCTAssertEqual(s.queued, 0)
-        XCTAssertEqual(s.finished["cancelled"], 2)
+        XCTAssertEqual(s.finished[.cancelled], 2)
         XCTAssertFalse(e.cancel(h1), "already finished")
         // The slot is free again.
         let next = Collector()

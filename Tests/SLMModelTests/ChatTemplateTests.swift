@@ -45,11 +45,12 @@ final class ChatTemplateTests: XCTestCase {
     }
 
     func testUnrecognizedTemplateIsAnError() {
-        let llama2 = "{% for message in messages %}{{ bos_token + '[INST] ' + message['content'] + ' [/INST]' }}{% endfor %}"
-        XCTAssertThrowsError(try ChatTemplate(templateText: llama2)) { error in
+        // Llama 2's [INST] is recognised now (ChatTemplateRenderTests); a bare template is not.
+        let bare = "{% for message in messages %}{{ '### ' + message['role'] + ': ' + message['content'] }}{% endfor %}"
+        XCTAssertThrowsError(try ChatTemplate(templateText: bare)) { error in
             guard let e = error as? ChatTemplateError else { return XCTFail("\(error)") }
             XCTAssertEqual(e.kind, .unrecognized)
-            XCTAssertTrue(e.description.contains("[INST]"), e.description)
+            XCTAssertTrue(e.description.contains("### "), e.description)
         }
     }
 

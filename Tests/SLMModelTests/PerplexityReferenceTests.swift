@@ -2,7 +2,8 @@ import Foundation
 import XCTest
 @testable import SLMModel
 
-/// Perplexity on text A within 1% of llama-perplexity at the same context (perplexity.json).
+/// Perplexity on the reference text (perplexity-text.txt, the project's own docs frozen) within
+/// 1% of llama-perplexity at the same context (perplexity.json).
 final class PerplexityReferenceTests: XCTestCase {
     static let relativeTolerance = 0.01
 
@@ -11,11 +12,12 @@ final class PerplexityReferenceTests: XCTestCase {
         let expected = (ref["results"] as! [String: Any])[key] as! [String: Any]
         let refPPL = expected["ppl"] as! Double
         let refChunks = expected["chunks"] as! Int
-        var bytes = [UInt8](try Data(contentsOf: ReferenceData.referenceDir.appendingPathComponent("perplexity-textA-GPL-3.txt")))
+        let text = try PerplexityText.load()
+        var bytes = [UInt8](try Data(contentsOf: text.url))
         if bytes.last == UInt8(ascii: "\n") { bytes.removeLast() }  // llama-perplexity -f strips one
         let (model, runner) = try ReferenceData.runner()
         let ids = model.tokenizer.encode(String(decoding: bytes, as: UTF8.self), parseSpecial: false)
-        XCTAssertEqual(ids.count, 7638)
+        XCTAssertEqual(ids.count, text.nTokens)
         let r = try Perplexity.evaluate(runner: runner, tokens: ids, context: context)
         XCTAssertEqual(r.chunks, refChunks)
         XCTAssertEqual(r.scored, refChunks * (context / 2 - 1))

@@ -19,7 +19,7 @@ enum ReferenceData {
     static func json(_ name: String) throws -> [String: Any] {
         let url = referenceDir.appendingPathComponent(name)
         guard let data = FileManager.default.contents(atPath: url.path) else {
-            throw Missing(description: "reference file \(url.path) not found (set SLMD_REFERENCE)")
+            throw Missing(description: "reference file \(url.path) not found (\(referenceHint))")
         }
         return try JSONSerialization.jsonObject(with: data) as! [String: Any]
     }

@@ -3,8 +3,8 @@ import GGUF
 import SLMModel
 import XCTest
 
-/// Locations of the real model and llama.cpp's reference outputs, overridable from the
-/// environment so CI and developers can point elsewhere.
+/// Locations of the real model (in the user's model cache: it is too big for git) and of
+/// llama.cpp's reference outputs (in the checkout), each overridable from the environment.
 enum TestPaths {
     /// The package root, found from this file's path so tests work from any cwd.
     static let packageRoot: URL = URL(fileURLWithPath: #filePath)
@@ -20,11 +20,13 @@ enum TestPaths {
         return (env["SLMD_MODEL_DIR"] ?? cache + "/slmd/models") + "/SmolLM2-135M-Instruct.Q4_1.gguf"
     }
 
+    /// Tests/Fixtures/reference, made by scripts/make-reference. SLMD_REFERENCE may point at
+    /// another set in the same format (e.g. one regenerated on a different CPU).
     static var reference: URL {
         if let p = ProcessInfo.processInfo.environment["SLMD_REFERENCE"], !p.isEmpty {
             return URL(fileURLWithPath: p)
         }
-        return packageRoot.appendingPathComponent("../shared/reference").standardizedFileURL
+        return packageRoot.appendingPathComponent("Tests/Fixtures/reference")
     }
 }
 
@@ -66,8 +68,32 @@ enum RealModel {
 func loadReferenceJSON<T: Decodable>(_ name: String, as: T.Type) throws -> T {
     let url = TestPaths.reference.appendingPathComponent(name)
     guard let data = FileManager.default.contents(atPath: url.path) else {
-        XCTFail("reference file \(url.path) not found (set SLMD_REFERENCE to the reference directory)")
+        XCTFail("reference file \(url.path) not found (\(referenceHint))")
         throw CocoaError(.fileNoSuchFile)
     }
     return try JSONDecoder().decode(T.self, from: data)
+}
+
+/// Where a missing reference file should come from.
+let referenceHint = "the fixtures are in Tests/Fixtures/reference; scripts/make-reference regenerates them"
+
+/// The perplexity text named by perplexity.json and llama-perplexity's token count for it.
+struct PerplexityText {
+    let url: URL
+    let nTokens: Int
+
+    struct Info: Decodable {
+        struct Text: Decodable {
+            let file: String?
+            let file_used: String?  // the name in reference sets made before the in-repo fixtures
+            let n_tokens: Int
+        }
+        let text: Text
+    }
+
+    static func load() throws -> PerplexityText {
+        let info = try loadReferenceJSON("perplexity.json", as: Info.self)
+        let name = try XCTUnwrap(info.text.file ?? info.text.file_used, "perplexity.json names no text file")
+        return PerplexityText(url: TestPaths.reference.appendingPathComponent(name), nTokens: info.text.n_tokens)
+    }
 }

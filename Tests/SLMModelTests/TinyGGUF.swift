@@ -8,6 +8,7 @@ enum TinyGGUF {
         case string(String)
         case strings([String])
         case int32s([Int32])
+        case float32s([Float])
         case uint32(UInt32)
         case bool(Bool)
 
@@ -16,6 +17,7 @@ enum TinyGGUF {
             case .string(let s): .string(s)
             case .strings(let a): .array(.string, a.map { .string($0) })
             case .int32s(let a): .array(.int32, a.map { .int32($0) })
+            case .float32s(let a): .array(.float32, a.map { .float32($0) })
             case .uint32(let x): .uint32(x)
             case .bool(let b): .bool(b)
             }

@@ -127,21 +127,23 @@ final class TokenizerUnitTests: XCTestCase {
     }
 
     func testUnsupportedModelAndPreTokenizerAreNamed() throws {
-        let spm = try TinyGGUF.write([("tokenizer.ggml.model", .string("llama"))])
-        defer { try? FileManager.default.removeItem(atPath: spm) }
-        XCTAssertThrowsError(try Tokenizer(gguf: GGUFFile(path: spm))) { error in
+        // SentencePiece (`llama`) and `llama-bpe` are supported now; WordPiece and DeepSeek's
+        // pre-tokenizer are not.
+        let wpm = try TinyGGUF.write([("tokenizer.ggml.model", .string("bert"))])
+        defer { try? FileManager.default.removeItem(atPath: wpm) }
+        XCTAssertThrowsError(try Tokenizer(gguf: GGUFFile(path: wpm))) { error in
             guard let e = error as? TokenizerError else { return XCTFail("\(error)") }
             XCTAssertEqual(e.kind, .unsupportedModel)
-            XCTAssertTrue(e.description.contains("'llama'"), e.description)
+            XCTAssertTrue(e.description.contains("'bert'"), e.description)
         }
         let pre = try TinyGGUF.write([
-            ("tokenizer.ggml.model", .string("gpt2")), ("tokenizer.ggml.pre", .string("llama-bpe")),
+            ("tokenizer.ggml.model", .string("gpt2")), ("tokenizer.ggml.pre", .string("deepseek-llm")),
         ])
         defer { try? FileManager.default.removeItem(atPath: pre) }
         XCTAssertThrowsError(try Tokenizer(gguf: GGUFFile(path: pre))) { error in
             guard let e = error as? TokenizerError else { return XCTFail("\(error)") }
             XCTAssertEqual(e.kind, .unsupportedPreTokenizer)
-            XCTAssertTrue(e.description.contains("'llama-bpe'"), e.description)
+            XCTAssertTrue(e.description.contains("'deepseek-llm'"), e.description)
         }
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import SLMKernels
 import XCTest
 
 /// The offline tools, run as a user would: the real `slmd` binary and its JSON output.
@@ -89,9 +90,9 @@ final class ToolTests: XCTestCase {
 
     func testPerplexityToolAndErrors() throws {
         _ = try ReferenceData.requireModel()
-        // The first 4 KiB of text A keep the tool test quick; the full-text figures are
-        // checked in PerplexityReferenceTests.
-        let full = try Data(contentsOf: ReferenceData.referenceDir.appendingPathComponent("perplexity-textA-GPL-3.txt"))
+        // The first 4 KiB of the reference text keep the tool test quick; the full-text figures
+        // are checked in PerplexityReferenceTests.
+        let full = try Data(contentsOf: PerplexityText.load().url)
         let text = FileManager.default.temporaryDirectory.appendingPathComponent("slmd-ppl-\(UUID().uuidString).txt")
         try full.prefix(4096).write(to: text)
         let r = try run(["perplexity", "--file", text.path, "--ctx", "64", "--json"])
@@ -109,5 +110,74 @@ final class ToolTests: XCTestCase {
         let invalid = try run(["tokenize"], stdin: Data([0x66, 0xFF, 0x66]))
         XCTAssertNotEqual(invalid.status, 0)
         XCTAssertTrue(invalid.err.contains("UTF-8"), invalid.err)
+    }
+
+    /// `--kernels` forces a path; they all give the same greedy output as auto. The quantized
+    /// matmuls and the quantizer are bit-identical on every path; the attention's f16 dot sums
+    /// in lanes (slm_kernels.h), so the logits are bit-identical between paths that share the
+    /// f16 helpers (the two x86 paths; the two NEON paths) and agree closely otherwise. A path
+    /// this CPU cannot run is refused with the list of those it can.
+    func testKernelChoicesGiveTheSameGreedyOutputAsAuto() throws {
+        _ = try ReferenceData.requireModel()
+        func generate(_ kernels: KernelChoice) throws -> (ids: [Int], top: [[[Double]]]) {
+            let r = try run(["generate", "--prompt", "The capital of France is", "--max-tokens", "6", "--temperature", "0",
+                             "--top-logits", "5", "--threads", "2", "--weights-layout", "mapped", "--json",
+                             "--kernels", kernels.rawValue])
+            XCTAssertEqual(r.status, 0, "--kernels \(kernels.rawValue): \(r.err)")
+            let obj = try XCTUnwrap(try JSONSerialization.jsonObject(with: r.out) as? [String: Any])
+            return (try XCTUnwrap(obj["generated_ids"] as? [Int]), try XCTUnwrap(obj["top_logits"] as? [[[Double]]]))
+        }
+        func f16Helpers(_ k: KernelChoice) -> String {
+            switch k {
+            case .avx512vnni, .avx2: "x86"
+            case .neonDotprod, .neon: "neon"
+            case .portable, .auto: "\(k)"
+            }
+        }
+        let auto = try generate(.auto)
+        XCTAssertEqual(Array(auto.ids.prefix(4)), [7042, 30, 198, 198])  // " Paris.\n\n"
+        let forced = KernelChoice.supported.filter { $0 != .auto }
+        let best = try XCTUnwrap(forced.first)  // what auto runs
+        XCTAssertTrue(forced.contains(.portable))
+        #if arch(x86_64)
+        XCTAssertTrue(forced.contains(.avx2), "the x86-64 machines slmd is tested on have AVX2")
+        #endif
+        for choice in forced {
+            let out = try generate(choice)
+            XCTAssertEqual(out.ids, auto.ids, "--kernels \(choice.rawValue)")
+            if f16Helpers(choice) == f16Helpers(best) {
+                XCTAssertEqual(out.top, auto.top, "--kernels \(choice.rawValue): logits differ from auto's")
+            } else {
+                // Every attention score summed in another order, carried through 30 layers of
+                // f16-rounded value accumulators: the top logit moves by ~1% (0.35 of 31 seen).
+                for (a, b) in zip(out.top, auto.top) {
+                    XCTAssertEqual(a[0][0], b[0][0])
+                    XCTAssertEqual(a[0][1], b[0][1], accuracy: 0.03 * abs(b[0][1]), "--kernels \(choice.rawValue): top logit")
+                }
+            }
+        }
+
+        let unsupported = try XCTUnwrap(KernelChoice.allCases.first { !$0.isSupported })
+        let supported = KernelChoice.supported.map(\.rawValue).joined(separator: ", ")
+        let r = try run(["generate", "--prompt", "x", "--max-tokens", "1", "--kernels", unsupported.rawValue])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.err.contains("kernels '\(unsupported.rawValue)' cannot run on this CPU; it supports \(supported)"), r.err)
+        let bad = try run(["bench", "--kernels", "sse2"])
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertTrue(bad.err.contains("sse2"), bad.err)
+
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("slmd-tool-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let conf = dir.appendingPathComponent("slmd.conf")
+        try Data("kernels = \(unsupported.rawValue)\n".utf8).write(to: conf)
+        let serve = try run(["serve", "--config", conf.path, "--check-config"])
+        XCTAssertNotEqual(serve.status, 0)
+        XCTAssertTrue(serve.err.contains("invalid configuration: kernels '\(unsupported.rawValue)' cannot run on this CPU; it supports \(supported)"),
+                      serve.err)
+        try Data("kernels = portable\n".utf8).write(to: conf)
+        let ok = try run(["serve", "--config", conf.path, "--check-config"])
+        XCTAssertEqual(ok.status, 0, ok.err)
+        XCTAssertTrue(String(decoding: ok.out, as: UTF8.self).contains("kernels portable-c (portable)"))
     }
 }

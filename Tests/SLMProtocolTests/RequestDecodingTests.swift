@@ -93,6 +93,18 @@ final class RequestDecodingTests: XCTestCase {
                        Request(id: 2, .suggest(SuggestRequest(prefix: "Turn on the li", n: 3, session: "ui"))))
         XCTAssertEqual(try request(#"{"id":3,"op":"choose","prompt":"p","options":[" a"," b"],"normalize":true}"#),
                        Request(id: 3, .choose(ChooseRequest(prompt: "p", options: [" a", " b"], normalize: true))))
+        XCTAssertEqual(try request(#"{"id":2,"op":"suggest","prefix":"","mode":"word","min_prob":0.001,"context":"Subject:"}"#),
+                       Request(id: 2, .suggest(SuggestRequest(prefix: "", mode: .word, minProb: 0.001, context: "Subject:"))))
+        XCTAssertEqual(try request(#"{"id":2,"op":"suggest","prefix":"x","mode":"phrase","min_prob":0}"#),
+                       Request(id: 2, .suggest(SuggestRequest(prefix: "x", minProb: 0))))
+        for (json, field) in [(#"{"id":4,"op":"suggest","prefix":"x","mode":"sentence"}"#, "mode"),
+                              (#"{"id":4,"op":"suggest","prefix":"x","mode":1}"#, "mode"),
+                              (#"{"id":4,"op":"suggest","prefix":"x","min_prob":1.5}"#, "min_prob"),
+                              (#"{"id":4,"op":"suggest","prefix":"x","min_prob":-0.1}"#, "min_prob"),
+                              (#"{"id":4,"op":"suggest","prefix":"x","min_prob":"low"}"#, "min_prob"),
+                              (#"{"id":4,"op":"suggest","prefix":"x","context":["a"]}"#, "context")] {
+            XCTAssertEqual(assertProtocolError(.badField) { () throws(ProtocolError) in try request(json) }?.field, field, json)
+        }
         for bad in [#"{"id":4,"op":"suggest","prefix":"x","n":9}"#, #"{"id":4,"op":"suggest"}"#,
                     #"{"id":4,"op":"choose","prompt":"p","options":[]}"#, #"{"id":4,"op":"choose","prompt":"p","options":[""]}"#,
                     #"{"id":4,"op":"choose","prompt":"p","options":[1]}"#, #"{"id":4,"op":"complete","prompt":"x","session":5}"#] {

@@ -33,6 +33,7 @@ final class RoundTripTests: XCTestCase {
             Request(id: .int(Int64.min), .ping),
             Request(id: 11, .suggest(SuggestRequest(prefix: "Turn on the li", n: 3, maxTokens: 6, maxWords: 2,
                                                     stopAtSentence: false, session: "ui", deadlineMS: 500))),
+            Request(id: 11, .suggest(SuggestRequest(prefix: "", n: 5, mode: .word, minProb: 1e-4, context: "To: Ann\nSubject:"))),
             Request(id: 12, .choose(ChooseRequest(prompt: "Sentiment:", options: [" positive", " negative"], normalize: true))),
             Request(id: 13, .parse(ParseRequest(utterance: "lights off", schema: #"{"type":"object","properties":{"a":{"enum":["x"]}}}"#,
                                                 instruction: "JSON only", examples: [.init(utterance: "on", output: ["a": "x"])],

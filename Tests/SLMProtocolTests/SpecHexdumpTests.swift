@@ -17,7 +17,7 @@ final class SpecHexdumpTests: XCTestCase {
         do { _ = try Request(payload: Array(#"{"id":8,"op":"translate"}"#.utf8)) } catch { unknown = error }
         return [
             "tokenize-request": tokenize.frame().encode(),
-            "tokenize-reply": Reply(id: 7, .tokenize(ids: [9707])).frame().encode(),
+            "tokenize-reply": Reply(id: 7, .tokenize(ids: [19556])).frame().encode(),
             "unknown-op-error": try XCTUnwrap(unknown).errorMessage.frame().encode(),
         ]
     }

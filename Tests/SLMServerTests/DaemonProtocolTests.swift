@@ -227,6 +227,46 @@ final class DaemonCompletionTests: XCTestCase {
     }
 }
 
+/// Suggest's options over the socket: n suggestions after a complete word, word mode, an
+/// empty field after a context, the probability floor; bad values are `bad_field`.
+final class DaemonSuggestTests: XCTestCase {
+    func suggestions(_ c: Client, _ r: SuggestRequest, id: Int64) -> [SLMProtocol.SuggestResult.Suggestion] {
+        let reply = c.request(.suggest(r), id: .int(id))
+        guard case .suggest(let s)? = reply?.reply else {
+            XCTFail("no suggest reply for \(r): \(String(describing: reply))")
+            return []
+        }
+        return s.suggestions
+    }
+
+    func testModesEmptyFieldAndFloorOverTheSocket() throws {
+        let d = try Daemon()
+        let c = try Client(path: d.socket)
+        let whole = suggestions(c, SuggestRequest(prefix: "Remind me to call my mother tomorrow"), id: 1)
+        XCTAssertEqual(whole.count, 3, "\(whole.map(\.text))")
+        XCTAssertTrue(whole.allSatisfy { $0.prob > 1e-6 && $0.prob <= 1 && abs(log($0.prob) - $0.logprob) < 1e-9 })
+        XCTAssertEqual(whole.map(\.prob), whole.map(\.prob).sorted(by: >))
+
+        let words = suggestions(c, SuggestRequest(prefix: "Remind me to call my mother tom", mode: .word), id: 2)
+        XCTAssertEqual(words.count, 3, "\(words.map(\.text))")
+        XCTAssertTrue(words.allSatisfy { !$0.text.contains(" ") && !$0.text.isEmpty }, "\(words.map(\.text))")
+
+        let field = suggestions(c, SuggestRequest(prefix: "", context: "Shopping list:", session: "form"), id: 3)
+        XCTAssertEqual(field.count, 3, "\(field.map(\.text))")
+        XCTAssertTrue(field.allSatisfy { !($0.text.first?.isWhitespace ?? true) }, "\(field.map(\.text))")
+        XCTAssertEqual(suggestions(c, SuggestRequest(prefix: "", n: 2), id: 4).count, 2)
+
+        let floor = suggestions(c, SuggestRequest(prefix: "Remind me to call my mother tomorrow ", n: 8, minProb: 0.02), id: 5)
+        XCTAssertTrue(!floor.isEmpty && floor.count < 8 && floor.allSatisfy { $0.prob >= 0.02 }, "\(floor)")
+
+        for (n, json) in [#"{"id":6,"op":"suggest","prefix":"x","mode":"sentence"}"#,
+                          #"{"id":7,"op":"suggest","prefix":"x","min_prob":2}"#].enumerated() {
+            c.sendJSON(json)
+            XCTAssertEqual(c.finish(.int(Int64(6 + n))).final?.errorCode, "bad_field", json)
+        }
+    }
+}
+
 /// Schema-constrained parsing over the socket: always valid JSON under the schema.
 final class DaemonParseTests: XCTestCase {
     static let schema = """

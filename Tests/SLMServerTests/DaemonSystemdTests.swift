@@ -60,6 +60,24 @@ final class DaemonSystemdTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: d.socket), "the socket file slmd created is removed")
     }
 
+    /// WATCHDOG=1 came from the engine thread alone, so a stalled I/O loop (every client
+    /// frozen) kept the watchdog happy. Now the pings need both loops alive.
+    func testWatchdogPingsStopWhenEitherLoopHangs() throws {
+        for fault in ["hang-io", "hang"] {
+            let dir = E2E.tempDir()
+            let notify = NotifyListener(dir: dir)
+            let d = try Daemon(environment: ["NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "400000", "SLMD_TEST_FAULT": fault])
+            XCTAssertTrue(notify.waitFor("WATCHDOG=1"), "\(fault): pings while healthy: \(notify.received)")
+            let c = try Client(path: d.socket)
+            c.send(Request(id: .int(1), .complete(CompleteRequest(prompt: "Hello", options: GenerationOptions(maxTokens: 4)))))
+            usleep(1_000_000)  // the fault has struck; pings at most 2 × 0.2 s after it
+            notify.waitFor("(drain what was sent before)", timeout: 0.3)
+            notify.received.removeAll()
+            XCTAssertFalse(notify.waitFor("WATCHDOG=1", timeout: 1.5), "\(fault): the watchdog must starve: \(notify.received)")
+            kill(d.pid, SIGKILL)
+        }
+    }
+
     func testSocketActivation() throws {
         let tool = "/usr/bin/systemd-socket-activate"
         guard FileManager.default.isExecutableFile(atPath: tool) else {

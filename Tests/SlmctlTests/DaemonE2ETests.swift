@@ -137,6 +137,18 @@ final class DaemonE2ETests: XCTestCase {
         XCTAssertEqual(opts.count, 2)
         let bad = try run(["suggest", "-n", "9", "x"])
         XCTAssertEqual(bad.status, 2)
+        XCTAssertEqual(try run(["suggest", "--mode", "sentence", "x"]).status, 2)
+        XCTAssertEqual(try run(["suggest", "--min-prob", "2", "x"]).status, 2)
+
+        // Word mode, and an empty field after a context: n suggestions each.
+        let words = try run(["suggest", "-n", "3", "--mode", "word", "Remind me to call my mother tom"])
+        XCTAssertEqual(words.status, 0, words.stderr)
+        let lines = words.stdout.split(separator: "\n")
+        XCTAssertEqual(lines.count, 3, words.stdout)
+        XCTAssertTrue(lines.allSatisfy { $0.hasPrefix("Remind me to call my mother tom") && !$0.split(separator: "\t")[0].hasSuffix(" ") })
+        let empty = try run(["suggest", "-n", "2", "--context", "Subject:", "--min-prob", "0", ""])
+        XCTAssertEqual(empty.status, 0, empty.stderr)
+        XCTAssertEqual(empty.stdout.split(separator: "\n").count, 2, empty.stdout)
     }
 
     func testParseWithAnIntentAndInline() throws {

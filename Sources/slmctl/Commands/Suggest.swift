@@ -9,13 +9,16 @@ struct Suggest: ParsableCommand {
         abstract: "Suggest short continuations of a prefix, as a device UI would.",
         discussion: """
             Prints the suggestions, most probable first, one per line as the full text \
-            (prefix + suggestion) with its probability. A prefix ending inside a word is \
-            continued (token healing). --json prints {"suggestions": [{"text": …, "prob": …}, …]}. \
+            (prefix + suggestion) with its probability given the prefix. A prefix ending inside \
+            a word is continued (token healing); an empty prefix ("") is the start of a field \
+            and gets first words, after --context when given. --mode word suggests the rest of \
+            the current word (the next word after a space) instead of a phrase. \
+            --json prints {"suggestions": [{"text": …, "prob": …}, …]}. \
             --interactive (on a terminal) updates the suggestions as you type and shows the \
             time each keystroke took; Enter or Ctrl-D leaves.
             """)
 
-    @Argument(help: ArgumentHelp("Text typed so far (not needed with --interactive).", valueName: "prefix"))
+    @Argument(help: ArgumentHelp("Text typed so far, \"\" for an empty field (not needed with --interactive).", valueName: "prefix"))
     var prefix: String?
 
     @Option(name: .short, help: "Suggestions wanted (1-8).")
@@ -29,6 +32,15 @@ struct Suggest: ParsableCommand {
 
     @Flag(help: "Do not stop suggestions at the end of a sentence.")
     var noSentenceStop = false
+
+    @Option(help: "phrase: short phrases; word: the rest of the current word, or the next word after a space.")
+    var mode: String = "phrase"
+
+    @Option(help: "Least probability (0-1) of a suggestion given the prefix (default: the server's, 1e-6).")
+    var minProb: Double?
+
+    @Option(help: "Text before the field that was not typed in it (a label, earlier fields).")
+    var context: String?
 
     @Option(help: "A UI session key: a newer request on it supersedes the previous one and reuses its prefix.")
     var session: String?
@@ -44,12 +56,15 @@ struct Suggest: ParsableCommand {
     func validate() throws {
         guard (1...8).contains(n) else { throw ValidationError("-n must be in 1...8") }
         guard (1...64).contains(maxTokens) else { throw ValidationError("--max-tokens must be in 1...64") }
-        if !interactive && (prefix ?? "").isEmpty { throw ValidationError("give a prefix, or use --interactive") }
+        guard SuggestRequest.Mode(rawValue: mode) != nil else { throw ValidationError("--mode must be phrase or word") }
+        if let p = minProb, !(0...1).contains(p) { throw ValidationError("--min-prob must be in 0...1") }
+        if !interactive && prefix == nil { throw ValidationError("give a prefix (\"\" for an empty field), or use --interactive") }
     }
 
     func request(_ text: String, session: String?) -> RequestBody {
         .suggest(SuggestRequest(prefix: text, n: n, maxTokens: maxTokens, maxWords: maxWords,
-                                stopAtSentence: !noSentenceStop, session: session))
+                                stopAtSentence: !noSentenceStop, mode: SuggestRequest.Mode(rawValue: mode) ?? .phrase,
+                                minProb: minProb, context: context, session: session))
     }
 
     func run() throws {
@@ -84,7 +99,7 @@ struct Suggest: ParsableCommand {
         while true {
             let t0 = monotonicMilliseconds()
             var line = "\r\u{1B}[K> \(text)"
-            if !text.isEmpty, let reply = try? quickCall(conn, request(text, session: key), connection: connection, json: false),
+            if let reply = try? quickCall(conn, request(text, session: key), connection: connection, json: false),
                case .suggest(let r) = reply.body {
                 let shown = r.suggestions.map { "[\($0.text)]" }.joined(separator: " ")
                 line += "   \u{1B}[2m\(shown)  \(Int(monotonicMilliseconds() - t0)) ms, \(r.reusedTokens)/\(r.promptTokens) cached\u{1B}[0m"

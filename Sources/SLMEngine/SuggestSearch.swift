@@ -1,0 +1,751 @@
+import SLMKernels
+import SLMModel
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// `suggest`: n distinct continuations of what was typed, by a best-first search over the
+// token tree.
+//
+// The tree's root is the healed context (the prefix without the tokens of its last,
+// partial word); a node is a path of tokens after it, with its probability given the typed
+// text. The search keeps a queue of open nodes, most probable first. It takes the best one
+// and rolls it out: follows the likeliest token, as greedy decoding would, until the
+// suggestion ends (sentence end, line break, max_words, max_tokens; in word mode, the end of
+// the word). Every other token met on the way (the runners-up of each step) goes into the
+// queue as an alternative. Rollouts go on, best alternative first, until n + 2 distinct
+// suggestions are finished (or n, when no alternative is ten times as probable as the n-th)
+// or no alternative is above the probability floor; the n most probable are returned, best
+// first. (Word mode, whose suggestions are a token or three,
+// searches exactly: every node taken from the queue is expanded, and the first n words
+// finished are the n most probable.) So the search
+// branches wherever the model has alternatives — at the first token or deeper — and a
+// prefix that is already a whole word (`…my mother tomorrow`), whose first token can only be
+// that word, still gets n different continuations, each as cheap as a greedy one.
+//
+// Costs: a step is one logits row. The rows the next rollouts need are computed together in
+// one batched forward pass (the current rollout's next step and, speculatively, those of the
+// next ones in the queue), and every step's row summary is kept in `SuggestMemo`, so the
+// keystrokes inside a word, which search the same tree again, replay it without a pass.
+// Which rows are computed when never changes the result: the search itself only reads the
+// memo.
+
+/// Whether a byte belongs to a word for word mode: letters, digits, an apostrophe (don't,
+/// mother's) and any non-ASCII byte (letters of other scripts).
+@inline(__always) func isWordByte(_ b: UInt8) -> Bool {
+    let lower = b | 0x20
+    return (b >= 0x30 && b <= 0x39) || (lower >= 0x61 && lower <= 0x7A) || b >= 0x80 || b == 0x27
+}
+
+/// Whether text ending with these bytes ends a sentence: `.`, `!` or `?`, possibly followed
+/// by closing quotes or brackets (`."` ends one as well as `.`).
+func isSentenceEnd(_ bytes: ArraySlice<UInt8>) -> Bool {
+    var end = bytes.endIndex
+    while end > bytes.startIndex {
+        let b = bytes[end - 1]
+        if b == 0x22 || b == 0x27 || b == 0x29 || b == 0x5D {
+            end -= 1
+        } else if b == 0x9D || b == 0x99, end - bytes.startIndex >= 3, bytes[end - 3] == 0xE2, bytes[end - 2] == 0x80 {
+            end -= 3  // ” or ’
+        } else {
+            return b == 0x2E || b == 0x21 || b == 0x3F
+        }
+    }
+    return false
+}
+
+/// What makes two suggestions the same one for the user: the text without surrounding
+/// whitespace and trailing punctuation (`morning.` and `morning."` are one suggestion, the
+/// more probable shown); a text of punctuation only is its first character.
+func suggestionKey(_ text: String) -> String {
+    let trimmed = text.trimmingWhitespace()
+    var s = Substring(trimmed)
+    while let last = s.last, last.isPunctuation || last.isWhitespace { s = s.dropLast() }
+    if s.isEmpty, let first = trimmed.first { return String(first) }
+    return String(s)
+}
+
+/// What the search checks for every child it looks at, precomputed per token.
+struct TokenTraits: Sendable {
+    private let flags: UInt8
+    /// Runs of non-space bytes in the token: the words it starts (one fewer when it
+    /// continues the word before it).
+    let runs: UInt8
+
+    private static let startsWithSpaceBit: UInt8 = 1, newlineBit: UInt8 = 2, specialBit: UInt8 = 4
+    private static let continuesWordBit: UInt8 = 8, endsSentenceBit: UInt8 = 16, endsWithSpaceBit: UInt8 = 32
+
+    init(_ bytes: [UInt8], special: Bool) {
+        var f: UInt8 = 0
+        if let b = bytes.first, isSpace(b) { f |= Self.startsWithSpaceBit }
+        if bytes.contains(0x0A) { f |= Self.newlineBit }
+        if special { f |= Self.specialBit }
+        if !special, let b = bytes.first, isWordByte(b) { f |= Self.continuesWordBit }
+        if isSentenceEnd(bytes[...]) { f |= Self.endsSentenceBit }
+        if let b = bytes.last, isSpace(b) { f |= Self.endsWithSpaceBit }
+        flags = f
+        runs = UInt8(min(255, wordCount(bytes)))
+    }
+
+    var startsWithSpace: Bool { flags & Self.startsWithSpaceBit != 0 }
+    var hasNewline: Bool { flags & Self.newlineBit != 0 }
+    /// A control or end-of-generation token: never part of a suggestion's text.
+    var special: Bool { flags & Self.specialBit != 0 }
+    /// Starts with a word byte (and is not special): it continues a word it follows.
+    var continuesWord: Bool { flags & Self.continuesWordBit != 0 }
+    /// It ends a sentence (see `isSentenceEnd`).
+    var endsSentence: Bool { flags & Self.endsSentenceBit != 0 }
+    var endsWithSpace: Bool { flags & Self.endsWithSpaceBit != 0 }
+}
+
+/// One node of the search: a path of tokens after the healed context.
+struct SuggestNode {
+    /// The node one token shorter, or −1 for a first token.
+    var parent: Int32
+    var token: Int32
+    /// The memo entry of the parent's path (`SuggestMemo.root` for a first token).
+    var memoParent: Int32
+    /// This path's memo entry once its row is known, else −1.
+    var memo: Int32 = -1
+    /// log P(path | typed text).
+    var logprob: Double
+    var depth: Int32
+    /// Words in its text (phrase mode's `max_words`).
+    var words: Int32
+    /// Its text ends inside a word (the next token continues that word unless it starts
+    /// with a space).
+    var inWord: Bool
+    /// Its text is not empty (a first token may be exactly the healed bytes).
+    var hasText: Bool
+    /// A finished suggestion: taken from the queue, it is a result; otherwise it is rolled out.
+    var complete: Bool
+}
+
+/// One branch KV cache in use by a search: `tokens` (context and path) are what it holds
+/// once the pending pass has run; `valid` how many of them it holds now.
+struct BranchSlot {
+    let cache: KVCache
+    var tokens: [Int32]
+    var valid: Int
+    var busy = false
+}
+
+/// The search's working arrays, kept by the engine between requests (their capacity is
+/// reused: a search allocates nothing once they have grown).
+struct SuggestScratch {
+    var nodes: [SuggestNode] = []
+    /// Node indices, a binary max-heap by (logprob, then lower index).
+    var heap: [Int32] = []
+    var selected: [Int32] = []
+    /// A copy of `heap` the look-ahead for speculative rows works on.
+    var lookahead: [Int32] = []
+    var lookingAhead = false
+    var path: [Int32] = []
+    var target: [Int32] = []
+    var topIDs = [Int32](repeating: -1, count: SuggestMemo.width)
+    var topValues = [Float](repeating: 0, count: SuggestMemo.width)
+
+    mutating func clear() {
+        nodes.removeAll(keepingCapacity: true)
+        heap.removeAll(keepingCapacity: true)
+        selected.removeAll(keepingCapacity: true)
+        lookingAhead = false
+    }
+
+    @inline(__always) func before(_ a: Int32, _ b: Int32) -> Bool {
+        let x = nodes[Int(a)].logprob, y = nodes[Int(b)].logprob
+        return x > y || (x == y && a < b)
+    }
+
+    /// Queues `node` (in the look-ahead's copy of the queue while `lookingAhead`).
+    mutating func push(_ node: SuggestNode) {
+        let i = add(node)
+        var h = takeQueue()
+        h.append(i)
+        var c = h.count - 1
+        while c > 0 {
+            let p = (c - 1) / 2
+            guard before(h[c], h[p]) else { break }
+            h.swapAt(c, p)
+            c = p
+        }
+        putQueue(h)
+    }
+
+    /// Removes the best node of the queue (the look-ahead's while `lookingAhead`).
+    mutating func pop() {
+        var h = takeQueue()
+        let last = h.removeLast()
+        if !h.isEmpty {
+            h[0] = last
+            var i = 0
+            while true {
+                let l = 2 * i + 1, r = l + 1
+                var best = i
+                if l < h.count && before(h[l], h[best]) { best = l }
+                if r < h.count && before(h[r], h[best]) { best = r }
+                if best == i { break }
+                h.swapAt(i, best)
+                i = best
+            }
+        }
+        putQueue(h)
+    }
+
+    /// The best node of the queue (the look-ahead's while `lookingAhead`).
+    var top: Int32? { lookingAhead ? lookahead.first : heap.first }
+
+    /// The queue, moved out (no copy) so it can be reordered while `before` reads `nodes`.
+    private mutating func takeQueue() -> [Int32] {
+        var h: [Int32] = []
+        if lookingAhead { swap(&h, &lookahead) } else { swap(&h, &heap) }
+        return h
+    }
+
+    private mutating func putQueue(_ h: [Int32]) {
+        if lookingAhead { lookahead = h } else { heap = h }
+    }
+
+    /// Starts a look-ahead: a copy of the queue that pushes and pops change instead, and
+    /// nodes added from here on are dropped by `endLookahead`.
+    mutating func beginLookahead() -> Int {
+        lookahead.removeAll(keepingCapacity: true)
+        lookahead.append(contentsOf: heap)
+        lookingAhead = true
+        return nodes.count
+    }
+
+    mutating func endLookahead(_ mark: Int) {
+        lookingAhead = false
+        nodes.removeLast(nodes.count - mark)
+    }
+
+    /// Adds a node without queueing it (a rollout's next step, a finished suggestion).
+    mutating func add(_ node: SuggestNode) -> Int32 {
+        nodes.append(node)
+        return Int32(nodes.count - 1)
+    }
+
+    /// `path` = the node's tokens, first to last.
+    mutating func loadPath(_ node: Int32) {
+        path.removeAll(keepingCapacity: true)
+        var i = node
+        while i >= 0 {
+            path.append(nodes[Int(i)].token)
+            i = nodes[Int(i)].parent
+        }
+        path.reverse()
+    }
+}
+
+@inline(__always) func sharedPrefix(_ a: [Int32], _ b: [Int32]) -> Int {
+    let limit = min(a.count, b.count)
+    var n = 0
+    while n < limit && a[n] == b[n] { n += 1 }
+    return n
+}
+
+extension Engine {
+    /// What the model reads for a suggest: the context tokens (`context`, then the prefix
+    /// without its healed last tokens; `documentStart` when that leaves nothing), the
+    /// healed bytes the first suggested token must start with, how many tokens were healed,
+    /// and how many of the healed bytes were not typed (the space after the context).
+    func suggestContext(prefix: String, _ o: SuggestOptions)
+        -> (ids: [Int32], heal: [UInt8], healedTokens: Int, untyped: Int) {
+        let tok = model.tokenizer
+        var ids: [Int32] = []
+        var typed = prefix
+        var untyped = 0
+        if let c = o.context {
+            var text = Substring(c)
+            while let last = text.last, last == " " || last == "\t" { text = text.dropLast() }
+            if !text.isEmpty {
+                ids = tok.encode(String(text), parseSpecial: false)
+                // The field's text follows the context on its line after a space, as a
+                // label's value does ("Subject: Leak under…"), or starts the next line when
+                // the context ends with one. The space is tokenized with the prefix (its
+                // first word's token carries it) and healed, so no suggestion starts with it.
+                if text.utf8.last != 0x0A {
+                    typed = " " + prefix
+                    untyped = 1
+                }
+            }
+        }
+        let typedIDs = tok.encode(typed, parseSpecial: false)
+        // Token healing: text typed so far usually ends inside a word (or with a space the
+        // next word's token would have absorbed), i.e. with a token the model would rarely
+        // produce there. Back up over the last token and make the first suggested token
+        // start with its bytes, so the suggestion continues the word. The removed token
+        // itself stays a candidate, so nothing is lost when the word was complete. A partial
+        // word can span several tokens (" toni" is " ton" + "i"): back up over the tokens of
+        // the current word (at most 3) as long as some token still starts with everything
+        // removed, so " tonight" can follow.
+        var heal: [UInt8] = []
+        var healedTokens = 0
+        var removed: [UInt8] = []
+        var k = 1
+        while k <= min(3, typedIDs.count) {
+            removed = tokenBytes[Int(typedIDs[typedIDs.count - k])] + removed
+            if k == 1 || !tokens(startingWith: removed).isEmpty {
+                heal = removed
+                healedTokens = k
+            }
+            if let first = removed.first, isSpace(first) { break }  // reached the word's start
+            k += 1
+        }
+        ids += typedIDs.dropLast(healedTokens)
+        // Nothing before the cursor: predict what a text starts with.
+        if ids.isEmpty { ids = [documentStart] }
+        // The space after the context is among the healed bytes when every typed token was.
+        return (ids, heal, healedTokens, healedTokens == typedIDs.count ? untyped : 0)
+    }
+
+    /// The first tokens: the `SuggestMemo.width` likeliest tokens that agree with the
+    /// healed bytes (ties to the lower id; no end-of-generation token), into `out`, and log
+    /// Σ exp(logit) over every token that agrees: the healed constraint's mass, which turns
+    /// a first token's logit into its probability given the typed text.
+    ///
+    /// A token agrees when its bytes start with the healed bytes. With none (an empty
+    /// prefix: the start of a field) every token agrees except those starting with
+    /// whitespace, which a field's text does not.
+    func firstTokens(_ l: UnsafeBufferPointer<Float>, heal: [UInt8], into out: inout [(id: Int32, logit: Float)]) -> Double {
+        let range = tokens(startingWith: heal)
+        let tok = model.tokenizer
+        let k = SuggestMemo.width
+        out.removeAll(keepingCapacity: true)
+        var m = -Float.infinity
+        for idx in range {
+            let id = tokensByBytes[idx]
+            if heal.isEmpty && tokenTraits[Int(id)].startsWithSpace { continue }
+            let v = l[Int(id)]
+            m = max(m, v)
+            if tok.isEOG(id) { continue }
+            // Higher logit first, ties to the lower id (the order of a scan by id).
+            @inline(__always) func before(_ a: (id: Int32, logit: Float)) -> Bool { v > a.logit || (v == a.logit && id < a.id) }
+            if out.count == k && !before(out[k - 1]) { continue }
+            var pos = out.count
+            while pos > 0 && before(out[pos - 1]) { pos -= 1 }
+            out.insert((id, v), at: pos)
+            if out.count > k { out.removeLast() }
+        }
+        guard m.isFinite else { return -.infinity }
+        // Σ exp(l − m) over the agreeing tokens, 8 gathered lanes at a time (after a space
+        // that is ~20k tokens).
+        let mv = SIMD8<Float>(repeating: m)
+        var sum = 0.0
+        var lanes = SIMD8<Float>()
+        var n = 0
+        for idx in range {
+            let id = tokensByBytes[idx]
+            if heal.isEmpty && tokenTraits[Int(id)].startsWithSpace { continue }
+            lanes[n] = l[Int(id)]
+            n += 1
+            if n == 8 {
+                sum += Double(FastMath.exp(lanes - mv).sum())
+                n = 0
+            }
+        }
+        for i in 0..<n { sum += Double(expf(lanes[i] - m)) }
+        return Double(m) + log(sum)
+    }
+
+    func suggest(_ job: Job, text: String, _ o: SuggestOptions) -> JobOutcome {
+        let t0 = monotonicSeconds()
+        var trace = SuggestTrace(enabled: suggestTraceEnabled, start: t0)
+        defer { trace.emit() }
+        scopeSuggestCaches(to: job.handle.owner)
+        let (ids, heal, healedTokens, untyped) = suggestContext(prefix: text, o)
+        trace.mark(.heal)
+        // A keystroke inside a word usually leaves the healed context unchanged: its KV and
+        // final logits are then cached whole, and no forward pass is needed to start.
+        let base: KVCache
+        let reused: Int
+        let first: [Float]
+        var ownsBase = false
+        if let hit = prefixCache.exact(ids, owner: job.handle.owner) {
+            base = hit.cache
+            reused = ids.count
+            first = hit.lastLogits!
+            lock.withLock {
+                shared.stats.prefixCacheHits += 1
+                shared.stats.prefixCacheReusedTokens += ids.count
+            }
+        } else if let start = branchStart(for: ids) {
+            // The previous keystroke's branch already ran this context (the user typed its
+            // first token): its KV and first-pass logits start this one without a pass.
+            base = start.cache
+            reused = ids.count
+            first = start.logits
+            ownsBase = true
+            lock.withLock {
+                shared.stats.prefixCacheHits += 1
+                shared.stats.prefixCacheReusedTokens += ids.count
+            }
+        } else {
+            // Room for a few more tokens: when the next word is typed, its context extends
+            // this one and takes this cache over from the prefix cache instead of copying it.
+            let roomy = min(config.maxContext, (ids.count + 1 + 31) / 32 * 32)
+            guard let acquired = acquireCache(for: ids, capacity: roomy, owner: job.handle.owner)
+                    ?? acquireCache(for: ids, capacity: ids.count, owner: job.handle.owner) else {
+                return .ended(.error, "not enough memory for the prefix now; try again")
+            }
+            (base, reused) = acquired
+            ownsBase = true
+            do {
+                first = try prefill(ids, from: reused, into: base)
+            } catch {
+                retire(base, tokens: ids, owner: job.handle.owner)
+                return .ended(.error, "\(error)")
+            }
+        }
+        trace.prefillTokens = ids.count - reused
+        trace.mark(.prefill)
+        defer { if ownsBase { retire(base, tokens: ids, owner: job.handle.owner, lastLogits: first) } }
+        if let r = interruption(job) { return .ended(r, nil) }
+
+        // The search's arrays are moved out of the engine for its duration: the engine
+        // methods it calls then never touch the property it is mutating.
+        var s = suggestScratch
+        suggestScratch = SuggestScratch()
+        // The row buffers are held apart from `s`, which the local functions below capture:
+        // writing them while `s.nodes` is updated would be two accesses to one variable.
+        var topIDs: [Int32] = [], topValues: [Float] = []
+        swap(&topIDs, &s.topIDs)
+        swap(&topValues, &s.topValues)
+        defer {
+            swap(&topIDs, &s.topIDs)
+            swap(&topValues, &s.topValues)
+            suggestScratch = s
+        }
+        s.clear()
+
+        let word = o.mode == .word
+        let floor = o.minProb > 0 ? log(o.minProb) : -Double.infinity
+        let traits = tokenTraits
+        // Steps the search may take: 2(n + 2) full rollouts, twice the rows n + 2 greedy
+        // branches would take. It bounds the work when rollouts keep finding suggestions
+        // already found (`tomorrow.` and `tomorrow."` are one).
+        let maxSteps = 2 * (o.n + 2) * o.maxTokens
+        // Rows per pass: as many branches as the admission check reserved KV for.
+        let rowsPerPass = min(o.n + 2, runner.maxLogits)
+        suggestMemo.begin(context: ids, room: maxSteps + rowsPerPass)
+
+        var firsts: [(id: Int32, logit: Float)] = []
+        firsts.reserveCapacity(SuggestMemo.width + 1)
+        let logZ = first.withUnsafeBufferPointer { firstTokens($0, heal: heal, into: &firsts) }
+        for (id, logit) in firsts {
+            let lp = Double(logit) - logZ
+            guard lp >= floor else { break }  // best first: the rest are lower
+            var rest = tokenBytes[Int(id)].dropFirst(heal.count)
+            var node = SuggestNode(parent: -1, token: id, memoParent: SuggestMemo.root, logprob: lp, depth: 1,
+                                   words: 0, inWord: false, hasText: !rest.isEmpty, complete: false)
+            if word {
+                // A word: the rest of the healed word, or (after a space) a whole new one.
+                if let b = rest.first, !isWordByte(b) { continue }
+            } else {
+                // A line break ends a suggestion (a UI line does not continue past it).
+                if let nl = rest.firstIndex(of: 0x0A) {
+                    rest = rest[..<nl]
+                    node.complete = true
+                    node.hasText = !rest.isEmpty
+                }
+                node.words = Int32(wordCount(Array(rest)))
+                node.inWord = rest.last.map { !isSpace($0) } ?? false
+                if o.maxTokens == 1 || (o.stopAtSentence && isSentenceEnd(rest)) {
+                    node.complete = true
+                }
+            }
+            s.push(node)
+        }
+        trace.mark(.candidates)
+
+        // Phrases: n + 2 rollouts (two more, as n + 2 greedy branches were: their rows
+        // are computed in the same passes), of which the n most probable are returned.
+        // Words: the search is exact, the first n are the best.
+        let wanted = word ? o.n : o.n + 2
+        var results: [Suggestion] = []
+        var keys: [String] = []
+        var steps = 0
+        var slots: [BranchSlot] = []
+        slots.reserveCapacity(rowsPerPass)
+        let firstIDs = firsts.map(\.id)
+        var rows: [(node: Int32, slot: Int)] = []
+        rows.reserveCapacity(rowsPerPass)
+        defer {
+            for slot in slots { poolBranchCache(slot.cache, tokens: slot.tokens) }
+            for f in firsts { touchBranchStart(context: ids, first: f.id) }
+        }
+
+        /// Whether token `t` after node `x` ends x's phrase instead of continuing it.
+        @inline(__always) func stops(_ t: Int32, after x: SuggestNode) -> Bool {
+            let tr = traits[Int(t)]
+            return tr.special || tr.hasNewline || (o.maxWords > 0 && tr.startsWithSpace && Int(x.words) >= o.maxWords)
+        }
+
+        /// Node x's child by token `t`, of log-probability `lp`, in phrase mode.
+        func child(_ x: SuggestNode, _ xi: Int32, _ entry: Int32, _ t: Int32, _ lp: Double) -> SuggestNode {
+            let tr = traits[Int(t)]
+            let continues = x.inWord && !tr.startsWithSpace
+            let depth = x.depth + 1
+            return SuggestNode(parent: xi, token: t, memoParent: entry, logprob: lp, depth: depth,
+                               words: x.words + Int32(tr.runs) - (continues && tr.runs > 0 ? 1 : 0),
+                               inWord: !tr.endsWithSpace, hasText: true,
+                               complete: depth >= o.maxTokens || (o.stopAtSentence && tr.endsSentence))
+        }
+
+        /// One step of the rollout at node `xi`, from its row summary `entry`: the node the
+        /// rollout goes on with, or −1 when it has ended. The runners-up are queued, and a
+        /// suggestion that ends here is a result (while looking ahead, only the queue copy
+        /// changes and nothing is a result).
+        func rollout(_ xi: Int32, _ entry: Int32) -> Int32 {
+            let commit = !s.lookingAhead
+            let x = s.nodes[Int(xi)]
+            let e = suggestMemo.entries[Int(entry)]
+            let start = Int(e.start), end = start + Int(e.count)
+            var next: Int32 = -1
+            if word {
+                // Words are a token or three: their search is exact best-first (no rollout).
+                // x is queued as a finished word with the probability that the next token
+                // does not continue it (a word suggestion is that word, not every word it
+                // begins), and its continuations as alternatives; taken best first, the
+                // first n words finished are the n most probable.
+                let endLogprob = x.logprob + e.endLogprob
+                if x.hasText && endLogprob >= floor {
+                    var done = x
+                    done.complete = true
+                    done.logprob = endLogprob
+                    s.push(done)
+                }
+                guard x.depth < o.maxTokens else { return -1 }
+                for j in start..<end where traits[Int(suggestMemo.tokens[j])].continuesWord {
+                    let lp = x.logprob + suggestMemo.logprobs[j]
+                    guard lp >= floor else { break }  // best first: the rest are lower
+                    s.push(SuggestNode(parent: xi, token: suggestMemo.tokens[j], memoParent: entry, logprob: lp,
+                                       depth: x.depth + 1, words: 1, inWord: true, hasText: true, complete: false))
+                }
+                return -1
+            }
+            // A phrase ends where its likeliest next token would end it (end of text, a line
+            // break, a word past max_words), as greedy decoding would end it. Its
+            // probability is that of its text.
+            guard end > start else { return -1 }
+            let ends = stops(suggestMemo.tokens[start], after: x)
+            for j in start..<end {
+                let t = suggestMemo.tokens[j]
+                guard !stops(t, after: x) else { continue }
+                let lp = x.logprob + suggestMemo.logprobs[j]
+                guard lp >= floor else { break }
+                if j == start { next = s.add(child(x, xi, entry, t, lp)) } else { s.push(child(x, xi, entry, t, lp)) }
+            }
+            if commit && ends && x.hasText { emit(xi) }
+            if next >= 0 && s.nodes[Int(next)].complete {
+                if commit { emit(next) }
+                return -1
+            }
+            return next
+        }
+
+        /// Adds node `i` to the results unless its text is empty or already there.
+        func emit(_ i: Int32) {
+            s.loadPath(i)
+            var bytes: [UInt8] = []
+            for (j, t) in s.path.enumerated() {
+                bytes += j == 0 ? Array(tokenBytes[Int(t)].dropFirst(heal.count)) : tokenBytes[Int(t)]
+            }
+            if !word, let nl = bytes.firstIndex(of: 0x0A) { bytes.removeSubrange(nl...) }
+            let text = validUTF8Prefix(bytes)
+            let key = suggestionKey(text)
+            guard !key.isEmpty else { return }
+            let found = Suggestion(text: text, logprob: s.nodes[Int(i)].logprob, tokens: s.path)
+            // Kept best first; of two equal ones the more probable (rollouts do not finish in
+            // order of probability).
+            if let j = keys.firstIndex(of: key) {
+                guard found.logprob > results[j].logprob else { return }
+                results.remove(at: j)
+                keys.remove(at: j)
+            }
+            var pos = results.count
+            while pos > 0 && found.logprob > results[pos - 1].logprob { pos -= 1 }
+            results.insert(found, at: pos)
+            keys.insert(key, at: pos)
+        }
+
+        /// The memo entry of node `i`'s row, if computed (remembered in the node).
+        func entry(_ i: Int32) -> Int32? {
+            if s.nodes[Int(i)].memo >= 0 { return s.nodes[Int(i)].memo }
+            guard let e = suggestMemo.lookup(parent: s.nodes[Int(i)].memoParent, token: s.nodes[Int(i)].token) else { return nil }
+            s.nodes[Int(i)].memo = e
+            return e
+        }
+
+        /// What an alternative's start must beat to be rolled out once n suggestions are
+        /// found: ten times the n-th best one's probability (−∞ before n). A rollout keeps
+        /// a tenth of its start's probability or less after a token or two, so from below
+        /// that it would rarely finish above the n-th; trying them anyway (the bar without
+        /// the factor) took ~15% more passes over scripts/bench-keystroke's sentence for the
+        /// same suggestions.
+        func mustBeat() -> Double { results.count < o.n ? -.infinity : results[o.n - 1].logprob + log(10) }
+
+        var current: Int32 = -1  // the node the current rollout has reached
+        search: while true {
+            if let r = interruption(job) { return .ended(r, nil) }
+            // The search, as far as the rows it needs are known. It stops at `wanted`
+            // suggestions, or earlier once n are found and no alternative is likely to beat
+            // the n-th (`mustBeat`; a suggestion is never more probable than where its
+            // rollout started). A rollout is finished even when it falls below the n-th:
+            // abandoning it costs another rollout. (Searching on to the n most probable
+            // suggestions, through every alternative more probable than the n-th, doubled
+            // the passes of a typed sentence's first keystrokes.)
+            while results.count < wanted {
+                if current < 0 {
+                    guard let top = s.top, s.nodes[Int(top)].logprob >= floor,
+                          s.nodes[Int(top)].logprob > mustBeat() else { break search }
+                    s.pop()
+                    if s.nodes[Int(top)].complete {
+                        emit(top)
+                        continue
+                    }
+                    current = top
+                }
+                guard steps < maxSteps else {
+                    trace.pruned += s.heap.count
+                    break search
+                }
+                guard let e = entry(current) else { break }
+                if suggestMemo.entries[Int(e)].search != suggestMemo.search { trace.replayed += 1 }
+                steps += 1
+                current = rollout(current, e)
+            }
+            trace.mark(.scoring)
+            guard results.count < wanted else { break }
+
+            // The rows to compute: the current rollout's next step and, speculatively, the
+            // next steps of the rollouts that will follow it. Those are found by running the
+            // search ahead on a copy of the queue, through the memo (the current rollout
+            // counts as one suggestion), until n + 2 suggestions are in sight (as n + 2
+            // greedy branches would give, two spare for suggestions that turn out equal).
+            s.selected.removeAll(keepingCapacity: true)
+            s.selected.append(current)
+            var inSight = results.count + 1
+            let mark = s.beginLookahead()
+            let bar = mustBeat()
+            while s.selected.count < rowsPerPass && inSight < o.n + 2, let i = s.top {
+                guard s.nodes[Int(i)].logprob >= floor && s.nodes[Int(i)].logprob > bar else { break }
+                s.pop()
+                inSight += 1
+                var y = i
+                while y >= 0 && !s.nodes[Int(y)].complete {
+                    guard let e = entry(y) else {
+                        s.selected.append(y)
+                        break
+                    }
+                    y = rollout(y, e)
+                }
+            }
+            s.lookingAhead = false  // the nodes it added stay until the pass is recorded
+            batch.clear()
+            rows.removeAll(keepingCapacity: true)
+            for i in s.selected {
+                s.loadPath(i)
+                s.target.removeAll(keepingCapacity: true)
+                s.target.append(contentsOf: ids)
+                s.target.append(contentsOf: s.path)
+                let count = s.target.count
+                // A cache for the row: a free slot on the same first token, else an idle
+                // pooled or new cache while the search holds fewer than it reserved for.
+                var slot = -1, holds = 0
+                for (j, sl) in slots.enumerated() where !sl.busy {
+                    let n = sharedPrefix(sl.tokens, s.target)
+                    if slot < 0 || n > holds { (slot, holds) = (j, n) }
+                }
+                if (slot < 0 || holds <= ids.count) && slots.count < rowsPerPass,
+                   let (cache, n) = branchCache(for: s.target, contextCount: ids.count, capacity: ids.count + o.maxTokens,
+                                                base: base, keeping: firstIDs) {
+                    var tokens = s.target
+                    tokens.reserveCapacity(ids.count + o.maxTokens)
+                    tokens.removeLast(count - min(n, cache.count))
+                    cache.truncate(to: tokens.count)
+                    slots.append(BranchSlot(cache: cache, tokens: tokens, valid: tokens.count))
+                    (slot, holds) = (slots.count - 1, tokens.count)
+                }
+                guard slot >= 0 else { continue }  // no memory: left for a later pass
+                // Positions the slot lacks are copied from whichever cache holds most of the
+                // path (the context's, a sibling's or the parent's branch); the rest, at least
+                // the last token, are fed.
+                let have = min(holds, count - 1)
+                var donor: KVCache = base, donated = min(ids.count, count - 1)
+                for (j, sl) in slots.enumerated() where j != slot {
+                    let n = min(sharedPrefix(sl.tokens, s.target), sl.valid, count - 1)
+                    if n > donated { (donor, donated) = (sl.cache, n) }
+                }
+                for p in branchPool {
+                    let n = min(sharedPrefix(p.tokens, s.target), p.cache.count, count - 1)
+                    if n > donated { (donor, donated) = (p.cache, n) }
+                }
+                let from = max(have, donated)
+                guard batch.count + count - from <= batch.capacity else { continue }
+                let cache = slots[slot].cache
+                if donated > have { cache.copy(from: donor, positions: have..<donated) } else { cache.truncate(to: have) }
+                for j in from..<count {
+                    batch.add(s.target[j], position: j, cache: cache, logits: j == count - 1)
+                }
+                slots[slot].tokens.removeAll(keepingCapacity: true)
+                slots[slot].tokens.append(contentsOf: s.target)
+                slots[slot].valid = from
+                slots[slot].busy = true
+                rows.append((i, slot))
+            }
+            trace.mark(.branchSetup)
+            if rows.first?.node != current {
+                // The current rollout's step found no memory: the rollout is dropped, as a
+                // missing branch (the rows found for others are still computed).
+                current = -1
+                trace.pruned += 1
+                if rows.isEmpty {
+                    s.endLookahead(mark)
+                    continue
+                }
+            }
+            do { try runner.forward(batch) } catch {
+                // Claim no KV this pass may have left unwritten (the caches are kept).
+                for (_, j) in rows {
+                    slots[j].tokens.removeLast(slots[j].tokens.count - slots[j].valid)
+                    slots[j].cache.truncate(to: slots[j].valid)
+                    slots[j].busy = false
+                }
+                batch.clear()
+                return .ended(.error, "\(error)")
+            }
+            trace.passes += 1
+            trace.rows += rows.count
+            trace.mark(.forward)
+            wordEndMask.withUnsafeBufferPointer { mask in
+                topIDs.withUnsafeMutableBufferPointer { topIDs in
+                    topValues.withUnsafeMutableBufferPointer { topValues in
+                        for (row, (i, j)) in rows.enumerated() {
+                            let l = UnsafeBufferPointer(runner.logits(row: row))
+                            let (lse, end) = LogitStats.expansion(l, mask: mask.baseAddress!, topIDs: topIDs, topValues: topValues)
+                            let node = s.nodes[Int(i)]
+                            s.nodes[Int(i)].memo = suggestMemo.record(parent: node.memoParent, token: node.token, topIDs: topIDs,
+                                                                      topValues: topValues, lse: lse, endLogprob: end - lse)
+                            if node.depth == 1 { keepBranchStartLogits(ids + [node.token], l) }
+                            slots[j].valid = slots[j].tokens.count
+                            slots[j].busy = false
+                        }
+                    }
+                }
+            }
+            batch.clear()
+            s.endLookahead(mark)
+            trace.mark(.scoring)
+        }
+        trace.expanded = steps
+        defer { trace.mark(.finish) }
+        if results.count > o.n { results.removeLast(results.count - o.n) }
+        return .suggest(SuggestResult(suggestions: results, promptTokens: ids.count + healedTokens,
+                                      reusedTokens: reused, healed: heal.count > untyped, healedTokens: healedTokens,
+                                      forwardPasses: trace.passes, replayedSteps: trace.replayed,
+                                      ms: (monotonicSeconds() - t0) * 1000))
+    }
+}
+
