@@ -78,7 +78,7 @@ public enum LogitStats {
     ///
     /// Fused because a keystroke scores up to ~10 rows of 49,152 logits: a separate pass
     /// for each of the three numbers would read every row three times.
-    static func expansion(_ l: UnsafeBufferPointer<Float>, mask: UnsafePointer<Float>,
+    public static func expansion(_ l: UnsafeBufferPointer<Float>, mask: UnsafePointer<Float>,
                           topIDs: UnsafeMutableBufferPointer<Int32>, topValues: UnsafeMutableBufferPointer<Float>)
         -> (lse: Double, maskedLogMass: Double) {
         let k = min(topIDs.count, topValues.count)
