@@ -1,3 +1,4 @@
+import SLMKernels
 import SLMModel
 #if canImport(Glibc)
 import Glibc
@@ -116,6 +117,10 @@ public struct ParseResult: Sendable, Equatable {
     public var confidence: [FieldScore] = []
     /// The generated token ids (forced ones included).
     public var tokens: [Int32] = []
+    /// Every sampled token's scores and every departure, for `ParseVerdict` (empty when the
+    /// request did not ask for confidences).
+    public var sampled: [SampledToken] = []
+    public var departures: [Departure] = []
 }
 
 /// How a job ended.
@@ -132,7 +137,8 @@ final class Job: @unchecked Sendable {
     enum Kind {
         case suggest(text: String, SuggestOptions)
         case choose(promptIDs: [Int32], options: [[Int32]], texts: [String], normalize: Bool)
-        case parse(promptIDs: [Int32], schema: String, automaton: SchemaAutomaton, maxTokens: Int, sampling: SamplingParams, confidence: Bool)
+        case parse(promptIDs: [Int32], schema: String, automaton: SchemaAutomaton, maxTokens: Int, sampling: SamplingParams, confidence: Bool,
+                   departures: DepartureFilter?, noNumbers: Bool)
     }
     let handle: RequestHandle
     let kind: Kind
@@ -200,8 +206,12 @@ extension Engine {
 
     /// Queues a schema-constrained generation: the output is JSON valid under `schema`
     /// (compiled by the caller with `JSONSchemaCompiler`), ending right after the root value.
+    /// `confidence` scores every choice, `departures` (with it) finds what the model wanted
+    /// where the schema refused it in those fields, `noNumbers` (the input states no number)
+    /// keeps numbers out of values that may be null (see `ConstrainedGenerator`).
     public func submitParse(promptIDs: [Int32], schema: String, automaton: SchemaAutomaton, maxTokens: Int,
-                            sampling: SamplingParams, deadline: Double? = nil, confidence: Bool = true, owner: UInt32 = 0,
+                            sampling: SamplingParams, deadline: Double? = nil, confidence: Bool = true,
+                            departures: DepartureFilter? = nil, noNumbers: Bool = false, owner: UInt32 = 0,
                             completion: @escaping @Sendable (JobOutcome) -> Void) throws(EngineError) -> RequestHandle {
         guard !promptIDs.isEmpty else { throw EngineError(.badRequest, "the prompt is empty") }
         guard maxTokens >= 1, maxTokens <= config.maxTokens else {
@@ -216,7 +226,7 @@ extension Engine {
             throw EngineError(.overMemoryBudget, "parse needs \(need) bytes of KV; the budget leaves \(config.memoryBudgetBytes - runner.scratchBytes)")
         }
         return try enqueue(.parse(promptIDs: promptIDs, schema: schema, automaton: automaton, maxTokens: maxTokens, sampling: sampling,
-                                  confidence: confidence),
+                                  confidence: confidence, departures: departures, noNumbers: noNumbers),
                            deadline: deadline, session: nil, owner: owner, completion: completion)
     }
 
@@ -256,10 +266,10 @@ extension Engine {
         case .choose(let prompt, let options, let texts, let normalize):
             lock.withLock { shared.stats.chooseRequests += 1 }
             runChoose(job, prompt: prompt, options: options, texts: texts, normalize: normalize)
-        case .parse(let prompt, let schema, let automaton, let maxTokens, let sampling, let confidence):
+        case .parse(let prompt, let schema, let automaton, let maxTokens, let sampling, let confidence, let departures, let noNumbers):
             lock.withLock { shared.stats.parseRequests += 1 }
             runParse(job, prompt: prompt, schema: schema, automaton: automaton, maxTokens: maxTokens, sampling: sampling,
-                     confidence: confidence)
+                     confidence: confidence, departures: departures, noNumbers: noNumbers)
         }
         lock.withLock {
             if let key = job.session, shared.sessions[key] === job.handle { shared.sessions[key] = nil }
@@ -326,7 +336,7 @@ extension Engine {
     }
 
     private func runParse(_ job: Job, prompt: [Int32], schema: String, automaton: SchemaAutomaton,
-                          maxTokens: Int, sampling: SamplingParams, confidence: Bool) {
+                          maxTokens: Int, sampling: SamplingParams, confidence: Bool, departures: DepartureFilter?, noNumbers: Bool) {
         let t0 = monotonicSeconds()
         // The instruction and examples are the same for every command of an intent: their KV
         // comes from the prefix cache, so only the utterance is computed.
@@ -342,13 +352,13 @@ extension Engine {
             let (out, stats) = try ConstrainedGenerator.run(
                 model: model, session: session, promptIDs: Array(prompt[reused...]), decoder: decoder,
                 options: GenerationOptions(maxTokens: maxTokens, sampling: sampling), scoreTokens: confidence,
-                now: monotonicSeconds)
+                departures: departures, noNumbers: noNumbers, now: monotonicSeconds)
             job.completion(.parse(ParseResult(text: decoder.generatedText, complete: decoder.isComplete && out.finishReason == .stop,
                                               promptTokens: prompt.count, generatedTokens: out.generatedIDs.count,
                                               forcedTokens: stats.forcedTokens, forwardPasses: stats.forwardPasses,
                                               maskMs: stats.maskSeconds * 1000, ms: (monotonicSeconds() - t0) * 1000,
                                               confidence: FieldConfidence.compute(text: decoder.generatedBytes, sampled: stats.sampled),
-                                              tokens: out.generatedIDs)))
+                                              tokens: out.generatedIDs, sampled: stats.sampled, departures: stats.departures)))
         } catch {
             job.fail(.error, "\(error)")
         }

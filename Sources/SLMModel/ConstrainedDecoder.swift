@@ -127,6 +127,16 @@ public final class ConstrainedDecoder: @unchecked Sendable {
         return depth
     }
 
+    /// At the start of a value that may be a number or null: whether null is then the only
+    /// other choice. Nil where that rule has nothing to decide (see `ConstrainedGenerator`'s
+    /// `noNumbers`).
+    public func nullInsteadOfNumber() -> Bool? {
+        guard !ended, automaton.isValueStart(state) else { return nil }
+        let bytes = automaton.allowedBytes(state)
+        guard bytes.contains(UInt8(ascii: "n")), bytes.contains(where: ConstrainedGenerator.startsNumber) else { return nil }
+        return bytes.allSatisfy { $0 == UInt8(ascii: "n") || ConstrainedGenerator.startsNumber($0) }
+    }
+
     /// Advances by an accepted token (precondition: `allows(token)`). An end-of-generation
     /// token ends the request; the automaton state is unchanged.
     public func advance(_ token: Int32) {
@@ -162,6 +172,12 @@ public final class ConstrainedDecoder: @unchecked Sendable {
     /// ln of `token`'s probability in the softmax of `logits` restricted to the tokens allowed
     /// now (logits of disallowed tokens are ignored, so it works on masked logits too).
     public func maskedLogProb(of token: Int32, _ logits: UnsafeMutableBufferPointer<Float>) -> Float {
+        maskedScores(of: token, logits).logprob
+    }
+
+    /// `maskedLogProb` and ln Σ exp(logit) over the allowed tokens (with the unconstrained
+    /// log-sum-exp, the share of the model's probability the schema allowed).
+    public func maskedScores(of token: Int32, _ logits: UnsafeMutableBufferPointer<Float>) -> (logprob: Float, logSumAllowed: Float) {
         let words = currentMask()
         let n = min(logits.count, vocabulary.vocabSize)
         func forEachAllowed(_ body: (Int) -> Void) {
@@ -178,10 +194,10 @@ public final class ConstrainedDecoder: @unchecked Sendable {
         }
         var maxL = -Float.infinity
         forEachAllowed { if logits[$0] > maxL { maxL = logits[$0] } }
-        guard maxL.isFinite, Int(token) < n else { return 0 }
+        guard maxL.isFinite, Int(token) < n else { return (0, 0) }
         var sum: Double = 0
         forEachAllowed { sum += Double(expf(logits[$0] - maxL)) }
-        return Float(Double(logits[Int(token)] - maxL) - log(sum))
+        return (Float(Double(logits[Int(token)] - maxL) - log(sum)), maxL + Float(log(sum)))
     }
 
     /// The allowed-token bitset for the current state (bit i of word i/64: token i allowed).

@@ -155,6 +155,9 @@ public final class SchemaAutomaton: Sendable {
         s.depth == 0 || (s.depth == 1 && canEnd(s.frames[0]))
     }
 
+    /// Whether a value has to start here (nothing of it written yet).
+    public func isValueStart(_ s: State) -> Bool { s.depth > 0 && s.frames[s.depth - 1].kind == .value }
+
     /// Whether `bytes` is exactly one valid document.
     public func accepts<C: Collection>(_ bytes: C) -> Bool where C.Element == UInt8 {
         guard let s = step(initialState, bytes) else { return false }

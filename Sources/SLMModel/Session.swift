@@ -29,9 +29,10 @@ public final class Session: @unchecked Sendable {
 
     /// Feeds `ids` in batches of at most the runner's maximum and returns the logits after
     /// the last one. When `logitsFrom` is set, `onLogits(i, logits)` also receives the
-    /// logits after every `ids[i]` with `i >= logitsFrom` (scoring a text).
+    /// logits after every `ids[i]` with `i >= logitsFrom` (scoring a text); `alsoAt` asks
+    /// for the logits after one more `ids[i]` the same way (one extra row, not a range).
     @discardableResult
-    public func feed(_ ids: [Int32], logitsFrom: Int? = nil,
+    public func feed(_ ids: [Int32], logitsFrom: Int? = nil, alsoAt: Int? = nil,
                      onLogits: ((Int, UnsafeMutableBufferPointer<Float>) -> Void)? = nil)
         throws(ModelError) -> UnsafeMutableBufferPointer<Float>
     {
@@ -46,14 +47,14 @@ public final class Session: @unchecked Sendable {
             batch.clear()
             var i = start
             while i < ids.count && !batch.isFull {
-                let wants = i >= from || i == ids.count - 1
+                let wants = i >= from || i == ids.count - 1 || i == alsoAt
                 if wants && batch.logitCount == runner.maxLogits { break }
                 batch.add(ids[i], position: tokens.count + i - start, cache: cache, logits: wants)
                 i += 1
             }
             try runner.forward(batch)
             if let onLogits, batch.logitCount > 0 {
-                for e in start..<i where e >= from { onLogits(e, runner.logits(row: batch.logitRow[e - start])) }
+                for e in start..<i where e >= from || e == alsoAt { onLogits(e, runner.logits(row: batch.logitRow[e - start])) }
             }
             if batch.logitCount > 0 { last = runner.logits(row: batch.logitCount - 1) }
             tokens.append(contentsOf: ids[start..<i])

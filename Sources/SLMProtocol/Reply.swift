@@ -144,14 +144,36 @@ public enum ReplyBody: Sendable, Equatable {
     }
 }
 
-/// `parse` reply: the JSON the schema-constrained generation produced.
+/// `parse` reply: the JSON the schema-constrained generation produced, and whether it is a
+/// command of the schema at all.
 public struct ParseResult: Sendable, Equatable {
-    /// The parsed value (always valid under the schema when `complete`).
+    /// The command, valid under the schema, when `matched`; null otherwise.
     public var result: JSONValue
-    /// The same as compact JSON text, exactly as generated (schema key order).
+    /// What the model produced as compact JSON text (schema key order), with synonyms
+    /// mapped to their values and every violated field null. Not a command to act on when
+    /// `matched` is false.
     public var text: String
     /// False only when max_tokens cut the output short (then `result` is null).
     public var complete: Bool
+    /// Whether the utterance is a command of the schema: complete, no violations, and
+    /// `matchScore` at least the request's operating point. A reply from a server older
+    /// than this member reads as matched when complete.
+    public var matched: Bool
+    /// Geometric mean over the fields of the model's own probability of its values, before
+    /// the schema constrained them, in [0, 1] (see ParseVerdict).
+    public var matchScore: Double?
+    /// Values the model wanted that the schema cannot hold.
+    public var violations: [Violation]
+    /// Fields of a matched result whose confidence is below the request's `confirm_below`.
+    public var needsConfirmation: [String]
+
+    public struct Violation: Sendable, Equatable {
+        public var field: String
+        /// The value the model wanted (e.g. 180, "dishwasher").
+        public var wanted: JSONValue
+        public var reason: String
+        public init(field: String, wanted: JSONValue, reason: String) { self.field = field; self.wanted = wanted; self.reason = reason }
+    }
     public var generatedTokens: Int
     public var ms: Double
     /// Per top-level field: the probability the model gave the value it chose (for an enum,
@@ -162,9 +184,12 @@ public struct ParseResult: Sendable, Equatable {
     /// Generated token ids, when the request asked for them.
     public var tokens: [Int]?
     public init(result: JSONValue, text: String, complete: Bool, generatedTokens: Int, ms: Double,
-                confidence: [String: Double] = [:], intent: String? = nil, tokens: [Int]? = nil) {
+                confidence: [String: Double] = [:], intent: String? = nil, tokens: [Int]? = nil,
+                matched: Bool? = nil, matchScore: Double? = nil, violations: [Violation] = [], needsConfirmation: [String] = []) {
         self.result = result; self.text = text; self.complete = complete; self.generatedTokens = generatedTokens; self.ms = ms
         self.confidence = confidence; self.intent = intent; self.tokens = tokens
+        self.matched = matched ?? complete; self.matchScore = matchScore; self.violations = violations
+        self.needsConfirmation = needsConfirmation
     }
 }
 
@@ -283,6 +308,12 @@ public struct Reply: Sendable, Equatable {
             b["confidence"] = .object(x.confidence.mapValues { .double($0) })
             b["intent"] = x.intent.map { .string($0) }
             b["tokens"] = x.tokens.map { .array($0.map { .int(Int64($0)) }) }
+            b["matched"] = .bool(x.matched)
+            b["match_score"] = x.matchScore.map { .double($0) }
+            b["violations"] = .array(x.violations.map {
+                .object(["field": .string($0.field), "wanted": $0.wanted, "reason": .string($0.reason)])
+            })
+            b["needs_confirmation"] = .array(x.needsConfirmation.map { .string($0) })
         case .choose(let x):
             b["best"] = .string(x.best)
             b["best_index"] = .int(Int64(x.bestIndex))
@@ -400,8 +431,19 @@ public struct Reply: Sendable, Equatable {
                                           reusedTokens: Int(try r.int("reused_tokens", in: 0...anyInt.upperBound) ?? 0),
                                           ms: try r.number("ms", in: 0...Double.greatestFiniteMagnitude) ?? 0))
         case .parse:
+            var violations: [ParseResult.Violation] = []
+            for (n, item) in (try r.array("violations") ?? []).enumerated() {
+                let o = try r.nested(item, path: "violations[\(n)]")
+                violations.append(.init(field: try o.string("field") ?? "", wanted: o.value("wanted") ?? .null, reason: try o.string("reason") ?? ""))
+            }
+            var confirm: [String] = []
+            for (n, item) in (try r.array("needs_confirmation") ?? []).enumerated() {
+                guard case .string(let f) = item else { throw .badField("needs_confirmation[\(n)]", "expected a string", requestID: r.requestID) }
+                confirm.append(f)
+            }
+            let complete = try r.bool("complete") ?? false
             return .parse(ParseResult(result: r.value("result") ?? .null, text: try r.string("text") ?? "",
-                                      complete: try r.bool("complete") ?? false,
+                                      complete: complete,
                                       generatedTokens: Int(try r.int("generated_tokens", in: 0...anyInt.upperBound) ?? 0),
                                       ms: try r.number("ms", in: 0...Double.greatestFiniteMagnitude) ?? 0,
                                       confidence: try Self.readConfidence(r), intent: try r.string("intent"),
@@ -412,7 +454,10 @@ public struct Reply: Sendable, Equatable {
                                               ids.append(Int(i))
                                           }
                                           return ids
-                                      }))
+                                      },
+                                      matched: try r.bool("matched") ?? complete,
+                                      matchScore: try r.number("match_score", in: 0...1),
+                                      violations: violations, needsConfirmation: confirm))
         case .choose:
             let items = try r.required("options", "expected an array") { (k) throws(ProtocolError) in try r.array(k) }
             var out: [ChooseResult.Option] = []

@@ -168,6 +168,14 @@ public struct ParseRequest: Sendable, Equatable {
     public var deadlineMS: Int?
     /// Return the generated token ids too.
     public var returnTokens: Bool
+    /// The operating point: least `match_score` a reply may have to be `matched` (default:
+    /// the intent's, else the server's).
+    public var minMatchScore: Double?
+    /// Fields whose confidence is below this are listed in `needs_confirmation`.
+    public var confirmBelow: Double?
+    /// Extra spellings of enum values: `{"field": {"value": ["spelling", ...]}}` (default:
+    /// the intent's).
+    public var synonyms: JSONValue?
 
     public struct Example: Sendable, Equatable {
         public var utterance: String
@@ -177,10 +185,11 @@ public struct ParseRequest: Sendable, Equatable {
 
     public init(utterance: String, intent: String? = nil, schema: String? = nil, instruction: String? = nil,
                 examples: [Example] = [], maxTokens: Int? = nil, temperature: Double? = nil, deadlineMS: Int? = nil,
-                returnTokens: Bool = false) {
+                returnTokens: Bool = false, minMatchScore: Double? = nil, confirmBelow: Double? = nil, synonyms: JSONValue? = nil) {
         self.utterance = utterance; self.intent = intent; self.schema = schema; self.instruction = instruction
         self.examples = examples; self.maxTokens = maxTokens; self.temperature = temperature
         self.deadlineMS = deadlineMS; self.returnTokens = returnTokens
+        self.minMatchScore = minMatchScore; self.confirmBelow = confirmBelow; self.synonyms = synonyms
     }
 }
 
@@ -291,7 +300,10 @@ public struct Request: Sendable, Equatable {
                                        examples: examples, maxTokens: try r.int("max_tokens", in: 1...4096).map(Int.init),
                                        temperature: try r.number("temperature", in: GenerationOptions.Bounds.temperature),
                                        deadlineMS: try r.int("deadline_ms", in: 1...GenerationOptions.Bounds.deadlineMS).map(Int.init),
-                                       returnTokens: try r.bool("tokens") ?? false))
+                                       returnTokens: try r.bool("tokens") ?? false,
+                                       minMatchScore: try r.number("min_match_score", in: 0...1),
+                                       confirmBelow: try r.number("confirm_below", in: 0...1),
+                                       synonyms: try r.object("synonyms").map { JSONValue.object($0) }))
         case .suggest:
             let prefix = try r.required("prefix", "expected a string") { (k) throws(ProtocolError) in try r.string(k) }
             var mode = SuggestRequest.Mode.phrase
@@ -426,6 +438,9 @@ public struct Request: Sendable, Equatable {
             b["max_tokens"] = x.maxTokens.map { .int(Int64($0)) }
             b["temperature"] = x.temperature.map { .double($0) }
             b["deadline_ms"] = x.deadlineMS.map { .int(Int64($0)) }
+            b["min_match_score"] = x.minMatchScore.map { .double($0) }
+            b["confirm_below"] = x.confirmBelow.map { .double($0) }
+            b["synonyms"] = x.synonyms
         case .choose(let x):
             b["prompt"] = .string(x.prompt)
             b["options"] = .array(x.options.map { .string($0) })

@@ -11,9 +11,15 @@ public struct Intent: Sendable {
     /// File it came from (for messages and `status`).
     public let source: String
     public let description: String?
-    /// The schema as compact JSON text in its own key order (the output's key order).
+    /// The schema decoding uses, as compact JSON text in its own key order (the output's key
+    /// order): the intent's schema with its synonyms added to the enums.
     public let schemaText: String
     public let automaton: SchemaAutomaton
+    /// Extra spellings of enum values, mapped back to the values in replies.
+    public let synonyms: Synonyms
+    /// The intent's operating point (`min_match_score`) and `confirm_below`, when it sets them.
+    public let minMatchScore: Double?
+    public let confirmBelow: Double?
     public let instruction: String?
     /// Utterance and expected output as compact JSON, keys in the schema's order, each
     /// checked against the schema at load time.
@@ -76,8 +82,8 @@ public final class IntentRegistry: Sendable {
         return (intents, errors)
     }
 
-    /// Parses and compiles one intent file:
-    /// `{"name"?, "description"?, "instruction"?, "schema", "examples"?, "max_tokens"?}`.
+    /// Parses and compiles one intent file: `{"name"?, "description"?, "instruction"?,
+    /// "schema", "examples"?, "max_tokens"?, "synonyms"?, "min_match_score"?, "confirm_below"?}`.
     public static func loadFile(_ path: String) throws(IntentError) -> Intent {
         let data: [UInt8]
         do { data = try readBoundedRegularFile(path, maxBytes: maxFileBytes) } catch { throw IntentError(file: path, error.message) }
@@ -93,7 +99,8 @@ public final class IntentRegistry: Sendable {
         let doc: OrderedJSON
         do { doc = try OrderedJSON(parsing: text) } catch { throw fail("\(error)") }
         guard case .object(let members) = doc else { throw fail("expected a JSON object") }
-        let known: Set = ["name", "description", "instruction", "schema", "examples", "max_tokens"]
+        let known: Set = ["name", "description", "instruction", "schema", "examples", "max_tokens", "synonyms",
+                          "min_match_score", "confirm_below"]
         if let unknown = members.first(where: { !known.contains($0.key) }) {
             throw fail("unknown key '\(unknown.key)' (expected \(known.sorted().joined(separator: ", ")))")
         }
@@ -107,8 +114,13 @@ public final class IntentRegistry: Sendable {
               name.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 | 0x20 >= 0x61 && $0 | 0x20 <= 0x7A) || $0 == 0x5F || $0 == 0x2D || $0 == 0x2E })
         else { throw fail("intent name '\(name)' must be 1–64 characters of A–Z, a–z, 0–9, _ - .") }
         guard let schema = doc["schema"] else { throw fail("missing 'schema'") }
+        var synonyms = Synonyms.none
+        if let table = doc["synonyms"] {
+            do { synonyms = try Synonyms(table, schema: schema) } catch { throw fail("\(error.path): \(error.message)") }
+        }
+        let decoding = synonyms.decodingSchema(schema)
         let automaton: SchemaAutomaton
-        do { automaton = try JSONSchemaCompiler.compile(schema) } catch { throw fail("schema: \(error)") }
+        do { automaton = try JSONSchemaCompiler.compile(decoding) } catch { throw fail("schema: \(error)") }
         var examples: [(utterance: String, output: String)] = []
         if let ex = doc["examples"] {
             guard case .array(let items) = ex else { throw fail("'examples' must be an array of [utterance, object] pairs") }
@@ -129,8 +141,15 @@ public final class IntentRegistry: Sendable {
             guard case .number(let t) = m, let v = Int(t), (1...4096).contains(v) else { throw fail("'max_tokens' must be an integer in 1...4096") }
             maxTokens = v
         }
-        return Intent(name: name, source: file, description: try string("description"), schemaText: schema.compactText,
-                      automaton: automaton, instruction: try string("instruction"), examples: examples, maxTokens: maxTokens)
+        func probability(_ key: String) throws(IntentError) -> Double? {
+            guard let v = doc[key] else { return nil }
+            guard case .number(let t) = v, let p = Double(t), (0...1).contains(p) else { throw fail("'\(key)' must be a number in 0...1") }
+            return p
+        }
+        return Intent(name: name, source: file, description: try string("description"), schemaText: decoding.compactText,
+                      automaton: automaton, synonyms: synonyms, minMatchScore: try probability("min_match_score"),
+                      confirmBelow: try probability("confirm_below"), instruction: try string("instruction"),
+                      examples: examples, maxTokens: maxTokens)
     }
 }
 

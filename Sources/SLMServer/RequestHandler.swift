@@ -182,6 +182,8 @@ final class RequestHandler: @unchecked Sendable {
             let automaton: SchemaAutomaton, schemaText: String, instruction: String?
             let examples: [(utterance: String, output: String)]
             var maxTokens = r.maxTokens
+            var synonyms = Synonyms.none
+            var minMatchScore = r.minMatchScore, confirmBelow = r.confirmBelow
             if let name = r.intent {
                 guard let intent = intents.intent(named: name) else {
                     let known = intents.names
@@ -189,15 +191,27 @@ final class RequestHandler: @unchecked Sendable {
                 }
                 automaton = intent.automaton
                 schemaText = intent.schemaText
+                synonyms = intent.synonyms
                 instruction = r.instruction ?? intent.instruction
                 examples = r.examples.isEmpty ? intent.examples : r.examples.map { ($0.utterance, canonical(OrderedJSON($0.output), schema: intent.automaton.schema).compactText) }
                 maxTokens = maxTokens ?? intent.maxTokens
+                minMatchScore = minMatchScore ?? intent.minMatchScore
+                confirmBelow = confirmBelow ?? intent.confirmBelow
             } else {
-                schemaText = r.schema ?? ""
                 do {
+                    let schema = try OrderedJSON(parsing: r.schema ?? "")
+                    if let table = r.synonyms {
+                        do { synonyms = try Synonyms(OrderedJSON(table), schema: schema) } catch {
+                            return fail(.badField, "field '\(error.path)': \(error.message)")
+                        }
+                    }
+                    let decoding = synonyms.decodingSchema(schema)
+                    schemaText = decoding.compactText
                     automaton = try JSONSchemaCompiler.compile(schemaText)
+                } catch let e as SchemaError {
+                    return fail(.badField, "field 'schema': \(e)")
                 } catch {
-                    return fail(.badField, "field 'schema': \(error)")
+                    return fail(.badField, "field 'schema': \(SchemaError(.invalidJSON, path: "#", "\(error)"))")
                 }
                 instruction = r.instruction
                 examples = r.examples.map { ($0.utterance, canonical(OrderedJSON($0.output), schema: automaton.schema).compactText) }
@@ -226,9 +240,14 @@ final class RequestHandler: @unchecked Sendable {
             if let t = r.temperature, t > 0 { sampling = SamplingParams(temperature: Float(t), seed: UInt64.random(in: 0...UInt64.max)) }
             let limit = min(maxTokens ?? 128, config.engine.maxTokens)
             let deadline = r.deadlineMS.map { monotonicSeconds() + Double($0) / 1000 }
-            runJob(id: id, on: c, intent: r.intent, returnTokens: r.returnTokens) { completion throws(EngineError) in
+            let judging = ParseJudging(utterance: r.utterance, schema: automaton.schema, synonyms: synonyms,
+                                       minMatchScore: minMatchScore ?? ParseVerdict.defaultMinMatchScore,
+                                       confirmBelow: confirmBelow ?? ParseVerdict.defaultConfirmBelow)
+            runJob(id: id, on: c, intent: r.intent, returnTokens: r.returnTokens, judging: judging) { completion throws(EngineError) in
                 try engine.submitParse(promptIDs: ids, schema: schemaText, automaton: automaton, maxTokens: limit,
-                                       sampling: sampling, deadline: deadline, owner: owner, completion: completion)
+                                       sampling: sampling, deadline: deadline,
+                                       departures: DepartureFilter(schema: automaton.schema, utterance: r.utterance),
+                                       noNumbers: !ParseVerdict.statesNumber(r.utterance), owner: owner, completion: completion)
             }
         case .chat(let r):
             let template: ChatTemplate
@@ -308,12 +327,12 @@ final class RequestHandler: @unchecked Sendable {
     }
 
     /// Submits a short job (suggest, choose) whose single result ends the request.
-    private func runJob(id: RequestID, on c: Connection, intent: String? = nil, returnTokens: Bool = false,
+    private func runJob(id: RequestID, on c: Connection, intent: String? = nil, returnTokens: Bool = false, judging: ParseJudging? = nil,
                         _ submit: (@escaping @Sendable (JobOutcome) -> Void) throws(EngineError) -> RequestHandle) {
         let server = self.server
         let completion: @Sendable (JobOutcome) -> Void = { [weak c] outcome in
             guard let c else { return }
-            c.enqueue(Self.jobFrame(id: id, outcome, intent: intent, returnTokens: returnTokens), finishing: id)
+            c.enqueue(Self.jobFrame(id: id, outcome, intent: intent, returnTokens: returnTokens, judging: judging), finishing: id)
             server?.wake()
         }
         track(id: id, on: c) { () throws(EngineError) in try submit(completion) }
@@ -341,7 +360,8 @@ final class RequestHandler: @unchecked Sendable {
         }
     }
 
-    static func jobFrame(id: RequestID, _ outcome: JobOutcome, intent: String? = nil, returnTokens: Bool = false) -> Frame {
+    static func jobFrame(id: RequestID, _ outcome: JobOutcome, intent: String? = nil, returnTokens: Bool = false,
+                         judging: ParseJudging? = nil) -> Frame {
         switch outcome {
         case .suggest(let r):
             return Reply(id: id, .suggest(SLMProtocol.SuggestResult(
@@ -353,11 +373,13 @@ final class RequestHandler: @unchecked Sendable {
                 options: r.options.map { .init(text: $0.text, logprob: $0.logprob, normalizedLogprob: $0.normalizedLogprob, tokens: $0.tokenCount) },
                 ms: r.ms))).frame()
         case .parse(let r):
-            let value = r.complete ? ((try? JSONValue.parse(Array(r.text.utf8))) ?? .null) : .null
+            let reply = judging.map { $0.judge(r) } ?? ParseJudging.unjudged(r)
+            let value = reply.matched ? ((try? JSONValue.parse(Array(reply.text.utf8))) ?? .null) : .null
             return Reply(id: id, .parse(SLMProtocol.ParseResult(
-                result: value, text: r.text, complete: r.complete, generatedTokens: r.generatedTokens, ms: r.ms,
-                confidence: Dictionary(r.confidence.map { ($0.key, $0.confidence) }, uniquingKeysWith: { a, _ in a }),
-                intent: intent, tokens: returnTokens ? r.tokens.map(Int.init) : nil))).frame()
+                result: value, text: reply.text, complete: r.complete, generatedTokens: r.generatedTokens, ms: r.ms,
+                confidence: reply.confidence,
+                intent: intent, tokens: returnTokens ? r.tokens.map(Int.init) : nil, matched: reply.matched,
+                matchScore: reply.score, violations: reply.violations, needsConfirmation: reply.confirm))).frame()
         case .ended(let reason, let message):
             let code: ErrorCode
             switch reason {

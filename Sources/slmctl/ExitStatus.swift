@@ -13,6 +13,9 @@
 //   7    bad request: `bad_utf8`, `bad_json`, `unknown_type`, `bad_field`, `frame_too_large`,
 //        `not_found`, `context_overflow`, `unsupported`, `reply_too_large`
 //   8    protocol version mismatch: `unsupported_version`, or hello negotiated another version
+//   9    no match: `parse` found no command of the schema in the utterance (`matched` false:
+//        out of scope, or a value the schema cannot hold). Not an error of slmctl or slmd,
+//        so a gateway script can branch on it without parsing the output
 //   130  cancelled by Ctrl-C (SIGINT), also the server's `cancelled`
 
 #if canImport(Glibc)
@@ -32,6 +35,7 @@ enum ExitStatus {
     static let overMemoryBudget: Int32 = 6
     static let badRequest: Int32 = 7
     static let versionMismatch: Int32 = 8
+    static let noMatch: Int32 = 9
     static let cancelled: Int32 = 130
 
     /// The exit status for a protocol error code (every code of the v1 table, and unknown
@@ -67,6 +71,8 @@ enum ExitStatus {
                frame_too_large, not_found, context_overflow, unsupported,
                reply_too_large
           8    protocol version mismatch between slmctl and slmd
+          9    parse: no match (not a command of the schema, or a value
+               the schema cannot hold)
           130  cancelled with Ctrl-C
         """
 }

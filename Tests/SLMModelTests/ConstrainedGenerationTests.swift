@@ -82,13 +82,14 @@ final class ConstrainedGenerationTests: XCTestCase {
     /// Runs one constrained generation and checks the result is a valid, complete intent.
     @discardableResult
     func generate(_ s: Setup, _ utterance: String, automaton: SchemaAutomaton? = nil, schema: OrderedJSON? = nil,
-                  sampling: SamplingParams, maxTokens: Int = maxTokens) throws -> (GenerationOutput, ConstraintStats) {
+                  sampling: SamplingParams, maxTokens: Int = maxTokens, departures: DepartureFilter? = nil,
+                  noNumbers: Bool = false) throws -> (GenerationOutput, ConstraintStats) {
         let ids = try prompt(s, utterance)
         let session = Session(runner: s.runner, capacity: ids.count + maxTokens + 4)
         let decoder = ConstrainedDecoder(automaton: automaton ?? s.automaton, vocabulary: s.vocabulary)
         let (out, stats) = try ConstrainedGenerator.run(model: s.model, session: session, promptIDs: ids, decoder: decoder,
                                                          options: GenerationOptions(maxTokens: maxTokens, sampling: sampling),
-                                                         now: Self.now)
+                                                         departures: departures, noNumbers: noNumbers, now: Self.now)
         XCTAssertLessThanOrEqual(out.generatedIDs.count, maxTokens)
         if let bound = (automaton ?? s.automaton).maxOutputBytes { XCTAssertLessThanOrEqual(out.generatedIDs.count, bound) }
         XCTAssertEqual(out.finishReason, .stop, "\(utterance): did not finish: \(out.text)")
@@ -128,6 +129,41 @@ final class ConstrainedGenerationTests: XCTestCase {
         print("greedy intents:\n" + lines.joined(separator: "\n"))
         print("greedy field accuracy (action/device/room, not asserted): \(correct)/\(Self.utterances.count * 3)")
         print("greedy totals: \(sampled) sampled + \(forced) forced tokens, \(passes) forward passes after the prompt, \(rejections) rejected samples")
+    }
+
+    /// Departures: where the schema refused the model's own choice, a probe finds what it
+    /// wanted, and the constrained output is exactly the same as without looking (the probe
+    /// rewinds the session). 180 under a maximum of 100 is closed at 18 by the schema.
+    func testDeparturesFindWhatTheModelWantedAndChangeNothing() throws {
+        let s = try setup()
+        for (u, field, wanted) in [("set the bedroom thermostat to 180", "value", "180"),
+                                   ("turn on the dishwasher in the kitchen", "device", #""dishwasher""#)] {
+            let (plain, plainStats) = try generate(s, u, sampling: .greedy)
+            XCTAssertEqual(plainStats.departures, [], "nothing is probed without a filter")
+            let (out, stats) = try generate(s, u, sampling: .greedy, departures: DepartureFilter(schema: s.schema, utterance: u))
+            XCTAssertEqual(out.generatedIDs, plain.generatedIDs, "\(u): the probe changed the output")
+            XCTAssertEqual(stats.sampled, plainStats.sampled)
+            let verdict = ParseVerdict.judge(text: Array(out.text.utf8), sampled: stats.sampled, departures: stats.departures,
+                                             schema: s.schema, utterance: u)
+            print("\(u) -> \(out.text), departures \(stats.departures.map { String(decoding: $0.wanted, as: UTF8.self) }), violations \(verdict.violations)")
+            XCTAssertTrue(verdict.violations.contains { $0.field == field && $0.wanted == wanted }, "\(u): \(verdict.violations)")
+        }
+    }
+
+    /// With no number in the utterance a nullable number is null: written without asking the
+    /// model (no sampled token for it), where it would otherwise copy one from its examples.
+    func testNoNumbersKeepsANullableNumberNull() throws {
+        let s = try setup()
+        let u = "turn on the kitchen light"
+        let (out, stats) = try generate(s, u, sampling: .greedy, noNumbers: true)
+        XCTAssertTrue(out.text.hasSuffix(#""value":null}"#), out.text)
+        let valueStart = out.text.utf8.count - #"null}"#.utf8.count
+        XCTAssertFalse(stats.sampled.contains { $0.offset >= valueStart }, "null was not a model choice")
+        // A schema whose number is not nullable is left alone.
+        let required = try OrderedJSON(parsing: #"{"type":"object","properties":{"n":{"type":"integer","minimum":0,"maximum":9}},"required":["n"]}"#)
+        let (n, _) = try generate(s, u, automaton: try JSONSchemaCompiler.compile(required), schema: required, sampling: .greedy,
+                                  noNumbers: true)
+        XCTAssertTrue(n.text.hasPrefix(#"{"n":"#) && n.text.count == 7, n.text)
     }
 
     /// Confidence figures: each sampled token's constrained log-probability equals the

@@ -55,10 +55,15 @@ final class RequestDecodingTests: XCTestCase {
     func testParseNamesAnIntentOrCarriesASchema() throws {
         let byName = try request(#"{"id":1,"op":"parse","intent":"smart_home","utterance":"lights off","tokens":true}"#)
         XCTAssertEqual(byName.body, .parse(ParseRequest(utterance: "lights off", intent: "smart_home", returnTokens: true)))
+        let point = try request(#"{"id":1,"op":"parse","intent":"smart_home","utterance":"x","min_match_score":0,"confirm_below":1}"#)
+        XCTAssertEqual(point.body, .parse(ParseRequest(utterance: "x", intent: "smart_home", minMatchScore: 0, confirmBelow: 1)))
         for (json, field) in [(#"{"id":2,"op":"parse","utterance":"x"}"#, "intent"),
                               (#"{"id":2,"op":"parse","utterance":"x","intent":"a","schema":"{}"}"#, "schema"),
                               (#"{"id":2,"op":"parse","utterance":"x","intent":7}"#, "intent"),
-                              (#"{"id":2,"op":"parse","utterance":"x","intent":"a","tokens":"yes"}"#, "tokens")] {
+                              (#"{"id":2,"op":"parse","utterance":"x","intent":"a","tokens":"yes"}"#, "tokens"),
+                              (#"{"id":2,"op":"parse","utterance":"x","intent":"a","min_match_score":1.5}"#, "min_match_score"),
+                              (#"{"id":2,"op":"parse","utterance":"x","intent":"a","confirm_below":-1}"#, "confirm_below"),
+                              (#"{"id":2,"op":"parse","utterance":"x","intent":"a","synonyms":["lamp"]}"#, "synonyms")] {
             let e = assertProtocolError(.badField) { () throws(ProtocolError) in try request(json) }
             XCTAssertEqual(e?.field, field, json)
             XCTAssertEqual(e?.requestID, 2, json)

@@ -39,6 +39,8 @@ final class RoundTripTests: XCTestCase {
                                                 instruction: "JSON only", examples: [.init(utterance: "on", output: ["a": "x"])],
                                                 maxTokens: 64, temperature: 0, deadlineMS: 1000))),
             Request(id: 14, .parse(ParseRequest(utterance: "kill the lights", intent: "smart_home", returnTokens: true))),
+            Request(id: 16, .parse(ParseRequest(utterance: "lamp on", intent: "smart_home", minMatchScore: 0.25, confirmBelow: 0.5,
+                                                synonyms: ["device": ["light": ["lamp", "bulb"]]]))),
             Request(id: 15, .complete(CompleteRequest(prompt: "JSON:", options: {
                 var o = GenerationOptions(maxTokens: 9)
                 o.schema = #"{"type":"boolean"}"#
@@ -81,7 +83,11 @@ final class RoundTripTests: XCTestCase {
             Reply(id: 14, .parse(ParseResult(result: ["action": "turn_off", "value": nil], text: #"{"action":"turn_off","value":null}"#,
                                              complete: true, generatedTokens: 9, ms: 80.5))),
             Reply(id: 15, .parse(ParseResult(result: ["a": "x"], text: #"{"a":"x"}"#, complete: true, generatedTokens: 5, ms: 9,
-                                             confidence: ["a": 0.75, "b": 1], intent: "smart_home", tokens: [1, 2, 49151]))),
+                                             confidence: ["a": 0.75, "b": 1], intent: "smart_home", tokens: [1, 2, 49151],
+                                             matched: true, matchScore: 0.5, needsConfirmation: ["a"]))),
+            Reply(id: 16, .parse(ParseResult(result: nil, text: #"{"value":null}"#, complete: true, generatedTokens: 5, ms: 9,
+                                             matched: false, matchScore: 0.75,
+                                             violations: [.init(field: "value", wanted: 180, reason: "above the maximum 100")]))),
         ]
         XCTAssertEqual(Set(replies.map(\.body.op)), Set(Op.allCases), "every op covered")
         for r in replies {

@@ -1,4 +1,5 @@
 import Foundation
+import struct SLMModel.ParseVerdict
 import SLMProtocol
 import SLMServer
 import XCTest
@@ -290,9 +291,14 @@ final class DaemonParseTests: XCTestCase {
             let reply = c.request(.parse(ParseRequest(utterance: u, schema: Self.schema, examples: examples)), id: .int(Int64(i)))
             guard case .parse(let r)? = reply?.reply else { return XCTFail("no parse reply for '\(u)': \(String(describing: reply))") }
             XCTAssertTrue(r.complete)
-            guard case .object(let o) = r.result else { return XCTFail("not an object: \(r.text)") }
+            // The output is there whether or not it matched (valid but for violated fields,
+            // which are null); `result` holds it only when it matched.
+            guard case .object(let o) = try JSONValue.parse(Array(r.text.utf8)) else { return XCTFail("not an object: \(r.text)") }
+            XCTAssertEqual(r.result, r.matched ? .object(o) : .null)
             XCTAssertEqual(Set(o.keys), ["action", "device", "room", "value"])
-            XCTAssertTrue(r.text.hasPrefix(#"{"action":""#), "schema key order: \(r.text)")
+            XCTAssertTrue(r.text.hasPrefix(#"{"action":"#), "schema key order: \(r.text)")
+            for v in r.violations { XCTAssertEqual(o[v.field], .null, "\(u): \(r.text)") }
+            if r.violations.isEmpty { XCTAssertTrue(r.text.hasPrefix(#"{"action":""#), r.text) }
             if case .int(let v)? = o["value"] { XCTAssertTrue((0...100).contains(v)) } else { XCTAssertEqual(o["value"], .null) }
         }
         // A schema outside the supported subset is refused, naming the keyword's path.
@@ -317,7 +323,7 @@ final class DaemonParseTests: XCTestCase {
         guard case .status(let st)? = c.request(.status)?.reply else { return XCTFail("no status") }
         XCTAssertEqual(st["intents"], .array(["home"]))
 
-        let reply = c.request(.parse(ParseRequest(utterance: "kill the lights in the living room", intent: "home", returnTokens: true)), id: 1)
+        let reply = c.request(.parse(ParseRequest(utterance: "turn off the lights in the living room", intent: "home", returnTokens: true)), id: 1)
         guard case .parse(let r)? = reply?.reply else { return XCTFail("no parse reply: \(String(describing: reply))") }
         XCTAssertTrue(r.complete)
         XCTAssertEqual(r.intent, "home")
@@ -350,32 +356,147 @@ final class DaemonParseTests: XCTestCase {
         XCTAssertEqual(c.request(.ping)?.reply, .ping)
     }
 
-    /// The whole development and held-out sets through the shipped intent: every output is
-    /// complete and valid under the schema (100%), and accuracy does not regress.
+    static let examplesDir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("docs/examples")
+
+    /// The lines of an evaluation set: utterance, expected command (null: out of scope), and
+    /// for a value the schema cannot hold, the violation expected.
+    static func evaluationSet(_ name: String) throws -> [(utterance: String, expected: JSONValue, violation: JSONValue?)] {
+        try String(contentsOf: examplesDir.appendingPathComponent(name), encoding: .utf8).split(separator: "\n").map { line in
+            guard case .array(let row) = try JSONValue.parse(Array(line.utf8)), row.count >= 2, case .string(let u) = row[0] else {
+                throw CocoaError(.fileReadCorruptFile, userInfo: [NSLocalizedDescriptionKey: "bad line \(line)"])
+            }
+            return (u, row[1], row.count > 2 ? row[2] : nil)
+        }
+    }
+
+    /// Parses every utterance of `set` with the shipped intent: the replies, in order.
+    func parseAll(_ set: String, _ c: Client) throws -> [(utterance: String, expected: JSONValue, violation: JSONValue?, reply: SLMProtocol.ParseResult)] {
+        var out: [(String, JSONValue, JSONValue?, SLMProtocol.ParseResult)] = []
+        for (i, row) in try Self.evaluationSet(set).enumerated() {
+            let reply = c.request(.parse(ParseRequest(utterance: row.utterance, intent: "smart_home")), id: .int(Int64(i)))
+            guard case .parse(let r)? = reply?.reply else {
+                XCTFail("no reply for \(row.utterance): \(String(describing: reply))")
+                continue
+            }
+            out.append((row.utterance, row.expected, row.violation, r))
+        }
+        return out
+    }
+
+    /// The development and held-out command sets through the shipped intent: every output is
+    /// complete and valid under the schema (100%), and accuracy does not regress. Exact match
+    /// is on what the model produced (`text`), matched or not.
     func testDevelopmentSetThroughTheShippedIntent() throws {
-        let examples = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().appendingPathComponent("docs/examples")
-        let intent = try IntentRegistry.loadFile(examples.appendingPathComponent("intents.d/smart_home.json").path)
-        let d = try Daemon(settings: ["intents_dir=\(examples.path)/intents.d"])
+        let intent = try IntentRegistry.loadFile(Self.examplesDir.appendingPathComponent("intents.d/smart_home.json").path)
+        let d = try Daemon(settings: ["intents_dir=\(Self.examplesDir.path)/intents.d"])
         let c = try Client(path: d.socket)
         for set in ["smart-home.devset.jsonl", "smart-home.heldout.jsonl"] {
-            let lines = try String(contentsOf: examples.appendingPathComponent(set), encoding: .utf8).split(separator: "\n")
-            var exact = 0, n = 0
-            for (i, line) in lines.enumerated() {
-                guard case .array(let pair) = try JSONValue.parse(Array(line.utf8)), pair.count == 2,
-                      case .string(let utterance) = pair[0] else { return XCTFail("bad line \(line)") }
-                n += 1
-                let reply = c.request(.parse(ParseRequest(utterance: utterance, intent: "smart_home")), id: .int(Int64(i)))
-                guard case .parse(let r)? = reply?.reply else { return XCTFail("no reply for \(utterance): \(String(describing: reply))") }
+            let replies = try parseAll(set, c)
+            var exact = 0
+            for (utterance, expected, _, r) in replies {
                 XCTAssertTrue(r.complete, utterance)
-                XCTAssertTrue(intent.automaton.accepts(Array(r.text.utf8)), "\(utterance) -> \(r.text) is not valid under the schema")
-                XCTAssertEqual(try JSONValue.parse(Array(r.text.utf8)), r.result)
-                if r.result == pair[1] { exact += 1 }
+                // Valid under the schema, but for fields the model wanted out of it (null).
+                let produced = try JSONValue.parse(Array(r.text.utf8))
+                if r.violations.isEmpty {
+                    XCTAssertTrue(intent.automaton.accepts(Array(r.text.utf8)), "\(utterance) -> \(r.text) is not valid under the schema")
+                } else {
+                    guard case .object(let o) = produced else { return XCTFail(r.text) }
+                    for v in r.violations { XCTAssertEqual(o[v.field], .null, "\(utterance): \(r.text)") }
+                }
+                XCTAssertEqual(r.result, r.matched ? produced : .null)
+                if produced == expected { exact += 1 }
             }
-            print("\(set): \(exact)/\(n) exact")
+            print("\(set): \(exact)/\(replies.count) exact")
             // Greedy decoding with bit-reproducible kernels: a drop means a real regression.
-            XCTAssertGreaterThanOrEqual(Double(exact) / Double(n), 0.7, "\(set): \(exact)/\(n) exact")
+            XCTAssertGreaterThanOrEqual(Double(exact) / Double(replies.count), 0.75, "\(set): \(exact)/\(replies.count) exact")
         }
+    }
+
+    /// Issue #14's acceptance: at the shipped operating point, utterances that are not
+    /// commands mostly come back unmatched and commands mostly matched, on sets no part of the
+    /// mechanism was tuned on (docs/examples/smart-home.commands.heldout.jsonl, 60 commands;
+    /// smart-home.outofscope.heldout.jsonl, 20 utterances). Prints both rates and the curve.
+    func testOutOfScopeIsUnmatchedAndCommandsMatch() throws {
+        let d = try Daemon(settings: ["intents_dir=\(Self.examplesDir.path)/intents.d"])
+        let c = try Client(path: d.socket)
+        let commands = try parseAll("smart-home.commands.heldout.jsonl", c)
+        let others = try parseAll("smart-home.outofscope.heldout.jsonl", c)
+        XCTAssertEqual(commands.count, 60)
+        XCTAssertEqual(others.count, 20)
+        for (u, _, _, r) in commands + others {
+            XCTAssertNotNil(r.matchScore, u)
+            if !r.matched { XCTAssertEqual(r.result, .null, "\(u): an unmatched reply holds no command") }
+        }
+        for (u, _, _, r) in others where r.matched { print("matched although out of scope: \(u) -> \(r.text) (\(r.matchScore ?? 0))") }
+        for (u, _, _, r) in commands where !r.matched { print("unmatched command: \(u) -> \(r.text) (\(r.matchScore ?? 0)) \(r.violations)") }
+        let matched = commands.filter(\.reply.matched).count
+        let rejected = others.filter { !$0.reply.matched }.count
+        let exact = try commands.filter { try JSONValue.parse(Array($0.reply.text.utf8)) == $0.expected }.count
+        print("shipped operating point \(ParseVerdict.defaultMinMatchScore): commands matched \(matched)/60, out of scope unmatched \(rejected)/20, exact \(exact)/60")
+        // The curve the operating point sits on (recomputed from the same replies).
+        for k in 0...12 {
+            let p = Double(k) * 0.05
+            let m = commands.filter { $0.reply.violations.isEmpty && ($0.reply.matchScore ?? 0) >= p }.count
+            let u = others.filter { !($0.reply.violations.isEmpty && ($0.reply.matchScore ?? 0) >= p) }.count
+            print(String(format: "  min_match_score %.2f: commands matched %2d/60, out of scope unmatched %2d/20", p, m, u))
+        }
+        XCTAssertGreaterThanOrEqual(matched, 48, "commands mostly matched (80%)")
+        XCTAssertGreaterThanOrEqual(rejected, 16, "out of scope mostly unmatched (80%)")
+    }
+
+    /// A value the schema cannot hold comes back as a violation naming the field and what the
+    /// model wanted, never as a plausible neighbour: 180 under a maximum of 100 is not 18,
+    /// a dishwasher is not a door.
+    func testValuesTheSchemaCannotHoldAreViolationsNotNeighbours() throws {
+        let d = try Daemon(settings: ["intents_dir=\(Self.examplesDir.path)/intents.d"])
+        let c = try Client(path: d.socket)
+        let replies = try parseAll("smart-home.violations.jsonl", c)
+        for (u, _, _, r) in replies { print("\(u) -> matched \(r.matched), \(r.text), \(r.violations)") }
+        for u in ["set the oven to 180 degrees", "turn on the dishwasher in the kitchen"] {
+            guard let (_, _, violation, r) = replies.first(where: { $0.utterance == u }), case .object(let v)? = violation,
+                  case .string(let field)? = v["field"] else { return XCTFail("\(u) is not in the set") }
+            XCTAssertFalse(r.matched, u)
+            XCTAssertEqual(r.result, .null, u)
+            XCTAssertEqual(r.violations.map(\.field), [field], u)
+            XCTAssertEqual(r.violations.first?.wanted, v["wanted"], u)
+            guard case .object(let produced) = try JSONValue.parse(Array(r.text.utf8)) else { return XCTFail(r.text) }
+            XCTAssertEqual(produced[field], .null, "\(u): the neighbour is not handed back: \(r.text)")
+        }
+        XCTAssertFalse(replies.first { $0.utterance == "set the oven to 180 degrees" }!.reply.text.contains("18"))
+        let unmatched = replies.filter { !$0.reply.matched }.count
+        print("violations set: \(unmatched)/\(replies.count) unmatched")
+        XCTAssertGreaterThanOrEqual(unmatched, 6)
+    }
+
+    /// Inline requests set the operating point and synonyms too; a spelling comes back as the
+    /// value it stands for.
+    func testInlineOperatingPointAndSynonyms() throws {
+        let d = try Daemon()
+        let c = try Client(path: d.socket)
+        let examples: [ParseRequest.Example] = [
+            .init(utterance: "switch on the kitchen lights", output: ["action": "turn_on", "device": "light", "room": "kitchen", "value": nil]),
+            .init(utterance: "set the bedroom heating to 21", output: ["action": "set", "device": "heating", "room": "bedroom", "value": 21]),
+        ]
+        let synonyms: JSONValue = ["device": ["light": ["lamp"]]]
+        func parse(_ u: String, _ point: Double?, _ id: Int64) -> SLMProtocol.ParseResult? {
+            guard case .parse(let r)? = c.request(.parse(ParseRequest(utterance: u, schema: Self.schema, examples: examples,
+                                                                      minMatchScore: point, synonyms: synonyms)), id: .int(id))?.reply else { return nil }
+            return r
+        }
+        let open = try XCTUnwrap(parse("turn on the lamp in the kitchen", 0, 1))
+        XCTAssertTrue(open.matched, "\(open)")
+        guard case .object(let o) = open.result else { return XCTFail("\(open)") }
+        XCTAssertEqual(o["device"], "light", "the spelling maps back to the value")
+        XCTAssertFalse(open.text.contains("lamp"), open.text)
+        let strict = try XCTUnwrap(parse("turn on the lamp in the kitchen", 1, 2))
+        XCTAssertFalse(strict.matched, "no parse is certain enough for 1")
+        XCTAssertEqual(strict.matchScore, open.matchScore)
+        XCTAssertEqual(strict.result, .null)
+        let bad = c.request(.parse(ParseRequest(utterance: "x", schema: Self.schema, synonyms: ["colour": ["red": ["crimson"]]])), id: 3)
+        guard case .error(let e)? = bad else { return XCTFail("\(String(describing: bad))") }
+        XCTAssertEqual(e.code, .badField)
+        XCTAssertTrue(e.message.contains("synonyms/colour"), e.message)
     }
 
     /// `schema` on complete and chat: general structured output, streamed or not.

@@ -29,6 +29,18 @@ final class IntentTests: XCTestCase {
         XCTAssertEqual(try IntentRegistry.parse(intentText(name: nil), file: "x/y.json", defaultName: "y").name, "y")
     }
 
+    func testSynonymsAndTheOperatingPoint() throws {
+        let i = try IntentRegistry.parse(intentText(extra: #""synonyms": {"action": {"on": ["switch_on"]}, "room": {"hall": ["hallway", "corridor"]}}, "min_match_score": 0.25, "confirm_below": 0.6"#),
+                                         file: "f.json", defaultName: "f")
+        XCTAssertEqual(i.minMatchScore, 0.25)
+        XCTAssertEqual(i.confirmBelow, 0.6)
+        XCTAssertEqual(i.synonyms.spellings, ["action": ["switch_on": "on"], "room": ["hallway": "hall", "corridor": "hall"]])
+        // Decoding may write a spelling; the reply maps it back (ParseJudging).
+        XCTAssertTrue(i.schemaText.contains(#""enum":["kitchen","hall","hallway","corridor"]"#), i.schemaText)
+        XCTAssertTrue(i.automaton.accepts(Array(#"{"action":"switch_on","room":"corridor","level":null}"#.utf8)))
+        XCTAssertNil(try IntentRegistry.parse(intentText(), file: "f.json", defaultName: "f").minMatchScore, "the server's default then")
+    }
+
     func testInvalidIntentFilesAreRefusedWithTheReason() {
         let cases: [(String, String)] = [
             ("[1]", "expected a JSON object"),
@@ -40,6 +52,10 @@ final class IntentTests: XCTestCase {
             (intentText(examples: #"[["hall light on", {"action": "dim", "room": "hall", "level": null}]]"#), "examples[0]"),
             (intentText(examples: #"[["only the utterance"]]"#), "examples[0]: expected [utterance, object]"),
             (intentText(extra: #""max_tokens": 0"#), "'max_tokens'"),
+            (intentText(extra: #""min_match_score": 1.5"#), "'min_match_score' must be a number in 0...1"),
+            (intentText(extra: #""confirm_below": "high""#), "'confirm_below'"),
+            (intentText(extra: #""synonyms": {"colour": {"red": ["crimson"]}}"#), "synonyms/colour: not a top-level property with an enum"),
+            (intentText(extra: #""synonyms": {"room": {"hall": ["kitchen"]}}"#), "synonyms/room/hall: 'kitchen' is a value of the field itself"),
         ]
         for (text, expected) in cases {
             XCTAssertThrowsError(try IntentRegistry.parse(text, file: "bad.json", defaultName: "bad")) { error in

@@ -177,10 +177,57 @@ final class DaemonE2ETests: XCTestCase {
         XCTAssertEqual(inline.status, 0, inline.stderr)
         XCTAssertTrue(inline.stdout.hasPrefix(#"{"action":""#), inline.stdout)
 
+        // Not a command: the result is null, the reason is on stderr, the status is 9.
+        let joke = try run(["parse", "--intent", "smart_home", "--json", "tell me a joke"])
+        XCTAssertEqual(joke.status, 9, joke.stderr)
+        XCTAssertTrue(joke.stderr.contains("no match"), joke.stderr)
+        guard case .object(let j)? = try? JSONValue.parse(Array(joke.stdout.utf8)) else { return XCTFail(joke.stdout) }
+        XCTAssertEqual(j["matched"], false)
+        XCTAssertEqual(j["result"], .null)
+        guard case .double(let score)? = j["match_score"] else { return XCTFail(joke.stdout) }
+        XCTAssertTrue((0...1).contains(score))
+        XCTAssertEqual(obj["matched"], true, r.stdout)
+        // A value the schema cannot hold is named, and the neighbour is not printed.
+        let oven = try run(["parse", "--intent", "smart_home", "set the oven to 180 degrees"])
+        XCTAssertEqual(oven.status, 9, oven.stderr)
+        XCTAssertTrue(oven.stderr.contains("value: 180 is above the maximum 100"), oven.stderr)
+        XCTAssertFalse(oven.stdout.contains("18"), oven.stdout)
+        // The operating point from the command line: nothing is certain enough for 1.
+        XCTAssertEqual(try run(["parse", "--intent", "smart_home", "--min-match-score", "1", "lock the garage door"]).status, 9)
+        XCTAssertEqual(try run(["parse", "--intent", "smart_home", "--min-match-score", "2", "x"]).status, 2)
+
         let unknown = try run(["parse", "--intent", "nope", "x"])
         XCTAssertNotEqual(unknown.status, 0)
         XCTAssertTrue(unknown.stderr.contains("unknown intent 'nope'"), unknown.stderr)
         XCTAssertEqual(try run(["parse", "x"]).status, 2, "neither --intent nor --schema")
+    }
+
+    /// docs/examples/gateway.py acts on matched commands only, and asks before the risky ones.
+    func testTheExampleGatewayActsOnlyOnMatchedCommands() throws {
+        let examples = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("docs/examples")
+        daemon.stop()
+        daemon = try Daemon(settings: ["intents_dir=\(examples.path)/intents.d"])
+        let gateway = examples.appendingPathComponent("gateway.py").path
+        func gate(_ args: [String]) throws -> RunResult {
+            try Slmctl.run(["--slmctl", try Slmctl.path] + args, env: ["SLMD_SOCKET": daemon.socket], executable: gateway, timeout: 120)
+        }
+        let lock = try gate(["lock the office door"])
+        XCTAssertEqual(lock.status, 0, lock.stdout + lock.stderr)
+        XCTAssertEqual(lock.stdout, "ACT office/door lock\n")
+        let joke = try gate(["tell me a joke"])
+        XCTAssertEqual(joke.status, 1, joke.stdout + joke.stderr)
+        XCTAssertTrue(joke.stdout.hasPrefix("NO:") && !joke.stdout.contains("ACT"), joke.stdout)
+        let oven = try gate(["set the oven to 180 degrees"])
+        XCTAssertEqual(oven.status, 1)
+        XCTAssertEqual(oven.stdout, "NO: value cannot be 180 (above the maximum 100)\n")
+        // Unlocking is always confirmed: without a terminal or --yes it is not done.
+        let unlock = try gate(["unlock the kitchen door"])
+        XCTAssertEqual(unlock.status, 1, unlock.stdout + unlock.stderr)
+        XCTAssertTrue(unlock.stdout.hasPrefix("NOT DONE"), unlock.stdout)
+        let yes = try gate(["--yes", "unlock the kitchen door"])
+        XCTAssertEqual(yes.status, 0, yes.stdout + yes.stderr)
+        XCTAssertEqual(yes.stdout, "ACT kitchen/door unlock\n")
     }
 
     func testChatAndStdin() throws {

@@ -31,6 +31,7 @@ final class HelpTests: XCTestCase {
             "  6    over the daemon's memory budget",
             "  7    bad request: bad_field, bad_json, bad_utf8, unknown_type,",
             "  8    protocol version mismatch",
+            "  9    parse: no match",
             "  130  cancelled with Ctrl-C",
             "  complete ", "  chat ", "  tokenize ", "  detokenize ", "  status ", "  stats ",
             "  ping, health ", "  bench ", "  version ",

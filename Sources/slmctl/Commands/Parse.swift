@@ -11,8 +11,15 @@ struct Parse: ParsableCommand {
             daemon loaded from its intents directory (--intent), or try a schema inline \
             (--schema, with --instruction and --examples: a JSON array of [utterance, object] \
             pairs shown to the model as worked examples). Prints the JSON; --verbose adds each \
-            field's confidence (the probability the model gave the chosen value); --json prints \
-            {"result": {...}, "confidence": {"field": p, ...}}.
+            field's confidence (the probability the model gave the chosen value) and the match \
+            score; --json prints {"result": {...} | null, "confidence": {"field": p, ...}, \
+            "matched": bool, "match_score": p, "violations": [...], "needs_confirmation": [...]}.
+
+            When the utterance is not a command of the schema (its match score is below the \
+            operating point, --min-match-score, else the intent's, else the daemon's), or the \
+            model wanted a value the schema cannot hold (a violation: 180 where the maximum is \
+            100, a device the enum lacks), the result is null, the reason goes to stderr and \
+            the exit status is 9. Act only on exit status 0.
             """)
 
     @Argument(help: ArgumentHelp("The command to parse, or - for stdin.", valueName: "utterance"))
@@ -33,7 +40,10 @@ struct Parse: ParsableCommand {
     @Option(help: "Most tokens to generate.")
     var maxTokens: Int?
 
-    @Flag(help: "Print one JSON object with the result and the confidences.")
+    @Option(help: ArgumentHelp("Least match score (0...1) a command needs (default: the intent's, else the daemon's).", valueName: "p"))
+    var minMatchScore: Double?
+
+    @Flag(help: "Print one JSON object with the result, the confidences and whether it matched.")
     var json = false
 
     @Flag(name: [.short, .long], help: "Also print each field's confidence (and the token count and time).")
@@ -43,6 +53,7 @@ struct Parse: ParsableCommand {
         guard (intent == nil) != (schema == nil) else {
             throw ValidationError(intent == nil ? "give --intent NAME or --schema FILE" : "--intent and --schema exclude each other")
         }
+        if let p = minMatchScore, !(0...1).contains(p) { throw ValidationError("--min-match-score must be in 0...1") }
     }
 
     @OptionGroup(title: "Connection options") var connection: ConnectionOptions
@@ -67,24 +78,42 @@ struct Parse: ParsableCommand {
             }
         }
         let request = ParseRequest(utterance: text, intent: intent, schema: try schema.map(read), instruction: instruction,
-                                   examples: pairs, maxTokens: maxTokens)
+                                   examples: pairs, maxTokens: maxTokens, minMatchScore: minMatchScore)
         let (conn, _) = try connection.open()
         defer { conn.shutdown() }
         let reply = try quickCall(conn, .parse(request), connection: connection, json: json)
         guard case .parse(let r) = reply.body else { throw unexpected(reply) }
         // Confidences in the output's key order (the wire object has none).
         let keys = r.confidence.keys.sorted { keyOffset($0, in: r.text) < keyOffset($1, in: r.text) }
+        let round4: (Double) -> JSONValue = { .double(($0 * 1e4).rounded() / 1e4) }
         if json {
-            Output.jsonLine(.object(["result": r.result, "confidence": .object(r.confidence.mapValues { .double(($0 * 1e4).rounded() / 1e4) }),
-                                     "complete": .bool(r.complete)]))
+            var out: JSONObject = ["result": r.result, "confidence": .object(r.confidence.mapValues(round4)),
+                                   "complete": .bool(r.complete), "matched": .bool(r.matched),
+                                   "violations": .array(r.violations.map {
+                                       .object(["field": .string($0.field), "wanted": $0.wanted, "reason": .string($0.reason)])
+                                   }),
+                                   "needs_confirmation": .array(r.needsConfirmation.map { .string($0) })]
+            out["match_score"] = r.matchScore.map(round4)
+            Output.jsonLine(.object(out))
         } else {
             Output.out(r.text + "\n")
             if verbose {
-                for k in keys { Output.out("  \(k): \(formatFixed(r.confidence[k]!, 3))\n") }
+                for k in keys { Output.out("  \(k): \(formatFixed(r.confidence[k]!, 3))\(r.needsConfirmation.contains(k) ? " (confirm)" : "")\n") }
+                if let score = r.matchScore { Output.out("  match score: \(formatFixed(score, 3))\n") }
                 Output.out("  (\(r.generatedTokens) tokens, \(Int(r.ms.rounded())) ms)\n")
             }
         }
         if !r.complete { throw CtlFailure(ExitStatus.failure, "the output was cut short by max_tokens") }
+        if !r.matched { throw CtlFailure(ExitStatus.noMatch, Self.whyUnmatched(r)) }
+    }
+
+    /// The stderr line for an unmatched parse: the violations, else the score.
+    static func whyUnmatched(_ r: ParseResult) -> String {
+        if !r.violations.isEmpty {
+            return "no match: " + r.violations.map { "\($0.field): \(String(decoding: $0.wanted.serialized(), as: UTF8.self)) is \($0.reason)" }
+                .joined(separator: "; ")
+        }
+        return "no match: not a command of this schema (match score \(formatFixed(r.matchScore ?? 0, 3)) is below the operating point)"
     }
 }
 

@@ -1,5 +1,3 @@
-import SLMKernels
-
 /// The two numbers greedy scoring needs from a logits row: its argmax and its
 /// log-sum-exp, computed with 8-lane vectors.
 ///
@@ -7,23 +5,24 @@ import SLMKernels
 /// libm `expf`) took ~0.3–1 ms a row, a large share of the keystroke. Here exp is
 /// `FastMath.exp`, a Cephes-style polynomial (relative error ~1e-7 per term on the reduced range), summed
 /// in float lanes per block and across blocks in Double: the log-sum-exp stays within
-/// ~1e-7 of the Double reference (choose's tests hold it to 1e-6 absolute).
-enum LogitStats {
+/// ~1e-7 of the Double reference (choose's tests hold it to 1e-6 absolute). Public for
+/// constrained decoding too, which weighs the schema's share of every sampled row.
+public enum LogitStats {
     typealias F8 = SIMD8<Float>
 
     /// Index of the largest logit (ties to the lowest index, as `Sampler.argmax`) and
     /// log Σ exp(logit).
-    static func argmaxLogSumExp(_ l: UnsafeBufferPointer<Float>) -> (argmax: Int32, lse: Double) {
+    public static func argmaxLogSumExp(_ l: UnsafeBufferPointer<Float>) -> (argmax: Int32, lse: Double) {
         let m = maximum(l)
         return (firstIndex(of: m, in: l), logSumExp(l, max: m))
     }
 
     /// log Σ exp(l[i]).
-    static func logSumExp(_ l: UnsafeBufferPointer<Float>) -> Double {
+    public static func logSumExp(_ l: UnsafeBufferPointer<Float>) -> Double {
         logSumExp(l, max: maximum(l))
     }
 
-    static func maximum(_ l: UnsafeBufferPointer<Float>) -> Float {
+    public static func maximum(_ l: UnsafeBufferPointer<Float>) -> Float {
         guard let base = l.baseAddress, l.count > 0 else { return -.infinity }
         let n = l.count, v = n / 16 * 16
         var a = F8(repeating: -.infinity), b = a
@@ -44,7 +43,7 @@ enum LogitStats {
         return 0
     }
 
-    static func logSumExp(_ l: UnsafeBufferPointer<Float>, max m: Float) -> Double {
+    public static func logSumExp(_ l: UnsafeBufferPointer<Float>, max m: Float) -> Double {
         guard let base = l.baseAddress, l.count > 0, m.isFinite else { return Double(m) }
         let n = l.count, v = n / 16 * 16
         let mv = F8(repeating: m)
@@ -79,7 +78,7 @@ enum LogitStats {
     ///
     /// Fused because a keystroke scores up to ~10 rows of 49,152 logits: a separate pass
     /// for each of the three numbers would read every row three times.
-    static func expansion(_ l: UnsafeBufferPointer<Float>, mask: UnsafePointer<Float>,
+    public static func expansion(_ l: UnsafeBufferPointer<Float>, mask: UnsafePointer<Float>,
                           topIDs: UnsafeMutableBufferPointer<Int32>, topValues: UnsafeMutableBufferPointer<Float>)
         -> (lse: Double, maskedLogMass: Double) {
         let k = min(topIDs.count, topValues.count)
