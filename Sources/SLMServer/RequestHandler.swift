@@ -455,7 +455,7 @@ final class RequestHandler: @unchecked Sendable {
         return ServerInfo(
             protocolVersion: Int(SLMProtocolVersion.current), serverVersion: serverVersion,
             model: [
-                "name": .string(m.name), "architecture": .string(m.architecture),
+                "name": .string(m.name), "architecture": .string(m.architecture.rawValue),
                 "file": .string(Self.fileName(model.file.path)),
                 "vocab_size": .int(Int64(m.vocabSize)), "embedding_length": .int(Int64(m.embeddingLength)),
                 "layers": .int(Int64(m.layerCount)), "trained_context": .int(Int64(m.trainedContextLength)),
