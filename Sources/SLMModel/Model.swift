@@ -1,6 +1,20 @@
 import GGUF
 import SLMKernels
 
+/// What a loaded model is, as `info` and `status` report it.
+public struct ModelSummary: Sendable, Equatable {
+    public let architecture: Architecture
+    /// Elements of every tensor in the file (tied output counted once, as the file holds it).
+    public let parameterCount: Int
+    /// Tensors per ggml type name ("Q4_1": 210, "F32": 61, ...).
+    public let tensorTypeCounts: [String: Int]
+    /// `tokenizer.ggml.model`, then the pre-tokenizer slmd runs for `tokenizer.ggml.pre`:
+    /// "gpt2/smollm", "gpt2/qwen2", "gpt2/llama3", "llama" (SentencePiece), ...
+    public let tokenizer: String
+    /// The chat template's name (`ChatTemplate.name`), nil when the file's is not one slmd renders.
+    public let chatTemplate: String?
+}
+
 /// A loaded model: the mapped file, its hyperparameters and weight views.
 ///
 /// Loading maps and validates the file and binds every tensor by name; it reads no
@@ -46,6 +60,7 @@ public final class Model: Sendable {
             throw ModelError("\(file.path): tokenizer has \(tokenizer.vocabSize) tokens but token_embd has \(config.vocabSize) rows")
         }
         chatTemplate = template
+        summary = Self.summarize(file: file, config: config, tokenizer: tokenizer, chatTemplate: template)
     }
 
     /// Renders chat messages into prompt text with the model's template.
@@ -63,6 +78,31 @@ public final class Model: Sendable {
         var ids = tokenizer.encode(text, parseSpecial: true)
         if tokenizer.addBOS, let bos = tokenizer.bosID { ids.insert(bos, at: 0) }
         return ids
+    }
+
+    /// What the model is, for `info`/`status` and logs: one definition for every layer,
+    /// computed once at load (status requests read it on the I/O thread).
+    public let summary: ModelSummary
+
+    private static func summarize(file: GGUFFile, config: ModelConfig, tokenizer: Tokenizer,
+                                  chatTemplate: Result<ChatTemplate, ChatTemplateError>) -> ModelSummary {
+        var counts: [String: Int] = [:]
+        var parameters = 0
+        for t in file.tensors {
+            counts[t.type.name, default: 0] += 1
+            // Saturating: the dims come from the file (the parser bounds each tensor by the
+            // file size, but a report must never trap).
+            var n = 1
+            for d in t.dims {
+                let (p, overflow) = n.multipliedReportingOverflow(by: d)
+                n = overflow ? Int.max : p
+            }
+            let (sum, overflow) = parameters.addingReportingOverflow(n)
+            parameters = overflow ? Int.max : sum
+        }
+        return ModelSummary(architecture: config.architecture, parameterCount: parameters, tensorTypeCounts: counts,
+                            tokenizer: tokenizer.model.rawValue + (tokenizer.preTokenizer.map { "/\($0.rawValue)" } ?? ""),
+                            chatTemplate: (try? chatTemplate.get())?.name)
     }
 
     /// Bytes of weights in the mapping (what a decode step streams).
