@@ -8,9 +8,11 @@ public struct ModelSummary: Sendable, Equatable {
     public let parameterCount: Int
     /// Tensors per ggml type name ("Q4_1": 210, "F32": 61, ...).
     public let tensorTypeCounts: [String: Int]
-    /// `tokenizer.ggml.model`, then the pre-tokenizer slmd runs for `tokenizer.ggml.pre`:
-    /// "gpt2/smollm", "gpt2/qwen2", "gpt2/llama3", "llama" (SentencePiece), ...
+    /// `tokenizer.ggml.model`: "gpt2" (byte-level BPE) or "llama" (SentencePiece).
     public let tokenizer: String
+    /// The pre-tokenizer slmd runs for `tokenizer.ggml.pre` ("smollm", "qwen2", "llama3",
+    /// ...; `PreTokenizer`), nil for SentencePiece.
+    public let preTokenizer: String?
     /// The chat template's name (`ChatTemplate.name`), nil when the file's is not one slmd renders.
     public let chatTemplate: String?
 }
@@ -101,7 +103,7 @@ public final class Model: Sendable {
             parameters = overflow ? Int.max : sum
         }
         return ModelSummary(architecture: config.architecture, parameterCount: parameters, tensorTypeCounts: counts,
-                            tokenizer: tokenizer.model.rawValue + (tokenizer.preTokenizer.map { "/\($0.rawValue)" } ?? ""),
+                            tokenizer: tokenizer.model.rawValue, preTokenizer: tokenizer.preTokenizer?.rawValue,
                             chatTemplate: (try? chatTemplate.get())?.name)
     }
 

@@ -457,6 +457,7 @@ final class RequestHandler: @unchecked Sendable {
             "parameters": .int(Int64(s.parameterCount)),
             "tensor_type_counts": .object(JSONObject(uniqueKeysWithValues: s.tensorTypeCounts.map { ($0.key, .int(Int64($0.value))) })),
             "tokenizer": .string(s.tokenizer),
+            "pre_tokenizer": s.preTokenizer.map { .string($0) } ?? .null,
             "chat_template_name": s.chatTemplate.map { .string($0) } ?? .null,
         ]
     }

@@ -40,7 +40,8 @@ final class DaemonProtocolTests: XCTestCase {
         // The model summary (issue #12), the same members in info.model and status. The
         // figures are the default model's, as gguf-py's GGUFReader counts them.
         let summary: JSONObject = [
-            "architecture": "llama", "parameters": 134_515_008, "tokenizer": "gpt2/smollm", "chat_template_name": "chatml",
+            "architecture": "llama", "parameters": 134_515_008, "tokenizer": "gpt2", "pre_tokenizer": "smollm",
+            "chat_template_name": "chatml",
             "tensor_type_counts": .object(["Q4_1": 210, "F32": 61, "Q8_0": 1]),
         ]
         for (k, v) in summary { XCTAssertEqual(info2.model[k], v, "info.model.\(k)") }

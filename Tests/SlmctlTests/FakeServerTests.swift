@@ -365,7 +365,7 @@ final class FakeServerTests: XCTestCase {
             peer.send(.reply(Reply(id: request.id, .status([
                 "state": "running", "model_file": "qwen.gguf", "architecture": "qwen2", "parameters": 494_032_768,
                 "tensor_type_counts": .object(["F32": 121, "Q4_K": 145, "Q6_K": 24, "Q8_0": 1]),
-                "tokenizer": "gpt2/qwen2", "chat_template_name": "chatml",
+                "tokenizer": "gpt2", "pre_tokenizer": "qwen2", "chat_template_name": "chatml",
             ]))))
         })
         server.helloInfo = ServerInfo(protocolVersion: 1, serverVersion: "0.0.0-fake", model: ["name": "Qwen2.5 0.5B"], limits: [:])
@@ -378,14 +378,14 @@ final class FakeServerTests: XCTestCase {
                 Model: Qwen2.5 0.5B (qwen2, 494.0M parameters)
                        qwen.gguf
               Tensors: 145 Q4_K, 121 F32, 24 Q6_K, 1 Q8_0
-                 Text: tokenizer gpt2/qwen2, chat template chatml
+                 Text: tokenizer gpt2 (qwen2), chat template chatml
 
             """)
         // An unrecognised template is a null name: said so, not left out.
         let none = try FakeServer(handler: { request, peer in
             if case .stats = request.body { return peer.send(.reply(Reply(id: request.id, .stats(SLMProtocol.Stats())))) }
             guard case .status = request.body else { return }
-            peer.send(.reply(Reply(id: request.id, .status(["state": "running", "tokenizer": "llama", "chat_template_name": .null]))))
+            peer.send(.reply(Reply(id: request.id, .status(["state": "running", "tokenizer": "llama", "pre_tokenizer": .null, "chat_template_name": .null]))))
         })
         let n = try run(none, ["status"])
         XCTAssertTrue(n.stdout.contains("Text: tokenizer llama, no chat template\n"), n.stdout)

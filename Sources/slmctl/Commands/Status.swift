@@ -75,7 +75,9 @@ func statusSummary(status: JSONObject, info: ServerInfo, stats: SLMProtocol.Stat
         lines.append(("Tensors", sorted.map { "\($0.1) \($0.0)" }.joined(separator: ", ")))
     }
     var text: [String] = []
-    if let t = summary("tokenizer") { text.append("tokenizer \(t.text)") }
+    if let t = summary("tokenizer") {
+        text.append("tokenizer \(t.text)" + (summary("pre_tokenizer").map { " (\($0.text))" } ?? ""))
+    }
     if let t = summary("chat_template_name") { text.append("chat template \(t.text)") }
     else if info.model["chat_template"] == .bool(false) || status["chat_template_name"] == .null { text.append("no chat template") }
     if !text.isEmpty { lines.append(("Text", text.joined(separator: ", "))) }
