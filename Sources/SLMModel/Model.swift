@@ -17,6 +17,17 @@ public struct ModelSummary: Sendable, Equatable {
     public let chatTemplate: String?
 }
 
+extension ModelSummary: CustomStringConvertible {
+    /// One line for logs and `slmd serve --check-config`: "llama, 134515008 parameters,
+    /// tensors 210 Q4_1 + 61 F32 + 1 Q8_0, tokenizer gpt2 (smollm), chat template chatml".
+    public var description: String {
+        let tensors = tensorTypeCounts.sorted { ($0.value, $1.key) > ($1.value, $0.key) }
+            .map { "\($0.value) \($0.key)" }.joined(separator: " + ")
+        return "\(architecture), \(parameterCount) parameters, tensors \(tensors), tokenizer \(tokenizer)"
+            + (preTokenizer.map { " (\($0))" } ?? "") + ", chat template \(chatTemplate ?? "none")"
+    }
+}
+
 /// A loaded model: the mapped file, its hyperparameters and weight views.
 ///
 /// Loading maps and validates the file and binds every tensor by name; it reads no
