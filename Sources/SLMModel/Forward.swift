@@ -5,10 +5,14 @@ import Darwin
 #endif
 import SLMKernels
 
-/// The LLaMA forward pass and the run state it needs, planned once at creation.
+/// The forward pass of every supported architecture (llama, qwen2, qwen3) and the run state
+/// it needs, planned once at creation. The families share one graph; they differ in the
+/// optional q/k/v biases (qwen2), the per-head Q/K RMSNorm (qwen3), the head width (qwen3's
+/// may differ from E/H) and how RoPE pairs dimensions (`RopeStyle`).
 ///
-/// Shapes: B = tokens in the batch, E = embedding width, KV = kv heads × head dim,
-/// F = feed-forward width, V = vocabulary, H = query heads, D = head dim, T = context.
+/// Shapes: B = tokens in the batch, E = embedding width, QD = query heads × head dim,
+/// KV = kv heads × head dim, F = feed-forward width, V = vocabulary, H = query heads,
+/// D = head dim, T = context.
 /// Every buffer is allocated here; `forward` allocates nothing.
 ///
 /// Numerics follow llama.cpp's CPU backend: RMSNorm with a double-precision sum, the
@@ -31,14 +35,14 @@ public final class Runner: @unchecked Sendable {
     // Run state. Row-major, one row per batch entry.
     let x: UnsafeMutablePointer<Float>        // [B][E] residual stream
     let xb: UnsafeMutablePointer<Float>       // [B][E] normed input / projection output
-    let q: UnsafeMutablePointer<Float>        // [B][E] queries
+    let q: UnsafeMutablePointer<Float>        // [B][QD] queries
     let k: UnsafeMutablePointer<Float>        // [B][KV] keys of this step
     let v: UnsafeMutablePointer<Float>        // [B][KV] values of this step
-    let att: UnsafeMutablePointer<Float>      // [B][E] attention output
+    let att: UnsafeMutablePointer<Float>      // [B][QD] attention output
     let gate: UnsafeMutablePointer<Float>     // [B][F]
     let up: UnsafeMutablePointer<Float>       // [B][F]
     let logitsBuffer: UnsafeMutablePointer<Float>  // [maxLogits][V] (only rows that asked)
-    let act: Q8Activations                    // [B][max(E,F)] int8 copy of the matmul input
+    let act: Q8Activations                    // [B][max(E,QD,F)] int8 copy of the matmul input
     let act2: Q8Activations                   // [B][F] int8 gate (filled while `act` is read)
     let qh: UnsafeMutablePointer<Float>       // [threads][D] f16-rounded query head
     let ropeCos: UnsafeMutablePointer<Float>  // [T][ropeDims/2]
@@ -58,6 +62,7 @@ public final class Runner: @unchecked Sendable {
         self.maxContext = maxContext
         let B = maxBatch, E = config.embeddingLength, KV = config.kvDim, F = config.feedForwardLength
         let V = config.vocabSize, T = maxContext, D = config.headDim, R = config.ropeDimensionCount / 2
+        let QD = config.qDim
         var total = 0
         func buffer(_ n: Int) -> UnsafeMutablePointer<Float> {
             total += n * 4
@@ -65,11 +70,11 @@ public final class Runner: @unchecked Sendable {
             p.initialize(repeating: 0, count: n)
             return p
         }
-        x = buffer(B * E); xb = buffer(B * E); q = buffer(B * E); k = buffer(B * KV); v = buffer(B * KV)
-        att = buffer(B * E); gate = buffer(B * F); up = buffer(B * F); logitsBuffer = buffer(self.maxLogits * V)
+        x = buffer(B * E); xb = buffer(B * E); q = buffer(B * QD); k = buffer(B * KV); v = buffer(B * KV)
+        att = buffer(B * QD); gate = buffer(B * F); up = buffer(B * F); logitsBuffer = buffer(self.maxLogits * V)
         qh = buffer(pool.threadCount * D)
         ropeCos = buffer(T * R); ropeSin = buffer(T * R)
-        act = Q8Activations(capacityTokens: B, capacityCols: max(E, F))
+        act = Q8Activations(capacityTokens: B, capacityCols: max(E, QD, F))
         act2 = Q8Activations(capacityTokens: B, capacityCols: F)
         scratchBytes = total + act.bytes + act2.bytes
 
@@ -93,9 +98,9 @@ public final class Runner: @unchecked Sendable {
     /// Scratch bytes a runner of this shape needs (for memory planning before creating it).
     public static func scratchBytes(config c: ModelConfig, maxBatch B: Int, maxContext T: Int, threads: Int,
                                     maxLogits: Int) -> Int {
-        let floats = B * (4 * c.embeddingLength + 2 * c.kvDim + 2 * c.feedForwardLength) + maxLogits * c.vocabSize
-            + threads * c.headDim + T * c.ropeDimensionCount
-        return floats * 4 + B * (max(c.embeddingLength, c.feedForwardLength) + c.feedForwardLength) * (1 + 12 / QK)
+        let floats = B * (2 * c.embeddingLength + 2 * c.qDim + 2 * c.kvDim + 2 * c.feedForwardLength)
+            + maxLogits * c.vocabSize + threads * c.headDim + T * c.ropeDimensionCount
+        return floats * 4 + B * (max(c.embeddingLength, c.qDim, c.feedForwardLength) + c.feedForwardLength) * (1 + 12 / QK)
     }
 
     /// Logits of the `row`-th batch entry that asked for them, valid until the next pass.
@@ -109,7 +114,7 @@ public final class Runner: @unchecked Sendable {
     public func forward(_ batch: Batch) throws(ModelError) -> Int {
         let B = batch.count
         let c = config
-        let E = c.embeddingLength, KV = c.kvDim, V = c.vocabSize  // F: see feedForward()
+        let E = c.embeddingLength, QD = c.qDim, KV = c.kvDim, V = c.vocabSize  // F: see feedForward()
         let H = c.headCount, D = c.headDim, G = c.groupSize
         guard B > 0 else { return 0 }
         guard B <= maxBatch else { throw ModelError("batch of \(B) tokens exceeds the runner's maximum \(maxBatch)") }
@@ -139,23 +144,30 @@ public final class Runner: @unchecked Sendable {
             // ── Attention block ──────────────────────────────────────────────────────
             // xb = rmsnorm(x) · attn_norm, quantized into act                 xb: [B][E]
             normQuantize(rows: B, layer.attnNorm)
-            // q = xb·Wqᵀ, k = xb·Wkᵀ, v = xb·Wvᵀ in one parallel region     q: [B][E], k,v: [B][KV]
-            project(Projection(layer.wq, q, E), Projection(layer.wk, k, KV), Projection(layer.wv, v, KV), input: xb, rows: B)
+            // q = xb·Wqᵀ, k = xb·Wkᵀ, v = xb·Wvᵀ in one parallel region     q: [B][QD], k,v: [B][KV]
+            project(Projection(layer.wq, q, QD), Projection(layer.wk, k, KV), Projection(layer.wv, v, KV), input: xb, rows: B)
 
-            // RoPE on q and k, then k and v go into each sequence's cache as f16.
+            // Biases (qwen2), per-head RMSNorm of q and k (qwen3), RoPE on q and k, then k
+            // and v go into each sequence's cache as f16. llama.cpp's order: bias, norm, rope.
             parallelRows(B) { b in
                 let pos = batch.positions[b]
-                self.rope(self.q + b * E, heads: H, position: pos)
+                let qb = self.q + b * QD, kb = self.k + b * KV, vb = self.v + b * KV
+                if let bias = layer.bq { for i in 0..<QD { qb[i] += bias[i] } }
+                if let bias = layer.bk { for i in 0..<KV { kb[i] += bias[i] } }
+                if let bias = layer.bv { for i in 0..<KV { vb[i] += bias[i] } }
+                if let w = layer.qNorm { for h in 0..<H { self.rmsNorm(qb + h * D, count: D, w, into: qb + h * D) } }
+                if let w = layer.kNorm { for h in 0..<c.kvHeadCount { self.rmsNorm(kb + h * D, count: D, w, into: kb + h * D) } }
+                self.rope(qb, heads: H, position: pos)
                 self.rope(self.k + b * KV, heads: c.kvHeadCount, position: pos)
                 let cache = batch.caches[b]!
                 Kernels.toF16(self.k + b * KV, cache.keyRow(layer: l, position: pos), count: KV)
                 Kernels.toF16(self.v + b * KV, cache.valueRow(layer: l, position: pos), count: KV)
             }
 
-            // att[b][h] = softmax(q_h · K_{0...pos}ᵀ / √D) · V_{0...pos}       att: [B][E]
+            // att[b][h] = softmax(q_h · K_{0...pos}ᵀ / √D) · V_{0...pos}       att: [B][QD]
             // and its int8 copy into act, head by head (the q/k/v region no longer reads act).
             let scale = 1 / Float(D).squareRoot()
-            act.reset(tokens: B, cols: E)
+            act.reset(tokens: B, cols: QD)
             pool.run { t in
                 let work = ThreadPool.chunk(B * H, part: t, of: self.pool.threadCount)
                 let qr = self.qh + t * D
@@ -164,20 +176,20 @@ public final class Runner: @unchecked Sendable {
                     let pos = batch.positions[b]
                     let cache = batch.caches[b]!
                     let kvOff = (h / G) * D
-                    let qv = self.q + b * E + h * D
+                    let qv = self.q + b * QD + h * D
                     // The f16 rounding of Q matches llama.cpp, which converts Q to the
                     // cache type before the QK product.
                     qr.update(from: qv, count: D)
                     Kernels.roundToF16(qr, count: D)
                     Kernels.attentionF16(qr, keys: cache.keyRow(layer: l, position: 0) + kvOff,
                                          values: cache.valueRow(layer: l, position: 0) + kvOff,
-                                         stride: KV, count: pos + 1, dim: D, scale: scale, out: self.att + b * E + h * D)
+                                         stride: KV, count: pos + 1, dim: D, scale: scale, out: self.att + b * QD + h * D)
                     if fuseAttnQuant {
-                        self.act.quantize(token: b, columns: h * D..<(h + 1) * D, from: self.att + b * E)
+                        self.act.quantize(token: b, columns: h * D..<(h + 1) * D, from: self.att + b * QD)
                     }
                 }
             }
-            if !fuseAttnQuant { quantize(att, rows: B, cols: E) }
+            if !fuseAttnQuant { quantize(att, rows: B, cols: QD) }
 
             // x += att·Woᵀ (each thread adds the rows it computed)            x: [B][E]
             project(Projection(layer.wo, xb, E), input: att, rows: B, addInto: x)
@@ -198,7 +210,7 @@ public final class Runner: @unchecked Sendable {
         guard L > 0 else { return 0 }
         act.reset(tokens: L, cols: E)
         parallelRows(L) { j in
-            self.rmsNorm(rows: 1, self.x + batch.logitEntry[j] * E, self.weights.outputNorm, into: self.xb + j * E)
+            self.rmsNorm(self.x + batch.logitEntry[j] * E, count: E, self.weights.outputNorm, into: self.xb + j * E)
             self.act.quantize(token: j, from: self.xb + j * E)
         }
         // logits = xb·Woutᵀ                                                  logits: [L][V]
@@ -208,32 +220,31 @@ public final class Runner: @unchecked Sendable {
 
     // MARK: Steps
 
-    /// out[b] = (x[b] / rms(x[b])) ⊙ w, the sum of squares in double as ggml does.
-    private func rmsNorm(rows: Int, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
+    /// out = (x / rms(x)) ⊙ w over `count` values, the sum of squares in double as ggml
+    /// does. `out` may be `x` (each value is read before it is written).
+    private func rmsNorm(_ x: UnsafePointer<Float>, count n: Int, _ w: UnsafePointer<Float>,
                          into out: UnsafeMutablePointer<Float>) {
-        let E = config.embeddingLength
-        let eps = config.rmsEpsilon
-        for b in 0..<rows {
-            let xr = x + b * E, o = out + b * E
-            var ss: Double = 0
-            for i in 0..<E { ss += Double(xr[i] * xr[i]) }
-            let mean = Float(ss / Double(E))
-            let scale = 1 / (mean + eps).squareRoot()
-            for i in 0..<E { o[i] = (xr[i] * scale) * w[i] }
-        }
+        var ss: Double = 0
+        for i in 0..<n { ss += Double(x[i] * x[i]) }
+        let mean = Float(ss / Double(n))
+        let scale = 1 / (mean + config.rmsEpsilon).squareRoot()
+        for i in 0..<n { out[i] = (x[i] * scale) * w[i] }
     }
 
-    /// Rotates pairs (x[2i], x[2i+1]) of each head's first ropeDims dimensions.
+    /// Rotates each head's first ropeDims dimensions in pairs: (x[2i], x[2i+1]) for
+    /// `.adjacent` (llama), (x[i], x[i + ropeDims/2]) for `.halves` (qwen2/qwen3, NEOX).
     @inline(__always)
     private func rope(_ vec: UnsafeMutablePointer<Float>, heads: Int, position: Int) {
         let D = config.headDim, R = config.ropeDimensionCount / 2
         let cosT = ropeCos + position * R, sinT = ropeSin + position * R
+        let (stride, offset) = config.architecture.ropeStyle == .adjacent ? (2, 1) : (1, R)
         for h in 0..<heads {
             let p = vec + h * D
             for i in 0..<R {
-                let x0 = p[2 * i], x1 = p[2 * i + 1]
-                p[2 * i] = x0 * cosT[i] - x1 * sinT[i]
-                p[2 * i + 1] = x0 * sinT[i] + x1 * cosT[i]
+                let i0 = stride * i, i1 = i0 + offset
+                let x0 = p[i0], x1 = p[i1]
+                p[i0] = x0 * cosT[i] - x1 * sinT[i]
+                p[i1] = x0 * sinT[i] + x1 * cosT[i]
             }
         }
     }
@@ -248,7 +259,7 @@ public final class Runner: @unchecked Sendable {
         let E = config.embeddingLength
         act.reset(tokens: B, cols: E)
         parallelRows(B) { b in
-            self.rmsNorm(rows: 1, self.x + b * E, w, into: self.xb + b * E)
+            self.rmsNorm(self.x + b * E, count: E, w, into: self.xb + b * E)
             self.act.quantize(token: b, from: self.xb + b * E)
         }
     }

@@ -1,6 +1,33 @@
 import GGUF
 import SLMKernels
 
+/// What a loaded model is, as `info` and `status` report it.
+public struct ModelSummary: Sendable, Equatable {
+    public let architecture: Architecture
+    /// Elements of every tensor in the file (tied output counted once, as the file holds it).
+    public let parameterCount: Int
+    /// Tensors per ggml type name ("Q4_1": 210, "F32": 61, ...).
+    public let tensorTypeCounts: [String: Int]
+    /// `tokenizer.ggml.model`: "gpt2" (byte-level BPE) or "llama" (SentencePiece).
+    public let tokenizer: String
+    /// The pre-tokenizer slmd runs for `tokenizer.ggml.pre` ("smollm", "qwen2", "llama3",
+    /// ...; `PreTokenizer`), nil for SentencePiece.
+    public let preTokenizer: String?
+    /// The chat template's name (`ChatTemplate.name`), nil when the file's is not one slmd renders.
+    public let chatTemplate: String?
+}
+
+extension ModelSummary: CustomStringConvertible {
+    /// One line for logs and `slmd serve --check-config`: "llama, 134515008 parameters,
+    /// tensors 210 Q4_1 + 61 F32 + 1 Q8_0, tokenizer gpt2 (smollm), chat template chatml".
+    public var description: String {
+        let tensors = tensorTypeCounts.sorted { ($0.value, $1.key) > ($1.value, $0.key) }
+            .map { "\($0.value) \($0.key)" }.joined(separator: " + ")
+        return "\(architecture), \(parameterCount) parameters, tensors \(tensors), tokenizer \(tokenizer)"
+            + (preTokenizer.map { " (\($0))" } ?? "") + ", chat template \(chatTemplate ?? "none")"
+    }
+}
+
 /// A loaded model: the mapped file, its hyperparameters and weight views.
 ///
 /// Loading maps and validates the file and binds every tensor by name; it reads no
@@ -46,6 +73,7 @@ public final class Model: Sendable {
             throw ModelError("\(file.path): tokenizer has \(tokenizer.vocabSize) tokens but token_embd has \(config.vocabSize) rows")
         }
         chatTemplate = template
+        summary = Self.summarize(file: file, config: config, tokenizer: tokenizer, chatTemplate: template)
     }
 
     /// Renders chat messages into prompt text with the model's template.
@@ -63,6 +91,31 @@ public final class Model: Sendable {
         var ids = tokenizer.encode(text, parseSpecial: true)
         if tokenizer.addBOS, let bos = tokenizer.bosID { ids.insert(bos, at: 0) }
         return ids
+    }
+
+    /// What the model is, for `info`/`status` and logs: one definition for every layer,
+    /// computed once at load (status requests read it on the I/O thread).
+    public let summary: ModelSummary
+
+    private static func summarize(file: GGUFFile, config: ModelConfig, tokenizer: Tokenizer,
+                                  chatTemplate: Result<ChatTemplate, ChatTemplateError>) -> ModelSummary {
+        var counts: [String: Int] = [:]
+        var parameters = 0
+        for t in file.tensors {
+            counts[t.type.name, default: 0] += 1
+            // Saturating: the dims come from the file (the parser bounds each tensor by the
+            // file size, but a report must never trap).
+            var n = 1
+            for d in t.dims {
+                let (p, overflow) = n.multipliedReportingOverflow(by: d)
+                n = overflow ? Int.max : p
+            }
+            let (sum, overflow) = parameters.addingReportingOverflow(n)
+            parameters = overflow ? Int.max : sum
+        }
+        return ModelSummary(architecture: config.architecture, parameterCount: parameters, tensorTypeCounts: counts,
+                            tokenizer: tokenizer.model.rawValue, preTokenizer: tokenizer.preTokenizer?.rawValue,
+                            chatTemplate: (try? chatTemplate.get())?.name)
     }
 
     /// Bytes of weights in the mapping (what a decode step streams).

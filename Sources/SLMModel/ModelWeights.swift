@@ -27,10 +27,17 @@ public struct ModelWeights: @unchecked Sendable {
 
     public struct Layer: @unchecked Sendable {
         public let attnNorm: UnsafePointer<Float>  // [E]
-        public let wq: WeightMatrix                 // [E rows][E cols]
+        public let wq: WeightMatrix                 // [qDim rows][E cols]
         public let wk: WeightMatrix                 // [kvDim][E]
         public let wv: WeightMatrix                 // [kvDim][E]
-        public let wo: WeightMatrix                 // [E][E]
+        /// Biases added to q, k and v (qwen2 has them; llama.cpp accepts them on every graph).
+        public let bq: UnsafePointer<Float>?        // [qDim]
+        public let bk: UnsafePointer<Float>?        // [kvDim]
+        public let bv: UnsafePointer<Float>?        // [kvDim]
+        /// Per-head RMSNorm weights for q and k (qwen3), shared by all heads.
+        public let qNorm: UnsafePointer<Float>?     // [D]
+        public let kNorm: UnsafePointer<Float>?     // [D]
+        public let wo: WeightMatrix                 // [E][qDim]
         public let ffnNorm: UnsafePointer<Float>    // [E]
         public let wGate: WeightMatrix              // [F][E]
         public let wUp: WeightMatrix                // [F][E]
@@ -70,30 +77,43 @@ public struct ModelWeights: @unchecked Sendable {
                 cacheDirectory: String? = nil) throws(ModelError) {
         self.file = file
         let E = c.embeddingLength, F = c.feedForwardLength, KV = c.kvDim, V = c.vocabSize
+        let QD = c.qDim, D = c.headDim
+        // Every tensor bound, so tensors the graph would not apply can be refused (below).
+        var bound: Set<String> = []
 
         func matrix(_ name: String, rows: Int, cols: Int) throws(ModelError) -> WeightMatrix {
             guard let t = file.tensor(named: name) else {
-                throw ModelError("\(file.path): tensor '\(name)' is missing")
+                throw ModelError("\(file.path): tensor '\(name)' is missing", reason: .missingTensor(name))
             }
             guard t.dims == [cols, rows] else {
-                throw ModelError("\(file.path): tensor '\(name)' has shape \(t.dims), expected [\(cols), \(rows)]")
+                throw ModelError("\(file.path): tensor '\(name)' has shape \(t.dims), expected [\(cols), \(rows)]",
+                                 reason: .badTensor(name))
             }
             guard let type = WeightType(rawValue: t.type.rawValue) else {
-                throw ModelError("\(file.path): tensor '\(name)' has type \(t.type.name); supported: F32, F16, Q4_0, Q4_1, Q8_0")
+                throw ModelError("\(file.path): tensor '\(name)' has type \(t.type.name); supported: F32, F16, Q4_0, Q4_1, Q8_0",
+                                 reason: .badTensor(name))
             }
+            bound.insert(name)
             do {
                 return try WeightMatrix(base: t.data, type: type, rows: rows, cols: cols)
             } catch {
-                throw ModelError("\(file.path): tensor '\(name)': \(error)")
+                throw ModelError("\(file.path): tensor '\(name)': \(error)", reason: .badTensor(name))
             }
         }
         func vector(_ name: String, _ n: Int) throws(ModelError) -> UnsafePointer<Float> {
-            guard let t = file.tensor(named: name) else {
-                throw ModelError("\(file.path): tensor '\(name)' is missing")
+            guard let v = try optionalVector(name, n) else {
+                throw ModelError("\(file.path): tensor '\(name)' is missing", reason: .missingTensor(name))
             }
+            return v
+        }
+        /// An F32 vector that may be absent (biases).
+        func optionalVector(_ name: String, _ n: Int) throws(ModelError) -> UnsafePointer<Float>? {
+            guard let t = file.tensor(named: name) else { return nil }
             guard t.dims == [n], t.type == .f32 else {
-                throw ModelError("\(file.path): tensor '\(name)' is \(t.type.name) \(t.dims), expected F32 [\(n)]")
+                throw ModelError("\(file.path): tensor '\(name)' is \(t.type.name) \(t.dims), expected F32 [\(n)]",
+                                 reason: .badTensor(name))
             }
+            bound.insert(name)
             // Tensor data is aligned to general.alignment (≥ 4 in practice); check anyway
             // because we read it as Float directly.
             guard Int(bitPattern: t.data) % MemoryLayout<Float>.alignment == 0 else {
@@ -108,10 +128,15 @@ public struct ModelWeights: @unchecked Sendable {
             let p = "blk.\(i)."
             layers.append(Layer(
                 attnNorm: try vector(p + "attn_norm.weight", E),
-                wq: try matrix(p + "attn_q.weight", rows: E, cols: E),
+                wq: try matrix(p + "attn_q.weight", rows: QD, cols: E),
                 wk: try matrix(p + "attn_k.weight", rows: KV, cols: E),
                 wv: try matrix(p + "attn_v.weight", rows: KV, cols: E),
-                wo: try matrix(p + "attn_output.weight", rows: E, cols: E),
+                bq: try optionalVector(p + "attn_q.bias", QD),
+                bk: try optionalVector(p + "attn_k.bias", KV),
+                bv: try optionalVector(p + "attn_v.bias", KV),
+                qNorm: c.architecture.hasQKNorm ? try vector(p + "attn_q_norm.weight", D) : nil,
+                kNorm: c.architecture.hasQKNorm ? try vector(p + "attn_k_norm.weight", D) : nil,
+                wo: try matrix(p + "attn_output.weight", rows: E, cols: QD),
                 ffnNorm: try vector(p + "ffn_norm.weight", E),
                 wGate: try matrix(p + "ffn_gate.weight", rows: F, cols: E),
                 wUp: try matrix(p + "ffn_up.weight", rows: F, cols: E),
@@ -125,6 +150,13 @@ public struct ModelWeights: @unchecked Sendable {
         } else {
             output = tokenEmbedding
             outputIsTied = true
+        }
+        // A tensor the graph does not use (an output bias, rope_freqs, a fused attn_qkv,
+        // another family's extras) would change the result if llama.cpp applies it: refuse
+        // the file by naming it rather than run a different model.
+        if let extra = file.tensors.first(where: { !bound.contains($0.name) }) {
+            throw ModelError("\(file.path): tensor '\(extra.name)' is not part of slmd's \(c.architecture) graph",
+                             reason: .badTensor(extra.name))
         }
 
         guard requested == .repacked, Kernels.preferredLayout == .tile16 else {
@@ -178,7 +210,8 @@ public struct ModelWeights: @unchecked Sendable {
         for (w, _) in plan { file.dropPages(w.base, byteCount: w.byteCount) }
         tokenEmbedding = view(tokenEmbedding)
         layers = layers.map { l in
-            Layer(attnNorm: l.attnNorm, wq: view(l.wq), wk: view(l.wk), wv: view(l.wv), wo: view(l.wo),
+            Layer(attnNorm: l.attnNorm, wq: view(l.wq), wk: view(l.wk), wv: view(l.wv),
+                  bq: l.bq, bk: l.bk, bv: l.bv, qNorm: l.qNorm, kNorm: l.kNorm, wo: view(l.wo),
                   ffnNorm: l.ffnNorm, wGate: view(l.wGate), wUp: view(l.wUp), wDown: view(l.wDown))
         }
         output = outputIsTied ? tokenEmbedding : view(output)

@@ -449,20 +449,35 @@ final class RequestHandler: @unchecked Sendable {
 
     // MARK: Info, status, stats
 
+    /// The members `info` (in `model`) and `status` share, from `Model.summary`: the same
+    /// names and values in both replies (PROTOCOL.md §5.1, §5.11).
+    static func summaryMembers(_ s: ModelSummary) -> JSONObject {
+        [
+            "architecture": .string(s.architecture.rawValue),
+            "parameters": .int(Int64(s.parameterCount)),
+            "tensor_type_counts": .object(JSONObject(uniqueKeysWithValues: s.tensorTypeCounts.map { ($0.key, .int(Int64($0.value))) })),
+            "tokenizer": .string(s.tokenizer),
+            "pre_tokenizer": s.preTokenizer.map { .string($0) } ?? .null,
+            "chat_template_name": s.chatTemplate.map { .string($0) } ?? .null,
+        ]
+    }
+
     func serverInfo() -> ServerInfo {
         let m = model.config
-        let types = Set(model.file.tensors.map { $0.type.name }).sorted()
+        let summary = model.summary
+        var members: JSONObject = [
+            "name": .string(m.name),
+            "file": .string(Self.fileName(model.file.path)),
+            "vocab_size": .int(Int64(m.vocabSize)), "embedding_length": .int(Int64(m.embeddingLength)),
+            "layers": .int(Int64(m.layerCount)), "trained_context": .int(Int64(m.trainedContextLength)),
+            "tensor_types": .array(summary.tensorTypeCounts.keys.sorted().map { .string($0) }),
+            "chat_template": .bool(summary.chatTemplate != nil),
+            "weights_bytes": .int(Int64(model.weightBytes)),
+        ]
+        members.merge(Self.summaryMembers(summary)) { _, new in new }
         return ServerInfo(
             protocolVersion: Int(SLMProtocolVersion.current), serverVersion: serverVersion,
-            model: [
-                "name": .string(m.name), "architecture": .string(m.architecture),
-                "file": .string(Self.fileName(model.file.path)),
-                "vocab_size": .int(Int64(m.vocabSize)), "embedding_length": .int(Int64(m.embeddingLength)),
-                "layers": .int(Int64(m.layerCount)), "trained_context": .int(Int64(m.trainedContextLength)),
-                "tensor_types": .array(types.map { .string($0) }),
-                "chat_template": .bool((try? model.chatTemplate.get()) != nil),
-                "weights_bytes": .int(Int64(model.weightBytes)),
-            ],
+            model: members,
             limits: [
                 "max_frame_bytes": .int(Int64(config.maxFrameBytes)),
                 "max_tokens": .int(Int64(config.engine.maxTokens)),
@@ -486,7 +501,7 @@ final class RequestHandler: @unchecked Sendable {
     func status() -> JSONObject {
         let s = engine.stats()
         let mem = ProcessMemory.current()
-        return [
+        var members: JSONObject = [
             "state": .string("running"),
             "model": .string(model.config.name),
             "model_file": .string(Self.fileName(model.file.path)),
@@ -506,6 +521,8 @@ final class RequestHandler: @unchecked Sendable {
             "intents": .array(intents.names.map { .string($0) }),
             "version": .string(serverVersion),
         ]
+        members.merge(Self.summaryMembers(model.summary)) { _, new in new }
+        return members
     }
 
     func stats() -> Stats {

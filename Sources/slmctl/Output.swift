@@ -88,6 +88,13 @@ func formatBytes(_ bytes: Double) -> String {
     return u == 0 ? "\(Int64(v)) B" : "\(fmt(v, 1)) \(units[u])"
 }
 
+/// `134.5M`, `1.5B`, `800`: a count (parameters) in decimal units, as model names give them.
+func formatCount(_ n: Double) -> String {
+    let units: [(Double, String)] = [(1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")]
+    for (size, suffix) in units where abs(n) >= size { return fmt(n / size, 1) + suffix }
+    return fmt(n, 0)
+}
+
 /// `3d 4h 5m 6s`, `42s`.
 func formatDuration(seconds: Double) -> String {
     var s = Int64(max(0, seconds))

@@ -99,6 +99,7 @@ struct Serve: ParsableCommand {
             case .success(let t): print("chat template: \(t.name) (chat_template = \(cfg.chatTemplate.rawValue))")
             case .failure(let e): print("chat template: none, chat requests will be refused: \(e)")
             }
+            print("model: \(m.summary)")
             print("configuration OK: model \(cfg.model) (\(m.config.name), \(m.weightBytes / 1_000_000) MB), socket \(cfg.socket), threads \(cfg.engine.threads), kernels \(Kernels.path) (\(cfg.kernels.rawValue)), memory budget \(cfg.engine.memoryBudgetBytes) bytes")
             return
         }
@@ -130,6 +131,7 @@ struct Serve: ParsableCommand {
         if let problem = model.weights.repackCacheProblem {
             logger.warning("repacked weights kept in anonymous memory", metadata: ["problem": "\(problem)"])
         }
+        logger.info("model", metadata: ["summary": "\(model.summary)"])
         logger.info("weights", metadata: ["layout": "\(model.weights.layout)", "repacked_bytes": "\(model.weights.repackedBytes)",
                                           "cache": "\(model.weights.repackCachePath.map { $0 + (model.weights.repackCacheHit ? " (reused)" : " (written)") } ?? "none")"])
         switch model.chatTemplate {

@@ -178,6 +178,10 @@ final class ToolTests: XCTestCase {
         try Data("kernels = portable\n".utf8).write(to: conf)
         let ok = try run(["serve", "--config", conf.path, "--check-config"])
         XCTAssertEqual(ok.status, 0, ok.err)
-        XCTAssertTrue(String(decoding: ok.out, as: UTF8.self).contains("kernels portable-c (portable)"))
+        let out = String(decoding: ok.out, as: UTF8.self)
+        XCTAssertTrue(out.contains("kernels portable-c (portable)"), out)
+        // The model summary (issue #12), with the default model's figures.
+        XCTAssertTrue(out.contains("model: llama, 134515008 parameters, tensors 210 Q4_1 + 61 F32 + 1 Q8_0, "
+                                   + "tokenizer gpt2 (smollm), chat template chatml\n"), out)
     }
 }

@@ -37,6 +37,14 @@ final class DaemonProtocolTests: XCTestCase {
         XCTAssertEqual(info.limits["max_frame_bytes"], .int(65536))
         guard case .info(let info2)? = c.request(.info)?.reply else { return XCTFail("no info reply") }
         XCTAssertEqual(info2.model["architecture"], .string("llama"))
+        // The model summary (issue #12), the same members in info.model and status. The
+        // figures are the default model's, as gguf-py's GGUFReader counts them.
+        let summary: JSONObject = [
+            "architecture": "llama", "parameters": 134_515_008, "tokenizer": "gpt2", "pre_tokenizer": "smollm",
+            "chat_template_name": "chatml",
+            "tensor_type_counts": .object(["Q4_1": 210, "F32": 61, "Q8_0": 1]),
+        ]
+        for (k, v) in summary { XCTAssertEqual(info2.model[k], v, "info.model.\(k)") }
         XCTAssertEqual(c.request(.tokenize(TokenizeRequest(text: "Hello world")))?.reply, .tokenize(ids: [19556, 905]))
         XCTAssertEqual(c.request(.tokenize(TokenizeRequest(text: "<|im_end|>", parseSpecial: true)))?.reply, .tokenize(ids: [2]))
         XCTAssertEqual(c.request(.detokenize(DetokenizeRequest(ids: [19556, 905])))?.reply, .detokenize(text: "Hello world"))
@@ -65,6 +73,7 @@ final class DaemonProtocolTests: XCTestCase {
 
         guard case .status(let st)? = c.request(.status)?.reply else { return XCTFail("no status") }
         XCTAssertEqual(st["state"], .string("running"))
+        for (k, v) in summary { XCTAssertEqual(st[k], v, "status.\(k)") }
         guard case .stats(let stats)? = c.request(.stats)?.reply else { return XCTFail("no stats") }
         XCTAssertGreaterThanOrEqual(stats.counters["requests_admitted"] ?? 0, 3)
         XCTAssertNotNil(stats.percentiles["ttft_ms"]?["p50"])

@@ -246,7 +246,9 @@ final class DaemonE2ETests: XCTestCase {
         r = try run(["status"])
         XCTAssertEqual(r.status, 0, r.stderr)
         for key in ["● slmd - small language model daemon", "State: running", "Model: ", "Uptime: ", "Requests: 0 active, 0 queued",
-                    "Memory: ", "Kernels: ", "Threads: 2", "socket \(daemon.socket)"] {
+                    "Memory: ", "Kernels: ", "Threads: 2", "socket \(daemon.socket)",
+                    "(llama, 134.5M parameters)", "Tensors: 210 Q4_1, 61 F32, 1 Q8_0",
+                    "Text: tokenizer gpt2 (smollm), chat template chatml"] {
             XCTAssertTrue(r.stdout.contains(key), "status lacks \(key):\n\(r.stdout)")
         }
         r = try run(["version"])

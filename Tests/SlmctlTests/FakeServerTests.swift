@@ -356,6 +356,41 @@ final class FakeServerTests: XCTestCase {
         XCTAssertTrue(j.stdout.contains("\"state\":\"ready\""), j.stdout)
     }
 
+    /// The model summary members (issue #12): architecture and parameters on the Model
+    /// line, tensor counts by type (most first), tokenizer and chat template.
+    func testStatusShowsModelSummary() throws {
+        let server = try FakeServer(handler: { request, peer in
+            if case .stats = request.body { return peer.send(.reply(Reply(id: request.id, .stats(SLMProtocol.Stats())))) }
+            guard case .status = request.body else { return }
+            peer.send(.reply(Reply(id: request.id, .status([
+                "state": "running", "model_file": "qwen.gguf", "architecture": "qwen2", "parameters": 494_032_768,
+                "tensor_type_counts": .object(["F32": 121, "Q4_K": 145, "Q6_K": 24, "Q8_0": 1]),
+                "tokenizer": "gpt2", "pre_tokenizer": "qwen2", "chat_template_name": "chatml",
+            ]))))
+        })
+        server.helloInfo = ServerInfo(protocolVersion: 1, serverVersion: "0.0.0-fake", model: ["name": "Qwen2.5 0.5B"], limits: [:])
+        let r = try run(server, ["status"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertEqual(r.stdout, """
+            ● slmd - small language model daemon
+                State: running
+               Server: slmd 0.0.0-fake, protocol 1, socket \(server.socketPath)
+                Model: Qwen2.5 0.5B (qwen2, 494.0M parameters)
+                       qwen.gguf
+              Tensors: 145 Q4_K, 121 F32, 24 Q6_K, 1 Q8_0
+                 Text: tokenizer gpt2 (qwen2), chat template chatml
+
+            """)
+        // An unrecognised template is a null name: said so, not left out.
+        let none = try FakeServer(handler: { request, peer in
+            if case .stats = request.body { return peer.send(.reply(Reply(id: request.id, .stats(SLMProtocol.Stats())))) }
+            guard case .status = request.body else { return }
+            peer.send(.reply(Reply(id: request.id, .status(["state": "running", "tokenizer": "llama", "pre_tokenizer": .null, "chat_template_name": .null]))))
+        })
+        let n = try run(none, ["status"])
+        XCTAssertTrue(n.stdout.contains("Text: tokenizer llama, no chat template\n"), n.stdout)
+    }
+
     func testBenchAgainstFakeServer() throws {
         let server = try FakeServer(handler: FakeServer.streaming(["a", "b", "c", "d"], delay: 0.005))
         let r = try run(server, ["bench", "-c", "3", "-n", "10", "--max-tokens", "4"])

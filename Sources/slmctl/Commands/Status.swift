@@ -58,13 +58,29 @@ func statusSummary(status: JSONObject, info: ServerInfo, stats: SLMProtocol.Stat
     let statusModel = value("model")
     var modelText = info.model["name"]?.text ?? statusModel.map(\.text) ?? "unknown"
     if case .object(let m)? = status["model"] { used.insert("model"); modelText = m["name"]?.text ?? modelText }
+    // The model summary members are in both `status` and `info.model` (since protocol 1 rev.
+    // 2026-11-28, issue #12); older daemons have only some of them in `info.model`.
+    func summary(_ key: String) -> JSONValue? { value(key) ?? info.model[key].flatMap { $0 == .null ? nil : $0 } }
     var details: [String] = []
-    if let a = info.model["architecture"] { details.append(a.text) }
+    if let a = summary("architecture") { details.append(a.text) }
+    if let p = summary("parameters")?.number { details.append("\(formatCount(p)) parameters") }
     if let q = info.model["quantization"] { details.append(q.text) }
     if let c = info.model["context_length"] { details.append("context \(c.text)") }
     lines.append(("Model", modelText + (details.isEmpty ? "" : " (\(details.joined(separator: ", ")))")))
     // model_file since protocol 1 rev. 2026-11-28 (no directories for clients); model_path before.
     if let file = value("model_file", "model_path") { lines.append(("", file.text)) }
+    if case .object(let counts)? = summary("tensor_type_counts") {
+        // Most tensors first: "182 Q4_1, 61 F32, 1 Q8_0".
+        let sorted = counts.compactMap { k, v in v.number.map { (k, Int($0)) } }.sorted { ($0.1, $1.0) > ($1.1, $0.0) }
+        lines.append(("Tensors", sorted.map { "\($0.1) \($0.0)" }.joined(separator: ", ")))
+    }
+    var text: [String] = []
+    if let t = summary("tokenizer") {
+        text.append("tokenizer \(t.text)" + (summary("pre_tokenizer").map { " (\($0.text))" } ?? ""))
+    }
+    if let t = summary("chat_template_name") { text.append("chat template \(t.text)") }
+    else if info.model["chat_template"] == .bool(false) || status["chat_template_name"] == .null { text.append("no chat template") }
+    if !text.isEmpty { lines.append(("Text", text.joined(separator: ", "))) }
 
     if let s = number("uptime_s", "uptime_seconds") { lines.append(("Uptime", formatDuration(seconds: s))) }
     else if let ms = number("uptime_ms") { lines.append(("Uptime", formatDuration(seconds: ms / 1000))) }
