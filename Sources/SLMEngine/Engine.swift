@@ -1,6 +1,8 @@
 import Logging
 import SLMKernels
 import SLMModel
+import SLMTokenizer
+import SLMConstraint
 import Synchronization
 #if canImport(Glibc)
 import Glibc

@@ -1,5 +1,6 @@
 import SLMKernels
 import SLMModel
+import SLMConstraint
 #if canImport(Glibc)
 import Glibc
 #endif

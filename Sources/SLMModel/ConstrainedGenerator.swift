@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import SLMKernels
+import SLMConstraint
 
 /// Where constrained generation spent its time and tokens.
 public struct ConstraintStats: Sendable, Equatable {
@@ -180,7 +181,7 @@ public enum ConstrainedGenerator {
                 }
                 decoder.applyMask(logits)
                 for i in 0..<logits.count where logits[i] > -.infinity {
-                    if let b = V.bytes(of: Int32(i)).first, Self.startsNumber(b) { logits[i] = -.infinity }
+                    if let b = V.bytes(of: Int32(i)).first, JSONSpans.startsNumber(b) { logits[i] = -.infinity }
                 }
             }
             // The unconstrained distribution, before sampling penalties or the mask touch it
@@ -227,8 +228,8 @@ public enum ConstrainedGenerator {
             pending = [id] + f
             // The automaton closes a number as soon as no digit can follow (18 under a maximum
             // of 100), so the text, not the state, tells that a number was being written.
-            if probing, let departures, !f.isEmpty, let last = V.bytes(of: id).last, Self.isDigit(last),
-               let open = JSONSpans.openValue(textAfterID), Self.startsNumber(textAfterID[open.valueStart]),
+            if probing, let departures, !f.isEmpty, let last = V.bytes(of: id).last, JSONSpans.isDigit(last),
+               let open = JSONSpans.openValue(textAfterID), JSONSpans.startsNumber(textAfterID[open.valueStart]),
                departures.worthProbing(field: open.key) {
                 watch = (afterID, textAfterID)
             }
@@ -239,8 +240,6 @@ public enum ConstrainedGenerator {
         return (out, stats)
     }
 
-    static func isDigit(_ b: UInt8) -> Bool { b >= UInt8(ascii: "0") && b <= UInt8(ascii: "9") }
-    static func startsNumber(_ b: UInt8) -> Bool { isDigit(b) || b == UInt8(ascii: "-") }
 
     /// What the model wanted where the schema refused its favourite token: greedy decoding
     /// without the constraint from `state` (the session holds the KV of `text` and no

@@ -1,5 +1,6 @@
 import GGUF
 import SLMKernels
+import SLMTokenizer
 
 /// A loaded model: the mapped file, its hyperparameters and weight views.
 ///

@@ -1,5 +1,5 @@
 import FoundationEssentials
-import SLMModel
+import SLMConstraint
 import SLMProtocol
 import Synchronization
 

@@ -2,6 +2,8 @@ import Logging
 import SLMEngine
 import SLMKernels
 import SLMModel
+import SLMTokenizer
+import SLMConstraint
 import SLMProtocol
 import Synchronization
 #if canImport(Glibc)

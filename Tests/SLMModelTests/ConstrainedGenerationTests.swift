@@ -1,5 +1,7 @@
 import XCTest
 @testable import SLMModel
+@testable import SLMTokenizer
+@testable import SLMConstraint
 
 /// End to end with the real model: constrained generation of a smart-home intent always
 /// yields a valid document and always stops within max_tokens; plus the cost measurements.

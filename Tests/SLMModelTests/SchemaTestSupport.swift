@@ -1,4 +1,5 @@
 @testable import SLMModel
+@testable import SLMConstraint
 
 /// Reference twin of `SchemaAutomaton`: a plain recursive-descent matcher that reads the
 /// schema JSON directly (not the compiled tables) and implements the documented grammar.

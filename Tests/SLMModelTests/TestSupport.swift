@@ -1,6 +1,6 @@
 import Foundation
 import GGUF
-import SLMModel
+import SLMTokenizer
 import XCTest
 
 /// Locations of the real model (in the user's model cache: it is too big for git) and of
