@@ -69,17 +69,21 @@ let package = Package(
             name: "slmctl",
             dependencies: ["SLMProtocol", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
-        .testTarget(name: "GGUFTests", dependencies: ["GGUF"]),
-        .testTarget(name: "SLMKernelsTests", dependencies: ["SLMKernels", "CSLMKernels"]),
-        .testTarget(name: "SLMModelTests", dependencies: ["SLMModel", "SLMTokenizer", "SLMConstraint", "GGUF", "SLMKernels"]),
-        .testTarget(name: "SLMProtocolTests", dependencies: ["SLMProtocol"]),
-        .testTarget(name: "SLMSystemdTests", dependencies: ["SLMSystemd"]),
-        .testTarget(name: "SLMEngineTests", dependencies: ["SLMEngine", "SLMModel", "SLMKernels"]),
-        .testTarget(name: "SLMServerTests", dependencies: ["SLMServer", "SLMProtocol", "SLMEngine", "SLMModel", "SLMTokenizer",
-                                                      "SLMConstraint"]),
+        // What every test target shares: the model lookup, the daemon launcher, temporary
+        // directories for sockets, the seeded RNG. Links nothing of slmd's own.
+        .target(name: "SLMTestSupport", path: "Tests/SLMTestSupport"),
+        .testTarget(name: "GGUFTests", dependencies: ["GGUF", "SLMTestSupport"]),
+        .testTarget(name: "SLMKernelsTests", dependencies: ["SLMTestSupport", "SLMKernels", "CSLMKernels"]),
+        .testTarget(name: "SLMModelTests",
+                    dependencies: ["SLMTestSupport", "SLMModel", "SLMTokenizer", "SLMConstraint", "GGUF", "SLMKernels"]),
+        .testTarget(name: "SLMProtocolTests", dependencies: ["SLMTestSupport", "SLMProtocol"]),
+        .testTarget(name: "SLMSystemdTests", dependencies: ["SLMTestSupport", "SLMSystemd"]),
+        .testTarget(name: "SLMEngineTests", dependencies: ["SLMTestSupport", "SLMEngine", "SLMModel", "SLMKernels"]),
+        .testTarget(name: "SLMServerTests", dependencies: ["SLMTestSupport", "SLMServer", "SLMProtocol", "SLMEngine", "SLMModel",
+                                                      "SLMTokenizer", "SLMConstraint"]),
         // Runs the built slmctl binary (found beside the test bundle) against a fake server
         // and against `slmd serve` with the real model; links only the protocol.
-        .testTarget(name: "SlmctlTests", dependencies: ["SLMProtocol"]),
+        .testTarget(name: "SlmctlTests", dependencies: ["SLMTestSupport", "SLMProtocol"]),
     ],
     swiftLanguageModes: [.v6]
 )

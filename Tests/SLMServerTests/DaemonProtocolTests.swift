@@ -1,6 +1,7 @@
 import Foundation
 import struct SLMModel.ParseVerdict
 import SLMProtocol
+import SLMTestSupport
 import SLMServer
 import XCTest
 

@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import SLMProtocol
 import XCTest
+import SLMTestSupport
 
 /// slmctl against a fake daemon speaking the real protocol (SLMProtocol frames).
 final class FakeServerTests: XCTestCase {
@@ -383,7 +384,7 @@ final class RawServer: @unchecked Sendable {
     let path: String
     private let fd: Int32
     init(reply: @escaping @Sendable ([UInt8]) -> [UInt8]) throws {
-        path = "/tmp/slmctl-raw-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"
+        path = TempDir.socketPath("slmctl-raw")
         fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         bindUnix(fd, path)
         guard listen(fd, 4) == 0 else { throw POSIXError(.EIO) }
