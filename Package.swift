@@ -3,10 +3,12 @@
 // Dependency graph (one way only):
 //
 //   GGUF ──→ SLMTokenizer ──→ SLMConstraint ──┐
-//   GGUF, CSLMKernels → SLMKernels ───────────┴→ SLMModel → SLMEngine ─┐
+//   GGUF, SLMKernels (CSLMKernels) ───────────┴→ SLMModel → SLMEngine ─┐
 //   SLMProtocol ───────────────────────────────────────────────────────┼→ SLMServer → slmd
 //   CSystemd → SLMSystemd ─────────────────────────────────────────────┘
 //   SLMProtocol → slmctl          (slmctl never links the model)
+//   SLMLimits: a leaf, every request bound and default, used by SLMProtocol, SLMModel,
+//              SLMEngine, SLMServer and slmctl (--help and its checks)
 //
 // GGUF knows nothing of models; SLMKernels knows nothing of files; SLMProtocol does no I/O.
 // SLMTokenizer is text ↔ token ids (tokenizers, pre-tokenizers, streaming detokenizer, chat
@@ -46,17 +48,19 @@ let package = Package(
         // vocabulary trie, token masks.
         .target(name: "SLMConstraint", dependencies: ["SLMTokenizer"]),
         // Config, weights view, KV cache, forward pass, sampler, generators.
-        .target(name: "SLMModel", dependencies: ["GGUF", "SLMKernels", "SLMTokenizer", "SLMConstraint"]),
+        .target(name: "SLMModel", dependencies: ["GGUF", "SLMKernels", "SLMTokenizer", "SLMConstraint", "SLMLimits"]),
+        // Every request bound and default, with unit and range, defined once for all layers.
+        .target(name: "SLMLimits"),
         // Frames and messages of the socket protocol: no I/O, shared by daemon and client.
-        .target(name: "SLMProtocol"),
+        .target(name: "SLMProtocol", dependencies: ["SLMLimits"]),
         // libsystemd through pkg-config: notify, socket activation, journal.
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
         .target(name: "SLMSystemd", dependencies: ["CSystemd", .product(name: "Logging", package: "swift-log")]),
         // Scheduler: thread and memory caps, queue, continuous batching, cancellation.
-        .target(name: "SLMEngine", dependencies: ["SLMModel", "SLMTokenizer", "SLMConstraint", "SLMKernels", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "SLMEngine", dependencies: ["SLMModel", "SLMTokenizer", "SLMConstraint", "SLMKernels", "SLMLimits", .product(name: "Logging", package: "swift-log")]),
         // The Unix-socket server: framing, sessions, access control.
         .target(name: "SLMServer", dependencies: ["SLMEngine", "SLMModel", "SLMTokenizer", "SLMConstraint", "SLMKernels",
-                                                  "SLMProtocol", "SLMSystemd", .product(name: "Logging", package: "swift-log")]),
+                                                  "SLMLimits", "SLMProtocol", "SLMSystemd", .product(name: "Logging", package: "swift-log")]),
         .executableTarget(
             name: "slmd",
             dependencies: [
@@ -67,7 +71,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "slmctl",
-            dependencies: ["SLMProtocol", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["SLMProtocol", "SLMLimits", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // What every test target shares: the model lookup, the daemon launcher, temporary
         // directories for sockets, the seeded RNG. Links nothing of slmd's own.
@@ -76,14 +80,14 @@ let package = Package(
         .testTarget(name: "SLMKernelsTests", dependencies: ["SLMTestSupport", "SLMKernels", "CSLMKernels"]),
         .testTarget(name: "SLMModelTests",
                     dependencies: ["SLMTestSupport", "SLMModel", "SLMTokenizer", "SLMConstraint", "GGUF", "SLMKernels"]),
-        .testTarget(name: "SLMProtocolTests", dependencies: ["SLMTestSupport", "SLMProtocol"]),
+        .testTarget(name: "SLMProtocolTests", dependencies: ["SLMTestSupport", "SLMProtocol", "SLMLimits"]),
         .testTarget(name: "SLMSystemdTests", dependencies: ["SLMTestSupport", "SLMSystemd"]),
         .testTarget(name: "SLMEngineTests", dependencies: ["SLMTestSupport", "SLMEngine", "SLMModel", "SLMKernels"]),
         .testTarget(name: "SLMServerTests", dependencies: ["SLMTestSupport", "SLMServer", "SLMProtocol", "SLMEngine", "SLMModel",
-                                                      "SLMTokenizer", "SLMConstraint"]),
+                                                      "SLMTokenizer", "SLMConstraint", "SLMLimits"]),
         // Runs the built slmctl binary (found beside the test bundle) against a fake server
         // and against `slmd serve` with the real model; links only the protocol.
-        .testTarget(name: "SlmctlTests", dependencies: ["SLMTestSupport", "SLMProtocol"]),
+        .testTarget(name: "SlmctlTests", dependencies: ["SLMTestSupport", "SLMProtocol", "SLMLimits"]),
     ],
     swiftLanguageModes: [.v6]
 )

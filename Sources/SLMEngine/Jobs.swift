@@ -4,6 +4,7 @@ import SLMConstraint
 #if canImport(Glibc)
 import Glibc
 #endif
+import SLMLimits
 
 /// What a suggestion is.
 public enum SuggestMode: String, Sendable, Equatable, CaseIterable {
@@ -19,14 +20,14 @@ public struct SuggestOptions: Sendable, Equatable {
     /// The floor under `minProb` by default: a suggestion the model gives less than one
     /// chance in a million (after what was typed) is noise, not a prediction; four-word
     /// phrases the model finds plausible are ~1e-2…1e-5.
-    public static let defaultMinProb = 1e-6
+    public static let defaultMinProb = Limits.suggestMinProb.defaultValue!
 
     /// Suggestions wanted (distinct).
-    public var n: Int = 3
+    public var n = Int(Limits.suggestN.defaultValue!)
     /// Most tokens per suggestion.
-    public var maxTokens: Int = 8
+    public var maxTokens = Int(Limits.suggestMaxTokens.defaultValue!)
     /// Most words per suggestion (a word starts after whitespace); 0: no limit. Phrase mode only.
-    public var maxWords: Int = 4
+    public var maxWords = Int(Limits.suggestMaxWords.defaultValue!)
     /// End a suggestion after a sentence end (. ! ?). Phrase mode only.
     public var stopAtSentence: Bool = true
     public var mode: SuggestMode = .phrase
@@ -40,7 +41,8 @@ public struct SuggestOptions: Sendable, Equatable {
     public var session: String?
     public var deadline: Double?
 
-    public init(n: Int = 3, maxTokens: Int = 8, maxWords: Int = 4, stopAtSentence: Bool = true,
+    public init(n: Int = Int(Limits.suggestN.defaultValue!), maxTokens: Int = Int(Limits.suggestMaxTokens.defaultValue!),
+                maxWords: Int = Int(Limits.suggestMaxWords.defaultValue!), stopAtSentence: Bool = true,
                 mode: SuggestMode = .phrase, minProb: Double = SuggestOptions.defaultMinProb, context: String? = nil,
                 session: String? = nil, deadline: Double? = nil) {
         self.n = n
@@ -105,8 +107,12 @@ public struct ChooseResult: Sendable, Equatable {
 public struct ParseResult: Sendable, Equatable {
     /// Compact JSON text, valid under the schema when `complete`.
     public var text: String
-    /// The root value was closed (false only when max_tokens cut it short).
+    /// The root value was closed (false when max_tokens cut it short or it was interrupted).
     public var complete: Bool
+    /// Why the job stopped before the root value closed, when it was cancelled, superseded
+    /// or ran past its deadline mid-generation; nil otherwise. An interrupted parse is not a
+    /// result: the server answers it with an error, never with the partial text.
+    public var interrupted: FinishReason? = nil
     public var promptTokens: Int
     public var generatedTokens: Int
     /// Tokens the schema forced (appended without sampling).
@@ -166,10 +172,16 @@ extension Engine {
     /// computed from the shared prefix KV with the branches batched in each pass.
     public func submitSuggest(prefix: String, options: SuggestOptions, owner: UInt32 = 0,
                               completion: @escaping @Sendable (JobOutcome) -> Void) throws(EngineError) -> RequestHandle {
-        guard (1...8).contains(options.n) else { throw EngineError(.badRequest, "n must be in 1...8") }
-        guard (1...64).contains(options.maxTokens) else { throw EngineError(.badRequest, "max_tokens must be in 1...64 for suggest") }
-        guard options.maxWords >= 0 else { throw EngineError(.badRequest, "max_words must be >= 0") }
-        guard options.minProb >= 0 && options.minProb <= 1 else { throw EngineError(.badRequest, "min_prob must be in 0...1") }
+        guard Limits.suggestN.contains(Int64(options.n)) else { throw EngineError(.badRequest, "n must be in \(Limits.suggestN.rangeText)") }
+        guard Limits.suggestMaxTokens.contains(Int64(options.maxTokens)) else {
+            throw EngineError(.badRequest, "max_tokens must be in \(Limits.suggestMaxTokens.rangeText) for suggest")
+        }
+        guard Limits.suggestMaxWords.contains(Int64(options.maxWords)) else {
+            throw EngineError(.badRequest, "max_words must be in \(Limits.suggestMaxWords.rangeText)")
+        }
+        guard Limits.suggestMinProb.contains(options.minProb) else {
+            throw EngineError(.badRequest, "min_prob must be in \(Limits.suggestMinProb.rangeText)")
+        }
         // An empty prefix is a cursor at the start of a field: it predicts first words.
         let ids = suggestContext(prefix: prefix, options).ids
         guard ids.count + options.maxTokens <= config.maxContext else {
@@ -189,8 +201,8 @@ extension Engine {
                              deadline: Double? = nil, owner: UInt32 = 0,
                              completion: @escaping @Sendable (JobOutcome) -> Void) throws(EngineError) -> RequestHandle {
         guard !promptIDs.isEmpty else { throw EngineError(.badRequest, "the prompt is empty") }
-        guard (1...32).contains(options.count), options.count == texts.count else {
-            throw EngineError(.badRequest, "options must have 1...32 entries")
+        guard Limits.chooseOptions.contains(Int64(options.count)), options.count == texts.count else {
+            throw EngineError(.badRequest, "options must have \(Limits.chooseOptions.rangeText) entries")
         }
         guard options.allSatisfy({ !$0.isEmpty }) else { throw EngineError(.badRequest, "an option is empty") }
         let longest = options.map(\.count).max()!
@@ -353,8 +365,10 @@ extension Engine {
             let (out, stats) = try ConstrainedGenerator.run(
                 model: model, session: session, promptIDs: Array(prompt[reused...]), decoder: decoder,
                 options: GenerationOptions(maxTokens: maxTokens, sampling: sampling), scoreTokens: confidence,
-                departures: departures, noNumbers: noNumbers, now: monotonicSeconds)
+                departures: departures, noNumbers: noNumbers, interrupt: { interruption(job) }, now: monotonicSeconds)
+            let interrupted: FinishReason? = [.cancelled, .superseded, .deadline].contains(out.finishReason) ? out.finishReason : nil
             job.completion(.parse(ParseResult(text: decoder.generatedText, complete: decoder.isComplete && out.finishReason == .stop,
+                                              interrupted: interrupted,
                                               promptTokens: prompt.count, generatedTokens: out.generatedIDs.count,
                                               forcedTokens: stats.forcedTokens, forwardPasses: stats.forwardPasses,
                                               maskMs: stats.maskSeconds * 1000, ms: (monotonicSeconds() - t0) * 1000,

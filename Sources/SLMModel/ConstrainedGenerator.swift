@@ -81,9 +81,12 @@ public enum ConstrainedGenerator {
     /// number: where the schema would allow either, a number is refused (and when null is
     /// then the only choice, it is written without asking the model). A tiny model
     /// otherwise fills an optional number from its examples ("21").
+    ///
+    /// `interrupt` is asked before every forward pass; a reason it returns (cancelled,
+    /// superseded, deadline) ends generation there with that finish reason.
     public static func run(model: Model, session: Session, promptIDs: [Int32], decoder: ConstrainedDecoder,
                            options: GenerationOptions, scoreTokens: Bool = true, departures: DepartureFilter? = nil,
-                           noNumbers: Bool = false,
+                           noNumbers: Bool = false, interrupt: () -> FinishReason? = { nil },
                            now: () -> Double) throws(ModelError) -> (GenerationOutput, ConstraintStats) {
         var out = GenerationOutput(promptIDs: promptIDs)
         var stats = ConstraintStats()
@@ -147,6 +150,10 @@ public enum ConstrainedGenerator {
             }
             if out.generatedIDs.count >= options.maxTokens || pending.count > session.remaining {
                 out.finishReason = .length
+                break
+            }
+            if let reason = interrupt() {
+                out.finishReason = reason
                 break
             }
             var afterDigit: Int32?

@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import SLMConstraint
+import SLMLimits
 
 /// Whether a constrained parse is a command of its schema at all, and which of its values
 /// the schema could not hold.
@@ -46,10 +47,10 @@ public struct ParseVerdict: Sendable, Equatable {
     /// The operating point when neither the intent nor the request sets one: in the gap
     /// between the highest-scoring non-command (0.21) and the lowest-scoring command (0.30)
     /// of the development sets (README, Limits).
-    public static let defaultMinMatchScore = 0.25
+    public static let defaultMinMatchScore = Limits.minMatchScore.defaultValue!
     /// Matched fields whose confidence is below this are worth confirming with the user: on
     /// the development set it flags 8 of the 12 wrong commands, and 22 of 63 in all.
-    public static let defaultConfirmBelow = 0.5
+    public static let defaultConfirmBelow = Limits.confirmBelow.defaultValue!
 
     /// Whether `utterance` states a number (digits, or an English number word): when it does
     /// not, values that may be null stay null (`ConstrainedGenerator`'s `noNumbers`).

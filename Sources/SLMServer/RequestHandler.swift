@@ -9,6 +9,7 @@ import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
+import SLMLimits
 
 /// Turns decoded frames into engine work and replies. Runs on the I/O thread; generation
 /// results come back on the engine thread through each request's sink.
@@ -56,7 +57,7 @@ final class RequestHandler: @unchecked Sendable {
             c.enqueue(ErrorMessage(id: id, code: code, message: message).frame())
         }
         switch request.body {
-        case .ping, .hello, .info, .status, .stats, .cancel:
+        case .ping, .hello, .info, .status, .stats, .cancel, .intents:
             // A final frame under an id that is still in flight would be read as that
             // request's end.
             if c.isInFlight(id) {
@@ -113,6 +114,8 @@ final class RequestHandler: @unchecked Sendable {
             reply(.status(status()))
         case .stats:
             reply(.stats(stats()))
+        case .intents:
+            reply(.intents(intents.all.map { IntentInfo(name: $0.name, description: $0.description, schema: $0.declaredSchemaText) }))
         case .cancel(let x):
             if c.cancelReserved(x.target) { return reply(.cancel(cancelled: true)) }
             let handle = c.shared.withLock { $0.inflight[x.target] }
@@ -134,7 +137,7 @@ final class RequestHandler: @unchecked Sendable {
             finish(id, on: c, ErrorMessage(id: id, code: code, message: message).frame())
         }
         switch request.body {
-        case .ping, .hello, .info, .status, .stats, .cancel:
+        case .ping, .hello, .info, .status, .stats, .cancel, .intents:
             preconditionFailure("immediate requests are answered on the I/O thread")
         case .tokenize(let t):
             reply(.tokenize(ids: model.tokenizer.encode(t.text, parseSpecial: t.parseSpecial).map(Int.init)))
@@ -240,7 +243,7 @@ final class RequestHandler: @unchecked Sendable {
             if model.tokenizer.addBOS, let bos = model.tokenizer.bosID { ids.insert(bos, at: 0) }
             var sampling = SamplingParams.greedy
             if let t = r.temperature, t > 0 { sampling = SamplingParams(temperature: Float(t), seed: UInt64.random(in: 0...UInt64.max)) }
-            let limit = min(maxTokens ?? 128, config.engine.maxTokens)
+            let limit = min(maxTokens ?? Int(Limits.parseMaxTokens.defaultValue!), config.engine.maxTokens)
             let deadline = r.deadlineMS.map { monotonicSeconds() + Double($0) / 1000 }
             let judging = ParseJudging(utterance: r.utterance, schema: automaton.schema, synonyms: synonyms,
                                        minMatchScore: minMatchScore ?? ParseVerdict.defaultMinMatchScore,
@@ -375,6 +378,9 @@ final class RequestHandler: @unchecked Sendable {
                 options: r.options.map { .init(text: $0.text, logprob: $0.logprob, normalizedLogprob: $0.normalizedLogprob, tokens: $0.tokenCount) },
                 ms: r.ms))).frame()
         case .parse(let r):
+            // Cancelled or past its deadline while decoding: the same error as before it
+            // started, never a result the client already gave up on.
+            if let reason = r.interrupted { return jobFrame(id: id, .ended(reason, nil)) }
             let reply = judging.map { $0.judge(r) } ?? ParseJudging.unjudged(r)
             let value = reply.matched ? ((try? JSONValue.parse(Array(reply.text.utf8))) ?? .null) : .null
             return Reply(id: id, .parse(SLMProtocol.ParseResult(
@@ -425,7 +431,11 @@ final class RequestHandler: @unchecked Sendable {
                 let total = (monotonicSeconds() - t0) * 1000
                 let usage = Usage(promptTokens: r.promptTokens, generatedTokens: r.generatedTokens, ttftMS: total,
                                   tokensPerSecond: r.ms > 0 ? Double(r.generatedTokens) / (r.ms / 1000) : 0, totalMS: total)
-                let result = GenerationResult(text: stream ? nil : r.text, finishReason: r.complete ? .stop : .length, usage: usage)
+                // Interrupted mid-generation: a reply with that reason and the text so far, as
+                // for unconstrained generation (§10).
+                let reason: SLMProtocol.FinishReason = r.interrupted.map { SLMProtocol.FinishReason(rawValue: $0.rawValue) }
+                    ?? (r.complete ? .stop : .length)
+                let result = GenerationResult(text: stream ? nil : r.text, finishReason: reason, usage: usage)
                 c.enqueue(Reply(id: id, op == .chat ? .chat(result) : .complete(result)).frame(), finishing: id)
                 server?.wake()
             }

@@ -72,6 +72,23 @@ final class Client {
     /// Sends a JSON payload as a request frame, verbatim.
     func sendJSON(_ json: String) { sendRaw(Frame(type: .request, payload: Array(json.utf8)).encode()) }
 
+    /// The next frame as it came (the spec conformance test reads raw payloads), or nil at
+    /// EOF / timeout.
+    func nextFrame() -> Frame? {
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while true {
+            do {
+                if let f = try decoder.next() { return f }
+            } catch {
+                XCTFail("client could not decode a server frame: \(error)")
+                return nil
+            }
+            let n = read(fd, &buf, buf.count)
+            if n <= 0 { return nil }
+            decoder.feed(buf[0..<n])
+        }
+    }
+
     /// The next server message, or nil at EOF / timeout.
     func next() -> ServerMessage? {
         var buf = [UInt8](repeating: 0, count: 65536)
