@@ -160,6 +160,48 @@ final class SpecConformanceTests: XCTestCase {
         XCTAssertEqual(try JSONValue.parse(error.payload), try JSONValue.parse(try dump("unknown-op-error")))
     }
 
+    // MARK: §10.3 rules
+
+    func testTheIDIsEchoedWheneverItCanBeRead() throws {
+        func final(_ json: String) -> [String: JSONValue] {
+            guard case .object(let o)? = exchange(json).last?.json else { XCTFail("no answer to \(json)"); return [:] }
+            return o
+        }
+        var o = final(#"{"id":6,"op":"tokenize","text":7}"#)
+        XCTAssertEqual(o["code"], .string("bad_field")); XCTAssertEqual(o["id"], .int(6))
+        o = final(#"{"id":"s","op":"translate"}"#)
+        XCTAssertEqual(o["code"], .string("unknown_type")); XCTAssertEqual(o["id"], .string("s"))
+        // A lone surrogate is not JSON: no id can be read.
+        o = final(#"{"id":5,"op":"tokenize","text":"\ud83d"}"#)
+        XCTAssertEqual(o["code"], .string("bad_json")); XCTAssertEqual(o["id"], .null)
+        // The connection goes on.
+        XCTAssertEqual(final(#"{"id":9223372036854775807,"op":"ping"}"#)["id"], .int(Int64.max), "i64 ids echoed exactly")
+    }
+
+    func testHelloIsOptionalAndRepeatable() throws {
+        XCTAssertEqual(exchange(#"{"id":1,"op":"ping"}"#).first?.type, .reply, "no hello needed")
+        for id in 2...3 {
+            guard case .object(let o)? = exchange(#"{"id":\#(id),"op":"hello","max_version":1}"#).first?.json else { return XCTFail() }
+            XCTAssertEqual(o["protocol_version"], .int(1))
+        }
+        XCTAssertEqual(exchange(#"{"id":4,"op":"ping"}"#).first?.type, .reply)
+    }
+
+    func testTooManyInFlightIsBusyForThatRequestOnly() throws {
+        let d = try Daemon(settings: ["max_inflight_per_connection=1"])
+        let c = try Client(path: d.socket)
+        let long = #"{\"type\":\"object\",\"properties\":{\"story\":{\"type\":\"string\",\"maxLength\":2000}}}"#
+        let parse = #"{"id":ID,"op":"parse","utterance":"tell me a long story","schema":"\#(long)","max_tokens":400}"#
+        // Both frames in one write: the second is read while the first is in flight.
+        c.sendRaw(Frame(type: .request, payload: Array(parse.replacingOccurrences(of: "ID", with: "1").utf8)).encode()
+                  + Frame(type: .request, payload: Array(parse.replacingOccurrences(of: "ID", with: "2").utf8)).encode())
+        let second = c.finish(.int(2)).final
+        XCTAssertEqual(second?.errorCode, "busy", "\(String(describing: second))")
+        c.send(Request(id: 3, .cancel(CancelRequest(target: 1))))
+        XCTAssertNotNil(c.finish(.int(1)).final, "the first request still ends")
+        XCTAssertEqual(c.request(.ping, id: 4)?.reply, .ping)
+    }
+
     // MARK: Tables
 
     /// A valid request of each op that section's table documents, to which one member is
