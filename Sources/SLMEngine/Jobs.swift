@@ -188,8 +188,8 @@ extension Engine {
             throw EngineError(.contextOverflow, "context + prefix (\(ids.count) tokens) + max_tokens exceed the context of \(config.maxContext)")
         }
         let need = kvBytes(tokens: ids.count) + (options.n + 2) * kvBytes(tokens: ids.count + options.maxTokens)
-        guard need <= config.memoryBudgetBytes - runner.scratchBytes else {
-            throw EngineError(.overMemoryBudget, "suggest needs \(need) bytes of KV; the budget leaves \(config.memoryBudgetBytes - runner.scratchBytes)")
+        guard need <= kvBudget else {
+            throw EngineError(.overMemoryBudget, "suggest needs \(need) bytes of KV; the budget leaves \(kvBudget)")
         }
         return try enqueue(.suggest(text: prefix, options), deadline: options.deadline, session: options.session, owner: owner,
                            completion: completion)
@@ -210,8 +210,8 @@ extension Engine {
             throw EngineError(.contextOverflow, "prompt + longest option exceed the context of \(config.maxContext)")
         }
         let need = kvBytes(tokens: promptIDs.count) + options.reduce(0) { $0 + kvBytes(tokens: promptIDs.count + $1.count) }
-        guard need <= config.memoryBudgetBytes - runner.scratchBytes else {
-            throw EngineError(.overMemoryBudget, "choose needs \(need) bytes of KV; the budget leaves \(config.memoryBudgetBytes - runner.scratchBytes)")
+        guard need <= kvBudget else {
+            throw EngineError(.overMemoryBudget, "choose needs \(need) bytes of KV; the budget leaves \(kvBudget)")
         }
         return try enqueue(.choose(promptIDs: promptIDs, options: options, texts: texts, normalize: normalize),
                            deadline: deadline, session: nil, owner: owner, completion: completion)
@@ -235,8 +235,8 @@ extension Engine {
             throw EngineError(.contextOverflow, "prompt (\(promptIDs.count) tokens) + max_tokens exceed the context of \(config.maxContext)")
         }
         let need = kvBytes(tokens: promptIDs.count + maxTokens)
-        guard need <= config.memoryBudgetBytes - runner.scratchBytes else {
-            throw EngineError(.overMemoryBudget, "parse needs \(need) bytes of KV; the budget leaves \(config.memoryBudgetBytes - runner.scratchBytes)")
+        guard need <= kvBudget else {
+            throw EngineError(.overMemoryBudget, "parse needs \(need) bytes of KV; the budget leaves \(kvBudget)")
         }
         return try enqueue(.parse(promptIDs: promptIDs, schema: schema, automaton: automaton, maxTokens: maxTokens, sampling: sampling,
                                   confidence: confidence, departures: departures, noNumbers: noNumbers),

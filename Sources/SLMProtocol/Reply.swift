@@ -1,3 +1,6 @@
+// Over ~500 lines on purpose: every reply body's type, encoder and decoder sit side by side,
+// one case per op, so adding a member touches one file and the round-trip test covers it.
+
 /// Why a generation ended. A struct over the wire string so that reasons added later
 /// (e.g. `superseded` for session requests) decode on older clients.
 public struct FinishReason: RawRepresentable, Sendable, Hashable, CustomStringConvertible {

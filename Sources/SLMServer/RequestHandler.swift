@@ -11,6 +11,9 @@ import Glibc
 #endif
 import SLMLimits
 
+// Over ~500 lines until introspection (info/status/stats, /proc) moves to its own file, which
+// waits for the `archs` branch (new info/status members) to merge (#13 item 3b).
+
 /// Turns decoded frames into engine work and replies. Runs on the I/O thread; generation
 /// results come back on the engine thread through each request's sink.
 ///
