@@ -1,5 +1,6 @@
 import SLMKernels
 import SLMModel
+import SLMTokenizer
 import SLMConstraint
 #if canImport(Glibc)
 import Glibc
@@ -36,7 +37,44 @@ public struct ParseResult: Sendable, Equatable {
     public var departures: [Departure] = []
 }
 
+/// Why a parse prompt could not be built.
+public enum ParsePromptError: Error, Sendable, Equatable {
+    /// The model has no chat template slmd can render.
+    case noChatTemplate
+    /// The utterance holds text that would tokenize as a control token.
+    case controlTextInUtterance
+    /// An example or the instruction holds text that would tokenize as a control token.
+    case controlTextInExamplesOrInstruction
+}
+
 extension Engine {
+    /// The system message of a parse when neither the request nor the intent gives one.
+    public static let defaultParseInstruction = "Convert the user's command into a JSON object. Reply with the JSON object only."
+
+    /// The prompt of a parse, as token ids: the instruction as the system message, each
+    /// worked example as an earlier user/assistant exchange (its output in the schema's key
+    /// order, the layout decoding will produce), then the utterance, in the model's chat
+    /// template. A 135M model follows demonstrated format far better than described format.
+    /// Text that would tokenize as a control token is refused, naming the member.
+    public func parsePrompt(utterance: String, instruction: String?,
+                            examples: [(utterance: String, output: String)]) throws(ParsePromptError) -> [Int32] {
+        guard case .success(let template) = model.chatTemplate else { throw .noChatTemplate }
+        var messages = [ChatMessage(role: "system", content: instruction ?? Self.defaultParseInstruction)]
+        for e in examples {
+            messages.append(ChatMessage(role: "user", content: e.utterance))
+            messages.append(ChatMessage(role: "assistant", content: e.output))
+        }
+        messages.append(ChatMessage(role: "user", content: utterance))
+        let tokenizer = model.tokenizer
+        for (i, m) in messages.enumerated() where tokenizer.encode(m.content, parseSpecial: true).contains(where: tokenizer.isControl) {
+            throw i == messages.count - 1 ? .controlTextInUtterance : .controlTextInExamplesOrInstruction
+        }
+        var ids = tokenizer.encode(template.render(messages), parseSpecial: true)
+        // The templates leave BOS to the tokenizer (Llama 2/3, TinyLlama ask for it).
+        if tokenizer.addBOS, let bos = tokenizer.bosID { ids.insert(bos, at: 0) }
+        return ids
+    }
+
     /// Queues a schema-constrained generation: the output is JSON valid under `schema`
     /// (compiled by the caller with `JSONSchemaCompiler`), ending right after the root value.
     /// `confidence` scores every choice, `departures` (with it) finds what the model wanted

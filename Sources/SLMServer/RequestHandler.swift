@@ -224,26 +224,17 @@ final class RequestHandler: @unchecked Sendable {
                 instruction = r.instruction
                 examples = r.examples.map { ($0.utterance, canonical(OrderedJSON($0.output), schema: automaton.schema).compactText) }
             }
-            guard case .success(let template) = model.chatTemplate else {
-                return fail(.unsupported, "this model has no chat template slmd can render")
+            let ids: [Int32]
+            do {
+                ids = try engine.parsePrompt(utterance: r.utterance, instruction: instruction, examples: examples)
+            } catch {
+                switch error {
+                case .noChatTemplate: return fail(.unsupported, "this model has no chat template slmd can render")
+                case .controlTextInUtterance: return fail(.badField, "field 'utterance': contains control-token text")
+                case .controlTextInExamplesOrInstruction:
+                    return fail(.badField, "field 'examples' or 'instruction': contains control-token text")
+                }
             }
-            // Instruction, worked examples as earlier turns, then the utterance: a 135M model
-            // follows demonstrated format far better than described format. Examples are
-            // shown in the schema's key order, the layout decoding will produce.
-            var messages = [ChatMessage(role: "system", content: instruction
-                ?? "Convert the user's command into a JSON object. Reply with the JSON object only.")]
-            for e in examples {
-                messages.append(ChatMessage(role: "user", content: e.utterance))
-                messages.append(ChatMessage(role: "assistant", content: e.output))
-            }
-            messages.append(ChatMessage(role: "user", content: r.utterance))
-            for (i, m) in messages.enumerated() where model.tokenizer.encode(m.content, parseSpecial: true).contains(where: model.tokenizer.isControl) {
-                return fail(.badField, i == messages.count - 1 ? "field 'utterance': contains control-token text"
-                                                              : "field 'examples' or 'instruction': contains control-token text")
-            }
-            var ids = model.tokenizer.encode(template.render(messages), parseSpecial: true)
-            // The templates leave BOS to the tokenizer (Llama 2/3, TinyLlama ask for it).
-            if model.tokenizer.addBOS, let bos = model.tokenizer.bosID { ids.insert(bos, at: 0) }
             var sampling = SamplingParams.greedy
             if let t = r.temperature, t > 0 { sampling = SamplingParams(temperature: Float(t), seed: UInt64.random(in: 0...UInt64.max)) }
             let limit = min(maxTokens ?? Int(Limits.parseMaxTokens.defaultValue!), config.engine.maxTokens)
