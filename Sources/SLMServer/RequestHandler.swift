@@ -30,6 +30,10 @@ final class RequestHandler: @unchecked Sendable {
     let serverVersion = SLMDVersion.string
     /// Where requests are tokenized and compiled, off the I/O thread.
     let preparation: PreparationThread
+    /// `busy` refusals made here (the per-connection in-flight cap, a full preparation
+    /// queue), added to the engine's in `requests_refused_busy` so the counter matches every
+    /// `busy` a client gets, whichever layer refused.
+    let refusedBusy = Atomic<Int>(0)
 
     init(config: DaemonConfig, engine: Engine, intents: IntentRegistry, logger: Logger) {
         self.config = config
@@ -72,6 +76,7 @@ final class RequestHandler: @unchecked Sendable {
             case .ok: break
             case .duplicate: return fail(.duplicateID, "a request with id \(id) is still in flight on this connection")
             case .full:
+                refusedBusy.add(1, ordering: .relaxed)
                 return fail(.busy, "this connection already has \(config.maxInflightPerConnection) requests in flight (max_inflight_per_connection)")
             }
             let queued = preparation.submit { [self] in
@@ -86,6 +91,7 @@ final class RequestHandler: @unchecked Sendable {
             }
             if !queued {
                 c.unreserve(id)
+                refusedBusy.add(1, ordering: .relaxed)
                 fail(.busy, "\(preparation.capacity) requests are already waiting to be prepared; retry later")
             }
         }
@@ -540,6 +546,7 @@ final class RequestHandler: @unchecked Sendable {
         for code in EngineError.Code.allCases {
             counters["requests_refused_\(snake(code.rawValue))"] = Int64(s.refused[code, default: 0])
         }
+        counters["requests_refused_busy", default: 0] += Int64(refusedBusy.load(ordering: .relaxed))
         let gauges: [String: Double] = [
             "active": Double(s.active), "queued": Double(s.queued),
             "kv_bytes_in_use": Double(s.kvBytesInUse), "kv_bytes_peak": Double(s.kvBytesPeak),
