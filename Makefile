@@ -17,7 +17,7 @@ BIN         := .build/release
 # example intents (docs/examples/intents.d: smart_home).
 SOCKET      ?= /tmp/slmd-$(shell id -u).sock
 
-.PHONY: all deps model vocabs build run test test-swift test-arm test-units test-load bench clean deb test-deb test-system fuzz
+.PHONY: all deps model vocabs build run test lint test-swift test-arm test-units test-load bench clean deb test-deb test-system fuzz
 
 all: build
 
@@ -42,7 +42,11 @@ run: build model
 	$(BIN)/slmd serve --config etc/slmd.conf --model "$$(scripts/fetch-model)" --socket $(SOCKET) \
 		--set repack_cache_dir="$${XDG_CACHE_HOME:-$$HOME/.cache}/slmd" --set intents_dir=docs/examples/intents.d
 
-test: deps model vocabs test-swift test-arm test-units
+test: deps model vocabs lint test-swift test-arm test-units
+
+# Style rules of .swift-format (`swift format lint`, rules only; see the script). ~10 s.
+lint:
+	scripts/lint-style
 
 # The suite is XCTest only; the log feeds .ci/run's closing summary line.
 test-swift:

@@ -2,13 +2,19 @@
 //
 // Dependency graph (one way only):
 //
-//   GGUF ─────────────────────────┐
-//   CSLMKernels → SLMKernels ─────┴→ SLMModel → SLMEngine ─┐
-//   SLMProtocol ───────────────────────────────────────────┼→ SLMServer → slmd
-//   CSystemd → SLMSystemd ─────────────────────────────────┘
+//   GGUF ──→ SLMTokenizer ──→ SLMConstraint ──┐
+//   GGUF, SLMKernels (CSLMKernels) ───────────┴→ SLMModel → SLMEngine ─┐
+//   SLMProtocol ───────────────────────────────────────────────────────┼→ SLMServer → slmd
+//   CSystemd → SLMSystemd ─────────────────────────────────────────────┘
 //   SLMProtocol → slmctl          (slmctl never links the model)
+//   SLMLimits: a leaf, every request bound and default, used by SLMProtocol, SLMModel,
+//              SLMEngine, SLMServer and slmctl (--help and its checks)
 //
 // GGUF knows nothing of models; SLMKernels knows nothing of files; SLMProtocol does no I/O.
+// SLMTokenizer is text ↔ token ids (tokenizers, pre-tokenizers, streaming detokenizer, chat
+// templates); SLMConstraint is JSON schemas over a tokenizer's vocabulary (ordered JSON,
+// schema compiler, automaton, vocabulary trie, masks) and knows nothing of weights;
+// SLMModel is config, weights, KV cache, forward pass, sampler and generators.
 // Every module a target imports is declared below (slmd and SLMServer also use GGUF and
 // SLMKernels directly: model info, kernel path), so the graph is the one that builds.
 import PackageDescription
@@ -20,6 +26,8 @@ let package = Package(
         .executable(name: "slmd", targets: ["slmd"]),
         .executable(name: "slmctl", targets: ["slmctl"]),
         .library(name: "SLMModel", targets: ["SLMModel"]),
+        .library(name: "SLMTokenizer", targets: ["SLMTokenizer"]),
+        .library(name: "SLMConstraint", targets: ["SLMConstraint"]),
         .library(name: "SLMProtocol", targets: ["SLMProtocol"]),
     ],
     dependencies: [
@@ -34,40 +42,52 @@ let package = Package(
         .target(name: "CSLMKernels"),
         // Quant block formats, reference and fast kernels, the thread pool.
         .target(name: "SLMKernels", dependencies: ["CSLMKernels"]),
-        // Config, weights view, KV cache, forward pass, tokenizer, chat template, sampler.
-        .target(name: "SLMModel", dependencies: ["GGUF", "SLMKernels"]),
+        // Tokenizers (BPE, SentencePiece), pre-tokenizers, streaming detokenizer, chat templates.
+        .target(name: "SLMTokenizer", dependencies: ["GGUF"]),
+        // JSON-schema constrained decoding: ordered JSON, schema compiler, automaton,
+        // vocabulary trie, token masks.
+        .target(name: "SLMConstraint", dependencies: ["SLMTokenizer"]),
+        // Config, weights view, KV cache, forward pass, sampler, generators.
+        .target(name: "SLMModel", dependencies: ["GGUF", "SLMKernels", "SLMTokenizer", "SLMConstraint", "SLMLimits"]),
+        // Every request bound and default, with unit and range, defined once for all layers.
+        .target(name: "SLMLimits"),
         // Frames and messages of the socket protocol: no I/O, shared by daemon and client.
-        .target(name: "SLMProtocol"),
+        .target(name: "SLMProtocol", dependencies: ["SLMLimits"]),
         // libsystemd through pkg-config: notify, socket activation, journal.
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
         .target(name: "SLMSystemd", dependencies: ["CSystemd", .product(name: "Logging", package: "swift-log")]),
         // Scheduler: thread and memory caps, queue, continuous batching, cancellation.
-        .target(name: "SLMEngine", dependencies: ["SLMModel", "SLMKernels", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "SLMEngine", dependencies: ["SLMModel", "SLMTokenizer", "SLMConstraint", "SLMKernels", "SLMLimits", .product(name: "Logging", package: "swift-log")]),
         // The Unix-socket server: framing, sessions, access control.
-        .target(name: "SLMServer", dependencies: ["SLMEngine", "SLMModel", "SLMKernels", "SLMProtocol", "SLMSystemd",
-                                                  .product(name: "Logging", package: "swift-log")]),
+        .target(name: "SLMServer", dependencies: ["SLMEngine", "SLMModel", "SLMTokenizer", "SLMConstraint", "SLMKernels",
+                                                  "SLMLimits", "SLMProtocol", "SLMSystemd", .product(name: "Logging", package: "swift-log")]),
         .executableTarget(
             name: "slmd",
             dependencies: [
-                "GGUF", "SLMKernels", "SLMModel", "SLMProtocol", "SLMServer", "SLMEngine", "SLMSystemd",
+                "GGUF", "SLMKernels", "SLMTokenizer", "SLMConstraint", "SLMModel", "SLMProtocol", "SLMServer", "SLMEngine", "SLMSystemd",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .executableTarget(
             name: "slmctl",
-            dependencies: ["SLMProtocol", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["SLMProtocol", "SLMLimits", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
-        .testTarget(name: "GGUFTests", dependencies: ["GGUF"]),
-        .testTarget(name: "SLMKernelsTests", dependencies: ["SLMKernels", "CSLMKernels"]),
-        .testTarget(name: "SLMModelTests", dependencies: ["SLMModel", "GGUF", "SLMKernels"]),
-        .testTarget(name: "SLMProtocolTests", dependencies: ["SLMProtocol"]),
-        .testTarget(name: "SLMSystemdTests", dependencies: ["SLMSystemd"]),
-        .testTarget(name: "SLMEngineTests", dependencies: ["SLMEngine", "SLMModel", "SLMKernels"]),
-        .testTarget(name: "SLMServerTests", dependencies: ["SLMServer", "SLMProtocol", "SLMEngine", "SLMModel"]),
+        // What every test target shares: the model lookup, the daemon launcher, temporary
+        // directories for sockets, the seeded RNG. Links nothing of slmd's own.
+        .target(name: "SLMTestSupport", path: "Tests/SLMTestSupport"),
+        .testTarget(name: "GGUFTests", dependencies: ["GGUF", "SLMTestSupport"]),
+        .testTarget(name: "SLMKernelsTests", dependencies: ["SLMTestSupport", "SLMKernels", "CSLMKernels"]),
+        .testTarget(name: "SLMModelTests",
+                    dependencies: ["SLMTestSupport", "SLMModel", "SLMTokenizer", "SLMConstraint", "GGUF", "SLMKernels"]),
+        .testTarget(name: "SLMProtocolTests", dependencies: ["SLMTestSupport", "SLMProtocol", "SLMLimits"]),
+        .testTarget(name: "SLMSystemdTests", dependencies: ["SLMTestSupport", "SLMSystemd"]),
+        .testTarget(name: "SLMEngineTests", dependencies: ["SLMTestSupport", "SLMEngine", "SLMModel", "SLMKernels"]),
+        .testTarget(name: "SLMServerTests", dependencies: ["SLMTestSupport", "SLMServer", "SLMProtocol", "SLMEngine", "SLMModel",
+                                                      "SLMTokenizer", "SLMConstraint", "SLMLimits"]),
         // Runs the built slmctl binary (found beside the test bundle) against a fake server
         // and against `slmd serve` with the real model; links only the protocol.
-        .testTarget(name: "SlmctlTests", dependencies: ["SLMProtocol"]),
+        .testTarget(name: "SlmctlTests", dependencies: ["SLMTestSupport", "SLMProtocol", "SLMLimits"]),
     ],
     swiftLanguageModes: [.v6]
 )

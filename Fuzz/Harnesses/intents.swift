@@ -9,7 +9,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-@testable import SLMModel
+@testable import SLMConstraint
 @testable import SLMServer
 
 @_cdecl("LLVMFuzzerTestOneInput")

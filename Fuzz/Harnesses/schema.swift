@@ -12,7 +12,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-@testable import SLMModel
+@testable import SLMConstraint
 
 /// SLMD_FUZZ_PRINT=1: print each schema as text first (turns a generator-mode crash input into
 /// the schema text a regression test needs: `SLMD_FUZZ_PRINT=1 scripts/fuzz repro schema FILE`).

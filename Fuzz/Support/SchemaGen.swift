@@ -2,7 +2,7 @@
 // schemas in the supported subset, with bounds drawn from edge values (Int64.min/max, ±10^18,
 // Int32.max - 1, ...), so the fuzzer reaches deep and extreme schemas that byte mutations of
 // JSON text rarely produce. The generated schema is checked exactly like a text input.
-@testable import SLMModel
+@testable import SLMConstraint
 
 /// Reads the input front to back; past the end every read is 0.
 struct ByteSource {

@@ -8,7 +8,7 @@
 //   satisfies the schema (checked by `schemaViolation`, a plain reading of JSON Schema
 //   semantics for the supported keywords), whose object members are in `properties` order,
 //   which `accepts` accepts, and which is no longer than `maxOutputBytes`.
-@testable import SLMModel
+@testable import SLMConstraint
 
 // MARK: RFC 8259 recogniser
 

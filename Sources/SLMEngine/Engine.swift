@@ -1,12 +1,18 @@
 import Logging
 import SLMKernels
 import SLMModel
+import SLMTokenizer
+import SLMConstraint
 import Synchronization
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+
+// Over ~500 lines, to be split further (#13 item 3): the scheduler loop, admission and the
+// prefix/suggest cache plumbing still share this file; memory accounting is out
+// (MemoryLedger), suggest caches, Choose/Parse runners and the shared decode step are next.
 
 /// The scheduler: admits requests against the memory budget, advances every active
 /// sequence with one batched forward pass per step (continuous batching), and ends
@@ -84,9 +90,8 @@ public final class Engine: @unchecked Sendable {
     struct Shared {
         var queue: [Pending] = []
         var jobs: [Job] = []
-        var kvBytesInUse = 0
-        var kvBytesPeak = 0
-        var cachedBytes = 0
+        /// KV in use, caches and the peak, against the budget (set in `init`).
+        var memory = MemoryLedger(capacity: 0)
         /// The live request of each session key.
         var sessions: [String: RequestHandle] = [:]
         var stopping = false
@@ -186,6 +191,7 @@ public final class Engine: @unchecked Sendable {
         wordEndMask = tokenTraits.map { $0.continuesWord ? 0 : 1 }
         let eot = tokenizer.encode("<|endoftext|>", parseSpecial: true)
         documentStart = eot.count == 1 && tokenizer.isControl(eot[0]) ? eot[0] : (tokenizer.bosID ?? tokenizer.eosID)
+        shared.memory = MemoryLedger(capacity: kvBudget)
         shared.stats.memoryBudgetBytes = config.memoryBudgetBytes
         shared.stats.scratchBytes = runner.scratchBytes
         shared.stats.kernelPath = Kernels.path
@@ -239,7 +245,7 @@ public final class Engine: @unchecked Sendable {
             throw refuse(.contextOverflow, "prompt (\(prompt) tokens) + max_tokens (\(maxTokens)) exceed the context of \(config.maxContext) tokens")
         }
         let need = kvBytes(tokens: capacity)
-        let available = config.memoryBudgetBytes - runner.scratchBytes
+        let available = kvBudget
         guard need <= available else {
             throw refuse(.overMemoryBudget, "needs \(need) bytes of KV cache; the budget leaves \(available) for all sequences")
         }
@@ -329,9 +335,9 @@ public final class Engine: @unchecked Sendable {
         lock.withLock {
             var s = shared.stats
             s.queued = shared.queue.count
-            s.kvBytesInUse = shared.kvBytesInUse
-            s.kvBytesPeak = shared.kvBytesPeak
-            s.prefixCacheBytes = shared.cachedBytes
+            s.kvBytesInUse = shared.memory.inUse
+            s.kvBytesPeak = shared.memory.peak
+            s.prefixCacheBytes = shared.memory.cached
             s.ttftMs = Percentiles(shared.ttft.samples)
             s.tokensPerSecond = Percentiles(shared.rate.samples)
             s.uptimeSeconds = monotonicSeconds() - started
@@ -441,31 +447,33 @@ public final class Engine: @unchecked Sendable {
 
     // MARK: Memory
 
+    /// Bytes the budget leaves for KV and caches (`MemoryLedger.capacity`); a request whose
+    /// KV alone exceeds it is refused at once.
+    var kvBudget: Int { config.memoryBudgetBytes - runner.scratchBytes }
+
     /// Makes room for `bytes` more of KV by evicting prefix-cache entries (never
     /// `keeping`); false when even an empty cache would not make it fit.
     func reserve(_ bytes: Int, keeping: KVCache? = nil) -> Bool {
         while true {
-            let fits = lock.withLock { runner.scratchBytes + shared.kvBytesInUse + shared.cachedBytes + bytes <= config.memoryBudgetBytes }
-            if fits {
-                lock.withLock {
-                    shared.kvBytesInUse += bytes
-                    shared.kvBytesPeak = max(shared.kvBytesPeak, shared.kvBytesInUse + shared.cachedBytes)
-                }
+            let reserved: Bool = lock.withLock {
+                guard shared.memory.fits(bytes) else { return false }
+                shared.memory.reserve(bytes)
                 return true
             }
+            if reserved { return true }
             // Idle branch caches and their logits go first: they only save an allocation
             // or one pass.
             if let kept = branchStartLogits.popLast() {
-                lock.withLock { shared.cachedBytes -= kept.logits.count * MemoryLayout<Float>.size }
+                lock.withLock { shared.memory.evict(kept.logits.count * MemoryLayout<Float>.size) }
                 continue
             }
             if let pooled = branchPool.popLast() {
-                lock.withLock { shared.cachedBytes -= pooled.cache.bytes }
+                lock.withLock { shared.memory.evict(pooled.cache.bytes) }
                 continue
             }
             guard let victim = prefixCache.evictOne(keeping: keeping) else { return false }
             lock.withLock {
-                shared.cachedBytes -= victim.bytes
+                shared.memory.evict(victim.bytes)
                 shared.stats.prefixCacheEntries = prefixCache.entries.count
             }
         }
@@ -492,11 +500,7 @@ public final class Engine: @unchecked Sendable {
         }
         if let best {
             let p = branchPool.remove(at: best.index)
-            lock.withLock {
-                shared.cachedBytes -= p.cache.bytes
-                shared.kvBytesInUse += p.cache.bytes
-                shared.kvBytesPeak = max(shared.kvBytesPeak, shared.kvBytesInUse + shared.cachedBytes)
-            }
+            lock.withLock { shared.memory.promote(p.cache.bytes) }
             return (p.cache, best.shared)
         }
         // Room to grow: the next words of the same text reuse this cache.
@@ -523,11 +527,7 @@ public final class Engine: @unchecked Sendable {
             entry.tokens = tokens
             entry.logits.withUnsafeMutableBufferPointer { _ = $0.update(fromContentsOf: logits) }
         } else {
-            let fits: Bool = lock.withLock {
-                guard runner.scratchBytes + shared.kvBytesInUse + shared.cachedBytes + size <= config.memoryBudgetBytes else { return false }
-                shared.cachedBytes += size
-                return true
-            }
+            let fits: Bool = lock.withLock { shared.memory.cacheIfFits(size) }
             guard fits else { return }
             entry = (tokens, Array(logits))
         }
@@ -552,11 +552,7 @@ public final class Engine: @unchecked Sendable {
         let logits = branchStartLogits.remove(at: li).logits
         let cache = branchPool.remove(at: ci).cache
         cache.truncate(to: context.count)
-        lock.withLock {
-            shared.cachedBytes -= cache.bytes + logits.count * MemoryLayout<Float>.size
-            shared.kvBytesInUse += cache.bytes
-            shared.kvBytesPeak = max(shared.kvBytesPeak, shared.kvBytesInUse + shared.cachedBytes)
-        }
+        lock.withLock { shared.memory.promote(cache.bytes, dropping: logits.count * MemoryLayout<Float>.size) }
         return (cache, logits)
     }
 
@@ -573,7 +569,7 @@ public final class Engine: @unchecked Sendable {
         branchPool.removeAll()
         branchStartLogits.removeAll()
         lock.withLock {
-            shared.cachedBytes -= bytes
+            shared.memory.evict(bytes)
             lock.broadcast()
         }
     }
@@ -585,15 +581,14 @@ public final class Engine: @unchecked Sendable {
         guard branchPool.count < 10 else { return release(cache.bytes) }
         branchPool.append((cache, tokens))
         lock.withLock {
-            shared.kvBytesInUse -= cache.bytes
-            shared.cachedBytes += cache.bytes
+            shared.memory.retire(cache.bytes, kept: cache.bytes)
             lock.broadcast()
         }
     }
 
     func release(_ bytes: Int) {
         lock.withLock {
-            shared.kvBytesInUse -= bytes
+            shared.memory.release(bytes)
             lock.broadcast()
         }
     }
@@ -610,9 +605,8 @@ public final class Engine: @unchecked Sendable {
                 // Take the cached sequence over: no copy at all.
                 let e = prefixCache.remove(at: m.index)
                 lock.withLock {
-                    shared.cachedBytes -= e.bytes
-                    shared.kvBytesInUse += e.cache.bytes  // its logits (if any) are dropped: no longer cached
-                    shared.kvBytesPeak = max(shared.kvBytesPeak, shared.kvBytesInUse + shared.cachedBytes)
+                    // Its logits (if any) are dropped: no longer cached.
+                    shared.memory.promote(e.cache.bytes, dropping: e.bytes - e.cache.bytes)
                     shared.stats.prefixCacheHits += 1
                     shared.stats.prefixCacheReusedTokens += reusable
                     shared.stats.prefixCacheEntries = prefixCache.entries.count
@@ -649,9 +643,7 @@ public final class Engine: @unchecked Sendable {
         let dropped = prefixCache.insert(tokens: Array(tokens.prefix(n)), cache: cache, owner: owner, lastLogits: logits)
         let kept = prefixCache.entries.first { $0.cache === cache }
         lock.withLock {
-            shared.kvBytesInUse -= bytes
-            if let kept { shared.cachedBytes += kept.bytes }
-            shared.cachedBytes -= dropped.reduce(0) { $0 + $1.bytes }
+            shared.memory.retire(bytes, kept: kept?.bytes ?? 0, evicted: dropped.reduce(0) { $0 + $1.bytes })
             shared.stats.prefixCacheEntries = prefixCache.entries.count
             lock.broadcast()
         }

@@ -1,127 +1,10 @@
 import SLMKernels
 import SLMModel
+import SLMConstraint
 #if canImport(Glibc)
 import Glibc
 #endif
-
-/// What a suggestion is.
-public enum SuggestMode: String, Sendable, Equatable, CaseIterable {
-    /// A short phrase: up to `maxWords` words, ending at a sentence end or a line break.
-    case phrase
-    /// One word: the rest of the word being typed, or the next word after a space
-    /// (a keyboard's suggestion chips).
-    case word
-}
-
-/// How to continue a prefix for a device UI.
-public struct SuggestOptions: Sendable, Equatable {
-    /// The floor under `minProb` by default: a suggestion the model gives less than one
-    /// chance in a million (after what was typed) is noise, not a prediction; four-word
-    /// phrases the model finds plausible are ~1e-2…1e-5.
-    public static let defaultMinProb = 1e-6
-
-    /// Suggestions wanted (distinct).
-    public var n: Int = 3
-    /// Most tokens per suggestion.
-    public var maxTokens: Int = 8
-    /// Most words per suggestion (a word starts after whitespace); 0: no limit. Phrase mode only.
-    public var maxWords: Int = 4
-    /// End a suggestion after a sentence end (. ! ?). Phrase mode only.
-    public var stopAtSentence: Bool = true
-    public var mode: SuggestMode = .phrase
-    /// Suggestions less probable than this (given the typed text) are not searched for:
-    /// fewer than `n` come back only when the model has nothing above it. In 0...1.
-    public var minProb: Double = SuggestOptions.defaultMinProb
-    /// Text the model reads before the prefix that is not part of what was typed (a form
-    /// field's label, earlier fields). The prefix follows it after a space, or on the next
-    /// line when it ends with a line break; suggestions continue the prefix.
-    public var context: String?
-    public var session: String?
-    public var deadline: Double?
-
-    public init(n: Int = 3, maxTokens: Int = 8, maxWords: Int = 4, stopAtSentence: Bool = true,
-                mode: SuggestMode = .phrase, minProb: Double = SuggestOptions.defaultMinProb, context: String? = nil,
-                session: String? = nil, deadline: Double? = nil) {
-        self.n = n
-        self.maxTokens = maxTokens
-        self.maxWords = maxWords
-        self.stopAtSentence = stopAtSentence
-        self.mode = mode
-        self.minProb = minProb
-        self.context = context
-        self.session = session
-        self.deadline = deadline
-    }
-}
-
-/// One continuation and its probability under the model, given the typed text.
-public struct Suggestion: Sendable, Equatable {
-    /// Text to insert after the prefix (continues a partial last word when healed).
-    public var text: String
-    /// log P(suggestion | typed text): Σ log p of its tokens, the first one's renormalised
-    /// over the tokens that agree with the healed bytes (word mode: times the probability
-    /// that the word ends there).
-    public var logprob: Double
-    public var tokens: [Int32]
-    public var probability: Double { exp(logprob) }
-}
-
-public struct SuggestResult: Sendable, Equatable {
-    /// Best first, distinct texts.
-    public var suggestions: [Suggestion]
-    public var promptTokens: Int
-    /// Prompt tokens whose KV came from the prefix cache.
-    public var reusedTokens: Int
-    /// Whether the prompt's last tokens were backed up over (prefix ended mid-word).
-    public var healed: Bool
-    /// How many tokens were backed up over; the first suggested token starts with their bytes.
-    public var healedTokens: Int
-    /// Batched forward passes the branches took (0 when every step was replayed).
-    public var forwardPasses: Int = 0
-    /// Greedy steps replayed from an earlier keystroke on the same healed context.
-    public var replayedSteps: Int = 0
-    public var ms: Double
-}
-
-/// Scores of `choose` options.
-public struct ChooseResult: Sendable, Equatable {
-    public struct Option: Sendable, Equatable {
-        public var text: String
-        /// Σ log p(option tokens | prompt).
-        public var logprob: Double
-        public var tokenCount: Int
-        public var normalizedLogprob: Double { logprob / Double(max(1, tokenCount)) }
-    }
-    public var options: [Option]
-    /// Index of the best option (by normalized log-probability when asked).
-    public var best: Int
-    public var promptTokens: Int
-    public var reusedTokens: Int
-    public var ms: Double
-}
-
-/// The output of a schema-constrained generation.
-public struct ParseResult: Sendable, Equatable {
-    /// Compact JSON text, valid under the schema when `complete`.
-    public var text: String
-    /// The root value was closed (false only when max_tokens cut it short).
-    public var complete: Bool
-    public var promptTokens: Int
-    public var generatedTokens: Int
-    /// Tokens the schema forced (appended without sampling).
-    public var forcedTokens: Int
-    public var forwardPasses: Int
-    public var maskMs: Double
-    public var ms: Double
-    /// Per top-level field, how sure the model was of its value (see `FieldConfidence`).
-    public var confidence: [FieldScore] = []
-    /// The generated token ids (forced ones included).
-    public var tokens: [Int32] = []
-    /// Every sampled token's scores and every departure, for `ParseVerdict` (empty when the
-    /// request did not ask for confidences).
-    public var sampled: [SampledToken] = []
-    public var departures: [Departure] = []
-}
+import SLMLimits
 
 /// How a job ended.
 public enum JobOutcome: Sendable {
@@ -159,79 +42,12 @@ final class Job: @unchecked Sendable {
 }
 
 extension Engine {
-    // MARK: Submission
+    // MARK: Queueing
 
-    /// Queues a `suggest`: up to `options.n` distinct short continuations of `prefix`,
-    /// computed from the shared prefix KV with the branches batched in each pass.
-    public func submitSuggest(prefix: String, options: SuggestOptions, owner: UInt32 = 0,
-                              completion: @escaping @Sendable (JobOutcome) -> Void) throws(EngineError) -> RequestHandle {
-        guard (1...8).contains(options.n) else { throw EngineError(.badRequest, "n must be in 1...8") }
-        guard (1...64).contains(options.maxTokens) else { throw EngineError(.badRequest, "max_tokens must be in 1...64 for suggest") }
-        guard options.maxWords >= 0 else { throw EngineError(.badRequest, "max_words must be >= 0") }
-        guard options.minProb >= 0 && options.minProb <= 1 else { throw EngineError(.badRequest, "min_prob must be in 0...1") }
-        // An empty prefix is a cursor at the start of a field: it predicts first words.
-        let ids = suggestContext(prefix: prefix, options).ids
-        guard ids.count + options.maxTokens <= config.maxContext else {
-            throw EngineError(.contextOverflow, "context + prefix (\(ids.count) tokens) + max_tokens exceed the context of \(config.maxContext)")
-        }
-        let need = kvBytes(tokens: ids.count) + (options.n + 2) * kvBytes(tokens: ids.count + options.maxTokens)
-        guard need <= config.memoryBudgetBytes - runner.scratchBytes else {
-            throw EngineError(.overMemoryBudget, "suggest needs \(need) bytes of KV; the budget leaves \(config.memoryBudgetBytes - runner.scratchBytes)")
-        }
-        return try enqueue(.suggest(text: prefix, options), deadline: options.deadline, session: options.session, owner: owner,
-                           completion: completion)
-    }
-
-    /// Queues a `choose`: the log-probability of each option after `promptIDs`, all
-    /// options scored in shared batched passes over one prompt prefill.
-    public func submitChoose(promptIDs: [Int32], options: [[Int32]], texts: [String], normalize: Bool,
-                             deadline: Double? = nil, owner: UInt32 = 0,
-                             completion: @escaping @Sendable (JobOutcome) -> Void) throws(EngineError) -> RequestHandle {
-        guard !promptIDs.isEmpty else { throw EngineError(.badRequest, "the prompt is empty") }
-        guard (1...32).contains(options.count), options.count == texts.count else {
-            throw EngineError(.badRequest, "options must have 1...32 entries")
-        }
-        guard options.allSatisfy({ !$0.isEmpty }) else { throw EngineError(.badRequest, "an option is empty") }
-        let longest = options.map(\.count).max()!
-        guard promptIDs.count + longest <= config.maxContext else {
-            throw EngineError(.contextOverflow, "prompt + longest option exceed the context of \(config.maxContext)")
-        }
-        let need = kvBytes(tokens: promptIDs.count) + options.reduce(0) { $0 + kvBytes(tokens: promptIDs.count + $1.count) }
-        guard need <= config.memoryBudgetBytes - runner.scratchBytes else {
-            throw EngineError(.overMemoryBudget, "choose needs \(need) bytes of KV; the budget leaves \(config.memoryBudgetBytes - runner.scratchBytes)")
-        }
-        return try enqueue(.choose(promptIDs: promptIDs, options: options, texts: texts, normalize: normalize),
-                           deadline: deadline, session: nil, owner: owner, completion: completion)
-    }
-
-    /// Queues a schema-constrained generation: the output is JSON valid under `schema`
-    /// (compiled by the caller with `JSONSchemaCompiler`), ending right after the root value.
-    /// `confidence` scores every choice, `departures` (with it) finds what the model wanted
-    /// where the schema refused it in those fields, `noNumbers` (the input states no number)
-    /// keeps numbers out of values that may be null (see `ConstrainedGenerator`).
-    public func submitParse(promptIDs: [Int32], schema: String, automaton: SchemaAutomaton, maxTokens: Int,
-                            sampling: SamplingParams, deadline: Double? = nil, confidence: Bool = true,
-                            departures: DepartureFilter? = nil, noNumbers: Bool = false, owner: UInt32 = 0,
-                            completion: @escaping @Sendable (JobOutcome) -> Void) throws(EngineError) -> RequestHandle {
-        guard !promptIDs.isEmpty else { throw EngineError(.badRequest, "the prompt is empty") }
-        guard maxTokens >= 1, maxTokens <= config.maxTokens else {
-            throw EngineError(.badRequest, "max_tokens \(maxTokens) is outside 1...\(config.maxTokens)")
-        }
-        if let bad = sampling.invalidField { throw EngineError(.badRequest, bad) }
-        guard promptIDs.count + maxTokens <= config.maxContext else {
-            throw EngineError(.contextOverflow, "prompt (\(promptIDs.count) tokens) + max_tokens exceed the context of \(config.maxContext)")
-        }
-        let need = kvBytes(tokens: promptIDs.count + maxTokens)
-        guard need <= config.memoryBudgetBytes - runner.scratchBytes else {
-            throw EngineError(.overMemoryBudget, "parse needs \(need) bytes of KV; the budget leaves \(config.memoryBudgetBytes - runner.scratchBytes)")
-        }
-        return try enqueue(.parse(promptIDs: promptIDs, schema: schema, automaton: automaton, maxTokens: maxTokens, sampling: sampling,
-                                  confidence: confidence, departures: departures, noNumbers: noNumbers),
-                           deadline: deadline, session: nil, owner: owner, completion: completion)
-    }
-
-    private func enqueue(_ kind: Job.Kind, deadline: Double?, session: String?, owner: UInt32,
-                         completion: @escaping @Sendable (JobOutcome) -> Void) throws(EngineError) -> RequestHandle {
+    /// Queues a job for the engine thread (the submitters in Suggest.swift, Choose.swift and
+    /// Parse.swift validate first); refusals are counted like `submit`'s.
+    func enqueue(_ kind: Job.Kind, deadline: Double?, session: String?, owner: UInt32,
+                 completion: @escaping @Sendable (JobOutcome) -> Void) throws(EngineError) -> RequestHandle {
         let handle = RequestHandle(id: nextID.add(1, ordering: .relaxed).oldValue, owner: owner)
         let job = Job(handle: handle, kind: kind, deadline: deadline, session: session, completion: completion)
         let refusal: EngineError? = lock.withLock {
@@ -302,13 +118,7 @@ extension Engine {
         return last
     }
 
-    private func logSumExp(_ l: UnsafeBufferPointer<Float>) -> Double { LogitStats.logSumExp(l) }
-
-    private func runSuggest(_ job: Job, text: String, _ o: SuggestOptions) {
-        // The outcome is delivered after `suggest` has returned its KV (its defers ran), so
-        // a client that reads stats after the reply sees the memory already released.
-        job.completion(suggest(job, text: text, o))
-    }
+    func logSumExp(_ l: UnsafeBufferPointer<Float>) -> Double { LogitStats.logSumExp(l) }
 
     /// Indices into `tokensByBytes` of the tokens whose bytes start with `prefix`
     /// (all non-control tokens for an empty prefix).
@@ -335,86 +145,6 @@ extension Engine {
         return lo..<max(lo, hi)
     }
 
-    private func runParse(_ job: Job, prompt: [Int32], schema: String, automaton: SchemaAutomaton,
-                          maxTokens: Int, sampling: SamplingParams, confidence: Bool, departures: DepartureFilter?, noNumbers: Bool) {
-        let t0 = monotonicSeconds()
-        // The instruction and examples are the same for every command of an intent: their KV
-        // comes from the prefix cache, so only the utterance is computed.
-        guard let (cache, reused) = acquireCache(for: prompt, capacity: prompt.count + maxTokens, owner: job.handle.owner) else {
-            return job.fail(.error, "not enough memory for this request now; try again")
-        }
-        let session = Session(runner: runner, cache: cache, tokens: Array(prompt.prefix(reused)))
-        defer { retire(cache, tokens: session.tokens, owner: job.handle.owner) }
-        let vocabulary = constraintVocabulary()
-        let compiled = compiledSchema(schema, automaton)
-        let decoder = ConstrainedDecoder(automaton: compiled.automaton, vocabulary: vocabulary, sharedCache: compiled.masks)
-        do {
-            let (out, stats) = try ConstrainedGenerator.run(
-                model: model, session: session, promptIDs: Array(prompt[reused...]), decoder: decoder,
-                options: GenerationOptions(maxTokens: maxTokens, sampling: sampling), scoreTokens: confidence,
-                departures: departures, noNumbers: noNumbers, now: monotonicSeconds)
-            job.completion(.parse(ParseResult(text: decoder.generatedText, complete: decoder.isComplete && out.finishReason == .stop,
-                                              promptTokens: prompt.count, generatedTokens: out.generatedIDs.count,
-                                              forcedTokens: stats.forcedTokens, forwardPasses: stats.forwardPasses,
-                                              maskMs: stats.maskSeconds * 1000, ms: (monotonicSeconds() - t0) * 1000,
-                                              confidence: FieldConfidence.compute(text: decoder.generatedBytes, sampled: stats.sampled),
-                                              tokens: out.generatedIDs, sampled: stats.sampled, departures: stats.departures)))
-        } catch {
-            job.fail(.error, "\(error)")
-        }
-    }
-
-    private func runChoose(_ job: Job, prompt: [Int32], options: [[Int32]], texts: [String], normalize: Bool) {
-        let t0 = monotonicSeconds()
-        guard let (base, reused) = acquireCache(for: prompt, capacity: prompt.count, owner: job.handle.owner) else {
-            return job.fail(.error, "not enough memory for the prompt now; try again")
-        }
-        defer { retire(base, tokens: prompt, owner: job.handle.owner) }
-        let first: [Float]
-        do { first = try prefill(prompt, from: reused, into: base) } catch { return job.fail(.error, "\(error)") }
-        let lse0 = first.withUnsafeBufferPointer { logSumExp($0) }
-        var logprob = options.map { Double(first[Int($0[0])]) - lse0 }
-
-        // Each option continues in its own copy of the prompt KV. Option tokens 0..<k−1
-        // are fed (token j's logits score token j+1) in passes shared by all options.
-        var caches: [KVCache?] = Array(repeating: nil, count: options.count)
-        defer { for c in caches where c != nil { release(c!.bytes) } }
-        var next = Array(repeating: 0, count: options.count)  // next option token to feed
-        while true {
-            if let r = interruption(job) { return job.fail(r) }
-            batch.clear()
-            var rows: [(option: Int, index: Int)] = []
-            for (i, opt) in options.enumerated() {
-                while next[i] < opt.count - 1 && rows.count < runner.maxLogits && !batch.isFull {
-                    if caches[i] == nil {
-                        guard reserve(kvBytes(tokens: prompt.count + opt.count)) else {
-                            return job.fail(.error, "not enough memory to score the options now; try again")
-                        }
-                        let c = KVCache(config: model.config, capacity: prompt.count + opt.count)
-                        c.copyPrefix(from: base, count: prompt.count)
-                        caches[i] = c
-                    }
-                    batch.add(opt[next[i]], position: prompt.count + next[i], cache: caches[i]!, logits: true)
-                    rows.append((i, next[i]))
-                    next[i] += 1
-                }
-            }
-            if rows.isEmpty { break }
-            do { try runner.forward(batch) } catch { return job.fail(.error, "\(error)") }
-            for (row, r) in rows.enumerated() {
-                let l = UnsafeBufferPointer(runner.logits(row: row))
-                logprob[r.option] += Double(l[Int(options[r.option][r.index + 1])]) - logSumExp(l)
-            }
-            batch.clear()
-        }
-        let scored = options.indices.map {
-            ChooseResult.Option(text: texts[$0], logprob: logprob[$0], tokenCount: options[$0].count)
-        }
-        let key: (ChooseResult.Option) -> Double = { normalize ? $0.normalizedLogprob : $0.logprob }
-        let best = scored.indices.max { key(scored[$0]) < key(scored[$1]) || (key(scored[$0]) == key(scored[$1]) && $0 > $1) }!
-        job.completion(.choose(ChooseResult(options: scored, best: best, promptTokens: prompt.count, reusedTokens: reused,
-                                            ms: (monotonicSeconds() - t0) * 1000)))
-    }
 }
 
 @inline(__always) func isSpace(_ b: UInt8) -> Bool { b == 0x20 || b == 0x09 || b == 0x0A || b == 0x0D }

@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import SLMKernels
+import SLMConstraint
 
 /// Where constrained generation spent its time and tokens.
 public struct ConstraintStats: Sendable, Equatable {
@@ -80,9 +81,12 @@ public enum ConstrainedGenerator {
     /// number: where the schema would allow either, a number is refused (and when null is
     /// then the only choice, it is written without asking the model). A tiny model
     /// otherwise fills an optional number from its examples ("21").
+    ///
+    /// `interrupt` is asked before every forward pass; a reason it returns (cancelled,
+    /// superseded, deadline) ends generation there with that finish reason.
     public static func run(model: Model, session: Session, promptIDs: [Int32], decoder: ConstrainedDecoder,
                            options: GenerationOptions, scoreTokens: Bool = true, departures: DepartureFilter? = nil,
-                           noNumbers: Bool = false,
+                           noNumbers: Bool = false, interrupt: () -> FinishReason? = { nil },
                            now: () -> Double) throws(ModelError) -> (GenerationOutput, ConstraintStats) {
         var out = GenerationOutput(promptIDs: promptIDs)
         var stats = ConstraintStats()
@@ -148,6 +152,10 @@ public enum ConstrainedGenerator {
                 out.finishReason = .length
                 break
             }
+            if let reason = interrupt() {
+                out.finishReason = reason
+                break
+            }
             var afterDigit: Int32?
             var logits = try session.feed(pending, alsoAt: watch == nil ? nil : 0, onLogits: watch.map { w in { [pending] i, l in
                 guard i == 0, pending.count > 1 else { return }
@@ -180,7 +188,7 @@ public enum ConstrainedGenerator {
                 }
                 decoder.applyMask(logits)
                 for i in 0..<logits.count where logits[i] > -.infinity {
-                    if let b = V.bytes(of: Int32(i)).first, Self.startsNumber(b) { logits[i] = -.infinity }
+                    if let b = V.bytes(of: Int32(i)).first, JSONSpans.startsNumber(b) { logits[i] = -.infinity }
                 }
             }
             // The unconstrained distribution, before sampling penalties or the mask touch it
@@ -227,8 +235,8 @@ public enum ConstrainedGenerator {
             pending = [id] + f
             // The automaton closes a number as soon as no digit can follow (18 under a maximum
             // of 100), so the text, not the state, tells that a number was being written.
-            if probing, let departures, !f.isEmpty, let last = V.bytes(of: id).last, Self.isDigit(last),
-               let open = JSONSpans.openValue(textAfterID), Self.startsNumber(textAfterID[open.valueStart]),
+            if probing, let departures, !f.isEmpty, let last = V.bytes(of: id).last, JSONSpans.isDigit(last),
+               let open = JSONSpans.openValue(textAfterID), JSONSpans.startsNumber(textAfterID[open.valueStart]),
                departures.worthProbing(field: open.key) {
                 watch = (afterID, textAfterID)
             }
@@ -239,8 +247,6 @@ public enum ConstrainedGenerator {
         return (out, stats)
     }
 
-    static func isDigit(_ b: UInt8) -> Bool { b >= UInt8(ascii: "0") && b <= UInt8(ascii: "9") }
-    static func startsNumber(_ b: UInt8) -> Bool { isDigit(b) || b == UInt8(ascii: "-") }
 
     /// What the model wanted where the schema refused its favourite token: greedy decoding
     /// without the constraint from `state` (the session holds the KV of `text` and no

@@ -1,3 +1,5 @@
+import SLMTokenizer
+
 /// Why generation ended.
 public enum FinishReason: String, Sendable, Codable, CaseIterable {
     /// An end-of-generation token or a stop string.

@@ -1,5 +1,6 @@
 import GGUF
 import SLMKernels
+import SLMTokenizer
 
 /// What a loaded model is, as `info` and `status` report it.
 public struct ModelSummary: Sendable, Equatable {

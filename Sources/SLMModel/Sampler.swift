@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import SLMLimits
 
 /// How the next token is chosen. Defaults mirror llama.cpp's common defaults.
 public struct SamplingParams: Sendable, Equatable, Codable {
@@ -35,12 +36,15 @@ public struct SamplingParams: Sendable, Equatable, Codable {
 
     /// A description of the first out-of-range field, or nil when all are valid.
     public var invalidField: String? {
-        if !temperature.isFinite || temperature < 0 || temperature > 100 { return "temperature must be in 0...100" }
-        if topK < 0 { return "top_k must be >= 0" }
-        if !(topP > 0 && topP <= 1) { return "top_p must be in (0, 1]" }
-        if !(minP >= 0 && minP <= 1) { return "min_p must be in [0, 1]" }
-        if !(repeatPenalty > 0 && repeatPenalty <= 10) { return "repeat_penalty must be in (0, 10]" }
-        if repeatWindow < 0 || repeatWindow > 1 << 16 { return "repeat_window must be in 0...65536" }
+        // The protocol's limits (SLMLimits), checked again here: a caller may build these
+        // parameters without the protocol decoder (slmd generate, tests, a future API).
+        func bad<B>(_ limit: Limit<B>) -> String { "\(limit.member) must be in \(limit.rangeText)" }
+        if !temperature.isFinite || !Limits.temperature.contains(Double(temperature)) { return bad(Limits.temperature) }
+        if !Limits.topK.contains(Int64(topK)) { return bad(Limits.topK) }
+        if !Limits.topP.contains(Double(topP)) { return bad(Limits.topP) }
+        if !Limits.minP.contains(Double(minP)) { return bad(Limits.minP) }
+        if !Limits.repeatPenalty.contains(Double(repeatPenalty)) { return bad(Limits.repeatPenalty) }
+        if !Limits.repeatWindow.contains(Int64(repeatWindow)) { return bad(Limits.repeatWindow) }
         return nil
     }
 }

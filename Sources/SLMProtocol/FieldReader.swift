@@ -1,3 +1,5 @@
+import SLMLimits
+
 /// Typed access to the members of a JSON object, turning every wrong type, missing
 /// required field or out-of-range value into a `bad_field` error that names the field
 /// path and what was expected. Never traps on unexpected JSON.
@@ -52,6 +54,24 @@ struct FieldReader {
             throw .badField(path(key), "expected a string of at most \(maxBytes) bytes, got \(s.utf8.count)", requestID: requestID)
         }
         return s
+    }
+
+    /// The string member `limit.member`, of `limit`'s range of UTF-8 bytes.
+    func string(_ limit: Limit<Int64>) throws(ProtocolError) -> String? {
+        guard let s = try string(limit.member, maxBytes: Int(limit.upperBound)) else { return nil }
+        guard limit.contains(Int64(s.utf8.count)) else {
+            throw .badField(path(limit.member), "expected a string of \(limit.lowerBound)...\(limit.upperBound) bytes, got \(s.utf8.count)",
+                            requestID: requestID)
+        }
+        return s
+    }
+
+    /// The integer member `limit.member`, in the limit's range.
+    func int(_ limit: Limit<Int64>) throws(ProtocolError) -> Int64? { try int(limit.member, in: limit.range) }
+
+    /// The number member `limit.member`, in the limit's range.
+    func number(_ limit: Limit<Double>) throws(ProtocolError) -> Double? {
+        try number(limit.member, in: limit.range, excludingLowerBound: limit.lowerExcluded)
     }
 
     func bool(_ key: String) throws(ProtocolError) -> Bool? {

@@ -1,3 +1,5 @@
+import SLMLimits
+
 /// Sampling and control options shared by `complete` and `chat`.
 ///
 /// Every option is optional: nil means "use the server's default". The ranges checked
@@ -5,27 +7,27 @@
 /// knowing the server); the server's configured caps (e.g. its `max_tokens` limit, which
 /// `hello` reports) are checked by the server on the parsed values.
 public struct GenerationOptions: Sendable, Equatable {
-    /// Most tokens to generate. Range 1...`Bounds.maxTokens`.
+    /// Most tokens to generate. Range `Limits.maxTokens`.
     public var maxTokens: Int?
-    /// Softmax temperature; 0 means greedy. Range 0...100.
+    /// Softmax temperature; 0 means greedy. Range `Limits.temperature`.
     public var temperature: Double?
-    /// Keep only the k most likely tokens; 0 disables. Range 0...`Bounds.topK`.
+    /// Keep only the k most likely tokens; 0 disables. Range `Limits.topK`.
     public var topK: Int?
-    /// Nucleus sampling mass; 1 disables. Range 0...1.
+    /// Nucleus sampling mass; 1 disables. Range `Limits.topP` (0 excluded).
     public var topP: Double?
-    /// Drop tokens below `min_p` × the top probability; 0 disables. Range 0...1.
+    /// Drop tokens below `min_p` × the top probability; 0 disables. Range `Limits.minP`.
     public var minP: Double?
-    /// Penalty for recently generated tokens; 1 disables. Range 0...100.
+    /// Penalty for recently generated tokens; 1 disables. Range `Limits.repeatPenalty` (0 excluded).
     public var repeatPenalty: Double?
-    /// How many recent tokens the repeat penalty looks at; 0 disables. Range 0...`Bounds.repeatWindow`.
+    /// How many recent tokens the repeat penalty looks at; 0 disables. Range `Limits.repeatWindow`.
     public var repeatWindow: Int?
-    /// RNG seed for reproducible sampling. Range 0...2^53-1 (exact in every JSON client).
+    /// RNG seed for reproducible sampling. Range `Limits.seed`: 0...2^53-1 (exact in every JSON client).
     public var seed: UInt64?
-    /// Generation stops before any of these strings; at most `Bounds.stopCount` entries,
-    /// each 1...`Bounds.stopBytes` UTF-8 bytes. Empty means none.
+    /// Generation stops before any of these strings; at most `Limits.stopCount` entries,
+    /// each of `Limits.stopBytes` UTF-8 bytes. Empty means none.
     public var stop: [String]
     /// Wall-clock budget in milliseconds from receipt; finish reason `deadline` when hit.
-    /// Range 1...`Bounds.deadlineMS`.
+    /// Range `Limits.deadlineMS`.
     public var deadlineMS: Int?
     /// Whether to send `token` events before the final reply (default true).
     public var stream: Bool
@@ -56,63 +58,35 @@ public struct GenerationOptions: Sendable, Equatable {
         self.schema = nil
     }
 
-    /// Protocol-level bounds (documented in docs/PROTOCOL.md, "Generation options").
-    public enum Bounds {
-        /// Upper bound of `max_tokens`.
-        public static let maxTokens: Int64 = 1 << 20
-        /// Range of `temperature`.
-        public static let temperature: ClosedRange<Double> = 0...100
-        /// Upper bound of `top_k`.
-        public static let topK: Int64 = 1 << 20
-        /// Range of `repeat_penalty`, lower bound excluded: (0, 10]. The sampler divides by it.
-        public static let repeatPenalty: ClosedRange<Double> = 0...10
-        /// Range of `top_p`, lower bound excluded: (0, 1]. 0 would keep no token.
-        public static let topP: ClosedRange<Double> = 0...1
-        /// Range of `min_p`: [0, 1].
-        public static let minP: ClosedRange<Double> = 0...1
-        /// Upper bound of `repeat_window`.
-        public static let repeatWindow: Int64 = 1 << 16
-        /// Upper bound of `seed`: 2^53-1, exact as a JSON number in every client.
-        public static let seed: Int64 = (1 << 53) - 1
-        /// Most `stop` strings.
-        public static let stopCount = 8
-        /// Longest `stop` string in UTF-8 bytes.
-        public static let stopBytes = 64
-        /// One day: longer deadlines are almost certainly unit mistakes.
-        public static let deadlineMS: Int64 = 86_400_000
-        /// Longest session key, in bytes.
-        public static let sessionBytes = 128
-    }
-
     static func read(_ r: FieldReader) throws(ProtocolError) -> GenerationOptions {
         var o = GenerationOptions()
-        o.maxTokens = try r.int("max_tokens", in: 1...Bounds.maxTokens).map(Int.init)
-        o.temperature = try r.number("temperature", in: Bounds.temperature)
-        o.topK = try r.int("top_k", in: 0...Bounds.topK).map(Int.init)
-        o.topP = try r.number("top_p", in: Bounds.topP, excludingLowerBound: true)
-        o.minP = try r.number("min_p", in: Bounds.minP)
-        o.repeatPenalty = try r.number("repeat_penalty", in: Bounds.repeatPenalty, excludingLowerBound: true)
-        o.repeatWindow = try r.int("repeat_window", in: 0...Bounds.repeatWindow).map(Int.init)
-        o.seed = try r.int("seed", in: 0...Bounds.seed).map(UInt64.init)
+        o.maxTokens = try r.int(Limits.maxTokens).map(Int.init)
+        o.temperature = try r.number(Limits.temperature)
+        o.topK = try r.int(Limits.topK).map(Int.init)
+        o.topP = try r.number(Limits.topP)
+        o.minP = try r.number(Limits.minP)
+        o.repeatPenalty = try r.number(Limits.repeatPenalty)
+        o.repeatWindow = try r.int(Limits.repeatWindow).map(Int.init)
+        o.seed = try r.int(Limits.seed).map(UInt64.init)
         if let items = try r.array("stop") {
-            guard items.count <= Bounds.stopCount else {
-                throw .badField(r.path("stop"), "expected at most \(Bounds.stopCount) strings, got \(items.count)",
+            guard Limits.stopCount.contains(Int64(items.count)) else {
+                throw .badField(r.path("stop"), "expected at most \(Limits.stopCount.upperBound) strings, got \(items.count)",
                                 requestID: r.requestID)
             }
             for (n, item) in items.enumerated() {
-                let expectation = "expected a string of 1...\(Bounds.stopBytes) bytes"
+                let expectation = "expected a string of \(Limits.stopBytes.lowerBound)...\(Limits.stopBytes.upperBound) bytes"
                 guard case .string(let s) = item else {
                     throw .badField(r.path("stop[\(n)]"), "\(expectation), got \(item.typeName)", requestID: r.requestID)
                 }
-                guard !s.isEmpty, s.utf8.count <= Bounds.stopBytes else {
+                guard Limits.stopBytes.contains(Int64(s.utf8.count)) else {
                     throw .badField(r.path("stop[\(n)]"), "\(expectation), got \(s.utf8.count) bytes", requestID: r.requestID)
                 }
                 o.stop.append(s)
             }
         }
-        o.deadlineMS = try r.int("deadline_ms", in: 1...Bounds.deadlineMS).map(Int.init)
+        o.deadlineMS = try r.int(Limits.deadlineMS).map(Int.init)
         o.stream = try r.bool("stream") ?? true
-        o.session = try r.string("session", maxBytes: Bounds.sessionBytes)
+        o.session = try r.string(Limits.sessionBytes)
         o.schema = try r.string("schema")
         return o
     }

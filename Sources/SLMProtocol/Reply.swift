@@ -1,3 +1,6 @@
+// Over ~500 lines on purpose: every reply body's type, encoder and decoder sit side by side,
+// one case per op, so adding a member touches one file and the round-trip test covers it.
+
 /// Why a generation ended. A struct over the wire string so that reasons added later
 /// (e.g. `superseded` for session requests) decode on older clients.
 public struct FinishReason: RawRepresentable, Sendable, Hashable, CustomStringConvertible {
@@ -106,6 +109,23 @@ public struct Stats: Sendable, Equatable {
     }
 }
 
+/// One loaded intent, as the `intents` op lists it.
+public struct IntentInfo: Sendable, Equatable {
+    /// The name `parse` takes in `intent`.
+    public var name: String
+    /// What the intent is for, from its file; nil when the file gives none.
+    public var description: String?
+    /// The intent's JSON Schema as compact JSON text, in its own key order (the order of a
+    /// parse's output); synonyms are not added to its enums (a reply holds only these values).
+    public var schema: String
+    /// Memberwise initialiser.
+    public init(name: String, description: String? = nil, schema: String) {
+        self.name = name
+        self.description = description
+        self.schema = schema
+    }
+}
+
 /// The typed body of a reply, by the op it answers.
 public enum ReplyBody: Sendable, Equatable {
     case hello(ServerInfo)
@@ -123,10 +143,13 @@ public enum ReplyBody: Sendable, Equatable {
     case suggest(SuggestResult)
     case choose(ChooseResult)
     case parse(ParseResult)
+    /// The loaded intents, sorted by name.
+    case intents([IntentInfo])
 
     /// The op this body belongs to (the wire `op` member).
     public var op: Op {
         switch self {
+        case .intents: return .intents
         case .hello: return .hello
         case .info: return .info
         case .complete: return .complete
@@ -314,6 +337,12 @@ public struct Reply: Sendable, Equatable {
                 .object(["field": .string($0.field), "wanted": $0.wanted, "reason": .string($0.reason)])
             })
             b["needs_confirmation"] = .array(x.needsConfirmation.map { .string($0) })
+        case .intents(let list):
+            b["intents"] = .array(list.map { i in
+                var o: JSONObject = ["name": .string(i.name), "schema": .string(i.schema)]
+                if let d = i.description { o["description"] = .string(d) }
+                return .object(o)
+            })
         case .choose(let x):
             b["best"] = .string(x.best)
             b["best_index"] = .int(Int64(x.bestIndex))
@@ -416,6 +445,17 @@ public struct Reply: Sendable, Equatable {
             return .stats(s)
         case .ping:
             return .ping
+        case .intents:
+            let items = try r.required("intents", "expected an array") { (k) throws(ProtocolError) in try r.array(k) }
+            var list: [IntentInfo] = []
+            for (n, item) in items.enumerated() {
+                let i = try r.nested(item, path: "intents[\(n)]")
+                list.append(IntentInfo(
+                    name: try i.required("name", "expected a string") { (k) throws(ProtocolError) in try i.string(k) },
+                    description: try i.string("description"),
+                    schema: try i.required("schema", "expected a string") { (k) throws(ProtocolError) in try i.string(k) }))
+            }
+            return .intents(list)
         case .suggest:
             let items = try r.required("suggestions", "expected an array") { (k) throws(ProtocolError) in try r.array(k) }
             var out: [SuggestResult.Suggestion] = []

@@ -1,3 +1,5 @@
+import SLMLimits
+
 /// The operation a request asks for: the `op` member of a request payload.
 ///
 /// An `op` this build does not know is answered with `unknown_type` (never a dropped
@@ -6,6 +8,8 @@ public enum Op: String, Sendable, CaseIterable {
     // v1 additions (2026-11-26): suggest, choose.
     case hello, info, complete, chat, tokenize, detokenize, cancel, status, stats, ping
     case suggest, choose, parse
+    // v1 addition (2026-11-28): intents.
+    case intents
 }
 
 /// `hello`: version negotiation and server description.
@@ -109,9 +113,9 @@ public struct SuggestRequest: Sendable, Equatable {
     }
     /// Text before the cursor (may be empty: the start of a field).
     public var prefix: String
-    /// Suggestions wanted (1...8).
+    /// Suggestions wanted (`Limits.suggestN`).
     public var n: Int
-    /// Most tokens per suggestion (1...64).
+    /// Most tokens per suggestion (`Limits.suggestMaxTokens`).
     public var maxTokens: Int
     /// Most words per suggestion (0: no limit). Phrase mode.
     public var maxWords: Int
@@ -127,7 +131,9 @@ public struct SuggestRequest: Sendable, Equatable {
     /// A UI session: a newer suggest on it supersedes this one and reuses its prefix.
     public var session: String?
     public var deadlineMS: Int?
-    public init(prefix: String, n: Int = 3, maxTokens: Int = 8, maxWords: Int = 4, stopAtSentence: Bool = true,
+    public init(prefix: String, n: Int = Int(Limits.suggestN.defaultValue!),
+                maxTokens: Int = Int(Limits.suggestMaxTokens.defaultValue!),
+                maxWords: Int = Int(Limits.suggestMaxWords.defaultValue!), stopAtSentence: Bool = true,
                 mode: Mode = .phrase, minProb: Double? = nil, context: String? = nil,
                 session: String? = nil, deadlineMS: Int? = nil) {
         self.prefix = prefix; self.n = n; self.maxTokens = maxTokens; self.maxWords = maxWords
@@ -139,7 +145,7 @@ public struct SuggestRequest: Sendable, Equatable {
 /// `choose`: which of a few options the model finds most likely after a prompt.
 public struct ChooseRequest: Sendable, Equatable {
     public var prompt: String
-    /// 1...32 options, each scored as a continuation of the prompt.
+    /// `Limits.chooseOptions` options, each scored as a continuation of the prompt.
     public var options: [String]
     /// Rank by log-probability per token instead of the total.
     public var normalize: Bool
@@ -207,10 +213,13 @@ public enum RequestBody: Sendable, Equatable {
     case status
     case stats
     case ping
+    /// The loaded intents (no members).
+    case intents
 
     /// The op this body belongs to (the wire `op` member).
     public var op: Op {
         switch self {
+        case .intents: return .intents
         case .hello: return .hello
         case .info: return .info
         case .complete: return .complete
@@ -245,7 +254,7 @@ public struct Request: Sendable, Equatable {
     }
 
     /// Longest accepted `hello.client`, in bytes.
-    public static let maxClientNameBytes = 128
+    public static let maxClientNameBytes = Int(Limits.clientBytes.upperBound)
 
     /// Decodes a request frame. A frame of another type is `unknown_type` (a server only
     /// accepts requests), otherwise as `init(payload:)`.
@@ -282,7 +291,7 @@ public struct Request: Sendable, Equatable {
         switch op {
         case .parse:
             let utterance = try r.required("utterance", "expected a string") { (k) throws(ProtocolError) in try r.string(k) }
-            let intent = try r.string("intent", maxBytes: 128)
+            let intent = try r.string(Limits.intentBytes)
             let schema = try r.string("schema")
             guard (intent == nil) != (schema == nil) else {
                 throw intent == nil ? .badField("intent", "expected an intent name, or a 'schema' (both missing)", requestID: r.requestID)
@@ -290,19 +299,21 @@ public struct Request: Sendable, Equatable {
             }
             var examples: [ParseRequest.Example] = []
             for (n, item) in (try r.array("examples") ?? []).enumerated() {
-                guard n < 16 else { throw .badField("examples", "expected at most 16 examples", requestID: r.requestID) }
+                guard Limits.parseExamples.contains(Int64(n + 1)) else {
+                    throw .badField("examples", "expected at most \(Limits.parseExamples.upperBound) examples", requestID: r.requestID)
+                }
                 guard case .array(let pair) = item, pair.count == 2, case .string(let u) = pair[0] else {
                     throw .badField("examples[\(n)]", "expected [utterance, object]", requestID: r.requestID)
                 }
                 examples.append(.init(utterance: u, output: pair[1]))
             }
             return .parse(ParseRequest(utterance: utterance, intent: intent, schema: schema, instruction: try r.string("instruction"),
-                                       examples: examples, maxTokens: try r.int("max_tokens", in: 1...4096).map(Int.init),
-                                       temperature: try r.number("temperature", in: GenerationOptions.Bounds.temperature),
-                                       deadlineMS: try r.int("deadline_ms", in: 1...GenerationOptions.Bounds.deadlineMS).map(Int.init),
+                                       examples: examples, maxTokens: try r.int(Limits.parseMaxTokens).map(Int.init),
+                                       temperature: try r.number(Limits.temperature),
+                                       deadlineMS: try r.int(Limits.deadlineMS).map(Int.init),
                                        returnTokens: try r.bool("tokens") ?? false,
-                                       minMatchScore: try r.number("min_match_score", in: 0...1),
-                                       confirmBelow: try r.number("confirm_below", in: 0...1),
+                                       minMatchScore: try r.number(Limits.minMatchScore),
+                                       confirmBelow: try r.number(Limits.confirmBelow),
                                        synonyms: try r.object("synonyms").map { JSONValue.object($0) }))
         case .suggest:
             let prefix = try r.required("prefix", "expected a string") { (k) throws(ProtocolError) in try r.string(k) }
@@ -314,18 +325,19 @@ public struct Request: Sendable, Equatable {
                 mode = m
             }
             return .suggest(SuggestRequest(
-                prefix: prefix, n: Int(try r.int("n", in: 1...8) ?? 3),
-                maxTokens: Int(try r.int("max_tokens", in: 1...64) ?? 8),
-                maxWords: Int(try r.int("max_words", in: 0...64) ?? 4),
+                prefix: prefix, n: Int(try r.int(Limits.suggestN) ?? Limits.suggestN.defaultValue!),
+                maxTokens: Int(try r.int(Limits.suggestMaxTokens) ?? Limits.suggestMaxTokens.defaultValue!),
+                maxWords: Int(try r.int(Limits.suggestMaxWords) ?? Limits.suggestMaxWords.defaultValue!),
                 stopAtSentence: try r.bool("stop_at_sentence") ?? true,
-                mode: mode, minProb: try r.number("min_prob", in: 0...1), context: try r.string("context"),
-                session: try r.string("session", maxBytes: GenerationOptions.Bounds.sessionBytes),
-                deadlineMS: try r.int("deadline_ms", in: 1...GenerationOptions.Bounds.deadlineMS).map(Int.init)))
+                mode: mode, minProb: try r.number(Limits.suggestMinProb), context: try r.string("context"),
+                session: try r.string(Limits.sessionBytes),
+                deadlineMS: try r.int(Limits.deadlineMS).map(Int.init)))
         case .choose:
             let prompt = try r.required("prompt", "expected a string") { (k) throws(ProtocolError) in try r.string(k) }
-            let items = try r.required("options", "expected an array of 1...32 strings") { (k) throws(ProtocolError) in try r.array(k) }
-            guard (1...32).contains(items.count) else {
-                throw .badField("options", "expected an array of 1...32 strings, got \(items.count) entries", requestID: r.requestID)
+            let expectation = "expected an array of \(Limits.chooseOptions.lowerBound)...\(Limits.chooseOptions.upperBound) strings"
+            let items = try r.required("options", expectation) { (k) throws(ProtocolError) in try r.array(k) }
+            guard Limits.chooseOptions.contains(Int64(items.count)) else {
+                throw .badField("options", "\(expectation), got \(items.count) entries", requestID: r.requestID)
             }
             var options: [String] = []
             for (n, item) in items.enumerated() {
@@ -338,12 +350,13 @@ public struct Request: Sendable, Equatable {
                                          parseSpecial: try r.bool("parse_special") ?? false))
         case .hello:
             return .hello(HelloRequest(
-                client: try r.string("client", maxBytes: maxClientNameBytes),
-                maxVersion: try r.int("max_version", in: 1...255).map(Int.init)))
+                client: try r.string(Limits.clientBytes),
+                maxVersion: try r.int(Limits.maxVersion).map(Int.init)))
         case .info: return .info
         case .status: return .status
         case .stats: return .stats
         case .ping: return .ping
+        case .intents: return .intents
         case .complete:
             let prompt = try r.required("prompt", "expected a string") { (k) throws(ProtocolError) in try r.string(k) }
             return .complete(CompleteRequest(prompt: prompt, parseSpecial: try r.bool("parse_special") ?? false,
@@ -375,7 +388,7 @@ public struct Request: Sendable, Equatable {
             var ids: [Int] = []
             ids.reserveCapacity(items.count)
             for (n, item) in items.enumerated() {
-                ids.append(Int(try FieldReader.int(item, in: 0...Int64(Int32.max), path: "ids[\(n)]", requestID: r.requestID)))
+                ids.append(Int(try FieldReader.int(item, in: Limits.tokenID.range, path: "ids[\(n)]", requestID: r.requestID)))
             }
             return .detokenize(DetokenizeRequest(ids: ids))
         case .cancel:
@@ -398,7 +411,7 @@ public struct Request: Sendable, Equatable {
         b["id"] = id.json
         b["op"] = .string(body.op.rawValue)
         switch body {
-        case .info, .status, .stats, .ping:
+        case .info, .status, .stats, .ping, .intents:
             break
         case .hello(let h):
             b["client"] = h.client.map { .string($0) }

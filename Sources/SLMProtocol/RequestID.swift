@@ -1,3 +1,5 @@
+import SLMLimits
+
 /// A client-chosen request id: a JSON string or integer, echoed back exactly (same JSON
 /// type, same value) in every reply, event and error of that request.
 ///
@@ -9,7 +11,7 @@ public enum RequestID: Sendable, Hashable, CustomStringConvertible {
 
     /// Longest accepted string id, in UTF-8 bytes: ids are keys in the server's in-flight
     /// table, not payload.
-    public static let maxStringBytes = 128
+    public static let maxStringBytes = Int(Limits.idBytes.upperBound)
 
     /// A short human-readable form for logs.
     public var description: String {

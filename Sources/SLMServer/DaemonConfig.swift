@@ -1,6 +1,7 @@
 import SLMEngine
 import SLMKernels
 import SLMModel
+import SLMTokenizer
 
 /// Everything `slmd serve` can be configured with: the file `/etc/slmd/slmd.conf`
 /// (`key = value` lines, `#` comments; documented line by line in etc/slmd.conf), then

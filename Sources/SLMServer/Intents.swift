@@ -1,7 +1,8 @@
 import FoundationEssentials
-import SLMModel
+import SLMConstraint
 import SLMProtocol
 import Synchronization
+import SLMLimits
 
 /// A named `parse` target: a JSON Schema with the instruction and worked examples that
 /// make a tiny model fill it well. Loaded from the intents directory so a gateway's
@@ -14,6 +15,9 @@ public struct Intent: Sendable {
     /// The schema decoding uses, as compact JSON text in its own key order (the output's key
     /// order): the intent's schema with its synonyms added to the enums.
     public let schemaText: String
+    /// The schema as the file gives it (compact, its own key order), without the synonyms:
+    /// what the `intents` op shows a client, whose replies hold only these values.
+    public let declaredSchemaText: String
     public let automaton: SchemaAutomaton
     /// Extra spellings of enum values, mapped back to the values in replies.
     public let synonyms: Synonyms
@@ -43,6 +47,8 @@ public final class IntentRegistry: Sendable {
 
     public func intent(named name: String) -> Intent? { current.withLock { $0[name] } }
     public var names: [String] { current.withLock { $0.keys.sorted() } }
+    /// Every loaded intent, sorted by name.
+    public var all: [Intent] { current.withLock { $0.values.sorted { $0.name < $1.name } } }
     public var count: Int { current.withLock { $0.count } }
     public func replace(with intents: [String: Intent]) { current.withLock { $0 = intents } }
 
@@ -53,7 +59,7 @@ public final class IntentRegistry: Sendable {
     /// Largest intent file accepted.
     public static let maxFileBytes = 1 << 20
     /// Most examples per intent (each one costs prompt tokens on every cold request).
-    public static let maxExamples = 16
+    public static let maxExamples = Int(Limits.parseExamples.upperBound)
 
     /// Reads every `*.json` file of `directory` (sorted by name). A missing directory is
     /// an empty set, not an error: intents are optional.
@@ -138,15 +144,21 @@ public final class IntentRegistry: Sendable {
         }
         var maxTokens: Int?
         if let m = doc["max_tokens"] {
-            guard case .number(let t) = m, let v = Int(t), (1...4096).contains(v) else { throw fail("'max_tokens' must be an integer in 1...4096") }
+            guard case .number(let t) = m, let v = Int(t), Limits.parseMaxTokens.contains(Int64(v)) else {
+                throw fail("'max_tokens' must be an integer in \(Limits.parseMaxTokens.lowerBound)...\(Limits.parseMaxTokens.upperBound)")
+            }
             maxTokens = v
         }
         func probability(_ key: String) throws(IntentError) -> Double? {
             guard let v = doc[key] else { return nil }
-            guard case .number(let t) = v, let p = Double(t), (0...1).contains(p) else { throw fail("'\(key)' must be a number in 0...1") }
+            // min_match_score and confirm_below: both probabilities, as in a request.
+            guard case .number(let t) = v, let p = Double(t), Limits.minMatchScore.contains(p) else {
+                throw fail("'\(key)' must be a number in 0...1")
+            }
             return p
         }
         return Intent(name: name, source: file, description: try string("description"), schemaText: decoding.compactText,
+                      declaredSchemaText: schema.compactText,
                       automaton: automaton, synonyms: synonyms, minMatchScore: try probability("min_match_score"),
                       confirmBelow: try probability("confirm_below"), instruction: try string("instruction"),
                       examples: examples, maxTokens: maxTokens)

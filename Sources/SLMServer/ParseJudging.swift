@@ -1,5 +1,6 @@
 import SLMEngine
 import SLMModel
+import SLMConstraint
 import SLMProtocol
 
 /// What a `parse` reply adds to the engine's output: synonyms mapped to their values,

@@ -2,11 +2,17 @@ import Logging
 import SLMEngine
 import SLMKernels
 import SLMModel
+import SLMTokenizer
+import SLMConstraint
 import SLMProtocol
 import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
+import SLMLimits
+
+// Over ~500 lines until introspection (info/status/stats, /proc) moves to its own file, which
+// waits for the `archs` branch (new info/status members) to merge (#13 item 3b).
 
 /// Turns decoded frames into engine work and replies. Runs on the I/O thread; generation
 /// results come back on the engine thread through each request's sink.
@@ -24,6 +30,10 @@ final class RequestHandler: @unchecked Sendable {
     let serverVersion = SLMDVersion.string
     /// Where requests are tokenized and compiled, off the I/O thread.
     let preparation: PreparationThread
+    /// `busy` refusals made here (the per-connection in-flight cap, a full preparation
+    /// queue), added to the engine's in `requests_refused_busy` so the counter matches every
+    /// `busy` a client gets, whichever layer refused.
+    let refusedBusy = Atomic<Int>(0)
 
     init(config: DaemonConfig, engine: Engine, intents: IntentRegistry, logger: Logger) {
         self.config = config
@@ -54,7 +64,7 @@ final class RequestHandler: @unchecked Sendable {
             c.enqueue(ErrorMessage(id: id, code: code, message: message).frame())
         }
         switch request.body {
-        case .ping, .hello, .info, .status, .stats, .cancel:
+        case .ping, .hello, .info, .status, .stats, .cancel, .intents:
             // A final frame under an id that is still in flight would be read as that
             // request's end.
             if c.isInFlight(id) {
@@ -66,6 +76,7 @@ final class RequestHandler: @unchecked Sendable {
             case .ok: break
             case .duplicate: return fail(.duplicateID, "a request with id \(id) is still in flight on this connection")
             case .full:
+                refusedBusy.add(1, ordering: .relaxed)
                 return fail(.busy, "this connection already has \(config.maxInflightPerConnection) requests in flight (max_inflight_per_connection)")
             }
             let queued = preparation.submit { [self] in
@@ -80,6 +91,7 @@ final class RequestHandler: @unchecked Sendable {
             }
             if !queued {
                 c.unreserve(id)
+                refusedBusy.add(1, ordering: .relaxed)
                 fail(.busy, "\(preparation.capacity) requests are already waiting to be prepared; retry later")
             }
         }
@@ -111,6 +123,8 @@ final class RequestHandler: @unchecked Sendable {
             reply(.status(status()))
         case .stats:
             reply(.stats(stats()))
+        case .intents:
+            reply(.intents(intents.all.map { IntentInfo(name: $0.name, description: $0.description, schema: $0.declaredSchemaText) }))
         case .cancel(let x):
             if c.cancelReserved(x.target) { return reply(.cancel(cancelled: true)) }
             let handle = c.shared.withLock { $0.inflight[x.target] }
@@ -132,7 +146,7 @@ final class RequestHandler: @unchecked Sendable {
             finish(id, on: c, ErrorMessage(id: id, code: code, message: message).frame())
         }
         switch request.body {
-        case .ping, .hello, .info, .status, .stats, .cancel:
+        case .ping, .hello, .info, .status, .stats, .cancel, .intents:
             preconditionFailure("immediate requests are answered on the I/O thread")
         case .tokenize(let t):
             reply(.tokenize(ids: model.tokenizer.encode(t.text, parseSpecial: t.parseSpecial).map(Int.init)))
@@ -216,29 +230,20 @@ final class RequestHandler: @unchecked Sendable {
                 instruction = r.instruction
                 examples = r.examples.map { ($0.utterance, canonical(OrderedJSON($0.output), schema: automaton.schema).compactText) }
             }
-            guard case .success(let template) = model.chatTemplate else {
-                return fail(.unsupported, "this model has no chat template slmd can render")
+            let ids: [Int32]
+            do {
+                ids = try engine.parsePrompt(utterance: r.utterance, instruction: instruction, examples: examples)
+            } catch {
+                switch error {
+                case .noChatTemplate: return fail(.unsupported, "this model has no chat template slmd can render")
+                case .controlTextInUtterance: return fail(.badField, "field 'utterance': contains control-token text")
+                case .controlTextInExamplesOrInstruction:
+                    return fail(.badField, "field 'examples' or 'instruction': contains control-token text")
+                }
             }
-            // Instruction, worked examples as earlier turns, then the utterance: a 135M model
-            // follows demonstrated format far better than described format. Examples are
-            // shown in the schema's key order, the layout decoding will produce.
-            var messages = [ChatMessage(role: "system", content: instruction
-                ?? "Convert the user's command into a JSON object. Reply with the JSON object only.")]
-            for e in examples {
-                messages.append(ChatMessage(role: "user", content: e.utterance))
-                messages.append(ChatMessage(role: "assistant", content: e.output))
-            }
-            messages.append(ChatMessage(role: "user", content: r.utterance))
-            for (i, m) in messages.enumerated() where model.tokenizer.encode(m.content, parseSpecial: true).contains(where: model.tokenizer.isControl) {
-                return fail(.badField, i == messages.count - 1 ? "field 'utterance': contains control-token text"
-                                                              : "field 'examples' or 'instruction': contains control-token text")
-            }
-            var ids = model.tokenizer.encode(template.render(messages), parseSpecial: true)
-            // The templates leave BOS to the tokenizer (Llama 2/3, TinyLlama ask for it).
-            if model.tokenizer.addBOS, let bos = model.tokenizer.bosID { ids.insert(bos, at: 0) }
             var sampling = SamplingParams.greedy
             if let t = r.temperature, t > 0 { sampling = SamplingParams(temperature: Float(t), seed: UInt64.random(in: 0...UInt64.max)) }
-            let limit = min(maxTokens ?? 128, config.engine.maxTokens)
+            let limit = min(maxTokens ?? Int(Limits.parseMaxTokens.defaultValue!), config.engine.maxTokens)
             let deadline = r.deadlineMS.map { monotonicSeconds() + Double($0) / 1000 }
             let judging = ParseJudging(utterance: r.utterance, schema: automaton.schema, synonyms: synonyms,
                                        minMatchScore: minMatchScore ?? ParseVerdict.defaultMinMatchScore,
@@ -373,6 +378,9 @@ final class RequestHandler: @unchecked Sendable {
                 options: r.options.map { .init(text: $0.text, logprob: $0.logprob, normalizedLogprob: $0.normalizedLogprob, tokens: $0.tokenCount) },
                 ms: r.ms))).frame()
         case .parse(let r):
+            // Cancelled or past its deadline while decoding: the same error as before it
+            // started, never a result the client already gave up on.
+            if let reason = r.interrupted { return jobFrame(id: id, .ended(reason, nil)) }
             let reply = judging.map { $0.judge(r) } ?? ParseJudging.unjudged(r)
             let value = reply.matched ? ((try? JSONValue.parse(Array(reply.text.utf8))) ?? .null) : .null
             return Reply(id: id, .parse(SLMProtocol.ParseResult(
@@ -423,7 +431,11 @@ final class RequestHandler: @unchecked Sendable {
                 let total = (monotonicSeconds() - t0) * 1000
                 let usage = Usage(promptTokens: r.promptTokens, generatedTokens: r.generatedTokens, ttftMS: total,
                                   tokensPerSecond: r.ms > 0 ? Double(r.generatedTokens) / (r.ms / 1000) : 0, totalMS: total)
-                let result = GenerationResult(text: stream ? nil : r.text, finishReason: r.complete ? .stop : .length, usage: usage)
+                // Interrupted mid-generation: a reply with that reason and the text so far, as
+                // for unconstrained generation (§10).
+                let reason: SLMProtocol.FinishReason = r.interrupted.map { SLMProtocol.FinishReason(rawValue: $0.rawValue) }
+                    ?? (r.complete ? .stop : .length)
+                let result = GenerationResult(text: stream ? nil : r.text, finishReason: reason, usage: usage)
                 c.enqueue(Reply(id: id, op == .chat ? .chat(result) : .complete(result)).frame(), finishing: id)
                 server?.wake()
             }
@@ -551,6 +563,7 @@ final class RequestHandler: @unchecked Sendable {
         for code in EngineError.Code.allCases {
             counters["requests_refused_\(snake(code.rawValue))"] = Int64(s.refused[code, default: 0])
         }
+        counters["requests_refused_busy", default: 0] += Int64(refusedBusy.load(ordering: .relaxed))
         let gauges: [String: Double] = [
             "active": Double(s.active), "queued": Double(s.queued),
             "kv_bytes_in_use": Double(s.kvBytesInUse), "kv_bytes_peak": Double(s.kvBytesPeak),

@@ -9,6 +9,7 @@ import Musl
 import ArgumentParser
 import FoundationEssentials
 import SLMProtocol
+import SLMLimits
 
 /// The daemon's default socket: the path of systemd's slmd.socket unit.
 let defaultSocketPath = "/run/slmd.sock"
@@ -82,34 +83,37 @@ struct OutputOptions: ParsableArguments {
 }
 
 struct GenerationArguments: ParsableArguments {
-    @Option(help: ArgumentHelp("Generate at most this many tokens (1...1048576).", valueName: "n"))
+    // Ranges and texts come from SLMLimits, the table the daemon checks against.
+    @Option(help: ArgumentHelp("Generate at most this many tokens (\(Limits.maxTokens.rangeText)).", valueName: "n"))
     var maxTokens: Int?
 
-    @Option(help: ArgumentHelp("Sampling temperature, 0 = greedy (0...100).", valueName: "t"))
+    @Option(help: ArgumentHelp("Sampling temperature, 0 = greedy (\(Limits.temperature.rangeText)).", valueName: "t"))
     var temperature: Double?
 
-    @Option(help: ArgumentHelp("Keep the k most likely tokens, 0 = off.", valueName: "k"))
+    @Option(help: ArgumentHelp("Keep the k most likely tokens, 0 = off (\(Limits.topK.rangeText)).", valueName: "k"))
     var topK: Int?
 
-    @Option(help: ArgumentHelp("Nucleus sampling mass, 1 = off (0...1).", valueName: "p"))
+    @Option(help: ArgumentHelp("Nucleus sampling mass, 1 = off (\(Limits.topP.rangeText)).", valueName: "p"))
     var topP: Double?
 
-    @Option(help: ArgumentHelp("Drop tokens below p × the top probability, 0 = off (\(GenerationOptions.Bounds.minP)).", valueName: "p"))
+    @Option(help: ArgumentHelp("Drop tokens below p × the top probability, 0 = off (\(Limits.minP.rangeText)).", valueName: "p"))
     var minP: Double?
 
-    @Option(help: ArgumentHelp("Penalty for recently generated tokens, 1 = off (above 0, at most \(GenerationOptions.Bounds.repeatPenalty.upperBound)).", valueName: "x"))
+    @Option(help: ArgumentHelp("Penalty for recently generated tokens, 1 = off (\(Limits.repeatPenalty.rangeText)).", valueName: "x"))
     var repeatPenalty: Double?
 
-    @Option(help: ArgumentHelp("How many recent tokens the repeat penalty looks at, 0 = off (0...\(GenerationOptions.Bounds.repeatWindow)).", valueName: "n"))
+    @Option(help: ArgumentHelp("How many recent tokens the repeat penalty looks at, 0 = off (\(Limits.repeatWindow.rangeText)).",
+                               valueName: "n"))
     var repeatWindow: Int?
 
-    @Option(help: ArgumentHelp("Seed for reproducible sampling (0...2^53-1).", valueName: "n"))
+    @Option(help: ArgumentHelp("Seed for reproducible sampling (\(Limits.seed.rangeText)).", valueName: "n"))
     var seed: UInt64?
 
-    @Option(help: ArgumentHelp("Stop before this string (repeatable, at most 8, 1...64 bytes each).", valueName: "text"))
+    @Option(help: ArgumentHelp("Stop before this string (repeatable, at most \(Limits.stopCount.upperBound), "
+                               + "\(Limits.stopBytes.rangeText) bytes each).", valueName: "text"))
     var stop: [String] = []
 
-    @Option(help: ArgumentHelp("Wall-clock budget in milliseconds from receipt (1...86400000).", valueName: "ms"))
+    @Option(help: ArgumentHelp("Wall-clock budget in milliseconds from receipt (\(Limits.deadlineMS.rangeText)).", valueName: "ms"))
     var deadlineMs: Int?
 
     @Flag(help: "Do not stream tokens: wait for the whole text in the final reply.")
@@ -119,21 +123,23 @@ struct GenerationArguments: ParsableArguments {
     var schema: String?
 
     func validate() throws {
-        typealias B = GenerationOptions.Bounds
         func check(_ ok: Bool, _ text: String) throws { if !ok { throw ValidationError(text) } }
-        if let v = maxTokens { try check(v >= 1 && Int64(v) <= B.maxTokens, "--max-tokens must be in 1...\(B.maxTokens)") }
-        if let v = temperature { try check(B.temperature.contains(v), "--temperature must be in 0...100") }
-        if let v = topK { try check(v >= 0 && Int64(v) <= B.topK, "--top-k must be in 0...\(B.topK)") }
-        if let v = topP { try check(B.topP.contains(v) && v > B.topP.lowerBound, "--top-p must be above 0 and at most 1") }
-        if let v = minP { try check(B.minP.contains(v), "--min-p must be in \(B.minP)") }
-        if let v = repeatPenalty {
-            try check(B.repeatPenalty.contains(v) && v > 0, "--repeat-penalty must be above 0 and at most \(B.repeatPenalty.upperBound)")
+        func check<B>(_ value: B?, _ limit: Limit<B>, _ flag: String) throws {
+            if let value { try check(limit.contains(value), "\(flag) must be in \(limit.rangeText)") }
         }
-        if let v = repeatWindow { try check(v >= 0 && Int64(v) <= B.repeatWindow, "--repeat-window must be in 0...\(B.repeatWindow)") }
-        if let v = seed { try check(v <= UInt64(B.seed), "--seed must be in 0...\(B.seed)") }
-        try check(stop.count <= B.stopCount, "at most \(B.stopCount) --stop strings")
-        for s in stop { try check(!s.isEmpty && s.utf8.count <= B.stopBytes, "each --stop string must be 1...\(B.stopBytes) bytes") }
-        if let v = deadlineMs { try check(v >= 1 && Int64(v) <= B.deadlineMS, "--deadline-ms must be in 1...\(B.deadlineMS)") }
+        try check(maxTokens.map(Int64.init), Limits.maxTokens, "--max-tokens")
+        try check(temperature, Limits.temperature, "--temperature")
+        try check(topK.map(Int64.init), Limits.topK, "--top-k")
+        try check(topP, Limits.topP, "--top-p")
+        try check(minP, Limits.minP, "--min-p")
+        try check(repeatPenalty, Limits.repeatPenalty, "--repeat-penalty")
+        try check(repeatWindow.map(Int64.init), Limits.repeatWindow, "--repeat-window")
+        try check(seed.map { Int64(clamping: $0) }, Limits.seed, "--seed")
+        try check(Limits.stopCount.contains(Int64(stop.count)), "at most \(Limits.stopCount.upperBound) --stop strings")
+        for s in stop {
+            try check(Limits.stopBytes.contains(Int64(s.utf8.count)), "each --stop string must be \(Limits.stopBytes.rangeText) bytes")
+        }
+        try check(deadlineMs.map(Int64.init), Limits.deadlineMS, "--deadline-ms")
         if let schema { try check(FileManager.default.isReadableFile(atPath: schema), "cannot read the schema file \(schema)") }
     }
 

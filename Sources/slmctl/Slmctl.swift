@@ -29,7 +29,7 @@ struct Slmctl: ParsableCommand {
         version: "slmctl \(slmctlVersion) (protocol \(SLMProtocolVersion.current))",
         subcommands: [
             Complete.self, Chat.self, Tokenize.self, Detokenize.self, Status.self, Stats.self,
-            Suggest.self, Choose.self, Parse.self, Ping.self, Bench.self, Version.self,
+            Suggest.self, Choose.self, Parse.self, Intents.self, Ping.self, Bench.self, Version.self,
         ]
     )
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import SLMModel
+import SLMConstraint
 
 struct Generate: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,6 +1,6 @@
 import ArgumentParser
 import GGUF
-import SLMModel
+import SLMTokenizer
 #if canImport(Glibc)
 import Glibc
 #endif

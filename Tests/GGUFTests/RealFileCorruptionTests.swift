@@ -1,24 +1,15 @@
 import Foundation
 import XCTest
 @testable import GGUF
+import SLMTestSupport
 
 /// Truncates and corrupts the real default model: every case must be a typed error (or a
 /// valid parse when a flipped byte happens to stay valid), never a crash or a hang.
 final class RealFileCorruptionTests: XCTestCase {
-    static var modelPath: String {
-        let env = ProcessInfo.processInfo.environment
-        if let p = env["SLMD_MODEL"], !p.isEmpty { return p }
-        let dir = env["SLMD_MODEL_DIR"] ?? ((env["XDG_CACHE_HOME"] ?? (NSHomeDirectory() + "/.cache")) + "/slmd/models")
-        return dir + "/SmolLM2-135M-Instruct.Q4_1.gguf"
-    }
-
     func loadReal() throws -> (Data, GGUFFile) {
-        guard FileManager.default.fileExists(atPath: Self.modelPath) else {
-            XCTFail("model not found at \(Self.modelPath): run scripts/fetch-model (or set SLMD_MODEL)")
-            throw CancellationError()
-        }
-        let f = try GGUFFile(path: Self.modelPath)
-        return (try Data(contentsOf: URL(fileURLWithPath: Self.modelPath)), f)
+        let path = try TestModel.requirePath()
+        let f = try GGUFFile(path: path)
+        return (try Data(contentsOf: URL(fileURLWithPath: path)), f)
     }
 
     func testRealFileParses() throws {
@@ -42,7 +33,7 @@ final class RealFileCorruptionTests: XCTestCase {
         // the data section and one byte short of the end.
         var offsets = [0, 3, 4, 7, 8, 15, 16, 23, 24, 100, 1000, 10_000, 100_000, 500_000, 1_000_000, 1_500_000]
         offsets += [f.header.dataOffset - 1, f.header.dataOffset, f.header.dataOffset + 1, 50_000_000, data.count - 1]
-        var rng = SystemRandomNumberGenerator()
+        var rng = TestRNG(seed: 45)
         for _ in 0..<20 { offsets.append(Int.random(in: 0..<f.header.dataOffset, using: &rng)) }
         for n in offsets {
             _ = FileManager.default.createFile(atPath: path, contents: data.prefix(n))

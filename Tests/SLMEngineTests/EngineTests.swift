@@ -4,6 +4,7 @@ import SLMModel
 import Synchronization
 import XCTest
 @testable import SLMEngine
+import SLMTestSupport
 
 /// Collects a request's events; `wait` blocks until the final one.
 final class Collector: @unchecked Sendable {
@@ -39,15 +40,12 @@ final class Collector: @unchecked Sendable {
 
 enum Shared {
     static let model: Model? = {
-        let env = ProcessInfo.processInfo.environment
-        let cache = env["XDG_CACHE_HOME"] ?? ((env["HOME"] ?? NSHomeDirectory()) + "/.cache")
-        let path = env["SLMD_MODEL"] ?? ((env["SLMD_MODEL_DIR"] ?? cache + "/slmd/models") + "/SmolLM2-135M-Instruct.Q4_1.gguf")
-        return try? Model(path: path)
+        try? Model(path: TestModel.path)
     }()
 
     static func requireModel() throws -> Model {
         guard let m = model else {
-            XCTFail("default model not found: run scripts/fetch-model (or set SLMD_MODEL)")
+            XCTFail(TestModel.missingMessage)
             throw CancellationError()
         }
         return m

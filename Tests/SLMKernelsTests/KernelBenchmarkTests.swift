@@ -3,6 +3,7 @@ import XCTest
 @testable import SLMKernels
 #if canImport(Glibc)
 import Glibc
+import SLMTestSupport
 #endif
 
 /// Timings of the quantized matmuls per path, through the public Swift entry point. Runs

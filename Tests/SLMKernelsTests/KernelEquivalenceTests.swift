@@ -1,6 +1,7 @@
 import CSLMKernels
 import XCTest
 @testable import SLMKernels
+import SLMTestSupport
 
 /// Every C path must reproduce ReferenceKernels bit for bit on quantized weights, whatever
 /// the row range and batch size: a sequence's logits may not depend on either.

@@ -1,5 +1,6 @@
 import XCTest
 @testable import SLMKernels
+import SLMTestSupport
 
 /// The reference itself against hand-computed cases and the block definitions.
 final class ReferenceDefinitionTests: XCTestCase {

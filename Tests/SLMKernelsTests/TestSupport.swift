@@ -1,15 +1,6 @@
 import CSLMKernels
 @testable import SLMKernels
-
-/// Deterministic xorshift64* so failures reproduce.
-struct TestRNG: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed == 0 ? 0x9e37_79b9_7f4a_7c15 : seed }
-    mutating func next() -> UInt64 {
-        state ^= state >> 12; state ^= state << 25; state ^= state >> 27
-        return state &* 0x2545_f491_4f6c_dd1d
-    }
-}
+import SLMTestSupport
 
 /// A random f16 scale: mostly normal magnitudes (2^-14 ..< 2^7), sometimes ±0 or subnormal.
 func randomScaleBits(_ rng: inout TestRNG) -> UInt16 {

@@ -1,6 +1,6 @@
 import Foundation
 import GGUF
-import SLMModel
+import SLMTokenizer
 import XCTest
 
 /// Chat templates recognised and rendered byte for byte as llama.cpp renders them (or, where

@@ -1,6 +1,6 @@
 import Foundation
 import GGUF
-import SLMModel
+import SLMTokenizer
 import XCTest
 
 /// Chat template recognition and rendering without the real model.

@@ -1,5 +1,7 @@
 import XCTest
 @testable import SLMModel
+@testable import SLMTokenizer
+@testable import SLMConstraint
 
 /// End to end with the real model: constrained generation of a smart-home intent always
 /// yields a valid document and always stops within max_tokens; plus the cost measurements.
@@ -246,6 +248,27 @@ final class ConstrainedGenerationTests: XCTestCase {
         XCTAssertEqual(out.finishReason, .length)
         XCTAssertLessThanOrEqual(out.generatedIDs.count, 6)
         XCTAssertNotNil(s.automaton.step(s.automaton.initialState, Array(out.text.utf8)))
+    }
+
+    /// A cancel or deadline mid-decode ends generation at the next pass with that reason,
+    /// leaving a valid but unfinished prefix (the engine then answers with an error, §10).
+    func testInterruptEndsGenerationAtTheNextPass() throws {
+        let s = try setup()
+        let ids = try prompt(s, Self.utterances[0])
+        for reason in [FinishReason.cancelled, .deadline] {
+            let session = Session(runner: s.runner, capacity: ids.count + Self.maxTokens + 4)
+            let d = ConstrainedDecoder(automaton: s.automaton, vocabulary: s.vocabulary)
+            var asked = 0
+            let (out, stats) = try ConstrainedGenerator.run(
+                model: s.model, session: session, promptIDs: ids, decoder: d,
+                options: GenerationOptions(maxTokens: Self.maxTokens, sampling: .greedy),
+                interrupt: { asked += 1; return asked > 3 ? reason : nil }, now: Self.now)
+            XCTAssertEqual(out.finishReason, reason)
+            XCTAssertEqual(asked, 4, "asked once per pass, and no pass after the interrupt")
+            XCTAssertEqual(stats.forwardPasses, 2, "the prompt pass, then two sampled tokens' passes")
+            XCTAssertFalse(d.isComplete)
+            XCTAssertNotNil(s.automaton.step(s.automaton.initialState, Array(out.text.utf8)))
+        }
     }
 
     /// Prints (does not assert) what the constraint costs next to the forward pass.

@@ -1,5 +1,5 @@
 import XCTest
-@testable import SLMModel
+@testable import SLMConstraint
 
 /// Each supported keyword compiles and constrains; each unsupported keyword is an error
 /// naming its JSON path.

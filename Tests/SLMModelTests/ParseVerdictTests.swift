@@ -1,5 +1,6 @@
 import XCTest
 @testable import SLMModel
+@testable import SLMConstraint
 
 /// The parts of a parse verdict that need no model: where values are in the text, which
 /// departures are violations, the match score, synonyms and the number rule.

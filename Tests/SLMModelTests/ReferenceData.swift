@@ -1,6 +1,7 @@
 import Foundation
 import SLMKernels
 @testable import SLMModel
+import SLMTestSupport
 
 /// Locations of the real model and llama.cpp's reference outputs.
 enum ReferenceData {
@@ -10,9 +11,7 @@ enum ReferenceData {
     struct Missing: Error, CustomStringConvertible { let description: String }
 
     static func requireModel() throws -> String {
-        guard FileManager.default.fileExists(atPath: modelPath) else {
-            throw Missing(description: "model not found at \(modelPath): run scripts/fetch-model (or set SLMD_MODEL)")
-        }
+        guard FileManager.default.fileExists(atPath: modelPath) else { throw Missing(description: TestModel.missingMessage) }
         return modelPath
     }
 

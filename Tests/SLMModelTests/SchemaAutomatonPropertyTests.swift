@@ -1,5 +1,5 @@
 import XCTest
-@testable import SLMModel
+@testable import SLMConstraint
 
 /// Property-based tests: random schemas over the supported subset, random valid instances
 /// and random corruptions; the automaton must agree with `ReferenceMatcher` on every string.

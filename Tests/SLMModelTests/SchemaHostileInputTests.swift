@@ -1,5 +1,5 @@
 import XCTest
-@testable import SLMModel
+@testable import SLMConstraint
 
 /// Schemas come from any client (`parse`, `complete`/`chat` with `schema`) and from intent
 /// files. Each case here once trapped the daemon (Swift traps on overflow), blew its memory

@@ -1,4 +1,6 @@
 @testable import SLMModel
+@testable import SLMConstraint
+import SLMTestSupport
 
 /// Reference twin of `SchemaAutomaton`: a plain recursive-descent matcher that reads the
 /// schema JSON directly (not the compiled tables) and implements the documented grammar.
@@ -182,9 +184,9 @@ struct ReferenceMatcher {
 
 /// Seeded random schemas over the supported subset, and random instances of them.
 struct SchemaGen {
-    var rng: SeededRNG
+    var rng: TestRNG
 
-    init(seed: UInt64) { rng = SeededRNG(seed: seed) }
+    init(seed: UInt64) { rng = TestRNG(seed: seed) }
 
     mutating func int(_ r: ClosedRange<Int>) -> Int { r.lowerBound + Int(rng.next() % UInt64(r.count)) }
     mutating func chance(_ p: Double) -> Bool { Double(rng.nextUnit()) < p }

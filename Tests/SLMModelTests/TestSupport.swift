@@ -1,24 +1,13 @@
 import Foundation
 import GGUF
-import SLMModel
+import SLMTokenizer
 import XCTest
+import SLMTestSupport
 
-/// Locations of the real model (in the user's model cache: it is too big for git) and of
-/// llama.cpp's reference outputs (in the checkout), each overridable from the environment.
-enum TestPaths {
-    /// The package root, found from this file's path so tests work from any cwd.
-    static let packageRoot: URL = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent()  // SLMModelTests
-        .deletingLastPathComponent()  // Tests
-        .deletingLastPathComponent()
-
-    static var model: String {
-        // Same lookup as scripts/fetch-model: SLMD_MODEL, else the model cache directory.
-        let env = ProcessInfo.processInfo.environment
-        if let p = env["SLMD_MODEL"], !p.isEmpty { return p }
-        let cache = env["XDG_CACHE_HOME"] ?? ((env["HOME"] ?? NSHomeDirectory()) + "/.cache")
-        return (env["SLMD_MODEL_DIR"] ?? cache + "/slmd/models") + "/SmolLM2-135M-Instruct.Q4_1.gguf"
-    }
+/// The real model (SLMTestSupport's lookup) and llama.cpp's reference outputs (in the
+/// checkout, overridable from the environment).
+extension TestPaths {
+    static var model: String { TestModel.path }
 
     /// Tests/Fixtures/reference, made by scripts/make-reference. SLMD_REFERENCE may point at
     /// another set in the same format (e.g. one regenerated on a different CPU).
@@ -26,7 +15,7 @@ enum TestPaths {
         if let p = ProcessInfo.processInfo.environment["SLMD_REFERENCE"], !p.isEmpty {
             return URL(fileURLWithPath: p)
         }
-        return packageRoot.appendingPathComponent("Tests/Fixtures/reference")
+        return fixtures.appendingPathComponent("reference")
     }
 }
 
@@ -35,19 +24,12 @@ enum TestPaths {
 enum RealModel {
     private static let loaded: Result<GGUFFile, Error> = Result {
         guard FileManager.default.fileExists(atPath: TestPaths.model) else {
-            throw MissingModel(path: TestPaths.model)
+            throw TestModel.Missing(description: TestModel.missingMessage)
         }
         return try GGUFFile(path: TestPaths.model)
     }
     private static let tokenizerResult: Result<Tokenizer, Error> = loaded.flatMap { g in
         Result { try Tokenizer(gguf: g) }
-    }
-
-    struct MissingModel: Error, CustomStringConvertible {
-        let path: String
-        var description: String {
-            "model file not found at \(path): run scripts/fetch-model (or set SLMD_MODEL to a copy of SmolLM2-135M-Instruct.Q4_1.gguf)"
-        }
     }
 
     static func gguf(file: StaticString = #filePath, line: UInt = #line) throws -> GGUFFile {

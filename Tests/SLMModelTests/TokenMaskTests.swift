@@ -1,5 +1,5 @@
 import XCTest
-@testable import SLMModel
+@testable import SLMConstraint
 
 enum IntentSchema {
     static let actions = ["turn_on", "turn_off", "set", "open", "close", "lock", "unlock", "status"]

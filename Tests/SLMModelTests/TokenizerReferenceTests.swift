@@ -1,6 +1,6 @@
 import Foundation
 import GGUF
-import SLMModel
+import SLMTokenizer
 import XCTest
 
 /// Checks the tokenizer and chat template against llama.cpp's own outputs for the real model

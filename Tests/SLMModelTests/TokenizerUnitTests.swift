@@ -1,6 +1,6 @@
 import Foundation
 import GGUF
-@testable import SLMModel
+@testable import SLMTokenizer
 import XCTest
 
 /// Tokenizer pieces that need no real model: byte mapping, pre-tokenizer, streaming,

@@ -1,6 +1,7 @@
 import Foundation
 import SLMKernels
 import XCTest
+import SLMTestSupport
 
 /// The offline tools, run as a user would: the real `slmd` binary and its JSON output.
 final class ToolTests: XCTestCase {

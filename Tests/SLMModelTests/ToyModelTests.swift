@@ -3,6 +3,7 @@ import GGUF
 import SLMKernels
 import XCTest
 @testable import SLMModel
+@testable import SLMTokenizer
 
 /// A 2-layer LLaMA with random weights of every supported type, written as a GGUF by the
 /// test: checks the forward pass against a naive float implementation written here, and

@@ -1,5 +1,6 @@
 import XCTest
 @testable import SLMProtocol
+import SLMTestSupport
 
 final class FrameDecoderTests: XCTestCase {
     /// A few frames of different types and sizes, including an empty payload.
@@ -46,7 +47,7 @@ final class FrameDecoderTests: XCTestCase {
     func testRandomSplitsSeeded() throws {
         let stream = frames.flatMap { $0.encode() }
         for seed in UInt64(1)...200 {
-            var rng = SplitMix64(seed: seed)
+            var rng = TestRNG(seed: seed)
             var chunks: [[UInt8]] = []
             var i = 0
             while i < stream.count {

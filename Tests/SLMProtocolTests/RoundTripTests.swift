@@ -31,6 +31,7 @@ final class RoundTripTests: XCTestCase {
             Request(id: 9, .status),
             Request(id: 10, .stats),
             Request(id: .int(Int64.min), .ping),
+            Request(id: 17, .intents),
             Request(id: 11, .suggest(SuggestRequest(prefix: "Turn on the li", n: 3, maxTokens: 6, maxWords: 2,
                                                     stopAtSentence: false, session: "ui", deadlineMS: 500))),
             Request(id: 11, .suggest(SuggestRequest(prefix: "", n: 5, mode: .word, minProb: 1e-4, context: "To: Ann\nSubject:"))),
@@ -88,6 +89,10 @@ final class RoundTripTests: XCTestCase {
             Reply(id: 16, .parse(ParseResult(result: nil, text: #"{"value":null}"#, complete: true, generatedTokens: 5, ms: 9,
                                              matched: false, matchScore: 0.75,
                                              violations: [.init(field: "value", wanted: 180, reason: "above the maximum 100")]))),
+            Reply(id: 17, .intents([IntentInfo(name: "smart_home", description: "Lights and heating.",
+                                               schema: #"{"type":"object","properties":{"a":{"enum":["x"]}}}"#),
+                                    IntentInfo(name: "bare", schema: #"{"type":"boolean"}"#)])),
+            Reply(id: 18, .intents([])),
         ]
         XCTAssertEqual(Set(replies.map(\.body.op)), Set(Op.allCases), "every op covered")
         for r in replies {

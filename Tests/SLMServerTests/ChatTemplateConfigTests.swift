@@ -1,5 +1,5 @@
 import Foundation
-import SLMModel
+import SLMTokenizer
 @testable import SLMServer
 import XCTest
 

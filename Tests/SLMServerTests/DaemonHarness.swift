@@ -1,122 +1,18 @@
 import Foundation
 import SLMProtocol
+import SLMTestSupport
 import XCTest
 
-/// Paths of the real binary and model for end-to-end tests.
+/// Paths of the real binary and model for end-to-end tests (SLMTestSupport's lookups).
 enum E2E {
-    static var binDir: URL {
-        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        return URL(fileURLWithPath: exe).deletingLastPathComponent()
-    }
-    static var slmd: String { ProcessInfo.processInfo.environment["SLMD_BIN"] ?? binDir.appendingPathComponent("slmd").path }
-
-    static var model: String {
-        let env = ProcessInfo.processInfo.environment
-        if let p = env["SLMD_MODEL"], !p.isEmpty { return p }
-        let cache = env["XDG_CACHE_HOME"] ?? ((env["HOME"] ?? NSHomeDirectory()) + "/.cache")
-        return (env["SLMD_MODEL_DIR"] ?? cache + "/slmd/models") + "/SmolLM2-135M-Instruct.Q4_1.gguf"
-    }
-
-    static func requireModel() throws {
-        guard FileManager.default.fileExists(atPath: model) else {
-            XCTFail("model not found at \(model): run scripts/fetch-model (or set SLMD_MODEL)")
-            throw CancellationError()
-        }
-    }
-
-    static func tempDir() -> URL {
-        // Short: AF_UNIX paths are limited to 107 bytes.
-        let d = URL(fileURLWithPath: "/tmp/slmd-e2e-\(UInt32.random(in: 0...UInt32.max))")
-        try? FileManager.default.createDirectory(at: d, withIntermediateDirectories: true)
-        return d
-    }
+    static var slmd: String { TestPaths.slmd }
+    static var model: String { TestModel.path }
+    static func requireModel() throws { _ = try TestModel.requirePath() }
+    static func tempDir() -> URL { TempDir.make("slmd-e2e") }
 }
 
 /// A running `slmd serve` on a private socket; terminated when the test ends.
-final class Daemon {
-    let process = Process()
-    let dir: URL
-    let socket: String
-    let stderrPipe = Pipe()
-
-    /// `settings` are `--set key=value` overrides; `environment` adds variables.
-    init(settings: [String] = [], extraArgs: [String] = [], environment: [String: String] = [:],
-         launcher: [String]? = nil, waitReady: Bool = true, model: String = E2E.model) throws {
-        try E2E.requireModel()
-        dir = E2E.tempDir()
-        socket = dir.appendingPathComponent("s.sock").path
-        var args = ["serve", "--socket", socket, "--model", model, "--threads", "2", "--set", "warm_up=false",
-                    "--set", "prefetch=false"]
-        for s in settings { args += ["--set", s] }
-        args += extraArgs
-        if let launcher {
-            process.executableURL = URL(fileURLWithPath: launcher[0])
-            process.arguments = Array(launcher.dropFirst()) + [E2E.slmd] + args
-        } else {
-            process.executableURL = URL(fileURLWithPath: E2E.slmd)
-            process.arguments = args
-        }
-        var env = ProcessInfo.processInfo.environment
-        env["NOTIFY_SOCKET"] = nil
-        env["LISTEN_FDS"] = nil
-        env["LISTEN_PID"] = nil
-        env["INVOCATION_ID"] = nil
-        env["JOURNAL_STREAM"] = nil
-        for (k, v) in environment { env[k] = v }
-        process.environment = env
-        process.standardError = stderrPipe
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-        if waitReady { try waitForSocket() }
-    }
-
-    func waitForSocket(timeout: Double = 30) throws {
-        let end = Date(timeIntervalSinceNow: timeout)
-        while Date() < end {
-            if let c = try? Client(path: socket) { c.close(); return }
-            guard process.isRunning else {
-                throw NSError(domain: "slmd", code: 1, userInfo: [NSLocalizedDescriptionKey: "slmd exited: \(stderrText())"])
-            }
-            usleep(20_000)
-        }
-        throw NSError(domain: "slmd", code: 2, userInfo: [NSLocalizedDescriptionKey: "slmd did not listen on \(socket)"])
-    }
-
-    var pid: Int32 { process.processIdentifier }
-
-    func threadCount() -> Int {
-        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task").count) ?? -1
-    }
-
-    func stderrText() -> String {
-        if process.isRunning { return "" }
-        return String(decoding: stderrPipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    }
-
-    /// Waits up to `timeout` seconds for the process to exit on its own; true if it did.
-    func waitForExit(timeout: Double) -> Bool {
-        let end = Date(timeIntervalSinceNow: timeout)
-        while process.isRunning && Date() < end { usleep(10_000) }
-        return !process.isRunning
-    }
-
-    /// SIGTERM and wait; returns the exit status.
-    @discardableResult
-    func terminate(timeout: Double = 20) -> Int32 {
-        if process.isRunning {
-            kill(pid, SIGTERM)
-            let end = Date(timeIntervalSinceNow: timeout)
-            while process.isRunning && Date() < end { usleep(10_000) }
-            if process.isRunning { kill(pid, SIGKILL); process.waitUntilExit() }
-        }
-        return process.terminationStatus
-    }
-
-    deinit {
-        terminate()
-        try? FileManager.default.removeItem(at: dir)
-    }
-}
+typealias Daemon = DaemonProcess
 
 /// A blocking protocol client for tests: raw bytes in, decoded server messages out.
 final class Client {
@@ -175,6 +71,23 @@ final class Client {
 
     /// Sends a JSON payload as a request frame, verbatim.
     func sendJSON(_ json: String) { sendRaw(Frame(type: .request, payload: Array(json.utf8)).encode()) }
+
+    /// The next frame as it came (the spec conformance test reads raw payloads), or nil at
+    /// EOF / timeout.
+    func nextFrame() -> Frame? {
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while true {
+            do {
+                if let f = try decoder.next() { return f }
+            } catch {
+                XCTFail("client could not decode a server frame: \(error)")
+                return nil
+            }
+            let n = read(fd, &buf, buf.count)
+            if n <= 0 { return nil }
+            decoder.feed(buf[0..<n])
+        }
+    }
 
     /// The next server message, or nil at EOF / timeout.
     func next() -> ServerMessage? {

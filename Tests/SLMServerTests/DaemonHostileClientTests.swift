@@ -1,5 +1,6 @@
 import Foundation
 import SLMProtocol
+import SLMTestSupport
 import XCTest
 
 /// What a pre-release attack on the daemon found (each case took it down, locked everyone

@@ -1,5 +1,6 @@
 import Foundation
 import SLMProtocol
+import SLMTestSupport
 import XCTest
 
 /// The served model file changing under the daemon (an upgrade), and crashes: the daemon

@@ -1,6 +1,8 @@
 import Foundation
+import enum SLMConstraint.OrderedJSON
 import struct SLMModel.ParseVerdict
 import SLMProtocol
+import SLMTestSupport
 import SLMServer
 import XCTest
 
@@ -331,6 +333,12 @@ final class DaemonParseTests: XCTestCase {
         let c = try Client(path: d.socket)
         guard case .status(let st)? = c.request(.status)?.reply else { return XCTFail("no status") }
         XCTAssertEqual(st["intents"], .array(["home"]))
+        // The intents op lists it with its schema as the file gave it (key order kept).
+        guard case .intents(let listed)? = c.request(.intents, id: 20)?.reply else { return XCTFail("no intents reply") }
+        XCTAssertEqual(listed.map(\.name), ["home"])
+        XCTAssertNil(listed.first?.description)
+        let listedSchema = try OrderedJSON(parsing: try XCTUnwrap(listed.first?.schema))
+        XCTAssertEqual(listedSchema, try OrderedJSON(parsing: Self.schema))
 
         let reply = c.request(.parse(ParseRequest(utterance: "turn off the lights in the living room", intent: "home", returnTokens: true)), id: 1)
         guard case .parse(let r)? = reply?.reply else { return XCTFail("no parse reply: \(String(describing: reply))") }
@@ -363,6 +371,41 @@ final class DaemonParseTests: XCTestCase {
         XCTAssertTrue(g.complete, g.text)
         XCTAssertEqual(c.request(.parse(ParseRequest(utterance: "x", intent: "home")), id: 5)?.errorCode, "bad_field")
         XCTAssertEqual(c.request(.ping)?.reply, .ping)
+    }
+
+    /// A parse past its deadline, or cancelled while it decodes, ends with an error and never
+    /// delivers a result afterwards (§10).
+    func testParseHonoursDeadlineAndCancel() throws {
+        let d = try Daemon()
+        let c = try Client(path: d.socket)
+        let long = #"{"type":"object","properties":{"story":{"type":"string","maxLength":2000}},"required":["story"]}"#
+        var late = ParseRequest(utterance: "tell me a long story about a dragon", schema: long, maxTokens: 400)
+        late.deadlineMS = 1
+        let timedOut = c.request(.parse(late), id: 1)
+        XCTAssertEqual(timedOut?.errorCode, "deadline_exceeded", "\(String(describing: timedOut))")
+
+        // Cancel while it runs: the cancel is answered, then the parse ends with `cancelled`
+        // and nothing else arrives for it.
+        c.send(Request(id: 2, .parse(ParseRequest(utterance: "tell me a long story about a dragon", schema: long, maxTokens: 400))))
+        usleep(50_000)
+        c.send(Request(id: 3, .cancel(CancelRequest(target: 2))))
+        var finals: [ServerMessage] = []
+        var cancelled: Bool?
+        while finals.isEmpty || cancelled == nil, let m = c.next() {
+            switch m {
+            case .reply(let r) where r.id == 3: if case .cancel(let x) = r.body { cancelled = x }
+            case .reply(let r) where r.id == 2: finals.append(m)
+            case .error(let e) where e.id == 2: finals.append(m)
+            default: continue
+            }
+        }
+        XCTAssertEqual(cancelled, true, "the parse was in flight")
+        XCTAssertEqual(finals.count, 1)
+        XCTAssertEqual(finals.first?.errorCode, "cancelled", "\(finals)")
+        // Nothing more for id 2: the next frame on the connection is the ping's.
+        c.send(Request(id: 4, .ping))
+        guard let next = c.next(), case .reply(let pong) = next else { return XCTFail("no ping reply") }
+        XCTAssertEqual(pong.id, 4)
     }
 
     static let examplesDir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()

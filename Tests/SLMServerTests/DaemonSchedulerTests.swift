@@ -1,5 +1,6 @@
 import Foundation
 import SLMProtocol
+import SLMTestSupport
 import XCTest
 
 /// Scheduler behaviour through the socket: thread cap, memory budget, queue cap, and

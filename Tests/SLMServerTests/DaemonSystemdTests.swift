@@ -1,5 +1,6 @@
 import Foundation
 import SLMProtocol
+import SLMTestSupport
 import XCTest
 
 /// systemd integration without systemd as PID 1: a datagram socket stands in for the

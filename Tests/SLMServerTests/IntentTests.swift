@@ -1,5 +1,5 @@
 import Foundation
-import SLMModel
+import SLMConstraint
 @testable import SLMServer
 import XCTest
 

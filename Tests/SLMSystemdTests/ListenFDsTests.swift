@@ -1,6 +1,7 @@
 import Glibc
 import XCTest
 @testable import SLMSystemd
+import SLMTestSupport
 
 /// Socket activation in-process: put a socket at fd 3 (SD_LISTEN_FDS_START), set LISTEN_PID to
 /// our pid and LISTEN_FDS=1, exactly as systemd would. Whatever the test runner had at fd 3 is
@@ -39,7 +40,7 @@ final class ListenFDsTests: XCTestCase {
     private func makeUnixListener() throws -> Int32 {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw XCTSkip("socket(AF_UNIX): errno \(errno)") }
-        let path = temporarySocketPath("listen")
+        let path = TempDir.socketPath("listen")
         XCTAssertEqual(bindUnix(fd, path: path), 0)
         XCTAssertEqual(listen(fd, 8), 0)
         cleanup.append { unlink(path) }

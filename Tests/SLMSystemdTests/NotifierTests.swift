@@ -1,6 +1,7 @@
 import Glibc
 import XCTest
 @testable import SLMSystemd
+import SLMTestSupport
 
 final class NotifierTests: XCTestCase {
     /// A datagram socket standing in for systemd's notify socket.
@@ -9,7 +10,7 @@ final class NotifierTests: XCTestCase {
         let path: String
 
         init() throws {
-            path = temporarySocketPath("notify")
+            path = TempDir.socketPath("notify")
             fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
             guard fd >= 0 else { throw XCTSkip("socket(AF_UNIX, SOCK_DGRAM): errno \(errno)") }
             guard bindUnix(fd, path: path) == 0 else { throw XCTSkip("bind \(path): errno \(errno)") }
@@ -106,7 +107,7 @@ final class NotifierTests: XCTestCase {
     }
 
     func testMissingNotifySocketReportsFailure() {
-        withEnvironment(["NOTIFY_SOCKET": temporarySocketPath("absent")]) {
+        withEnvironment(["NOTIFY_SOCKET": TempDir.socketPath("absent")]) {
             XCTAssertEqual(Notifier().ready(), .failed(errno: ENOENT))
         }
     }

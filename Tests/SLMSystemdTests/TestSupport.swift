@@ -17,11 +17,6 @@ func withEnvironment<T>(_ vars: [String: String?], _ body: () throws -> T) rethr
     return try body()
 }
 
-/// A fresh path in /tmp short enough for sun_path (108 bytes).
-func temporarySocketPath(_ tag: String) -> String {
-    "/tmp/slmd-test-\(tag)-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"
-}
-
 /// bind(2) an AF_UNIX socket to `path`.
 func bindUnix(_ fd: Int32, path: String) -> Int32 {
     var addr = sockaddr_un()

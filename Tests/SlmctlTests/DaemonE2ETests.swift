@@ -1,70 +1,23 @@
 import Foundation
 import Glibc
 import SLMProtocol
+import SLMTestSupport
 import XCTest
 
 /// slmctl against the real `slmd serve` and the real model (built beside the test bundle
 /// by `swift build --build-tests`). A missing model fails with instructions, never skips.
 final class DaemonE2ETests: XCTestCase {
-    /// A private `slmd serve` on a temporary socket.
+    /// A private `slmd serve` on a temporary socket (SLMTestSupport's launcher), with an
+    /// empty config file so /etc/slmd/slmd.conf on this machine cannot change the defaults.
     final class Daemon {
-        let process = Process()
-        let socket: String
-        let dir: String
-        let stderr = Pipe()
+        let process: DaemonProcess
+        var socket: String { process.socket }
 
         init(settings: [String] = []) throws {
-            let model = Self.modelPath
-            guard FileManager.default.fileExists(atPath: model) else {
-                XCTFail("model file not found at \(model): run scripts/fetch-model (or set SLMD_MODEL to a copy of SmolLM2-135M-Instruct.Q4_1.gguf)")
-                throw Unavailable()
-            }
-            let slmd = URL(fileURLWithPath: try Slmctl.path).deletingLastPathComponent().appendingPathComponent("slmd").path
-            guard FileManager.default.isExecutableFile(atPath: slmd) else {
-                XCTFail("slmd binary not found at \(slmd): swift build -c release --build-tests -Xswiftc -enable-testing")
-                throw Unavailable()
-            }
-            dir = "/tmp/slmctl-e2e-\(UInt32.random(in: 0...UInt32.max))"
-            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            socket = dir + "/slmd.sock"
-            // An empty config file so /etc/slmd/slmd.conf on this machine cannot change the defaults.
-            let config = dir + "/slmd.conf"
-            _ = FileManager.default.createFile(atPath: config, contents: Data("# defaults\n".utf8))
-            process.executableURL = URL(fileURLWithPath: slmd)
-            var args = ["serve", "--socket", socket, "--model", model, "--threads", "2", "--config", config,
-                        "--set", "warm_up=false"]
-            for s in settings { args += ["--set", s] }
-            process.arguments = args
-            var env = ProcessInfo.processInfo.environment
-            for k in ["NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "INVOCATION_ID", "JOURNAL_STREAM"] { env[k] = nil }
-            process.environment = env
-            process.standardError = stderr
-            process.standardOutput = FileHandle.nullDevice
-            try process.run()
-            let ready = waitUntil(timeout: 60) { (try? Slmctl.run(["ping", "-q", "--socket", self.socket]))?.status == 0 || !self.process.isRunning }
-            guard ready, process.isRunning else {
-                let text = String(decoding: stderr.fileHandleForReading.availableData, as: UTF8.self)
-                XCTFail("slmd serve did not come up: \(text)")
-                throw Unavailable()
-            }
+            process = try DaemonProcess(settings: settings, isolatedConfig: true, dirPrefix: "slmctl-e2e")
         }
 
-        static var modelPath: String {
-            let env = ProcessInfo.processInfo.environment
-            if let p = env["SLMD_MODEL"], !p.isEmpty { return p }
-            let cache = env["XDG_CACHE_HOME"] ?? ((env["HOME"] ?? NSHomeDirectory()) + "/.cache")
-            return (env["SLMD_MODEL_DIR"] ?? cache + "/slmd/models") + "/SmolLM2-135M-Instruct.Q4_1.gguf"
-        }
-
-        func stop() {
-            if process.isRunning {
-                process.terminate()
-                process.waitUntilExit()
-            }
-            try? FileManager.default.removeItem(atPath: dir)
-        }
-
-        deinit { stop() }
+        func stop() { process.terminate() }
     }
 
     struct Unavailable: Error {}

@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import SLMProtocol
 import XCTest
+import SLMTestSupport
 
 /// slmctl against a fake daemon speaking the real protocol (SLMProtocol frames).
 final class FakeServerTests: XCTestCase {
@@ -265,6 +266,31 @@ final class FakeServerTests: XCTestCase {
         XCTAssertEqual(r.stdout, "slmctl 0.1.0 (protocol 1)\nslmd 0.0.0-fake (protocol 1), fake-model Q4_1\n")
     }
 
+    func testIntentsListsNamesDescriptionsAndSchemas() throws {
+        let server = try FakeServer { request, peer in
+            guard case .intents = request.body else { return }
+            peer.send(.reply(Reply(id: request.id, .intents([
+                IntentInfo(name: "bare", schema: #"{"type":"boolean"}"#),
+                IntentInfo(name: "smart_home", description: "Lights and heating.", schema: #"{"type":"object"}"#),
+            ]))))
+        }
+        var r = try run(server, ["intents"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertEqual(r.stdout, """
+            bare
+              schema: {"type":"boolean"}
+
+            smart_home
+              Lights and heating.
+              schema: {"type":"object"}
+
+            """)
+        r = try run(server, ["intents", "--json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        guard case .intents(let list) = try Reply(payload: Array(r.stdout.dropLast().utf8)).body else { return XCTFail(r.stdout) }
+        XCTAssertEqual(list.map(\.name), ["bare", "smart_home"])
+    }
+
     static let sampleStats = SLMProtocol.Stats(
         counters: ["requests_total": 12, "tokens_generated_total": 340, "cancelled": 2, "errors-total": 1],
         gauges: ["queue_depth": 1, "memory_bytes": 123_456_789, "in_flight": 2],
@@ -418,7 +444,7 @@ final class RawServer: @unchecked Sendable {
     let path: String
     private let fd: Int32
     init(reply: @escaping @Sendable ([UInt8]) -> [UInt8]) throws {
-        path = "/tmp/slmctl-raw-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"
+        path = TempDir.socketPath("slmctl-raw")
         fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         bindUnix(fd, path)
         guard listen(fd, 4) == 0 else { throw POSIXError(.EIO) }

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import SLMProtocol
+import SLMTestSupport
 import XCTest
 
 // MARK: - Running the slmctl binary
@@ -17,12 +18,7 @@ enum Slmctl {
     /// target cannot depend on the executable, so `swift build --build-tests` must build it.
     static var path: String {
         get throws {
-            let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-            var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
-            // On Linux the bundle is an executable `slmdPackageTests.xctest`; on Darwin a directory.
-            if dir.lastPathComponent == "MacOS" {
-                dir = dir.deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-            }
+            let dir = TestPaths.binDir
             let candidate = dir.appendingPathComponent("slmctl").path
             guard FileManager.default.isExecutableFile(atPath: candidate) else {
                 throw Missing(text: "slmctl binary not found at \(candidate): build it first "

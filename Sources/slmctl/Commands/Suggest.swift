@@ -3,6 +3,7 @@ import Glibc
 #endif
 import ArgumentParser
 import SLMProtocol
+import SLMLimits
 
 struct Suggest: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -21,14 +22,14 @@ struct Suggest: ParsableCommand {
     @Argument(help: ArgumentHelp("Text typed so far, \"\" for an empty field (not needed with --interactive).", valueName: "prefix"))
     var prefix: String?
 
-    @Option(name: .short, help: "Suggestions wanted (1-8).")
-    var n = 3
+    @Option(name: .short, help: ArgumentHelp("Suggestions wanted (\(Limits.suggestN.rangeText))."))
+    var n = Int(Limits.suggestN.defaultValue!)
 
-    @Option(help: "Most tokens per suggestion (1-64).")
-    var maxTokens = 8
+    @Option(help: ArgumentHelp("Most tokens per suggestion (\(Limits.suggestMaxTokens.rangeText))."))
+    var maxTokens = Int(Limits.suggestMaxTokens.defaultValue!)
 
-    @Option(help: "Most words per suggestion (0: no limit).")
-    var maxWords = 4
+    @Option(help: ArgumentHelp("Most words per suggestion (\(Limits.suggestMaxWords.rangeText); 0: no limit)."))
+    var maxWords = Int(Limits.suggestMaxWords.defaultValue!)
 
     @Flag(help: "Do not stop suggestions at the end of a sentence.")
     var noSentenceStop = false
@@ -36,7 +37,7 @@ struct Suggest: ParsableCommand {
     @Option(help: "phrase: short phrases; word: the rest of the current word, or the next word after a space.")
     var mode: String = "phrase"
 
-    @Option(help: "Least probability (0-1) of a suggestion given the prefix (default: the server's, 1e-6).")
+    @Option(help: ArgumentHelp("Least probability (\(Limits.suggestMinProb.rangeText)) of a suggestion given the prefix (default: the server's, 1e-6)."))
     var minProb: Double?
 
     @Option(help: "Text before the field that was not typed in it (a label, earlier fields).")
@@ -54,10 +55,17 @@ struct Suggest: ParsableCommand {
     @OptionGroup(title: "Connection options") var connection: ConnectionOptions
 
     func validate() throws {
-        guard (1...8).contains(n) else { throw ValidationError("-n must be in 1...8") }
-        guard (1...64).contains(maxTokens) else { throw ValidationError("--max-tokens must be in 1...64") }
+        guard Limits.suggestN.contains(Int64(n)) else { throw ValidationError("-n must be in \(Limits.suggestN.rangeText)") }
+        guard Limits.suggestMaxTokens.contains(Int64(maxTokens)) else {
+            throw ValidationError("--max-tokens must be in \(Limits.suggestMaxTokens.rangeText)")
+        }
+        guard Limits.suggestMaxWords.contains(Int64(maxWords)) else {
+            throw ValidationError("--max-words must be in \(Limits.suggestMaxWords.rangeText)")
+        }
         guard SuggestRequest.Mode(rawValue: mode) != nil else { throw ValidationError("--mode must be phrase or word") }
-        if let p = minProb, !(0...1).contains(p) { throw ValidationError("--min-prob must be in 0...1") }
+        if let p = minProb, !Limits.suggestMinProb.contains(p) {
+            throw ValidationError("--min-prob must be in \(Limits.suggestMinProb.rangeText)")
+        }
         if !interactive && prefix == nil { throw ValidationError("give a prefix (\"\" for an empty field), or use --interactive") }
     }
 
@@ -132,7 +140,7 @@ struct Choose: ParsableCommand {
     @Option(help: "The context the options continue.")
     var prompt: String
 
-    @Option(name: .customLong("option"), help: "An option (repeat for each, 1-32).")
+    @Option(name: .customLong("option"), help: ArgumentHelp("An option (repeat for each, \(Limits.chooseOptions.rangeText))."))
     var options: [String] = []
 
     @Flag(help: "Rank by log-probability per token instead of the total.")
@@ -144,7 +152,9 @@ struct Choose: ParsableCommand {
     @OptionGroup(title: "Connection options") var connection: ConnectionOptions
 
     func validate() throws {
-        guard (1...32).contains(options.count) else { throw ValidationError("give 1 to 32 --option values") }
+        guard Limits.chooseOptions.contains(Int64(options.count)) else {
+            throw ValidationError("give \(Limits.chooseOptions.rangeText) --option values")
+        }
         if options.contains(where: \.isEmpty) { throw ValidationError("options must not be empty") }
     }
 

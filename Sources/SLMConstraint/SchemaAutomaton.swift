@@ -1,3 +1,7 @@
+// Over ~500 lines on purpose: `step`, the frame stack and the tables it reads form one state
+// machine whose no-dead-end invariant is argued across all of them; split, it would be read
+// in pieces that each look wrong.
+
 /// A deterministic byte-level matcher for the compact JSON a compiled schema admits.
 ///
 /// The state is a stack of fixed-size `Frame`s, one per open value (object, array, string,

@@ -1,3 +1,5 @@
+import SLMTokenizer
+
 /// The vocabulary as constrained decoding sees it: every token's bytes and a byte trie over
 /// all tokens, built once per model and shared (immutable) by every request.
 ///

@@ -11,6 +11,12 @@ public enum JSONSpans {
         public var end: Int
     }
 
+    /// Whether `b` is an ASCII digit.
+    public static func isDigit(_ b: UInt8) -> Bool { b >= UInt8(ascii: "0") && b <= UInt8(ascii: "9") }
+
+    /// Whether a JSON number may start with `b` (a digit or a minus sign).
+    public static func startsNumber(_ b: UInt8) -> Bool { isDigit(b) || b == UInt8(ascii: "-") }
+
     /// The members of a complete compact object, in order; nil when `b` is not one.
     public static func members(_ b: [UInt8]) -> [Member]? {
         let s = scan(b)

@@ -57,6 +57,8 @@ public final class ConstrainedDecoder: @unchecked Sendable {
         public var trieNodesVisited = 0
         /// Calls to `allows`.
         public var verifications = 0
+
+        public init() {}
     }
 
     /// Off only to measure what the string fast path saves (see `computeMask`).
@@ -133,8 +135,8 @@ public final class ConstrainedDecoder: @unchecked Sendable {
     public func nullInsteadOfNumber() -> Bool? {
         guard !ended, automaton.isValueStart(state) else { return nil }
         let bytes = automaton.allowedBytes(state)
-        guard bytes.contains(UInt8(ascii: "n")), bytes.contains(where: ConstrainedGenerator.startsNumber) else { return nil }
-        return bytes.allSatisfy { $0 == UInt8(ascii: "n") || ConstrainedGenerator.startsNumber($0) }
+        guard bytes.contains(UInt8(ascii: "n")), bytes.contains(where: JSONSpans.startsNumber) else { return nil }
+        return bytes.allSatisfy { $0 == UInt8(ascii: "n") || JSONSpans.startsNumber($0) }
     }
 
     /// Advances by an accepted token (precondition: `allows(token)`). An end-of-generation
