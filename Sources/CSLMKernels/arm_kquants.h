@@ -4,10 +4,11 @@
  * float vector is row r0 + i, one vector per token, each (row, token) keeping the
  * contract's sequential fma chain over sub-blocks (slm_kernels.h). A sub-block's quants are
  * unpacked once per tile to signed bytes (the Q5_0 / Q6_K offsets applied: every value fits
- * in [-32, 31]) and reused for up to 4 tokens. Both dot forms are exact: sdot sums in int32;
+ * in [-32, 31]) and reused for up to 32 tokens. Both dot forms are exact: sdot sums in int32;
  * the NEON form adds two products (|p| <= 32 * 128) per int16 lane, then pairs into int32. */
 
 #define KQ_ROWS 4
+#define KQ_TOKENS 32
 
 typedef struct { int8x16_t lo, hi; } FN(kq_q);
 
@@ -83,7 +84,7 @@ static SLM_ALWAYS_INLINE void FN(kq_tile)(int wt, int T, const uint8_t *w0, ptrd
     const int k45 = wt == SLM_WTYPE_Q4_K || wt == SLM_WTYPE_Q5_K;
     const uint8_t *rp[KQ_ROWS];
     for (int i = 0; i < KQ_ROWS; i++) rp[i] = w0 + (i < nvalid ? i : nvalid - 1) * row_bytes;
-    float32x4_t acc[4], accm[4];
+    float32x4_t acc[KQ_TOKENS], accm[KQ_TOKENS];
     for (int t = 0; t < T; t++) acc[t] = accm[t] = vdupq_n_f32(0.0f);
     for (ptrdiff_t blk = 0; blk < nsub / spb; blk++) {
         uint16_t dh[KQ_ROWS], mh[KQ_ROWS];
@@ -151,13 +152,14 @@ static SLM_ALWAYS_INLINE void FN(kq_rows)(int wt, const void *w, ptrdiff_t rb, p
     for (ptrdiff_t r = r0; r < r1; r += KQ_ROWS) {
         const int nvalid = r1 - r < KQ_ROWS ? (int)(r1 - r) : KQ_ROWS;
         const uint8_t *w0 = (const uint8_t *)w + r * rb;
-        ptrdiff_t t = 0;
-        for (; t + 4 <= x->tokens; t += 4) FN(kq_tile)(wt, 4, w0, rb, nvalid, x, t, y + r, ys);
-        switch (x->tokens - t) {
-        case 3: FN(kq_tile)(wt, 3, w0, rb, nvalid, x, t, y + r, ys); break;
-        case 2: FN(kq_tile)(wt, 2, w0, rb, nvalid, x, t, y + r, ys); break;
-        case 1: FN(kq_tile)(wt, 1, w0, rb, nvalid, x, t, y + r, ys); break;
-        default: break;
+        if (x->tokens == 1) {  /* decode: the accumulators stay in registers */
+            FN(kq_tile)(wt, 1, w0, rb, nvalid, x, 0, y + r, ys);
+            continue;
+        }
+        /* prefill: each unpacked sub-block serves up to KQ_TOKENS tokens (accumulators on the stack) */
+        for (ptrdiff_t t = 0; t < x->tokens; t += KQ_TOKENS) {
+            const int n = x->tokens - t < KQ_TOKENS ? (int)(x->tokens - t) : KQ_TOKENS;
+            FN(kq_tile)(wt, n, w0, rb, nvalid, x, t, y + r, ys);
         }
     }
 }
@@ -175,3 +177,4 @@ static void FN(matmul_kq)(int wt, const void *w, ptrdiff_t rb, ptrdiff_t r0, ptr
 }
 
 #undef KQ_ROWS
+#undef KQ_TOKENS

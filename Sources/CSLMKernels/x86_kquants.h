@@ -1,7 +1,7 @@
 /* K-quant and 5-bit matmuls (slm_matmul_kq) for x86, included by kernels_x86.c inside the
  * AVX2 region (FN = avx2_, SLM_KQ_VNNI 0) and the AVX-512 VNNI region (FN = vnni_, 1).
  *
- * Tile: 8 rows x T tokens (T <= 4), lane i of a float vector = row r0 + i, one vector per
+ * Tile: 8 rows x T tokens (T <= 32), lane i of a float vector = row r0 + i, one vector per
  * token, so every (row, token) keeps the contract's sequential fma chain over sub-blocks
  * (slm_kernels.h); the integer part of each sub-block is exact whatever the order. Per
  * sub-block the 8 rows' quants are unpacked once to 32 unsigned bytes in activation order
@@ -11,6 +11,7 @@
  * repeat the last row and are not stored. */
 
 #define KQ_ROWS 8
+#define KQ_TOKENS 32
 
 /* Sub-block j of the block at blk: 32 unsigned quants (before the Q5_0/Q6_K offset). */
 static SLM_ALWAYS_INLINE __m256i FN(kq_quants)(int wt, const uint8_t *blk, int j) {
@@ -76,7 +77,7 @@ static SLM_ALWAYS_INLINE void FN(kq_tile)(int wt, int T, const uint8_t *w0, ptrd
     const int k45 = wt == SLM_WTYPE_Q4_K || wt == SLM_WTYPE_Q5_K;
     const uint8_t *rp[KQ_ROWS];
     for (int i = 0; i < KQ_ROWS; i++) rp[i] = w0 + (i < nvalid ? i : nvalid - 1) * row_bytes;
-    __m256 acc[4], accm[4];
+    __m256 acc[KQ_TOKENS], accm[KQ_TOKENS];
     for (int t = 0; t < T; t++) acc[t] = accm[t] = _mm256_setzero_ps();
     for (ptrdiff_t blk = 0; blk < nsub / spb; blk++) {
         /* The 8 rows' per-block scalars: d (and m / dmin) as f16 words, K scales as bytes. */
@@ -176,13 +177,14 @@ static SLM_ALWAYS_INLINE void FN(kq_rows)(int wt, const void *w, ptrdiff_t rb, p
     for (ptrdiff_t r = r0; r < r1; r += KQ_ROWS) {
         const int nvalid = r1 - r < KQ_ROWS ? (int)(r1 - r) : KQ_ROWS;
         const uint8_t *w0 = (const uint8_t *)w + r * rb;
-        ptrdiff_t t = 0;
-        for (; t + 4 <= x->tokens; t += 4) FN(kq_tile)(wt, 4, w0, rb, nvalid, x, t, y + r, ys);
-        switch (x->tokens - t) {
-        case 3: FN(kq_tile)(wt, 3, w0, rb, nvalid, x, t, y + r, ys); break;
-        case 2: FN(kq_tile)(wt, 2, w0, rb, nvalid, x, t, y + r, ys); break;
-        case 1: FN(kq_tile)(wt, 1, w0, rb, nvalid, x, t, y + r, ys); break;
-        default: break;
+        if (x->tokens == 1) {  /* decode: the accumulators stay in registers */
+            FN(kq_tile)(wt, 1, w0, rb, nvalid, x, 0, y + r, ys);
+            continue;
+        }
+        /* prefill: each unpacked sub-block serves up to KQ_TOKENS tokens (accumulators on the stack) */
+        for (ptrdiff_t t = 0; t < x->tokens; t += KQ_TOKENS) {
+            const int n = x->tokens - t < KQ_TOKENS ? (int)(x->tokens - t) : KQ_TOKENS;
+            FN(kq_tile)(wt, n, w0, rb, nvalid, x, t, y + r, ys);
         }
     }
 }
@@ -200,3 +202,4 @@ static void FN(matmul_kq)(int wt, const void *w, ptrdiff_t rb, ptrdiff_t r0, ptr
 }
 
 #undef KQ_ROWS
+#undef KQ_TOKENS

@@ -475,6 +475,37 @@ static void bench(int only) {
             free(w); free(y); free_acts(&A);
         }
     }
+    /* K-quants and 5-bit types (row layout): FFN-down-like K matrices, Q5 on 576 columns. */
+    struct { int k, rows, cols, tokens; } kcases[] = {
+        {2, 576, 1536, 1}, {4, 576, 1536, 1}, {0, 1536, 576, 1}, {1, 1536, 576, 1}, {3, 576, 1536, 1},
+        {2, 576, 1536, 128}, {0, 1536, 576, 128},
+    };
+    for (int path = SLM_PATH_PORTABLE; path < SLM_PATH_COUNT; path++) {
+        if (!slm_kernels_supported(path) || (only && path != only)) continue;
+        slm_kernels_force(path);
+        for (size_t c = 0; c < sizeof kcases / sizeof *kcases; c++) {
+            const int k = kcases[c].k, rows = kcases[c].rows, cols = kcases[c].cols, tokens = kcases[c].tokens;
+            const ptrdiff_t rb = cols / kq_types[k].elems * kq_types[k].bytes;
+            uint8_t *w = malloc((size_t)rows * rb);
+            fill_kq(k, w, rows, cols);
+            acts A;
+            make_acts(&A, tokens, cols);
+            float *y = malloc(sizeof(float) * rows * tokens);
+            const double bytes = (double)rows * rb, ops = 2.0 * rows * cols * tokens;
+            int reps = (int)(2e7 / ops) + 1;
+            if (path == SLM_PATH_PORTABLE) reps = reps / 8 + 1;
+            double best[7];
+            for (int i = 0; i < 7; i++) {
+                const double t0 = now();
+                for (int r = 0; r < reps; r++) slm_matmul_kq(kq_types[k].wtype, w, rb, 0, rows, &A.a, y, rows);
+                best[i] = (now() - t0) / reps;
+            }
+            for (int i = 0; i < 7; i++) for (int j = i + 1; j < 7; j++) if (best[j] < best[i]) { double t = best[i]; best[i] = best[j]; best[j] = t; }
+            printf("%-20s %s %5dx%-5d tokens %3d: %8.1f us  %6.1f GB/s weights  %7.1f GOP/s\n", slm_kernels_path(),
+                   kq_types[k].name, rows, cols, tokens, best[3] * 1e6, bytes / best[3] / 1e9, ops / best[3] / 1e9);
+            free(w); free(y); free_acts(&A);
+        }
+    }
     slm_kernels_force(SLM_PATH_AUTO);
 }
 
