@@ -17,7 +17,7 @@ BIN         := .build/release
 # example intents (docs/examples/intents.d: smart_home).
 SOCKET      ?= /tmp/slmd-$(shell id -u).sock
 
-.PHONY: all deps model vocabs build run test lint test-swift test-arm test-units test-load bench clean deb test-deb test-system fuzz
+.PHONY: all deps model vocabs kquant-models build run test lint test-swift test-arm test-units test-load bench clean deb test-deb test-system fuzz
 
 all: build
 
@@ -26,6 +26,12 @@ deps:
 
 model:
 	@scripts/fetch-model >/dev/null
+
+# The default model re-quantized by llama.cpp's llama-quantize to Q4_K_M, Q5_K_M, Q6_K, Q5_0 and
+# Q5_1, for the K-quant reference tests (builds llama.cpp's tools in the cache the first time,
+# like scripts/make-reference). Cache: <model cache>/kquants.
+kquant-models: model
+	@scripts/fetch-kquant-models >/dev/null
 
 # llama.cpp's vocab-only GGUFs and tokenizer test cases (from the llama-cpp-python sdist),
 # for the tokenizer reference tests. Cache: ${XDG_CACHE_HOME:-~/.cache}/slmd/vocabs.
@@ -42,7 +48,7 @@ run: build model
 	$(BIN)/slmd serve --config etc/slmd.conf --model "$$(scripts/fetch-model)" --socket $(SOCKET) \
 		--set repack_cache_dir="$${XDG_CACHE_HOME:-$$HOME/.cache}/slmd" --set intents_dir=docs/examples/intents.d
 
-test: deps model vocabs lint test-swift test-arm test-units
+test: deps model vocabs kquant-models lint test-swift test-arm test-units
 
 # Style rules of .swift-format (`swift format lint`, rules only; see the script). ~10 s.
 lint:

@@ -4,7 +4,8 @@
 // slmd. It is written against llama.h rather than llama-cli/llama-simple because the fixtures
 // need the raw float32 logits of every step, which no llama.cpp tool prints.
 //
-// usage: reference-decode MODEL THREADS MAX_TOKENS TOP_K < prompts
+// usage: reference-decode MODEL THREADS MAX_TOKENS TOP_K [fa-off] < prompts
+// (fa-off: flash attention disabled, for llama.cpp's own spread; scripts/make-kquant-reference)
 //
 // stdin: one prompt per line, as lowercase hex of its UTF-8 bytes (so newlines and special
 // token text pass through unchanged). For each prompt, stdout gets:
@@ -54,7 +55,9 @@ static bool unhex(const std::string &hex, std::string &out) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 5) return fail("usage: reference-decode MODEL THREADS MAX_TOKENS TOP_K < hex-prompts");
+    if (argc != 5 && !(argc == 6 && std::string(argv[5]) == "fa-off"))
+        return fail("usage: reference-decode MODEL THREADS MAX_TOKENS TOP_K [fa-off] < hex-prompts");
+    const bool fa_off = argc == 6;
     const char *model_path = argv[1];
     const int threads = atoi(argv[2]);
     const int max_tokens = atoi(argv[3]);
@@ -86,7 +89,7 @@ int main(int argc, char **argv) {
         cparams.n_ubatch = 512;
         cparams.n_threads = threads;
         cparams.n_threads_batch = threads;
-        cparams.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_AUTO;
+        cparams.flash_attn_type = fa_off ? LLAMA_FLASH_ATTN_TYPE_DISABLED : LLAMA_FLASH_ATTN_TYPE_AUTO;
         cparams.type_k = GGML_TYPE_F16;
         cparams.type_v = GGML_TYPE_F16;
         llama_context *ctx = llama_init_from_model(model, cparams);

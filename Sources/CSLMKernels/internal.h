@@ -47,6 +47,9 @@ typedef struct slm_impl {
      * (slm_kernels.h); type is SLM_T_*. A path with one prefers the tile16 layout. */
     void (*matmul_tile16)(int type, const void *w, ptrdiff_t row_bytes, ptrdiff_t rows, ptrdiff_t row_begin,
                           ptrdiff_t row_end, const slm_q8_acts *x, float *y, ptrdiff_t y_stride);
+    /* Optional (NULL: the portable loop in kquants.h): slm_matmul_kq for SLM_WTYPE_Q5_0..Q6_K. */
+    void (*matmul_kq)(int wtype, const void *w, ptrdiff_t row_bytes, ptrdiff_t row_begin, ptrdiff_t row_end,
+                      const slm_q8_acts *x, float *y, ptrdiff_t y_stride);
 } slm_impl;
 
 extern const slm_impl slm_impl_portable;

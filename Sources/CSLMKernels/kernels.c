@@ -1,5 +1,6 @@
 /* Dispatch and the portable C path (the C twin of ReferenceKernels). */
 #include "internal.h"
+#include "kquants.h"
 
 #if defined(__aarch64__) && defined(__linux__)
 #include <sys/auxv.h>
@@ -264,6 +265,14 @@ void slm_matmul_q4_0(const void *w, ptrdiff_t rb, ptrdiff_t r0, ptrdiff_t r1, co
 }
 void slm_matmul_q8_0(const void *w, ptrdiff_t rb, ptrdiff_t r0, ptrdiff_t r1, const slm_q8_acts *x, float *y, ptrdiff_t ys) {
     if (r0 < r1 && x->tokens > 0) get()->q8_0(w, rb, r0, r1, x, y, ys);
+}
+void slm_matmul_kq(int wt, const void *w, ptrdiff_t rb, ptrdiff_t r0, ptrdiff_t r1, const slm_q8_acts *x, float *y,
+                   ptrdiff_t ys) {
+    if (!(r0 < r1 && x->tokens > 0)) return;
+    if (wt != SLM_WTYPE_Q5_0 && wt != SLM_WTYPE_Q5_1 && wt != SLM_WTYPE_Q4_K && wt != SLM_WTYPE_Q5_K &&
+        wt != SLM_WTYPE_Q6_K) return;
+    const slm_impl *p = get();
+    (p->matmul_kq ? p->matmul_kq : slm_kq_portable)(wt, w, rb, r0, r1, x, y, ys);
 }
 int slm_preferred_layout(void) { return get()->matmul_tile16 ? SLM_LAYOUT_TILE16 : SLM_LAYOUT_ROWS; }
 void slm_matmul_tile16(int wtype, const void *w, ptrdiff_t rb, ptrdiff_t rows, ptrdiff_t r0, ptrdiff_t r1,

@@ -2,6 +2,7 @@
  * dotprod copy carries a target attribute, so the file builds for plain armv8-a and the
  * dispatcher picks dotprod only when the kernel reports it (HWCAP_ASIMDDP). */
 #include "internal.h"
+#include "kquants.h"
 
 #if defined(__aarch64__)
 #include <arm_neon.h>
@@ -10,6 +11,7 @@
 #define SLM_DOTPROD 0
 #define FN(name) neon_##name
 #include "arm_tile.h"
+#include "arm_kquants.h"
 #undef FN
 #undef SLM_DOTPROD
 
@@ -140,6 +142,7 @@ static void neon_attn_f16(const float *q, const uint16_t *k, const uint16_t *v, 
 #define SLM_DOTPROD 1
 #define FN(name) dotprod_##name
 #include "arm_tile.h"
+#include "arm_kquants.h"
 #undef FN
 #undef SLM_DOTPROD
 
@@ -157,7 +160,7 @@ const slm_impl slm_impl_neon = {
     .q4_1 = neon_q4_1, .q4_0 = neon_q4_0, .q8_0 = neon_q8_0,
     .dot_f16 = neon_dot_f16, .axpy_f16 = neon_axpy_f16, .to_f16 = neon_to_f16,
     .scale_round_f16 = neon_scale_round_f16, .mad_round_f16 = neon_mad_round_f16,
-    .quantize_q8 = neon_quantize_q8, .attn_f16 = neon_attn_f16,
+    .quantize_q8 = neon_quantize_q8, .attn_f16 = neon_attn_f16, .matmul_kq = neon_matmul_kq,
 };
 const slm_impl slm_impl_neon_dotprod = {
     .id = SLM_PATH_NEON_DOTPROD, .name = "arm64-neon-dotprod",
@@ -165,6 +168,7 @@ const slm_impl slm_impl_neon_dotprod = {
     .dot_f16 = neon_dot_f16, .axpy_f16 = neon_axpy_f16, .to_f16 = neon_to_f16,
     .scale_round_f16 = neon_scale_round_f16, .mad_round_f16 = neon_mad_round_f16,
     .quantize_q8 = neon_quantize_q8, .attn_f16 = neon_attn_f16, .matmul_tile16 = dotprod_matmul_tile16,
+    .matmul_kq = dotprod_matmul_kq,
 };
 
 #endif /* __aarch64__ */

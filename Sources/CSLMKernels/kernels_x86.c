@@ -2,6 +2,7 @@
  * a pragma rather than from package-wide flags, so the package needs no unsafeFlags and
  * the binary still runs (on the portable path) on CPUs without these extensions. */
 #include "internal.h"
+#include "kquants.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -16,6 +17,9 @@
 
 #define FN(name) avx2_##name
 #include "x86_avx2.h"
+#define SLM_KQ_VNNI 0
+#include "x86_kquants.h"
+#undef SLM_KQ_VNNI
 #undef FN
 
 /* Two accumulators hide the fma latency; the lanes make the sum order differ from the
@@ -166,6 +170,11 @@ static void avx2_attn_f16(const float *q, const uint16_t *k, const uint16_t *v, 
 #endif
 
 #include "x86_avx512.h"
+#define FN(name) vnni_##name
+#define SLM_KQ_VNNI 1
+#include "x86_kquants.h"
+#undef SLM_KQ_VNNI
+#undef FN
 
 #if defined(__clang__)
 #pragma clang attribute pop
@@ -179,6 +188,7 @@ const slm_impl slm_impl_avx2 = {
     .dot_f16 = avx2_dot_f16, .axpy_f16 = avx2_axpy_f16, .to_f16 = avx2_to_f16,
     .scale_round_f16 = avx2_scale_round_f16, .mad_round_f16 = avx2_mad_round_f16,
     .quantize_q8 = avx2_quantize_q8, .attn_f16 = avx2_attn_f16,
+    .matmul_kq = avx2_matmul_kq,
 };
 /* Attention vectors are one head (64 floats): 256-bit f16 helpers are plenty. */
 const slm_impl slm_impl_avx512vnni = {
@@ -187,6 +197,7 @@ const slm_impl slm_impl_avx512vnni = {
     .dot_f16 = avx2_dot_f16, .axpy_f16 = avx2_axpy_f16, .to_f16 = avx2_to_f16,
     .scale_round_f16 = avx2_scale_round_f16, .mad_round_f16 = avx2_mad_round_f16,
     .quantize_q8 = avx2_quantize_q8, .attn_f16 = avx2_attn_f16, .matmul_tile16 = vnni_matmul_tile16,
+    .matmul_kq = vnni_matmul_kq,
 };
 
 #endif /* __x86_64__ */

@@ -5,35 +5,63 @@ public enum WeightType: UInt32, Sendable, CaseIterable, CustomStringConvertible 
     case f16 = 1
     case q4_0 = 2
     case q4_1 = 3
+    case q5_0 = 6
+    case q5_1 = 7
     case q8_0 = 8
+    case q4_K = 12
+    case q5_K = 13
+    case q6_K = 14
 
-    /// Elements per block.
+    /// Elements per block: 256 for the K-quant super-blocks, 32 for the other quantized types.
     public var blockElements: Int {
         switch self {
         case .f32, .f16: 1
-        case .q4_0, .q4_1, .q8_0: QK
+        case .q4_0, .q4_1, .q5_0, .q5_1, .q8_0: QK
+        case .q4_K, .q5_K, .q6_K: QKK
         }
     }
 
-    /// Bytes per block. The quantized layouts are ggml's:
+    /// Bytes per block. The quantized layouts are ggml's (f16 scales, little-endian):
     /// - Q4_0 (18 B): f16 d, 16 B nibbles; element j = (lo(qs[j]) - 8)·d, element j+16 = (hi(qs[j]) - 8)·d
     /// - Q4_1 (20 B): f16 d, f16 m, 16 B nibbles; element = q·d + m, same nibble order
+    /// - Q5_0 (22 B): f16 d, u32 qh, 16 B nibbles; q = nibble | bit j of qh · 16; element = (q - 16)·d
+    /// - Q5_1 (24 B): f16 d, f16 m, u32 qh, 16 B nibbles; element = q·d + m
     /// - Q8_0 (34 B): f16 d, 32 × int8; element = q·d
+    /// - Q4_K (144 B / 256): f16 d, f16 dmin, 12 B of 6-bit scales and mins for eight 32-element
+    ///   sub-blocks, 128 B nibbles; element = (d·sc)·q − dmin·mn
+    /// - Q5_K (176 B / 256): Q4_K plus 32 B of high bits before the nibbles
+    /// - Q6_K (210 B / 256): 128 B low nibbles, 64 B 2-bit highs, 16 int8 scales (one per 16
+    ///   elements), f16 d; element = (d·sc)·(q − 32)
+    /// (`KQuants` states where each element's bits are.)
     public var blockBytes: Int {
         switch self {
         case .f32: 4
         case .f16: 2
         case .q4_0: 18
         case .q4_1: 20
+        case .q5_0: 22
+        case .q5_1: 24
         case .q8_0: 34
+        case .q4_K: 144
+        case .q5_K: 176
+        case .q6_K: 210
         }
     }
 
     /// Whether a matmul with this weight type takes int8-quantized activations.
     public var usesQuantizedActivations: Bool {
         switch self {
-        case .q4_0, .q4_1, .q8_0: true
         case .f32, .f16: false
+        default: true
+        }
+    }
+
+    /// Whether the type has a `.tile16` layout (the repacked copy); the others always compute
+    /// from the row layout.
+    public var hasTile16Layout: Bool {
+        switch self {
+        case .q4_0, .q4_1, .q8_0: true
+        default: false
         }
     }
 
@@ -43,13 +71,22 @@ public enum WeightType: UInt32, Sendable, CaseIterable, CustomStringConvertible 
         case .f16: "F16"
         case .q4_0: "Q4_0"
         case .q4_1: "Q4_1"
+        case .q5_0: "Q5_0"
+        case .q5_1: "Q5_1"
         case .q8_0: "Q8_0"
+        case .q4_K: "Q4_K"
+        case .q5_K: "Q5_K"
+        case .q6_K: "Q6_K"
         }
     }
 }
 
-/// Elements per quantization block (all supported quantized formats use 32).
+/// Elements per activation block and per weight (sub-)block: every quantized matmul works
+/// in 32-element blocks of int8 activations.
 public let QK = 32
+
+/// Elements per K-quant super-block (Q4_K, Q5_K, Q6_K: eight 32-element sub-blocks).
+public let QKK = 256
 
 /// A failure to describe or use a matrix.
 public struct KernelError: Error, CustomStringConvertible, Sendable {
@@ -86,8 +123,8 @@ public struct WeightMatrix: @unchecked Sendable {
         guard rows > 0, cols > 0, cols % type.blockElements == 0 else {
             throw KernelError("\(type) matrix \(rows)x\(cols): columns must be a positive multiple of \(type.blockElements)")
         }
-        guard layout == .rows || type.usesQuantizedActivations else {
-            throw KernelError("\(type) matrix: only quantized matrices have a tile16 layout")
+        guard layout == .rows || type.hasTile16Layout else {
+            throw KernelError("\(type) matrix: only Q4_0, Q4_1 and Q8_0 matrices have a tile16 layout")
         }
         self.base = base
         self.type = type
@@ -181,6 +218,106 @@ public enum Dequantize {
                     out[b * QK + j + 16] = Float(byte >> 4) * d + m
                 }
             }
+        case .q5_0, .q5_1, .q4_K, .q5_K, .q6_K:
+            // ggml's dequantize_row_*: the float scale of a sub-block (d·sc) is formed first,
+            // then times the integer quant, then the min subtracted (or added, Q5_1).
+            for k in 0..<w.cols / QK {
+                let s = KQuants.SubBlock(w.type, row: p, index: k)
+                for j in 0..<QK {
+                    let q = Float(s.quant(j))
+                    switch w.type {
+                    case .q5_0: out[k * QK + j] = q * s.d
+                    case .q5_1: out[k * QK + j] = q * s.d + s.m
+                    case .q4_K, .q5_K: out[k * QK + j] = (s.d * Float(s.scale(j))) * q - s.m * Float(s.min)
+                    default: out[k * QK + j] = (s.d * Float(s.scale(j))) * q
+                    }
+                }
+            }
         }
+    }
+}
+
+/// The bit layouts of the K-quant and 5-bit types, one 32-element sub-block at a time: the
+/// definition `Dequantize` and `ReferenceKernels` read and every C kernel is tested against.
+/// Byte offsets are ggml's block structs (see `WeightType.blockBytes`).
+public enum KQuants {
+    /// Sub-block `index` (0-based over the row, 32 elements each) of a row of `type`.
+    public struct SubBlock {
+        @usableFromInline let type: WeightType
+        /// The block holding the sub-block, and the sub-block's place in it (0..<8 for K types).
+        @usableFromInline let blk: UnsafeRawPointer
+        @usableFromInline let j: Int
+        /// The float multiplier of `scale · quant`: the block's (super-block's) f16 d.
+        public let d: Float
+        /// Q5_1's m, Q4_K/Q5_K's dmin (else 0).
+        public let m: Float
+        /// Q4_K/Q5_K's 6-bit scale and min of this sub-block (else 1 and 0).
+        public let sc: Int32
+        public let min: Int32
+
+        @inlinable
+        public init(_ type: WeightType, row: UnsafeRawPointer, index k: Int) {
+            let per = type.blockElements / QK
+            self.type = type
+            self.blk = row + (k / per) * type.blockBytes
+            self.j = k % per
+            switch type {
+            case .q5_0:
+                d = f16(blk, 0); m = 0; sc = 1; min = 0
+            case .q5_1:
+                d = f16(blk, 0); m = f16(blk, 2); sc = 1; min = 0
+            case .q4_K, .q5_K:
+                d = f16(blk, 0); m = f16(blk, 2)
+                (sc, min) = KQuants.scaleMin(blk + 4, j)
+            case .q6_K:
+                d = f16(blk, 208); m = 0; sc = 1; min = 0
+            default:
+                preconditionFailure("KQuants.SubBlock of \(type)")
+            }
+        }
+
+        /// The integer quant of element `e` (0..<32) as the dequantization multiplies it:
+        /// Q5_0 minus 16, Q6_K minus 32, the others unsigned.
+        @inlinable
+        public func quant(_ e: Int) -> Int32 {
+            switch type {
+            case .q5_0, .q5_1:
+                let o = type == .q5_0 ? 2 : 4
+                let qh = blk.loadUnaligned(fromByteOffset: o, as: UInt32.self)
+                let byte = blk.load(fromByteOffset: o + 4 + e % 16, as: UInt8.self)
+                let nib = e < 16 ? byte & 0x0F : byte >> 4
+                let q = Int32(nib) | Int32((qh >> UInt32(e)) & 1) << 4
+                return type == .q5_0 ? q - 16 : q
+            case .q4_K, .q5_K:
+                let qs = type == .q4_K ? 16 : 48
+                let byte = blk.load(fromByteOffset: qs + 32 * (j / 2) + e, as: UInt8.self)
+                var q = Int32(j & 1 == 0 ? byte & 0x0F : byte >> 4)
+                if type == .q5_K { q |= Int32((blk.load(fromByteOffset: 16 + e, as: UInt8.self) >> UInt8(j)) & 1) << 4 }
+                return q
+            default:  // Q6_K: half h = j / 4, group g = j % 4 of 32 elements inside the half
+                let h = j / 4, g = j % 4
+                let low = blk.load(fromByteOffset: 64 * h + 32 * (g & 1) + e, as: UInt8.self)
+                let high = blk.load(fromByteOffset: 128 + 32 * h + e, as: UInt8.self)
+                let q = Int32(g < 2 ? low & 0x0F : low >> 4) | Int32((high >> UInt8(2 * g)) & 3) << 4
+                return q - 32
+            }
+        }
+
+        /// The integer scale of element `e`: Q6_K's int8 scale of its 16 elements, the K
+        /// sub-block scale, or 1.
+        @inlinable
+        public func scale(_ e: Int) -> Int32 {
+            type == .q6_K ? Int32(blk.load(fromByteOffset: 192 + 2 * j + e / 16, as: Int8.self)) : sc
+        }
+    }
+
+    /// The 6-bit scale and min of sub-block `j` (0..<8) from a Q4_K/Q5_K block's 12 packed
+    /// bytes at `p`: sub-blocks 0..3 in the low 6 bits of bytes j and j+4; 4..7 in the
+    /// nibbles of byte j+4 with their top two bits in the spare top bits of bytes j-4 and j.
+    @inlinable
+    public static func scaleMin(_ p: UnsafeRawPointer, _ j: Int) -> (Int32, Int32) {
+        func b(_ i: Int) -> Int32 { Int32(p.load(fromByteOffset: i, as: UInt8.self)) }
+        if j < 4 { return (b(j) & 63, b(j + 4) & 63) }
+        return ((b(j + 4) & 0x0F) | (b(j - 4) >> 6) << 4, (b(j + 4) >> 4) | (b(j) >> 6) << 4)
     }
 }

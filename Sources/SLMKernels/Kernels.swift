@@ -36,6 +36,8 @@ public enum Kernels {
             slm_matmul_q4_0(w.base, w.rowBytes, rows.lowerBound, rows.upperBound, &acts, y, yStride)
         case .q8_0:
             slm_matmul_q8_0(w.base, w.rowBytes, rows.lowerBound, rows.upperBound, &acts, y, yStride)
+        case .q5_0, .q5_1, .q4_K, .q5_K, .q6_K:
+            slm_matmul_kq(Int32(w.type.rawValue), w.base, w.rowBytes, rows.lowerBound, rows.upperBound, &acts, y, yStride)
         case .f32, .f16:
             preconditionFailure("use matmulFloat for \(w.type)")
         }
@@ -51,7 +53,7 @@ public enum Kernels {
     /// Writes `w` (`.rows` layout, quantized) permuted to `.tile16` at `dst` (`w.byteCount`
     /// bytes, not overlapping) and returns the view of it.
     public static func repackTile16(_ w: WeightMatrix, into dst: UnsafeMutableRawPointer) -> WeightMatrix {
-        precondition(w.layout == .rows && w.type.usesQuantizedActivations, "repack of a \(w.layout) \(w.type) matrix")
+        precondition(w.layout == .rows && w.type.hasTile16Layout, "repack of a \(w.layout) \(w.type) matrix")
         slm_repack_tile16(Int32(w.type.rawValue), w.base, dst, w.rowBytes, w.rows)
         return try! WeightMatrix(base: UnsafeRawPointer(dst), type: w.type, rows: w.rows, cols: w.cols, layout: .tile16)
     }

@@ -70,6 +70,43 @@ public enum ReferenceKernels {
         return acc
     }
 
+    /// Q5_0, Q5_1, Q4_K, Q5_K and Q6_K against the 32-element Q8 activations, one sub-block
+    /// (32 elements) at a time, k = 0, 1, … over the row (slm_kernels.h states the same):
+    ///   sumi = sc_lo·Σ_{j<16} q_j·x_j + sc_hi·Σ_{j≥16} q_j·x_j   (exact; q as `KQuants` gives it,
+    ///          sc_lo = sc_hi = the K sub-block scale, Q6_K's two int8 scales, or 1)
+    ///   acc  = fma(d·d_x[k], Float(sumi), acc)
+    ///   accm = fma(m, s_x[k], accm)                               (Q5_1)
+    ///   accm = fma(dmin·d_x[k], Float(mn·isum_x[k]), accm)        (Q4_K, Q5_K)
+    ///   result = Q5_1 ? acc + accm : Q4_K/Q5_K ? acc − accm : acc
+    /// llama.cpp pairs the K types with 256-element q8_K activations (one float scale per
+    /// super-block); the 32-element blocks used here are finer, and the model-level results
+    /// agree within the reference tests' tolerances.
+    @inlinable
+    public static func dotSub(_ type: WeightType, _ w: UnsafeRawPointer, _ x: Q8Activations, token t: Int,
+                              blocks: Int) -> Float {
+        let qs = x.qs + t * blocks * QK
+        let xd = x.d + t * blocks, xs = x.s + t * blocks, xi = x.isum + t * blocks
+        var acc: Float = 0
+        var accm: Float = 0
+        for k in 0..<blocks {
+            let s = KQuants.SubBlock(type, row: w, index: k)
+            var lo: Int32 = 0, hi: Int32 = 0
+            for j in 0..<16 { lo &+= s.quant(j) * Int32(qs[k * QK + j]) }
+            for j in 16..<QK { hi &+= s.quant(j) * Int32(qs[k * QK + j]) }
+            acc = acc.addingProduct(s.d * xd[k], Float(s.scale(0) &* lo &+ s.scale(16) &* hi))
+            switch type {
+            case .q5_1: accm = accm.addingProduct(s.m, xs[k])
+            case .q4_K, .q5_K: accm = accm.addingProduct(s.m * xd[k], Float(s.min &* xi[k]))
+            default: break
+            }
+        }
+        switch type {
+        case .q5_1: return acc + accm
+        case .q4_K, .q5_K: return acc - accm
+        default: return acc  // adding a zero accm would turn -0 into +0
+        }
+    }
+
     /// F32/F16 weights against F32 activations: a sequential fma chain.
     @inlinable
     public static func dotFloat(_ w: UnsafeRawPointer, type: WeightType, _ x: UnsafePointer<Float>, cols: Int) -> Float {
@@ -99,6 +136,7 @@ public enum ReferenceKernels {
                 case .q4_1: v = dotQ4_1(row, x, token: t, blocks: blocks)
                 case .q4_0: v = dotQ4_0(row, x, token: t, blocks: blocks)
                 case .q8_0: v = dotQ8_0(row, x, token: t, blocks: blocks)
+                case .q5_0, .q5_1, .q4_K, .q5_K, .q6_K: v = dotSub(w.type, row, x, token: t, blocks: blocks)
                 case .f32, .f16: preconditionFailure("use matmulFloat for \(w.type)")
                 }
                 y[t * yStride + r] = v

@@ -90,7 +90,8 @@ public struct ModelWeights: @unchecked Sendable {
                                  reason: .badTensor(name))
             }
             guard let type = WeightType(rawValue: t.type.rawValue) else {
-                throw ModelError("\(file.path): tensor '\(name)' has type \(t.type.name); supported: F32, F16, Q4_0, Q4_1, Q8_0",
+                throw ModelError("\(file.path): tensor '\(name)' has type \(t.type.name); supported: "
+                                 + WeightType.allCases.map(\.description).joined(separator: ", ",
                                  reason: .badTensor(name))
             }
             bound.insert(name)
@@ -180,7 +181,8 @@ public struct ModelWeights: @unchecked Sendable {
         var plan: [(w: WeightMatrix, offset: Int)] = []
         var digestWords: [Int] = []
         var total = 0
-        for w in all where w.type.usesQuantizedActivations && offsets[Int(bitPattern: w.base)] == nil {
+        // Types without a tile16 layout (the K-quants, Q5_0/Q5_1) stay mapped in row layout.
+        for w in all where w.type.hasTile16Layout && offsets[Int(bitPattern: w.base)] == nil {
             offsets[Int(bitPattern: w.base)] = total
             plan.append((w, total))
             digestWords += [Int(bitPattern: w.base) - Int(bitPattern: tokenEmbedding.base), Int(w.type.rawValue),

@@ -110,6 +110,23 @@ static void fill_weights(int type, uint8_t *w, ptrdiff_t rows, ptrdiff_t cols) {
     }
 }
 
+/* K-quants and 5-bit types (slm_matmul_kq): random bytes with random f16 d (and m / dmin). */
+static const struct { int wtype, elems, bytes, d_off, m_off; const char *name; } kq_types[5] = {
+    {SLM_WTYPE_Q5_0, 32, 22, 0, -1, "Q5_0"}, {SLM_WTYPE_Q5_1, 32, 24, 0, 2, "Q5_1"},
+    {SLM_WTYPE_Q4_K, 256, 144, 0, 2, "Q4_K"}, {SLM_WTYPE_Q5_K, 256, 176, 0, 2, "Q5_K"},
+    {SLM_WTYPE_Q6_K, 256, 210, 208, -1, "Q6_K"},
+};
+static void fill_kq(int k, uint8_t *w, ptrdiff_t rows, ptrdiff_t cols) {
+    const ptrdiff_t nb = rows * cols / kq_types[k].elems;
+    for (ptrdiff_t b = 0; b < nb; b++) {
+        uint8_t *blk = w + b * kq_types[k].bytes;
+        for (int j = 0; j < kq_types[k].bytes; j++) blk[j] = (uint8_t)rnd();
+        uint16_t d = rand_scale(), m = rand_scale();
+        memcpy(blk + kq_types[k].d_off, &d, 2);
+        if (kq_types[k].m_off >= 0) memcpy(blk + kq_types[k].m_off, &m, 2);
+    }
+}
+
 typedef struct { int8_t *qs; float *d, *s; int32_t *isum; slm_q8_acts a; } acts;
 static void make_acts(acts *A, int tokens, int cols) {
     A->qs = malloc((size_t)tokens * cols);
@@ -214,6 +231,47 @@ static int test_paths(void) {
                 free_acts(&A);
             }
             free(w); free(wt);
+        }
+        /* K-quants and 5-bit types: bit-exact against portable over odd row counts and
+         * ranges, 1..17 tokens, 1..3 super-blocks (K) or 1..18 blocks per row, extreme
+         * activations (all -128 / 127 blocks) included. */
+        for (int k = 0; k < 5; k++) {
+            static const int krows[] = {1, 3, 7, 8, 9, 13, 16, 17, 33};
+            static const int ktok[] = {1, 2, 3, 4, 5, 8, 17};
+            const int kcols[3] = {kq_types[k].elems == 256 ? 256 : 32, kq_types[k].elems == 256 ? 512 : 96,
+                                  kq_types[k].elems == 256 ? 768 : 576};
+            for (size_t ri = 0; ri < sizeof krows / sizeof *krows; ri++)
+                for (int ci = 0; ci < 3; ci++)
+                    for (size_t ti = 0; ti < sizeof ktok / sizeof *ktok; ti++) {
+                        const int rows = krows[ri], cols = kcols[ci], tokens = ktok[ti];
+                        const ptrdiff_t rb = cols / kq_types[k].elems * kq_types[k].bytes;
+                        uint8_t *w = malloc((size_t)rows * rb);
+                        fill_kq(k, w, rows, cols);
+                        acts A;
+                        make_acts(&A, tokens, cols);
+                        if (ti == 2) {  /* saturated blocks: every product at its extreme */
+                            memset(A.qs, 0x80, 32);
+                            memset(A.qs + (tokens - 1) * cols + cols - 32, 127, 32);
+                            A.isum[0] = -128 * 32;
+                            A.isum[tokens * cols / 32 - 1] = 127 * 32;
+                        }
+                        ptrdiff_t r0 = rnd() % 3 == 0 ? (ptrdiff_t)(rnd() % rows) : 0;
+                        ptrdiff_t r1 = r0 + 1 + (ptrdiff_t)(rnd() % (rows - r0));
+                        if (rnd() % 2) r1 = rows;
+                        const ptrdiff_t ys = rows + 3;
+                        const size_t ny = (size_t)ys * tokens;
+                        float *y0 = malloc(ny * 4), *y1 = malloc(ny * 4);
+                        for (size_t i = 0; i < ny; i++) y0[i] = y1[i] = -12345.0f;
+                        slm_kernels_force(SLM_PATH_PORTABLE);
+                        slm_matmul_kq(kq_types[k].wtype, w, rb, r0, r1, &A.a, y0, ys);
+                        slm_kernels_force(path);
+                        slm_matmul_kq(kq_types[k].wtype, w, rb, r0, r1, &A.a, y1, ys);
+                        char what[160];
+                        snprintf(what, sizeof what, "%s %s rows %d [%ld,%ld) cols %d tokens %d", pname,
+                                 kq_types[k].name, rows, (long)r0, (long)r1, cols, tokens);
+                        check(memcmp(y0, y1, ny * 4) == 0, what);
+                        free(y0); free(y1); free(w); free_acts(&A);
+                    }
         }
         /* f16 helpers */
         for (int rep = 0; rep < 200; rep++) {
@@ -414,6 +472,37 @@ static void bench(int only) {
                 printf("%-20s %s%s %5dx%-5d tokens %3d: %8.1f us  %6.1f GB/s weights  %7.1f GOP/s\n", slm_kernels_path(),
                        type_name[type], tiled ? " tile16" : "", rows, cols, tokens, t * 1e6, bytes / t / 1e9, ops / t / 1e9);
             }
+            free(w); free(y); free_acts(&A);
+        }
+    }
+    /* K-quants and 5-bit types (row layout): FFN-down-like K matrices, Q5 on 576 columns. */
+    struct { int k, rows, cols, tokens; } kcases[] = {
+        {2, 576, 1536, 1}, {4, 576, 1536, 1}, {0, 1536, 576, 1}, {1, 1536, 576, 1}, {3, 576, 1536, 1},
+        {2, 576, 1536, 128}, {0, 1536, 576, 128},
+    };
+    for (int path = SLM_PATH_PORTABLE; path < SLM_PATH_COUNT; path++) {
+        if (!slm_kernels_supported(path) || (only && path != only)) continue;
+        slm_kernels_force(path);
+        for (size_t c = 0; c < sizeof kcases / sizeof *kcases; c++) {
+            const int k = kcases[c].k, rows = kcases[c].rows, cols = kcases[c].cols, tokens = kcases[c].tokens;
+            const ptrdiff_t rb = cols / kq_types[k].elems * kq_types[k].bytes;
+            uint8_t *w = malloc((size_t)rows * rb);
+            fill_kq(k, w, rows, cols);
+            acts A;
+            make_acts(&A, tokens, cols);
+            float *y = malloc(sizeof(float) * rows * tokens);
+            const double bytes = (double)rows * rb, ops = 2.0 * rows * cols * tokens;
+            int reps = (int)(2e7 / ops) + 1;
+            if (path == SLM_PATH_PORTABLE) reps = reps / 8 + 1;
+            double best[7];
+            for (int i = 0; i < 7; i++) {
+                const double t0 = now();
+                for (int r = 0; r < reps; r++) slm_matmul_kq(kq_types[k].wtype, w, rb, 0, rows, &A.a, y, rows);
+                best[i] = (now() - t0) / reps;
+            }
+            for (int i = 0; i < 7; i++) for (int j = i + 1; j < 7; j++) if (best[j] < best[i]) { double t = best[i]; best[i] = best[j]; best[j] = t; }
+            printf("%-20s %s %5dx%-5d tokens %3d: %8.1f us  %6.1f GB/s weights  %7.1f GOP/s\n", slm_kernels_path(),
+                   kq_types[k].name, rows, cols, tokens, best[3] * 1e6, bytes / best[3] / 1e9, ops / best[3] / 1e9);
             free(w); free(y); free_acts(&A);
         }
     }

@@ -18,13 +18,16 @@ final class RandomMatrix {
     let matrix: WeightMatrix
 
     init(type: WeightType, rows: Int, cols: Int, rng: inout TestRNG) throws {
-        let blocks = rows * cols / QK
+        let blocks = rows * cols / type.blockElements
         bytes = .allocate(byteCount: blocks * type.blockBytes, alignment: 64)
         for i in 0..<blocks * type.blockBytes { bytes.storeBytes(of: UInt8.random(in: 0...255, using: &rng), toByteOffset: i, as: UInt8.self) }
+        // Where each type keeps its f16 scale (d) and second f16 (m or dmin), if any.
+        let dOffset = type == .q6_K ? 208 : 0
+        let hasM: Bool = [.q4_1, .q5_1, .q4_K, .q5_K].contains(type)
         for b in 0..<blocks {
             let blk = bytes + b * type.blockBytes
-            blk.storeBytes(of: randomScaleBits(&rng), as: UInt16.self)
-            if type == .q4_1 { blk.storeBytes(of: randomScaleBits(&rng), toByteOffset: 2, as: UInt16.self) }
+            blk.storeBytes(of: randomScaleBits(&rng), toByteOffset: dOffset, as: UInt16.self)
+            if hasM { blk.storeBytes(of: randomScaleBits(&rng), toByteOffset: 2, as: UInt16.self) }
         }
         matrix = try WeightMatrix(base: UnsafeRawPointer(bytes), type: type, rows: rows, cols: cols)
     }

@@ -74,6 +74,39 @@ void slm_matmul_q4_0(const void *w, ptrdiff_t row_bytes, ptrdiff_t row_begin, pt
 void slm_matmul_q8_0(const void *w, ptrdiff_t row_bytes, ptrdiff_t row_begin, ptrdiff_t row_end,
                      const slm_q8_acts *x, float *y, ptrdiff_t y_stride);
 
+/* ---- K-quants and 5-bit types: Q5_0, Q5_1, Q4_K, Q5_K, Q6_K (row layout only) ----
+ * ggml's block layouts (little-endian, f16 scales):
+ *   Q5_0 (32 el., 22 B): d, qh u32, qs[16]      element j = (nib_j | bit_j(qh) << 4) - 16, times d
+ *   Q5_1 (32 el., 24 B): d, m, qh u32, qs[16]   element j = (nib_j | bit_j(qh) << 4) * d + m
+ *        nib_j = low nibble of qs[j] for j < 16, high nibble of qs[j - 16] otherwise
+ *   Q4_K (256 el., 144 B): d, dmin, scales[12], qs[128]
+ *   Q5_K (256 el., 176 B): d, dmin, scales[12], qh[32], qs[128]
+ *        eight 32-element sub-blocks; sub-block s has a 6-bit scale sc_s and min mn_s packed in
+ *        scales[12] (s < 4: scales[s] & 63, scales[s + 4] & 63; else low/high nibble of
+ *        scales[s + 4] with the top two bits of scales[s - 4] / scales[s]); its quants are the
+ *        low (s even) or high (s odd) nibbles of qs[32 (s / 2) .. + 32], Q5_K adding bit s of
+ *        qh[0..32) as 16; element = (d * sc_s) * q - dmin * mn_s
+ *   Q6_K (256 el., 210 B): ql[128], qh[64], scales[16] (int8), d
+ *        sub-block s (32 el.) = half h = s / 4, g = s % 4: low (g < 2) or high nibble of
+ *        ql[64h + 32 (g & 1) .. + 32] | ((qh[32h .. + 32] >> 2g) & 3) << 4, minus 32;
+ *        element e has scale scales[e / 16]: element = (d * sc) * q
+ * NUMERICS CONTRACT for these types: the activations are the same 32-element Q8 blocks, so a
+ * row is a sequence of 32-element sub-blocks k = 0, 1, ... (8 per K super-block). Per (row,
+ * token), over k in order, with q_j the integer weights above (Q5_0 minus 16, Q6_K minus 32):
+ *     sumi = sc_lo * sum_{j<16} q_j x_j + sc_hi * sum_{j>=16} q_j x_j   (exact int32)
+ *            (sc_lo = sc_hi = 1 for Q5_0/Q5_1, = sc_k for Q4_K/Q5_K, the two int8 scales for Q6_K)
+ *     acc  = fmaf(d_w * d_x[k], (float)sumi, acc)       d_w: the block's d (super-block d for K)
+ *     accm = fmaf(m_w, s_x[k], accm)                      Q5_1
+ *     accm = fmaf(dmin * d_x[k], (float)(mn_k * isum_x[k]), accm)   Q4_K, Q5_K
+ *     y    = Q5_1 ? acc + accm : Q4_K/Q5_K ? acc - accm : acc
+ * (llama.cpp pairs K-quants with 256-element q8_K activations; ours are finer, and the
+ * results agree within the reference tests' tolerances.) Rows need cols % 256 == 0 for K. */
+enum { SLM_WTYPE_Q5_0 = 6, SLM_WTYPE_Q5_1 = 7, SLM_WTYPE_Q4_K = 12, SLM_WTYPE_Q5_K = 13, SLM_WTYPE_Q6_K = 14 };
+/* slm_matmul_q4_1's arguments for one of the SLM_WTYPE_Q5_0 .. Q6_K types (row layout);
+ * does nothing for any other wtype. */
+void slm_matmul_kq(int wtype, const void *w, ptrdiff_t row_bytes, ptrdiff_t row_begin, ptrdiff_t row_end,
+                   const slm_q8_acts *x, float *y, ptrdiff_t y_stride);
+
 /* ---- Tile-interleaved ("tile16") weight layout ----
  * A permutation of a row-layout matrix, same size, made once at model load so the AVX-512
  * kernel reads each 16-row tile with plain vector loads instead of a gather and 16 inserts

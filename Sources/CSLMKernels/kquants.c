@@ -1,0 +1,31 @@
+/* The portable K-quant / 5-bit matmul: the C twin of ReferenceKernels.dotSub (contract in
+ * slm_kernels.h), one scalar chain per (row, token). */
+#include "kquants.h"
+
+void slm_kq_portable(int wt, const void *w, ptrdiff_t row_bytes, ptrdiff_t r0, ptrdiff_t r1, const slm_q8_acts *x,
+                     float *y, ptrdiff_t ys) {
+    const ptrdiff_t nsub = x->cols / SLM_QK;
+    const int spb = kq_subs(wt), bb = kq_block_bytes(wt);
+    for (ptrdiff_t r = r0; r < r1; r++) {
+        const uint8_t *row = (const uint8_t *)w + r * row_bytes;
+        for (ptrdiff_t t = 0; t < x->tokens; t++) {
+            float acc = 0.0f, accm = 0.0f;
+            for (ptrdiff_t k = 0; k < nsub; k++) {
+                kq_sub s;
+                kq_decode(wt, row + (k / spb) * bb, (int)(k % spb), &s);
+                const int8_t *xb = x->qs + t * x->cols + k * SLM_QK;
+                int32_t lo = 0, hi = 0;
+                for (int j = 0; j < 16; j++) lo += (int32_t)s.q[j] * xb[j];
+                for (int j = 16; j < 32; j++) hi += (int32_t)s.q[j] * xb[j];
+                const ptrdiff_t xk = t * nsub + k;
+                acc = fmaf(s.d * x->d[xk], (float)(s.sc_lo * lo + s.sc_hi * hi), acc);
+                if (wt == SLM_WTYPE_Q5_1) accm = fmaf(s.m, x->s[xk], accm);
+                else if (wt == SLM_WTYPE_Q4_K || wt == SLM_WTYPE_Q5_K)
+                    accm = fmaf(s.m * x->d[xk], (float)(s.mn * x->isum[xk]), accm);
+            }
+            /* Types without a min term return acc itself (adding 0 would turn -0 into +0). */
+            y[t * ys + r] = wt == SLM_WTYPE_Q5_1 ? acc + accm
+                          : (wt == SLM_WTYPE_Q4_K || wt == SLM_WTYPE_Q5_K) ? acc - accm : acc;
+        }
+    }
+}

@@ -1,0 +1,108 @@
+/* Private to CSLMKernels: the K-quant and 5-bit types (slm_matmul_kq; layouts and numerics
+ * contract in slm_kernels.h). Scalar decoding shared by the portable loop (kquants.c) and
+ * the SIMD paths (x86_kquants.h, arm_kquants.h) for their per-row scalars. */
+#ifndef SLM_KQUANTS_H
+#define SLM_KQUANTS_H
+
+#include "internal.h"
+
+static SLM_ALWAYS_INLINE int kq_is_k(int wt) {
+    return wt == SLM_WTYPE_Q4_K || wt == SLM_WTYPE_Q5_K || wt == SLM_WTYPE_Q6_K;
+}
+/* Bytes per block (a K super-block is 256 elements, a Q5_0/Q5_1 block 32). */
+static SLM_ALWAYS_INLINE int kq_block_bytes(int wt) {
+    switch (wt) {
+    case SLM_WTYPE_Q5_0: return 22;
+    case SLM_WTYPE_Q5_1: return 24;
+    case SLM_WTYPE_Q4_K: return 144;
+    case SLM_WTYPE_Q5_K: return 176;
+    default: return 210; /* Q6_K */
+    }
+}
+/* 32-element sub-blocks per block. */
+static SLM_ALWAYS_INLINE int kq_subs(int wt) { return kq_is_k(wt) ? 8 : 1; }
+
+/* Byte offsets inside a block. */
+enum {
+    KQ_Q5_0_QH = 2, KQ_Q5_0_QS = 6,
+    KQ_Q5_1_QH = 4, KQ_Q5_1_QS = 8,
+    KQ_K_SCALES = 4, KQ_Q4_K_QS = 16, KQ_Q5_K_QH = 16, KQ_Q5_K_QS = 48,
+    KQ_Q6_K_QH = 128, KQ_Q6_K_SC = 192, KQ_Q6_K_D = 208
+};
+
+/* 6-bit scale and min of sub-block j (0..7) of a Q4_K/Q5_K super-block (its 12 packed bytes). */
+static SLM_ALWAYS_INLINE void kq_scale_min(const uint8_t *s, int j, int32_t *sc, int32_t *mn) {
+    if (j < 4) {
+        *sc = s[j] & 63;
+        *mn = s[j + 4] & 63;
+    } else {
+        *sc = (s[j + 4] & 0x0f) | ((s[j - 4] >> 6) << 4);
+        *mn = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+    }
+}
+
+/* One 32-element sub-block decoded to the quantities of the contract. */
+typedef struct {
+    int8_t q[32];     /* integer weights in activation order (Q5_0 minus 16, Q6_K minus 32) */
+    int32_t sc_lo, sc_hi, mn;
+    float d, m;       /* d_w; m_w (Q5_1) or dmin (Q4_K/Q5_K) */
+} kq_sub;
+
+/* Sub-block j (0 .. kq_subs - 1) of the block at blk. */
+static SLM_ALWAYS_INLINE void kq_decode(int wt, const uint8_t *blk, int j, kq_sub *o) {
+    o->sc_lo = o->sc_hi = 1;
+    o->mn = 0;
+    o->m = 0.0f;
+    switch (wt) {
+    case SLM_WTYPE_Q5_0:
+    case SLM_WTYPE_Q5_1: {
+        const int q5_1 = wt == SLM_WTYPE_Q5_1;
+        const uint8_t *qs = blk + (q5_1 ? KQ_Q5_1_QS : KQ_Q5_0_QS);
+        uint32_t qh;
+        memcpy(&qh, blk + (q5_1 ? KQ_Q5_1_QH : KQ_Q5_0_QH), 4);
+        for (int e = 0; e < 32; e++) {
+            const int nib = e < 16 ? (qs[e] & 0x0f) : (qs[e - 16] >> 4);
+            o->q[e] = (int8_t)((nib | (int)((qh >> e) & 1u) << 4) - (q5_1 ? 0 : 16));
+        }
+        o->d = slm_f16_to_f32(slm_load_u16(blk));
+        if (q5_1) o->m = slm_f16_to_f32(slm_load_u16(blk + 2));
+        break;
+    }
+    case SLM_WTYPE_Q4_K:
+    case SLM_WTYPE_Q5_K: {
+        const int q5 = wt == SLM_WTYPE_Q5_K;
+        const uint8_t *qs = blk + (q5 ? KQ_Q5_K_QS : KQ_Q4_K_QS) + 32 * (j / 2);
+        for (int e = 0; e < 32; e++) {
+            int v = (j & 1) ? qs[e] >> 4 : qs[e] & 0x0f;
+            if (q5) v |= ((blk[KQ_Q5_K_QH + e] >> j) & 1) << 4;
+            o->q[e] = (int8_t)v;
+        }
+        int32_t sc, mn;
+        kq_scale_min(blk + KQ_K_SCALES, j, &sc, &mn);
+        o->sc_lo = o->sc_hi = sc;
+        o->mn = mn;
+        o->d = slm_f16_to_f32(slm_load_u16(blk));
+        o->m = slm_f16_to_f32(slm_load_u16(blk + 2));
+        break;
+    }
+    default: { /* Q6_K */
+        const int h = j / 4, g = j % 4;
+        const uint8_t *ql = blk + 64 * h + 32 * (g & 1), *qh = blk + KQ_Q6_K_QH + 32 * h;
+        for (int e = 0; e < 32; e++) {
+            const int lo = g < 2 ? ql[e] & 0x0f : ql[e] >> 4;
+            o->q[e] = (int8_t)((lo | ((qh[e] >> (2 * g)) & 3) << 4) - 32);
+        }
+        const int8_t *sc = (const int8_t *)(blk + KQ_Q6_K_SC);
+        o->sc_lo = sc[2 * j];
+        o->sc_hi = sc[2 * j + 1];
+        o->d = slm_f16_to_f32(slm_load_u16(blk + KQ_Q6_K_D));
+        break;
+    }
+    }
+}
+
+/* The portable loop (kquants.c): the contract written out, the fallback of paths without one. */
+void slm_kq_portable(int wt, const void *w, ptrdiff_t row_bytes, ptrdiff_t r0, ptrdiff_t r1, const slm_q8_acts *x,
+                     float *y, ptrdiff_t ys);
+
+#endif
