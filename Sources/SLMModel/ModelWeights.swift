@@ -91,7 +91,7 @@ public struct ModelWeights: @unchecked Sendable {
             }
             guard let type = WeightType(rawValue: t.type.rawValue) else {
                 throw ModelError("\(file.path): tensor '\(name)' has type \(t.type.name); supported: "
-                                 + WeightType.allCases.map(\.description).joined(separator: ", ",
+                                 + WeightType.allCases.map(\.description).joined(separator: ", "),
                                  reason: .badTensor(name))
             }
             bound.insert(name)
