@@ -159,30 +159,66 @@ static SLM_ALWAYS_INLINE int32x4_t FN(t16_dot)(int type, int chains, const int8x
     return vdotq_laneq_s32(s, w[7], x1, 3);
 }
 #else
-/* Activation bytes 4k..4k+3 in every 32-bit lane: one LD1R. */
-static SLM_ALWAYS_INLINE int8x16_t FN(t16_x4)(const int8_t *xq, int k) {
-    int32_t v;
-    memcpy(&v, xq + 4 * k, 4);
-    return vreinterpretq_s8_s32(vdupq_n_s32(v));
+/* Plain NEON operates on 8-byte halves: w[k]'s low half is rows 0 and 1, its high half rows
+ * 2 and 3, each multiplied by activation bytes 4k..4k+3 replicated to both 32-bit lanes
+ * (one LD1R). Splitting the halves once per block keeps the per-token work at one LD1R and
+ * two SMLAL per k (left to itself, clang re-extracts the high halves for every token). */
+typedef struct { int8x8_t lo[8], hi[8]; } FN(t16_halves);
+
+static SLM_ALWAYS_INLINE FN(t16_halves) FN(t16_split)(const int8x16_t w[8]) {
+    FN(t16_halves) h;
+    for (int k = 0; k < 8; k++) { h.lo[k] = vget_low_s8(w[k]); h.hi[k] = vget_high_s8(w[k]); }
+    return h;
 }
 
+static SLM_ALWAYS_INLINE int8x8_t FN(t16_x4)(const int8_t *xq, int k) {
+    int32_t v;
+    memcpy(&v, xq + 4 * k, 4);
+    return vreinterpret_s8_s32(vdup_n_s32(v));
+}
+
+/* The one-token form: SMULL/SMLAL2 on whole registers against activation bytes replicated
+ * to all 4 lanes, which needs no split (decode uses each weight vector once). */
 static SLM_ALWAYS_INLINE int32x4_t FN(t16_dot)(int type, int chains, const int8x16_t w[8], const int8_t *xq) {
     (void)chains;
-    if (type == SLM_T_Q8_0) {  /* products up to 2^14: two would overflow int16, so pair them into int32 */
+    if (type == SLM_T_Q8_0) {
         int32x4_t a = vdupq_n_s32(0), b = vdupq_n_s32(0);
         for (int k = 0; k < 8; k++) {
-            const int8x16_t xk = FN(t16_x4)(xq, k);
+            int32_t v;
+            memcpy(&v, xq + 4 * k, 4);
+            const int8x16_t xk = vreinterpretq_s8_s32(vdupq_n_s32(v));
             a = vpadalq_s16(a, vmull_s8(vget_low_s8(w[k]), vget_low_s8(xk)));
             b = vpadalq_s16(b, vmull_high_s8(w[k], xk));
         }
-        return vpaddq_s32(a, b);  /* a = rows 0,0,1,1; b = rows 2,2,3,3 */
+        return vpaddq_s32(a, b);
     }
-    const int8x16_t x0 = FN(t16_x4)(xq, 0);
-    int16x8_t a = vmull_s8(vget_low_s8(w[0]), vget_low_s8(x0)), b = vmull_high_s8(w[0], x0);
-    for (int k = 1; k < 8; k++) {
-        const int8x16_t xk = FN(t16_x4)(xq, k);
+    int16x8_t a = vdupq_n_s16(0), b = vdupq_n_s16(0);
+    for (int k = 0; k < 8; k++) {
+        int32_t v;
+        memcpy(&v, xq + 4 * k, 4);
+        const int8x16_t xk = vreinterpretq_s8_s32(vdupq_n_s32(v));
         a = vmlal_s8(a, vget_low_s8(w[k]), vget_low_s8(xk));
         b = vmlal_high_s8(b, w[k], xk);
+    }
+    return vpaddq_s32(vpaddlq_s16(a), vpaddlq_s16(b));
+}
+
+static SLM_ALWAYS_INLINE int32x4_t FN(t16_dot_halves)(int type, const FN(t16_halves) *h, const int8_t *xq) {
+    if (type == SLM_T_Q8_0) {  /* products up to 2^14: two would overflow int16, so pair them into int32 */
+        int32x4_t a = vdupq_n_s32(0), b = vdupq_n_s32(0);
+        for (int k = 0; k < 8; k++) {
+            const int8x8_t xk = FN(t16_x4)(xq, k);
+            a = vpadalq_s16(a, vmull_s8(h->lo[k], xk));
+            b = vpadalq_s16(b, vmull_s8(h->hi[k], xk));
+        }
+        return vpaddq_s32(a, b);  /* a = rows 0,0,1,1; b = rows 2,2,3,3 */
+    }
+    const int8x8_t x0 = FN(t16_x4)(xq, 0);
+    int16x8_t a = vmull_s8(h->lo[0], x0), b = vmull_s8(h->hi[0], x0);
+    for (int k = 1; k < 8; k++) {
+        const int8x8_t xk = FN(t16_x4)(xq, k);
+        a = vmlal_s8(a, h->lo[k], xk);
+        b = vmlal_s8(b, h->hi[k], xk);
     }
     /* a: rows 0 and 1 (4 lanes each), b: rows 2 and 3 */
     return vpaddq_s32(vpaddlq_s16(a), vpaddlq_s16(b));
@@ -197,24 +233,43 @@ static SLM_ALWAYS_INLINE void FN(t16_tile)(int type, int T, int G, const uint8_t
     float32x4_t acc[4][4], accm[4][4];  /* [group][token] */
     for (int gi = 0; gi < G; gi++)
         for (int t = 0; t < T; t++) acc[gi][t] = accm[gi][t] = vdupq_n_f32(0.0f);
+    /* Q4_1's min-term chains need no quants: with several tokens they run in a sweep of
+     * their own (the same fmas in the same order per (row, token)), which leaves the main
+     * loop registers for the weights and T accumulators. */
+    const int split_m = !SLM_DOTPROD && type == SLM_T_Q4_1 && T > 1;
+    if (split_m) {
+        for (ptrdiff_t b = 0; b < nb; b++)
+            SLM_UNROLL for (int gi = 0; gi < G; gi++) {
+                const float32x4_t mw = vcvt_f32_f16(vreinterpret_f16_u8(vld1_u8(tile + b * tb_bytes + 32 + 8 * (g0 + gi))));
+                SLM_UNROLL for (int t = 0; t < T; t++) accm[gi][t] = vfmaq_n_f32(accm[gi][t], mw, x->s[(t0 + t) * nb + b]);
+            }
+    }
 
     for (ptrdiff_t b = 0; b < nb; b++) {
         const uint8_t *blk = tile + b * tb_bytes;
         for (int gi = 0; gi < G; gi++) {
             const int g = g0 + gi;
             const float32x4_t dw = vcvt_f32_f16(vreinterpret_f16_u8(vld1_u8(blk + 8 * g)));
-            const float32x4_t mw = type == SLM_T_Q4_1 ? vcvt_f32_f16(vreinterpret_f16_u8(vld1_u8(blk + 32 + 8 * g)))
-                                                      : vdupq_n_f32(0.0f);
+            const float32x4_t mw = type == SLM_T_Q4_1 && !split_m
+                                       ? vcvt_f32_f16(vreinterpret_f16_u8(vld1_u8(blk + 32 + 8 * g)))
+                                       : vdupq_n_f32(0.0f);
             int8x16_t w[8];
             FN(t16_quants)(type, blk + qoff, g, w);
-            for (int t = 0; t < T; t++) {
+#if !SLM_DOTPROD
+            const FN(t16_halves) h = FN(t16_split)(w);  /* dead (and dropped) when T = 1 */
+#endif
+            SLM_UNROLL for (int t = 0; t < T; t++) {
                 const ptrdiff_t tb = (t0 + t) * nb + b;
                 const int8_t *xq = x->qs + (t0 + t) * cols + b * SLM_QK;
+#if SLM_DOTPROD
                 int32x4_t sumi = FN(t16_dot)(type, T == 1 ? 2 : 1, w, xq);
+#else
+                int32x4_t sumi = T == 1 ? FN(t16_dot)(type, 1, w, xq) : FN(t16_dot_halves)(type, &h, xq);
+#endif
                 if (type == SLM_T_Q4_0) sumi = vsubq_s32(sumi, vdupq_n_s32(8 * x->isum[tb]));
                 const float32x4_t dd = vmulq_n_f32(dw, x->d[tb]);
                 acc[gi][t] = vfmaq_f32(acc[gi][t], dd, vcvtq_f32_s32(sumi));  /* acc + dd*sumi, fused */
-                if (type == SLM_T_Q4_1) accm[gi][t] = vfmaq_n_f32(accm[gi][t], mw, x->s[tb]);
+                if (type == SLM_T_Q4_1 && !split_m) accm[gi][t] = vfmaq_n_f32(accm[gi][t], mw, x->s[tb]);
             }
         }
     }

@@ -15,6 +15,14 @@
 
 #define SLM_QK 32
 #define SLM_ALWAYS_INLINE inline __attribute__((always_inline))
+/* Fully unrolls the loop that follows (its trip count is a constant after inlining): the
+ * tile kernels index register arrays by the loop variable, and a loop left rolled keeps
+ * them in memory. */
+#if defined(__clang__)
+#define SLM_UNROLL _Pragma("clang loop unroll(full)")
+#else
+#define SLM_UNROLL _Pragma("GCC unroll 16")
+#endif
 
 enum { SLM_T_Q4_1, SLM_T_Q4_0, SLM_T_Q8_0 };
 
