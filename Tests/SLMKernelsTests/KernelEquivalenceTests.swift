@@ -248,7 +248,8 @@ final class Tile16LayoutTests: XCTestCase {
             for shape in shapes {
                 let w = try RandomMatrix(type: type, rows: shape.rows, cols: shape.cols, rng: &rng)
                 let p = Repacked(w.matrix)
-                for tokens in 1...9 {
+                // Token counts that end on every token tile (8, 4, 2, 1 tokens) and past them.
+                for tokens in Array(1...9) + [12, 15, 17] {
                     let x = randomActivations(tokens: tokens, cols: shape.cols, rng: &rng)
                     let yStride = shape.rows + 3
                     var expected = [Float](repeating: -12345, count: yStride * tokens)
