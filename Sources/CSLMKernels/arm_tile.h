@@ -106,16 +106,21 @@ static void FN(q8_0)(const void *w, ptrdiff_t rb, ptrdiff_t r0, ptrdiff_t r1, co
     FN(matmul)(SLM_T_Q8_0, w, rb, r0, r1, x, y, ys);
 }
 
-#if SLM_DOTPROD
-/* ---- tile16 layout (slm_kernels.h), dot-product path only ----
+/* ---- tile16 layout (slm_kernels.h), both NEON paths ----
  * In block b of a 16-row tile, the 16 bytes at quants + 64c + 16g are quant dword c of rows
- * 4g..4g+3, one row per 32-bit lane. SDOT by element (vdotq_laneq_s32) multiplies each lane's
- * 4 bytes by the same 4 activation bytes, so one instruction adds 4 products to each of 4
- * rows' sums, in place: no per-row loads, inserts or pairwise reductions, and the scales of
- * 4 rows are one 8-byte load. The integer sums are exact; the float chain per (row, token)
- * is FN(tile)'s, so results are bit-identical to the row layout. */
+ * 4g..4g+3, one row per 32-bit lane, so every instruction below works on 4 rows at once with
+ * plain loads: no per-row loads, inserts or pairwise reductions, and the scales of 4 rows are
+ * one 8-byte load.
+ *   - dot product: SDOT by element (vdotq_laneq_s32) multiplies each lane's 4 bytes by the
+ *     same 4 activation bytes and adds them to that lane's int32 sum;
+ *   - plain NEON (Cortex-A72): the 4 activation bytes are replicated to every lane (LD1R),
+ *     SMULL/SMLAL(2) multiply-accumulate the 8 weight vectors' products in int16 (Q4: each
+ *     lane sums 8 products of at most 15 * 128, exact) and one SADDLP + ADDP per 4 rows
+ *     reduce them; Q8_0 products (up to 2^14) are paired straight into int32 with SADALP.
+ * The integer sums are exact; the float chain per (row, token) is FN(tile)'s, so results are
+ * bit-identical to the row layout. */
 
-/* Group g's quants as 8 SDOT operands: w[k] lane i holds row 4g+i's weights for activation
+/* Group g's quants as 8 operands: w[k] lane i holds row 4g+i's weights for activation
  * bytes 4k..4k+3 (Q4: nibbles 0..15, Q4_0's -8 applied through isum; Q8: the bytes). */
 static SLM_ALWAYS_INLINE void FN(t16_quants)(int type, const uint8_t *q, int g, int8x16_t w[8]) {
     if (type == SLM_T_Q8_0) {
@@ -130,10 +135,13 @@ static SLM_ALWAYS_INLINE void FN(t16_quants)(int type, const uint8_t *q, int g, 
     }
 }
 
-/* The 4 rows' exact block dots with activations x0 = bytes 0..15, x1 = bytes 16..31, in one
- * dependency chain or two. (clang 21: two chains give fewer instructions for the one-token
- * tile, one chain for the multi-token tiles, where the register pressure is higher.) */
-static SLM_ALWAYS_INLINE int32x4_t FN(t16_dot)(int chains, const int8x16_t w[8], int8x16_t x0, int8x16_t x1) {
+#if SLM_DOTPROD
+/* The 4 rows' exact block dots with activations xq[0..32), in one dependency chain or two.
+ * (clang 21: two chains give fewer instructions for the one-token tile, one chain for the
+ * multi-token tiles, where the register pressure is higher.) */
+static SLM_ALWAYS_INLINE int32x4_t FN(t16_dot)(int type, int chains, const int8x16_t w[8], const int8_t *xq) {
+    (void)type;
+    const int8x16_t x0 = vld1q_s8(xq), x1 = vld1q_s8(xq + 16);
     if (chains == 2) {
         int32x4_t s0 = vdotq_laneq_s32(vdupq_n_s32(0), w[0], x0, 0), s1 = vdotq_laneq_s32(vdupq_n_s32(0), w[4], x1, 0);
         s0 = vdotq_laneq_s32(s0, w[1], x0, 1); s1 = vdotq_laneq_s32(s1, w[5], x1, 1);
@@ -150,6 +158,72 @@ static SLM_ALWAYS_INLINE int32x4_t FN(t16_dot)(int chains, const int8x16_t w[8],
     s = vdotq_laneq_s32(s, w[6], x1, 2);
     return vdotq_laneq_s32(s, w[7], x1, 3);
 }
+#else
+/* Plain NEON operates on 8-byte halves: w[k]'s low half is rows 0 and 1, its high half rows
+ * 2 and 3, each multiplied by activation bytes 4k..4k+3 replicated to both 32-bit lanes
+ * (one LD1R). Splitting the halves once per block keeps the per-token work at one LD1R and
+ * two SMLAL per k (left to itself, clang re-extracts the high halves for every token). */
+typedef struct { int8x8_t lo[8], hi[8]; } FN(t16_halves);
+
+static SLM_ALWAYS_INLINE FN(t16_halves) FN(t16_split)(const int8x16_t w[8]) {
+    FN(t16_halves) h;
+    for (int k = 0; k < 8; k++) { h.lo[k] = vget_low_s8(w[k]); h.hi[k] = vget_high_s8(w[k]); }
+    return h;
+}
+
+static SLM_ALWAYS_INLINE int8x8_t FN(t16_x4)(const int8_t *xq, int k) {
+    int32_t v;
+    memcpy(&v, xq + 4 * k, 4);
+    return vreinterpret_s8_s32(vdup_n_s32(v));
+}
+
+/* The one-token form: SMULL/SMLAL2 on whole registers against activation bytes replicated
+ * to all 4 lanes, which needs no split (decode uses each weight vector once). */
+static SLM_ALWAYS_INLINE int32x4_t FN(t16_dot)(int type, int chains, const int8x16_t w[8], const int8_t *xq) {
+    (void)chains;
+    if (type == SLM_T_Q8_0) {
+        int32x4_t a = vdupq_n_s32(0), b = vdupq_n_s32(0);
+        for (int k = 0; k < 8; k++) {
+            int32_t v;
+            memcpy(&v, xq + 4 * k, 4);
+            const int8x16_t xk = vreinterpretq_s8_s32(vdupq_n_s32(v));
+            a = vpadalq_s16(a, vmull_s8(vget_low_s8(w[k]), vget_low_s8(xk)));
+            b = vpadalq_s16(b, vmull_high_s8(w[k], xk));
+        }
+        return vpaddq_s32(a, b);
+    }
+    int16x8_t a = vdupq_n_s16(0), b = vdupq_n_s16(0);
+    for (int k = 0; k < 8; k++) {
+        int32_t v;
+        memcpy(&v, xq + 4 * k, 4);
+        const int8x16_t xk = vreinterpretq_s8_s32(vdupq_n_s32(v));
+        a = vmlal_s8(a, vget_low_s8(w[k]), vget_low_s8(xk));
+        b = vmlal_high_s8(b, w[k], xk);
+    }
+    return vpaddq_s32(vpaddlq_s16(a), vpaddlq_s16(b));
+}
+
+static SLM_ALWAYS_INLINE int32x4_t FN(t16_dot_halves)(int type, const FN(t16_halves) *h, const int8_t *xq) {
+    if (type == SLM_T_Q8_0) {  /* products up to 2^14: two would overflow int16, so pair them into int32 */
+        int32x4_t a = vdupq_n_s32(0), b = vdupq_n_s32(0);
+        for (int k = 0; k < 8; k++) {
+            const int8x8_t xk = FN(t16_x4)(xq, k);
+            a = vpadalq_s16(a, vmull_s8(h->lo[k], xk));
+            b = vpadalq_s16(b, vmull_s8(h->hi[k], xk));
+        }
+        return vpaddq_s32(a, b);  /* a = rows 0,0,1,1; b = rows 2,2,3,3 */
+    }
+    const int8x8_t x0 = FN(t16_x4)(xq, 0);
+    int16x8_t a = vmull_s8(h->lo[0], x0), b = vmull_s8(h->hi[0], x0);
+    for (int k = 1; k < 8; k++) {
+        const int8x8_t xk = FN(t16_x4)(xq, k);
+        a = vmlal_s8(a, h->lo[k], xk);
+        b = vmlal_s8(b, h->hi[k], xk);
+    }
+    /* a: rows 0 and 1 (4 lanes each), b: rows 2 and 3 */
+    return vpaddq_s32(vpaddlq_s16(a), vpaddlq_s16(b));
+}
+#endif
 
 /* G groups from g0 (G = 4: the whole tile) x T tokens from t0; stores rows [lo, hi) of the tile. */
 static SLM_ALWAYS_INLINE void FN(t16_tile)(int type, int T, int G, const uint8_t *tile, int g0, int lo, int hi,
@@ -159,29 +233,43 @@ static SLM_ALWAYS_INLINE void FN(t16_tile)(int type, int T, int G, const uint8_t
     float32x4_t acc[4][4], accm[4][4];  /* [group][token] */
     for (int gi = 0; gi < G; gi++)
         for (int t = 0; t < T; t++) acc[gi][t] = accm[gi][t] = vdupq_n_f32(0.0f);
+    /* Q4_1's min-term chains need no quants: with several tokens they run in a sweep of
+     * their own (the same fmas in the same order per (row, token)), which leaves the main
+     * loop registers for the weights and T accumulators. */
+    const int split_m = !SLM_DOTPROD && type == SLM_T_Q4_1 && T > 1;
+    if (split_m) {
+        for (ptrdiff_t b = 0; b < nb; b++)
+            SLM_UNROLL for (int gi = 0; gi < G; gi++) {
+                const float32x4_t mw = vcvt_f32_f16(vreinterpret_f16_u8(vld1_u8(tile + b * tb_bytes + 32 + 8 * (g0 + gi))));
+                SLM_UNROLL for (int t = 0; t < T; t++) accm[gi][t] = vfmaq_n_f32(accm[gi][t], mw, x->s[(t0 + t) * nb + b]);
+            }
+    }
 
     for (ptrdiff_t b = 0; b < nb; b++) {
         const uint8_t *blk = tile + b * tb_bytes;
-        int8x16_t x0[4], x1[4];
-        for (int t = 0; t < T; t++) {
-            const int8_t *xq = x->qs + (t0 + t) * cols + b * SLM_QK;
-            x0[t] = vld1q_s8(xq);
-            x1[t] = vld1q_s8(xq + 16);
-        }
         for (int gi = 0; gi < G; gi++) {
             const int g = g0 + gi;
             const float32x4_t dw = vcvt_f32_f16(vreinterpret_f16_u8(vld1_u8(blk + 8 * g)));
-            const float32x4_t mw = type == SLM_T_Q4_1 ? vcvt_f32_f16(vreinterpret_f16_u8(vld1_u8(blk + 32 + 8 * g)))
-                                                      : vdupq_n_f32(0.0f);
+            const float32x4_t mw = type == SLM_T_Q4_1 && !split_m
+                                       ? vcvt_f32_f16(vreinterpret_f16_u8(vld1_u8(blk + 32 + 8 * g)))
+                                       : vdupq_n_f32(0.0f);
             int8x16_t w[8];
             FN(t16_quants)(type, blk + qoff, g, w);
-            for (int t = 0; t < T; t++) {
+#if !SLM_DOTPROD
+            const FN(t16_halves) h = FN(t16_split)(w);  /* dead (and dropped) when T = 1 */
+#endif
+            SLM_UNROLL for (int t = 0; t < T; t++) {
                 const ptrdiff_t tb = (t0 + t) * nb + b;
-                int32x4_t sumi = FN(t16_dot)(T == 1 ? 2 : 1, w, x0[t], x1[t]);
+                const int8_t *xq = x->qs + (t0 + t) * cols + b * SLM_QK;
+#if SLM_DOTPROD
+                int32x4_t sumi = FN(t16_dot)(type, T == 1 ? 2 : 1, w, xq);
+#else
+                int32x4_t sumi = T == 1 ? FN(t16_dot)(type, 1, w, xq) : FN(t16_dot_halves)(type, &h, xq);
+#endif
                 if (type == SLM_T_Q4_0) sumi = vsubq_s32(sumi, vdupq_n_s32(8 * x->isum[tb]));
                 const float32x4_t dd = vmulq_n_f32(dw, x->d[tb]);
                 acc[gi][t] = vfmaq_f32(acc[gi][t], dd, vcvtq_f32_s32(sumi));  /* acc + dd*sumi, fused */
-                if (type == SLM_T_Q4_1) accm[gi][t] = vfmaq_n_f32(accm[gi][t], mw, x->s[tb]);
+                if (type == SLM_T_Q4_1 && !split_m) accm[gi][t] = vfmaq_n_f32(accm[gi][t], mw, x->s[tb]);
             }
         }
     }
@@ -202,40 +290,11 @@ static SLM_ALWAYS_INLINE void FN(t16_tile)(int type, int T, int G, const uint8_t
     }
 }
 
-/* Tiles overlapping [r_begin, r_end): one token (decode) runs the 16 rows in one pass; more
- * tokens run each 4-row group for up to 4 tokens at a time, reusing its unpacked quants.
- * Groups outside the range are skipped, rows outside it inside a group never stored. Rows
- * past the last whole tile are in row layout and go through FN(matmul). */
-static SLM_ALWAYS_INLINE void FN(matmul_tile16_t)(int type, const void *w, ptrdiff_t row_bytes, ptrdiff_t rows,
-                                                  ptrdiff_t r_begin, ptrdiff_t r_end, const slm_q8_acts *x, float *y,
-                                                  ptrdiff_t ys) {
-    const ptrdiff_t full = rows / SLM_TILE * SLM_TILE;
-    for (ptrdiff_t r0 = r_begin / SLM_TILE * SLM_TILE; r0 < r_end && r0 < full; r0 += SLM_TILE) {
-        const int lo = (int)(r_begin > r0 ? r_begin - r0 : 0), hi = (int)(r_end - r0 < SLM_TILE ? r_end - r0 : SLM_TILE);
-        const uint8_t *tile = (const uint8_t *)w + r0 * row_bytes;
-        if (x->tokens == 1 && lo == 0 && hi == SLM_TILE) {
-            FN(t16_tile)(type, 1, 4, tile, 0, lo, hi, x, 0, y + r0, ys);
-            continue;
-        }
-        for (int g = lo / 4; g < (hi + 3) / 4; g++) {
-            ptrdiff_t t = 0;
-            for (; t + 4 <= x->tokens; t += 4) FN(t16_tile)(type, 4, 1, tile, g, lo, hi, x, t, y + r0, ys);
-            if (x->tokens - t >= 2) { FN(t16_tile)(type, 2, 1, tile, g, lo, hi, x, t, y + r0, ys); t += 2; }
-            if (x->tokens - t == 1) FN(t16_tile)(type, 1, 1, tile, g, lo, hi, x, t, y + r0, ys);
-        }
-    }
-    const ptrdiff_t tail = r_begin > full ? r_begin : full;
-    if (tail < r_end) FN(matmul)(type, w, row_bytes, tail, r_end, x, y, ys);
-}
+#define SLM_TD_GROUP SLM_ROWS
+#define SLM_TD_TMAX 4
+#include "tile_driver.h"
+#undef SLM_TD_GROUP
+#undef SLM_TD_TMAX
 
-static void FN(matmul_tile16)(int type, const void *w, ptrdiff_t rb, ptrdiff_t rows, ptrdiff_t r0, ptrdiff_t r1,
-                              const slm_q8_acts *x, float *y, ptrdiff_t ys) {
-    switch (type) {
-    case SLM_T_Q4_1: FN(matmul_tile16_t)(SLM_T_Q4_1, w, rb, rows, r0, r1, x, y, ys); break;
-    case SLM_T_Q4_0: FN(matmul_tile16_t)(SLM_T_Q4_0, w, rb, rows, r0, r1, x, y, ys); break;
-    default: FN(matmul_tile16_t)(SLM_T_Q8_0, w, rb, rows, r0, r1, x, y, ys); break;
-    }
-}
-#endif /* SLM_DOTPROD */
 
 #undef SLM_ROWS

@@ -15,6 +15,14 @@
 
 #define SLM_QK 32
 #define SLM_ALWAYS_INLINE inline __attribute__((always_inline))
+/* Fully unrolls the loop that follows (its trip count is a constant after inlining): the
+ * tile kernels index register arrays by the loop variable, and a loop left rolled keeps
+ * them in memory. */
+#if defined(__clang__)
+#define SLM_UNROLL _Pragma("clang loop unroll(full)")
+#else
+#define SLM_UNROLL _Pragma("GCC unroll 16")
+#endif
 
 enum { SLM_T_Q4_1, SLM_T_Q4_0, SLM_T_Q8_0 };
 
@@ -38,18 +46,20 @@ typedef struct slm_impl {
     /* y = f16(y * a) and y = f16(fma(v, a, y)), element-wise (exact on every path). */
     void (*scale_round_f16)(float *y, float a, ptrdiff_t n);
     void (*mad_round_f16)(float a, const uint16_t *v, float *y, ptrdiff_t n);
-    /* Optional (NULL: the generic C loops in kernels.c): Q8 activation quantizer, bit-identical
-     * to the portable one, and a fused attention head with the generic loop's numerics. */
+    /* Q8 activation quantizer, bit-identical to the portable one, and a fused attention
+     * head with the numerics of slm_attn_f16_generic over this path's helpers. */
     void (*quantize_q8)(const float *x, ptrdiff_t cols, int8_t *qs, float *d, float *s, int32_t *isum);
     void (*attn_f16)(const float *q, const uint16_t *k, const uint16_t *v, ptrdiff_t stride, ptrdiff_t n,
                      ptrdiff_t d, float scale, float *out);
-    /* Optional (NULL: the scalar tile16 loop in kernels.c): matmul over a tile16 matrix
-     * (slm_kernels.h); type is SLM_T_*. A path with one prefers the tile16 layout. */
+    /* Matmul over a tile16 matrix (slm_kernels.h); type is SLM_T_*. */
     void (*matmul_tile16)(int type, const void *w, ptrdiff_t row_bytes, ptrdiff_t rows, ptrdiff_t row_begin,
                           ptrdiff_t row_end, const slm_q8_acts *x, float *y, ptrdiff_t y_stride);
     /* Optional (NULL: the portable loop in kquants.h): slm_matmul_kq for SLM_WTYPE_Q5_0..Q6_K. */
     void (*matmul_kq)(int wtype, const void *w, ptrdiff_t row_bytes, ptrdiff_t row_begin, ptrdiff_t row_end,
                       const slm_q8_acts *x, float *y, ptrdiff_t y_stride);
+    /* SLM_LAYOUT_*: the layout this path reads fastest (slm_preferred_layout). Every entry
+     * above is set on every path (no NULL), so the dispatchers call them unconditionally. */
+    int layout;
 } slm_impl;
 
 extern const slm_impl slm_impl_portable;

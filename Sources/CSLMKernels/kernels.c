@@ -187,12 +187,19 @@ static void portable_tile16(int type, const void *w, ptrdiff_t row_bytes, ptrdif
     }
 }
 
+static void portable_attn_f16(const float *q, const uint16_t *k, const uint16_t *v, ptrdiff_t stride, ptrdiff_t n,
+                              ptrdiff_t d, float scale, float *out) {
+    slm_attn_f16_generic(&slm_impl_portable, q, k, v, stride, n, d, scale, out);
+}
+
+/* The scalar path reads rows a little faster than tiles (no address arithmetic per byte). */
 const slm_impl slm_impl_portable = {
     .id = SLM_PATH_PORTABLE, .name = "portable-c",
     .q4_1 = portable_q4_1, .q4_0 = portable_q4_0, .q8_0 = portable_q8_0,
     .dot_f16 = portable_dot_f16, .axpy_f16 = portable_axpy_f16, .to_f16 = portable_to_f16,
     .scale_round_f16 = portable_scale_round_f16, .mad_round_f16 = portable_mad_round_f16,
-    .quantize_q8 = portable_quantize_q8,
+    .quantize_q8 = portable_quantize_q8, .attn_f16 = portable_attn_f16, .matmul_tile16 = portable_tile16,
+    .layout = SLM_LAYOUT_ROWS,
 };
 
 /* ---- dispatch ---- */
@@ -274,12 +281,10 @@ void slm_matmul_kq(int wt, const void *w, ptrdiff_t rb, ptrdiff_t r0, ptrdiff_t 
     const slm_impl *p = get();
     (p->matmul_kq ? p->matmul_kq : slm_kq_portable)(wt, w, rb, r0, r1, x, y, ys);
 }
-int slm_preferred_layout(void) { return get()->matmul_tile16 ? SLM_LAYOUT_TILE16 : SLM_LAYOUT_ROWS; }
+int slm_preferred_layout(void) { return get()->layout; }
 void slm_matmul_tile16(int wtype, const void *w, ptrdiff_t rb, ptrdiff_t rows, ptrdiff_t r0, ptrdiff_t r1,
                        const slm_q8_acts *x, float *y, ptrdiff_t ys) {
-    if (!(r0 < r1 && x->tokens > 0)) return;
-    const slm_impl *p = get();
-    (p->matmul_tile16 ? p->matmul_tile16 : portable_tile16)(internal_type(wtype), w, rb, rows, r0, r1, x, y, ys);
+    if (r0 < r1 && x->tokens > 0) get()->matmul_tile16(internal_type(wtype), w, rb, rows, r0, r1, x, y, ys);
 }
 float slm_dot_f16(const float *q, const uint16_t *k, ptrdiff_t n) { return get()->dot_f16(q, k, n); }
 void slm_axpy_f16(float a, const uint16_t *v, float *y, ptrdiff_t n) { get()->axpy_f16(a, v, y, n); }
@@ -288,13 +293,12 @@ void slm_f32_to_f16(const float *x, uint16_t *out, ptrdiff_t n) { get()->to_f16(
 void slm_round_f16(float *y, ptrdiff_t n) { get()->scale_round_f16(y, 1.0f, n); }
 
 void slm_quantize_q8(const float *x, ptrdiff_t cols, int8_t *qs, float *d, float *s, int32_t *isum) {
-    const slm_impl *p = get();
-    (p->quantize_q8 ? p->quantize_q8 : portable_quantize_q8)(x, cols, qs, d, s, isum);
+    get()->quantize_q8(x, cols, qs, d, s, isum);
 }
 
 /* Online softmax over positions 0..n-1, the value accumulator rounded to f16 after every
- * update: the numerics of llama.cpp's CPU flash attention with an f16 cache. Paths with a
- * fused head (attn_f16) reproduce this loop bit for bit given their own dot_f16. */
+ * update: the numerics of llama.cpp's CPU flash attention with an f16 cache. Every path's
+ * attn_f16 reproduces this loop bit for bit given its own dot_f16 (the portable one is it). */
 void slm_attn_f16_generic(const slm_impl *p, const float *q, const uint16_t *k, const uint16_t *v, ptrdiff_t stride,
                           ptrdiff_t n, ptrdiff_t d, float scale, float *out) {
     for (ptrdiff_t i = 0; i < d; i++) out[i] = 0.0f;
@@ -318,7 +322,5 @@ void slm_attn_f16_generic(const slm_impl *p, const float *q, const uint16_t *k, 
 
 void slm_attn_f16(const float *q, const uint16_t *k, const uint16_t *v, ptrdiff_t stride, ptrdiff_t n,
                   ptrdiff_t d, float scale, float *out) {
-    const slm_impl *p = get();
-    if (p->attn_f16) p->attn_f16(q, k, v, stride, n, d, scale, out);
-    else slm_attn_f16_generic(p, q, k, v, stride, n, d, scale, out);
+    get()->attn_f16(q, k, v, stride, n, d, scale, out);
 }

@@ -153,14 +153,14 @@ static void neon_attn_f16(const float *q, const uint16_t *k, const uint16_t *v, 
 #endif
 
 /* The f16 helpers, the quantizer and the attention head need no dot product: both paths
- * share them. The dot-product path reads the tile16 layout with SDOT by element (so it
- * prefers it); plain NEON has no tile16 kernel and prefers the row layout. */
+ * share them. Both read the tile16 layout with plain loads (arm_tile.h), so both prefer it. */
 const slm_impl slm_impl_neon = {
     .id = SLM_PATH_NEON, .name = "arm64-neon",
     .q4_1 = neon_q4_1, .q4_0 = neon_q4_0, .q8_0 = neon_q8_0,
     .dot_f16 = neon_dot_f16, .axpy_f16 = neon_axpy_f16, .to_f16 = neon_to_f16,
     .scale_round_f16 = neon_scale_round_f16, .mad_round_f16 = neon_mad_round_f16,
-    .quantize_q8 = neon_quantize_q8, .attn_f16 = neon_attn_f16, .matmul_kq = neon_matmul_kq,
+    .quantize_q8 = neon_quantize_q8, .attn_f16 = neon_attn_f16, .matmul_tile16 = neon_matmul_tile16,
+    .matmul_kq = neon_matmul_kq, .layout = SLM_LAYOUT_TILE16,
 };
 const slm_impl slm_impl_neon_dotprod = {
     .id = SLM_PATH_NEON_DOTPROD, .name = "arm64-neon-dotprod",
@@ -168,7 +168,7 @@ const slm_impl slm_impl_neon_dotprod = {
     .dot_f16 = neon_dot_f16, .axpy_f16 = neon_axpy_f16, .to_f16 = neon_to_f16,
     .scale_round_f16 = neon_scale_round_f16, .mad_round_f16 = neon_mad_round_f16,
     .quantize_q8 = neon_quantize_q8, .attn_f16 = neon_attn_f16, .matmul_tile16 = dotprod_matmul_tile16,
-    .matmul_kq = dotprod_matmul_kq,
+    .matmul_kq = dotprod_matmul_kq, .layout = SLM_LAYOUT_TILE16,
 };
 
 #endif /* __aarch64__ */

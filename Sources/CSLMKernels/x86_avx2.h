@@ -131,4 +131,116 @@ static void FN(q8_0)(const void *w, ptrdiff_t rb, ptrdiff_t r0, ptrdiff_t r1, co
     FN(matmul)(SLM_T_Q8_0, w, rb, r0, r1, x, y, ys);
 }
 
+/* ---- tile16 layout (slm_kernels.h): plain loads, no gathers ----
+ * The 32 bytes at quants + 64c + 32g of a tile's block are quant dword c of rows 8g..8g+7,
+ * one row per 32-bit lane. vpmaddubsw against activation bytes 4k..4k+3 broadcast to every
+ * lane multiplies each row's 4 weights by the same 4 activations and adds them in pairs
+ * (int16); 8 such products summed in int16 and one vpmaddwd by 1 leave lane i = row i's
+ * block dot, with no transpose or horizontal adds. Exact: a Q4 pair is at most
+ * 2 * 15 * 128 = 3840 in magnitude, 8 of them 30720 < 2^15. Q8_0 weights are split into
+ * the nibbles of w + 128 (u8), so sumi = 16 * dot(hi, x) + dot(lo, x) - 128 * isum, each
+ * nibble dot exact as for Q4: vpmaddubsw on the int8 weights themselves could saturate.
+ * The float chain per (row, token) is FN(tile)'s, so results are bit-identical to it. */
+
+static SLM_ALWAYS_INLINE __m256i FN(bcast4)(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+
+/* Sum over k of maddubs(w[k], x bytes 4k..4k+3), int16, in two chains for latency. */
+static SLM_ALWAYS_INLINE __m256i FN(t16_dot16)(const __m256i w[8], const int8_t *xq) {
+    __m256i s0 = _mm256_maddubs_epi16(w[0], FN(bcast4)(xq)), s1 = _mm256_maddubs_epi16(w[1], FN(bcast4)(xq + 4));
+    for (int k = 2; k < 8; k += 2) {
+        s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(w[k], FN(bcast4)(xq + 4 * k)));
+        s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(w[k + 1], FN(bcast4)(xq + 4 * k + 4)));
+    }
+    return _mm256_add_epi16(s0, s1);
+}
+
+static SLM_ALWAYS_INLINE void FN(t16_tile)(int type, int T, int G, const uint8_t *tile, int g0, int lo, int hi,
+                                           const slm_q8_acts *x, ptrdiff_t t0, float *y, ptrdiff_t ys) {
+    const ptrdiff_t nb = x->cols / SLM_QK, cols = x->cols;
+    const ptrdiff_t tb_bytes = (ptrdiff_t)SLM_TILE * slm_block_bytes(type), qoff = slm_tile16_quants(type);
+    const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+    __m256 acc[2][4], accm[2][4];  /* [group][token] */
+    for (int gi = 0; gi < G; gi++)
+        for (int t = 0; t < T; t++) acc[gi][t] = accm[gi][t] = _mm256_setzero_ps();
+    /* Q4_1's min-term chains need no quants: with several tokens, run them in a sweep of
+     * their own (the same fmas in the same order per (row, token)) so that the main loop
+     * keeps 8 weight vectors and T accumulators in the 16 registers without spilling. */
+    const int split_m = type == SLM_T_Q4_1 && T > 1;
+    if (split_m) {
+        for (ptrdiff_t b = 0; b < nb; b++)
+            for (int gi = 0; gi < G; gi++) {
+                const __m256 mw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(tile + b * tb_bytes + 32 + 16 * (g0 + gi))));
+                for (int t = 0; t < T; t++)
+                    accm[gi][t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(x->s[(t0 + t) * nb + b]), accm[gi][t]);
+            }
+    }
+
+    for (ptrdiff_t b = 0; b < nb; b++) {
+        const uint8_t *blk = tile + b * tb_bytes;
+        for (int gi = 0; gi < G; gi++) {
+            const int g = g0 + gi;
+            const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16 * g)));
+            const __m256 mw = type == SLM_T_Q4_1 && !split_m
+                                  ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 32 + 16 * g)))
+                                  : _mm256_setzero_ps();
+            const uint8_t *q = blk + qoff + 32 * g;
+            /* Q4: w[c] = low nibbles (elements 4c..), w[4 + c] = high nibbles (16 + 4c..);
+             * Q8: wl/wh[c] = low/high nibbles of bytes 4c.. + 128. w[k] pairs with x bytes 4k... */
+            __m256i w[8], wh[8];
+            if (type == SLM_T_Q8_0) {
+                const __m256i bias = _mm256_set1_epi8((char)0x80);
+                for (int c = 0; c < 8; c++) {
+                    const __m256i v = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(q + 64 * c)), bias);
+                    w[c] = _mm256_and_si256(v, m4);
+                    wh[c] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                }
+            } else {
+                for (int c = 0; c < 4; c++) {
+                    const __m256i v = _mm256_loadu_si256((const __m256i *)(q + 64 * c));
+                    w[c] = _mm256_and_si256(v, m4);
+                    w[4 + c] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                }
+            }
+            for (int t = 0; t < T; t++) {
+                const ptrdiff_t tb = (t0 + t) * nb + b;
+                const int8_t *xq = x->qs + (t0 + t) * cols + b * SLM_QK;
+                __m256i sumi = _mm256_madd_epi16(FN(t16_dot16)(w, xq), ones);
+                if (type == SLM_T_Q8_0) {
+                    const __m256i sh = _mm256_madd_epi16(FN(t16_dot16)(wh, xq), _mm256_set1_epi16(16));
+                    sumi = _mm256_sub_epi32(_mm256_add_epi32(sumi, sh), _mm256_set1_epi32(x->isum[tb] * 128));
+                } else if (type == SLM_T_Q4_0) {
+                    sumi = _mm256_sub_epi32(sumi, _mm256_set1_epi32(8 * x->isum[tb]));
+                }
+                const __m256 dd = _mm256_mul_ps(dw, _mm256_set1_ps(x->d[tb]));
+                acc[gi][t] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(sumi), acc[gi][t]);
+                if (type == SLM_T_Q4_1 && !split_m) accm[gi][t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(x->s[tb]), accm[gi][t]);
+            }
+        }
+    }
+    for (int gi = 0; gi < G; gi++) {
+        const int r = SLM_ROWS * (g0 + gi);
+        __m256i keep = _mm256_set1_epi32(-1);
+        if (r < lo || r + SLM_ROWS > hi) {  /* rows of the group outside [lo, hi): never stored */
+            const __m256i i = _mm256_add_epi32(_mm256_set1_epi32(r), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+            keep = _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(lo), i),
+                                       _mm256_cmpgt_epi32(_mm256_set1_epi32(hi), i));
+        }
+        for (int t = 0; t < T; t++) {
+            const __m256 v = type == SLM_T_Q4_1 ? _mm256_add_ps(acc[gi][t], accm[gi][t]) : acc[gi][t];
+            if (r >= lo && r + SLM_ROWS <= hi) _mm256_storeu_ps(y + (t0 + t) * ys + r, v);
+            else _mm256_maskstore_ps(y + (t0 + t) * ys + r, keep, v);
+        }
+    }
+}
+
+#define SLM_TD_GROUP SLM_ROWS
+#define SLM_TD_TMAX 4
+#include "tile_driver.h"
+#undef SLM_TD_GROUP
+#undef SLM_TD_TMAX
+
 #undef SLM_ROWS

@@ -132,8 +132,12 @@ static SLM_ALWAYS_INLINE __m512i vnni_bcast4(const int8_t *p) {
     return _mm512_set1_epi32(v);
 }
 
-static SLM_ALWAYS_INLINE void vnni_tile16(int type, int T, const uint8_t *tile, ptrdiff_t row_bytes, __mmask16 keep,
-                                          const slm_q8_acts *x, ptrdiff_t t0, float *y, ptrdiff_t ys) {
+/* The tile driver's kernel (tile_driver.h): one group of 16 rows, so G = 1 and g0 = 0. */
+static SLM_ALWAYS_INLINE void vnni_t16_tile(int type, int T, int G, const uint8_t *tile, int g0, int lo, int hi,
+                                            const slm_q8_acts *x, ptrdiff_t t0, float *y, ptrdiff_t ys) {
+    (void)G;
+    (void)g0;
+    const __mmask16 keep = (__mmask16)(((1u << hi) - 1u) & ~((1u << lo) - 1u));
     const ptrdiff_t nb = x->cols / SLM_QK, cols = x->cols;
     const ptrdiff_t tb_bytes = (ptrdiff_t)SLM_TILE * slm_block_bytes(type);  /* one block of the tile */
     const ptrdiff_t qoff = slm_tile16_quants(type);
@@ -159,7 +163,6 @@ static SLM_ALWAYS_INLINE void vnni_tile16(int type, int T, const uint8_t *tile, 
                 w[4 + c] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
             }
         }
-        (void)row_bytes;
         for (int t = 0; t < T; t++) {
             const ptrdiff_t tb = (t0 + t) * nb + b;
             const int8_t *xq = x->qs + (t0 + t) * cols + b * SLM_QK;
@@ -185,32 +188,13 @@ static SLM_ALWAYS_INLINE void vnni_tile16(int type, int T, const uint8_t *tile, 
 
 /* Whole tiles overlapping [r_begin, r_end) are computed in full and stored through a lane
  * mask (a range that starts or ends mid-tile recomputes the other rows, never stores them);
- * rows past the last whole tile are in row layout and go through vnni_tile. */
-static SLM_ALWAYS_INLINE void vnni_matmul_tile16_t(int type, const void *w, ptrdiff_t row_bytes, ptrdiff_t rows,
-                                                   ptrdiff_t r_begin, ptrdiff_t r_end, const slm_q8_acts *x,
-                                                   float *y, ptrdiff_t ys) {
-    const ptrdiff_t full = rows / SLM_TILE * SLM_TILE;
-    for (ptrdiff_t r0 = r_begin / SLM_TILE * SLM_TILE; r0 < r_end && r0 < full; r0 += SLM_TILE) {
-        const ptrdiff_t lo = r_begin > r0 ? r_begin - r0 : 0, hi = r_end - r0 < SLM_TILE ? r_end - r0 : SLM_TILE;
-        const __mmask16 keep = (__mmask16)(((1u << hi) - 1u) & ~((1u << lo) - 1u));
-        const uint8_t *tile = (const uint8_t *)w + r0 * row_bytes;
-        ptrdiff_t t = 0;
-        for (; t + 8 <= x->tokens; t += 8) vnni_tile16(type, 8, tile, row_bytes, keep, x, t, y + r0, ys);
-        if (x->tokens - t >= 4) { vnni_tile16(type, 4, tile, row_bytes, keep, x, t, y + r0, ys); t += 4; }
-        if (x->tokens - t >= 2) { vnni_tile16(type, 2, tile, row_bytes, keep, x, t, y + r0, ys); t += 2; }
-        if (x->tokens - t == 1) vnni_tile16(type, 1, tile, row_bytes, keep, x, t, y + r0, ys);
-    }
-    const ptrdiff_t tail = r_begin > full ? r_begin : full;
-    if (tail < r_end) vnni_matmul(type, w, row_bytes, tail, r_end, x, y, ys);
-}
-
-static void vnni_matmul_tile16(int type, const void *w, ptrdiff_t rb, ptrdiff_t rows, ptrdiff_t r0, ptrdiff_t r1,
-                               const slm_q8_acts *x, float *y, ptrdiff_t ys) {
-    switch (type) {
-    case SLM_T_Q4_1: vnni_matmul_tile16_t(SLM_T_Q4_1, w, rb, rows, r0, r1, x, y, ys); break;
-    case SLM_T_Q4_0: vnni_matmul_tile16_t(SLM_T_Q4_0, w, rb, rows, r0, r1, x, y, ys); break;
-    default: vnni_matmul_tile16_t(SLM_T_Q8_0, w, rb, rows, r0, r1, x, y, ys); break;
-    }
-}
+ * rows past the last whole tile are in row layout and go through vnni_matmul. */
+#define FN(name) vnni_##name
+#define SLM_TD_GROUP SLM_ROWS16
+#define SLM_TD_TMAX 8
+#include "tile_driver.h"
+#undef SLM_TD_GROUP
+#undef SLM_TD_TMAX
+#undef FN
 
 #undef SLM_ROWS16

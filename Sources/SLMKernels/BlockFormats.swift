@@ -98,7 +98,7 @@ public struct KernelError: Error, CustomStringConvertible, Sendable {
 public enum WeightLayout: Sendable, Equatable {
     /// ggml's: row r at base + r·rowBytes, its blocks in order (what a GGUF file holds).
     case rows
-    /// A permutation of `.rows` for the AVX-512 and ARM dot-product kernels (see slm_kernels.h): each whole
+    /// A permutation of `.rows` for the SIMD kernels (see slm_kernels.h): each whole
     /// 16-row tile keeps its bytes' place, but inside it block b of the 16 rows is stored
     /// together: their 16 f16 d (and m), then the quants with dword c of tile row i at
     /// 64·c + 4·i. Rows past the last whole tile stay in `.rows` order.

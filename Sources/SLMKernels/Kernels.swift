@@ -43,9 +43,9 @@ public enum Kernels {
         }
     }
 
-    /// The layout the active path reads fastest (`.tile16` on x86-avx512vnni and
-    /// arm64-neon-dotprod). Every path
-    /// computes either layout, bit-identically; only the speed differs.
+    /// The layout the active path reads fastest (`.tile16` on every SIMD path: x86-avx512vnni,
+    /// x86-avx2, arm64-neon-dotprod, arm64-neon; `.rows` on portable-c). Every path computes
+    /// either layout, bit-identically; only the speed differs.
     public static var preferredLayout: WeightLayout {
         slm_preferred_layout() == Int32(SLM_LAYOUT_TILE16) ? .tile16 : .rows
     }

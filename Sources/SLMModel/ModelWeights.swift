@@ -12,7 +12,7 @@ public enum WeightsLayout: String, Sendable, CaseIterable, CustomStringConvertib
     /// between processes, reclaimable under memory pressure, nothing copied.
     case mapped
     /// Copied once at load into the layout the active kernel path reads fastest (tile16 on
-    /// x86-avx512vnni and arm64-neon-dotprod, see `WeightLayout`), in anonymous memory (RssAnon, about the size
+    /// every SIMD path, see `WeightLayout`), in anonymous memory (RssAnon, about the size
     /// of the weights); the copied ranges of the mapping are dropped. Falls back to
     /// `mapped` on paths that read the row layout fastest anyway.
     case repacked

@@ -15,7 +15,7 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "Compute threads (default: online cores).")
     var threads: Int?
 
-    @Option(name: .long, help: "mapped: use the quantized weights in place in the file mapping; repacked: permute them into the kernels' preferred layout (faster on AVX-512 VNNI and ARM dot-product CPUs; kept in --repack-cache-dir, else in anonymous memory; elsewhere the same as mapped).")
+    @Option(name: .long, help: "mapped: use the quantized weights in place in the file mapping; repacked: permute them into the kernels' preferred layout (faster on every SIMD kernel path: AVX-512 VNNI, AVX2, NEON; kept in --repack-cache-dir, else in anonymous memory; on the portable path the same as mapped).")
     var weightsLayout: WeightsLayout = .repacked
 
     @Option(name: .long, help: "Directory for the repacked weights' cache file (default: $SLMD_CACHE_DIR; none: anonymous memory).")

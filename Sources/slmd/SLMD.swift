@@ -7,8 +7,8 @@ struct SLMD: ParsableCommand {
         commandName: "slmd",
         abstract: "Small-language-model daemon and offline model tools.",
         discussion: """
-            The offline tools load the model from its GGUF file (memory-mapped; on AVX-512 \
-            VNNI and ARM dot-product CPUs the weights are repacked for the kernels unless --weights-layout \
+            The offline tools load the model from its GGUF file (memory-mapped; on every SIMD \
+            kernel path (AVX-512 VNNI, AVX2, NEON) the weights are repacked for the kernels unless --weights-layout \
             mapped, into $SLMD_CACHE_DIR or --repack-cache-dir if given, else into memory) \
             and run on this machine only.
             Default model: $SLMD_MODEL, else $SLMD_MODEL_DIR (default \

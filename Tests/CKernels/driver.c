@@ -8,6 +8,8 @@
  *                   generic loop over the path's own helpers. Prints "N passed, N failed".
  *   driver bench [path-id]   decode (1 token) GB/s of weights and prefill (128 tokens) GOP/s per
  *                   path. Meaningless under qemu.
+ *   driver layer PATH-ID TOKENS   one layer's Q4_1 matmuls at the default model's shapes, row
+ *                   layout against tile16, fastest of 15 timings. Meaningless under qemu.
  */
 #define _POSIX_C_SOURCE 199309L
 #include "slm_kernels.h"
@@ -455,8 +457,19 @@ static void bench(int only) {
             ptrdiff_t rb = cols / 32 * block_bytes[type];
             uint8_t *w = malloc((size_t)rows * rb);
             fill_weights(type, w, rows, cols);
+            /* Normal scales only: the tests' subnormal and zero scales would time the CPU's
+             * denormal assists (many times slower on some x86 cores), not the kernels. */
+            for (ptrdiff_t b = 0; b < (ptrdiff_t)rows * cols / 32; b++) {
+                const uint16_t d = (uint16_t)(0x1800 | (rnd() & 0x3ff));
+                memcpy(w + b * block_bytes[type], &d, 2);
+                if (type == 0) memcpy(w + b * block_bytes[type] + 2, &d, 2);
+            }
             acts A;
             make_acts(&A, tokens, cols);
+            for (ptrdiff_t i = 0; i < (ptrdiff_t)tokens * cols / 32; i++) {
+                A.d[i] = 0.01f + (float)(rnd() % 100) * 1e-4f;
+                A.s[i] = A.d[i] * (float)A.isum[i];
+            }
             float *y = malloc(sizeof(float) * rows * tokens);
             double bytes = (double)rows * rb, ops = 2.0 * rows * cols * tokens;
             int reps = (int)(2e7 / ops) + 1;
@@ -509,7 +522,54 @@ static void bench(int only) {
     slm_kernels_force(SLM_PATH_AUTO);
 }
 
+/* One layer's seven Q4_1 matmuls of the default model (q, o: 576x576; k, v: 192x576; gate,
+ * up: 1536x576; down: 576x1536) for `tokens` tokens on `path`, in the row layout and in
+ * tile16: the fastest of 15 timings each, which is what survives a machine shared with
+ * other jobs (a median there measures the other jobs). */
+static void bench_layer(int path, int tokens) {
+    static const struct { int rows, cols, n; } sh[] = {{576, 576, 2}, {192, 576, 2}, {1536, 576, 2}, {576, 1536, 1}};
+    if (!slm_kernels_force(path)) { printf("path %d not supported here\n", path); return; }
+    double total[2] = {0, 0};
+    for (int tiled = 0; tiled < 2; tiled++)
+        for (size_t k = 0; k < sizeof sh / sizeof *sh; k++) {
+            const int rows = sh[k].rows, cols = sh[k].cols;
+            const ptrdiff_t rb = cols / 32 * block_bytes[0];
+            uint8_t *w = malloc((size_t)rows * rb), *wt = malloc((size_t)rows * rb);
+            fill_weights(0, w, rows, cols);
+            for (ptrdiff_t b = 0; b < (ptrdiff_t)rows * cols / 32; b++) {  /* normal scales, as in bench() */
+                const uint16_t d = (uint16_t)(0x1800 | (rnd() & 0x3ff));
+                memcpy(w + b * block_bytes[0], &d, 2);
+                memcpy(w + b * block_bytes[0] + 2, &d, 2);
+            }
+            slm_repack_tile16(SLM_WTYPE_Q4_1, w, wt, rb, rows);
+            acts A;
+            make_acts(&A, tokens, cols);
+            for (ptrdiff_t i = 0; i < (ptrdiff_t)tokens * cols / 32; i++) {
+                A.d[i] = 0.01f + (float)(rnd() % 100) * 1e-4f;
+                A.s[i] = A.d[i] * (float)A.isum[i];
+            }
+            float *y = malloc(sizeof(float) * rows * tokens);
+            const int reps = (int)(3e6 / ((double)rows * cols * tokens)) + 1;
+            double best = 1e30;
+            for (int k2 = 0; k2 < 15; k2++) {
+                const double t0 = now();
+                for (int r = 0; r < reps; r++) {
+                    if (tiled) slm_matmul_tile16(SLM_WTYPE_Q4_1, wt, rb, rows, 0, rows, &A.a, y, rows);
+                    else slm_matmul_q4_1(w, rb, 0, rows, &A.a, y, rows);
+                }
+                const double t = (now() - t0) / reps;
+                if (t < best) best = t;
+            }
+            total[tiled] += best * sh[k].n;
+            free(w); free(wt); free(y); free_acts(&A);
+        }
+    printf("%s Q4_1 layer, %d tokens: rows %.1f us, tile16 %.1f us (%.2fx)\n", slm_kernels_path(), tokens, total[0] * 1e6,
+           total[1] * 1e6, total[0] / total[1]);
+    slm_kernels_force(SLM_PATH_AUTO);
+}
+
 int main(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "bench") == 0) { bench(argc > 2 ? atoi(argv[2]) : 0); return 0; }
+    if (argc > 3 && strcmp(argv[1], "layer") == 0) { bench_layer(atoi(argv[2]), atoi(argv[3])); return 0; }
     return test_paths();
 }

@@ -38,10 +38,13 @@ final class RepackedWeightsTests: XCTestCase {
         XCTAssertEqual(try lastLogits(repacked, threads: 1, prompt: prompt, batched: false), reference)
         XCTAssertEqual(try lastLogits(repacked, threads: 2, prompt: prompt, batched: true), reference)
         XCTAssertEqual(try lastLogits(repacked, threads: 2, prompt: prompt, batched: false), reference)
-        // The same repacked matrices through the scalar tile16 fallback (another path).
-        XCTAssertEqual(slm_kernels_force(Int32(SLM_PATH_AVX2)), 1)
-        XCTAssertEqual(try lastLogits(repacked, threads: 2, prompt: Array(prompt.prefix(4)), batched: true),
-                       try lastLogits(mapped, threads: 2, prompt: Array(prompt.prefix(4)), batched: true))
+        // The same repacked matrices through the other paths' tile16 kernels (AVX2's, and
+        // the scalar one of portable-c), against the row layout on the same path.
+        for other in [SLM_PATH_AVX2, SLM_PATH_PORTABLE] where slm_kernels_supported(Int32(other)) == 1 {
+            XCTAssertEqual(slm_kernels_force(Int32(other)), 1)
+            XCTAssertEqual(try lastLogits(repacked, threads: 2, prompt: Array(prompt.prefix(4)), batched: true),
+                           try lastLogits(mapped, threads: 2, prompt: Array(prompt.prefix(4)), batched: true), "\(Kernels.path)")
+        }
     }
 
     /// The copy is anonymous memory of about the weights' size, and the mapped originals are

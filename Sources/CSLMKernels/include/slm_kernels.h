@@ -118,16 +118,18 @@ void slm_matmul_kq(int wtype, const void *w, ptrdiff_t row_bytes, ptrdiff_t row_
  *     then the quants, 16 * quant_bytes: dword c of row i (quant bytes 4c..4c+3, in the
  *     block's own order) at quants + 64 * c + 4 * i
  * so vector c lane i = row i, and one vpdpbusd against 4 broadcast activation bytes yields
- * per-row partial sums with no transpose; on ARM, 16 bytes at quants + 64 * c + 16 * g are
- * rows 4g..4g+3 and one SDOT by element does the same for 4 rows (arm64-neon-dotprod reads
- * this layout too). Rows past the last whole tile keep the row layout.
+ * per-row partial sums with no transpose. The other paths read the same layout in narrower
+ * slices: on AVX2, 32 bytes at quants + 64 * c + 32 * h are rows 8h..8h+7 (vpmaddubsw
+ * against 4 broadcast activation bytes); on ARM, 16 bytes at quants + 64 * c + 16 * g are
+ * rows 4g..4g+3 (one SDOT by element, or SMLAL against replicated activation bytes without
+ * dot products). Rows past the last whole tile keep the row layout.
  * Values are those of ggml's type ids, like WeightType in Swift. */
 enum { SLM_WTYPE_Q4_0 = 2, SLM_WTYPE_Q4_1 = 3, SLM_WTYPE_Q8_0 = 8 };
 enum { SLM_LAYOUT_ROWS = 0, SLM_LAYOUT_TILE16 = 1 };
 
-/* The layout the active path reads fastest: TILE16 on x86-avx512vnni and arm64-neon-dotprod,
- * else ROWS. Every path
- * computes TILE16 matrices correctly (a scalar fallback where it has no tile kernel). */
+/* The layout the active path reads fastest: TILE16 on every SIMD path (x86-avx512vnni,
+ * x86-avx2, arm64-neon-dotprod, arm64-neon), ROWS on portable-c. Every path computes both
+ * layouts, bit-identically. */
 int slm_preferred_layout(void);
 /* dst (rows * row_bytes bytes, not overlapping src) = the tile16 permutation of src. */
 void slm_repack_tile16(int wtype, const void *src, void *dst, ptrdiff_t row_bytes, ptrdiff_t rows);

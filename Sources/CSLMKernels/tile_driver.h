@@ -1,0 +1,63 @@
+/* The tile16 row/token tiling loop, shared by every SIMD path (x86_avx2.h, x86_avx512.h,
+ * arm_tile.h). Included inside an ISA's target region after that ISA defines:
+ *
+ *   SLM_TD_GROUP       rows per group: the rows one float vector holds (8 on AVX2, 16 on
+ *                      AVX-512, 4 on NEON); divides SLM_TILE.
+ *   SLM_TD_TMAX        the widest token tile (4 or 8): the kernel keeps that many tokens'
+ *                      accumulators per group in registers.
+ *   FN(t16_tile)(type, T, G, tile, g0, lo, hi, x, t0, y, ys)
+ *                      G groups from group g0 of one tile (tile = the tile's first byte) x
+ *                      T tokens from t0; stores only tile rows [lo, hi) (y points at the
+ *                      tile's row 0 of token 0). T and G are compile-time constants at every
+ *                      call below, so each (T, G) is its own fully unrolled copy.
+ *   FN(matmul)(type, w, row_bytes, r_begin, r_end, x, y, ys)
+ *                      the row-layout kernel, for the rows past the last whole tile.
+ *
+ * and defines FN(matmul_tile16)(type, ...), the slm_impl entry. The loop order is the GEMM
+ * one for prefill: a group's block is loaded and unpacked once per token tile, and the
+ * group's rows (a few KiB for the model's shapes) stay in L1 across its token tiles. A
+ * decode token (T = 1) over a whole tile runs all its groups in one pass, for independent
+ * chains. Numerics are the kernel's: tiling decides which lanes compute a (row, token),
+ * never how. */
+
+static SLM_ALWAYS_INLINE void FN(td_tokens)(int type, const uint8_t *tile, int g, int lo, int hi, const slm_q8_acts *x,
+                                            float *y, ptrdiff_t ys) {
+    ptrdiff_t t = 0;
+    for (; t + SLM_TD_TMAX <= x->tokens; t += SLM_TD_TMAX) FN(t16_tile)(type, SLM_TD_TMAX, 1, tile, g, lo, hi, x, t, y, ys);
+#if SLM_TD_TMAX > 4
+    if (x->tokens - t >= 4) { FN(t16_tile)(type, 4, 1, tile, g, lo, hi, x, t, y, ys); t += 4; }
+#endif
+    if (x->tokens - t >= 2) { FN(t16_tile)(type, 2, 1, tile, g, lo, hi, x, t, y, ys); t += 2; }
+    if (x->tokens - t == 1) FN(t16_tile)(type, 1, 1, tile, g, lo, hi, x, t, y, ys);
+}
+
+static SLM_ALWAYS_INLINE void FN(td_matmul)(int type, const void *w, ptrdiff_t row_bytes, ptrdiff_t rows,
+                                            ptrdiff_t r_begin, ptrdiff_t r_end, const slm_q8_acts *x, float *y,
+                                            ptrdiff_t ys) {
+    enum { NG = SLM_TILE / SLM_TD_GROUP };
+    const ptrdiff_t full = rows / SLM_TILE * SLM_TILE;
+    for (ptrdiff_t r0 = r_begin / SLM_TILE * SLM_TILE; r0 < r_end && r0 < full; r0 += SLM_TILE) {
+        const int lo = (int)(r_begin > r0 ? r_begin - r0 : 0), hi = (int)(r_end - r0 < SLM_TILE ? r_end - r0 : SLM_TILE);
+        const uint8_t *tile = (const uint8_t *)w + r0 * row_bytes;
+        if (NG > 1 && x->tokens == 1 && lo == 0 && hi == SLM_TILE) {
+            FN(t16_tile)(type, 1, NG, tile, 0, lo, hi, x, 0, y + r0, ys);
+            continue;
+        }
+        /* Groups wholly outside [lo, hi) are skipped; rows outside it inside a group are
+         * computed (the lanes exist anyway) but never stored. */
+        for (int g = lo / SLM_TD_GROUP; g < (hi + SLM_TD_GROUP - 1) / SLM_TD_GROUP; g++)
+            FN(td_tokens)(type, tile, g, lo, hi, x, y + r0, ys);
+    }
+    const ptrdiff_t tail = r_begin > full ? r_begin : full;
+    if (tail < r_end) FN(matmul)(type, w, row_bytes, tail, r_end, x, y, ys);
+}
+
+/* One instance per weight type, so `type` is a constant inside each. */
+static void FN(matmul_tile16)(int type, const void *w, ptrdiff_t rb, ptrdiff_t rows, ptrdiff_t r0, ptrdiff_t r1,
+                              const slm_q8_acts *x, float *y, ptrdiff_t ys) {
+    switch (type) {
+    case SLM_T_Q4_1: FN(td_matmul)(SLM_T_Q4_1, w, rb, rows, r0, r1, x, y, ys); break;
+    case SLM_T_Q4_0: FN(td_matmul)(SLM_T_Q4_0, w, rb, rows, r0, r1, x, y, ys); break;
+    default: FN(td_matmul)(SLM_T_Q8_0, w, rb, rows, r0, r1, x, y, ys); break;
+    }
+}
