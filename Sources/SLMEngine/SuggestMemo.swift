@@ -13,9 +13,9 @@
 struct SuggestMemo {
     /// Children kept per expansion: n (at most 8) plus 2 for suggestions that turn out equal.
     static let width = 10
-    /// The parent of a first token's path: the context itself (whose row is not stored here:
-    /// it comes with the context's KV from the prefix cache).
-    static let root: Int32 = -1
+    /// No entry: the parent of a first token's path on a fresh memo, the context itself
+    /// (whose row is not stored here: it comes with the context's KV from the prefix cache).
+    static let contextRow: Int32 = -1
     /// Bounds memory (each entry ~150 bytes): a search adds at most ~2·(n + 2)·max_tokens + n + 2
     /// entries, so a word's keystrokes fit with the default options.
     static let maxEntries = 2048
@@ -36,6 +36,9 @@ struct SuggestMemo {
     }
 
     private(set) var context: [Int32] = []
+    /// The parent of a first token's path: `contextRow`, or the entry of the path the
+    /// context grew by when it was re-rooted (see `begin`).
+    private(set) var root: Int32 = SuggestMemo.contextRow
     private var index: [Key: Int32] = [:]
     private(set) var entries: [Entry] = []
     private(set) var tokens: [Int32] = []
@@ -48,13 +51,31 @@ struct SuggestMemo {
     /// Starts a search on `context`: keeps the entries when the context is the one they
     /// were computed on and `room` more fit, else forgets them (never during a search:
     /// the search's nodes hold entry indices).
+    ///
+    /// When the context is the old one grown by a path this memo expanded (the user typed
+    /// the word that was suggested, then a space), that path's entry becomes the root: its
+    /// subtree holds rows of exactly the token sequences the new search asks for, so the
+    /// first keystroke of the next word replays them instead of recomputing ~2 of its 3
+    /// passes. Entries outside the subtree become unreachable and stay until the next reset.
     mutating func begin(context: [Int32], room: Int) {
         search &+= 1
-        if self.context != context || entries.count + room > Self.maxEntries { reset(context: context) }
+        if entries.count + room > Self.maxEntries { return reset(context: context) }
+        if self.context == context { return }
+        guard context.count > self.context.count, context.starts(with: self.context) else {
+            return reset(context: context)
+        }
+        var e = root
+        for t in context[self.context.count...] {
+            guard let child = lookup(parent: e, token: t) else { return reset(context: context) }
+            e = child
+        }
+        self.context = context
+        root = e
     }
 
     mutating func reset(context: [Int32]) {
         self.context = context
+        root = Self.contextRow
         index.removeAll(keepingCapacity: true)
         entries.removeAll(keepingCapacity: true)
         tokens.removeAll(keepingCapacity: true)

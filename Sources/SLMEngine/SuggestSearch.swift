@@ -103,7 +103,7 @@ struct SuggestNode {
     /// The node one token shorter, or −1 for a first token.
     var parent: Int32
     var token: Int32
-    /// The memo entry of the parent's path (`SuggestMemo.root` for a first token).
+    /// The memo entry of the parent's path (`suggestMemo.root` for a first token).
     var memoParent: Int32
     /// This path's memo entry once its row is known, else −1.
     var memo: Int32 = -1
@@ -437,7 +437,7 @@ extension Engine {
             let lp = Double(logit) - logZ
             guard lp >= floor else { break }  // best first: the rest are lower
             var rest = tokenBytes[Int(id)].dropFirst(heal.count)
-            var node = SuggestNode(parent: -1, token: id, memoParent: SuggestMemo.root, logprob: lp, depth: 1,
+            var node = SuggestNode(parent: -1, token: id, memoParent: suggestMemo.root, logprob: lp, depth: 1,
                                    words: 0, inWord: false, hasText: !rest.isEmpty, complete: false)
             if word {
                 // A word: the rest of the healed word, or (after a space) a whole new one.

@@ -5,16 +5,34 @@ import Glibc
 import Darwin
 #endif
 
-/// A fixed set of persistent compute threads that run one parallel region at a time.
+/// A fixed set of persistent compute threads that run one parallel region at a time,
+/// each region a list of chunks that the threads claim from a shared counter.
 ///
-/// The calling thread is worker 0, so `threadCount` threads compute and only
+/// The calling thread is thread 0, so `threadCount` threads compute and only
 /// `threadCount - 1` are ever created, all at init: none per request or per token.
+///
+/// Why chunks are claimed instead of handed out: on a 2-core board the daemon shares its
+/// cores with the UI it serves. With fixed slices, a worker the kernel has descheduled holds
+/// its slice until it runs again, and the step waits for it (measured on Zen 1 with a niced
+/// hog on one core: 2 threads decoded slower than 1). Here the caller opens a region and
+/// starts claiming chunks at once; a worker joins only if it arrives while the region is
+/// open, and the caller waits only for chunks already claimed. A worker that never got the
+/// CPU costs nothing; one preempted mid-chunk costs at most that chunk.
+///
+/// Which thread computes a chunk never changes how it is computed: callers give each chunk
+/// a fixed range of rows, and per-thread scratch is indexed by the `thread` argument.
+///
 /// Workers wait for the next region by spinning briefly, then yielding, then sleeping on a
-/// condition variable. Pure spinning collapses on a 2-core board when another process
-/// takes a core; pure sleeping costs a futex round trip per region, ~150 regions a token.
+/// condition variable. Pure spinning burns the core another process needs; pure sleeping
+/// costs a futex round trip per region, ~150 regions a token.
 public final class ThreadPool: @unchecked Sendable {
-    /// Number of threads that execute each region (the caller included).
+    /// Most threads that execute a region (the caller included): the configured cap.
     public let threadCount: Int
+
+    /// Chunks per thread a region is cut into by `parallelFor`: enough that a late or
+    /// preempted thread leaves the rest to others, few enough that claiming (one atomic add
+    /// each) stays negligible beside a chunk's work.
+    public static let chunksPerThread = 4
 
     // Workers hold only `shared`, never the pool: a worker calling a method on the pool
     // itself would keep it alive (and its threads running) forever.
@@ -23,13 +41,26 @@ public final class ThreadPool: @unchecked Sendable {
     private let runLock = Mutex<Void>(())
 
     /// Spin iterations before yielding, and yields before sleeping.
-    private static let spinLimit = 20_000
-    private static let yieldLimit = 200
+    static let spinLimit = 20_000
+    static let yieldLimit = 200
 
     /// Creates `threads - 1` workers. `threads` is clamped to at least 1.
-    public init(threads: Int) {
+    public convenience init(threads: Int) {
+        self.init(threads: threads, hooks: Hooks())
+    }
+
+    /// Test seams: code run on worker threads (never the caller) at two points, to simulate
+    /// a worker the kernel deschedules before it joins a region or in the middle of a chunk.
+    struct Hooks: Sendable {
+        /// Before a worker tries to join the region it has seen open.
+        var beforeJoin: (@Sendable (_ thread: Int) -> Void)?
+        /// After a worker claimed a chunk, before it computes it.
+        var beforeChunk: (@Sendable (_ thread: Int, _ chunk: Int) -> Void)?
+    }
+
+    init(threads: Int, hooks: Hooks) {
         threadCount = max(1, threads)
-        shared = Shared()
+        shared = Shared(hooks: hooks)
         for index in 1..<threadCount {
             let box = Unmanaged.passRetained(WorkerStart(shared: shared, index: index))
             var tid = pthread_t()
@@ -57,39 +88,56 @@ public final class ThreadPool: @unchecked Sendable {
         init(shared: Shared, index: Int) { self.shared = shared; self.index = index }
     }
 
-    /// Runs `body(threadIndex)` once on every thread (index 0 is the caller) and returns
-    /// when all have finished. Regions from different callers are serialised.
-    public func run(_ body: (Int) -> Void) {
-        if threadCount == 1 { body(0); return }
+    /// Runs `body(thread, chunk)` exactly once for every chunk in `0..<chunks`, on whichever
+    /// thread claims it (`thread` in `0..<threadCount`, 0 is the caller; a thread may run
+    /// many chunks or none), and returns when all have finished. Regions from different
+    /// callers are serialised.
+    public func run(chunks: Int, _ body: (_ thread: Int, _ chunk: Int) -> Void) {
+        guard chunks > 0 else { return }
+        if threadCount == 1 || chunks == 1 {
+            for c in 0..<chunks { body(0, c) }
+            return
+        }
         runLock.withLock { _ in
             let shared = self.shared
             withoutActuallyEscaping(body) { escapable in
                 shared.job = escapable
-                shared.pending.store(threadCount - 1, ordering: .sequentiallyConsistent)
-                shared.generation.add(1, ordering: .sequentiallyConsistent)
+                shared.chunkCount = chunks
+                shared.next.store(0, ordering: .relaxed)
+                // Publishes job, chunkCount and next: a worker joins by a CAS on `state`
+                // that reads this store (or a later join in its release sequence).
+                shared.openRegion()
                 if shared.sleepers.load(ordering: .sequentiallyConsistent) > 0 {
                     pthread_mutex_lock(shared.mutex)
                     pthread_cond_broadcast(shared.cond)
                     pthread_mutex_unlock(shared.mutex)
                 }
-                escapable(0)
-                var spins = 0
-                while shared.pending.load(ordering: .acquiring) != 0 {
-                    spins += 1
-                    if spins > Self.spinLimit { sched_yield() }
-                }
+                shared.claimChunks(thread: 0)
+                shared.closeAndWait()
                 shared.job = nil
             }
         }
     }
 
-    /// Splits `0..<count` into `threadCount` contiguous chunks (multiples of `granule`
-    /// where possible) and runs `body(range)` on each thread's chunk.
-    public func parallelFor(_ count: Int, granule: Int = 1, _ body: (Range<Int>) -> Void) {
-        run { t in
-            let r = Self.chunk(count, part: t, of: threadCount, granule: granule)
-            if !r.isEmpty { body(r) }
+    /// Cuts `0..<count` into contiguous chunks of whole `granule`s (the last may be short),
+    /// at most `chunksPerThread` per thread, and runs `body(thread, range)` once per chunk.
+    /// The chunk boundaries depend on `count`, `granule` and `threadCount` only, never on
+    /// timing.
+    public func parallelFor(_ count: Int, granule: Int = 1,
+                            _ body: (_ thread: Int, _ range: Range<Int>) -> Void) {
+        let parts = chunkCount(count, granule: granule)
+        run(chunks: parts) { t, c in
+            let r = Self.chunk(count, part: c, of: parts, granule: granule)
+            if !r.isEmpty { body(t, r) }
         }
+    }
+
+    /// How many chunks `parallelFor` cuts `count` items of `granule` into.
+    public func chunkCount(_ count: Int, granule: Int = 1) -> Int {
+        guard count > 0 else { return 0 }
+        let g = max(1, granule)
+        let units = count / g + (count % g == 0 ? 0 : 1)
+        return threadCount == 1 ? 1 : min(units, threadCount * Self.chunksPerThread)
     }
 
     /// The `part`-th of `parts` near-equal contiguous chunks of `0..<count`.
@@ -101,18 +149,31 @@ public final class ThreadPool: @unchecked Sendable {
     }
 
     /// State shared by the caller of `run` and the workers.
+    ///
+    /// `state` packs the region's generation, whether it is open, and how many workers are
+    /// inside it, so that joining (only while open, only this generation) and closing are
+    /// single atomic operations: a worker can never enter a region the caller has already
+    /// closed, and the caller's wait covers every worker that did enter.
     private final class Shared: @unchecked Sendable {
-        // @unchecked: `job` is written only by the caller of `run` before the release-store
-        // of `generation` and read by workers after the matching acquire-load.
-        let generation = Atomic<Int>(0)
-        let pending = Atomic<Int>(0)
+        // @unchecked: `job` and `chunkCount` are written only by the caller of `run` before
+        // the release-store that opens a region, and read by workers after joining it (an
+        // acquiring CAS on `state`); they are cleared after every joined worker has left.
+        static let activeMask = 0xFFFF
+        static let openBit = 0x1_0000
+        static let generationUnit = 0x2_0000
+
+        let state = Atomic<Int>(0)
+        let next = Atomic<Int>(0)
         let sleepers = Atomic<Int>(0)
         let stopping = Atomic<Bool>(false)
-        var job: ((Int) -> Void)?
+        var job: ((Int, Int) -> Void)?
+        var chunkCount = 0
+        let hooks: Hooks
         let mutex: UnsafeMutablePointer<pthread_mutex_t>
         let cond: UnsafeMutablePointer<pthread_cond_t>
 
-        init() {
+        init(hooks: Hooks) {
+            self.hooks = hooks
             mutex = .allocate(capacity: 1)
             cond = .allocate(capacity: 1)
             pthread_mutex_init(mutex, nil)
@@ -126,37 +187,89 @@ public final class ThreadPool: @unchecked Sendable {
             cond.deallocate()
         }
 
+        /// Opens the next region (no worker inside: the last one was closed empty).
+        /// Sequentially consistent so the caller's following `sleepers` load and a worker's
+        /// `sleepers` add then `state` load cannot both miss each other.
+        func openRegion() {
+            let s = state.load(ordering: .relaxed)
+            let open = (s & ~(Self.activeMask | Self.openBit)) &+ Self.generationUnit | Self.openBit
+            state.store(open, ordering: .sequentiallyConsistent)
+        }
+
+        /// Closes the region so no worker joins any more, then waits for those inside.
+        func closeAndWait() {
+            var s = state.bitwiseAnd(~Self.openBit, ordering: .acquiringAndReleasing).newValue
+            var spins = 0
+            while s & Self.activeMask != 0 {
+                spins += 1
+                if spins > ThreadPool.spinLimit { sched_yield() }
+                s = state.load(ordering: .acquiring)
+            }
+        }
+
+        /// Claims and runs chunks until none are left.
+        @inline(__always)
+        func claimChunks(thread: Int) {
+            let job = self.job!, n = chunkCount
+            while true {
+                let c = next.wrappingAdd(1, ordering: .relaxed).oldValue
+                guard c < n else { return }
+                if thread != 0, let hook = hooks.beforeChunk { hook(thread, c) }
+                job(thread, c)
+            }
+        }
+
+        /// Whether `s` is an open region of a generation other than `seen`'s.
+        @inline(__always)
+        static func isNew(_ s: Int, seen: Int) -> Bool {
+            s & openBit != 0 && (s & ~(activeMask | openBit)) != seen
+        }
+
         func workerLoop(index: Int) {
-            var seen = 0
+            var seen = 0  // generation bits of the last region this worker looked at
             while true {
                 var spins = 0
-                while generation.load(ordering: .acquiring) == seen {
+                var s = state.load(ordering: .acquiring)
+                while !Self.isNew(s, seen: seen) {
                     if stopping.load(ordering: .relaxed) { return }
                     spins += 1
-                    if spins < ThreadPool.spinLimit { continue }
-                    if spins < ThreadPool.spinLimit + ThreadPool.yieldLimit { sched_yield(); continue }
-                    pthread_mutex_lock(mutex)
-                    sleepers.add(1, ordering: .sequentiallyConsistent)
-                    while generation.load(ordering: .sequentiallyConsistent) == seen
-                        && !stopping.load(ordering: .sequentiallyConsistent) {
-                        pthread_cond_wait(cond, mutex)
+                    if spins >= ThreadPool.spinLimit + ThreadPool.yieldLimit {
+                        pthread_mutex_lock(mutex)
+                        sleepers.add(1, ordering: .sequentiallyConsistent)
+                        while !Self.isNew(state.load(ordering: .sequentiallyConsistent), seen: seen)
+                            && !stopping.load(ordering: .sequentiallyConsistent) {
+                            pthread_cond_wait(cond, mutex)
+                        }
+                        sleepers.subtract(1, ordering: .sequentiallyConsistent)
+                        pthread_mutex_unlock(mutex)
+                        spins = 0
+                    } else if spins >= ThreadPool.spinLimit {
+                        sched_yield()
                     }
-                    sleepers.subtract(1, ordering: .sequentiallyConsistent)
-                    pthread_mutex_unlock(mutex)
-                    spins = 0
+                    s = state.load(ordering: .acquiring)
                 }
                 if stopping.load(ordering: .relaxed) { return }
-                seen = generation.load(ordering: .acquiring)
+                seen = s & ~(Self.activeMask | Self.openBit)
+                if let hook = hooks.beforeJoin { hook(index) }
+                // Join only the region seen, and only while it is open; if it has closed (the
+                // others did all its chunks) or another worker joined first, look again.
+                var joined = false
+                while s & Self.openBit != 0 && s & ~(Self.activeMask | Self.openBit) == seen {
+                    let r = state.compareExchange(expected: s, desired: s + 1, ordering: .acquiringAndReleasing)
+                    if r.exchanged { joined = true; break }
+                    s = r.original
+                }
+                guard joined else { continue }
                 runJob(index)
-                pending.subtract(1, ordering: .releasing)
+                state.subtract(1, ordering: .releasing)
             }
         }
 
         // Out of line so the worker's reference to the closure is released before it reports
-        // completion: `run` may only return once nobody holds the non-escaping closure.
+        // leaving: `run` may only return once nobody holds the non-escaping closure.
         @inline(never)
         private func runJob(_ index: Int) {
-            job!(index)
+            claimChunks(thread: index)
         }
     }
 }

@@ -168,8 +168,8 @@ public final class Runner: @unchecked Sendable {
             // and its int8 copy into act, head by head (the q/k/v region no longer reads act).
             let scale = 1 / Float(D).squareRoot()
             act.reset(tokens: B, cols: QD)
-            pool.run { t in
-                let work = ThreadPool.chunk(B * H, part: t, of: self.pool.threadCount)
+            // Chunks of (token, head) items; `t` is the thread that claimed one, for its scratch.
+            pool.parallelFor(B * H) { t, work in
                 let qr = self.qh + t * D
                 for item in work {
                     let b = item / H, h = item % H
@@ -191,7 +191,7 @@ public final class Runner: @unchecked Sendable {
             }
             if !fuseAttnQuant { quantize(att, rows: B, cols: QD) }
 
-            // x += att·Woᵀ (each thread adds the rows it computed)            x: [B][E]
+            // x += att·Woᵀ (each chunk adds the rows it computed)            x: [B][E]
             project(Projection(layer.wo, xb, E), input: att, rows: B, addInto: x)
 
             // ── Feed-forward block (SwiGLU) ─────────────────────────────────────────
@@ -265,16 +265,14 @@ public final class Runner: @unchecked Sendable {
     }
 
     /// gate = silu(xb·Wgateᵀ) ⊙ (xb·Wupᵀ) and its int8 copy in `act2`, one parallel region:
-    /// thread t computes columns [lo, hi) (whole 32-blocks) of both products, so it can apply
-    /// SiLU and quantize its blocks without waiting for the other threads.
+    /// each chunk is a range of columns [lo, hi) (whole 32-blocks) of both products, so its
+    /// thread can apply SiLU and quantize those blocks without waiting for the others.
     private func gateUp(_ layer: ModelWeights.Layer, rows B: Int) {
         let F = config.feedForwardLength
         let act = self.act, act2 = self.act2
         act2.reset(tokens: B, cols: F)
         let granule = F % QK == 0 ? QK : F
-        pool.run { t in
-            let r = ThreadPool.chunk(F, part: t, of: self.pool.threadCount, granule: granule)
-            guard !r.isEmpty else { return }
+        pool.parallelFor(F, granule: granule) { _, r in
             @inline(__always) func mul(_ w: WeightMatrix, _ y: UnsafeMutablePointer<Float>) {
                 if w.type.usesQuantizedActivations {
                     Kernels.matmul(w, act, rows: r, y: y, yStride: F)
@@ -301,7 +299,7 @@ public final class Runner: @unchecked Sendable {
         if rows < 4 || pool.threadCount == 1 {
             for b in 0..<rows { body(b) }
         } else {
-            pool.parallelFor(rows) { range in for b in range { body(b) } }
+            pool.parallelFor(rows) { _, range in for b in range { body(b) } }
         }
     }
 
@@ -318,7 +316,7 @@ public final class Runner: @unchecked Sendable {
     /// Multiplies up to three matrices sharing one input in a single parallel region: the
     /// concatenated rows are split across threads, so q/k/v (or gate/up) cost one barrier.
     /// Quantized weights read `act` (already filled from `input`), float weights `input`.
-    /// With `addInto`, each thread then adds the rows it computed of p0 into `addInto`
+    /// With `addInto`, each chunk then adds the rows it computed of p0 into `addInto`
     /// (same row stride): the residual add without a serial pass.
     private func project(_ p0: Projection, _ p1: Projection? = nil, _ p2: Projection? = nil,
                          input: UnsafePointer<Float>, rows B: Int, act: Q8Activations? = nil,
@@ -334,9 +332,8 @@ public final class Runner: @unchecked Sendable {
                 Kernels.matmulFloat(p.w, input, xStride: p.w.cols, tokens: B, rows: lo..<hi, y: p.y, yStride: p.stride)
             }
         }
-        pool.run { t in
-            // Granule of 16 rows keeps each thread's slice on whole cache lines of output.
-            let r = ThreadPool.chunk(total, part: t, of: self.pool.threadCount, granule: 16)
+        // Granule of 16 rows keeps each chunk on whole cache lines of output.
+        pool.parallelFor(total, granule: 16) { _, r in
             run(p0, max(r.lowerBound, 0), min(r.upperBound, n0))
             if let addInto {
                 let lo = max(r.lowerBound, 0), hi = min(r.upperBound, n0)

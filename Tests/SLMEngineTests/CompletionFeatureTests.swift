@@ -291,10 +291,15 @@ final class CompletionFeatureTests: XCTestCase {
         // " heating" was a branch: the context "... the heating" is its KV and first logits.
         let b = try suggest(e, "Please turn the heating ", o)
         XCTAssertEqual(b.reusedTokens, b.promptTokens - b.healedTokens, "no prompt token computed")
+        // The rollouts that went through " heating" computed rows this search needs: they
+        // are replayed, so it takes fewer passes than an engine that never saw "heatin".
+        XCTAssertGreaterThan(b.replayedSteps, 0)
         let clean = try engine()
         defer { clean.shutdown(grace: 0) }
         let c = try suggest(clean, "Please turn the heating ", o)
         XCTAssertLessThan(c.reusedTokens, c.promptTokens - c.healedTokens)
+        XCTAssertEqual(c.replayedSteps, 0)
+        XCTAssertLessThan(b.forwardPasses, c.forwardPasses)
         XCTAssertEqual(b.suggestions, c.suggestions)
         XCTAssertFalse(b.suggestions.isEmpty)
         XCTAssertEqual(e.stats().kvBytesInUse, 0)

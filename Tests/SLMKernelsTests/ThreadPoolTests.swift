@@ -27,12 +27,94 @@ final class ThreadPoolTests: XCTestCase {
         let pool = ThreadPool(threads: 3)
         for count in [0, 1, 2, 7, 100, 4097] {
             let ranges = Mutex<[Range<Int>]>([])
-            pool.parallelFor(count, granule: 4) { range in ranges.withLock { $0.append(range) } }
+            let badThread = Atomic<Int>(0)
+            pool.parallelFor(count, granule: 4) { t, range in
+                if t < 0 || t >= pool.threadCount { badThread.add(1, ordering: .relaxed) }
+                ranges.withLock { $0.append(range) }
+            }
             var hits = [Int](repeating: 0, count: count)
-            for r in ranges.withLock({ $0 }) { for i in r { hits[i] += 1 } }
+            for r in ranges.withLock({ $0 }) {
+                for i in r { hits[i] += 1 }
+                if r.upperBound != count { XCTAssertEqual(r.upperBound % 4, 0, "chunk \(r) of \(count)") }
+            }
             XCTAssertTrue(hits.allSatisfy { $0 == 1 }, "count \(count)")
-            XCTAssertLessThanOrEqual(ranges.withLock { $0.count }, pool.threadCount)
+            XCTAssertEqual(ranges.withLock { $0.count }, pool.chunkCount(count, granule: 4))
+            XCTAssertLessThanOrEqual(ranges.withLock { $0.count }, pool.threadCount * ThreadPool.chunksPerThread)
+            XCTAssertEqual(badThread.load(ordering: .relaxed), 0)
         }
+    }
+
+    /// Workers that are late to a region or slow inside a chunk (as when the kernel
+    /// deschedules them) change who runs a chunk, never which chunks run: each exactly once,
+    /// and no thread index ever runs two chunks at once (per-thread scratch stays private).
+    func testEveryChunkRunsOnceWhateverTheTiming() {
+        let hooks = ThreadPool.Hooks(
+            beforeJoin: { t in if t == 1 { usleep(UInt32.random(in: 0...300)) } },
+            beforeChunk: { _, c in if c % 3 == 0 { usleep(UInt32.random(in: 0...200)) } })
+        let pool = ThreadPool(threads: 3, hooks: hooks)
+        let busy = Mutex<[Int]>([Int](repeating: 0, count: pool.threadCount))
+        let overlaps = Atomic<Int>(0)
+        var total = 0
+        for round in 0..<200 {
+            let chunks = 1 + round % 17
+            total += chunks
+            let hits = Mutex<[Int]>([Int](repeating: 0, count: chunks))
+            pool.run(chunks: chunks) { t, c in
+                busy.withLock {
+                    if $0[t] != 0 { overlaps.add(1, ordering: .relaxed) }
+                    $0[t] += 1
+                }
+                hits.withLock { $0[c] += 1 }
+                usleep(UInt32(c % 2) * 50)
+                busy.withLock { $0[t] -= 1 }
+            }
+            XCTAssertEqual(hits.withLock { $0 }, [Int](repeating: 1, count: chunks), "round \(round)")
+        }
+        XCTAssertEqual(overlaps.load(ordering: .relaxed), 0)
+        XCTAssertGreaterThan(total, 0)
+    }
+
+    private final class AwayWorker: Sendable {
+        let held = Atomic<Bool>(true)
+        let gate = DispatchSemaphore(value: 0)
+        let done = DispatchSemaphore(value: 0)
+        let chunksRun = Atomic<Int>(0)
+        let onWorker = Atomic<Int>(0)
+    }
+
+    /// A worker that never gets the CPU does not stall the caller: while worker 1 is held
+    /// before joining, the caller finishes region after region alone. (With fixed slices it
+    /// would wait for worker 1's slice forever; the semaphore's timeout turns that hang into
+    /// a failure.)
+    func testCallerFinishesWhileAWorkerIsAway() {
+        let w = AwayWorker()
+        let hooks = ThreadPool.Hooks(beforeJoin: { _ in if w.held.load(ordering: .acquiring) { w.gate.wait() } })
+        let pool = ThreadPool(threads: 2, hooks: hooks)
+        Thread.detachNewThread {
+            for _ in 0..<100 {
+                pool.run(chunks: 8) { t, _ in
+                    w.chunksRun.add(1, ordering: .relaxed)
+                    if t != 0 { w.onWorker.add(1, ordering: .relaxed) }
+                }
+            }
+            w.done.signal()
+        }
+        let finished = w.done.wait(timeout: .now() + 60) == .success
+        XCTAssertTrue(finished, "the caller waited for a worker that never arrived")
+        w.held.store(false, ordering: .releasing)
+        w.gate.signal()
+        if !finished { _ = w.done.wait(timeout: .now() + 60) }
+        XCTAssertEqual(w.chunksRun.load(ordering: .relaxed), 800)
+        XCTAssertEqual(w.onWorker.load(ordering: .relaxed), 0)
+        // Released, the worker joins later regions again.
+        let joined = Atomic<Int>(0)
+        for _ in 0..<5000 where joined.load(ordering: .relaxed) == 0 {
+            pool.run(chunks: 64) { t, _ in
+                if t != 0 { joined.add(1, ordering: .relaxed) }
+                for _ in 0..<200 { _ = joined.load(ordering: .relaxed) }
+            }
+        }
+        XCTAssertGreaterThan(joined.load(ordering: .relaxed), 0, "the released worker never joined again")
     }
 
 #if os(Linux)
@@ -47,11 +129,13 @@ final class ThreadPoolTests: XCTestCase {
         do {
             let pool = ThreadPool(threads: 4)
             XCTAssertEqual(threadCount(), before + 3)
+            let seen = Mutex<Int>(peak)
             for i in 0..<2000 {
-                pool.run { t in
-                    if t == 0 && i % 100 == 0 { peak = max(peak, threadCount()) }
+                pool.run(chunks: 16) { _, c in
+                    if c == 0 && i % 100 == 0 { let n = threadCount(); seen.withLock { $0 = max($0, n) } }
                 }
             }
+            peak = seen.withLock { $0 }
             XCTAssertEqual(peak, before + 3)
             XCTAssertEqual(threadCount(), before + 3)
         }
@@ -60,7 +144,7 @@ final class ThreadPoolTests: XCTestCase {
     }
 #endif
 
-    /// Regions from concurrent callers never overlap: each runs on every thread, alone.
+    /// Regions from concurrent callers never overlap: at most `threadCount` chunks at once.
     func testConcurrentRunCallersAreSerialised() {
         let pool = ThreadPool(threads: 2)
         let inside = Atomic<Int>(0)
@@ -68,7 +152,7 @@ final class ThreadPoolTests: XCTestCase {
         let total = Atomic<Int>(0)
         DispatchQueue.concurrentPerform(iterations: 4) { _ in
             for _ in 0..<200 {
-                pool.run { _ in
+                pool.run(chunks: 5) { _, _ in
                     if inside.add(1, ordering: .sequentiallyConsistent).newValue > pool.threadCount { overlaps.add(1, ordering: .relaxed) }
                     total.add(1, ordering: .relaxed)
                     for _ in 0..<50 { _ = inside.load(ordering: .relaxed) }
@@ -77,6 +161,6 @@ final class ThreadPoolTests: XCTestCase {
             }
         }
         XCTAssertEqual(overlaps.load(ordering: .relaxed), 0)
-        XCTAssertEqual(total.load(ordering: .relaxed), 4 * 200 * pool.threadCount)
+        XCTAssertEqual(total.load(ordering: .relaxed), 4 * 200 * 5)
     }
 }

@@ -1,6 +1,6 @@
 import Foundation
 import GGUF
-import SLMKernels
+@testable import SLMKernels
 import XCTest
 @testable import SLMModel
 @testable import SLMTokenizer
@@ -240,6 +240,33 @@ final class ToyModelTests: XCTestCase {
             mixed.append(Array(r.logits(row: batch.logitCount - 1)))
         }
         XCTAssertEqual(mixed, reference)
+    }
+
+    /// Workers late to a region or slow inside a chunk (a core shared with another
+    /// process) change which thread computes a row, never how: prefill and token-by-token
+    /// decode give bit-identical logits at any thread count and any timing.
+    func testSlowWorkersNeverChangeLogits() throws {
+        let path = try Self.writeToyModel(tied: false)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let m = try Model(path: path)
+        let prompt: [Int32] = [10, 20, 30, 40, 50, 60, 70], decode: [Int32] = [80, 90, 100, 110, 120]
+        func run(_ pool: ThreadPool) throws -> [[UInt32]] {
+            let r = Runner(config: m.config, weights: m.weights, pool: pool, maxBatch: 16, maxContext: 32, maxLogits: 16)
+            let s = Session(runner: r, capacity: 32)
+            var out: [[UInt32]] = []
+            try s.feed(prompt, logitsFrom: 0) { _, l in out.append(l.map(\.bitPattern)) }
+            for t in decode { out.append(try s.feed([t]).map(\.bitPattern)) }
+            return out
+        }
+        let reference = try run(ThreadPool(threads: 1))
+        XCTAssertEqual(reference.count, prompt.count + decode.count)
+        let slow = ThreadPool.Hooks(
+            beforeJoin: { t in if t == 1 { usleep(UInt32.random(in: 0...200)) } },
+            beforeChunk: { t, c in if (t + c) % 2 == 0 { usleep(UInt32.random(in: 0...100)) } })
+        for threads in [2, 3, 4] {
+            XCTAssertEqual(try run(ThreadPool(threads: threads)), reference, "\(threads) threads")
+            XCTAssertEqual(try run(ThreadPool(threads: threads, hooks: slow)), reference, "\(threads) slow threads")
+        }
     }
 
     /// The repacked weights' cache file: written on first load, mapped as is on the next,
