@@ -1,6 +1,7 @@
 import Foundation
 import GGUF
 import SLMKernels
+import SLMTestSupport
 import XCTest
 @testable import SLMModel
 

@@ -1,6 +1,7 @@
 import Foundation
 import GGUF
 import SLMKernels
+import SLMTestSupport
 import XCTest
 @testable import SLMModel
 
@@ -51,7 +52,7 @@ final class KQuantReferenceTests: XCTestCase {
     /// The cached file for a fixture entry; a missing or different file is a failure that says
     /// how to make it.
     func open(_ m: Fixture.Model) throws -> SLMModel.Model {
-        let path = URL(fileURLWithPath: TestPaths.model).deletingLastPathComponent().path + "/kquants/" + m.file
+        let path = URL(fileURLWithPath: TestModel.path).deletingLastPathComponent().path + "/kquants/" + m.file
         guard let attrs = try? FileManager.default.attributesOfItem(atPath: path) else {
             throw ReferenceData.Missing(description: "\(path) not found: run scripts/fetch-kquant-models")
         }
@@ -150,7 +151,7 @@ final class KQuantReferenceTests: XCTestCase {
     func testRepackedMixedFileGivesTheSameLogits() throws {
         let m = try XCTUnwrap(try fixture().models.first { $0.preset == "Q4_K_M" })
         let mapped = try open(m)
-        let path = URL(fileURLWithPath: TestPaths.model).deletingLastPathComponent().path + "/kquants/" + m.file
+        let path = URL(fileURLWithPath: TestModel.path).deletingLastPathComponent().path + "/kquants/" + m.file
         let repacked = try SLMModel.Model(path: path, weightsLayout: .repacked)
         if Kernels.preferredLayout == .tile16 {
             XCTAssertEqual(repacked.weights.layout, .repacked)
@@ -171,7 +172,7 @@ final class KQuantReferenceTests: XCTestCase {
     /// A type the kernels do not know is refused naming the tensor and the type.
     func testUnknownTypeIsRefusedByName() throws {
         let m = try XCTUnwrap(try fixture().models.first)
-        let path = URL(fileURLWithPath: TestPaths.model).deletingLastPathComponent().path + "/kquants/" + m.file
+        let path = URL(fileURLWithPath: TestModel.path).deletingLastPathComponent().path + "/kquants/" + m.file
         guard FileManager.default.fileExists(atPath: path) else { throw ReferenceData.Missing(description: "\(path): run scripts/fetch-kquant-models") }
         // Rewrite blk.0.ffn_down.weight's type id in a copy of the header to Q2_K (10).
         var data = try Data(contentsOf: URL(fileURLWithPath: path))

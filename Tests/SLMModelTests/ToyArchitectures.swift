@@ -1,6 +1,7 @@
 import Foundation
 import GGUF
 @testable import SLMModel
+@testable import SLMTokenizer
 
 /// Tiny random-weight llama, qwen2 and qwen3 GGUFs, written by the same formula as
 /// scripts/make-toy-models (see its docstring, "THE FORMULA"), which recorded llama.cpp's
