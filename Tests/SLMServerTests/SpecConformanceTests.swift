@@ -240,8 +240,10 @@ final class SpecConformanceTests: XCTestCase {
     func testEveryDocumentedRequestMemberIsRead() throws {
         var checked = 0
         for (section, base) in Self.bases.sorted(by: { $0.key < $1.key }) {
-            // Request tables have a `type` column; reply tables (`member | meaning`) do not.
-            let rows = ProtocolSpec(text: Self.spec).tables(inSection: section).filter { $0.header.contains("type") }.flatMap(\.rows)
+            // Request tables are `member | type | …`; reply tables (`member | meaning`) have no
+            // type column, and §5.1's table of the reply's model keys starts with `key`.
+            let rows = ProtocolSpec(text: Self.spec).tables(inSection: section)
+                .filter { $0.header.first == "member" && $0.header.contains("type") }.flatMap(\.rows)
             for row in rows {
                 guard let name = row.first(where: { $0.hasPrefix("`") && $0.hasSuffix("`") && !$0.contains(" ") }) else { continue }
                 let member = String(name.dropFirst().dropLast())
