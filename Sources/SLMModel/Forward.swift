@@ -78,14 +78,17 @@ public final class Runner: @unchecked Sendable {
         act2 = Q8Activations(capacityTokens: B, capacityCols: F)
         scratchBytes = total + act.bytes + act2.bytes
 
-        // RoPE angles for every position: theta_i = pos · base^(-2i/dims), accumulated by
-        // multiplication as ggml does so the rounding matches.
+        // RoPE angles for every position: theta_i = pos · base^(-2i/dims) / factor_i,
+        // accumulated by multiplication as ggml does so the rounding matches; factor_i is
+        // rope_freqs[i] (Llama 3.1/3.2), else 1.
         let thetaScale = powf(config.ropeFreqBase, -2 / Float(config.ropeDimensionCount))
+        let factors = weights.ropeFreqs
         for pos in 0..<T {
             var theta = Float(pos)
             for i in 0..<R {
-                ropeCos[pos * R + i] = cosf(theta)
-                ropeSin[pos * R + i] = sinf(theta)
+                let angle = factors.map { theta / $0[i] } ?? theta
+                ropeCos[pos * R + i] = cosf(angle)
+                ropeSin[pos * R + i] = sinf(angle)
                 theta *= thetaScale
             }
         }

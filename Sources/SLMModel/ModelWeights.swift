@@ -50,6 +50,9 @@ public struct ModelWeights: @unchecked Sendable {
     /// The output projection; the token embedding when the file has no `output.weight`.
     public let output: WeightMatrix             // [V][E]
     public let outputIsTied: Bool
+    /// Llama 3.1/3.2's RoPE frequency factors (`rope_freqs.weight`, one per rotated pair, each
+    /// dividing that pair's angle as llama.cpp's `freq_factors` do); nil for plain RoPE.
+    public let ropeFreqs: UnsafePointer<Float>?  // [ropeDims/2]
     /// Keeps the mapping alive as long as the views.
     public let file: GGUFFile
     /// What was done: `repacked` only if asked for and the kernel path prefers another layout.
@@ -152,7 +155,19 @@ public struct ModelWeights: @unchecked Sendable {
             output = tokenEmbedding
             outputIsTied = true
         }
-        // A tensor the graph does not use (an output bias, rope_freqs, a fused attn_qkv,
+        // llama.cpp reads rope_freqs for the llama graph only; elsewhere it is an extra tensor.
+        if c.architecture == .llama, let f = try optionalVector("rope_freqs.weight", c.ropeDimensionCount / 2) {
+            // A factor divides an angle: zero, negative or non-finite ones would silently turn
+            // every position's rotation into NaN or nonsense, so the file is refused instead.
+            for i in 0..<c.ropeDimensionCount / 2 where !(f[i].isFinite && f[i] > 0) {
+                throw ModelError("\(file.path): tensor 'rope_freqs.weight' has factor \(f[i]) at \(i); expected a finite value > 0",
+                                 reason: .badTensor("rope_freqs.weight"))
+            }
+            ropeFreqs = f
+        } else {
+            ropeFreqs = nil
+        }
+        // A tensor the graph does not use (an output bias, a fused attn_qkv,
         // another family's extras) would change the result if llama.cpp applies it: refuse
         // the file by naming it rather than run a different model.
         if let extra = file.tensors.first(where: { !bound.contains($0.name) }) {

@@ -26,7 +26,7 @@ final class ArchitectureReferenceTests: XCTestCase {
 
     func testToyModelsMatchLlamaCpp() throws {
         let ref = try Self.fixture()
-        XCTAssertEqual(ref["spec"] as? Int, 1, "fixture made by another formula than ToyArchitectures")
+        XCTAssertEqual(ref["spec"] as? Int, 2, "fixture made by another formula than ToyArchitectures")
         let models = try XCTUnwrap(ref["models"] as? [[String: Any]])
         XCTAssertEqual(models.count, 12)
         var report: [String] = []
@@ -118,6 +118,23 @@ final class ArchitectureReferenceTests: XCTestCase {
         // llama.cpp would add an output bias; slmd's graph has none, so the file is refused.
         let e = try XCTUnwrap(try load { $0.addTensor("output.bias", dims: [259], floats: [Float](repeating: 1, count: 259)) })
         XCTAssertEqual(e.reason, .badTensor("output.bias"))
+    }
+
+    /// Llama 3.1/3.2's RoPE factors divide angles: a zero, negative or non-finite one is refused
+    /// by name (it would turn every rotation into NaN), and so is the tensor on qwen2, whose
+    /// llama.cpp graph has none.
+    func testBadRopeFactorsAreRefused() throws {
+        for bad: Float in [0, -2, .nan, .infinity] {
+            let e = try XCTUnwrap(try load(skip: ["rope_freqs.weight"], base: "toy-llama-f32", architecture: .llama) {
+                $0.addTensor("rope_freqs.weight", dims: [8], floats: [1, 2, 3, bad, 1, 1, 1, 1])
+            }, "factor \(bad) was accepted")
+            XCTAssertEqual(e.reason, .badTensor("rope_freqs.weight"))
+            XCTAssertTrue(e.description.contains("at 3"), e.description)
+        }
+        let e = try XCTUnwrap(try load(base: "toy-qwen2-f32", architecture: .qwen2) {
+            $0.addTensor("rope_freqs.weight", dims: [8], floats: [Float](repeating: 1, count: 8))
+        })
+        XCTAssertEqual(e.reason, .badTensor("rope_freqs.weight"))
     }
 
     func testBiasOfWrongShapeIsNamed() throws {

@@ -11,7 +11,7 @@ import GGUF
 enum ToyArchitectures {
     struct Shape {
         let E: Int, H: Int, KVH: Int, D: Int?, F: Int, L: Int
-        let tied: Bool, biases: Bool, qkNorm: Bool
+        let tied: Bool, biases: Bool, qkNorm: Bool, ropeFreqs: Bool
         let freqBase: Float, eps: Float, pre: String
         var headDim: Int { D ?? E / H }
     }
@@ -19,11 +19,11 @@ enum ToyArchitectures {
     /// Must match ARCHS in scripts/make-toy-models.
     static let shapes: [Architecture: Shape] = [
         .llama: Shape(E: 64, H: 4, KVH: 2, D: nil, F: 96, L: 2, tied: false, biases: false, qkNorm: false,
-                      freqBase: 10000, eps: 1e-5, pre: "smollm"),
+                      ropeFreqs: true, freqBase: 500_000, eps: 1e-5, pre: "smollm"),
         .qwen2: Shape(E: 64, H: 4, KVH: 2, D: nil, F: 96, L: 2, tied: true, biases: true, qkNorm: false,
-                      freqBase: 1_000_000, eps: 1e-6, pre: "qwen2"),
+                      ropeFreqs: false, freqBase: 1_000_000, eps: 1e-6, pre: "qwen2"),
         .qwen3: Shape(E: 64, H: 4, KVH: 2, D: 32, F: 96, L: 2, tied: false, biases: false, qkNorm: true,
-                      freqBase: 1_000_000, eps: 1e-6, pre: "qwen2"),
+                      ropeFreqs: false, freqBase: 1_000_000, eps: 1e-6, pre: "qwen2"),
     ]
 
     static func fnv1a<S: Sequence>(_ bytes: S, _ h: UInt64 = 0xcbf2_9ce4_8422_2325) -> UInt64 where S.Element == UInt8 {
@@ -42,12 +42,13 @@ enum ToyArchitectures {
         mutating func centered() -> Int { Int(next() % 255) - 127 }
     }
 
-    enum Kind { case matrix, norm, bias }
+    enum Kind { case matrix, norm, bias, ropeFreq }
 
     /// (name, kind, rows, cols) in the order written: tensors() of the script.
     static func tensors(_ s: Shape) -> [(String, Kind, Int, Int)] {
         let V = 2 + 256 + 1, D = s.headDim
         var out: [(String, Kind, Int, Int)] = [("token_embd.weight", .matrix, V, s.E)]
+        if s.ropeFreqs { out.append(("rope_freqs.weight", .ropeFreq, 1, D / 2)) }
         for i in 0..<s.L {
             let p = "blk.\(i)."
             out += [(p + "attn_norm.weight", .norm, 1, s.E), (p + "attn_q.weight", .matrix, s.H * D, s.E),
@@ -75,6 +76,9 @@ enum ToyArchitectures {
         switch (kind, type) {
         case (.norm, _):
             for _ in 0..<rows * cols { f32(1 + Float(rng.centered()) * p9) }
+            return (.f32, out)
+        case (.ropeFreq, _):
+            for _ in 0..<rows * cols { f32(Float(1 + rng.next() % 8)) }
             return (.f32, out)
         case (.bias, _):
             for _ in 0..<rows * cols { f32(Float(rng.centered()) * p8) }
