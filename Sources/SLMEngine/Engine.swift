@@ -209,15 +209,7 @@ public final class Engine: @unchecked Sendable {
             // heartbeat to trip a tight systemd watchdog. The engine thread is not running yet.
             _ = constraintVocabulary()
         }
-        let box = Unmanaged.passRetained(self)
-        var tid = pthread_t()
-        let rc = pthread_create(&tid, nil, { arg in
-            let engine = Unmanaged<Engine>.fromOpaque(arg!).takeRetainedValue()
-            engine.loop()
-            return nil
-        }, box.toOpaque())
-        precondition(rc == 0, "cannot start the engine thread: \(rc)")
-        thread = tid
+        thread = startThread("engine") { self.loop() }
     }
 
     // MARK: Submission (any thread)

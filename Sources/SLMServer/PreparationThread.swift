@@ -1,4 +1,5 @@
 import SLMEngine
+import SLMKernels
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -26,15 +27,7 @@ final class PreparationThread: @unchecked Sendable {
     }
 
     func start() {
-        let box = Unmanaged.passRetained(self)
-        var tid = pthread_t()
-        let rc = pthread_create(&tid, nil, { arg in
-            let worker = Unmanaged<PreparationThread>.fromOpaque(arg!).takeRetainedValue()
-            worker.loop()
-            return nil
-        }, box.toOpaque())
-        precondition(rc == 0, "cannot start the request-preparation thread: \(rc)")
-        thread = tid
+        thread = startThread("request-preparation") { self.loop() }
     }
 
     /// Queues `work`; false (nothing queued) when `capacity` items are already waiting.

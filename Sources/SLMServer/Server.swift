@@ -1,5 +1,6 @@
 import Logging
 import SLMEngine
+import SLMKernels
 import SLMModel
 import SLMProtocol
 import SLMSystemd
@@ -116,15 +117,7 @@ public final class Server: @unchecked Sendable {
     public func start() {
         handler.server = self  // before any thread that may read it starts
         handler.preparation.start()
-        let box = Unmanaged.passRetained(self)
-        var tid = pthread_t()
-        let rc = pthread_create(&tid, nil, { arg in
-            let server = Unmanaged<Server>.fromOpaque(arg!).takeRetainedValue()
-            server.loop()
-            return nil
-        }, box.toOpaque())
-        precondition(rc == 0, "cannot start the I/O thread: \(rc)")
-        thread = tid
+        thread = startThread("I/O") { self.loop() }
     }
 
     /// Stops accepting new connections (shutdown step 1); existing ones are still served.
