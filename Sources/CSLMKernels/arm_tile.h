@@ -84,27 +84,7 @@ static SLM_ALWAYS_INLINE void FN(tile)(int type, int T, const uint8_t *w0, ptrdi
     }
 }
 
-static SLM_ALWAYS_INLINE void FN(matmul)(int type, const void *w, ptrdiff_t row_bytes, ptrdiff_t r_begin,
-                                         ptrdiff_t r_end, const slm_q8_acts *x, float *y, ptrdiff_t ys) {
-    for (ptrdiff_t r0 = r_begin; r0 < r_end; r0 += SLM_ROWS) {
-        const int nvalid = (int)(r_end - r0 < SLM_ROWS ? r_end - r0 : SLM_ROWS);
-        const uint8_t *w0 = (const uint8_t *)w + r0 * row_bytes;
-        ptrdiff_t t = 0;
-        for (; t + 4 <= x->tokens; t += 4) FN(tile)(type, 4, w0, row_bytes, nvalid, x, t, y + r0, ys);
-        if (x->tokens - t >= 2) { FN(tile)(type, 2, w0, row_bytes, nvalid, x, t, y + r0, ys); t += 2; }
-        if (x->tokens - t == 1) FN(tile)(type, 1, w0, row_bytes, nvalid, x, t, y + r0, ys);
-    }
-}
-
-static void FN(q4_1)(const void *w, ptrdiff_t rb, ptrdiff_t r0, ptrdiff_t r1, const slm_q8_acts *x, float *y, ptrdiff_t ys) {
-    FN(matmul)(SLM_T_Q4_1, w, rb, r0, r1, x, y, ys);
-}
-static void FN(q4_0)(const void *w, ptrdiff_t rb, ptrdiff_t r0, ptrdiff_t r1, const slm_q8_acts *x, float *y, ptrdiff_t ys) {
-    FN(matmul)(SLM_T_Q4_0, w, rb, r0, r1, x, y, ys);
-}
-static void FN(q8_0)(const void *w, ptrdiff_t rb, ptrdiff_t r0, ptrdiff_t r1, const slm_q8_acts *x, float *y, ptrdiff_t ys) {
-    FN(matmul)(SLM_T_Q8_0, w, rb, r0, r1, x, y, ys);
-}
+/* FN(matmul) over the row layout and the slm_impl entries: tile_driver.h, below. */
 
 /* ---- tile16 layout (slm_kernels.h), both NEON paths ----
  * In block b of a 16-row tile, the 16 bytes at quants + 64c + 16g are quant dword c of rows

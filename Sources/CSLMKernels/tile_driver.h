@@ -1,4 +1,4 @@
-/* The tile16 row/token tiling loop, shared by every SIMD path (x86_avx2.h, x86_avx512.h,
+/* The row/token tiling loops, shared by every SIMD path (x86_avx2.h, x86_avx512.h,
  * arm_tile.h). Included inside an ISA's target region after that ISA defines:
  *
  *   SLM_TD_GROUP       rows per group: the rows one float vector holds (8 on AVX2, 16 on
@@ -10,15 +10,47 @@
  *                      T tokens from t0; stores only tile rows [lo, hi) (y points at the
  *                      tile's row 0 of token 0). T and G are compile-time constants at every
  *                      call below, so each (T, G) is its own fully unrolled copy.
- *   FN(matmul)(type, w, row_bytes, r_begin, r_end, x, y, ys)
- *                      the row-layout kernel, for the rows past the last whole tile.
+ *   FN(tile)(type, T, w0, row_bytes, nvalid, x, t0, y, ys)
+ *                      the row-layout kernel: SLM_TD_GROUP rows from w0 (the first nvalid
+ *                      of them stored) x T tokens from t0.
  *
- * and defines FN(matmul_tile16)(type, ...), the slm_impl entry. The loop order is the GEMM
+ * and defines the slm_impl entries: FN(q4_1), FN(q4_0), FN(q8_0) over the row layout (through
+ * FN(matmul)) and FN(matmul_tile16) over tile16 (rows past the last whole tile through
+ * FN(matmul)). Both run the same token tiling. The loop order is the GEMM
  * one for prefill: a group's block is loaded and unpacked once per token tile, and the
  * group's rows (a few KiB for the model's shapes) stay in L1 across its token tiles. A
  * decode token (T = 1) over a whole tile runs all its groups in one pass, for independent
  * chains. Numerics are the kernel's: tiling decides which lanes compute a (row, token),
  * never how. */
+
+/* Row layout: groups of SLM_TD_GROUP rows, each against all tokens a token tile at a time.
+ * Rows past the end of the range are the kernel's business (it repeats the last row and
+ * does not store it). */
+static SLM_ALWAYS_INLINE void FN(matmul)(int type, const void *w, ptrdiff_t row_bytes, ptrdiff_t r_begin,
+                                         ptrdiff_t r_end, const slm_q8_acts *x, float *y, ptrdiff_t ys) {
+    for (ptrdiff_t r0 = r_begin; r0 < r_end; r0 += SLM_TD_GROUP) {
+        const int nvalid = (int)(r_end - r0 < SLM_TD_GROUP ? r_end - r0 : SLM_TD_GROUP);
+        const uint8_t *w0 = (const uint8_t *)w + r0 * row_bytes;
+        float *yr = y + r0;
+        ptrdiff_t t = 0;
+        for (; t + SLM_TD_TMAX <= x->tokens; t += SLM_TD_TMAX) FN(tile)(type, SLM_TD_TMAX, w0, row_bytes, nvalid, x, t, yr, ys);
+#if SLM_TD_TMAX > 4
+        if (x->tokens - t >= 4) { FN(tile)(type, 4, w0, row_bytes, nvalid, x, t, yr, ys); t += 4; }
+#endif
+        if (x->tokens - t >= 2) { FN(tile)(type, 2, w0, row_bytes, nvalid, x, t, yr, ys); t += 2; }
+        if (x->tokens - t == 1) FN(tile)(type, 1, w0, row_bytes, nvalid, x, t, yr, ys);
+    }
+}
+
+static void FN(q4_1)(const void *w, ptrdiff_t rb, ptrdiff_t r0, ptrdiff_t r1, const slm_q8_acts *x, float *y, ptrdiff_t ys) {
+    FN(matmul)(SLM_T_Q4_1, w, rb, r0, r1, x, y, ys);
+}
+static void FN(q4_0)(const void *w, ptrdiff_t rb, ptrdiff_t r0, ptrdiff_t r1, const slm_q8_acts *x, float *y, ptrdiff_t ys) {
+    FN(matmul)(SLM_T_Q4_0, w, rb, r0, r1, x, y, ys);
+}
+static void FN(q8_0)(const void *w, ptrdiff_t rb, ptrdiff_t r0, ptrdiff_t r1, const slm_q8_acts *x, float *y, ptrdiff_t ys) {
+    FN(matmul)(SLM_T_Q8_0, w, rb, r0, r1, x, y, ys);
+}
 
 static SLM_ALWAYS_INLINE void FN(td_tokens)(int type, const uint8_t *tile, int g, int lo, int hi, const slm_q8_acts *x,
                                             float *y, ptrdiff_t ys) {

@@ -96,30 +96,9 @@ static SLM_ALWAYS_INLINE void vnni_tile(int type, int T, const uint8_t *w0, ptrd
     }
 }
 
-static SLM_ALWAYS_INLINE void vnni_matmul(int type, const void *w, ptrdiff_t row_bytes, ptrdiff_t r_begin,
-                                          ptrdiff_t r_end, const slm_q8_acts *x, float *y, ptrdiff_t ys) {
-    for (ptrdiff_t r0 = r_begin; r0 < r_end; r0 += SLM_ROWS16) {
-        const int nvalid = (int)(r_end - r0 < SLM_ROWS16 ? r_end - r0 : SLM_ROWS16);
-        const uint8_t *w0 = (const uint8_t *)w + r0 * row_bytes;
-        ptrdiff_t t = 0;
-        /* 8 tokens per tile: 16 accumulators + 8 quant vectors still fit the 32 registers,
-         * and halving the unpack work per token measured ~1.35x over 4 tokens (prefill). */
-        for (; t + 8 <= x->tokens; t += 8) vnni_tile(type, 8, w0, row_bytes, nvalid, x, t, y + r0, ys);
-        if (x->tokens - t >= 4) { vnni_tile(type, 4, w0, row_bytes, nvalid, x, t, y + r0, ys); t += 4; }
-        if (x->tokens - t >= 2) { vnni_tile(type, 2, w0, row_bytes, nvalid, x, t, y + r0, ys); t += 2; }
-        if (x->tokens - t == 1) vnni_tile(type, 1, w0, row_bytes, nvalid, x, t, y + r0, ys);
-    }
-}
-
-static void vnni_q4_1(const void *w, ptrdiff_t rb, ptrdiff_t r0, ptrdiff_t r1, const slm_q8_acts *x, float *y, ptrdiff_t ys) {
-    vnni_matmul(SLM_T_Q4_1, w, rb, r0, r1, x, y, ys);
-}
-static void vnni_q4_0(const void *w, ptrdiff_t rb, ptrdiff_t r0, ptrdiff_t r1, const slm_q8_acts *x, float *y, ptrdiff_t ys) {
-    vnni_matmul(SLM_T_Q4_0, w, rb, r0, r1, x, y, ys);
-}
-static void vnni_q8_0(const void *w, ptrdiff_t rb, ptrdiff_t r0, ptrdiff_t r1, const slm_q8_acts *x, float *y, ptrdiff_t ys) {
-    vnni_matmul(SLM_T_Q8_0, w, rb, r0, r1, x, y, ys);
-}
+/* vnni_matmul over the row layout and the slm_impl entries: tile_driver.h, below. The
+ * row driver runs 8 tokens per tile: 16 accumulators + 8 quant vectors still fit the 32
+ * registers, and halving the unpack work per token measured ~1.35x over 4 tokens. */
 
 /* ---- tile16 layout (slm_kernels.h): the same tile, read with plain loads ----
  * Vector c lane i holds quant dword c of row i, so vpdpbusd against activation bytes
