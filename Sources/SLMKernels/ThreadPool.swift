@@ -91,7 +91,9 @@ public final class ThreadPool: @unchecked Sendable {
     /// Runs `body(thread, chunk)` exactly once for every chunk in `0..<chunks`, on whichever
     /// thread claims it (`thread` in `0..<threadCount`, 0 is the caller; a thread may run
     /// many chunks or none), and returns when all have finished. Regions from different
-    /// callers are serialised.
+    /// callers are serialised, except a single chunk (or a 1-thread pool), which the caller
+    /// runs inline as thread 0: callers that share per-thread scratch serialise themselves,
+    /// as the runner's one-pass-at-a-time rule does.
     public func run(chunks: Int, _ body: (_ thread: Int, _ chunk: Int) -> Void) {
         guard chunks > 0 else { return }
         if threadCount == 1 || chunks == 1 {
@@ -125,9 +127,10 @@ public final class ThreadPool: @unchecked Sendable {
     /// timing.
     public func parallelFor(_ count: Int, granule: Int = 1,
                             _ body: (_ thread: Int, _ range: Range<Int>) -> Void) {
-        let parts = chunkCount(count, granule: granule)
+        let g = max(1, granule)
+        let parts = chunkCount(count, granule: g)
         run(chunks: parts) { t, c in
-            let r = Self.chunk(count, part: c, of: parts, granule: granule)
+            let r = Self.chunk(count, part: c, of: parts, granule: g)
             if !r.isEmpty { body(t, r) }
         }
     }
