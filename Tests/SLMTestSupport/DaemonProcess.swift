@@ -82,9 +82,17 @@ public final class DaemonProcess {
 
     /// Whether a Unix stream socket at `path` accepts a connection (closed at once).
     public static func canConnect(_ path: String) -> Bool {
-        let fd = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = connectUnix(path)
         guard fd >= 0 else { return false }
-        defer { Glibc.close(fd) }
+        Glibc.close(fd)
+        return true
+    }
+
+    /// A connected Unix stream socket to `path`, or -1 with `errno` set (the test clients'
+    /// one way to connect).
+    public static func connectUnix(_ path: String) -> Int32 {
+        let fd = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return -1 }
         var addr = sockaddr_un()
         addr.sun_family = sa_family_t(AF_UNIX)
         withUnsafeMutableBytes(of: &addr.sun_path) { raw in
@@ -93,7 +101,13 @@ public final class DaemonProcess {
         let rc = withUnsafePointer(to: &addr) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
-        return rc == 0
+        guard rc == 0 else {
+            let e = errno
+            Glibc.close(fd)
+            errno = e
+            return -1
+        }
+        return fd
     }
 
     public var pid: Int32 { process.processIdentifier }
