@@ -4,6 +4,11 @@ import SLMModel
 import Glibc
 #endif
 
+// Over ~500 lines on purpose: the search's node, memo and scratch types and the search
+// itself share one set of invariants (a memo row depends only on its tokens, which is what
+// lets keystrokes replay and re-root), and are read together; the caches they live in are
+// the next split (#13 item 3).
+//
 // `suggest`: n distinct continuations of what was typed, by a best-first search over the
 // token tree.
 //
