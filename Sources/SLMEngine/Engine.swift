@@ -115,15 +115,11 @@ public final class Engine: @unchecked Sendable {
         let request: GenerationRequest
         let sink: @Sendable (EngineEvent) -> Void
         let cache: KVCache
-        let sampler: Sampler
-        var detok: StreamingDetokenizer
-        var stopper: StopMatcher
+        /// Sampling, ends and text release: the decode step the offline generator shares.
+        var step: DecodeStep
         let submitted: Double
         let deadline: Double?
         var fed = 0  // prompt tokens already in the cache
-        var history: [Int32]
-        var generated: [Int32] = []
-        var text = ""
         var pendingToken: Int32?  // sampled, not yet fed
         var firstTokenAt: Double?
         var logitRow = -1
@@ -133,14 +129,9 @@ public final class Engine: @unchecked Sendable {
             request = p.request
             sink = p.sink
             self.cache = cache
-            sampler = Sampler(params: p.request.options.sampling, vocabSize: model.config.vocabSize)
-            detok = StreamingDetokenizer(tokenizer: model.tokenizer)
-            stopper = StopMatcher(stops: p.request.options.stop)
+            step = DecodeStep(model: model, promptIDs: p.request.promptIDs, options: p.request.options)
             submitted = p.submitted
             self.deadline = deadline
-            history = p.request.promptIDs
-            history.reserveCapacity(p.request.promptIDs.count + p.request.options.maxTokens)
-            generated.reserveCapacity(p.request.options.maxTokens)
         }
 
         var prefilling: Bool { fed < request.promptIDs.count }
@@ -723,18 +714,11 @@ public final class Engine: @unchecked Sendable {
             s.pendingToken = nil
             guard s.logitRow >= 0 else { return false }
             let logits = runner.logits(row: s.logitRow)
-            let id = s.sampler.sample(logits, recent: s.history[...])
             if s.firstTokenAt == nil { s.firstTokenAt = t }
-            s.generated.append(id)
-            s.history.append(id)
-            if model.tokenizer.isEOG(id) { finish(s, .stop); return true }
-            let (emit, stopped) = s.stopper.push(s.detok.append(id))
-            if !emit.isEmpty {
-                s.text += emit
-                if s.request.stream { s.sink(.text(emit, tokens: 1)) }
-            }
-            if stopped { finish(s, .stop); return true }
-            if s.generated.count >= s.request.options.maxTokens || s.cache.count >= s.cache.capacity {
+            let (id, emit, end) = s.step.accept(logits)
+            if !emit.isEmpty, s.request.stream { s.sink(.text(emit, tokens: 1)) }
+            if let end { finish(s, end); return true }
+            if s.cache.count >= s.cache.capacity {
                 finish(s, .length)
                 return true
             }
@@ -752,28 +736,25 @@ public final class Engine: @unchecked Sendable {
         if reason == .stop || reason == .length {
             // A natural end releases text held back for a possible stop string or a
             // split character; a matched stop string has already cut it.
-            let tail = s.stopper.push(s.detok.finish())
-            var rest = tail.emit
-            if !tail.stopped { rest += s.stopper.flush() }
+            let rest = s.step.finishText()
             if !rest.isEmpty {
-                s.text += rest
                 if s.request.stream { s.sink(.text(rest, tokens: 0)) }
             }
         }
         let decodeSeconds = s.firstTokenAt.map { now - $0 } ?? 0
-        let rate = decodeSeconds > 0 && s.generated.count > 1 ? Double(s.generated.count - 1) / decodeSeconds : 0
+        let rate = decodeSeconds > 0 && s.step.generated.count > 1 ? Double(s.step.generated.count - 1) / decodeSeconds : 0
         let ttft = s.firstTokenAt.map { ($0 - s.submitted) * 1000 } ?? 0
-        let completion = Completion(finishReason: reason, text: s.text, generatedIDs: s.generated,
+        let completion = Completion(finishReason: reason, text: s.step.text, generatedIDs: s.step.generated,
                                     promptTokens: s.request.promptIDs.count, ttftMs: ttft, tokensPerSecond: rate,
                                     totalMs: (now - s.submitted) * 1000, errorMessage: message)
         // The KV of prompt + generated tokens stays cached for the next request that
         // starts the same way (the last sampled token was never fed, so it is not there).
-        retire(s.cache, tokens: s.history, owner: s.handle.owner)
+        retire(s.cache, tokens: s.step.history, owner: s.handle.owner)
         lock.withLock {
             if let key = s.request.session, shared.sessions[key] === s.handle { shared.sessions[key] = nil }
             shared.stats.active = max(0, shared.stats.active - 1)
             shared.stats.finished[reason, default: 0] += 1
-            shared.stats.generatedTokens += s.generated.count
+            shared.stats.generatedTokens += s.step.generated.count
             if s.firstTokenAt != nil { shared.ttft.add(ttft) }
             if rate > 0 { shared.rate.add(rate) }
             lock.broadcast()

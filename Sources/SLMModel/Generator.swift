@@ -103,8 +103,61 @@ extension String {
     }
 }
 
+/// What happens to one sequence after its logits are computed: sample a token, end on an
+/// end-of-generation token, a stop string or `max_tokens`, and release text in whole
+/// characters that are never part of a stop string. The one decode step of the offline
+/// generator (`Generator.run`) and of the daemon's scheduler, so both end and emit by the
+/// same rules; the caller owns the forward pass and any limit of its own (cache room).
+public struct DecodeStep {
+    public let sampler: Sampler
+    private var detok: StreamingDetokenizer
+    private var stopper: StopMatcher
+    private let tokenizer: Tokenizer
+    private let maxTokens: Int
+    /// Prompt and generated tokens (the repetition penalty's window reads it).
+    public private(set) var history: [Int32]
+    public private(set) var generated: [Int32] = []
+    /// All text released so far.
+    public private(set) var text = ""
+
+    public init(model: Model, promptIDs: [Int32], options: GenerationOptions) {
+        sampler = Sampler(params: options.sampling, vocabSize: model.config.vocabSize)
+        detok = StreamingDetokenizer(tokenizer: model.tokenizer)
+        stopper = StopMatcher(stops: options.stop)
+        tokenizer = model.tokenizer
+        maxTokens = options.maxTokens
+        history = promptIDs
+        history.reserveCapacity(promptIDs.count + options.maxTokens)
+        generated.reserveCapacity(options.maxTokens)
+    }
+
+    /// Samples the next token from `logits` (which the sampler may rewrite in place:
+    /// penalties, temperature). Returns it, the text it releases (possibly
+    /// empty) and why the sequence ends, if it does.
+    public mutating func accept(_ logits: UnsafeMutableBufferPointer<Float>) -> (id: Int32, emit: String, end: FinishReason?) {
+        let id = sampler.sample(logits, recent: history[...])
+        generated.append(id)
+        history.append(id)
+        if tokenizer.isEOG(id) { return (id, "", .stop) }
+        let (emit, stopped) = stopper.push(detok.append(id))
+        text += emit
+        if stopped { return (id, emit, .stop) }
+        return (id, emit, generated.count >= maxTokens ? .length : nil)
+    }
+
+    /// At a natural end: the text the detokenizer and the stop matcher still hold (a stop
+    /// string that matched has already cut it).
+    public mutating func finishText() -> String {
+        let tail = stopper.push(detok.finish())
+        var rest = tail.emit
+        if !tail.stopped { rest += stopper.flush() }
+        text += rest
+        return rest
+    }
+}
+
 /// Runs prompt → tokens on one session: the loop the CLI tools use (the daemon's
-/// scheduler runs the same steps, interleaved across sequences).
+/// scheduler runs the same `DecodeStep`, interleaved across sequences).
 public enum Generator {
     /// Generates after `promptIDs`. `onText` receives each text delta (always whole UTF-8
     /// characters, never part of a stop string) and returns false to cancel.
@@ -113,11 +166,7 @@ public enum Generator {
                            onText: (String) -> Bool = { _ in true }) throws(ModelError) -> GenerationOutput {
         var out = GenerationOutput(promptIDs: promptIDs)
         guard !promptIDs.isEmpty else { throw ModelError("empty prompt") }
-        let sampler = Sampler(params: options.sampling, vocabSize: model.config.vocabSize)
-        var detok = StreamingDetokenizer(tokenizer: model.tokenizer)
-        var stopper = StopMatcher(stops: options.stop)
-        var history = promptIDs
-        history.reserveCapacity(promptIDs.count + options.maxTokens)
+        var step = DecodeStep(model: model, promptIDs: promptIDs, options: options)
         let t0 = now()
         var logits = try session.feed(promptIDs)
         out.promptSeconds = now() - t0
@@ -128,33 +177,25 @@ public enum Generator {
             out.topLogits.append(topK(UnsafeBufferPointer(logits), options.topLogits))
         }
         recordTop()
-        while true {
-            if out.generatedIDs.count >= options.maxTokens { out.finishReason = .length; break }
-            let id = sampler.sample(logits, recent: history[...])
-            out.generatedIDs.append(id)
-            history.append(id)
-            if model.tokenizer.isEOG(id) { out.finishReason = .stop; break }
-            let (emit, stopped) = stopper.push(detok.append(id))
-            if !emit.isEmpty {
-                out.text += emit
-                if !onText(emit) { out.finishReason = .cancelled; break }
+        if options.maxTokens <= 0 {
+            out.finishReason = .length
+        } else {
+            while true {
+                let (id, emit, end) = step.accept(logits)
+                if !emit.isEmpty, !onText(emit) { out.finishReason = .cancelled; break }
+                if let end { out.finishReason = end; break }
+                if session.remaining == 0 { out.finishReason = .length; break }
+                logits = try session.feed([id])
+                recordTop()
             }
-            if stopped { out.finishReason = .stop; break }
-            if out.generatedIDs.count >= options.maxTokens { out.finishReason = .length; break }
-            if session.remaining == 0 { out.finishReason = .length; break }
-            logits = try session.feed([id])
-            recordTop()
         }
-        if out.finishReason != .cancelled && !(out.finishReason == .stop && !model.tokenizer.isEOG(out.generatedIDs.last ?? -1)) {
+        if out.finishReason != .cancelled && !(out.finishReason == .stop && !model.tokenizer.isEOG(step.generated.last ?? -1)) {
             // Natural end: release what the detokenizer and stop matcher still hold.
-            let tail = stopper.push(detok.finish())
-            var rest = tail.emit
-            if !tail.stopped { rest += stopper.flush() }
-            if !rest.isEmpty {
-                out.text += rest
-                _ = onText(rest)
-            }
+            let rest = step.finishText()
+            if !rest.isEmpty { _ = onText(rest) }
         }
+        out.generatedIDs = step.generated
+        out.text = step.text
         out.generateSeconds = now() - t1
         return out
     }
