@@ -122,34 +122,9 @@ final class KQuantTests: XCTestCase {
     }
 
     func testMatmulBitIdenticalOnEveryPath() throws {
-        var rng = TestRNG(seed: 99)
-        let paths = supportedPaths()
-        var compared = 0
-        for type in Self.types {
-            let k = type.blockElements == QKK
-            let shapes: [(rows: Int, cols: Int)] = k ? [(1, 256), (7, 512), (9, 256), (13, 768), (17, 1536)]
-                                                     : [(1, 32), (7, 96), (9, 576), (13, 64), (33, 160)]
-            for shape in shapes {
-                let w = try RandomMatrix(type: type, rows: shape.rows, cols: shape.cols, rng: &rng)
-                for tokens in [1, 2, 3, 4, 5, 9] {
-                    let x = randomActivations(tokens: tokens, cols: shape.cols, rng: &rng)
-                    let lo = Int.random(in: 0..<shape.rows, using: &rng)
-                    for rows in [0..<shape.rows, lo..<shape.rows, lo..<lo + 1] {
-                        let yStride = shape.rows + 3, sentinel: Float = -12345
-                        var expected = [Float](repeating: sentinel, count: yStride * tokens)
-                        ReferenceKernels.matmul(w.matrix, x, rows: rows, y: &expected, yStride: yStride)
-                        for path in paths {
-                            XCTAssertEqual(slm_kernels_force(path.id), 1)
-                            var got = [Float](repeating: sentinel, count: yStride * tokens)
-                            Kernels.matmul(w.matrix, x, rows: rows, y: &got, yStride: yStride)
-                            XCTAssertEqual(got.map(\.bitPattern), expected.map(\.bitPattern),
-                                           "\(path.name) \(type) \(shape.rows)x\(shape.cols) rows \(rows) tokens \(tokens)")
-                            compared += 1
-                        }
-                    }
-                }
-            }
-        }
-        XCTAssertGreaterThan(compared, 0)
+        try assertMatmulBitIdenticalOnEveryPath(types: Self.types, shapes: { type in
+            type.blockElements == QKK ? [(1, 256), (7, 512), (9, 256), (13, 768), (17, 1536)]
+                                      : [(1, 32), (7, 96), (9, 576), (13, 64), (33, 160)]
+        }, tokenCounts: [1, 2, 3, 4, 5, 9], seed: 99)
     }
 }

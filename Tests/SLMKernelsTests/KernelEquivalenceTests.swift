@@ -23,37 +23,9 @@ final class KernelEquivalenceTests: XCTestCase {
     }
 
     func testQuantizedMatmulBitIdenticalOnEveryPath() throws {
-        var rng = TestRNG(seed: 42)
         let shapes: [(rows: Int, cols: Int)] = [(1, 32), (3, 64), (7, 96), (9, 32), (13, 576), (17, 160), (33, 64), (70, 128)]
-        let tokenCounts = [1, 2, 3, 5, 8, 17]
-        let paths = supportedPaths()
-        var compared = 0
-        for type in [WeightType.q4_1, .q4_0, .q8_0] {
-            for shape in shapes {
-                let w = try RandomMatrix(type: type, rows: shape.rows, cols: shape.cols, rng: &rng)
-                for tokens in tokenCounts {
-                    let x = randomActivations(tokens: tokens, cols: shape.cols, rng: &rng)
-                    // Whole matrix, a range starting mid-matrix, and a single row.
-                    let lo = Int.random(in: 0..<shape.rows, using: &rng)
-                    let ranges = [0..<shape.rows, lo..<shape.rows, lo..<lo + 1]
-                    for rows in ranges {
-                        let yStride = shape.rows + 3
-                        let sentinel: Float = -12345
-                        var expected = [Float](repeating: sentinel, count: yStride * tokens)
-                        ReferenceKernels.matmul(w.matrix, x, rows: rows, y: &expected, yStride: yStride)
-                        for path in paths {
-                            XCTAssertEqual(slm_kernels_force(path.id), 1)
-                            var got = [Float](repeating: sentinel, count: yStride * tokens)
-                            Kernels.matmul(w.matrix, x, rows: rows, y: &got, yStride: yStride)
-                            let same = zip(expected, got).allSatisfy { $0.bitPattern == $1.bitPattern }
-                            XCTAssertTrue(same, "\(path.name) \(type) \(shape.rows)x\(shape.cols) rows \(rows) tokens \(tokens)")
-                            compared += 1
-                        }
-                    }
-                }
-            }
-        }
-        XCTAssertGreaterThan(compared, 0)
+        try assertMatmulBitIdenticalOnEveryPath(types: [.q4_1, .q4_0, .q8_0], shapes: { _ in shapes },
+                                                tokenCounts: [1, 2, 3, 5, 8, 17], seed: 42)
     }
 
     /// Batching must not change a token's result: row t of a batch equals that token alone.

@@ -1,3 +1,4 @@
+import XCTest
 import CSLMKernels
 @testable import SLMKernels
 import SLMTestSupport
@@ -58,4 +59,43 @@ func supportedPaths() -> [(id: Int32, name: String)] {
     return (Int32(SLM_PATH_PORTABLE)..<Int32(SLM_PATH_COUNT)).compactMap { id in
         slm_kernels_force(id) == 1 ? (id, Kernels.path) : nil
     }
+}
+
+/// Checks `Kernels.matmul` on every supported path against `ReferenceKernels.matmul`, bit for
+/// bit, for each type, each of its shapes and each token count, over the whole matrix, a
+/// range starting mid-matrix and a single row (outputs written into a wider stride between
+/// sentinels). Returns how many comparisons ran.
+@discardableResult
+func assertMatmulBitIdenticalOnEveryPath(types: [WeightType], shapes: (WeightType) -> [(rows: Int, cols: Int)],
+                                         tokenCounts: [Int], seed: UInt64,
+                                         file: StaticString = #filePath, line: UInt = #line) throws -> Int {
+    var rng = TestRNG(seed: seed)
+    let paths = supportedPaths()
+    defer { slm_kernels_force(Int32(SLM_PATH_AUTO)) }
+    var compared = 0
+    for type in types {
+        for shape in shapes(type) {
+            let w = try RandomMatrix(type: type, rows: shape.rows, cols: shape.cols, rng: &rng)
+            for tokens in tokenCounts {
+                let x = randomActivations(tokens: tokens, cols: shape.cols, rng: &rng)
+                let lo = Int.random(in: 0..<shape.rows, using: &rng)
+                for rows in [0..<shape.rows, lo..<shape.rows, lo..<lo + 1] {
+                    let yStride = shape.rows + 3, sentinel: Float = -12345
+                    var expected = [Float](repeating: sentinel, count: yStride * tokens)
+                    ReferenceKernels.matmul(w.matrix, x, rows: rows, y: &expected, yStride: yStride)
+                    for path in paths {
+                        XCTAssertEqual(slm_kernels_force(path.id), 1, file: file, line: line)
+                        var got = [Float](repeating: sentinel, count: yStride * tokens)
+                        Kernels.matmul(w.matrix, x, rows: rows, y: &got, yStride: yStride)
+                        XCTAssertEqual(got.map(\.bitPattern), expected.map(\.bitPattern),
+                                       "\(path.name) \(type) \(shape.rows)x\(shape.cols) rows \(rows) tokens \(tokens)",
+                                       file: file, line: line)
+                        compared += 1
+                    }
+                }
+            }
+        }
+    }
+    XCTAssertGreaterThan(compared, 0, file: file, line: line)
+    return compared
 }

@@ -79,17 +79,12 @@ final class Client {
 
     /// The next server message, or nil at EOF / timeout.
     func next() -> ServerMessage? {
-        var buf = [UInt8](repeating: 0, count: 65536)
-        while true {
-            do {
-                if let f = try decoder.next() { return try ServerMessage(frame: f) }
-            } catch {
-                XCTFail("client could not decode a server frame: \(error)")
-                return nil
-            }
-            let n = read(fd, &buf, buf.count)
-            if n <= 0 { return nil }
-            decoder.feed(buf[0..<n])
+        guard let f = nextFrame() else { return nil }
+        do {
+            return try ServerMessage(frame: f)
+        } catch {
+            XCTFail("client could not decode a server frame: \(error)")
+            return nil
         }
     }
 
