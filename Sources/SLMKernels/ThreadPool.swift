@@ -40,6 +40,19 @@ public final class ThreadPool: @unchecked Sendable {
     private var threads: [pthread_t] = []
     private let runLock = Mutex<Void>(())
 
+    /// When set, regions run on the calling thread alone, chunk by chunk, as in a 1-thread
+    /// pool, while chunk boundaries stay those of `threadCount` threads (so results do not
+    /// change). Set between regions by the pool's one caller (see `ParallelismGovernor`);
+    /// idle workers then fall asleep instead of spinning.
+    public var runsSolo = false {
+        didSet { shared.parked.store(runsSolo, ordering: .relaxed) }
+    }
+
+    /// Seconds the caller has spent, after running out of chunks to claim, waiting for workers
+    /// still computing theirs: near zero on idle cores, large when the kernel deschedules a
+    /// worker in the middle of a chunk (a core shared with another process).
+    public private(set) var stallSeconds = 0.0
+
     /// Spin iterations before yielding, and yields before sleeping.
     static let spinLimit = 20_000
     static let yieldLimit = 200
@@ -96,7 +109,7 @@ public final class ThreadPool: @unchecked Sendable {
     /// as the runner's one-pass-at-a-time rule does.
     public func run(chunks: Int, _ body: (_ thread: Int, _ chunk: Int) -> Void) {
         guard chunks > 0 else { return }
-        if threadCount == 1 || chunks == 1 {
+        if threadCount == 1 || chunks == 1 || runsSolo {
             for c in 0..<chunks { body(0, c) }
             return
         }
@@ -115,7 +128,7 @@ public final class ThreadPool: @unchecked Sendable {
                     pthread_mutex_unlock(shared.mutex)
                 }
                 shared.claimChunks(thread: 0)
-                shared.closeAndWait()
+                stallSeconds += shared.closeAndWait()
                 shared.job = nil
             }
         }
@@ -169,6 +182,9 @@ public final class ThreadPool: @unchecked Sendable {
         let next = Atomic<Int>(0)
         let sleepers = Atomic<Int>(0)
         let stopping = Atomic<Bool>(false)
+        /// Set while the pool runs solo: idle workers sleep at once instead of spinning on
+        /// a core the solo thread or another process could use.
+        let parked = Atomic<Bool>(false)
         var job: ((Int, Int) -> Void)?
         var chunkCount = 0
         let hooks: Hooks
@@ -200,14 +216,18 @@ public final class ThreadPool: @unchecked Sendable {
         }
 
         /// Closes the region so no worker joins any more, then waits for those inside.
-        func closeAndWait() {
+        /// Returns the seconds it waited (0 without reading the clock when nobody was inside).
+        func closeAndWait() -> Double {
             var s = state.bitwiseAnd(~Self.openBit, ordering: .acquiringAndReleasing).newValue
+            guard s & Self.activeMask != 0 else { return 0 }
+            let start = ParallelismGovernor.now()
             var spins = 0
             while s & Self.activeMask != 0 {
                 spins += 1
                 if spins > ThreadPool.spinLimit { sched_yield() }
                 s = state.load(ordering: .acquiring)
             }
+            return ParallelismGovernor.now() - start
         }
 
         /// Claims and runs chunks until none are left.
@@ -236,7 +256,7 @@ public final class ThreadPool: @unchecked Sendable {
                 while !Self.isNew(s, seen: seen) {
                     if stopping.load(ordering: .relaxed) { return }
                     spins += 1
-                    if spins >= ThreadPool.spinLimit + ThreadPool.yieldLimit {
+                    if spins >= ThreadPool.spinLimit + ThreadPool.yieldLimit || parked.load(ordering: .relaxed) {
                         pthread_mutex_lock(mutex)
                         sleepers.add(1, ordering: .sequentiallyConsistent)
                         while !Self.isNew(state.load(ordering: .sequentiallyConsistent), seen: seen)

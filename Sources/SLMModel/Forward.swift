@@ -113,8 +113,34 @@ public final class Runner: @unchecked Sendable {
 
     /// Runs the model over `batch`: appends every token's K/V to its sequence's cache and
     /// computes logits for the entries that asked. Returns the number of logits rows.
+    ///
+    /// With more than one thread, `governor` times each pass and runs it on this thread alone
+    /// when that has been faster for passes of this size (cores shared with another process);
+    /// the result is the same either way.
     @discardableResult
     public func forward(_ batch: Batch) throws(ModelError) -> Int {
+        guard adaptsThreads && pool.threadCount > 1 else { return try pass(batch) }
+        let tokens = batch.count
+        let solo = governor.shouldRunSolo(tokens: tokens)
+        pool.runsSolo = solo
+        defer { pool.runsSolo = false }
+        let start = ParallelismGovernor.now(), cpuStart = ParallelismGovernor.threadCPUTime()
+        let stalledBefore = pool.stallSeconds
+        let rows = try pass(batch)
+        let seconds = ParallelismGovernor.now() - start
+        // Time this thread was descheduled, or spun waiting for a descheduled worker.
+        let lost = max(0, seconds - (ParallelismGovernor.threadCPUTime() - cpuStart)) + pool.stallSeconds - stalledBefore
+        governor.record(tokens: tokens, solo: solo, seconds: seconds, lost: lost)
+        return rows
+    }
+
+    /// Whether `forward` lets `governor` choose between all threads and one per pass (on by
+    /// default; off to measure the fixed thread count).
+    public var adaptsThreads = true
+    /// Per-pass choice between the pool's threads and the calling thread alone.
+    public private(set) var governor = ParallelismGovernor()
+
+    private func pass(_ batch: Batch) throws(ModelError) -> Int {
         let B = batch.count
         let c = config
         let E = c.embeddingLength, QD = c.qDim, KV = c.kvDim, V = c.vocabSize  // F: see feedForward()

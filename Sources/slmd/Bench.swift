@@ -40,6 +40,9 @@ struct Bench: ParsableCommand {
     @Flag(name: .long, help: "One JSON object per line.")
     var json = false
 
+    @Flag(name: .long, help: "Also measure every thread count above 1 with all threads on every pass (no per-pass governor): rows marked 'fixed'.")
+    var fixedThreads = false
+
     func parseList(_ s: String, _ name: String) throws -> [Int] {
         let v = s.split(separator: ",").map { Int($0.filter { $0 != " " }) }
         guard !v.isEmpty, v.allSatisfy({ ($0 ?? 0) > 0 }) else { throw ValidationError("--\(name) takes positive integers like 1,2") }
@@ -49,11 +52,13 @@ struct Bench: ParsableCommand {
     struct Row: Encodable {
         let test: String
         let threads: Int
+        /// All threads on every pass (the governor off).
+        let fixed: Bool
         let tok_s_median: Double
         let tok_s_min: Double
         let tok_s_max: Double
     }
-    struct TTFT: Encodable { let test: String; let threads: Int; let ms_median: Double; let ms_min: Double; let ms_max: Double }
+    struct TTFT: Encodable { let test: String; let threads: Int; let fixed: Bool; let ms_median: Double; let ms_min: Double; let ms_max: Double }
     struct Memory: Encodable { let rss_anon_mb: Double; let rss_file_mb: Double; let peak_rss_mb: Double }
     struct Info: Encodable {
         let model: String; let kernel_path: String; let weights_mb: Double; let weights_layout: String; let load_ms: Double
@@ -89,8 +94,11 @@ struct Bench: ParsableCommand {
         let vocab = UInt64(m.config.vocabSize)
         let prompt: [Int32] = (0..<maxPP).map { _ in Int32(rng.next() % vocab) }
 
-        for t in threadList {
+        let runs = threadList.flatMap { t in fixedThreads && t > 1 ? [(t, false), (t, true)] : [(t, false)] }
+        for (t, fixed) in runs {
             let runner = makeRunner(m, threads: t, maxBatch: min(maxPP, 512), maxContext: ctx)
+            runner.adaptsThreads = !fixed
+            let label = fixed ? "\(t) fixed" : String(t)
             let session = Session(runner: runner, capacity: ctx)
             func measure(_ body: () throws -> Void) rethrows -> [Double] {
                 try body()  // warm-up
@@ -104,9 +112,9 @@ struct Bench: ParsableCommand {
             }
             func report(_ name: String, tokens: Int, _ times: [Double]) throws {
                 let rates = times.map { Double(tokens) / $0 }.sorted()
-                let row = Row(test: name, threads: t, tok_s_median: median(rates), tok_s_min: rates.first!, tok_s_max: rates.last!)
+                let row = Row(test: name, threads: t, fixed: fixed, tok_s_median: median(rates), tok_s_min: rates.first!, tok_s_max: rates.last!)
                 if json { try printJSON(row) } else {
-                    print("| \(pad(name, 6)) | \(pad(String(t), 7)) | \(pad(fmt(row.tok_s_median), 12)) | \(pad(fmt(row.tok_s_min) + "–" + fmt(row.tok_s_max), 15)) |")
+                    print("| \(pad(name, 6)) | \(pad(label, 7)) | \(pad(fmt(row.tok_s_median), 12)) | \(pad(fmt(row.tok_s_min) + "–" + fmt(row.tok_s_max), 15)) |")
                 }
             }
             for n in ppList {
@@ -132,9 +140,9 @@ struct Bench: ParsableCommand {
                 let logits = try session.feed(Array(prompt.prefix(16)))
                 _ = Sampler.argmax(UnsafeBufferPointer(logits))
             }.map { $0 * 1000 }.sorted()
-            let tt = TTFT(test: "ttft16", threads: t, ms_median: median(ttft), ms_min: ttft.first!, ms_max: ttft.last!)
+            let tt = TTFT(test: "ttft16", threads: t, fixed: fixed, ms_median: median(ttft), ms_min: ttft.first!, ms_max: ttft.last!)
             if json { try printJSON(tt) } else {
-                print("| ttft16 | \(pad(String(t), 7)) | \(pad(fmt(tt.ms_median) + " ms", 12)) | \(pad(fmt(tt.ms_min) + "–" + fmt(tt.ms_max) + " ms", 15)) |")
+                print("| ttft16 | \(pad(label, 7)) | \(pad(fmt(tt.ms_median) + " ms", 12)) | \(pad(fmt(tt.ms_min) + "–" + fmt(tt.ms_max) + " ms", 15)) |")
             }
         }
         let mem = MemoryUsage.current()

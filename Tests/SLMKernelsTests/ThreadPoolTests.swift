@@ -123,6 +123,23 @@ final class ThreadPoolTests: XCTestCase {
     }
 
     /// Creating a pool of N adds exactly N−1 threads, and no region ever adds more.
+    /// A solo pool runs every chunk on the caller, with the chunk boundaries of all threads.
+    func testSoloRunsEveryChunkOnTheCaller() {
+        let pool = ThreadPool(threads: 3)
+        pool.runsSolo = true
+        let seen = Mutex<[(Int, Range<Int>)]>([])
+        pool.parallelFor(1000, granule: 4) { t, r in seen.withLock { $0.append((t, r)) } }
+        let chunks = seen.withLock { $0 }
+        XCTAssertTrue(chunks.allSatisfy { $0.0 == 0 })
+        XCTAssertEqual(chunks.count, pool.chunkCount(1000, granule: 4))
+        XCTAssertEqual(chunks.map(\.1), (0..<chunks.count).map { ThreadPool.chunk(1000, part: $0, of: chunks.count, granule: 4) })
+        XCTAssertEqual(pool.stallSeconds, 0)
+        pool.runsSolo = false
+        let after = Mutex<Set<Int>>([])
+        for _ in 0..<200 { pool.parallelFor(64) { t, _ in after.withLock { _ = $0.insert(t) }; usleep(50) } }
+        XCTAssertGreaterThan(after.withLock { $0.count }, 1, "workers woke from the solo spell and joined")
+    }
+
     func testThreadCapHolds() {
         let before = threadCount()
         var peak = before

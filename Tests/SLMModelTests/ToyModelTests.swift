@@ -269,6 +269,35 @@ final class ToyModelTests: XCTestCase {
         }
     }
 
+    /// Passes the governor runs on one thread (cores shared with another process) keep the
+    /// chunk boundaries of all threads: solo, parallel and any alternation of the two give
+    /// bit-identical logits.
+    func testSoloPassesNeverChangeLogits() throws {
+        let path = try Self.writeToyModel(tied: false)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let m = try Model(path: path)
+        let prompt: [Int32] = [10, 20, 30, 40, 50, 60, 70], decode: [Int32] = [80, 90, 100, 110, 120]
+        func run(threads: Int, solo: (Int) -> Bool) throws -> [[UInt32]] {
+            let pool = ThreadPool(threads: threads)
+            let r = Runner(config: m.config, weights: m.weights, pool: pool, maxBatch: 16, maxContext: 32, maxLogits: 16)
+            r.adaptsThreads = false
+            let s = Session(runner: r, capacity: 32)
+            var out: [[UInt32]] = []
+            pool.runsSolo = solo(0)
+            try s.feed(prompt, logitsFrom: 0) { _, l in out.append(l.map(\.bitPattern)) }
+            for (i, t) in decode.enumerated() {
+                pool.runsSolo = solo(i + 1)
+                out.append(try s.feed([t]).map(\.bitPattern))
+            }
+            return out
+        }
+        let reference = try run(threads: 1) { _ in false }
+        for threads in [2, 3] {
+            XCTAssertEqual(try run(threads: threads) { _ in true }, reference, "\(threads) threads, solo")
+            XCTAssertEqual(try run(threads: threads) { $0 % 2 == 0 }, reference, "\(threads) threads, alternating")
+        }
+    }
+
     /// The repacked weights' cache file: written on first load, mapped as is on the next,
     /// rebuilt when the model file or the cache's header changes, and an unusable directory
     /// falls back to anonymous memory. The logits never change.

@@ -1,0 +1,113 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Decides, pass by pass, whether a forward pass runs on all the pool's threads or on the
+/// calling thread alone.
+///
+/// Why: on a board the daemon shares its cores with the UI it serves. When another process
+/// keeps one core busy, every parallel region waits for whichever of our threads the kernel
+/// has just descheduled (the caller, which alone opens regions, or a worker holding a chunk),
+/// and a decode step at 2 threads becomes slower than at 1 (measured with a niced hog on one
+/// of two cores: tg 221 tok/s at 2 threads against 274 at 1), while prefill still gains from
+/// the second core under the same load (pp 648 against 515). Neither can be known in
+/// advance, so the governor measures.
+///
+/// All threads is the default. Only when the pool reports that the caller is stalling on
+/// descheduled workers (a sizeable share of a pass spent waiting for a chunk another thread
+/// claimed) does it time a pass on one thread; it then keeps the faster mode and re-tests the
+/// other now and then, less often while the tests confirm the choice. On idle cores nothing
+/// stalls and no pass ever runs solo.
+///
+/// It only chooses which threads compute the chunks. Chunk boundaries and every kernel's
+/// accumulation order stay the same, so the choice never changes a result.
+public struct ParallelismGovernor: Sendable {
+    /// Passes are grouped by size (tokens per pass): the better mode differs between a
+    /// one-token decode step and a long prefill chunk. Upper bounds of the groups.
+    static let bucketLimits = [1, 4, 16, 64, Int.max]
+    /// Share of a parallel pass lost to contention above which solo is tried.
+    static let stallThreshold = 0.1
+    /// Passes of a group between tests of the other mode, at first...
+    static let firstProbeInterval = 8
+    /// ...doubling while the tests confirm the current mode, up to this.
+    static let maxProbeInterval = 256
+    /// Weight of the newest pass in the running averages.
+    static let smoothing = 0.25
+
+    struct Bucket: Sendable {
+        /// Running average seconds per token, [parallel, solo]; nil until measured.
+        var perToken: [Double?] = [nil, nil]
+        /// Running average share of a parallel pass lost to contention.
+        var stall = 0.0
+        var solo = false
+        var passesSinceProbe = 0
+        var probeInterval = ParallelismGovernor.firstProbeInterval
+    }
+
+    var buckets = [Bucket](repeating: Bucket(), count: bucketLimits.count)
+    /// Passes run on one thread / on all so far (for stats and tests).
+    public private(set) var soloPasses = 0
+    public private(set) var parallelPasses = 0
+
+    public init() {}
+
+    static func bucket(tokens: Int) -> Int {
+        bucketLimits.firstIndex { tokens <= $0 } ?? bucketLimits.count - 1
+    }
+
+    /// Whether the next pass of `tokens` tokens should run on the calling thread alone.
+    public func shouldRunSolo(tokens: Int) -> Bool {
+        let b = buckets[Self.bucket(tokens: tokens)]
+        let due = b.passesSinceProbe >= b.probeInterval
+        if b.solo { return !due }
+        // In parallel mode, test solo only when stalls say it might help.
+        return due && b.stall > Self.stallThreshold
+    }
+
+    /// Records that a pass of `tokens` tokens took `seconds`, on one thread or on all, and
+    /// lost `lost` of them (parallel passes only) to contention: the calling thread
+    /// descheduled, or waiting for a worker that was.
+    public mutating func record(tokens: Int, solo: Bool, seconds: Double, lost: Double) {
+        let i = Self.bucket(tokens: tokens)
+        var b = buckets[i]
+        let m = solo ? 1 : 0
+        let sample = seconds / Double(max(1, tokens))
+        b.perToken[m] = b.perToken[m].map { $0 + Self.smoothing * (sample - $0) } ?? sample
+        if solo { soloPasses += 1 } else {
+            parallelPasses += 1
+            let share = seconds > 0 ? min(1, lost / seconds) : 0
+            b.stall += Self.smoothing * (share - b.stall)
+        }
+        if solo == b.solo {
+            b.passesSinceProbe += 1
+        } else {
+            // A test of the other mode: switch if it was faster, then test again soon; else
+            // stay and test less often.
+            b.passesSinceProbe = 0
+            let current = b.perToken[b.solo ? 1 : 0] ?? .infinity
+            if sample < current {
+                b.solo = solo
+                b.probeInterval = Self.firstProbeInterval
+            } else {
+                b.probeInterval = min(Self.maxProbeInterval, b.probeInterval * 2)
+            }
+        }
+        buckets[i] = b
+    }
+
+    /// CPU seconds the calling thread has run.
+    public static func threadCPUTime() -> Double {
+        var t = timespec()
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t)
+        return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9
+    }
+
+    /// Monotonic seconds, for timing passes.
+    public static func now() -> Double {
+        var t = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &t)
+        return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9
+    }
+}

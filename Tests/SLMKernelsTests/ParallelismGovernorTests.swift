@@ -1,0 +1,78 @@
+import XCTest
+@testable import SLMKernels
+
+/// The governor's choices on scripted timings (no clocks, no threads): it must stay on all
+/// threads when nothing is lost to contention, move to one thread when that is faster
+/// under contention, and come back when the contention goes.
+final class ParallelismGovernorTests: XCTestCase {
+    /// Runs `passes` passes of `tokens` tokens; `timing(solo)` gives (seconds, lost).
+    @discardableResult
+    func drive(_ g: inout ParallelismGovernor, passes: Int, tokens: Int = 1,
+               _ timing: (_ solo: Bool) -> (Double, Double)) -> [Bool] {
+        var choices: [Bool] = []
+        for _ in 0..<passes {
+            let solo = g.shouldRunSolo(tokens: tokens)
+            let (s, lost) = timing(solo)
+            g.record(tokens: tokens, solo: solo, seconds: s, lost: solo ? 0 : lost)
+            choices.append(solo)
+        }
+        return choices
+    }
+
+    func testIdleCoresNeverRunSolo() {
+        var g = ParallelismGovernor()
+        // Even if one thread would be faster (a bandwidth-bound decode), nothing is lost to
+        // contention, so solo is never tried: idle machines pay nothing for the governor.
+        let choices = drive(&g, passes: 2000) { solo in solo ? (0.003, 0) : (0.004, 0.0001) }
+        XCTAssertFalse(choices.contains(true))
+        XCTAssertEqual(g.soloPasses, 0)
+        XCTAssertEqual(g.parallelPasses, 2000)
+    }
+
+    func testContentionMovesToOneThreadAndProbesBackLessOften() {
+        var g = ParallelismGovernor()
+        // Parallel passes lose 40% to a descheduled thread and are slower than solo.
+        let choices = drive(&g, passes: 1000) { solo in solo ? (0.003, 0) : (0.005, 0.002) }
+        let firstSolo = choices.firstIndex(of: true)!
+        XCTAssertLessThanOrEqual(firstSolo, ParallelismGovernor.firstProbeInterval + 1)
+        // After the switch, parallel is tried at growing intervals: few parallel passes.
+        let later = choices[(firstSolo + 1)...]
+        let parallelProbes = later.filter { !$0 }.count
+        XCTAssertGreaterThan(parallelProbes, 0, "parallel is re-tested")
+        XCTAssertLessThan(parallelProbes, 12, "and less and less often")
+        XCTAssertTrue(choices.suffix(ParallelismGovernor.maxProbeInterval / 2).allSatisfy { $0 })
+    }
+
+    func testContentionWhereParallelStillWinsStaysParallel() {
+        var g = ParallelismGovernor()
+        // Prefill under contention: parallel loses 20% yet is still faster than one thread.
+        let choices = drive(&g, passes: 1000, tokens: 64) { solo in solo ? (0.100, 0) : (0.070, 0.014) }
+        let soloCount = choices.filter { $0 }.count
+        XCTAssertGreaterThan(soloCount, 0, "solo is tried")
+        XCTAssertLessThan(soloCount, 12, "and dropped, then tried less and less often")
+        XCTAssertFalse(choices.suffix(ParallelismGovernor.maxProbeInterval / 2).contains(true))
+    }
+
+    func testComesBackWhenContentionEnds() {
+        var g = ParallelismGovernor()
+        drive(&g, passes: 300) { solo in solo ? (0.003, 0) : (0.005, 0.002) }
+        XCTAssertTrue(g.shouldRunSolo(tokens: 1) || g.buckets[0].solo)
+        // The other process stops: parallel is now twice as fast as solo.
+        let after = drive(&g, passes: 600) { solo in solo ? (0.003, 0) : (0.0015, 0) }
+        XCTAssertFalse(after.suffix(100).contains(true))
+    }
+
+    func testPassSizesAreJudgedSeparately() {
+        var g = ParallelismGovernor()
+        for _ in 0..<200 {
+            for tokens in [1, 64] {
+                let solo = g.shouldRunSolo(tokens: tokens)
+                // Decode: one thread faster under contention; prefill: parallel faster.
+                let (s, lost) = tokens == 1 ? (solo ? 0.003 : 0.005, 0.002) : (solo ? 0.2 : 0.1, 0.02)
+                g.record(tokens: tokens, solo: solo, seconds: s, lost: solo ? 0 : lost)
+            }
+        }
+        XCTAssertTrue(g.buckets[ParallelismGovernor.bucket(tokens: 1)].solo)
+        XCTAssertFalse(g.buckets[ParallelismGovernor.bucket(tokens: 64)].solo)
+    }
+}
