@@ -17,7 +17,7 @@ BIN         := .build/release
 # example intents (docs/examples/intents.d: smart_home).
 SOCKET      ?= /tmp/slmd-$(shell id -u).sock
 
-.PHONY: all deps model vocabs kquant-models build run test lint test-swift test-arm test-units test-load bench clean deb test-deb test-system fuzz
+.PHONY: all deps model vocabs kquant-models toy-kquant-models build run test lint test-swift test-arm test-units test-load bench clean deb test-deb test-system fuzz
 
 all: build
 
@@ -32,6 +32,13 @@ model:
 # like scripts/make-reference). Cache: <model cache>/kquants.
 kquant-models: model
 	@scripts/fetch-kquant-models >/dev/null
+
+# Tiny random-weight llama/qwen2/qwen3 models quantized by llama-quantize to Q4_K_M, Q5_K_M,
+# Q6_K, Q5_0, Q5_1 and Q8_0, sha256-pinned by Tests/Fixtures/toy-models/reference.json, for
+# ToyKQuantReferenceTests. The first time: numpy from PyPI and llama.cpp's tools (like
+# kquant-models); afterwards only a checksum pass. Cache: <model cache>/toy-kquants.
+toy-kquant-models:
+	@scripts/make-toy-models --fetch-kquants >/dev/null
 
 # llama.cpp's vocab-only GGUFs and tokenizer test cases (from the llama-cpp-python sdist),
 # for the tokenizer reference tests. Cache: ${XDG_CACHE_HOME:-~/.cache}/slmd/vocabs.
@@ -48,7 +55,7 @@ run: build model
 	$(BIN)/slmd serve --config etc/slmd.conf --model "$$(scripts/fetch-model)" --socket $(SOCKET) \
 		--set repack_cache_dir="$${XDG_CACHE_HOME:-$$HOME/.cache}/slmd" --set intents_dir=docs/examples/intents.d
 
-test: deps model vocabs kquant-models lint test-swift test-arm test-units
+test: deps model vocabs kquant-models toy-kquant-models lint test-swift test-arm test-units
 
 # Style rules of .swift-format (`swift format lint`, rules only; see the script). ~10 s.
 lint:

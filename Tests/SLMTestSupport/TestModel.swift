@@ -11,10 +11,16 @@ public enum TestModel {
 
     /// The path the real model is expected at (it may not exist).
     public static var path: String {
+        if let p = ProcessInfo.processInfo.environment["SLMD_MODEL"], !p.isEmpty { return p }
+        return directory + "/" + fileName
+    }
+
+    /// The model cache directory (`SLMD_MODEL_DIR`, else `slmd/models` in the cache), where setup
+    /// scripts also put the models they derive (scripts/make-toy-models --fetch-kquants).
+    public static var directory: String {
         let env = ProcessInfo.processInfo.environment
-        if let p = env["SLMD_MODEL"], !p.isEmpty { return p }
         let cache = env["XDG_CACHE_HOME"] ?? ((env["HOME"] ?? NSHomeDirectory()) + "/.cache")
-        return (env["SLMD_MODEL_DIR"] ?? cache + "/slmd/models") + "/" + fileName
+        return env["SLMD_MODEL_DIR"] ?? cache + "/slmd/models"
     }
 
     /// What to do when the model is missing.

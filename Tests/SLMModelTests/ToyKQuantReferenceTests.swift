@@ -1,0 +1,137 @@
+import Foundation
+import GGUF
+import SLMKernels
+import SLMTestSupport
+import XCTest
+@testable import SLMModel
+
+/// llama, qwen2 and qwen3 toys quantized by llama.cpp's llama-quantize to Q4_K_M, Q5_K_M, Q6_K,
+/// Q5_0, Q5_1 and Q8_0, against llama.cpp's outputs on the same files (issue #12's acceptance).
+/// slmd cannot write K-quant files, so setup does (`make toy-kquant-models`, i.e.
+/// scripts/make-toy-models --fetch-kquants, into <model cache>/toy-kquants); the test trusts a
+/// file only if its sha256 is the one the fixture was recorded from, and checks that it really
+/// holds the preset's types (llama-quantize silently falls back to other types on rows that
+/// are not whole 256-value super-blocks, which would make the test vacuous).
+final class ToyKQuantReferenceTests: XCTestCase {
+    struct Fixture: Decodable {
+        struct Case: Decodable {
+            struct Step: Decodable { let top20: [[Double]] }
+            let prompt: String
+            let prompt_ids: [Int32]
+            let greedy_ids: [Int32]
+            let steps: [Step]
+        }
+        struct Model: Decodable {
+            let name: String, architecture: String, preset: String, tied: Bool
+            let sha256: String, bytes: Int
+            let tensor_types: [String: Int]
+            let cases: [Case]
+            var file: String { "\(name).\(preset).gguf" }
+        }
+        let spec: Int
+        let kquant_models: [Model]
+    }
+
+    /// The issue's bounds: |Δlogit| on llama.cpp's top 20 of every step, and the top-2 margin
+    /// above which our top-1 must be llama.cpp's.
+    static let logitTolerance: Float = 1.0
+    static let top1Margin: Float = 1.0
+    /// Greedy ids must agree at every step before the first near-tie: a step whose reference
+    /// margin is at most this. The issue's own bound: where |Δlogit| may reach 1.0 a margin
+    /// under 1.0 is within the tolerance, so it cannot be a stricter figure. (Measured: ours
+    /// and llama.cpp's greedy ids differ only at margins ≤ 0.3, K types moving the top 20 by up
+    /// to 0.55, against 0.08-0.1 for Q8_0, whose activations are quantized as llama.cpp's.)
+    static let nearTie: Float = top1Margin
+
+    /// Types each preset's file must hold (beside F32 norms/biases): the K types where the
+    /// preset has them, so a llama-quantize fallback fails here rather than passing vacuously.
+    static let requiredTypes: [String: Set<String>] = [
+        "Q4_K_M": ["Q4_K", "Q6_K"], "Q5_K_M": ["Q5_K", "Q6_K"], "Q6_K": ["Q6_K"],
+        "Q5_0": ["Q5_0", "Q6_K"], "Q5_1": ["Q5_1", "Q6_K"], "Q8_0": ["Q8_0"],
+    ]
+
+    static func fixture() throws -> Fixture {
+        let url = TestPaths.packageRoot.appendingPathComponent("Tests/Fixtures/toy-models/reference.json")
+        let data = try XCTUnwrap(FileManager.default.contents(atPath: url.path), "\(url.path) missing (scripts/make-toy-models)")
+        return try JSONDecoder().decode(Fixture.self, from: data)
+    }
+
+    /// The cached file of a fixture entry, after proving it is the one llama.cpp ran; missing or
+    /// different is a failure that names the make target.
+    static func open(_ m: Fixture.Model) throws -> SLMModel.Model {
+        let path = TestModel.directory + "/toy-kquants/" + m.file
+        guard let sha = SHA256.hex(ofFile: path) else {
+            throw ReferenceData.Missing(description: "\(path) not found: run `make toy-kquant-models`")
+        }
+        guard sha == m.sha256 else {
+            throw ReferenceData.Missing(description: "\(path): sha256 \(sha), the fixture was made from \(m.sha256); "
+                                            + "remove it and run `make toy-kquant-models`")
+        }
+        return try SLMModel.Model(path: path)
+    }
+
+    func testSHA256() {
+        XCTAssertEqual(SHA256.hex(Array("abc".utf8)), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        XCTAssertEqual(SHA256.hex([]), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+        // 56 bytes: the length no longer fits the first block.
+        XCTAssertEqual(SHA256.hex(Array("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq".utf8)),
+                       "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1")
+    }
+
+    func testQuantizedToysMatchLlamaCpp() throws {
+        let ref = try Self.fixture()
+        XCTAssertEqual(ref.spec, 2, "fixture made by another formula")
+        XCTAssertEqual(Set(ref.kquant_models.map { "\($0.architecture) \($0.preset)" }).count, 18)
+        var report: [String] = []
+        var typesSeen = Set<String>()
+        for m in ref.kquant_models {
+            let id = "\(m.architecture) \(m.preset)"
+            let model = try Self.open(m)
+            XCTAssertEqual(model.config.architecture.rawValue, m.architecture, id)
+            XCTAssertEqual(model.weights.outputIsTied, m.tied, id)
+            var counts: [String: Int] = [:]
+            for t in model.file.tensors { counts[t.type.name, default: 0] += 1 }
+            XCTAssertEqual(counts, m.tensor_types, "\(id): tensor types")
+            let required = try XCTUnwrap(Self.requiredTypes[m.preset], m.preset)
+            XCTAssertTrue(required.isSubset(of: counts.keys), "\(id) holds \(counts), not \(required)")
+            typesSeen.formUnion(counts.keys)
+
+            let runner = Runner(config: model.config, weights: model.weights, pool: ThreadPool(threads: 2),
+                                maxBatch: 32, maxContext: 64, maxLogits: 1)
+            var worst: Float = 0, greedySame = 0, greedyTotal = 0, checkedUntilTie = 0
+            var widestFlip: Float = 0  // the largest reference margin at which our argmax differed
+            for c in m.cases {
+                XCTAssertEqual(model.tokenizer.encode(c.prompt, parseSpecial: true), c.prompt_ids, "\(id): prompt ids")
+                let session = Session(runner: runner, capacity: 64)
+                var logits = try session.feed(c.prompt_ids)
+                var beforeTie = true
+                for (k, step) in c.steps.enumerated() {
+                    let top = step.top20.map { (Int($0[0]), Float($0[1])) }
+                    XCTAssertEqual(Int32(top[0].0), c.greedy_ids[k], "\(id): the fixture's greedy id is its top-1")
+                    var maxDiff: Float = 0
+                    for (tok, l) in top { maxDiff = max(maxDiff, abs(logits[tok] - l)) }
+                    XCTAssertLessThanOrEqual(maxDiff, Self.logitTolerance, "\(id) '\(c.prompt)' step \(k): max |Δlogit|")
+                    worst = max(worst, maxDiff)
+                    let ours = Sampler.argmax(UnsafeBufferPointer(logits))
+                    let margin = top[0].1 - top[1].1
+                    if margin > Self.top1Margin {
+                        XCTAssertEqual(ours, c.greedy_ids[k], "\(id) '\(c.prompt)' step \(k): top-1 (margin \(margin))")
+                    }
+                    if margin <= Self.nearTie { beforeTie = false }
+                    if beforeTie {
+                        XCTAssertEqual(ours, c.greedy_ids[k], "\(id) '\(c.prompt)' step \(k): greedy before a near-tie")
+                        checkedUntilTie += 1
+                    }
+                    greedyTotal += 1
+                    if ours == c.greedy_ids[k] { greedySame += 1 } else { widestFlip = max(widestFlip, margin) }
+                    // Follow llama.cpp's path so every step compares the same context.
+                    if k + 1 < c.steps.count { logits = try session.feed([c.greedy_ids[k]]) }
+                }
+            }
+            report.append(String(format: "%@ max|Δ| %.3f greedy %d/%d (%d before a near-tie; differs at margins ≤ %.3f)",
+                                 id, worst, greedySame, greedyTotal, checkedUntilTie, widestFlip))
+        }
+        XCTAssertTrue(["Q4_K", "Q5_K", "Q6_K", "Q5_0", "Q5_1", "Q8_0"].allSatisfy(typesSeen.contains), "\(typesSeen)")
+        print("toy K-quants vs llama.cpp: " + report.joined(separator: "; "))
+    }
+}
