@@ -215,16 +215,11 @@ static SLM_ALWAYS_INLINE void FN(t16_tile)(int type, int T, int G, const uint8_t
         for (int t = 0; t < T; t++) acc[gi][t] = accm[gi][t] = vdupq_n_f32(0.0f);
     /* Q4_1's min-term chains need no quants: with several tokens they run in a sweep of
      * their own (the same fmas in the same order per (row, token)), which leaves the main
-     * loop registers for the weights and T accumulators. */
+     * loop registers for the weights and T accumulators. The sweep runs after the main
+     * loop, over a tile then in L1: run first, it touched one line per block, a strided
+     * first touch of weights streamed from memory that the prefetcher does not follow
+     * (on AVX2 it made a 2-token step's layer matmuls cost 3x; see x86_avx2.h). */
     const int split_m = !SLM_DOTPROD && type == SLM_T_Q4_1 && T > 1;
-    if (split_m) {
-        for (ptrdiff_t b = 0; b < nb; b++)
-            SLM_UNROLL for (int gi = 0; gi < G; gi++) {
-                const float32x4_t mw = vcvt_f32_f16(vreinterpret_f16_u8(vld1_u8(tile + b * tb_bytes + 32 + 8 * (g0 + gi))));
-                SLM_UNROLL for (int t = 0; t < T; t++) accm[gi][t] = vfmaq_n_f32(accm[gi][t], mw, x->s[(t0 + t) * nb + b]);
-            }
-    }
-
     for (ptrdiff_t b = 0; b < nb; b++) {
         const uint8_t *blk = tile + b * tb_bytes;
         for (int gi = 0; gi < G; gi++) {
@@ -253,6 +248,14 @@ static SLM_ALWAYS_INLINE void FN(t16_tile)(int type, int T, int G, const uint8_t
             }
         }
     }
+    if (split_m) {
+        for (ptrdiff_t b = 0; b < nb; b++)
+            SLM_UNROLL for (int gi = 0; gi < G; gi++) {
+                const float32x4_t mw = vcvt_f32_f16(vreinterpret_f16_u8(vld1_u8(tile + b * tb_bytes + 32 + 8 * (g0 + gi))));
+                SLM_UNROLL for (int t = 0; t < T; t++) accm[gi][t] = vfmaq_n_f32(accm[gi][t], mw, x->s[(t0 + t) * nb + b]);
+            }
+    }
+
     for (int gi = 0; gi < G; gi++) {
         const int r = 4 * (g0 + gi);
         for (int t = 0; t < T; t++) {

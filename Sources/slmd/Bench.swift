@@ -10,6 +10,8 @@ struct Bench: ParsableCommand {
         discussion: """
             ppN: one fresh N-token prompt processed as a batch. tgN: N tokens decoded one at \
             a time from an empty context. ttft16: a 16-token prompt to the first sampled token. \
+            seqNx tgM (with --sequences): N greedy generations of M tokens submitted together \
+            to the daemon's scheduler, aggregate tok/s from submission to the last reply. \
             Each figure is the median (and min–max) over --reps runs after one warm-up.
             """)
 
@@ -33,6 +35,12 @@ struct Bench: ParsableCommand {
 
     @Option(name: .long, help: "Comma-separated generation lengths.")
     var tg = "32,128"
+
+    @Option(name: .long, help: "Comma-separated counts of concurrent sequences run through the scheduler (e.g. 1,2,4; default none).")
+    var sequences = ""
+
+    @Option(name: .long, help: "Tokens each --sequences generation decodes.")
+    var sequenceTokens = 64
 
     @Option(name: .long, help: "Repetitions per test (median reported).")
     var reps = 5
@@ -69,7 +77,10 @@ struct Bench: ParsableCommand {
         let threadList = try parseList(threads, "threads")
         let ppList = try parseList(pp, "pp")
         let tgList = try parseList(tg, "tg")
+        let seqList = sequences.isEmpty ? [] : try parseList(sequences, "sequences")
         guard reps >= 1 else { throw ValidationError("--reps must be >= 1") }
+        guard (1...256).contains(sequenceTokens) else { throw ValidationError("--sequence-tokens must be in 1...256") }
+        guard seqList.allSatisfy({ $0 <= 64 }) else { throw ValidationError("--sequences takes counts up to 64") }
         let opts = try ModelOptions.parse((model.map { ["--model", $0] } ?? []) + ["--weights-layout", weightsLayout.rawValue]
                                           + (repackCacheDir.map { ["--repack-cache-dir", $0] } ?? [])
                                           + ["--kernels", kernels.rawValue])
@@ -143,6 +154,14 @@ struct Bench: ParsableCommand {
             let tt = TTFT(test: "ttft16", threads: t, fixed: fixed, ms_median: median(ttft), ms_min: ttft.first!, ms_max: ttft.last!)
             if json { try printJSON(tt) } else {
                 print("| ttft16 | \(pad(label, 7)) | \(pad(fmt(tt.ms_median) + " ms", 12)) | \(pad(fmt(tt.ms_min) + "–" + fmt(tt.ms_max) + " ms", 15)) |")
+            }
+            if !seqList.isEmpty {
+                let bench = SequencesBench(model: m, threads: t, tokens: sequenceTokens, reps: reps)
+                for row in try bench.run(seqList) {
+                    if json { try printJSON(row) } else {
+                        print("| \(row.test) | \(pad(String(t), 7)) | \(pad(fmt(row.tok_s_median), 12)) | \(pad(fmt(row.tok_s_min) + "–" + fmt(row.tok_s_max), 15)) | ttft \(fmt(row.ttft_ms_median)) ms, \(fmt(row.steps_s_median)) steps/s")
+                    }
+                }
             }
         }
         let mem = MemoryUsage.current()
