@@ -74,8 +74,9 @@ let package = Package(
             dependencies: ["SLMProtocol", "SLMLimits", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // What every test target shares: the model lookup, the daemon launcher, temporary
-        // directories for sockets, the seeded RNG. Links nothing of slmd's own.
-        .target(name: "SLMTestSupport", path: "Tests/SLMTestSupport"),
+        // directories for sockets, the seeded RNG, tiny GGUF files. Links only GGUF (to
+        // write those files) of slmd's own.
+        .target(name: "SLMTestSupport", dependencies: ["GGUF"], path: "Tests/SLMTestSupport"),
         .testTarget(name: "GGUFTests", dependencies: ["GGUF", "SLMTestSupport"]),
         .testTarget(name: "SLMKernelsTests", dependencies: ["SLMTestSupport", "SLMKernels", "CSLMKernels"]),
         .testTarget(name: "SLMModelTests",
@@ -84,7 +85,8 @@ let package = Package(
         .testTarget(name: "SLMSystemdTests", dependencies: ["SLMTestSupport", "SLMSystemd"]),
         .testTarget(name: "SLMEngineTests", dependencies: ["SLMTestSupport", "SLMEngine", "SLMModel", "SLMKernels"]),
         .testTarget(name: "SLMServerTests", dependencies: ["SLMTestSupport", "SLMServer", "SLMProtocol", "SLMEngine", "SLMModel",
-                                                      "SLMTokenizer", "SLMConstraint", "SLMLimits"]),
+                                                      "SLMTokenizer", "SLMConstraint", "SLMLimits", "GGUF",
+                                                      .product(name: "Logging", package: "swift-log")]),
         // Runs the built slmctl binary (found beside the test bundle) against a fake server
         // and against `slmd serve` with the real model; links only the protocol.
         .testTarget(name: "SlmctlTests", dependencies: ["SLMTestSupport", "SLMProtocol", "SLMLimits"]),
