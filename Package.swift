@@ -74,11 +74,17 @@ let package = Package(
             dependencies: ["SLMProtocol", "SLMLimits", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // What every test target shares: the model lookup, the daemon launcher, temporary
-        // directories for sockets, the seeded RNG, tiny GGUF files. Links only GGUF (to
-        // write those files) of slmd's own.
-        .target(name: "SLMTestSupport", dependencies: ["GGUF"], path: "Tests/SLMTestSupport"),
+        // directories for sockets, the seeded RNG, tiny GGUF files, the real model's
+        // tokenizer and llama.cpp's reference fixtures, the reference schema matcher and
+        // schema generator. Of slmd's own it links only GGUF, SLMTokenizer and SLMConstraint
+        // (public API only: it is built without testing enabled in a plain build).
+        .target(name: "SLMTestSupport", dependencies: ["GGUF", "SLMTokenizer", "SLMConstraint"], path: "Tests/SLMTestSupport"),
         .testTarget(name: "GGUFTests", dependencies: ["GGUF", "SLMTestSupport"]),
         .testTarget(name: "SLMKernelsTests", dependencies: ["SLMTestSupport", "SLMKernels", "CSLMKernels"]),
+        // One test target per module: tokenizers and chat templates; schemas, automaton and
+        // masks; the model (reference outputs, forward pass, sampler, constrained generation).
+        .testTarget(name: "SLMTokenizerTests", dependencies: ["SLMTestSupport", "SLMTokenizer", "GGUF"]),
+        .testTarget(name: "SLMConstraintTests", dependencies: ["SLMTestSupport", "SLMConstraint", "SLMTokenizer"]),
         .testTarget(name: "SLMModelTests",
                     dependencies: ["SLMTestSupport", "SLMModel", "SLMTokenizer", "SLMConstraint", "GGUF", "SLMKernels"]),
         .testTarget(name: "SLMProtocolTests", dependencies: ["SLMTestSupport", "SLMProtocol", "SLMLimits"]),

@@ -1,6 +1,5 @@
 import Foundation
 import GGUF
-import SLMModel
 import SLMTokenizer
 import SLMTestSupport
 import XCTest
