@@ -74,17 +74,25 @@ let package = Package(
             dependencies: ["SLMProtocol", "SLMLimits", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // What every test target shares: the model lookup, the daemon launcher, temporary
-        // directories for sockets, the seeded RNG. Links nothing of slmd's own.
-        .target(name: "SLMTestSupport", path: "Tests/SLMTestSupport"),
+        // directories for sockets, the seeded RNG, tiny GGUF files, the real model's
+        // tokenizer and llama.cpp's reference fixtures, the reference schema matcher and
+        // schema generator. Of slmd's own it links only GGUF, SLMTokenizer and SLMConstraint
+        // (public API only: it is built without testing enabled in a plain build).
+        .target(name: "SLMTestSupport", dependencies: ["GGUF", "SLMTokenizer", "SLMConstraint"], path: "Tests/SLMTestSupport"),
         .testTarget(name: "GGUFTests", dependencies: ["GGUF", "SLMTestSupport"]),
         .testTarget(name: "SLMKernelsTests", dependencies: ["SLMTestSupport", "SLMKernels", "CSLMKernels"]),
+        // One test target per module: tokenizers and chat templates; schemas, automaton and
+        // masks; the model (reference outputs, forward pass, sampler, constrained generation).
+        .testTarget(name: "SLMTokenizerTests", dependencies: ["SLMTestSupport", "SLMTokenizer", "GGUF"]),
+        .testTarget(name: "SLMConstraintTests", dependencies: ["SLMTestSupport", "SLMConstraint", "SLMTokenizer"]),
         .testTarget(name: "SLMModelTests",
                     dependencies: ["SLMTestSupport", "SLMModel", "SLMTokenizer", "SLMConstraint", "GGUF", "SLMKernels"]),
         .testTarget(name: "SLMProtocolTests", dependencies: ["SLMTestSupport", "SLMProtocol", "SLMLimits"]),
         .testTarget(name: "SLMSystemdTests", dependencies: ["SLMTestSupport", "SLMSystemd"]),
         .testTarget(name: "SLMEngineTests", dependencies: ["SLMTestSupport", "SLMEngine", "SLMModel", "SLMKernels"]),
         .testTarget(name: "SLMServerTests", dependencies: ["SLMTestSupport", "SLMServer", "SLMProtocol", "SLMEngine", "SLMModel",
-                                                      "SLMTokenizer", "SLMConstraint", "SLMLimits"]),
+                                                      "SLMTokenizer", "SLMConstraint", "SLMLimits", "GGUF",
+                                                      .product(name: "Logging", package: "swift-log")]),
         // Runs the built slmctl binary (found beside the test bundle) against a fake server
         // and against `slmd serve` with the real model; links only the protocol.
         .testTarget(name: "SlmctlTests", dependencies: ["SLMTestSupport", "SLMProtocol", "SLMLimits"]),

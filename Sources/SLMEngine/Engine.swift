@@ -10,9 +10,12 @@ import Glibc
 import Darwin
 #endif
 
-// Over ~500 lines, to be split further (#13 item 3): the scheduler loop, admission and the
-// prefix/suggest cache plumbing still share this file; memory accounting is out
-// (MemoryLedger), suggest caches, Choose/Parse runners and the shared decode step are next.
+// Over ~500 lines on purpose: the scheduler's state (queue, jobs, active sequences, the
+// lock-guarded shared state) and what moves a request through it (submit, supersede,
+// cancel, admission, the step, finish, shutdown, the prefix cache's reserve/retire) are one
+// concurrency protocol, read together. What is not part of it is out: the memory books
+// (MemoryLedger), the suggest caches (SuggestCaches), the jobs (Suggest, Choose, Parse) and
+// the decode step (DecodeStep in SLMModel).
 
 /// The scheduler: admits requests against the memory budget, advances every active
 /// sequence with one batched forward pass per step (continuous batching), and ends
@@ -60,22 +63,9 @@ public final class Engine: @unchecked Sendable {
     /// least one token to predict after): `<|endoftext|>`, the token documents follow in
     /// pretraining, else BOS, else EOS.
     let documentStart: Int32
-    /// Expansions `suggest` already computed on the current healed context (engine thread).
-    var suggestMemo = SuggestMemo()
-    /// The suggest search's working arrays, kept between requests so a search allocates
-    /// nothing once they have grown (engine thread).
-    var suggestScratch = SuggestScratch()
-    /// Suggest branch KV caches kept between keystrokes (engine thread), with the tokens
-    /// each holds: allocating and page-faulting ~1 MiB per branch cost ~0.5 ms a branch,
-    /// and a cache that already holds the context needs none of it copied again.
-    var branchPool: [(cache: KVCache, tokens: [Int32])] = []
-    /// Logits after a suggest context plus one branch's first token, from that branch's
-    /// first pass (engine thread). When the user goes on to type that token (finishes the
-    /// word and types a space), the next keystroke's context is exactly this: with a branch
-    /// cache that holds it, no prefill pass is needed. A few recent ones, counted as cached.
-    var branchStartLogits: [(tokens: [Int32], logits: [Float])] = []
-    /// Whose keystrokes the suggest caches above hold (engine thread).
-    var suggestCacheOwner: UInt32?
+    /// What `suggest` keeps between keystrokes: memo, scratch, branch caches, their logits
+    /// (engine thread).
+    var suggestCaches = SuggestCaches()
     /// Built on the first `parse` (engine thread only): token bytes and trie, ~2 MiB.
     private var vocabulary: ConstraintVocabulary?
     /// Compiled schema and its masks, shared by requests with the same schema text (a
@@ -446,12 +436,8 @@ public final class Engine: @unchecked Sendable {
             if reserved { return true }
             // Idle branch caches and their logits go first: they only save an allocation
             // or one pass.
-            if let kept = branchStartLogits.popLast() {
-                lock.withLock { shared.memory.evict(kept.logits.count * MemoryLayout<Float>.size) }
-                continue
-            }
-            if let pooled = branchPool.popLast() {
-                lock.withLock { shared.memory.evict(pooled.cache.bytes) }
+            if let freed = suggestCaches.evictOne() {
+                lock.withLock { shared.memory.evict(freed) }
                 continue
             }
             guard let victim = prefixCache.evictOne(keeping: keeping) else { return false }
@@ -459,113 +445,6 @@ public final class Engine: @unchecked Sendable {
                 shared.memory.evict(victim.bytes)
                 shared.stats.prefixCacheEntries = prefixCache.entries.count
             }
-        }
-    }
-
-    /// An idle KV cache of at least `capacity` tokens for a suggest node whose context and
-    /// path are `target`, and how many of `target`'s first tokens it already holds (the
-    /// caller copies or feeds the rest); nil when the budget cannot fit one now. Counts as
-    /// in use until `poolBranchCache`.
-    func branchCache(for target: [Int32], contextCount: Int, capacity: Int, base: KVCache,
-                     keeping firstTokens: [Int32]) -> (cache: KVCache, holds: Int)? {
-        // The idle cache sharing the longest prefix with the target: on a keystroke inside
-        // a word that is the context and often more, and nothing is copied. Caches that
-        // hold the context and one of its current first tokens (`firstTokens`) are left to
-        // nodes below that token: the word the user is typing is one of them, and its cache
-        // starts the next word (`branchStart`).
-        var best: (index: Int, shared: Int)?
-        for (i, p) in branchPool.enumerated() where p.cache.capacity >= capacity {
-            var n = 0
-            let limit = min(p.tokens.count, target.count)
-            while n < limit && p.tokens[n] == target[n] { n += 1 }
-            if n == contextCount && p.tokens.count > n && firstTokens.contains(p.tokens[n]) { continue }
-            if best == nil || n > best!.shared { best = (i, n) }
-        }
-        if let best {
-            let p = branchPool.remove(at: best.index)
-            lock.withLock { shared.memory.promote(p.cache.bytes) }
-            return (p.cache, best.shared)
-        }
-        // Room to grow: the next words of the same text reuse this cache.
-        var size = max(capacity, min(config.maxContext, (capacity + 31) / 32 * 32))
-        if !reserve(kvBytes(tokens: size), keeping: base) {
-            size = capacity  // a tight budget still fits the exact size the request was admitted for
-            guard reserve(kvBytes(tokens: size), keeping: base) else { return nil }
-        }
-        return (KVCache(config: model.config, capacity: size), 0)
-    }
-
-    /// Keeps the logits after `tokens` (a suggest context and a branch's first token), when
-    /// the budget has room, replacing the oldest of the ten kept.
-    func keepBranchStartLogits(_ tokens: [Int32], _ logits: UnsafeBufferPointer<Float>) {
-        let size = logits.count * MemoryLayout<Float>.size
-        if let i = branchStartLogits.firstIndex(where: { $0.tokens == tokens }) {
-            // Already kept: the same logits (a step depends only on its tokens); now newest.
-            branchStartLogits.append(branchStartLogits.remove(at: i))
-            return
-        }
-        var entry: (tokens: [Int32], logits: [Float])
-        if branchStartLogits.count >= 10 {
-            entry = branchStartLogits.removeFirst()  // its buffer is reused: no allocation
-            entry.tokens = tokens
-            entry.logits.withUnsafeMutableBufferPointer { _ = $0.update(fromContentsOf: logits) }
-        } else {
-            let fits: Bool = lock.withLock { shared.memory.cacheIfFits(size) }
-            guard fits else { return }
-            entry = (tokens, Array(logits))
-        }
-        branchStartLogits.append(entry)
-    }
-
-    /// Marks the kept logits after `context + [first]` as newest, so the ten kept are those
-    /// of the latest candidates (a replayed branch does not recompute them).
-    func touchBranchStart(context: [Int32], first: Int32) {
-        guard let i = branchStartLogits.firstIndex(where: {
-            $0.tokens.count == context.count + 1 && $0.tokens.last == first && $0.tokens.starts(with: context)
-        }) else { return }
-        branchStartLogits.append(branchStartLogits.remove(at: i))
-    }
-
-    /// The next keystroke's start without a prefill: a branch cache holding exactly
-    /// `context`'s KV (it may hold more, which is forgotten) and the logits after it, both
-    /// taken out of the caches (the cache counts as in use), or nil.
-    func branchStart(for context: [Int32]) -> (cache: KVCache, logits: [Float])? {
-        guard let li = branchStartLogits.firstIndex(where: { $0.tokens == context }),
-              let ci = branchPool.firstIndex(where: { $0.tokens.starts(with: context) }) else { return nil }
-        let logits = branchStartLogits.remove(at: li).logits
-        let cache = branchPool.remove(at: ci).cache
-        cache.truncate(to: context.count)
-        lock.withLock { shared.memory.promote(cache.bytes, dropping: logits.count * MemoryLayout<Float>.size) }
-        return (cache, logits)
-    }
-
-    /// Empties the suggest caches (greedy memo, branch caches, branch-start logits) when a
-    /// suggest of another owner arrives: replaying another user's greedy steps or reusing
-    /// their branch KV would reveal, by timing and by `reused_tokens`, what they typed.
-    /// A device UI is one owner, so this costs nothing in the common case.
-    func scopeSuggestCaches(to owner: UInt32) {
-        guard suggestCacheOwner != owner else { return }
-        suggestCacheOwner = owner
-        suggestMemo.reset(context: [])
-        let bytes = branchPool.reduce(0) { $0 + $1.cache.bytes }
-            + branchStartLogits.reduce(0) { $0 + $1.logits.count * MemoryLayout<Float>.size }
-        branchPool.removeAll()
-        branchStartLogits.removeAll()
-        lock.withLock {
-            shared.memory.evict(bytes)
-            lock.broadcast()
-        }
-    }
-
-    /// Keeps a finished branch's cache (holding `tokens`) for the next suggest; its bytes
-    /// move from in use to cached (evictable).
-    func poolBranchCache(_ cache: KVCache, tokens: [Int32]) {
-        // n + 2 ≤ 10 branches per suggest.
-        guard branchPool.count < 10 else { return release(cache.bytes) }
-        branchPool.append((cache, tokens))
-        lock.withLock {
-            shared.memory.retire(cache.bytes, kept: cache.bytes)
-            lock.broadcast()
         }
     }
 

@@ -4,11 +4,6 @@ import SLMModel
 import Glibc
 #endif
 
-// Over ~500 lines on purpose: the search's node, memo and scratch types and the search
-// itself share one set of invariants (a memo row depends only on its tokens, which is what
-// lets keystrokes replay and re-root), and are read together; the caches they live in are
-// the next split (#13 item 3).
-//
 // `suggest`: n distinct continuations of what was typed, by a best-first search over the
 // token tree.
 //
@@ -34,326 +29,12 @@ import Glibc
 // keystrokes inside a word, which search the same tree again, replay it without a pass.
 // Which rows are computed when never changes the result: the search itself only reads the
 // memo.
-
-/// Whether a byte belongs to a word for word mode: letters, digits, an apostrophe (don't,
-/// mother's) and any non-ASCII byte (letters of other scripts).
-@inline(__always) func isWordByte(_ b: UInt8) -> Bool {
-    let lower = b | 0x20
-    return (b >= 0x30 && b <= 0x39) || (lower >= 0x61 && lower <= 0x7A) || b >= 0x80 || b == 0x27
-}
-
-/// Whether text ending with these bytes ends a sentence: `.`, `!` or `?`, possibly followed
-/// by closing quotes or brackets (`."` ends one as well as `.`).
-func isSentenceEnd(_ bytes: ArraySlice<UInt8>) -> Bool {
-    var end = bytes.endIndex
-    while end > bytes.startIndex {
-        let b = bytes[end - 1]
-        if b == 0x22 || b == 0x27 || b == 0x29 || b == 0x5D {
-            end -= 1
-        } else if b == 0x9D || b == 0x99, end - bytes.startIndex >= 3, bytes[end - 3] == 0xE2, bytes[end - 2] == 0x80 {
-            end -= 3  // ” or ’
-        } else {
-            return b == 0x2E || b == 0x21 || b == 0x3F
-        }
-    }
-    return false
-}
-
-/// What makes two suggestions the same one for the user: the text without surrounding
-/// whitespace and trailing punctuation (`morning.` and `morning."` are one suggestion, the
-/// more probable shown); a text of punctuation only is its first character.
-func suggestionKey(_ text: String) -> String {
-    let trimmed = text.trimmingWhitespace()
-    var s = Substring(trimmed)
-    while let last = s.last, last.isPunctuation || last.isWhitespace { s = s.dropLast() }
-    if s.isEmpty, let first = trimmed.first { return String(first) }
-    return String(s)
-}
-
-/// What the search checks for every child it looks at, precomputed per token.
-struct TokenTraits: Sendable {
-    private let flags: UInt8
-    /// Runs of non-space bytes in the token: the words it starts (one fewer when it
-    /// continues the word before it).
-    let runs: UInt8
-
-    private static let startsWithSpaceBit: UInt8 = 1, newlineBit: UInt8 = 2, specialBit: UInt8 = 4
-    private static let continuesWordBit: UInt8 = 8, endsSentenceBit: UInt8 = 16, endsWithSpaceBit: UInt8 = 32
-
-    init(_ bytes: [UInt8], special: Bool) {
-        var f: UInt8 = 0
-        if let b = bytes.first, isSpace(b) { f |= Self.startsWithSpaceBit }
-        if bytes.contains(0x0A) { f |= Self.newlineBit }
-        if special { f |= Self.specialBit }
-        if !special, let b = bytes.first, isWordByte(b) { f |= Self.continuesWordBit }
-        if isSentenceEnd(bytes[...]) { f |= Self.endsSentenceBit }
-        if let b = bytes.last, isSpace(b) { f |= Self.endsWithSpaceBit }
-        flags = f
-        runs = UInt8(min(255, wordCount(bytes)))
-    }
-
-    var startsWithSpace: Bool { flags & Self.startsWithSpaceBit != 0 }
-    var hasNewline: Bool { flags & Self.newlineBit != 0 }
-    /// A control or end-of-generation token: never part of a suggestion's text.
-    var special: Bool { flags & Self.specialBit != 0 }
-    /// Starts with a word byte (and is not special): it continues a word it follows.
-    var continuesWord: Bool { flags & Self.continuesWordBit != 0 }
-    /// It ends a sentence (see `isSentenceEnd`).
-    var endsSentence: Bool { flags & Self.endsSentenceBit != 0 }
-    var endsWithSpace: Bool { flags & Self.endsWithSpaceBit != 0 }
-}
-
-/// One node of the search: a path of tokens after the healed context.
-struct SuggestNode {
-    /// The node one token shorter, or −1 for a first token.
-    var parent: Int32
-    var token: Int32
-    /// The memo entry of the parent's path (`suggestMemo.root` for a first token).
-    var memoParent: Int32
-    /// This path's memo entry once its row is known, else −1.
-    var memo: Int32 = -1
-    /// log P(path | typed text).
-    var logprob: Double
-    var depth: Int32
-    /// Words in its text (phrase mode's `max_words`).
-    var words: Int32
-    /// Its text ends inside a word (the next token continues that word unless it starts
-    /// with a space).
-    var inWord: Bool
-    /// Its text is not empty (a first token may be exactly the healed bytes).
-    var hasText: Bool
-    /// A finished suggestion: taken from the queue, it is a result; otherwise it is rolled out.
-    var complete: Bool
-}
-
-/// One branch KV cache in use by a search: `tokens` (context and path) are what it holds
-/// once the pending pass has run; `valid` how many of them it holds now.
-struct BranchSlot {
-    let cache: KVCache
-    var tokens: [Int32]
-    var valid: Int
-    var busy = false
-}
-
-/// The search's working arrays, kept by the engine between requests (their capacity is
-/// reused: a search allocates nothing once they have grown).
-struct SuggestScratch {
-    var nodes: [SuggestNode] = []
-    /// Node indices, a binary max-heap by (logprob, then lower index).
-    var heap: [Int32] = []
-    var selected: [Int32] = []
-    /// A copy of `heap` the look-ahead for speculative rows works on.
-    var lookahead: [Int32] = []
-    var lookingAhead = false
-    var path: [Int32] = []
-    var target: [Int32] = []
-    var topIDs = [Int32](repeating: -1, count: SuggestMemo.width)
-    var topValues = [Float](repeating: 0, count: SuggestMemo.width)
-
-    mutating func clear() {
-        nodes.removeAll(keepingCapacity: true)
-        heap.removeAll(keepingCapacity: true)
-        selected.removeAll(keepingCapacity: true)
-        lookingAhead = false
-    }
-
-    @inline(__always) func before(_ a: Int32, _ b: Int32) -> Bool {
-        let x = nodes[Int(a)].logprob, y = nodes[Int(b)].logprob
-        return x > y || (x == y && a < b)
-    }
-
-    /// Queues `node` (in the look-ahead's copy of the queue while `lookingAhead`).
-    mutating func push(_ node: SuggestNode) {
-        let i = add(node)
-        var h = takeQueue()
-        h.append(i)
-        var c = h.count - 1
-        while c > 0 {
-            let p = (c - 1) / 2
-            guard before(h[c], h[p]) else { break }
-            h.swapAt(c, p)
-            c = p
-        }
-        putQueue(h)
-    }
-
-    /// Removes the best node of the queue (the look-ahead's while `lookingAhead`).
-    mutating func pop() {
-        var h = takeQueue()
-        let last = h.removeLast()
-        if !h.isEmpty {
-            h[0] = last
-            var i = 0
-            while true {
-                let l = 2 * i + 1, r = l + 1
-                var best = i
-                if l < h.count && before(h[l], h[best]) { best = l }
-                if r < h.count && before(h[r], h[best]) { best = r }
-                if best == i { break }
-                h.swapAt(i, best)
-                i = best
-            }
-        }
-        putQueue(h)
-    }
-
-    /// The best node of the queue (the look-ahead's while `lookingAhead`).
-    var top: Int32? { lookingAhead ? lookahead.first : heap.first }
-
-    /// The queue, moved out (no copy) so it can be reordered while `before` reads `nodes`.
-    private mutating func takeQueue() -> [Int32] {
-        var h: [Int32] = []
-        if lookingAhead { swap(&h, &lookahead) } else { swap(&h, &heap) }
-        return h
-    }
-
-    private mutating func putQueue(_ h: [Int32]) {
-        if lookingAhead { lookahead = h } else { heap = h }
-    }
-
-    /// Starts a look-ahead: a copy of the queue that pushes and pops change instead, and
-    /// nodes added from here on are dropped by `endLookahead`.
-    mutating func beginLookahead() -> Int {
-        lookahead.removeAll(keepingCapacity: true)
-        lookahead.append(contentsOf: heap)
-        lookingAhead = true
-        return nodes.count
-    }
-
-    mutating func endLookahead(_ mark: Int) {
-        lookingAhead = false
-        nodes.removeLast(nodes.count - mark)
-    }
-
-    /// Adds a node without queueing it (a rollout's next step, a finished suggestion).
-    mutating func add(_ node: SuggestNode) -> Int32 {
-        nodes.append(node)
-        return Int32(nodes.count - 1)
-    }
-
-    /// `path` = the node's tokens, first to last.
-    mutating func loadPath(_ node: Int32) {
-        path.removeAll(keepingCapacity: true)
-        var i = node
-        while i >= 0 {
-            path.append(nodes[Int(i)].token)
-            i = nodes[Int(i)].parent
-        }
-        path.reverse()
-    }
-}
-
-@inline(__always) func sharedPrefix(_ a: [Int32], _ b: [Int32]) -> Int {
-    let limit = min(a.count, b.count)
-    var n = 0
-    while n < limit && a[n] == b[n] { n += 1 }
-    return n
-}
+//
+// Beside it: the typed text, token traits and healing (SuggestText.swift), the search's
+// nodes, queue and working arrays (SuggestScratch.swift), and what is kept between
+// keystrokes (SuggestCaches.swift, SuggestMemo.swift).
 
 extension Engine {
-    /// What the model reads for a suggest: the context tokens (`context`, then the prefix
-    /// without its healed last tokens; `documentStart` when that leaves nothing), the
-    /// healed bytes the first suggested token must start with, how many tokens were healed,
-    /// and how many of the healed bytes were not typed (the space after the context).
-    func suggestContext(prefix: String, _ o: SuggestOptions)
-        -> (ids: [Int32], heal: [UInt8], healedTokens: Int, untyped: Int) {
-        let tok = model.tokenizer
-        var ids: [Int32] = []
-        var typed = prefix
-        var untyped = 0
-        if let c = o.context {
-            var text = Substring(c)
-            while let last = text.last, last == " " || last == "\t" { text = text.dropLast() }
-            if !text.isEmpty {
-                ids = tok.encode(String(text), parseSpecial: false)
-                // The field's text follows the context on its line after a space, as a
-                // label's value does ("Subject: Leak under…"), or starts the next line when
-                // the context ends with one. The space is tokenized with the prefix (its
-                // first word's token carries it) and healed, so no suggestion starts with it.
-                if text.utf8.last != 0x0A {
-                    typed = " " + prefix
-                    untyped = 1
-                }
-            }
-        }
-        let typedIDs = tok.encode(typed, parseSpecial: false)
-        // Token healing: text typed so far usually ends inside a word (or with a space the
-        // next word's token would have absorbed), i.e. with a token the model would rarely
-        // produce there. Back up over the last token and make the first suggested token
-        // start with its bytes, so the suggestion continues the word. The removed token
-        // itself stays a candidate, so nothing is lost when the word was complete. A partial
-        // word can span several tokens (" toni" is " ton" + "i"): back up over the tokens of
-        // the current word (at most 3) as long as some token still starts with everything
-        // removed, so " tonight" can follow.
-        var heal: [UInt8] = []
-        var healedTokens = 0
-        var removed: [UInt8] = []
-        var k = 1
-        while k <= min(3, typedIDs.count) {
-            removed = tokenBytes[Int(typedIDs[typedIDs.count - k])] + removed
-            if k == 1 || !tokens(startingWith: removed).isEmpty {
-                heal = removed
-                healedTokens = k
-            }
-            if let first = removed.first, isSpace(first) { break }  // reached the word's start
-            k += 1
-        }
-        ids += typedIDs.dropLast(healedTokens)
-        // Nothing before the cursor: predict what a text starts with.
-        if ids.isEmpty { ids = [documentStart] }
-        // The space after the context is among the healed bytes when every typed token was.
-        return (ids, heal, healedTokens, healedTokens == typedIDs.count ? untyped : 0)
-    }
-
-    /// The first tokens: the `SuggestMemo.width` likeliest tokens that agree with the
-    /// healed bytes (ties to the lower id; no end-of-generation token), into `out`, and log
-    /// Σ exp(logit) over every token that agrees: the healed constraint's mass, which turns
-    /// a first token's logit into its probability given the typed text.
-    ///
-    /// A token agrees when its bytes start with the healed bytes. With none (an empty
-    /// prefix: the start of a field) every token agrees except those starting with
-    /// whitespace, which a field's text does not.
-    func firstTokens(_ l: UnsafeBufferPointer<Float>, heal: [UInt8], into out: inout [(id: Int32, logit: Float)]) -> Double {
-        let range = tokens(startingWith: heal)
-        let tok = model.tokenizer
-        let k = SuggestMemo.width
-        out.removeAll(keepingCapacity: true)
-        var m = -Float.infinity
-        for idx in range {
-            let id = tokensByBytes[idx]
-            if heal.isEmpty && tokenTraits[Int(id)].startsWithSpace { continue }
-            let v = l[Int(id)]
-            m = max(m, v)
-            if tok.isEOG(id) { continue }
-            // Higher logit first, ties to the lower id (the order of a scan by id).
-            @inline(__always) func before(_ a: (id: Int32, logit: Float)) -> Bool { v > a.logit || (v == a.logit && id < a.id) }
-            if out.count == k && !before(out[k - 1]) { continue }
-            var pos = out.count
-            while pos > 0 && before(out[pos - 1]) { pos -= 1 }
-            out.insert((id, v), at: pos)
-            if out.count > k { out.removeLast() }
-        }
-        guard m.isFinite else { return -.infinity }
-        // Σ exp(l − m) over the agreeing tokens, 8 gathered lanes at a time (after a space
-        // that is ~20k tokens).
-        let mv = SIMD8<Float>(repeating: m)
-        var sum = 0.0
-        var lanes = SIMD8<Float>()
-        var n = 0
-        for idx in range {
-            let id = tokensByBytes[idx]
-            if heal.isEmpty && tokenTraits[Int(id)].startsWithSpace { continue }
-            lanes[n] = l[Int(id)]
-            n += 1
-            if n == 8 {
-                sum += Double(FastMath.exp(lanes - mv).sum())
-                n = 0
-            }
-        }
-        for i in 0..<n { sum += Double(expf(lanes[i] - m)) }
-        return Double(m) + log(sum)
-    }
-
     func suggest(_ job: Job, text: String, _ o: SuggestOptions) -> JobOutcome {
         let t0 = monotonicSeconds()
         var trace = SuggestTrace(enabled: suggestTraceEnabled, start: t0)
@@ -410,8 +91,8 @@ extension Engine {
 
         // The search's arrays are moved out of the engine for its duration: the engine
         // methods it calls then never touch the property it is mutating.
-        var s = suggestScratch
-        suggestScratch = SuggestScratch()
+        var s = suggestCaches.scratch
+        suggestCaches.scratch = SuggestScratch()
         // The row buffers are held apart from `s`, which the local functions below capture:
         // writing them while `s.nodes` is updated would be two accesses to one variable.
         var topIDs: [Int32] = [], topValues: [Float] = []
@@ -420,7 +101,7 @@ extension Engine {
         defer {
             swap(&topIDs, &s.topIDs)
             swap(&topValues, &s.topValues)
-            suggestScratch = s
+            suggestCaches.scratch = s
         }
         s.clear()
 
@@ -433,7 +114,7 @@ extension Engine {
         let maxSteps = 2 * (o.n + 2) * o.maxTokens
         // Rows per pass: as many branches as the admission check reserved KV for.
         let rowsPerPass = min(o.n + 2, runner.maxLogits)
-        suggestMemo.begin(context: ids, room: maxSteps + rowsPerPass)
+        suggestCaches.memo.begin(context: ids, room: maxSteps + rowsPerPass)
 
         var firsts: [(id: Int32, logit: Float)] = []
         firsts.reserveCapacity(SuggestMemo.width + 1)
@@ -442,7 +123,7 @@ extension Engine {
             let lp = Double(logit) - logZ
             guard lp >= floor else { break }  // best first: the rest are lower
             var rest = tokenBytes[Int(id)].dropFirst(heal.count)
-            var node = SuggestNode(parent: -1, token: id, memoParent: suggestMemo.root, logprob: lp, depth: 1,
+            var node = SuggestNode(parent: -1, token: id, memoParent: suggestCaches.memo.root, logprob: lp, depth: 1,
                                    words: 0, inWord: false, hasText: !rest.isEmpty, complete: false)
             if word {
                 // A word: the rest of the healed word, or (after a space) a whole new one.
@@ -505,7 +186,7 @@ extension Engine {
         func rollout(_ xi: Int32, _ entry: Int32) -> Int32 {
             let commit = !s.lookingAhead
             let x = s.nodes[Int(xi)]
-            let e = suggestMemo.entries[Int(entry)]
+            let e = suggestCaches.memo.entries[Int(entry)]
             let start = Int(e.start), end = start + Int(e.count)
             var next: Int32 = -1
             if word {
@@ -522,10 +203,10 @@ extension Engine {
                     s.push(done)
                 }
                 guard x.depth < o.maxTokens else { return -1 }
-                for j in start..<end where traits[Int(suggestMemo.tokens[j])].continuesWord {
-                    let lp = x.logprob + suggestMemo.logprobs[j]
+                for j in start..<end where traits[Int(suggestCaches.memo.tokens[j])].continuesWord {
+                    let lp = x.logprob + suggestCaches.memo.logprobs[j]
                     guard lp >= floor else { break }  // best first: the rest are lower
-                    s.push(SuggestNode(parent: xi, token: suggestMemo.tokens[j], memoParent: entry, logprob: lp,
+                    s.push(SuggestNode(parent: xi, token: suggestCaches.memo.tokens[j], memoParent: entry, logprob: lp,
                                        depth: x.depth + 1, words: 1, inWord: true, hasText: true, complete: false))
                 }
                 return -1
@@ -534,11 +215,11 @@ extension Engine {
             // break, a word past max_words), as greedy decoding would end it. Its
             // probability is that of its text.
             guard end > start else { return -1 }
-            let ends = stops(suggestMemo.tokens[start], after: x)
+            let ends = stops(suggestCaches.memo.tokens[start], after: x)
             for j in start..<end {
-                let t = suggestMemo.tokens[j]
+                let t = suggestCaches.memo.tokens[j]
                 guard !stops(t, after: x) else { continue }
-                let lp = x.logprob + suggestMemo.logprobs[j]
+                let lp = x.logprob + suggestCaches.memo.logprobs[j]
                 guard lp >= floor else { break }
                 if j == start { next = s.add(child(x, xi, entry, t, lp)) } else { s.push(child(x, xi, entry, t, lp)) }
             }
@@ -578,7 +259,7 @@ extension Engine {
         /// The memo entry of node `i`'s row, if computed (remembered in the node).
         func entry(_ i: Int32) -> Int32? {
             if s.nodes[Int(i)].memo >= 0 { return s.nodes[Int(i)].memo }
-            guard let e = suggestMemo.lookup(parent: s.nodes[Int(i)].memoParent, token: s.nodes[Int(i)].token) else { return nil }
+            guard let e = suggestCaches.memo.lookup(parent: s.nodes[Int(i)].memoParent, token: s.nodes[Int(i)].token) else { return nil }
             s.nodes[Int(i)].memo = e
             return e
         }
@@ -617,7 +298,7 @@ extension Engine {
                     break search
                 }
                 guard let e = entry(current) else { break }
-                if suggestMemo.entries[Int(e)].search != suggestMemo.search { trace.replayed += 1 }
+                if suggestCaches.memo.entries[Int(e)].search != suggestCaches.memo.search { trace.replayed += 1 }
                 steps += 1
                 current = rollout(current, e)
             }
@@ -683,7 +364,7 @@ extension Engine {
                     let n = min(sharedPrefix(sl.tokens, s.target), sl.valid, count - 1)
                     if n > donated { (donor, donated) = (sl.cache, n) }
                 }
-                for p in branchPool {
+                for p in suggestCaches.branches {
                     let n = min(sharedPrefix(p.tokens, s.target), p.cache.count, count - 1)
                     if n > donated { (donor, donated) = (p.cache, n) }
                 }
@@ -731,7 +412,7 @@ extension Engine {
                             let l = UnsafeBufferPointer(runner.logits(row: row))
                             let (lse, end) = LogitStats.expansion(l, mask: mask.baseAddress!, topIDs: topIDs, topValues: topValues)
                             let node = s.nodes[Int(i)]
-                            s.nodes[Int(i)].memo = suggestMemo.record(parent: node.memoParent, token: node.token, topIDs: topIDs,
+                            s.nodes[Int(i)].memo = suggestCaches.memo.record(parent: node.memoParent, token: node.token, topIDs: topIDs,
                                                                       topValues: topValues, lse: lse, endLogprob: end - lse)
                             if node.depth == 1 { keepBranchStartLogits(ids + [node.token], l) }
                             slots[j].valid = slots[j].tokens.count

@@ -24,10 +24,31 @@ struct FieldReader {
         guard String(validating: bytes, as: UTF8.self) != nil else {
             throw ProtocolError(.badUTF8, "payload is not valid UTF-8")
         }
-        guard case .object(let members) = try JSONValue.parse(bytes) else {
+        let value: JSONValue
+        do {
+            value = try JSONValue.parse(bytes)
+        } catch {
+            throw loneSurrogateError(bytes) ?? error
+        }
+        guard case .object(let members) = value else {
             throw ProtocolError(.badJSON, "payload must be a JSON object")
         }
         return FieldReader(members)
+    }
+
+    /// For a payload that did not parse only because a string escape is a lone UTF-16
+    /// surrogate: `bad_field` naming the top-level member that holds it, with the id when
+    /// the id is readable (it is not when the surrogate is in the id itself). Nil when the
+    /// payload is broken otherwise (then it stays `bad_json` without an id).
+    ///
+    /// `bad_field` rather than `bad_json`: the payload is JSON by RFC 8259's grammar, and the
+    /// fault is one member's value, which the client can name and fix like any other.
+    private static func loneSurrogateError(_ bytes: some Collection<UInt8>) -> ProtocolError? {
+        guard let found = LoneSurrogates.find(bytes), let member = found.member,
+              case .object(let members)? = try? JSONValue.parse(found.repaired) else { return nil }
+        let id = member == "id" ? nil : members["id"].flatMap { try? RequestID.read($0, path: "id") }
+        return .badField(member, "contains the lone UTF-16 surrogate \(found.escape) (half of a pair: text cut inside a character), which no Unicode string holds",
+                         requestID: id)
     }
 
     func path(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }

@@ -25,11 +25,11 @@ extension RequestHandler {
     }
 
     func serverInfo() -> ServerInfo {
-        let m = model.config
+        let m = model
         let summary = model.summary
         var members: JSONObject = [
             "name": .string(m.name),
-            "file": .string(Self.fileName(model.file.path)),
+            "file": .string(Self.fileName(model.filePath)),
             "vocab_size": .int(Int64(m.vocabSize)), "embedding_length": .int(Int64(m.embeddingLength)),
             "layers": .int(Int64(m.layerCount)), "trained_context": .int(Int64(m.trainedContextLength)),
             "tensor_types": .array(summary.tensorTypeCounts.keys.sorted().map { .string($0) }),
@@ -65,8 +65,8 @@ extension RequestHandler {
         let mem = ProcessMemory.current()
         var members: JSONObject = [
             "state": .string("running"),
-            "model": .string(model.config.name),
-            "model_file": .string(Self.fileName(model.file.path)),
+            "model": .string(model.name),
+            "model_file": .string(Self.fileName(model.filePath)),
             "uptime_seconds": .double(s.uptimeSeconds),
             "active": .int(Int64(s.active)),
             "queued": .int(Int64(s.queued)),

@@ -19,8 +19,9 @@ import SLMLimits
 final class RequestHandler: @unchecked Sendable {
     // @unchecked: `server` is set once before the I/O loop starts.
     let config: DaemonConfig
-    let engine: Engine
-    let model: Model
+    let engine: any EngineService
+    /// The model's tokenizer, template and facts, read once from the engine.
+    let model: ModelFacts
     let logger: Logger
     let intents: IntentRegistry
     weak var server: Server?
@@ -32,11 +33,11 @@ final class RequestHandler: @unchecked Sendable {
     /// `busy` a client gets, whichever layer refused.
     let refusedBusy = Atomic<Int>(0)
 
-    init(config: DaemonConfig, engine: Engine, intents: IntentRegistry, logger: Logger) {
+    init(config: DaemonConfig, engine: any EngineService, intents: IntentRegistry, logger: Logger) {
         self.config = config
         self.intents = intents
         self.engine = engine
-        self.model = engine.model
+        self.model = engine.modelFacts
         self.logger = logger
         // As many as the engine may queue: beyond that the engine would answer busy anyway.
         preparation = PreparationThread(capacity: config.engine.maxQueued)
@@ -148,7 +149,7 @@ final class RequestHandler: @unchecked Sendable {
         case .tokenize(let t):
             reply(.tokenize(ids: model.tokenizer.encode(t.text, parseSpecial: t.parseSpecial).map(Int.init)))
         case .detokenize(let d):
-            let vocab = model.config.vocabSize
+            let vocab = model.vocabSize
             if let bad = d.ids.firstIndex(where: { $0 < 0 || $0 >= vocab }) {
                 fail(.badField, "field 'ids[\(bad)]': token id \(d.ids[bad]) is outside the vocabulary 0..<\(vocab)")
                 return
@@ -187,7 +188,7 @@ final class RequestHandler: @unchecked Sendable {
             }
             runJob(id: id, on: c) { completion throws(EngineError) in
                 try engine.submitChoose(promptIDs: promptIDs, options: options, texts: r.options, normalize: r.normalize,
-                                        owner: owner, completion: completion)
+                                        deadline: nil, owner: owner, completion: completion)
             }
         case .parse(let r):
             let automaton: SchemaAutomaton, schemaText: String, instruction: String?
@@ -247,7 +248,7 @@ final class RequestHandler: @unchecked Sendable {
                                        confirmBelow: confirmBelow ?? ParseVerdict.defaultConfirmBelow)
             runJob(id: id, on: c, intent: r.intent, returnTokens: r.returnTokens, judging: judging) { completion throws(EngineError) in
                 try engine.submitParse(promptIDs: ids, schema: schemaText, automaton: automaton, maxTokens: limit,
-                                       sampling: sampling, deadline: deadline,
+                                       sampling: sampling, deadline: deadline, confidence: true,
                                        departures: DepartureFilter(schema: automaton.schema, utterance: r.utterance),
                                        noNumbers: !ParseVerdict.statesNumber(r.utterance), owner: owner, completion: completion)
             }
@@ -417,7 +418,8 @@ final class RequestHandler: @unchecked Sendable {
         let t0 = monotonicSeconds()
         track(id: id, on: c) { () throws(EngineError) in
             try engine.submitParse(promptIDs: promptIDs, schema: schema, automaton: automaton, maxTokens: maxTokens,
-                                   sampling: sampling, deadline: deadline, confidence: false, owner: c.owner) { [weak c] outcome in
+                                   sampling: sampling, deadline: deadline, confidence: false, departures: nil,
+                                   noNumbers: false, owner: c.owner) { [weak c] outcome in
                 guard let c else { return }
                 guard case .parse(let r) = outcome else {
                     c.enqueue(Self.jobFrame(id: id, outcome), finishing: id)

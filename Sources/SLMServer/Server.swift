@@ -20,8 +20,7 @@ public final class Server: @unchecked Sendable {
     // @unchecked: `connections`, `listenFD` and the counters below are touched by the I/O
     // thread only; `stopRequested` and `stats` are atomics/mutex-protected.
     let config: DaemonConfig
-    let engine: Engine
-    let model: Model
+    let engine: any EngineService
     let logger: Logger
     let handler: RequestHandler
     private var listenFD: Int32
@@ -66,11 +65,10 @@ public final class Server: @unchecked Sendable {
 
     /// Takes over `listenFD` (already listening; from systemd or `UnixSocket.listen`).
     /// `ownsSocketPath` says whether slmd created the socket file and must remove it.
-    public init(config: DaemonConfig, engine: Engine, listenFD: Int32, ownsSocketPath: Bool, logger: Logger,
+    public init(config: DaemonConfig, engine: any EngineService, listenFD: Int32, ownsSocketPath: Bool, logger: Logger,
                 intents: IntentRegistry = IntentRegistry(), onTick: (@Sendable () -> Void)? = nil) throws(SocketError) {
         self.config = config
         self.engine = engine
-        self.model = engine.model
         self.logger = logger
         self.listenFD = listenFD
         self.ownsSocketPath = ownsSocketPath

@@ -1,4 +1,5 @@
 import Foundation
+import SLMTestSupport
 import XCTest
 @testable import SLMModel
 

@@ -135,6 +135,43 @@ final class RequestDecodingTests: XCTestCase {
         }
     }
 
+    /// A lone UTF-16 surrogate escape (a keyboard buffer cut mid-emoji) is `bad_field` naming
+    /// the top-level member that holds it, with the id whenever the id is readable (§10.3).
+    func testALoneSurrogateNamesItsMemberAndKeepsTheID() throws {
+        func refused(_ json: String) -> ProtocolError? {
+            assertProtocolError(.badField) { () throws(ProtocolError) in try request(json) }
+        }
+        var e = refused(#"{"id":5,"op":"suggest","prefix":"call mom \ud83d"}"#)
+        XCTAssertEqual(e?.requestID, 5)
+        XCTAssertEqual(e?.field, "prefix")
+        XCTAssertTrue(e?.message.contains(#"\ud83d"#) ?? false, e?.message ?? "")
+        // A low half alone, upper-case hex, deep inside a member, before the id: still named.
+        e = refused(#"{"op":"chat","messages":[{"role":"user","content":"x\uDE00y"}],"id":"k"}"#)
+        XCTAssertEqual(e?.requestID, "k")
+        XCTAssertEqual(e?.field, "messages")
+        // Two halves in the wrong order are two lone surrogates; the first is named.
+        e = refused(#"{"id":6,"op":"tokenize","text":"\ude00\ud83d"}"#)
+        XCTAssertEqual(e?.field, "text")
+        // In a member's name.
+        e = refused(#"{"id":7,"op":"ping","a\ud83d":1}"#)
+        XCTAssertEqual(e?.requestID, 7)
+        XCTAssertEqual(e?.field, #"a\ud83d"#)
+        // In the id itself: no id can be read.
+        e = refused(#"{"id":"a\ud83d","op":"ping"}"#)
+        XCTAssertNil(e?.requestID)
+        XCTAssertEqual(e?.field, "id")
+        // A pair is one character; an escaped backslash before "u" is no escape at all.
+        XCTAssertEqual(try request(#"{"id":8,"op":"tokenize","text":"\ud83d\ude00"}"#),
+                       Request(id: 8, .tokenize(TokenizeRequest(text: "😀"))))
+        XCTAssertEqual(try request(#"{"id":9,"op":"tokenize","text":"\\ud83d"}"#),
+                       Request(id: 9, .tokenize(TokenizeRequest(text: #"\ud83d"#))))
+        // Broken otherwise too: still bad_json without an id.
+        for json in [#"{"id":1,"op":"ping","x":"\ud83d}"#, #"["\ud83d"]"#, #""\ud83d""#, #"{"id":1,"x":"\ud83d",}}"#] {
+            let bad = assertProtocolError(.badJSON) { () throws(ProtocolError) in try request(json) }
+            XCTAssertNil(bad?.requestID, json)
+        }
+    }
+
     /// Known leniency of FoundationEssentials' JSONDecoder: a trailing comma is accepted.
     /// Documented in docs/PROTOCOL.md so clients never rely on it; pinned here so a change
     /// in the toolchain is noticed.

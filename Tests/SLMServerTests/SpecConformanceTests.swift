@@ -171,8 +171,13 @@ final class SpecConformanceTests: XCTestCase {
         XCTAssertEqual(o["code"], .string("bad_field")); XCTAssertEqual(o["id"], .int(6))
         o = final(#"{"id":"s","op":"translate"}"#)
         XCTAssertEqual(o["code"], .string("unknown_type")); XCTAssertEqual(o["id"], .string("s"))
-        // A lone surrogate is not JSON: no id can be read.
+        // A lone surrogate: the member holding it is named, and the id still echoed.
         o = final(#"{"id":5,"op":"tokenize","text":"\ud83d"}"#)
+        XCTAssertEqual(o["code"], .string("bad_field")); XCTAssertEqual(o["id"], .int(5))
+        guard case .string(let message)? = o["message"] else { return XCTFail("no message") }
+        XCTAssertTrue(message.hasPrefix("field 'text':"), message)
+        // Not JSON at all: no id can be read.
+        o = final(#"{"id":5,"op":"tokenize","text":}"#)
         XCTAssertEqual(o["code"], .string("bad_json")); XCTAssertEqual(o["id"], .null)
         // The connection goes on.
         XCTAssertEqual(final(#"{"id":9223372036854775807,"op":"ping"}"#)["id"], .int(Int64.max), "i64 ids echoed exactly")

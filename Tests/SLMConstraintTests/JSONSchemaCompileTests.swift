@@ -1,3 +1,4 @@
+import SLMTestSupport
 import XCTest
 @testable import SLMConstraint
 

@@ -2,16 +2,16 @@ import Foundation
 import GGUF
 import SLMTokenizer
 import XCTest
-import SLMTestSupport
 
-/// The real model (SLMTestSupport's lookup) and llama.cpp's reference outputs (in the
-/// checkout, overridable from the environment).
+/// The real model (the lookup above) and llama.cpp's reference outputs (in the checkout,
+/// overridable from the environment), for the tokenizer, constraint and model tests.
 extension TestPaths {
-    static var model: String { TestModel.path }
+    /// The real model (`TestModel.path`).
+    public static var model: String { TestModel.path }
 
     /// Tests/Fixtures/reference, made by scripts/make-reference. SLMD_REFERENCE may point at
     /// another set in the same format (e.g. one regenerated on a different CPU).
-    static var reference: URL {
+    public static var reference: URL {
         if let p = ProcessInfo.processInfo.environment["SLMD_REFERENCE"], !p.isEmpty {
             return URL(fileURLWithPath: p)
         }
@@ -21,7 +21,7 @@ extension TestPaths {
 
 /// The real model's GGUF, loaded once per test process. A missing model is a failure with
 /// instructions, never a silent skip: a skipped reference test looks exactly like a pass.
-enum RealModel {
+public enum RealModel {
     private static let loaded: Result<GGUFFile, Error> = Result {
         guard FileManager.default.fileExists(atPath: TestPaths.model) else {
             throw TestModel.Missing(description: TestModel.missingMessage)
@@ -32,14 +32,14 @@ enum RealModel {
         Result { try Tokenizer(gguf: g) }
     }
 
-    static func gguf(file: StaticString = #filePath, line: UInt = #line) throws -> GGUFFile {
+    public static func gguf(file: StaticString = #filePath, line: UInt = #line) throws -> GGUFFile {
         do { return try loaded.get() } catch {
             XCTFail("\(error)", file: file, line: line)
             throw error
         }
     }
 
-    static func tokenizer(file: StaticString = #filePath, line: UInt = #line) throws -> Tokenizer {
+    public static func tokenizer(file: StaticString = #filePath, line: UInt = #line) throws -> Tokenizer {
         do { return try tokenizerResult.get() } catch {
             XCTFail("\(error)", file: file, line: line)
             throw error
@@ -47,7 +47,8 @@ enum RealModel {
     }
 }
 
-func loadReferenceJSON<T: Decodable>(_ name: String, as: T.Type) throws -> T {
+/// A reference fixture decoded; a missing file is a test failure naming where it comes from.
+public func loadReferenceJSON<T: Decodable>(_ name: String, as: T.Type) throws -> T {
     let url = TestPaths.reference.appendingPathComponent(name)
     guard let data = FileManager.default.contents(atPath: url.path) else {
         XCTFail("reference file \(url.path) not found (\(referenceHint))")
@@ -57,12 +58,12 @@ func loadReferenceJSON<T: Decodable>(_ name: String, as: T.Type) throws -> T {
 }
 
 /// Where a missing reference file should come from.
-let referenceHint = "the fixtures are in Tests/Fixtures/reference; scripts/make-reference regenerates them"
+public let referenceHint = "the fixtures are in Tests/Fixtures/reference; scripts/make-reference regenerates them"
 
 /// The perplexity text named by perplexity.json and llama-perplexity's token count for it.
-struct PerplexityText {
-    let url: URL
-    let nTokens: Int
+public struct PerplexityText {
+    public let url: URL
+    public let nTokens: Int
 
     struct Info: Decodable {
         struct Text: Decodable {
@@ -73,7 +74,7 @@ struct PerplexityText {
         let text: Text
     }
 
-    static func load() throws -> PerplexityText {
+    public static func load() throws -> PerplexityText {
         let info = try loadReferenceJSON("perplexity.json", as: Info.self)
         let name = try XCTUnwrap(info.text.file ?? info.text.file_used, "perplexity.json names no text file")
         return PerplexityText(url: TestPaths.reference.appendingPathComponent(name), nTokens: info.text.n_tokens)

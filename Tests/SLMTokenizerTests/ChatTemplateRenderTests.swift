@@ -1,6 +1,7 @@
 import Foundation
 import GGUF
 import SLMTokenizer
+import SLMTestSupport
 import XCTest
 
 /// Chat templates recognised and rendered byte for byte as llama.cpp renders them (or, where

@@ -2,9 +2,11 @@ import Foundation
 import GGUF
 
 /// Writes minimal GGUF files (metadata only, no tensors) so tokenizer and template logic
-/// can be tested without the real model.
-enum TinyGGUF {
-    enum Value {
+/// can be tested without the real model, and the server's request handling with a fake
+/// engine that still tokenizes for real.
+public enum TinyGGUF {
+    /// A metadata value.
+    public enum Value {
         case string(String)
         case strings([String])
         case int32s([Int32])
@@ -12,7 +14,7 @@ enum TinyGGUF {
         case uint32(UInt32)
         case bool(Bool)
 
-        var gguf: GGUFValue {
+        public var gguf: GGUFValue {
             switch self {
             case .string(let s): .string(s)
             case .strings(let a): .array(.string, a.map { .string($0) })
@@ -24,7 +26,9 @@ enum TinyGGUF {
         }
     }
 
-    static func write(_ kvs: [(String, Value)]) throws -> String {
+    /// Writes a file holding `kvs` to a fresh temporary path and returns the path (the
+    /// caller removes it).
+    public static func write(_ kvs: [(String, Value)]) throws -> String {
         var w = GGUFWriter()
         for (k, v) in kvs { w.set(k, v.gguf) }
         let path = NSTemporaryDirectory() + "slmd-tiny-\(UUID().uuidString).gguf"

@@ -1,16 +1,15 @@
-@testable import SLMModel
-@testable import SLMConstraint
-import SLMTestSupport
+import SLMConstraint
 
 /// Reference twin of `SchemaAutomaton`: a plain recursive-descent matcher that reads the
 /// schema JSON directly (not the compiled tables) and implements the documented grammar.
-struct ReferenceMatcher {
+public struct ReferenceMatcher {
     static let intCap: Int64 = 999_999_999_999_999
     static let big: Int64 = 1_000_000_000_000_000_000
     let b: [UInt8]
     var i = 0
 
-    static func accepts(_ schema: OrderedJSON, _ bytes: [UInt8]) -> Bool {
+    /// Whether `bytes` is exactly one value the documented grammar admits for `schema`.
+    public static func accepts(_ schema: OrderedJSON, _ bytes: [UInt8]) -> Bool {
         var m = ReferenceMatcher(b: bytes)
         return m.value(schema) && m.i == bytes.count
     }
@@ -154,7 +153,7 @@ struct ReferenceMatcher {
             var found = -1
             for (k, p) in props.enumerated() {
                 var key: [UInt8] = []
-                OrderedJSON.appendQuoted(p.0, to: &key)
+                OrderedJSON.string(p.0).appendCompact(to: &key)
                 key.append(UInt8(ascii: ":"))
                 if i + key.count <= b.count && Array(b[i..<i + key.count]) == key { found = k; i += key.count; break }
             }
@@ -183,21 +182,21 @@ struct ReferenceMatcher {
 }
 
 /// Seeded random schemas over the supported subset, and random instances of them.
-struct SchemaGen {
-    var rng: TestRNG
+public struct SchemaGen {
+    public var rng: TestRNG
 
-    init(seed: UInt64) { rng = TestRNG(seed: seed) }
+    public init(seed: UInt64) { rng = TestRNG(seed: seed) }
 
-    mutating func int(_ r: ClosedRange<Int>) -> Int { r.lowerBound + Int(rng.next() % UInt64(r.count)) }
-    mutating func chance(_ p: Double) -> Bool { Double(rng.nextUnit()) < p }
-    mutating func pick<T>(_ a: [T]) -> T { a[int(0...a.count - 1)] }
+    public mutating func int(_ r: ClosedRange<Int>) -> Int { r.lowerBound + Int(rng.next() % UInt64(r.count)) }
+    public mutating func chance(_ p: Double) -> Bool { Double(rng.nextUnit()) < p }
+    public mutating func pick<T>(_ a: [T]) -> T { a[int(0...a.count - 1)] }
 
     static let names = ["a", "b", "id", "name", "x\"y", "é", "value", "on", "a/b", "n2"]
     static let pieces = ["a", "Z", " ", "é", "日", "😀", "\\n", "\\\"", "\\\\", "\\/", "\\u00e9", "\\t", "~", "\u{7F}", "0", "{", ","]
     static let enumStrings = ["on", "off", "o", "turn_on", "x\"y", "日本", "", "a\\b"]
     static let enumOthers: [OrderedJSON] = [.number("1"), .number("12"), .number("-3"), .number("2.5"), .null, .bool(true), .bool(false)]
 
-    mutating func schema(depth: Int = 0) -> OrderedJSON {
+    public mutating func schema(depth: Int = 0) -> OrderedJSON {
         let scalar = ["string", "integer", "number", "boolean", "null", "enum", "const", "union"]
         let kind = depth >= 3 ? pick(scalar) : pick(scalar + ["object", "object", "object", "array"])
         var m: [(key: String, value: OrderedJSON)] = []
@@ -255,11 +254,11 @@ struct SchemaGen {
     }
 
     /// Which invalid change to make (at most once per instance).
-    enum Poison: CaseIterable { case none, intRange, tooLong, notInEnum, keyOrder, missingRequired, unknownKey, tooManyItems }
+    public enum Poison: CaseIterable { case none, intRange, tooLong, notInEnum, keyOrder, missingRequired, unknownKey, tooManyItems }
 
     /// A random instance, compact and in schema key order; with `poison`, one random place is
     /// made invalid in that way and `poisoned` is set (left false when the schema has no place for it).
-    mutating func instance(_ s: OrderedJSON, poison: Poison = .none, poisoned: inout Bool) -> [UInt8] {
+    public mutating func instance(_ s: OrderedJSON, poison: Poison = .none, poisoned: inout Bool) -> [UInt8] {
         var out: [UInt8] = []
         func arm(_ p: Poison) -> Bool {
             if poison == p && !poisoned && chance(0.5) { poisoned = true; return true }
@@ -285,7 +284,7 @@ struct SchemaGen {
             for (name, sub) in props where req.contains(name) || chance(0.5) {
                 if req.contains(name) && !dropped && arm(.missingRequired) { dropped = true; continue }
                 var m: [UInt8] = []
-                OrderedJSON.appendQuoted(name, to: &m)
+                OrderedJSON.string(name).appendCompact(to: &m)
                 m.append(UInt8(ascii: ":"))
                 m += instance(sub, poison: poison, poisoned: &poisoned)
                 members.append(m)
@@ -336,4 +335,21 @@ struct SchemaGen {
         }
         return out
     }
+}
+
+/// A smart-home command schema (8 values per enum): what the mask and constrained
+/// generation tests decode against.
+public enum IntentSchema {
+    public static let actions = ["turn_on", "turn_off", "set", "open", "close", "lock", "unlock", "status"]
+    public static let devices = ["light", "thermostat", "fan", "door", "window", "blinds", "tv", "speaker"]
+    public static let rooms = ["living_room", "bedroom", "kitchen", "bathroom", "office", "garage", "hallway", "garden"]
+    public static func quoted(_ a: [String]) -> String { a.map { "\"\($0)\"" }.joined(separator: ",") }
+    public static let text = """
+        {"type":"object","properties":{
+          "action":{"type":"string","enum":[\(quoted(actions))]},
+          "device":{"type":"string","enum":[\(quoted(devices))]},
+          "room":{"type":"string","enum":[\(quoted(rooms))]},
+          "value":{"type":["integer","null"],"minimum":0,"maximum":100}},
+         "required":["action","device","room","value"],"additionalProperties":false}
+        """
 }

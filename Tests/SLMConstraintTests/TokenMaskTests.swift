@@ -1,20 +1,6 @@
+import SLMTestSupport
 import XCTest
 @testable import SLMConstraint
-
-enum IntentSchema {
-    static let actions = ["turn_on", "turn_off", "set", "open", "close", "lock", "unlock", "status"]
-    static let devices = ["light", "thermostat", "fan", "door", "window", "blinds", "tv", "speaker"]
-    static let rooms = ["living_room", "bedroom", "kitchen", "bathroom", "office", "garage", "hallway", "garden"]
-    static func quoted(_ a: [String]) -> String { a.map { "\"\($0)\"" }.joined(separator: ",") }
-    static let text = """
-        {"type":"object","properties":{
-          "action":{"type":"string","enum":[\(quoted(actions))]},
-          "device":{"type":"string","enum":[\(quoted(devices))]},
-          "room":{"type":"string","enum":[\(quoted(rooms))]},
-          "value":{"type":["integer","null"],"minimum":0,"maximum":100}},
-         "required":["action","device","room","value"],"additionalProperties":false}
-        """
-}
 
 /// Masks over the real 49,152-token vocabulary agree with brute force (every token's bytes
 /// fed through the automaton) on random reachable states.

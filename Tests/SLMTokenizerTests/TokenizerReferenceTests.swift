@@ -1,6 +1,7 @@
 import Foundation
 import GGUF
 import SLMTokenizer
+import SLMTestSupport
 import XCTest
 
 /// Checks the tokenizer and chat template against llama.cpp's own outputs for the real model

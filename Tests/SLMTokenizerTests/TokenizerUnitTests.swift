@@ -1,6 +1,7 @@
 import Foundation
 import GGUF
 @testable import SLMTokenizer
+import SLMTestSupport
 import XCTest
 
 /// Tokenizer pieces that need no real model: byte mapping, pre-tokenizer, streaming,

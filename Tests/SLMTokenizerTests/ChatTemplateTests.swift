@@ -1,6 +1,7 @@
 import Foundation
 import GGUF
 import SLMTokenizer
+import SLMTestSupport
 import XCTest
 
 /// Chat template recognition and rendering without the real model.

@@ -1,7 +1,7 @@
 import Foundation
 import GGUF
-import SLMModel
 import SLMTokenizer
+import SLMTestSupport
 import XCTest
 
 /// Every tokenizer slmd supports against llama.cpp's own test vocabularies: the vocab-only
