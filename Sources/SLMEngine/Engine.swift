@@ -69,10 +69,10 @@ public final class Engine: @unchecked Sendable {
     /// each holds: allocating and page-faulting ~1 MiB per branch cost ~0.5 ms a branch,
     /// and a cache that already holds the context needs none of it copied again.
     var branchPool: [(cache: KVCache, tokens: [Int32])] = []
-    /// Logits after a suggest context plus one branch's first token, from that branch's
-    /// first pass (engine thread). When the user goes on to type that token (finishes the
-    /// word and types a space), the next keystroke's context is exactly this: with a branch
-    /// cache that holds it, no prefill pass is needed. A few recent ones, counted as cached.
+    /// Logits after a suggest context plus a branch's first token or two, from the pass
+    /// that computed them (engine thread). When the user goes on to type those tokens
+    /// (finishes the word and types a space), the next keystroke's context is exactly this:
+    /// with a branch cache that holds it, no prefill pass is needed. A few recent ones, counted as cached.
     var branchStartLogits: [(tokens: [Int32], logits: [Float])] = []
     /// Whose keystrokes the suggest caches above hold (engine thread).
     var suggestCacheOwner: UInt32?
@@ -495,8 +495,13 @@ public final class Engine: @unchecked Sendable {
         return (KVCache(config: model.config, capacity: size), 0)
     }
 
-    /// Keeps the logits after `tokens` (a suggest context and a branch's first token), when
-    /// the budget has room, replacing the oldest of the ten kept.
+    /// Logits rows `keepBranchStartLogits` keeps at most (~200 KB each for a 49k
+    /// vocabulary): the rows at a word's end (`Engine.keptStartWordEnd`) of the few
+    /// keystrokes between a word being suggested and being typed.
+    static let keptStartLogits = 24
+
+    /// Keeps the logits after `tokens` (a suggest context and a branch's first tokens), when
+    /// the budget has room, replacing the oldest of those kept.
     func keepBranchStartLogits(_ tokens: [Int32], _ logits: UnsafeBufferPointer<Float>) {
         let size = logits.count * MemoryLayout<Float>.size
         if let i = branchStartLogits.firstIndex(where: { $0.tokens == tokens }) {
@@ -505,7 +510,7 @@ public final class Engine: @unchecked Sendable {
             return
         }
         var entry: (tokens: [Int32], logits: [Float])
-        if branchStartLogits.count >= 10 {
+        if branchStartLogits.count >= Self.keptStartLogits {
             entry = branchStartLogits.removeFirst()  // its buffer is reused: no allocation
             entry.tokens = tokens
             entry.logits.withUnsafeMutableBufferPointer { _ = $0.update(fromContentsOf: logits) }
@@ -517,11 +522,12 @@ public final class Engine: @unchecked Sendable {
         branchStartLogits.append(entry)
     }
 
-    /// Marks the kept logits after `context + [first]` as newest, so the ten kept are those
-    /// of the latest candidates (a replayed branch does not recompute them).
-    func touchBranchStart(context: [Int32], first: Int32) {
+    /// Marks the kept logits after `context + path` as newest, so those kept are of the
+    /// latest candidates (a replayed branch does not recompute them). Allocates nothing.
+    func touchBranchStart<P: Collection<Int32>>(context: [Int32], path: P) {
         guard let i = branchStartLogits.firstIndex(where: {
-            $0.tokens.count == context.count + 1 && $0.tokens.last == first && $0.tokens.starts(with: context)
+            $0.tokens.count == context.count + path.count && $0.tokens[context.count...].elementsEqual(path)
+                && $0.tokens.starts(with: context)
         }) else { return }
         branchStartLogits.append(branchStartLogits.remove(at: i))
     }

@@ -354,6 +354,17 @@ extension Engine {
         return Double(m) + log(sum)
     }
 
+    /// Which rows' full logits are kept (`keepBranchStartLogits`): those after which the
+    /// word the path ends in is at least this probable to end (the next token does not
+    /// continue it), at any depth. The user who types the path's words and a space makes it
+    /// the next keystroke's context, and with its logits kept (and the branch's KV pooled)
+    /// that keystroke starts without a pass. At any depth because a search re-rooted on a
+    /// typed word (`SuggestMemo.begin`) replays its rollouts' deeper rows as first ones:
+    /// keeping only first tokens' rows cost a one-token prefill pass at 3 of the 5 word
+    /// starts of scripts/bench-keystroke's sentence. A row inside a word (` he|ating`) is
+    /// never a context at a word start, so it is not copied.
+    static let keptStartWordEnd = log(0.1)
+
     func suggest(_ job: Job, text: String, _ o: SuggestOptions) -> JobOutcome {
         let t0 = monotonicSeconds()
         var trace = SuggestTrace(enabled: suggestTraceEnabled, start: t0)
@@ -382,11 +393,14 @@ extension Engine {
             reused = ids.count
             first = start.logits
             ownsBase = true
+            trace.startKind = 1
             lock.withLock {
                 shared.stats.prefixCacheHits += 1
                 shared.stats.prefixCacheReusedTokens += ids.count
             }
         } else {
+            trace.startKind = 2 + (branchStartLogits.contains { $0.tokens == ids } ? 4 : 0)
+                + (branchPool.contains { $0.tokens.starts(with: ids) } ? 8 : 0)
             // Room for a few more tokens: when the next word is typed, its context extends
             // this one and takes this cache over from the prefix cache instead of copying it.
             let roomy = min(config.maxContext, (ids.count + 1 + 31) / 32 * 32)
@@ -478,7 +492,7 @@ extension Engine {
         rows.reserveCapacity(rowsPerPass)
         defer {
             for slot in slots { poolBranchCache(slot.cache, tokens: slot.tokens) }
-            for f in firsts { touchBranchStart(context: ids, first: f.id) }
+            for f in firsts { touchBranchStart(context: ids, path: CollectionOfOne(f.id)) }
         }
 
         /// Whether token `t` after node `x` ends x's phrase instead of continuing it.
@@ -617,7 +631,15 @@ extension Engine {
                     break search
                 }
                 guard let e = entry(current) else { break }
-                if suggestMemo.entries[Int(e)].search != suggestMemo.search { trace.replayed += 1 }
+                if suggestMemo.entries[Int(e)].search != suggestMemo.search {
+                    trace.replayed += 1
+                    // A replayed row the user may be typing (a word of one or two tokens):
+                    // its kept logits stay among the newest, to start the next word.
+                    if suggestMemo.entries[Int(e)].endLogprob >= Self.keptStartWordEnd {
+                        s.loadPath(current)
+                        touchBranchStart(context: ids, path: s.path)
+                    }
+                }
                 steps += 1
                 current = rollout(current, e)
             }
@@ -723,6 +745,7 @@ extension Engine {
             }
             trace.passes += 1
             trace.rows += rows.count
+            trace.branchTokens += batch.count
             trace.mark(.forward)
             wordEndMask.withUnsafeBufferPointer { mask in
                 topIDs.withUnsafeMutableBufferPointer { topIDs in
@@ -733,7 +756,10 @@ extension Engine {
                             let node = s.nodes[Int(i)]
                             s.nodes[Int(i)].memo = suggestMemo.record(parent: node.memoParent, token: node.token, topIDs: topIDs,
                                                                       topValues: topValues, lse: lse, endLogprob: end - lse)
-                            if node.depth == 1 { keepBranchStartLogits(ids + [node.token], l) }
+                            if end - lse >= Self.keptStartWordEnd {
+                                s.loadPath(i)
+                                keepBranchStartLogits(ids + s.path, l)
+                            }
                             slots[j].valid = slots[j].tokens.count
                             slots[j].busy = false
                         }
@@ -749,7 +775,9 @@ extension Engine {
         if results.count > o.n { results.removeLast(results.count - o.n) }
         return .suggest(SuggestResult(suggestions: results, promptTokens: ids.count + healedTokens,
                                       reusedTokens: reused, healed: heal.count > untyped, healedTokens: healedTokens,
-                                      forwardPasses: trace.passes, replayedSteps: trace.replayed,
+                                      forwardPasses: trace.passes,
+                                      prefixPasses: (trace.prefillTokens + batch.capacity - 1) / batch.capacity,
+                                      computedTokens: trace.prefillTokens + trace.branchTokens, replayedSteps: trace.replayed,
                                       ms: (monotonicSeconds() - t0) * 1000))
     }
 }
