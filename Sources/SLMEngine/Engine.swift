@@ -76,6 +76,9 @@ public final class Engine: @unchecked Sendable {
     var branchStartLogits: [(tokens: [Int32], logits: [Float])] = []
     /// Whose keystrokes the suggest caches above hold (engine thread).
     var suggestCacheOwner: UInt32?
+    /// Most logits rows a suggest pass computes; tests lower it to 1 (set before the first
+    /// request) to check that batching the branches' steps never changes a suggestion.
+    var suggestRowsPerPassLimit = Int.max
     /// Built on the first `parse` (engine thread only): token bytes and trie, ~2 MiB.
     private var vocabulary: ConstraintVocabulary?
     /// Compiled schema and its masks, shared by requests with the same schema text (a

@@ -446,7 +446,7 @@ extension Engine {
         // already found (`tomorrow.` and `tomorrow."` are one).
         let maxSteps = 2 * (o.n + 2) * o.maxTokens
         // Rows per pass: as many branches as the admission check reserved KV for.
-        let rowsPerPass = min(o.n + 2, runner.maxLogits)
+        let rowsPerPass = min(o.n + 2, runner.maxLogits, suggestRowsPerPassLimit)
         suggestMemo.begin(context: ids, room: maxSteps + rowsPerPass)
 
         var firsts: [(id: Int32, logit: Float)] = []

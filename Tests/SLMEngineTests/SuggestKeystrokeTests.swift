@@ -66,4 +66,29 @@ final class SuggestKeystrokeTests: XCTestCase {
             XCTAssertEqual(e.stats().kvBytesInUse, 0)
         }
     }
+
+    /// Batching is only a schedule: with one row per pass (every branch step computed
+    /// alone, no speculative rows) the typed sentence gets exactly the same suggestions,
+    /// in more passes.
+    func testBatchedRowsGiveTheSuggestionsOfOneRowPerPass() throws {
+        let batched = try Shared.engine(), single = try Shared.engine()
+        defer { batched.shutdown(grace: 0); single.shutdown(grace: 0) }
+        single.suggestRowsPerPassLimit = 1
+        let o = SuggestOptions(n: 3, maxTokens: 4, maxWords: 4)
+        var passes = (batched: 0, single: 0), rows = (batched: 0, single: 0)
+        for i in 1...Self.sentence.count {
+            let prefix = Self.context + String(Self.sentence.prefix(i))
+            let a = try suggest(batched, prefix, o), b = try suggest(single, prefix, o)
+            XCTAssertEqual(a.suggestions, b.suggestions, "'\(prefix)'")
+            XCTAssertEqual(a.suggestions.count, 3, "'\(prefix)'")
+            passes.batched += a.forwardPasses
+            passes.single += b.forwardPasses
+            rows.batched += a.computedTokens
+            rows.single += b.computedTokens
+        }
+        print("bench sentence n=3: batched \(passes.batched) passes \(rows.batched) tokens; one row per pass \(passes.single) passes \(rows.single) tokens")
+        XCTAssertLessThan(passes.batched, passes.single)
+        XCTAssertEqual(batched.stats().kvBytesInUse, 0)
+        XCTAssertEqual(single.stats().kvBytesInUse, 0)
+    }
 }
