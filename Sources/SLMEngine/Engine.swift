@@ -535,17 +535,18 @@ public final class Engine: @unchecked Sendable {
         branchStartLogits.append(branchStartLogits.remove(at: i))
     }
 
-    /// The next keystroke's start without a prefill: a branch cache holding exactly
-    /// `context`'s KV (it may hold more, which is forgotten) and the logits after it, both
-    /// taken out of the caches (the cache counts as in use), or nil.
-    func branchStart(for context: [Int32]) -> (cache: KVCache, logits: [Float])? {
+    /// The next keystroke's start without a prefill: a branch cache holding `context`'s KV
+    /// and the logits after it, both taken out of the caches (the cache counts as in use),
+    /// or nil. The cache may hold more than the context (`tokens`, the path the branch went
+    /// on with): that KV is kept, not truncated, because the search re-rooted on the typed
+    /// word replays that path and its branches copy it instead of computing it again.
+    func branchStart(for context: [Int32]) -> (cache: KVCache, tokens: [Int32], logits: [Float])? {
         guard let li = branchStartLogits.firstIndex(where: { $0.tokens == context }),
               let ci = branchPool.firstIndex(where: { $0.tokens.starts(with: context) }) else { return nil }
         let logits = branchStartLogits.remove(at: li).logits
-        let cache = branchPool.remove(at: ci).cache
-        cache.truncate(to: context.count)
+        let (cache, tokens) = branchPool.remove(at: ci)
         lock.withLock { shared.memory.promote(cache.bytes, dropping: logits.count * MemoryLayout<Float>.size) }
-        return (cache, logits)
+        return (cache, Array(tokens.prefix(cache.count)), logits)
     }
 
     /// Empties the suggest caches (greedy memo, branch caches, branch-start logits) when a

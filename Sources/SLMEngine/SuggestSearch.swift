@@ -378,6 +378,9 @@ extension Engine {
         let reused: Int
         let first: [Float]
         var ownsBase = false
+        // What `base` holds: the context, and after a word start taken from a branch the
+        // path that branch went on with (a donor for the branches that replay it).
+        var baseTokens = ids
         if let hit = prefixCache.exact(ids, owner: job.handle.owner) {
             base = hit.cache
             reused = ids.count
@@ -390,6 +393,7 @@ extension Engine {
             // The previous keystroke's branch already ran this context (the user typed its
             // first token): its KV and first-pass logits start this one without a pass.
             base = start.cache
+            baseTokens = start.tokens
             reused = ids.count
             first = start.logits
             ownsBase = true
@@ -700,7 +704,7 @@ extension Engine {
                 // path (the context's, a sibling's or the parent's branch); the rest, at least
                 // the last token, are fed.
                 let have = min(holds, count - 1)
-                var donor: KVCache = base, donated = min(ids.count, count - 1)
+                var donor: KVCache = base, donated = min(sharedPrefix(baseTokens, s.target), base.count, count - 1)
                 for (j, sl) in slots.enumerated() where j != slot {
                     let n = min(sharedPrefix(sl.tokens, s.target), sl.valid, count - 1)
                     if n > donated { (donor, donated) = (sl.cache, n) }
