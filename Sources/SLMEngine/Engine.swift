@@ -69,10 +69,11 @@ public final class Engine: @unchecked Sendable {
     /// each holds: allocating and page-faulting ~1 MiB per branch cost ~0.5 ms a branch,
     /// and a cache that already holds the context needs none of it copied again.
     var branchPool: [(cache: KVCache, tokens: [Int32])] = []
-    /// Logits after a suggest context plus a branch's first token or two, from the pass
-    /// that computed them (engine thread). When the user goes on to type those tokens
+    /// Logits after a suggest context plus a branch's path where a word may end, from the
+    /// pass that computed them (engine thread). When the user goes on to type that path
     /// (finishes the word and types a space), the next keystroke's context is exactly this:
-    /// with a branch cache that holds it, no prefill pass is needed. A few recent ones, counted as cached.
+    /// with a branch cache that holds it, no prefill pass is needed. A few recent ones
+    /// (`keptStartLogits`), counted as cached.
     var branchStartLogits: [(tokens: [Int32], logits: [Float])] = []
     /// Whose keystrokes the suggest caches above hold (engine thread).
     var suggestCacheOwner: UInt32?

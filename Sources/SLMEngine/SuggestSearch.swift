@@ -403,8 +403,10 @@ extension Engine {
                 shared.stats.prefixCacheReusedTokens += ids.count
             }
         } else {
-            trace.startKind = 2 + (branchStartLogits.contains { $0.tokens == ids } ? 4 : 0)
-                + (branchPool.contains { $0.tokens.starts(with: ids) } ? 8 : 0)
+            if trace.enabled {
+                trace.startKind = 2 + (branchStartLogits.contains { $0.tokens == ids } ? 4 : 0)
+                    + (branchPool.contains { $0.tokens.starts(with: ids) } ? 8 : 0)
+            }
             // Room for a few more tokens: when the next word is typed, its context extends
             // this one and takes this cache over from the prefix cache instead of copying it.
             let roomy = min(config.maxContext, (ids.count + 1 + 31) / 32 * 32)
@@ -637,7 +639,7 @@ extension Engine {
                 guard let e = entry(current) else { break }
                 if suggestMemo.entries[Int(e)].search != suggestMemo.search {
                     trace.replayed += 1
-                    // A replayed row the user may be typing (a word of one or two tokens):
+                    // A replayed row where a word may end, which the user may be typing:
                     // its kept logits stay among the newest, to start the next word.
                     if suggestMemo.entries[Int(e)].endLogprob >= Self.keptStartWordEnd {
                         s.loadPath(current)

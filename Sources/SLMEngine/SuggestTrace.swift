@@ -23,8 +23,8 @@ struct SuggestTrace {
     /// lacked part of its path); with `prefillTokens`, the keystroke's computed tokens.
     var branchTokens = 0
     /// How the context's KV and logits were found: 0 prefix cache (exact), 1 the previous
-    /// keystroke's branch, 2 prefill (+4 when the logits were kept but no branch cache held
-    /// the KV, +8 when a branch cache held it but the logits were not kept).
+    /// keystroke's branch, 2 prefill, plus 4 when its logits were kept anyway and 8 when a
+    /// branch cache held its KV (why the branch start missed). Computed only when tracing.
     var startKind = 0
     var replayed = 0
     var pruned = 0
