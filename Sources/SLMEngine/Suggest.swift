@@ -83,6 +83,13 @@ public struct SuggestResult: Sendable, Equatable {
     public var healedTokens: Int
     /// Batched forward passes the branches took (0 when every step was replayed).
     public var forwardPasses: Int = 0
+    /// Forward passes that fed the context's uncached tokens before the search (0 when its
+    /// KV and logits were cached). With `forwardPasses` and `computedTokens`, a keystroke's
+    /// work, deterministic for a given history of requests: latency work is measured by it
+    /// independent of machine noise.
+    public var prefixPasses: Int = 0
+    /// Tokens all those passes computed (the context's uncached ones and the branch steps).
+    public var computedTokens: Int = 0
     /// Greedy steps replayed from an earlier keystroke on the same healed context.
     public var replayedSteps: Int = 0
     public var ms: Double

@@ -16,8 +16,10 @@ import SLMModel
 struct SuggestCaches {
     /// Idle branch caches kept: a suggest searches with at most n + 2 ≤ 10 branches.
     static let maxBranchCaches = 10
-    /// Logits rows kept after a context and one of its first tokens.
-    static let maxBranchStarts = 10
+    /// Logits rows kept (~200 KB each for a 49k vocabulary): the rows at a word's end
+    /// (`Engine.keptStartWordEnd`) of the few keystrokes between a word being suggested and
+    /// being typed.
+    static let maxBranchStarts = 24
 
     /// Expansions `suggest` already computed on the current healed context.
     var memo = SuggestMemo()
@@ -30,10 +32,10 @@ struct SuggestCaches {
     /// page-faulting ~1 MiB per branch cost ~0.5 ms a branch, and a cache that already holds
     /// the context needs none of it copied again.
     private(set) var branches: [(cache: KVCache, tokens: [Int32])] = []
-    /// Logits after a suggest context plus one branch's first token, from that branch's
-    /// first pass, oldest first. When the user goes on to type that token (finishes the
-    /// word and types a space), the next keystroke's context is exactly this: with a branch
-    /// cache that holds it, no prefill pass is needed.
+    /// Logits after a suggest context plus a branch's path where a word may end, from the
+    /// pass that computed them, oldest first. When the user goes on to type that path
+    /// (finishes the word and types a space), the next keystroke's context is exactly this:
+    /// with a branch cache that holds it, no prefill pass is needed.
     private var starts: [(tokens: [Int32], logits: [Float])] = []
 
     /// Bytes of the kept KV caches and logits: what the ledger counts as cached for them.
@@ -86,7 +88,7 @@ struct SuggestCaches {
         return true
     }
 
-    /// Keeps the logits after `tokens` (a suggest context and a branch's first token),
+    /// Keeps the logits after `tokens` (a suggest context and a branch's first tokens),
     /// replacing the oldest when `maxBranchStarts` are kept (its buffer is reused: no
     /// allocation). A new row is kept only when `charge(bytes)` says the budget has room
     /// (and counted them).
@@ -108,25 +110,30 @@ struct SuggestCaches {
         starts.append(entry)
     }
 
-    /// Marks the kept logits after `context + [first]` as newest, so the ones kept are those
-    /// of the latest candidates (a replayed branch does not recompute them).
-    mutating func touchStart(context: [Int32], first: Int32) {
+    /// Marks the kept logits after `context + path` as newest, so the ones kept are those
+    /// of the latest candidates (a replayed branch does not recompute them). Allocates nothing.
+    mutating func touchStart<P: Collection<Int32>>(context: [Int32], path: P) {
         guard let i = starts.firstIndex(where: {
-            $0.tokens.count == context.count + 1 && $0.tokens.last == first && $0.tokens.starts(with: context)
+            $0.tokens.count == context.count + path.count && $0.tokens[context.count...].elementsEqual(path)
+                && $0.tokens.starts(with: context)
         }) else { return }
         starts.append(starts.remove(at: i))
     }
 
-    /// The next keystroke's start without a prefill: a branch cache holding exactly
-    /// `context`'s KV (it may hold more, which is forgotten) and the logits after it, both
-    /// taken out of the caches, or nil.
-    mutating func takeStart(for context: [Int32]) -> (cache: KVCache, logits: [Float])? {
+    /// Whether logits after exactly `tokens` are kept (for the trace).
+    func hasStart(_ tokens: [Int32]) -> Bool { starts.contains { $0.tokens == tokens } }
+
+    /// The next keystroke's start without a prefill: a branch cache holding `context`'s KV
+    /// and the logits after it, both taken out of the caches, or nil. The cache may hold
+    /// more than the context (`tokens`, the path the branch went on with): that KV is kept,
+    /// not truncated, because the search re-rooted on the typed word replays that path and
+    /// its branches copy it instead of computing it again.
+    mutating func takeStart(for context: [Int32]) -> (cache: KVCache, tokens: [Int32], logits: [Float])? {
         guard let li = starts.firstIndex(where: { $0.tokens == context }),
               let ci = branches.firstIndex(where: { $0.tokens.starts(with: context) }) else { return nil }
         let logits = starts.remove(at: li).logits
-        let cache = branches.remove(at: ci).cache
-        cache.truncate(to: context.count)
-        return (cache, logits)
+        let (cache, tokens) = branches.remove(at: ci)
+        return (cache, Array(tokens.prefix(cache.count)), logits)
     }
 
     /// Drops one kept item to make room, logits rows first (they only save one pass), then
@@ -171,20 +178,20 @@ extension Engine {
         return (KVCache(config: model.config, capacity: size), 0)
     }
 
-    /// Keeps the logits after `tokens` (a suggest context and a branch's first token), when
+    /// Keeps the logits after `tokens` (a suggest context and a branch's first tokens), when
     /// the budget has room.
     func keepBranchStartLogits(_ tokens: [Int32], _ logits: UnsafeBufferPointer<Float>) {
         suggestCaches.keepStart(tokens, logits) { size in lock.withLock { shared.memory.cacheIfFits(size) } }
     }
 
-    /// Marks the kept logits after `context + [first]` as newest.
-    func touchBranchStart(context: [Int32], first: Int32) {
-        suggestCaches.touchStart(context: context, first: first)
+    /// Marks the kept logits after `context + path` as newest.
+    func touchBranchStart<P: Collection<Int32>>(context: [Int32], path: P) {
+        suggestCaches.touchStart(context: context, path: path)
     }
 
     /// The next keystroke's start without a prefill (see `SuggestCaches.takeStart`); the
     /// cache counts as in use, the logits stop counting.
-    func branchStart(for context: [Int32]) -> (cache: KVCache, logits: [Float])? {
+    func branchStart(for context: [Int32]) -> (cache: KVCache, tokens: [Int32], logits: [Float])? {
         guard let start = suggestCaches.takeStart(for: context) else { return nil }
         lock.withLock { shared.memory.promote(start.cache.bytes, dropping: SuggestCaches.bytes(start.logits)) }
         return start

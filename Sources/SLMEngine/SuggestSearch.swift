@@ -35,6 +35,17 @@ import Glibc
 // keystrokes (SuggestCaches.swift, SuggestMemo.swift).
 
 extension Engine {
+    /// Which rows' full logits are kept (`keepBranchStartLogits`): those after which the
+    /// word the path ends in is at least this probable to end (the next token does not
+    /// continue it), at any depth. The user who types the path's words and a space makes it
+    /// the next keystroke's context, and with its logits kept (and the branch's KV pooled)
+    /// that keystroke starts without a pass. At any depth because a search re-rooted on a
+    /// typed word (`SuggestMemo.begin`) replays its rollouts' deeper rows as first ones:
+    /// keeping only first tokens' rows cost a one-token prefill pass at 3 of the 5 word
+    /// starts of scripts/bench-keystroke's sentence. A row inside a word (` he|ating`) is
+    /// never a context at a word start, so it is not copied.
+    static let keptStartWordEnd = log(0.1)
+
     func suggest(_ job: Job, text: String, _ o: SuggestOptions) -> JobOutcome {
         let t0 = monotonicSeconds()
         var trace = SuggestTrace(enabled: suggestTraceEnabled, start: t0)
@@ -48,6 +59,9 @@ extension Engine {
         let reused: Int
         let first: [Float]
         var ownsBase = false
+        // What `base` holds: the context, and after a word start taken from a branch the
+        // path that branch went on with (a donor for the branches that replay it).
+        var baseTokens = ids
         if let hit = prefixCache.exact(ids, owner: job.handle.owner) {
             base = hit.cache
             reused = ids.count
@@ -60,14 +74,20 @@ extension Engine {
             // The previous keystroke's branch already ran this context (the user typed its
             // first token): its KV and first-pass logits start this one without a pass.
             base = start.cache
+            baseTokens = start.tokens
             reused = ids.count
             first = start.logits
             ownsBase = true
+            trace.startKind = 1
             lock.withLock {
                 shared.stats.prefixCacheHits += 1
                 shared.stats.prefixCacheReusedTokens += ids.count
             }
         } else {
+            if trace.enabled {
+                trace.startKind = 2 + (suggestCaches.hasStart(ids) ? 4 : 0)
+                    + (suggestCaches.branches.contains { $0.tokens.starts(with: ids) } ? 8 : 0)
+            }
             // Room for a few more tokens: when the next word is typed, its context extends
             // this one and takes this cache over from the prefix cache instead of copying it.
             let roomy = min(config.maxContext, (ids.count + 1 + 31) / 32 * 32)
@@ -113,7 +133,7 @@ extension Engine {
         // already found (`tomorrow.` and `tomorrow."` are one).
         let maxSteps = 2 * (o.n + 2) * o.maxTokens
         // Rows per pass: as many branches as the admission check reserved KV for.
-        let rowsPerPass = min(o.n + 2, runner.maxLogits)
+        let rowsPerPass = min(o.n + 2, runner.maxLogits, suggestRowsPerPassLimit)
         suggestCaches.memo.begin(context: ids, room: maxSteps + rowsPerPass)
 
         var firsts: [(id: Int32, logit: Float)] = []
@@ -159,7 +179,7 @@ extension Engine {
         rows.reserveCapacity(rowsPerPass)
         defer {
             for slot in slots { poolBranchCache(slot.cache, tokens: slot.tokens) }
-            for f in firsts { touchBranchStart(context: ids, first: f.id) }
+            for f in firsts { touchBranchStart(context: ids, path: CollectionOfOne(f.id)) }
         }
 
         /// Whether token `t` after node `x` ends x's phrase instead of continuing it.
@@ -298,7 +318,15 @@ extension Engine {
                     break search
                 }
                 guard let e = entry(current) else { break }
-                if suggestCaches.memo.entries[Int(e)].search != suggestCaches.memo.search { trace.replayed += 1 }
+                if suggestCaches.memo.entries[Int(e)].search != suggestCaches.memo.search {
+                    trace.replayed += 1
+                    // A replayed row where a word may end, which the user may be typing:
+                    // its kept logits stay among the newest, to start the next word.
+                    if suggestCaches.memo.entries[Int(e)].endLogprob >= Self.keptStartWordEnd {
+                        s.loadPath(current)
+                        touchBranchStart(context: ids, path: s.path)
+                    }
+                }
                 steps += 1
                 current = rollout(current, e)
             }
@@ -359,7 +387,7 @@ extension Engine {
                 // path (the context's, a sibling's or the parent's branch); the rest, at least
                 // the last token, are fed.
                 let have = min(holds, count - 1)
-                var donor: KVCache = base, donated = min(ids.count, count - 1)
+                var donor: KVCache = base, donated = min(sharedPrefix(baseTokens, s.target), base.count, count - 1)
                 for (j, sl) in slots.enumerated() where j != slot {
                     let n = min(sharedPrefix(sl.tokens, s.target), sl.valid, count - 1)
                     if n > donated { (donor, donated) = (sl.cache, n) }
@@ -404,6 +432,7 @@ extension Engine {
             }
             trace.passes += 1
             trace.rows += rows.count
+            trace.branchTokens += batch.count
             trace.mark(.forward)
             wordEndMask.withUnsafeBufferPointer { mask in
                 topIDs.withUnsafeMutableBufferPointer { topIDs in
@@ -414,7 +443,10 @@ extension Engine {
                             let node = s.nodes[Int(i)]
                             s.nodes[Int(i)].memo = suggestCaches.memo.record(parent: node.memoParent, token: node.token, topIDs: topIDs,
                                                                       topValues: topValues, lse: lse, endLogprob: end - lse)
-                            if node.depth == 1 { keepBranchStartLogits(ids + [node.token], l) }
+                            if end - lse >= Self.keptStartWordEnd {
+                                s.loadPath(i)
+                                keepBranchStartLogits(ids + s.path, l)
+                            }
                             slots[j].valid = slots[j].tokens.count
                             slots[j].busy = false
                         }
@@ -430,7 +462,9 @@ extension Engine {
         if results.count > o.n { results.removeLast(results.count - o.n) }
         return .suggest(SuggestResult(suggestions: results, promptTokens: ids.count + healedTokens,
                                       reusedTokens: reused, healed: heal.count > untyped, healedTokens: healedTokens,
-                                      forwardPasses: trace.passes, replayedSteps: trace.replayed,
+                                      forwardPasses: trace.passes,
+                                      prefixPasses: (trace.prefillTokens + batch.capacity - 1) / batch.capacity,
+                                      computedTokens: trace.prefillTokens + trace.branchTokens, replayedSteps: trace.replayed,
                                       ms: (monotonicSeconds() - t0) * 1000))
     }
 }

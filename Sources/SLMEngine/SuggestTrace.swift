@@ -19,6 +19,13 @@ struct SuggestTrace {
     var passes = 0
     var rows = 0
     var prefillTokens = 0
+    /// Tokens the search's passes fed (a branch's row is one token, more when its cache
+    /// lacked part of its path); with `prefillTokens`, the keystroke's computed tokens.
+    var branchTokens = 0
+    /// How the context's KV and logits were found: 0 prefix cache (exact), 1 the previous
+    /// keystroke's branch, 2 prefill, plus 4 when its logits were kept anyway and 8 when a
+    /// branch cache held its KV (why the branch start missed). Computed only when tracing.
+    var startKind = 0
     var replayed = 0
     var pruned = 0
     /// Nodes the search expanded (replayed or computed).
@@ -49,8 +56,8 @@ struct SuggestTrace {
     func emit() {
         guard enabled else { return }
         let total = (monotonicSeconds() - start) * 1000
-        let line = "suggest-trace total=\(f(total)) heal=\(f(ms.0)) prefill=\(f(ms.1))(\(prefillTokens)t) candidates=\(f(ms.2)) "
-            + "setup=\(f(ms.3)) forward=\(f(ms.4))(\(passes)p,\(rows)r) scoring=\(f(ms.5)) finish=\(f(ms.6)) expanded=\(expanded) replayed=\(replayed) pruned=\(pruned)\n"
+        let line = "suggest-trace total=\(f(total)) heal=\(f(ms.0)) prefill=\(f(ms.1))(\(prefillTokens)t,start \(startKind)) candidates=\(f(ms.2)) "
+            + "setup=\(f(ms.3)) forward=\(f(ms.4))(\(passes)p,\(rows)r,\(branchTokens)t) scoring=\(f(ms.5)) finish=\(f(ms.6)) expanded=\(expanded) replayed=\(replayed) pruned=\(pruned)\n"
         var bytes = Array(line.utf8)
         _ = bytes.withUnsafeMutableBytes { write(2, $0.baseAddress, $0.count) }
     }

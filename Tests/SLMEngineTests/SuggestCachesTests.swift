@@ -61,7 +61,8 @@ final class SuggestCachesTests: XCTestCase {
         XCTAssertTrue(c.keepBranch(cache(context + [8, 9]), tokens: context + [8, 9]))
         let start = c.takeStart(for: context)
         XCTAssertEqual(start?.logits, logits)
-        XCTAssertEqual(start?.cache.count, context.count, "what it held past the context is forgotten")
+        XCTAssertEqual(start?.cache.count, context.count + 2, "what it held past the context is kept (the typed word's path)")
+        XCTAssertEqual(start?.tokens, context + [8, 9])
         XCTAssertEqual(c.bytes, 0, "both were taken out")
     }
 
