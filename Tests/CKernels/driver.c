@@ -512,7 +512,7 @@ static void bench(int only) {
             free(w); free(y); free_acts(&A);
         }
     }
-    /* K-quants and 5-bit types (row layout): FFN-down-like K matrices, Q5 on 576 columns. */
+    /* K-quants and 5-bit types: FFN-down-like K matrices, Q5 on 576 columns (row layout and tile16). */
     struct { int k, rows, cols, tokens; } kcases[] = {
         {2, 576, 1536, 1}, {4, 576, 1536, 1}, {0, 1536, 576, 1}, {1, 1536, 576, 1}, {3, 576, 1536, 1},
         {2, 576, 1536, 128}, {0, 1536, 576, 128},
@@ -531,15 +531,29 @@ static void bench(int only) {
             const double bytes = (double)rows * rb, ops = 2.0 * rows * cols * tokens;
             int reps = (int)(2e7 / ops) + 1;
             if (path == SLM_PATH_PORTABLE) reps = reps / 8 + 1;
-            double best[7];
-            for (int i = 0; i < 7; i++) {
-                const double t0 = now();
-                for (int r = 0; r < reps; r++) slm_matmul_kq(kq_types[k].wtype, w, rb, 0, rows, &A.a, y, rows);
-                best[i] = (now() - t0) / reps;
+            /* Q5: the row layout, then the same weights repacked to tile16 on paths that prefer it. */
+            const int q5 = kq_types[k].wtype == SLM_WTYPE_Q5_0 || kq_types[k].wtype == SLM_WTYPE_Q5_1;
+            for (int tiled = 0; tiled <= (q5 && slm_preferred_layout() == SLM_LAYOUT_TILE16); tiled++) {
+                if (tiled) {
+                    uint8_t *wt = malloc((size_t)rows * rb);
+                    slm_repack_tile16(kq_types[k].wtype, w, wt, rb, rows);
+                    memcpy(w, wt, (size_t)rows * rb);
+                    free(wt);
+                }
+                double best[7];
+                for (int i = 0; i < 7; i++) {
+                    const double t0 = now();
+                    for (int r = 0; r < reps; r++) {
+                        if (tiled) slm_matmul_tile16(kq_types[k].wtype, w, rb, rows, 0, rows, &A.a, y, rows);
+                        else slm_matmul_kq(kq_types[k].wtype, w, rb, 0, rows, &A.a, y, rows);
+                    }
+                    best[i] = (now() - t0) / reps;
+                }
+                for (int i = 0; i < 7; i++) for (int j = i + 1; j < 7; j++) if (best[j] < best[i]) { double t = best[i]; best[i] = best[j]; best[j] = t; }
+                printf("%-20s %s%s %5dx%-5d tokens %3d: %8.1f us  %6.1f GB/s weights  %7.1f GOP/s\n", slm_kernels_path(),
+                       kq_types[k].name, tiled ? " tile16" : "", rows, cols, tokens, best[3] * 1e6, bytes / best[3] / 1e9,
+                       ops / best[3] / 1e9);
             }
-            for (int i = 0; i < 7; i++) for (int j = i + 1; j < 7; j++) if (best[j] < best[i]) { double t = best[i]; best[i] = best[j]; best[j] = t; }
-            printf("%-20s %s %5dx%-5d tokens %3d: %8.1f us  %6.1f GB/s weights  %7.1f GOP/s\n", slm_kernels_path(),
-                   kq_types[k].name, rows, cols, tokens, best[3] * 1e6, bytes / best[3] / 1e9, ops / best[3] / 1e9);
             free(w); free(y); free_acts(&A);
         }
     }
