@@ -146,7 +146,7 @@ final class KQuantReferenceTests: XCTestCase {
     }
 
     /// `weights_layout = repacked` on a mixed file copies only the types with a tile16 layout
-    /// (here the Q8_0 tensors, on paths that prefer tile16) and leaves the K and Q5 tensors
+    /// (here the Q5_0 and Q8_0 tensors, on paths that prefer tile16) and leaves the K tensors
     /// mapped: the logits are bit-identical to the mapped load.
     func testRepackedMixedFileGivesTheSameLogits() throws {
         let m = try XCTUnwrap(try fixture().models.first { $0.preset == "Q4_K_M" })
@@ -156,7 +156,10 @@ final class KQuantReferenceTests: XCTestCase {
         if Kernels.preferredLayout == .tile16 {
             XCTAssertEqual(repacked.weights.layout, .repacked)
             XCTAssertEqual(repacked.weights.output.layout, .tile16)  // the tied Q8_0 embedding
-            XCTAssertEqual(repacked.weights.layers[0].wDown.layout, .rows)
+            let all = repacked.weights.layers.flatMap { [$0.wq, $0.wk, $0.wv, $0.wo, $0.wGate, $0.wUp, $0.wDown] }
+            for w in all { XCTAssertEqual(w.layout, w.type.hasTile16Layout ? .tile16 : .rows, "\(w.type)") }
+            XCTAssertTrue(all.contains { $0.type == .q5_0 && $0.layout == .tile16 }, "the Q5_0 fallbacks are repacked")
+            XCTAssertTrue(all.contains { $0.layout == .rows }, "the K tensors stay in row layout")
         }
         var out: [[Float]] = []
         for model in [mapped, repacked] {
