@@ -94,11 +94,12 @@ static SLM_ALWAYS_INLINE void FN(tile)(int type, int T, const uint8_t *w0, ptrdi
  *   - dot product: SDOT by element (vdotq_laneq_s32) multiplies each lane's 4 bytes by the
  *     same 4 activation bytes and adds them to that lane's int32 sum;
  *   - plain NEON (Cortex-A72): the 4 activation bytes are replicated to every lane (LD1R),
- *     SMULL/SMLAL(2) multiply-accumulate the 8 weight vectors' products in int16 (Q4: each
- *     lane sums 8 products of at most 15 * 128, Q5 of 31 * 128 = 3968: 31744 < 2^15, exact) and one SADDLP + ADDP per 4 rows
- *     reduce them; Q8_0 products (up to 2^14) are paired straight into int32 with SADALP.
- * The integer sums are exact; the float chain per (row, token) is FN(tile)'s, so results are
- * bit-identical to the row layout. */
+ *     SMULL/SMLAL(2) multiply-accumulate the 8 weight vectors' products in int16 (each lane
+ *     sums 8 products of at most 15 * 128 for Q4, 31 * 128 for Q5: 31744 < 2^15, exact) and
+ *     one SADDLP + ADDP per 4 rows reduce them; Q8_0 products (up to 2^14) are paired
+ *     straight into int32 with SADALP.
+ * The integer sums are exact; the float chain per (row, token) is FN(tile)'s (FN(kq_tile)'s
+ * for Q5), so results are bit-identical to the row layout. */
 
 /* Group g's quants as 8 operands: w[k] lane i holds row 4g+i's weights for activation
  * bytes 4k..4k+3 (Q4: nibbles 0..15, Q4_0's -8 applied through isum; Q5: 0..31, the nibble

@@ -92,8 +92,13 @@ static SLM_ALWAYS_INLINE int slm_is_q5(int type) { return type == SLM_T_Q5_0 || 
 static SLM_ALWAYS_INLINE int slm_qh_offset(int type) { return type == SLM_T_Q5_1 ? 4 : 2; }
 /* ggml's type id (SLM_WTYPE_*) of an internal type. */
 static SLM_ALWAYS_INLINE int slm_wtype(int type) {
-    return type == SLM_T_Q4_1 ? SLM_WTYPE_Q4_1 : type == SLM_T_Q4_0 ? SLM_WTYPE_Q4_0 : type == SLM_T_Q5_0 ? SLM_WTYPE_Q5_0
-         : type == SLM_T_Q5_1 ? SLM_WTYPE_Q5_1 : SLM_WTYPE_Q8_0;
+    switch (type) {
+    case SLM_T_Q4_1: return SLM_WTYPE_Q4_1;
+    case SLM_T_Q4_0: return SLM_WTYPE_Q4_0;
+    case SLM_T_Q5_0: return SLM_WTYPE_Q5_0;
+    case SLM_T_Q5_1: return SLM_WTYPE_Q5_1;
+    default: return SLM_WTYPE_Q8_0;
+    }
 }
 
 /* Tile16 layout (slm_kernels.h): offsets inside one block of a 16-row tile. */

@@ -228,7 +228,8 @@ static SLM_ALWAYS_INLINE void FN(t16_tile)(int type, int T, int G, const uint8_t
                 }
                 const __m256 dd = _mm256_mul_ps(dw, _mm256_set1_ps(x->d[tb]));
                 acc[gi][t] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(sumi), acc[gi][t]);
-                if (slm_has_m(type) && !split_m) accm[gi][t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(x->s[tb]), accm[gi][t]);
+                if (slm_has_m(type) && !split_m)
+                    accm[gi][t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(x->s[tb]), accm[gi][t]);
             }
         }
     }

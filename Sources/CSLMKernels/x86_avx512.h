@@ -130,7 +130,7 @@ static SLM_ALWAYS_INLINE void vnni_t16_tile(int type, int T, int G, const uint8_
         const uint8_t *blk = tile + b * tb_bytes;
         const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)blk));
         const __m512 mw = slm_has_m(type) ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(blk + 32)))
-                                             : _mm512_setzero_ps();
+                                          : _mm512_setzero_ps();
         /* Q4: w[c] = low nibbles (elements 4c..), w[4 + c] = high nibbles (16 + 4c..);
          * Q8: w[c] = bytes 4c.. biased to u8. Either way w[k] pairs with x bytes 4k..4k+3. */
         __m512i w[8];
