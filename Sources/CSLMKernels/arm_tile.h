@@ -94,17 +94,35 @@ static SLM_ALWAYS_INLINE void FN(tile)(int type, int T, const uint8_t *w0, ptrdi
  *   - dot product: SDOT by element (vdotq_laneq_s32) multiplies each lane's 4 bytes by the
  *     same 4 activation bytes and adds them to that lane's int32 sum;
  *   - plain NEON (Cortex-A72): the 4 activation bytes are replicated to every lane (LD1R),
- *     SMULL/SMLAL(2) multiply-accumulate the 8 weight vectors' products in int16 (Q4: each
- *     lane sums 8 products of at most 15 * 128, exact) and one SADDLP + ADDP per 4 rows
- *     reduce them; Q8_0 products (up to 2^14) are paired straight into int32 with SADALP.
- * The integer sums are exact; the float chain per (row, token) is FN(tile)'s, so results are
- * bit-identical to the row layout. */
+ *     SMULL/SMLAL(2) multiply-accumulate the 8 weight vectors' products in int16 (each lane
+ *     sums 8 products of at most 15 * 128 for Q4, 31 * 128 for Q5: 31744 < 2^15, exact) and
+ *     one SADDLP + ADDP per 4 rows reduce them; Q8_0 products (up to 2^14) are paired
+ *     straight into int32 with SADALP.
+ * The integer sums are exact; the float chain per (row, token) is FN(tile)'s (FN(kq_tile)'s
+ * for Q5), so results are bit-identical to the row layout. */
 
 /* Group g's quants as 8 operands: w[k] lane i holds row 4g+i's weights for activation
- * bytes 4k..4k+3 (Q4: nibbles 0..15, Q4_0's -8 applied through isum; Q8: the bytes). */
-static SLM_ALWAYS_INLINE void FN(t16_quants)(int type, const uint8_t *q, int g, int8x16_t w[8]) {
+ * bytes 4k..4k+3 (Q4: nibbles 0..15, Q4_0's -8 applied through isum; Q5: 0..31, the nibble
+ * with its qh bit as bit 4, Q5_0's -16 applied through isum; Q8: the bytes). blk is the
+ * tile's block (for the Q5 qh words), q its quants. */
+static SLM_ALWAYS_INLINE void FN(t16_quants)(int type, const uint8_t *blk, const uint8_t *q, int g, int8x16_t w[8]) {
     if (type == SLM_T_Q8_0) {
         for (int c = 0; c < 8; c++) w[c] = vld1q_s8((const int8_t *)q + 64 * c + 16 * g);
+    } else if (slm_is_q5(type)) {
+        /* The 4 rows' qh words (tile16 form, slm_kernels.h): shifted by 4 - c (left) and c
+         * (right), the high bits of dword c's low and high nibbles land on bit 4 of each byte. */
+        const uint8x16_t m4 = vdupq_n_u8(0x0f), m16 = vdupq_n_u8(0x10);
+        const uint32x4_t hb = vld1q_u32((const uint32_t *)(const void *)(blk + slm_tile16_qh(type) + 16 * g));
+        const uint8x16_t h[4][2] = {
+            {vreinterpretq_u8_u32(vshlq_n_u32(hb, 4)), vreinterpretq_u8_u32(hb)},
+            {vreinterpretq_u8_u32(vshlq_n_u32(hb, 3)), vreinterpretq_u8_u32(vshrq_n_u32(hb, 1))},
+            {vreinterpretq_u8_u32(vshlq_n_u32(hb, 2)), vreinterpretq_u8_u32(vshrq_n_u32(hb, 2))},
+            {vreinterpretq_u8_u32(vshlq_n_u32(hb, 1)), vreinterpretq_u8_u32(vshrq_n_u32(hb, 3))}};
+        for (int c = 0; c < 4; c++) {
+            const uint8x16_t v = vld1q_u8(q + 64 * c + 16 * g);
+            w[c] = vreinterpretq_s8_u8(vbslq_u8(m16, h[c][0], vandq_u8(v, m4)));
+            w[4 + c] = vreinterpretq_s8_u8(vbslq_u8(m16, h[c][1], vshrq_n_u8(v, 4)));
+        }
     } else {
         const uint8x16_t m4 = vdupq_n_u8(0x0f);
         for (int c = 0; c < 4; c++) {
@@ -219,17 +237,17 @@ static SLM_ALWAYS_INLINE void FN(t16_tile)(int type, int T, int G, const uint8_t
      * loop, over a tile then in L1: run first, it touched one line per block, a strided
      * first touch of weights streamed from memory that the prefetcher does not follow
      * (on AVX2 it made a 2-token step's layer matmuls cost 3x; see x86_avx2.h). */
-    const int split_m = !SLM_DOTPROD && type == SLM_T_Q4_1 && T > 1;
+    const int split_m = !SLM_DOTPROD && slm_has_m(type) && T > 1;
     for (ptrdiff_t b = 0; b < nb; b++) {
         const uint8_t *blk = tile + b * tb_bytes;
         for (int gi = 0; gi < G; gi++) {
             const int g = g0 + gi;
             const float32x4_t dw = vcvt_f32_f16(vreinterpret_f16_u8(vld1_u8(blk + 8 * g)));
-            const float32x4_t mw = type == SLM_T_Q4_1 && !split_m
+            const float32x4_t mw = slm_has_m(type) && !split_m
                                        ? vcvt_f32_f16(vreinterpret_f16_u8(vld1_u8(blk + 32 + 8 * g)))
                                        : vdupq_n_f32(0.0f);
             int8x16_t w[8];
-            FN(t16_quants)(type, blk + qoff, g, w);
+            FN(t16_quants)(type, blk, blk + qoff, g, w);
 #if !SLM_DOTPROD
             const FN(t16_halves) h = FN(t16_split)(w);  /* dead (and dropped) when T = 1 */
 #endif
@@ -241,10 +259,11 @@ static SLM_ALWAYS_INLINE void FN(t16_tile)(int type, int T, int G, const uint8_t
 #else
                 int32x4_t sumi = T == 1 ? FN(t16_dot)(type, 1, w, xq) : FN(t16_dot_halves)(type, &h, xq);
 #endif
-                if (type == SLM_T_Q4_0) sumi = vsubq_s32(sumi, vdupq_n_s32(8 * x->isum[tb]));
+                if (type == SLM_T_Q4_0 || type == SLM_T_Q5_0)  /* their q are u - 8 / u - 16 */
+                    sumi = vsubq_s32(sumi, vdupq_n_s32((type == SLM_T_Q4_0 ? 8 : 16) * x->isum[tb]));
                 const float32x4_t dd = vmulq_n_f32(dw, x->d[tb]);
                 acc[gi][t] = vfmaq_f32(acc[gi][t], dd, vcvtq_f32_s32(sumi));  /* acc + dd*sumi, fused */
-                if (type == SLM_T_Q4_1 && !split_m) accm[gi][t] = vfmaq_n_f32(accm[gi][t], mw, x->s[tb]);
+                if (slm_has_m(type) && !split_m) accm[gi][t] = vfmaq_n_f32(accm[gi][t], mw, x->s[tb]);
             }
         }
     }
@@ -259,7 +278,7 @@ static SLM_ALWAYS_INLINE void FN(t16_tile)(int type, int T, int G, const uint8_t
     for (int gi = 0; gi < G; gi++) {
         const int r = 4 * (g0 + gi);
         for (int t = 0; t < T; t++) {
-            const float32x4_t v = type == SLM_T_Q4_1 ? vaddq_f32(acc[gi][t], accm[gi][t]) : acc[gi][t];
+            const float32x4_t v = slm_has_m(type) ? vaddq_f32(acc[gi][t], accm[gi][t]) : acc[gi][t];
             float *dst = y + (t0 + t) * ys + r;
             if (r >= lo && r + 4 <= hi) {
                 vst1q_f32(dst, v);

@@ -24,7 +24,9 @@
 #define SLM_UNROLL _Pragma("GCC unroll 16")
 #endif
 
-enum { SLM_T_Q4_1, SLM_T_Q4_0, SLM_T_Q8_0 };
+/* Internal weight types of the Q4/Q8 row kernels and the tile16 kernels. The Q5 types have
+ * tile16 kernels only: their row layout goes through slm_matmul_kq (kquants.h). */
+enum { SLM_T_Q4_1, SLM_T_Q4_0, SLM_T_Q8_0, SLM_T_Q5_0, SLM_T_Q5_1 };
 
 typedef void (*slm_matmul_fn)(const void *w, ptrdiff_t row_bytes, ptrdiff_t row_begin, ptrdiff_t row_end,
                               const slm_q8_acts *x, float *y, ptrdiff_t y_stride);
@@ -76,9 +78,28 @@ extern const slm_impl slm_impl_neon_dotprod;
 void slm_attn_f16_generic(const slm_impl *p, const float *q, const uint16_t *k, const uint16_t *v, ptrdiff_t stride,
                           ptrdiff_t n, ptrdiff_t d, float scale, float *out);
 
-/* Bytes per block and offset of the quants inside a block, per type. */
-static SLM_ALWAYS_INLINE int slm_block_bytes(int type) { return type == SLM_T_Q4_1 ? 20 : type == SLM_T_Q4_0 ? 18 : 34; }
-static SLM_ALWAYS_INLINE int slm_quant_offset(int type) { return type == SLM_T_Q4_1 ? 4 : 2; }
+/* Bytes per block and offset of the quants inside a block, per type (ggml's layouts). */
+static SLM_ALWAYS_INLINE int slm_block_bytes(int type) {
+    return type == SLM_T_Q4_1 ? 20 : type == SLM_T_Q4_0 ? 18 : type == SLM_T_Q5_0 ? 22 : type == SLM_T_Q5_1 ? 24 : 34;
+}
+static SLM_ALWAYS_INLINE int slm_quant_offset(int type) {
+    return type == SLM_T_Q4_1 ? 4 : type == SLM_T_Q5_0 ? 6 : type == SLM_T_Q5_1 ? 8 : 2;
+}
+/* Types with a min term m (f16 at block byte 2): y = acc + accm. */
+static SLM_ALWAYS_INLINE int slm_has_m(int type) { return type == SLM_T_Q4_1 || type == SLM_T_Q5_1; }
+static SLM_ALWAYS_INLINE int slm_is_q5(int type) { return type == SLM_T_Q5_0 || type == SLM_T_Q5_1; }
+/* Offset of a Q5 block's qh (u32: bit j = bit 4 of element j) inside the block. */
+static SLM_ALWAYS_INLINE int slm_qh_offset(int type) { return type == SLM_T_Q5_1 ? 4 : 2; }
+/* ggml's type id (SLM_WTYPE_*) of an internal type. */
+static SLM_ALWAYS_INLINE int slm_wtype(int type) {
+    switch (type) {
+    case SLM_T_Q4_1: return SLM_WTYPE_Q4_1;
+    case SLM_T_Q4_0: return SLM_WTYPE_Q4_0;
+    case SLM_T_Q5_0: return SLM_WTYPE_Q5_0;
+    case SLM_T_Q5_1: return SLM_WTYPE_Q5_1;
+    default: return SLM_WTYPE_Q8_0;
+    }
+}
 
 /* Tile16 layout (slm_kernels.h): offsets inside one block of a 16-row tile. */
 #define SLM_TILE 16
@@ -87,8 +108,34 @@ static SLM_ALWAYS_INLINE ptrdiff_t slm_tile16_quants(int type) { return (ptrdiff
 static SLM_ALWAYS_INLINE ptrdiff_t slm_tile16_qbyte(int type, int i, int q) {
     return slm_tile16_quants(type) + 64 * (q / 4) + 4 * i + (q % 4);
 }
+/* Q5: offset of the 16 rows' tile16-form qh words (row i's at + 4 i) from the block's start. */
+static SLM_ALWAYS_INLINE ptrdiff_t slm_tile16_qh(int type) { return (ptrdiff_t)SLM_TILE * slm_qh_offset(type); }
 
 static SLM_ALWAYS_INLINE uint16_t slm_load_u16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+static SLM_ALWAYS_INLINE uint32_t slm_load_u32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+
+/* Tile16 form of a Q5 block's qh (slm_kernels.h): bit 8k + c holds qh bit 4c + k (the high
+ * bit of low-nibble byte k of quant dword c) and bit 8k + 4 + c holds qh bit 16 + 4c + k (its
+ * high nibble's), so for dword c a lane gets the bit-4 planes of both nibble vectors with one
+ * constant shift and mask each: (P << (4 - c)) & 0x10101010 and (P >> c) & 0x10101010. */
+static SLM_ALWAYS_INLINE uint32_t slm_q5_qh_to_tile16(uint32_t qh) {
+    uint32_t p = 0;
+    for (int c = 0; c < 4; c++)
+        for (int k = 0; k < 4; k++) {
+            p |= ((qh >> (4 * c + k)) & 1u) << (8 * k + c);
+            p |= ((qh >> (16 + 4 * c + k)) & 1u) << (8 * k + 4 + c);
+        }
+    return p;
+}
+static SLM_ALWAYS_INLINE uint32_t slm_q5_qh_from_tile16(uint32_t p) {
+    uint32_t qh = 0;
+    for (int c = 0; c < 4; c++)
+        for (int k = 0; k < 4; k++) {
+            qh |= ((p >> (8 * k + c)) & 1u) << (4 * c + k);
+            qh |= ((p >> (8 * k + 4 + c)) & 1u) << (16 + 4 * c + k);
+        }
+    return qh;
+}
 
 /* Exact f16 -> f32 (no F16C/fp16 hardware assumed). */
 static inline float slm_f16_to_f32(uint16_t h) {

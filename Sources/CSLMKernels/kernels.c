@@ -117,29 +117,47 @@ static SLM_ALWAYS_INLINE uint16_t tile16_d(tile16_ref ref) {
 static SLM_ALWAYS_INLINE uint16_t tile16_m(tile16_ref ref) {
     return slm_load_u16(ref.blk + (ref.i < 0 ? 2 : 32 + 2 * ref.i));
 }
+/* A Q5 block's qh in ggml's bit order, from either layout. */
+static SLM_ALWAYS_INLINE uint32_t tile16_qh(int type, tile16_ref ref) {
+    if (ref.i < 0) return slm_load_u32(ref.blk + slm_qh_offset(type));
+    return slm_q5_qh_from_tile16(slm_load_u32(ref.blk + slm_tile16_qh(type) + 4 * ref.i));
+}
 static SLM_ALWAYS_INLINE uint8_t tile16_q(int type, tile16_ref ref, int q) {
     return ref.blk[ref.i < 0 ? slm_quant_offset(type) + q : slm_tile16_qbyte(type, ref.i, q)];
 }
 
+/* -1 for a type without a tile16 layout (the public entry points then do nothing). */
 static int internal_type(int wtype) {
-    return wtype == SLM_WTYPE_Q4_1 ? SLM_T_Q4_1 : wtype == SLM_WTYPE_Q4_0 ? SLM_T_Q4_0 : SLM_T_Q8_0;
+    switch (wtype) {
+    case SLM_WTYPE_Q4_1: return SLM_T_Q4_1;
+    case SLM_WTYPE_Q4_0: return SLM_T_Q4_0;
+    case SLM_WTYPE_Q8_0: return SLM_T_Q8_0;
+    case SLM_WTYPE_Q5_0: return SLM_T_Q5_0;
+    case SLM_WTYPE_Q5_1: return SLM_T_Q5_1;
+    default: return -1;
+    }
 }
 
 void slm_unpack_row_tile16(int wtype, const void *w, ptrdiff_t row_bytes, ptrdiff_t rows, ptrdiff_t r, void *out) {
-    const int type = internal_type(wtype), bb = slm_block_bytes(type), qo = slm_quant_offset(type);
+    const int type = internal_type(wtype);
+    if (type < 0) return;
+    const int bb = slm_block_bytes(type), qo = slm_quant_offset(type);
     uint8_t *o = (uint8_t *)out;
     for (ptrdiff_t b = 0; b < row_bytes / bb; b++) {
         const tile16_ref ref = tile16_block(type, (const uint8_t *)w, row_bytes, rows, r, b);
         uint8_t *ob = o + b * bb;
         const uint16_t d = tile16_d(ref);
         memcpy(ob, &d, 2);
-        if (type == SLM_T_Q4_1) { const uint16_t m = tile16_m(ref); memcpy(ob + 2, &m, 2); }
+        if (slm_has_m(type)) { const uint16_t m = tile16_m(ref); memcpy(ob + 2, &m, 2); }
+        if (slm_is_q5(type)) { const uint32_t qh = tile16_qh(type, ref); memcpy(ob + slm_qh_offset(type), &qh, 4); }
         for (int q = 0; q < bb - qo; q++) ob[qo + q] = tile16_q(type, ref, q);
     }
 }
 
 void slm_repack_tile16(int wtype, const void *src, void *dst, ptrdiff_t row_bytes, ptrdiff_t rows) {
-    const int type = internal_type(wtype), bb = slm_block_bytes(type), qo = slm_quant_offset(type);
+    const int type = internal_type(wtype);
+    if (type < 0) return;
+    const int bb = slm_block_bytes(type), qo = slm_quant_offset(type);
     const uint8_t *s = (const uint8_t *)src;
     uint8_t *d = (uint8_t *)dst;
     const ptrdiff_t full = rows / SLM_TILE * SLM_TILE;
@@ -149,14 +167,19 @@ void slm_repack_tile16(int wtype, const void *src, void *dst, ptrdiff_t row_byte
             const uint8_t *sb = s + r * row_bytes + b * bb;
             uint8_t *tb = d + (r / SLM_TILE) * SLM_TILE * row_bytes + b * SLM_TILE * bb;
             memcpy(tb + 2 * i, sb, 2);
-            if (type == SLM_T_Q4_1) memcpy(tb + 32 + 2 * i, sb + 2, 2);
+            if (slm_has_m(type)) memcpy(tb + 32 + 2 * i, sb + 2, 2);
+            if (slm_is_q5(type)) {
+                const uint32_t p = slm_q5_qh_to_tile16(slm_load_u32(sb + slm_qh_offset(type)));
+                memcpy(tb + slm_tile16_qh(type) + 4 * i, &p, 4);
+            }
             for (int q = 0; q < bb - qo; q++) tb[slm_tile16_qbyte(type, i, q)] = sb[qo + q];
         }
     }
     memcpy(d + full * row_bytes, s + full * row_bytes, (size_t)((rows - full) * row_bytes));
 }
 
-/* portable_matmul reading through the tile16 addressing: the same scalar chain per row. */
+/* portable_matmul (Q5: slm_kq_portable) reading through the tile16 addressing: the same
+ * scalar chain per row. */
 static void portable_tile16(int type, const void *w, ptrdiff_t row_bytes, ptrdiff_t rows, ptrdiff_t r0, ptrdiff_t r1,
                             const slm_q8_acts *x, float *y, ptrdiff_t ys) {
     const ptrdiff_t nb = x->cols / SLM_QK;
@@ -170,6 +193,14 @@ static void portable_tile16(int type, const void *w, ptrdiff_t row_bytes, ptrdif
                 int32_t sumi = 0;
                 if (type == SLM_T_Q8_0) {
                     for (int j = 0; j < 32; j++) sumi += (int32_t)(int8_t)tile16_q(type, ref, j) * xb[j];
+                } else if (slm_is_q5(type)) {  /* as kq_decode: (nibble | qh bit << 4) - 16 for Q5_0 */
+                    const uint32_t qh = tile16_qh(type, ref);
+                    const int bias = type == SLM_T_Q5_0 ? 16 : 0;
+                    for (int j = 0; j < 16; j++) {
+                        const uint8_t q = tile16_q(type, ref, j);
+                        sumi += ((int32_t)((q & 0x0f) | ((qh >> j) & 1u) << 4) - bias) * xb[j];
+                        sumi += ((int32_t)((q >> 4) | ((qh >> (j + 16)) & 1u) << 4) - bias) * xb[j + 16];
+                    }
                 } else {
                     const int bias = type == SLM_T_Q4_0 ? 8 : 0;
                     for (int j = 0; j < 16; j++) {
@@ -180,9 +211,9 @@ static void portable_tile16(int type, const void *w, ptrdiff_t row_bytes, ptrdif
                 }
                 const float dd = slm_f16_to_f32(tile16_d(ref)) * x->d[t * nb + b];
                 acc = fmaf(dd, (float)sumi, acc);
-                if (type == SLM_T_Q4_1) accm = fmaf(slm_f16_to_f32(tile16_m(ref)), x->s[t * nb + b], accm);
+                if (slm_has_m(type)) accm = fmaf(slm_f16_to_f32(tile16_m(ref)), x->s[t * nb + b], accm);
             }
-            y[t * ys + r] = type == SLM_T_Q4_1 ? acc + accm : acc;
+            y[t * ys + r] = slm_has_m(type) ? acc + accm : acc;
         }
     }
 }
@@ -284,7 +315,8 @@ void slm_matmul_kq(int wt, const void *w, ptrdiff_t rb, ptrdiff_t r0, ptrdiff_t 
 int slm_preferred_layout(void) { return get()->layout; }
 void slm_matmul_tile16(int wtype, const void *w, ptrdiff_t rb, ptrdiff_t rows, ptrdiff_t r0, ptrdiff_t r1,
                        const slm_q8_acts *x, float *y, ptrdiff_t ys) {
-    if (r0 < r1 && x->tokens > 0) get()->matmul_tile16(internal_type(wtype), w, rb, rows, r0, r1, x, y, ys);
+    const int type = internal_type(wtype);
+    if (type >= 0 && r0 < r1 && x->tokens > 0) get()->matmul_tile16(type, w, rb, rows, r0, r1, x, y, ys);
 }
 float slm_dot_f16(const float *q, const uint16_t *k, ptrdiff_t n) { return get()->dot_f16(q, k, n); }
 void slm_axpy_f16(float a, const uint16_t *v, float *y, ptrdiff_t n) { get()->axpy_f16(a, v, y, n); }

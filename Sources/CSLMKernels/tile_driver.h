@@ -16,12 +16,12 @@
  *
  * and defines the slm_impl entries: FN(q4_1), FN(q4_0), FN(q8_0) over the row layout (through
  * FN(matmul)) and FN(matmul_tile16) over tile16 (rows past the last whole tile through
- * FN(matmul)). Both run the same token tiling. The loop order is the GEMM
- * one for prefill: a group's block is loaded and unpacked once per token tile, and the
- * group's rows (a few KiB for the model's shapes) stay in L1 across its token tiles. A
- * decode token (T = 1) over a whole tile runs all its groups in one pass, for independent
- * chains. Numerics are the kernel's: tiling decides which lanes compute a (row, token),
- * never how. */
+ * FN(matmul), or for Q5_0/Q5_1 through the ISA's FN(matmul_kq), which kq_driver.h defines).
+ * Both run the same token tiling. The loop order is the GEMM one for prefill: a group's
+ * block is loaded and unpacked once per token tile, and the group's rows (a few KiB for the
+ * model's shapes) stay in L1 across its token tiles. A decode token (T = 1) over a whole
+ * tile runs all its groups in one pass, for independent chains. Numerics are the kernel's:
+ * tiling decides which lanes compute a (row, token), never how. */
 
 /* Row layout: groups of SLM_TD_GROUP rows, each against all tokens a token tile at a time.
  * Rows past the end of the range are the kernel's business (it repeats the last row and
@@ -52,6 +52,11 @@ static void FN(q8_0)(const void *w, ptrdiff_t rb, ptrdiff_t r0, ptrdiff_t r1, co
     FN(matmul)(SLM_T_Q8_0, w, rb, r0, r1, x, y, ys);
 }
 
+/* The Q5 row-layout kernels (kq_driver.h, included after this file): a tile16 Q5 matrix's
+ * rows past its last whole tile. */
+static void FN(matmul_kq)(int wt, const void *w, ptrdiff_t rb, ptrdiff_t r0, ptrdiff_t r1, const slm_q8_acts *x,
+                          float *y, ptrdiff_t ys);
+
 static SLM_ALWAYS_INLINE void FN(td_tokens)(int type, const uint8_t *tile, int g, int lo, int hi, const slm_q8_acts *x,
                                             float *y, ptrdiff_t ys) {
     ptrdiff_t t = 0;
@@ -81,7 +86,10 @@ static SLM_ALWAYS_INLINE void FN(td_matmul)(int type, const void *w, ptrdiff_t r
             FN(td_tokens)(type, tile, g, lo, hi, x, y + r0, ys);
     }
     const ptrdiff_t tail = r_begin > full ? r_begin : full;
-    if (tail < r_end) FN(matmul)(type, w, row_bytes, tail, r_end, x, y, ys);
+    if (tail < r_end) {
+        if (slm_is_q5(type)) FN(matmul_kq)(slm_wtype(type), w, row_bytes, tail, r_end, x, y, ys);
+        else FN(matmul)(type, w, row_bytes, tail, r_end, x, y, ys);
+    }
 }
 
 /* One instance per weight type, so `type` is a constant inside each. */
@@ -90,6 +98,8 @@ static void FN(matmul_tile16)(int type, const void *w, ptrdiff_t rb, ptrdiff_t r
     switch (type) {
     case SLM_T_Q4_1: FN(td_matmul)(SLM_T_Q4_1, w, rb, rows, r0, r1, x, y, ys); break;
     case SLM_T_Q4_0: FN(td_matmul)(SLM_T_Q4_0, w, rb, rows, r0, r1, x, y, ys); break;
+    case SLM_T_Q5_0: FN(td_matmul)(SLM_T_Q5_0, w, rb, rows, r0, r1, x, y, ys); break;
+    case SLM_T_Q5_1: FN(td_matmul)(SLM_T_Q5_1, w, rb, rows, r0, r1, x, y, ys); break;
     default: FN(td_matmul)(SLM_T_Q8_0, w, rb, rows, r0, r1, x, y, ys); break;
     }
 }

@@ -120,7 +120,10 @@ static SLM_ALWAYS_INLINE void FN(tile)(int type, int T, const uint8_t *w0, ptrdi
  * 2 * 15 * 128 = 3840 in magnitude, 8 of them 30720 < 2^15. Q8_0 weights are split into
  * the nibbles of w + 128 (u8), so sumi = 16 * dot(hi, x) + dot(lo, x) - 128 * isum, each
  * nibble dot exact as for Q4: vpmaddubsw on the int8 weights themselves could saturate.
- * The float chain per (row, token) is FN(tile)'s, so results are bit-identical to it. */
+ * Q5_0/Q5_1 are Q4_0/Q4_1 with a fifth bit OR-ed into each nibble from the qh words (Q5_0's
+ * -16 taken out through isum); FN(t16_dot32) keeps their int16 sums exact.
+ * The float chain per (row, token) is FN(tile)'s (FN(kq_tile)'s for Q5), so results are
+ * bit-identical to it. */
 
 static SLM_ALWAYS_INLINE __m256i FN(bcast4)(const int8_t *p) {
     int32_t v;
@@ -128,21 +131,38 @@ static SLM_ALWAYS_INLINE __m256i FN(bcast4)(const int8_t *p) {
     return _mm256_set1_epi32(v);
 }
 
-/* Sum over k of maddubs(w[k], x bytes 4k..4k+3), int16, in two chains for latency. */
-static SLM_ALWAYS_INLINE __m256i FN(t16_dot16)(const __m256i w[8], const int8_t *xq) {
-    __m256i s0 = _mm256_maddubs_epi16(w[0], FN(bcast4)(xq)), s1 = _mm256_maddubs_epi16(w[1], FN(bcast4)(xq + 4));
+/* Sum over k of maddubs(w[k], x bytes 4k..4k+3) in two int16 chains for latency (k even
+ * and odd), each 4 products long. */
+static SLM_ALWAYS_INLINE void FN(t16_chains)(const __m256i w[8], const int8_t *xq, __m256i *s0, __m256i *s1) {
+    *s0 = _mm256_maddubs_epi16(w[0], FN(bcast4)(xq));
+    *s1 = _mm256_maddubs_epi16(w[1], FN(bcast4)(xq + 4));
     for (int k = 2; k < 8; k += 2) {
-        s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(w[k], FN(bcast4)(xq + 4 * k)));
-        s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(w[k + 1], FN(bcast4)(xq + 4 * k + 4)));
+        *s0 = _mm256_add_epi16(*s0, _mm256_maddubs_epi16(w[k], FN(bcast4)(xq + 4 * k)));
+        *s1 = _mm256_add_epi16(*s1, _mm256_maddubs_epi16(w[k + 1], FN(bcast4)(xq + 4 * k + 4)));
     }
+}
+/* Both chains summed in int16 (Q4 nibbles: at most 8 * 3840 = 30720, exact). */
+static SLM_ALWAYS_INLINE __m256i FN(t16_dot16)(const __m256i w[8], const int8_t *xq) {
+    __m256i s0, s1;
+    FN(t16_chains)(w, xq, &s0, &s1);
     return _mm256_add_epi16(s0, s1);
+}
+/* Lane i = the int32 dot. Q5 weights (0..31) reach 2 * 31 * 128 = 7936 per vpmaddubsw
+ * lane: one chain of 4 (31744) fits int16, both summed would not, so each chain is widened
+ * on its own. */
+static SLM_ALWAYS_INLINE __m256i FN(t16_dot32)(int type, const __m256i w[8], const int8_t *xq) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    if (!slm_is_q5(type)) return _mm256_madd_epi16(FN(t16_dot16)(w, xq), ones);
+    __m256i s0, s1;
+    FN(t16_chains)(w, xq, &s0, &s1);
+    return _mm256_add_epi32(_mm256_madd_epi16(s0, ones), _mm256_madd_epi16(s1, ones));
 }
 
 static SLM_ALWAYS_INLINE void FN(t16_tile)(int type, int T, int G, const uint8_t *tile, int g0, int lo, int hi,
                                            const slm_q8_acts *x, ptrdiff_t t0, float *y, ptrdiff_t ys) {
     const ptrdiff_t nb = x->cols / SLM_QK, cols = x->cols;
     const ptrdiff_t tb_bytes = (ptrdiff_t)SLM_TILE * slm_block_bytes(type), qoff = slm_tile16_quants(type);
-    const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+    const __m256i m4 = _mm256_set1_epi8(0x0f), m16 = _mm256_set1_epi8(0x10);
     __m256 acc[2][4], accm[2][4];  /* [group][token] */
     for (int gi = 0; gi < G; gi++)
         for (int t = 0; t < T; t++) acc[gi][t] = accm[gi][t] = _mm256_setzero_ps();
@@ -155,13 +175,13 @@ static SLM_ALWAYS_INLINE void FN(t16_tile)(int type, int T, int G, const uint8_t
      * full memory latency. Measured (30 layers' Q4_1 matmuls from memory, one thread,
      * loaded machine): 2 tokens 14.3-16.8 ms -> 4.9-5.1 ms, 4 tokens 19-21 -> 12 ms,
      * 1 token (no sweep) 3.2 ms. Batched decode of 2-4 clients is exactly that shape. */
-    const int split_m = type == SLM_T_Q4_1 && T > 1;
+    const int split_m = slm_has_m(type) && T > 1;
     for (ptrdiff_t b = 0; b < nb; b++) {
         const uint8_t *blk = tile + b * tb_bytes;
         for (int gi = 0; gi < G; gi++) {
             const int g = g0 + gi;
             const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16 * g)));
-            const __m256 mw = type == SLM_T_Q4_1 && !split_m
+            const __m256 mw = slm_has_m(type) && !split_m
                                   ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 32 + 16 * g)))
                                   : _mm256_setzero_ps();
             const uint8_t *q = blk + qoff + 32 * g;
@@ -175,6 +195,17 @@ static SLM_ALWAYS_INLINE void FN(t16_tile)(int type, int T, int G, const uint8_t
                     w[c] = _mm256_and_si256(v, m4);
                     wh[c] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
                 }
+            } else if (slm_is_q5(type)) {
+                /* The qh words of the 8 rows (tile16 form, slm_kernels.h): for dword c, shifting
+                 * by 4 - c (left) and c (right) puts the high bits of its low and high nibbles
+                 * at bit 4 of each byte. */
+                const __m256i hb = _mm256_loadu_si256((const __m256i *)(blk + slm_tile16_qh(type) + 32 * g));
+                for (int c = 0; c < 4; c++) {
+                    const __m256i v = _mm256_loadu_si256((const __m256i *)(q + 64 * c));
+                    w[c] = _mm256_or_si256(_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_slli_epi32(hb, 4 - c), m16));
+                    w[4 + c] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4),
+                                               _mm256_and_si256(_mm256_srli_epi32(hb, c), m16));
+                }
             } else {
                 for (int c = 0; c < 4; c++) {
                     const __m256i v = _mm256_loadu_si256((const __m256i *)(q + 64 * c));
@@ -185,16 +216,17 @@ static SLM_ALWAYS_INLINE void FN(t16_tile)(int type, int T, int G, const uint8_t
             for (int t = 0; t < T; t++) {
                 const ptrdiff_t tb = (t0 + t) * nb + b;
                 const int8_t *xq = x->qs + (t0 + t) * cols + b * SLM_QK;
-                __m256i sumi = _mm256_madd_epi16(FN(t16_dot16)(w, xq), ones);
+                __m256i sumi = FN(t16_dot32)(type, w, xq);
                 if (type == SLM_T_Q8_0) {
                     const __m256i sh = _mm256_madd_epi16(FN(t16_dot16)(wh, xq), _mm256_set1_epi16(16));
                     sumi = _mm256_sub_epi32(_mm256_add_epi32(sumi, sh), _mm256_set1_epi32(x->isum[tb] * 128));
-                } else if (type == SLM_T_Q4_0) {
-                    sumi = _mm256_sub_epi32(sumi, _mm256_set1_epi32(8 * x->isum[tb]));
+                } else if (type == SLM_T_Q4_0 || type == SLM_T_Q5_0) {  /* their q are u - 8 / u - 16 */
+                    sumi = _mm256_sub_epi32(sumi, _mm256_set1_epi32((type == SLM_T_Q4_0 ? 8 : 16) * x->isum[tb]));
                 }
                 const __m256 dd = _mm256_mul_ps(dw, _mm256_set1_ps(x->d[tb]));
                 acc[gi][t] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(sumi), acc[gi][t]);
-                if (type == SLM_T_Q4_1 && !split_m) accm[gi][t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(x->s[tb]), accm[gi][t]);
+                if (slm_has_m(type) && !split_m)
+                    accm[gi][t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(x->s[tb]), accm[gi][t]);
             }
         }
     }
@@ -216,7 +248,7 @@ static SLM_ALWAYS_INLINE void FN(t16_tile)(int type, int T, int G, const uint8_t
                                        _mm256_cmpgt_epi32(_mm256_set1_epi32(hi), i));
         }
         for (int t = 0; t < T; t++) {
-            const __m256 v = type == SLM_T_Q4_1 ? _mm256_add_ps(acc[gi][t], accm[gi][t]) : acc[gi][t];
+            const __m256 v = slm_has_m(type) ? _mm256_add_ps(acc[gi][t], accm[gi][t]) : acc[gi][t];
             if (r >= lo && r + SLM_ROWS <= hi) _mm256_storeu_ps(y + (t0 + t) * ys + r, v);
             else _mm256_maskstore_ps(y + (t0 + t) * ys + r, keep, v);
         }

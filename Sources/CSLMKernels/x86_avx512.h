@@ -120,21 +120,32 @@ static SLM_ALWAYS_INLINE void vnni_t16_tile(int type, int T, int G, const uint8_
     const ptrdiff_t nb = x->cols / SLM_QK, cols = x->cols;
     const ptrdiff_t tb_bytes = (ptrdiff_t)SLM_TILE * slm_block_bytes(type);  /* one block of the tile */
     const ptrdiff_t qoff = slm_tile16_quants(type);
-    const int isum_shift = type == SLM_T_Q4_0 ? 3 : 7;
-    const __m512i m4 = _mm512_set1_epi8(0x0f), bias = _mm512_set1_epi8((char)0x80);
+    /* Q4_0: 8 * isum, Q5_0: 16 * isum, Q8_0: 128 * isum (its weights biased by +128) */
+    const int isum_shift = type == SLM_T_Q4_0 ? 3 : type == SLM_T_Q5_0 ? 4 : 7;
+    const __m512i m4 = _mm512_set1_epi8(0x0f), m16 = _mm512_set1_epi8(0x10), bias = _mm512_set1_epi8((char)0x80);
     __m512 acc[8], accm[8];
     for (int t = 0; t < T; t++) acc[t] = accm[t] = _mm512_setzero_ps();
 
     for (ptrdiff_t b = 0; b < nb; b++) {
         const uint8_t *blk = tile + b * tb_bytes;
         const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)blk));
-        const __m512 mw = type == SLM_T_Q4_1 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(blk + 32)))
-                                             : _mm512_setzero_ps();
+        const __m512 mw = slm_has_m(type) ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(blk + 32)))
+                                          : _mm512_setzero_ps();
         /* Q4: w[c] = low nibbles (elements 4c..), w[4 + c] = high nibbles (16 + 4c..);
          * Q8: w[c] = bytes 4c.. biased to u8. Either way w[k] pairs with x bytes 4k..4k+3. */
         __m512i w[8];
         if (type == SLM_T_Q8_0) {
             for (int c = 0; c < 8; c++) w[c] = _mm512_xor_si512(_mm512_loadu_si512(blk + qoff + 64 * c), bias);
+        } else if (slm_is_q5(type)) {
+            /* The 16 rows' qh words (tile16 form): shifted by 4 - c (left) and c (right), the
+             * high bits of dword c's low and high nibbles land on bit 4 of each byte. */
+            const __m512i hb = _mm512_loadu_si512(blk + slm_tile16_qh(type));
+            for (int c = 0; c < 4; c++) {
+                const __m512i v = _mm512_loadu_si512(blk + qoff + 64 * c);
+                w[c] = _mm512_ternarylogic_epi32(_mm512_and_si512(v, m4), _mm512_slli_epi32(hb, 4 - c), m16, 0xf8);
+                w[4 + c] = _mm512_ternarylogic_epi32(_mm512_and_si512(_mm512_srli_epi16(v, 4), m4),
+                                                     _mm512_srli_epi32(hb, c), m16, 0xf8);
+            }
         } else {
             for (int c = 0; c < 4; c++) {
                 const __m512i v = _mm512_loadu_si512(blk + qoff + 64 * c);
@@ -153,14 +164,14 @@ static SLM_ALWAYS_INLINE void vnni_t16_tile(int type, int T, int G, const uint8_
                 s1 = _mm512_dpbusd_epi32(s1, w[k + 1], vnni_bcast4(xq + 4 * k + 4));
             }
             __m512i sumi = _mm512_add_epi32(s0, s1);
-            if (type != SLM_T_Q4_1) sumi = _mm512_sub_epi32(sumi, _mm512_set1_epi32(x->isum[tb] << isum_shift));
+            if (!slm_has_m(type)) sumi = _mm512_sub_epi32(sumi, _mm512_set1_epi32(x->isum[tb] * (1 << isum_shift)));
             const __m512 dd = _mm512_mul_ps(dw, _mm512_set1_ps(x->d[tb]));
             acc[t] = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(sumi), acc[t]);
-            if (type == SLM_T_Q4_1) accm[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(x->s[tb]), accm[t]);
+            if (slm_has_m(type)) accm[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(x->s[tb]), accm[t]);
         }
     }
     for (int t = 0; t < T; t++) {
-        const __m512 r = type == SLM_T_Q4_1 ? _mm512_add_ps(acc[t], accm[t]) : acc[t];
+        const __m512 r = slm_has_m(type) ? _mm512_add_ps(acc[t], accm[t]) : acc[t];
         _mm512_mask_storeu_ps(y + (t0 + t) * ys, keep, r);
     }
 }

@@ -56,11 +56,11 @@ public enum WeightType: UInt32, Sendable, CaseIterable, CustomStringConvertible 
         }
     }
 
-    /// Whether the type has a `.tile16` layout (the repacked copy); the others always compute
-    /// from the row layout.
+    /// Whether the type has a `.tile16` layout (the repacked copy); the others (the K-quants,
+    /// the float types) always compute from the row layout.
     public var hasTile16Layout: Bool {
         switch self {
-        case .q4_0, .q4_1, .q8_0: true
+        case .q4_0, .q4_1, .q5_0, .q5_1, .q8_0: true
         default: false
         }
     }
@@ -100,7 +100,8 @@ public enum WeightLayout: Sendable, Equatable {
     case rows
     /// A permutation of `.rows` for the SIMD kernels (see slm_kernels.h): each whole
     /// 16-row tile keeps its bytes' place, but inside it block b of the 16 rows is stored
-    /// together: their 16 f16 d (and m), then the quants with dword c of tile row i at
+    /// together: their 16 f16 d (and m), for Q5 their 16 qh words with permuted bits (see
+    /// `WeightMatrix.q5QhFromTile16`), then the quants with dword c of tile row i at
     /// 64·c + 4·i. Rows past the last whole tile stay in `.rows` order.
     case tile16
 }
@@ -124,7 +125,7 @@ public struct WeightMatrix: @unchecked Sendable {
             throw KernelError("\(type) matrix \(rows)x\(cols): columns must be a positive multiple of \(type.blockElements)")
         }
         guard layout == .rows || type.hasTile16Layout else {
-            throw KernelError("\(type) matrix: only Q4_0, Q4_1 and Q8_0 matrices have a tile16 layout")
+            throw KernelError("\(type) matrix: only Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 matrices have a tile16 layout")
         }
         self.base = base
         self.type = type
@@ -152,17 +153,41 @@ public struct WeightMatrix: @unchecked Sendable {
             out.copyMemory(from: base + r * rowBytes, byteCount: rowBytes)
             return
         }
-        let bb = type.blockBytes, qo = type == .q4_1 ? 4 : 2, i = r % 16
+        // Quants after d (Q4_0, Q8_0), d m (Q4_1), d qh (Q5_0), d m qh (Q5_1).
+        let bb = type.blockBytes, i = r % 16
+        let hasM = type == .q4_1 || type == .q5_1, qh = type == .q5_0 ? 2 : type == .q5_1 ? 4 : nil
+        let qo = (hasM ? 4 : 2) + (qh == nil ? 0 : 4)
         let tile = base + (r / 16) * 16 * rowBytes
         for b in 0..<cols / QK {
             let blk = tile + b * 16 * bb, o = out + b * bb
             o.copyMemory(from: blk + 2 * i, byteCount: 2)
-            if type == .q4_1 { (o + 2).copyMemory(from: blk + 32 + 2 * i, byteCount: 2) }
+            if hasM { (o + 2).copyMemory(from: blk + 32 + 2 * i, byteCount: 2) }
+            if let qh {
+                let p = blk.loadUnaligned(fromByteOffset: 16 * qh + 4 * i, as: UInt32.self)
+                (o + qh).storeBytes(of: Self.q5QhFromTile16(UInt32(littleEndian: p)).littleEndian, as: UInt32.self)
+            }
             for q in 0..<(bb - qo) {
                 o.storeBytes(of: blk.load(fromByteOffset: 16 * qo + 64 * (q / 4) + 4 * i + q % 4, as: UInt8.self),
                              toByteOffset: qo + q, as: UInt8.self)
             }
         }
+    }
+}
+
+extension WeightMatrix {
+    /// A Q5 block's qh word (bit j: bit 4 of element j) from its tile16 form, whose bit
+    /// 8k + c is qh bit 4c + k and bit 8k + 4 + c is qh bit 16 + 4c + k (k, c in 0..<4): for
+    /// quant dword c (bytes 4c..4c+3, whose low nibbles are elements 4c + k and high nibbles
+    /// 16 + 4c + k), one shift of the word puts the fifth bits under bit 4 of each byte.
+    static func q5QhFromTile16(_ p: UInt32) -> UInt32 {
+        var qh: UInt32 = 0
+        for c in 0..<4 {
+            for k in 0..<4 {
+                qh |= (p >> UInt32(8 * k + c) & 1) << UInt32(4 * c + k)
+                qh |= (p >> UInt32(8 * k + 4 + c) & 1) << UInt32(16 + 4 * c + k)
+            }
+        }
+        return qh
     }
 }
 

@@ -196,7 +196,7 @@ public struct ModelWeights: @unchecked Sendable {
         var plan: [(w: WeightMatrix, offset: Int)] = []
         var digestWords: [Int] = []
         var total = 0
-        // Types without a tile16 layout (the K-quants, Q5_0/Q5_1) stay mapped in row layout.
+        // Types without a tile16 layout (the K-quants) stay mapped in row layout.
         for w in all where w.type.hasTile16Layout && offsets[Int(bitPattern: w.base)] == nil {
             offsets[Int(bitPattern: w.base)] = total
             plan.append((w, total))

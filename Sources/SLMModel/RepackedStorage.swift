@@ -34,7 +34,8 @@ final class RepackedStorage: @unchecked Sendable {
     /// Where the data starts in a cache file (the header, then a hole).
     static let headerBytes = huge
     /// Bump when the tile16 layout or this file format changes.
-    static let formatVersion: UInt32 = 2
+    /// 3: Q5_0 and Q5_1 matrices are repacked too.
+    static let formatVersion: UInt32 = 3
 
     /// Anonymous memory, filled by `fill`, then made read-only.
     init(anonymous byteCount: Int, fill: (UnsafeMutableRawPointer) -> Void) {

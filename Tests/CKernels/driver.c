@@ -206,15 +206,18 @@ static int test_paths(void) {
                         free(y0); free(y1); free(w); free_acts(&A);
                     }
         /* tile16 row ranges that start and end inside tiles and inside 4-row groups, over
-         * 3 whole tiles and a 5-row row-layout tail, for 1..5 tokens. */
-        for (int type = 0; type < 3; type++) {
+         * 3 whole tiles and a 5-row row-layout tail, for 1..5 tokens. Types 3 and 4 are
+         * Q5_0 and Q5_1 (kq_types 0 and 1), against their row-layout slm_matmul_kq. */
+        for (int type = 0; type < 5; type++) {
             static const int ranges[][2] = {{0, 53}, {5, 11}, {4, 8}, {0, 16}, {3, 45}, {16, 32}, {15, 17}, {47, 53},
                                             {50, 52}, {1, 2}, {30, 49}};
             enum { ROWS = 53, COLS = 96 };
-            const ptrdiff_t rb = COLS / 32 * block_bytes[type];
+            const int q5 = type >= 3, wtid = q5 ? kq_types[type - 3].wtype : wtype_id[type];
+            const ptrdiff_t rb = COLS / 32 * (q5 ? kq_types[type - 3].bytes : block_bytes[type]);
             uint8_t *w = malloc((size_t)ROWS * rb), *wt = malloc((size_t)ROWS * rb);
-            fill_weights(type, w, ROWS, COLS);
-            slm_repack_tile16(wtype_id[type], w, wt, rb, ROWS);
+            if (q5) fill_kq(type - 3, w, ROWS, COLS);
+            else fill_weights(type, w, ROWS, COLS);
+            slm_repack_tile16(wtid, w, wt, rb, ROWS);
             for (int tokens = 1; tokens <= 5; tokens++) {
                 acts A;
                 make_acts(&A, tokens, COLS);
@@ -222,11 +225,13 @@ static int test_paths(void) {
                     float y0[ROWS * 5], y1[ROWS * 5];
                     for (int i = 0; i < ROWS * 5; i++) y0[i] = y1[i] = -12345.0f;
                     slm_kernels_force(SLM_PATH_PORTABLE);
-                    mm[type](w, rb, ranges[k][0], ranges[k][1], &A.a, y0, ROWS);
+                    if (q5) slm_matmul_kq(wtid, w, rb, ranges[k][0], ranges[k][1], &A.a, y0, ROWS);
+                    else mm[type](w, rb, ranges[k][0], ranges[k][1], &A.a, y0, ROWS);
                     slm_kernels_force(path);
-                    slm_matmul_tile16(wtype_id[type], wt, rb, ROWS, ranges[k][0], ranges[k][1], &A.a, y1, ROWS);
+                    slm_matmul_tile16(wtid, wt, rb, ROWS, ranges[k][0], ranges[k][1], &A.a, y1, ROWS);
                     char what[128];
-                    snprintf(what, sizeof what, "tile16 (%s) %s rows [%d,%d) of %d, tokens %d", pname, type_name[type],
+                    snprintf(what, sizeof what, "tile16 (%s) %s rows [%d,%d) of %d, tokens %d", pname,
+                             q5 ? kq_types[type - 3].name : type_name[type],
                              ranges[k][0], ranges[k][1], ROWS, tokens);
                     check(memcmp(y0, y1, sizeof y0) == 0, what);
                 }
@@ -236,7 +241,7 @@ static int test_paths(void) {
         }
         /* K-quants and 5-bit types: bit-exact against portable over odd row counts and
          * ranges, 1..17 tokens, 1..3 super-blocks (K) or 1..18 blocks per row, extreme
-         * activations (all -128 / 127 blocks) included. */
+         * activations (all -128 / 127 blocks) included; Q5_0/Q5_1 also through tile16. */
         for (int k = 0; k < 5; k++) {
             static const int krows[] = {1, 3, 7, 8, 9, 13, 16, 17, 33};
             static const int ktok[] = {1, 2, 3, 4, 5, 8, 17};
@@ -272,6 +277,25 @@ static int test_paths(void) {
                         snprintf(what, sizeof what, "%s %s rows %d [%ld,%ld) cols %d tokens %d", pname,
                                  kq_types[k].name, rows, (long)r0, (long)r1, cols, tokens);
                         check(memcmp(y0, y1, ny * 4) == 0, what);
+                        if (kq_types[k].wtype == SLM_WTYPE_Q5_0 || kq_types[k].wtype == SLM_WTYPE_Q5_1) {
+                            /* Q5 repacked to tile16: this path and the scalar fallback, and the inverse. */
+                            uint8_t *wt = malloc((size_t)rows * rb), *row = malloc((size_t)rb);
+                            slm_repack_tile16(kq_types[k].wtype, w, wt, rb, rows);
+                            for (int p2 = 0; p2 < 2; p2++) {
+                                for (size_t i = 0; i < ny; i++) y1[i] = -12345.0f;
+                                slm_kernels_force(p2 == 0 ? path : SLM_PATH_PORTABLE);
+                                slm_matmul_tile16(kq_types[k].wtype, wt, rb, rows, r0, r1, &A.a, y1, ys);
+                                char tw[200];
+                                snprintf(tw, sizeof tw, "tile16 (%s) %s", p2 == 0 ? pname : "portable", what);
+                                check(memcmp(y0, y1, ny * 4) == 0, tw);
+                            }
+                            slm_kernels_force(path);
+                            for (ptrdiff_t rr = 0; rr < rows; rr++) {
+                                slm_unpack_row_tile16(kq_types[k].wtype, wt, rb, rows, rr, row);
+                                check(memcmp(row, w + rr * rb, (size_t)rb) == 0, "tile16 Q5 unpack row");
+                            }
+                            free(wt); free(row);
+                        }
                         free(y0); free(y1); free(w); free_acts(&A);
                     }
         }
@@ -488,7 +512,7 @@ static void bench(int only) {
             free(w); free(y); free_acts(&A);
         }
     }
-    /* K-quants and 5-bit types (row layout): FFN-down-like K matrices, Q5 on 576 columns. */
+    /* K-quants and 5-bit types: FFN-down-like K matrices, Q5 on 576 columns (row layout and tile16). */
     struct { int k, rows, cols, tokens; } kcases[] = {
         {2, 576, 1536, 1}, {4, 576, 1536, 1}, {0, 1536, 576, 1}, {1, 1536, 576, 1}, {3, 576, 1536, 1},
         {2, 576, 1536, 128}, {0, 1536, 576, 128},
@@ -507,15 +531,29 @@ static void bench(int only) {
             const double bytes = (double)rows * rb, ops = 2.0 * rows * cols * tokens;
             int reps = (int)(2e7 / ops) + 1;
             if (path == SLM_PATH_PORTABLE) reps = reps / 8 + 1;
-            double best[7];
-            for (int i = 0; i < 7; i++) {
-                const double t0 = now();
-                for (int r = 0; r < reps; r++) slm_matmul_kq(kq_types[k].wtype, w, rb, 0, rows, &A.a, y, rows);
-                best[i] = (now() - t0) / reps;
+            /* Q5: the row layout, then the same weights repacked to tile16 on paths that prefer it. */
+            const int q5 = kq_types[k].wtype == SLM_WTYPE_Q5_0 || kq_types[k].wtype == SLM_WTYPE_Q5_1;
+            for (int tiled = 0; tiled <= (q5 && slm_preferred_layout() == SLM_LAYOUT_TILE16); tiled++) {
+                if (tiled) {
+                    uint8_t *wt = malloc((size_t)rows * rb);
+                    slm_repack_tile16(kq_types[k].wtype, w, wt, rb, rows);
+                    memcpy(w, wt, (size_t)rows * rb);
+                    free(wt);
+                }
+                double best[7];
+                for (int i = 0; i < 7; i++) {
+                    const double t0 = now();
+                    for (int r = 0; r < reps; r++) {
+                        if (tiled) slm_matmul_tile16(kq_types[k].wtype, w, rb, rows, 0, rows, &A.a, y, rows);
+                        else slm_matmul_kq(kq_types[k].wtype, w, rb, 0, rows, &A.a, y, rows);
+                    }
+                    best[i] = (now() - t0) / reps;
+                }
+                for (int i = 0; i < 7; i++) for (int j = i + 1; j < 7; j++) if (best[j] < best[i]) { double t = best[i]; best[i] = best[j]; best[j] = t; }
+                printf("%-20s %s%s %5dx%-5d tokens %3d: %8.1f us  %6.1f GB/s weights  %7.1f GOP/s\n", slm_kernels_path(),
+                       kq_types[k].name, tiled ? " tile16" : "", rows, cols, tokens, best[3] * 1e6, bytes / best[3] / 1e9,
+                       ops / best[3] / 1e9);
             }
-            for (int i = 0; i < 7; i++) for (int j = i + 1; j < 7; j++) if (best[j] < best[i]) { double t = best[i]; best[i] = best[j]; best[j] = t; }
-            printf("%-20s %s %5dx%-5d tokens %3d: %8.1f us  %6.1f GB/s weights  %7.1f GOP/s\n", slm_kernels_path(),
-                   kq_types[k].name, rows, cols, tokens, best[3] * 1e6, bytes / best[3] / 1e9, ops / best[3] / 1e9);
             free(w); free(y); free_acts(&A);
         }
     }

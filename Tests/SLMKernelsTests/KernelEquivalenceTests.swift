@@ -187,7 +187,7 @@ final class Tile16LayoutTests: XCTestCase {
 
     func testRepackIsThePermutationCopyRowUndoes() throws {
         var rng = TestRNG(seed: 5)
-        for type in [WeightType.q4_1, .q4_0, .q8_0] {
+        for type in [WeightType.q4_1, .q4_0, .q8_0, .q5_0, .q5_1] {
             for rows in [1, 15, 16, 17, 40, 64] {
                 let w = try RandomMatrix(type: type, rows: rows, cols: 96, rng: &rng)
                 let p = Repacked(w.matrix)
@@ -217,7 +217,7 @@ final class Tile16LayoutTests: XCTestCase {
         var rng = TestRNG(seed: 77)
         let shapes: [(rows: Int, cols: Int)] = [(5, 64), (16, 32), (17, 96), (33, 576), (48, 64), (70, 160)]
         var compared = 0
-        for type in [WeightType.q4_1, .q4_0, .q8_0] {
+        for type in [WeightType.q4_1, .q4_0, .q8_0, .q5_0, .q5_1] {
             for shape in shapes {
                 let w = try RandomMatrix(type: type, rows: shape.rows, cols: shape.cols, rng: &rng)
                 let p = Repacked(w.matrix)

@@ -148,28 +148,38 @@ final class KQuantReferenceTests: XCTestCase {
         print("kquant perplexity c128 (ours vs llama.cpp): " + report.joined(separator: "; "))
     }
 
-    /// `weights_layout = repacked` on a mixed file copies only the types with a tile16 layout
-    /// (here the Q8_0 tensors, on paths that prefer tile16) and leaves the K and Q5 tensors
-    /// mapped: the logits are bit-identical to the mapped load.
-    func testRepackedMixedFileGivesTheSameLogits() throws {
-        let m = try XCTUnwrap(try fixture().models.first { $0.preset == "Q4_K_M" })
-        let mapped = try open(m)
-        let path = URL(fileURLWithPath: TestModel.path).deletingLastPathComponent().path + "/kquants/" + m.file
-        let repacked = try SLMModel.Model(path: path, weightsLayout: .repacked)
-        if Kernels.preferredLayout == .tile16 {
-            XCTAssertEqual(repacked.weights.layout, .repacked)
-            XCTAssertEqual(repacked.weights.output.layout, .tile16)  // the tied Q8_0 embedding
-            XCTAssertEqual(repacked.weights.layers[0].wDown.layout, .rows)
+    /// `weights_layout = repacked` copies only the types with a tile16 layout (on paths that
+    /// prefer tile16): in the Q4_K_M file the Q5_0 and Q8_0 tensors, leaving the K tensors
+    /// mapped; in the Q5_1 file its Q5_1 tensors (Q5_1 adds the min term to the Q5 kernels).
+    /// The logits are bit-identical to the mapped load's.
+    func testRepackedFilesGiveTheSameLogits() throws {
+        for (preset, q5) in [("Q4_K_M", WeightType.q5_0), ("Q5_1", .q5_1)] {
+            let m = try XCTUnwrap(try fixture().models.first { $0.preset == preset })
+            let mapped = try open(m)
+            let path = URL(fileURLWithPath: TestModel.path).deletingLastPathComponent().path + "/kquants/" + m.file
+            let repacked = try SLMModel.Model(path: path, weightsLayout: .repacked)
+            if Kernels.preferredLayout == .tile16 {
+                XCTAssertEqual(repacked.weights.layout, .repacked)
+                let all = [repacked.weights.output] + repacked.weights.layers.flatMap {
+                    [$0.wq, $0.wk, $0.wv, $0.wo, $0.wGate, $0.wUp, $0.wDown]
+                }
+                for w in all { XCTAssertEqual(w.layout, w.type.hasTile16Layout ? .tile16 : .rows, "\(preset) \(w.type)") }
+                XCTAssertTrue(all.contains { $0.type == q5 && $0.layout == .tile16 }, "\(preset): the \(q5) tensors are repacked")
+                if preset == "Q4_K_M" {
+                    XCTAssertEqual(repacked.weights.output.layout, .tile16)  // the tied Q8_0 embedding
+                    XCTAssertTrue(all.contains { $0.layout == .rows }, "the K tensors stay in row layout")
+                }
+            }
+            var out: [[Float]] = []
+            for model in [mapped, repacked] {
+                let runner = Runner(config: model.config, weights: model.weights, pool: ThreadPool(threads: 2),
+                                    maxBatch: 64, maxContext: 128, maxLogits: 64)
+                let session = Session(runner: runner, capacity: 64)
+                _ = try session.feed(m.logits[0].prompt_ids)
+                out.append(Array(try session.feed([m.logits[0].generated_ids[0]])))
+            }
+            XCTAssertEqual(out[0].map(\.bitPattern), out[1].map(\.bitPattern), preset)
         }
-        var out: [[Float]] = []
-        for model in [mapped, repacked] {
-            let runner = Runner(config: model.config, weights: model.weights, pool: ThreadPool(threads: 2),
-                                maxBatch: 64, maxContext: 128, maxLogits: 64)
-            let session = Session(runner: runner, capacity: 64)
-            _ = try session.feed(m.logits[0].prompt_ids)
-            out.append(Array(try session.feed([m.logits[0].generated_ids[0]])))
-        }
-        XCTAssertEqual(out[0].map(\.bitPattern), out[1].map(\.bitPattern))
     }
 
     /// A type the kernels do not know is refused naming the tensor and the type.

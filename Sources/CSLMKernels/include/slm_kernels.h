@@ -74,7 +74,7 @@ void slm_matmul_q4_0(const void *w, ptrdiff_t row_bytes, ptrdiff_t row_begin, pt
 void slm_matmul_q8_0(const void *w, ptrdiff_t row_bytes, ptrdiff_t row_begin, ptrdiff_t row_end,
                      const slm_q8_acts *x, float *y, ptrdiff_t y_stride);
 
-/* ---- K-quants and 5-bit types: Q5_0, Q5_1, Q4_K, Q5_K, Q6_K (row layout only) ----
+/* ---- K-quants and 5-bit types: Q5_0, Q5_1, Q4_K, Q5_K, Q6_K (row layout; Q5 also tile16) ----
  * ggml's block layouts (little-endian, f16 scales):
  *   Q5_0 (32 el., 22 B): d, qh u32, qs[16]      element j = (nib_j | bit_j(qh) << 4) - 16, times d
  *   Q5_1 (32 el., 24 B): d, m, qh u32, qs[16]   element j = (nib_j | bit_j(qh) << 4) * d + m
@@ -114,7 +114,12 @@ void slm_matmul_kq(int wtype, const void *w, ptrdiff_t row_bytes, ptrdiff_t row_
  * Rows [0, 16 * (rows / 16)) form whole tiles; tile k occupies the same bytes as rows
  * 16k..16k+15 did, block b of the tile at tile + b * 16 * block_bytes:
  *     [0, 32)        d of rows i = 0..15 (f16)
- *     [32, 64)       m of rows i (Q4_1 only)
+ *     [32, 64)       m of rows i (Q4_1, Q5_1)
+ *     then (Q5_0, Q5_1) 64 bytes: row i's qh word at + 4 * i, its bits permuted so that
+ *                    bit 8k + c = qh bit 4c + k and bit 8k + 4 + c = qh bit 16 + 4c + k
+ *                    (k, c = 0..3): the fifth bits of quant dword c's low and high nibbles
+ *                    reach bit 4 of each byte with one shift of the word each (left by
+ *                    4 - c, right by c), no per-row variable shift or bit gather
  *     then the quants, 16 * quant_bytes: dword c of row i (quant bytes 4c..4c+3, in the
  *     block's own order) at quants + 64 * c + 4 * i
  * so vector c lane i = row i, and one vpdpbusd against 4 broadcast activation bytes yields
@@ -122,7 +127,8 @@ void slm_matmul_kq(int wtype, const void *w, ptrdiff_t row_bytes, ptrdiff_t row_
  * slices: on AVX2, 32 bytes at quants + 64 * c + 32 * h are rows 8h..8h+7 (vpmaddubsw
  * against 4 broadcast activation bytes); on ARM, 16 bytes at quants + 64 * c + 16 * g are
  * rows 4g..4g+3 (one SDOT by element, or SMLAL against replicated activation bytes without
- * dot products). Rows past the last whole tile keep the row layout.
+ * dot products). Rows past the last whole tile keep the row layout. Types: Q4_0, Q4_1, Q8_0,
+ * Q5_0, Q5_1 (the tile16 functions do nothing for any other wtype).
  * Values are those of ggml's type ids, like WeightType in Swift. */
 enum { SLM_WTYPE_Q4_0 = 2, SLM_WTYPE_Q4_1 = 3, SLM_WTYPE_Q8_0 = 8 };
 enum { SLM_LAYOUT_ROWS = 0, SLM_LAYOUT_TILE16 = 1 };
@@ -136,7 +142,8 @@ void slm_repack_tile16(int wtype, const void *src, void *dst, ptrdiff_t row_byte
 /* Inverse of slm_repack_tile16 for one row: copies row r of a tile16 matrix, in row layout,
  * to out (row_bytes bytes). */
 void slm_unpack_row_tile16(int wtype, const void *w, ptrdiff_t row_bytes, ptrdiff_t rows, ptrdiff_t r, void *out);
-/* slm_matmul_* for a tile16 matrix of `rows` rows (any row range; same numerics contract). */
+/* slm_matmul_* (slm_matmul_kq for Q5_0/Q5_1) for a tile16 matrix of `rows` rows (any row
+ * range; the type's numerics contract, so bit-identical to the row layout). */
 void slm_matmul_tile16(int wtype, const void *w, ptrdiff_t row_bytes, ptrdiff_t rows, ptrdiff_t row_begin,
                        ptrdiff_t row_end, const slm_q8_acts *x, float *y, ptrdiff_t y_stride);
 
