@@ -17,7 +17,7 @@ BIN         := .build/release
 # example intents (docs/examples/intents.d: smart_home).
 SOCKET      ?= /tmp/slmd-$(shell id -u).sock
 
-.PHONY: all deps model vocabs kquant-models toy-kquant-models build run test lint test-swift test-arm test-units test-load bench clean deb test-deb test-system fuzz
+.PHONY: all deps model vocabs kquant-models toy-kquant-models toy-realvocab-models build run test lint test-swift test-arm test-units test-load bench clean deb test-deb test-system fuzz
 
 all: build
 
@@ -40,6 +40,14 @@ kquant-models: model
 toy-kquant-models:
 	@scripts/make-toy-models --fetch-kquants >/dev/null
 
+# Tiny random-weight llama (llama.cpp's SentencePiece vocab) and qwen2/qwen3 (the real qwen2
+# BPE vocab, 151936 tokens) models quantized by llama-quantize to Q8_0, Q4_K_M, Q5_K_M, Q6_K and
+# Q5_0, sha256-pinned by Tests/Fixtures/toy-models/realvocab.json, for
+# ToyRealVocabReferenceTests. Built like toy-kquant-models (~0.9 GB, the F32 source written
+# and removed per toy); afterwards only a checksum pass. Cache: <model cache>/toy-realvocab.
+toy-realvocab-models: vocabs
+	@scripts/make-toy-models --fetch-realvocab >/dev/null
+
 # llama.cpp's vocab-only GGUFs and tokenizer test cases (from the llama-cpp-python sdist),
 # for the tokenizer reference tests. Cache: ${XDG_CACHE_HOME:-~/.cache}/slmd/vocabs.
 vocabs:
@@ -55,7 +63,7 @@ run: build model
 	$(BIN)/slmd serve --config etc/slmd.conf --model "$$(scripts/fetch-model)" --socket $(SOCKET) \
 		--set repack_cache_dir="$${XDG_CACHE_HOME:-$$HOME/.cache}/slmd" --set intents_dir=docs/examples/intents.d
 
-test: deps model vocabs kquant-models toy-kquant-models lint test-swift test-arm test-units
+test: deps model vocabs kquant-models toy-kquant-models toy-realvocab-models lint test-swift test-arm test-units
 
 # Style rules of .swift-format (`swift format lint`, rules only; see the script). ~10 s.
 lint:

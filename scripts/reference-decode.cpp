@@ -4,12 +4,15 @@
 // slmd. It is written against llama.h rather than llama-cli/llama-simple because the fixtures
 // need the raw float32 logits of every step, which no llama.cpp tool prints.
 //
-// usage: reference-decode MODEL THREADS MAX_TOKENS TOP_K [fa-off] < prompts
-// (fa-off: flash attention disabled, for llama.cpp's own spread; scripts/make-kquant-reference)
+// usage: reference-decode MODEL THREADS MAX_TOKENS TOP_K [fa-off] [add-special] < prompts
+// (fa-off: flash attention disabled, for llama.cpp's own spread; scripts/make-kquant-reference;
+// add-special: tokenize with add_special=true, i.e. BOS where the vocab asks for it, as
+// llama-cli and llama-server do; scripts/make-toy-models' real-vocab toys)
 //
 // stdin: one prompt per line, as lowercase hex of its UTF-8 bytes (so newlines and special
 // token text pass through unchanged). For each prompt, stdout gets:
-//   P id id ...                       prompt ids (llama_tokenize, add_special=false, parse_special=true)
+//   P id id ...                       prompt ids (llama_tokenize, add_special=false unless add-special,
+//                                     parse_special=true)
 //   S step token eog id:logit ...     one line per step: the argmax token, 1 if it ends generation,
 //                                     then the TOP_K best id:logit (logit desc, ties by lower id)
 //   T hex                             the generated text before the EOG token
@@ -55,9 +58,14 @@ static bool unhex(const std::string &hex, std::string &out) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 5 && !(argc == 6 && std::string(argv[5]) == "fa-off"))
-        return fail("usage: reference-decode MODEL THREADS MAX_TOKENS TOP_K [fa-off] < hex-prompts");
-    const bool fa_off = argc == 6;
+    if (argc < 5) return fail("usage: reference-decode MODEL THREADS MAX_TOKENS TOP_K [fa-off] [add-special] < hex-prompts");
+    bool fa_off = false, add_special = false;
+    for (int i = 5; i < argc; i++) {
+        const std::string flag = argv[i];
+        if (flag == "fa-off") fa_off = true;
+        else if (flag == "add-special") add_special = true;
+        else return fail("unknown flag; expected fa-off or add-special");
+    }
     const char *model_path = argv[1];
     const int threads = atoi(argv[2]);
     const int max_tokens = atoi(argv[3]);
@@ -78,7 +86,7 @@ int main(int argc, char **argv) {
 
         std::vector<llama_token> ids(prompt.size() + 16);
         int n = llama_tokenize(vocab, prompt.data(), static_cast<int32_t>(prompt.size()), ids.data(),
-                               static_cast<int32_t>(ids.size()), /*add_special*/ false, /*parse_special*/ true);
+                               static_cast<int32_t>(ids.size()), add_special, /*parse_special*/ true);
         if (n < 0) return fail("tokenize failed");
         ids.resize(n);
         if (ids.empty()) return fail("empty prompt");

@@ -70,6 +70,54 @@ final class ToyKQuantReferenceTests: XCTestCase {
         return try SLMModel.Model(path: path)
     }
 
+    /// How far ours follows llama.cpp on a set of cases, for the report line.
+    struct Agreement: CustomStringConvertible {
+        var worst: Float = 0, greedySame = 0, greedyTotal = 0, checkedUntilTie = 0
+        /// The largest reference margin at which our argmax differed.
+        var widestFlip: Float = 0
+        var description: String {
+            String(format: "max|Δ| %.3f greedy %d/%d (%d before a near-tie; differs at margins ≤ %.3f)",
+                   worst, greedySame, greedyTotal, checkedUntilTie, widestFlip)
+        }
+    }
+
+    /// Feeds the case's prompt ids, then follows llama.cpp's greedy path step by step (so every
+    /// step compares the same context), asserting the bounds: |Δlogit| on the reference's
+    /// top 20, our top-1 where the margin exceeds `top1Margin`, and greedy ids before the
+    /// first near-tie. One definition for every toy reference test.
+    static func followGreedyPath(_ runner: Runner, _ c: Fixture.Case, id: String, into a: inout Agreement,
+                                 file: StaticString = #filePath, line: UInt = #line) throws {
+        let session = Session(runner: runner, capacity: 64)
+        var logits = try session.feed(c.prompt_ids)
+        var beforeTie = true
+        let prompt = c.prompt.count > 40 ? String(c.prompt.prefix(40)) + "…" : c.prompt
+        for (k, step) in c.steps.enumerated() {
+            let top = step.top20.map { (Int($0[0]), Float($0[1])) }
+            XCTAssertEqual(Int32(top[0].0), c.greedy_ids[k], "\(id): the fixture's greedy id is its top-1",
+                           file: file, line: line)
+            var maxDiff: Float = 0
+            for (tok, l) in top { maxDiff = max(maxDiff, abs(logits[tok] - l)) }
+            XCTAssertLessThanOrEqual(maxDiff, logitTolerance, "\(id) '\(prompt)' step \(k): max |Δlogit|",
+                                     file: file, line: line)
+            a.worst = max(a.worst, maxDiff)
+            let ours = Sampler.argmax(UnsafeBufferPointer(logits))
+            let margin = top[0].1 - top[1].1
+            if margin > top1Margin {
+                XCTAssertEqual(ours, c.greedy_ids[k], "\(id) '\(prompt)' step \(k): top-1 (margin \(margin))",
+                               file: file, line: line)
+            }
+            if margin <= nearTie { beforeTie = false }
+            if beforeTie {
+                XCTAssertEqual(ours, c.greedy_ids[k], "\(id) '\(prompt)' step \(k): greedy before a near-tie",
+                               file: file, line: line)
+                a.checkedUntilTie += 1
+            }
+            a.greedyTotal += 1
+            if ours == c.greedy_ids[k] { a.greedySame += 1 } else { a.widestFlip = max(a.widestFlip, margin) }
+            if k + 1 < c.steps.count { logits = try session.feed([c.greedy_ids[k]]) }
+        }
+    }
+
     func testSHA256() {
         XCTAssertEqual(SHA256.hex(Array("abc".utf8)), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
         XCTAssertEqual(SHA256.hex([]), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
@@ -98,38 +146,12 @@ final class ToyKQuantReferenceTests: XCTestCase {
 
             let runner = Runner(config: model.config, weights: model.weights, pool: ThreadPool(threads: 2),
                                 maxBatch: 32, maxContext: 64, maxLogits: 1)
-            var worst: Float = 0, greedySame = 0, greedyTotal = 0, checkedUntilTie = 0
-            var widestFlip: Float = 0  // the largest reference margin at which our argmax differed
+            var agreement = Agreement()
             for c in m.cases {
                 XCTAssertEqual(model.tokenizer.encode(c.prompt, parseSpecial: true), c.prompt_ids, "\(id): prompt ids")
-                let session = Session(runner: runner, capacity: 64)
-                var logits = try session.feed(c.prompt_ids)
-                var beforeTie = true
-                for (k, step) in c.steps.enumerated() {
-                    let top = step.top20.map { (Int($0[0]), Float($0[1])) }
-                    XCTAssertEqual(Int32(top[0].0), c.greedy_ids[k], "\(id): the fixture's greedy id is its top-1")
-                    var maxDiff: Float = 0
-                    for (tok, l) in top { maxDiff = max(maxDiff, abs(logits[tok] - l)) }
-                    XCTAssertLessThanOrEqual(maxDiff, Self.logitTolerance, "\(id) '\(c.prompt)' step \(k): max |Δlogit|")
-                    worst = max(worst, maxDiff)
-                    let ours = Sampler.argmax(UnsafeBufferPointer(logits))
-                    let margin = top[0].1 - top[1].1
-                    if margin > Self.top1Margin {
-                        XCTAssertEqual(ours, c.greedy_ids[k], "\(id) '\(c.prompt)' step \(k): top-1 (margin \(margin))")
-                    }
-                    if margin <= Self.nearTie { beforeTie = false }
-                    if beforeTie {
-                        XCTAssertEqual(ours, c.greedy_ids[k], "\(id) '\(c.prompt)' step \(k): greedy before a near-tie")
-                        checkedUntilTie += 1
-                    }
-                    greedyTotal += 1
-                    if ours == c.greedy_ids[k] { greedySame += 1 } else { widestFlip = max(widestFlip, margin) }
-                    // Follow llama.cpp's path so every step compares the same context.
-                    if k + 1 < c.steps.count { logits = try session.feed([c.greedy_ids[k]]) }
-                }
+                try Self.followGreedyPath(runner, c, id: id, into: &agreement)
             }
-            report.append(String(format: "%@ max|Δ| %.3f greedy %d/%d (%d before a near-tie; differs at margins ≤ %.3f)",
-                                 id, worst, greedySame, greedyTotal, checkedUntilTie, widestFlip))
+            report.append("\(id) \(agreement)")
         }
         XCTAssertTrue(["Q4_K", "Q5_K", "Q6_K", "Q5_0", "Q5_1", "Q8_0"].allSatisfy(typesSeen.contains), "\(typesSeen)")
         print("toy K-quants vs llama.cpp: " + report.joined(separator: "; "))
