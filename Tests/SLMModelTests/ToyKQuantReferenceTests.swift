@@ -56,16 +56,32 @@ final class ToyKQuantReferenceTests: XCTestCase {
         return try JSONDecoder().decode(Fixture.self, from: data)
     }
 
-    /// The cached file of a fixture entry, after proving it is the one llama.cpp ran; missing or
-    /// different is a failure that names the make target.
+    /// The cached file of a fixture entry, after proving it is the one llama.cpp ran.
     static func open(_ m: Fixture.Model) throws -> SLMModel.Model {
-        let path = TestModel.directory + "/toy-kquants/" + m.file
+        try openPinned(TestModel.directory + "/toy-kquants/" + m.file, sha256: m.sha256, makeTarget: "make toy-kquant-models")
+    }
+
+    /// Asserts the file's per-type tensor counts and that it holds the types its preset must
+    /// (so a llama-quantize fallback cannot make a check vacuous); returns the types seen.
+    static func checkTensorTypes(_ model: SLMModel.Model, expected: [String: Int], preset: String,
+                                 _ id: String) throws -> Set<String> {
+        var counts: [String: Int] = [:]
+        for t in model.file.tensors { counts[t.type.name, default: 0] += 1 }
+        XCTAssertEqual(counts, expected, "\(id): tensor types")
+        let required = try XCTUnwrap(requiredTypes[preset], preset)
+        XCTAssertTrue(required.isSubset(of: counts.keys), "\(id) holds \(counts), not \(required)")
+        return Set(counts.keys)
+    }
+
+    /// A model file setup built into the cache, opened only if its sha256 is the one the fixture
+    /// was recorded from; missing or different is a failure that names the make target.
+    static func openPinned(_ path: String, sha256 expected: String, makeTarget: String) throws -> SLMModel.Model {
         guard let sha = SHA256.hex(ofFile: path) else {
-            throw ReferenceData.Missing(description: "\(path) not found: run `make toy-kquant-models`")
+            throw ReferenceData.Missing(description: "\(path) not found: run `\(makeTarget)`")
         }
-        guard sha == m.sha256 else {
-            throw ReferenceData.Missing(description: "\(path): sha256 \(sha), the fixture was made from \(m.sha256); "
-                                            + "remove it and run `make toy-kquant-models`")
+        guard sha == expected else {
+            throw ReferenceData.Missing(description: "\(path): sha256 \(sha), the fixture was made from \(expected); "
+                                            + "remove it and run `\(makeTarget)`")
         }
         return try SLMModel.Model(path: path)
     }
@@ -137,12 +153,7 @@ final class ToyKQuantReferenceTests: XCTestCase {
             let model = try Self.open(m)
             XCTAssertEqual(model.config.architecture.rawValue, m.architecture, id)
             XCTAssertEqual(model.weights.outputIsTied, m.tied, id)
-            var counts: [String: Int] = [:]
-            for t in model.file.tensors { counts[t.type.name, default: 0] += 1 }
-            XCTAssertEqual(counts, m.tensor_types, "\(id): tensor types")
-            let required = try XCTUnwrap(Self.requiredTypes[m.preset], m.preset)
-            XCTAssertTrue(required.isSubset(of: counts.keys), "\(id) holds \(counts), not \(required)")
-            typesSeen.formUnion(counts.keys)
+            typesSeen.formUnion(try Self.checkTensorTypes(model, expected: m.tensor_types, preset: m.preset, id))
 
             let runner = Runner(config: model.config, weights: model.weights, pool: ThreadPool(threads: 2),
                                 maxBatch: 32, maxContext: 64, maxLogits: 1)

@@ -56,15 +56,8 @@ final class ToyRealVocabReferenceTests: XCTestCase {
 
     /// The cached file of a fixture entry, after proving it is the one llama.cpp ran.
     static func open(_ m: Fixture.Model) throws -> SLMModel.Model {
-        let path = TestModel.directory + "/toy-realvocab/" + m.file
-        guard let sha = SHA256.hex(ofFile: path) else {
-            throw ReferenceData.Missing(description: "\(path) not found: run `\(makeTarget)`")
-        }
-        guard sha == m.sha256 else {
-            throw ReferenceData.Missing(description: "\(path): sha256 \(sha), the fixture was made from \(m.sha256); "
-                                            + "remove it and run `\(makeTarget)`")
-        }
-        return try SLMModel.Model(path: path)
+        try ToyKQuantReferenceTests.openPinned(TestModel.directory + "/toy-realvocab/" + m.file, sha256: m.sha256,
+                                               makeTarget: makeTarget)
     }
 
     func testRealVocabToysMatchLlamaCpp() throws {
@@ -83,12 +76,8 @@ final class ToyRealVocabReferenceTests: XCTestCase {
             XCTAssertEqual(model.tokenizer.vocabSize, vocab.tokens, "\(id): vocabulary size")
             XCTAssertEqual(model.config.vocabSize, vocab.tokens, "\(id): output rows")
             XCTAssertEqual(model.summary.tokenizer, vocab.model, "\(id): tokenizer kind")
-            var counts: [String: Int] = [:]
-            for t in model.file.tensors { counts[t.type.name, default: 0] += 1 }
-            XCTAssertEqual(counts, m.tensor_types, "\(id): tensor types")
-            let required = try XCTUnwrap(ToyKQuantReferenceTests.requiredTypes[m.preset], m.preset)
-            XCTAssertTrue(required.isSubset(of: counts.keys), "\(id) holds \(counts), not \(required)")
-            typesSeen.formUnion(counts.keys)
+            typesSeen.formUnion(try ToyKQuantReferenceTests.checkTensorTypes(model, expected: m.tensor_types,
+                                                                             preset: m.preset, id))
 
             let runner = Runner(config: model.config, weights: model.weights, pool: ThreadPool(threads: 2),
                                 maxBatch: 32, maxContext: 64, maxLogits: 1)
