@@ -58,10 +58,3 @@ public final class ConditionLock: @unchecked Sendable {
         pthread_cond_broadcast(cond)
     }
 }
-
-/// Monotonic seconds since an arbitrary origin.
-public func monotonicSeconds() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
-}

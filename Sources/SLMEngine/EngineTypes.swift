@@ -1,3 +1,4 @@
+import SLMKernels
 import SLMModel
 import Synchronization
 

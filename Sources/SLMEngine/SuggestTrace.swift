@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import SLMKernels
 
 /// Whether `suggest` prints a per-request phase breakdown to stderr (SLMD_SUGGEST_TRACE=1):
 /// how keystroke latency was measured and tuned; off in production, read once.

@@ -220,14 +220,14 @@ public final class ThreadPool: @unchecked Sendable {
         func closeAndWait() -> Double {
             var s = state.bitwiseAnd(~Self.openBit, ordering: .acquiringAndReleasing).newValue
             guard s & Self.activeMask != 0 else { return 0 }
-            let start = ParallelismGovernor.now()
+            let start = monotonicSeconds()
             var spins = 0
             while s & Self.activeMask != 0 {
                 spins += 1
                 if spins > ThreadPool.spinLimit { sched_yield() }
                 s = state.load(ordering: .acquiring)
             }
-            return ParallelismGovernor.now() - start
+            return monotonicSeconds() - start
         }
 
         /// Claims and runs chunks until none are left.

@@ -22,3 +22,12 @@ public func startThread(_ what: String, _ body: @escaping @Sendable () -> Void) 
     precondition(rc == 0, "cannot start the \(what) thread: \(rc)")
     return tid
 }
+
+/// Monotonic seconds since an arbitrary origin: the daemon's one clock for durations
+/// (deadlines, timings, the parallelism governor). slmctl, which links no daemon module,
+/// keeps its own.
+public func monotonicSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+}

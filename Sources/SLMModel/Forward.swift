@@ -124,10 +124,10 @@ public final class Runner: @unchecked Sendable {
         let solo = governor.shouldRunSolo(tokens: tokens)
         pool.runsSolo = solo
         defer { pool.runsSolo = false }
-        let start = ParallelismGovernor.now(), cpuStart = ParallelismGovernor.threadCPUTime()
+        let start = monotonicSeconds(), cpuStart = ParallelismGovernor.threadCPUTime()
         let stalledBefore = pool.stallSeconds
         let rows = try pass(batch)
-        let seconds = ParallelismGovernor.now() - start
+        let seconds = monotonicSeconds() - start
         // Time this thread was descheduled, or spun waiting for a descheduled worker.
         let lost = max(0, seconds - (ParallelismGovernor.threadCPUTime() - cpuStart)) + pool.stallSeconds - stalledBefore
         governor.record(tokens: tokens, solo: solo, seconds: seconds, lost: lost)

@@ -1,4 +1,5 @@
 import SLMEngine
+import SLMKernels
 import SLMProtocol
 import SLMSystemd
 import Synchronization

@@ -84,10 +84,10 @@ struct Bench: ParsableCommand {
         let opts = try ModelOptions.parse((model.map { ["--model", $0] } ?? []) + ["--weights-layout", weightsLayout.rawValue]
                                           + (repackCacheDir.map { ["--repack-cache-dir", $0] } ?? [])
                                           + ["--kernels", kernels.rawValue])
-        let tLoad = now()
+        let tLoad = monotonicSeconds()
         let m = try opts.loadModel()
         m.prefetch()
-        let loadMs = (now() - tLoad) * 1000
+        let loadMs = (monotonicSeconds() - tLoad) * 1000
         let maxPP = ppList.max()!, maxTG = tgList.max()!
         let ctx = max(maxPP, maxTG + 1, 17)
         let info = Info(model: opts.modelPath, kernel_path: Kernels.path,
@@ -115,9 +115,9 @@ struct Bench: ParsableCommand {
                 try body()  // warm-up
                 var times: [Double] = []
                 for _ in 0..<reps {
-                    let t0 = now()
+                    let t0 = monotonicSeconds()
                     try body()
-                    times.append(now() - t0)
+                    times.append(monotonicSeconds() - t0)
                 }
                 return times
             }

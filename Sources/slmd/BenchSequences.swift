@@ -1,5 +1,6 @@
 import Logging
 import SLMEngine
+import SLMKernels
 import SLMModel
 import Synchronization
 
@@ -61,7 +62,7 @@ struct SequencesBench {
                 let done = ConditionLock()
                 let results = Mutex<[Completion]>([])
                 let passes0 = engine.stats().forwardPasses
-                let t0 = now()
+                let t0 = monotonicSeconds()
                 for p in prompts {
                     _ = try engine.submit(GenerationRequest(promptIDs: p, options: options, stream: false)) { event in
                         guard case .finished(let c) = event else { return }
@@ -75,7 +76,7 @@ struct SequencesBench {
                     while results.withLock({ $0.count }) < n { done.wait(seconds: 1) }
                     return results.withLock { $0 }
                 }
-                let wall = now() - t0
+                let wall = monotonicSeconds() - t0
                 if let bad = finished.first(where: { $0.finishReason != .length && $0.finishReason != .stop }) {
                     throw ToolError("a benchmark sequence ended with \(bad.finishReason): \(bad.errorMessage ?? "")")
                 }

@@ -65,13 +65,6 @@ struct ToolError: Error, CustomStringConvertible {
 
 func onlineCores() -> Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
 
-/// Monotonic seconds, for timings.
-func now() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
-}
-
 /// Reads all of standard input as bytes, verbatim.
 func readStandardInput() -> [UInt8] {
     var out: [UInt8] = []

@@ -1,4 +1,5 @@
 import ArgumentParser
+import SLMKernels
 import SLMModel
 import SLMConstraint
 
@@ -85,12 +86,12 @@ struct Generate: ParsableCommand {
         let opts = GenerationOptions(maxTokens: maxTokens, sampling: sampling, stop: stop, topLogits: topLogits)
         if let schema {
             let automaton = try JSONSchemaCompiler.compile(try utf8String(readFile(schema), what: schema))
-            let t0 = now()
+            let t0 = monotonicSeconds()
             let vocabulary = ConstraintVocabulary(tokenizer: model.tokenizer)
             let decoder = ConstrainedDecoder(automaton: automaton, vocabulary: vocabulary)
-            let t1 = now()
+            let t1 = monotonicSeconds()
             let (out, stats) = try ConstrainedGenerator.run(model: model, session: session, promptIDs: ids, decoder: decoder,
-                                                             options: opts, scoreTokens: false, now: now)
+                                                             options: opts, scoreTokens: false, now: monotonicSeconds)
             let n = out.generatedIDs.count
             print(out.text)
             // Tokens per second of the whole generation (forced tokens included): what a
@@ -102,7 +103,7 @@ struct Generate: ParsableCommand {
                   + " (mask \(ms(stats.maskSeconds)) ms, \(stats.rejections) rejections) · vocabulary built in \(ms(t1 - t0)) ms]")
             return
         }
-        let result = try Generator.run(model: model, session: session, promptIDs: ids, options: opts, now: now) { delta in
+        let result = try Generator.run(model: model, session: session, promptIDs: ids, options: opts, now: monotonicSeconds) { delta in
             if !json {
                 print(delta, terminator: "")
                 fflushStdout()

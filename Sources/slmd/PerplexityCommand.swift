@@ -1,4 +1,5 @@
 import ArgumentParser
+import SLMKernels
 import SLMModel
 #if canImport(Glibc)
 import Glibc
@@ -32,13 +33,13 @@ struct Perplexity: ParsableCommand {
         let ids = model.tokenizer.encode(text, parseSpecial: false)
         let runner = makeRunner(model, threads: options.threadCount, maxBatch: min(ctx, 512), maxContext: ctx,
                                 maxLogits: min(ctx, 512))
-        let t0 = now()
+        let t0 = monotonicSeconds()
         let r = try SLMModel.Perplexity.evaluate(runner: runner, tokens: ids, context: ctx) { done, total in
             if !json {
                 writeStderr("\rchunk \(done)/\(total)")
             }
         }
-        let secs = now() - t0
+        let secs = monotonicSeconds() - t0
         if json {
             try printJSON(Output(ppl: r.ppl, n_tokens: ids.count, n_chunks: r.chunks, n_scored: r.scored, seconds: secs))
         } else {

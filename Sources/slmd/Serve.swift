@@ -83,7 +83,7 @@ struct Serve: ParsableCommand {
         pthread_sigmask(SIG_BLOCK, &set, nil)
         signal(SIGPIPE, SIG_IGN)
 
-        let t0 = now()
+        let t0 = monotonicSeconds()
         let cfg = try resolvedConfig()
         let level = Logger.Level(rawValue: cfg.logLevel) ?? .info
         // Before the model: the path decides the layout the weights are repacked into.
@@ -195,7 +195,7 @@ struct Serve: ParsableCommand {
         server.start()
         notifier.ready(status: statusLine())
         logger.info("ready", metadata: ["socket": "\(owned ? cfg.socket : "systemd fd \(listenFD)")",
-                                        "startup_ms": "\(Int((now() - t0) * 1000))",
+                                        "startup_ms": "\(Int((monotonicSeconds() - t0) * 1000))",
                                         "memory_budget": "\(cfg.engine.memoryBudgetBytes)"])
 
         var sig: Int32 = 0

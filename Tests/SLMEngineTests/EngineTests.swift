@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import SLMKernels
 import SLMModel
 import Synchronization
 import XCTest
