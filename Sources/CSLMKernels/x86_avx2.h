@@ -59,7 +59,7 @@ static SLM_ALWAYS_INLINE void FN(tile)(int type, int T, const uint8_t *w0, ptrdi
     const __m256i split = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15,
                                            0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
     __m256 acc[4], accm[4];
-    for (int t = 0; t < T; t++) acc[t] = accm[t] = _mm256_setzero_ps();
+    SLM_UNROLL for (int t = 0; t < T; t++) acc[t] = accm[t] = _mm256_setzero_ps();
 
     for (ptrdiff_t b = 0; b < nb; b++) {
         /* d (and Q4_1's m) of the 8 rows: one gather of the block's first 4 bytes. */
@@ -77,7 +77,7 @@ static SLM_ALWAYS_INLINE void FN(tile)(int type, int T, const uint8_t *w0, ptrdi
             for (int k = 0; k < bb * SLM_ROWS; k += 64) _mm_prefetch((const char *)pf + k, _MM_HINT_T1);
         }
 
-        for (int t = 0; t < T; t++) {
+        SLM_UNROLL for (int t = 0; t < T; t++) {
             const ptrdiff_t tb = (t0 + t) * nb + b;
             const __m256i xv = _mm256_loadu_si256((const __m256i *)(x->qs + (t0 + t) * cols + b * SLM_QK));
             __m256i xlo16 = xv, xhi16 = xv;
@@ -96,7 +96,7 @@ static SLM_ALWAYS_INLINE void FN(tile)(int type, int T, const uint8_t *w0, ptrdi
             if (type == SLM_T_Q4_1) accm[t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(x->s[tb]), accm[t]);
         }
     }
-    for (int t = 0; t < T; t++) {
+    SLM_UNROLL for (int t = 0; t < T; t++) {
         const __m256 r = type == SLM_T_Q4_1 ? _mm256_add_ps(acc[t], accm[t]) : acc[t];
         float *dst = y + (t0 + t) * ys;
         if (nvalid == SLM_ROWS) {
@@ -136,7 +136,7 @@ static SLM_ALWAYS_INLINE __m256i FN(bcast4)(const int8_t *p) {
 static SLM_ALWAYS_INLINE void FN(t16_chains)(const __m256i w[8], const int8_t *xq, __m256i *s0, __m256i *s1) {
     *s0 = _mm256_maddubs_epi16(w[0], FN(bcast4)(xq));
     *s1 = _mm256_maddubs_epi16(w[1], FN(bcast4)(xq + 4));
-    for (int k = 2; k < 8; k += 2) {
+    SLM_UNROLL for (int k = 2; k < 8; k += 2) {
         *s0 = _mm256_add_epi16(*s0, _mm256_maddubs_epi16(w[k], FN(bcast4)(xq + 4 * k)));
         *s1 = _mm256_add_epi16(*s1, _mm256_maddubs_epi16(w[k + 1], FN(bcast4)(xq + 4 * k + 4)));
     }
@@ -158,14 +158,103 @@ static SLM_ALWAYS_INLINE __m256i FN(t16_dot32)(int type, const __m256i w[8], con
     return _mm256_add_epi32(_mm256_madd_epi16(s0, ones), _mm256_madd_epi16(s1, ones));
 }
 
+/* The end of a tile16 tile: Q4_1/Q5_1's min-term sweep (split_m, see FN(t16_tile)) and the
+ * stores of rows [lo, hi). */
+static SLM_ALWAYS_INLINE void FN(t16_finish)(int type, int T, int G, const uint8_t *tile, int g0, int lo, int hi,
+                                             const slm_q8_acts *x, ptrdiff_t t0, float *y, ptrdiff_t ys,
+                                             __m256 acc[2][4], __m256 accm[2][4], int split_m) {
+    const ptrdiff_t nb = x->cols / SLM_QK, tb_bytes = (ptrdiff_t)SLM_TILE * slm_block_bytes(type);
+    if (split_m) {
+        for (ptrdiff_t b = 0; b < nb; b++)
+            SLM_UNROLL for (int gi = 0; gi < G; gi++) {
+                const __m256 mw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(tile + b * tb_bytes + 32 + 16 * (g0 + gi))));
+                SLM_UNROLL for (int t = 0; t < T; t++)
+                    accm[gi][t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(x->s[(t0 + t) * nb + b]), accm[gi][t]);
+            }
+    }
+
+    SLM_UNROLL for (int gi = 0; gi < G; gi++) {
+        const int r = SLM_ROWS * (g0 + gi);
+        __m256i keep = _mm256_set1_epi32(-1);
+        if (r < lo || r + SLM_ROWS > hi) {  /* rows of the group outside [lo, hi): never stored */
+            const __m256i i = _mm256_add_epi32(_mm256_set1_epi32(r), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+            keep = _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(lo), i),
+                                       _mm256_cmpgt_epi32(_mm256_set1_epi32(hi), i));
+        }
+        SLM_UNROLL for (int t = 0; t < T; t++) {
+            const __m256 v = slm_has_m(type) ? _mm256_add_ps(acc[gi][t], accm[gi][t]) : acc[gi][t];
+            if (r >= lo && r + SLM_ROWS <= hi) _mm256_storeu_ps(y + (t0 + t) * ys + r, v);
+            else _mm256_maskstore_ps(y + (t0 + t) * ys + r, keep, v);
+        }
+    }
+}
+
+/* Q4_0/Q4_1 tile16, chunk-outer: for each quant dword pair c (32 bytes: rows' low nibbles
+ * = elements 4c.., high nibbles = 16 + 4c..), unpack it once and run it against every token
+ * of the tile before the next, each token summing its 8 products in one int16 vector.
+ * Only 2 weight vectors are live instead of 8, so G * T <= 4 accumulator pairs (int16 sums
+ * and float chains) stay in the 16 registers: the 8-weights form spilled its accumulators
+ * at T = 4 (and a rolled token loop kept them in memory). The int16 sums are exact in any
+ * order (8 products of at most 3840), and each (row, token)'s float chain is FN(t16_tile)'s,
+ * so results are bit-identical to it. */
+static SLM_ALWAYS_INLINE void FN(t16_tile_q4)(int type, int T, int G, const uint8_t *tile, int g0, int lo, int hi,
+                                              const slm_q8_acts *x, ptrdiff_t t0, float *y, ptrdiff_t ys) {
+    const ptrdiff_t nb = x->cols / SLM_QK, cols = x->cols;
+    const ptrdiff_t tb_bytes = (ptrdiff_t)SLM_TILE * slm_block_bytes(type), qoff = slm_tile16_quants(type);
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    const int split_m = slm_has_m(type) && T > 1;
+    __m256 acc[2][4], accm[2][4];  /* [group][token] */
+    SLM_UNROLL for (int gi = 0; gi < G; gi++)
+        SLM_UNROLL for (int t = 0; t < T; t++) acc[gi][t] = accm[gi][t] = _mm256_setzero_ps();
+    const int8_t *xq = x->qs + t0 * cols;
+    for (ptrdiff_t b = 0; b < nb; b++) {
+        const uint8_t *blk = tile + b * tb_bytes;
+        const int8_t *xb = xq + b * SLM_QK;
+        __m256i s[2][4];
+        SLM_UNROLL for (int c = 0; c < 4; c++) {
+            SLM_UNROLL for (int gi = 0; gi < G; gi++) {
+                const __m256i v = _mm256_loadu_si256((const __m256i *)(blk + qoff + 32 * (g0 + gi) + 64 * c));
+                const __m256i wl = _mm256_and_si256(v, m4), wh = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                SLM_UNROLL for (int t = 0; t < T; t++) {
+                    const int8_t *xt = xb + t * cols;
+                    const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(wl, FN(bcast4)(xt + 4 * c)),
+                                                       _mm256_maddubs_epi16(wh, FN(bcast4)(xt + 16 + 4 * c)));
+                    s[gi][t] = c == 0 ? p : _mm256_add_epi16(s[gi][t], p);
+                }
+            }
+        }
+        SLM_UNROLL for (int gi = 0; gi < G; gi++) {
+            const int g = g0 + gi;
+            const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16 * g)));
+            const __m256 mw = slm_has_m(type) && !split_m
+                                  ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 32 + 16 * g)))
+                                  : _mm256_setzero_ps();
+            SLM_UNROLL for (int t = 0; t < T; t++) {
+                const ptrdiff_t tb = (t0 + t) * nb + b;
+                __m256i sumi = _mm256_madd_epi16(s[gi][t], _mm256_set1_epi16(1));
+                if (type == SLM_T_Q4_0) sumi = _mm256_sub_epi32(sumi, _mm256_set1_epi32(8 * x->isum[tb]));
+                const __m256 dd = _mm256_mul_ps(dw, _mm256_set1_ps(x->d[tb]));
+                acc[gi][t] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(sumi), acc[gi][t]);
+                if (slm_has_m(type) && !split_m)
+                    accm[gi][t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(x->s[tb]), accm[gi][t]);
+            }
+        }
+    }
+    FN(t16_finish)(type, T, G, tile, g0, lo, hi, x, t0, y, ys, acc, accm, split_m);
+}
+
 static SLM_ALWAYS_INLINE void FN(t16_tile)(int type, int T, int G, const uint8_t *tile, int g0, int lo, int hi,
                                            const slm_q8_acts *x, ptrdiff_t t0, float *y, ptrdiff_t ys) {
+    if (type == SLM_T_Q4_0 || type == SLM_T_Q4_1) {
+        FN(t16_tile_q4)(type, T, G, tile, g0, lo, hi, x, t0, y, ys);
+        return;
+    }
     const ptrdiff_t nb = x->cols / SLM_QK, cols = x->cols;
     const ptrdiff_t tb_bytes = (ptrdiff_t)SLM_TILE * slm_block_bytes(type), qoff = slm_tile16_quants(type);
     const __m256i m4 = _mm256_set1_epi8(0x0f), m16 = _mm256_set1_epi8(0x10);
     __m256 acc[2][4], accm[2][4];  /* [group][token] */
-    for (int gi = 0; gi < G; gi++)
-        for (int t = 0; t < T; t++) acc[gi][t] = accm[gi][t] = _mm256_setzero_ps();
+    SLM_UNROLL for (int gi = 0; gi < G; gi++)
+        SLM_UNROLL for (int t = 0; t < T; t++) acc[gi][t] = accm[gi][t] = _mm256_setzero_ps();
     /* Q4_1's min-term chains need no quants: with several tokens, run them in a sweep of
      * their own (the same fmas in the same order per (row, token)) so that the main loop
      * keeps 8 weight vectors and T accumulators in the 16 registers without spilling.
@@ -178,7 +267,7 @@ static SLM_ALWAYS_INLINE void FN(t16_tile)(int type, int T, int G, const uint8_t
     const int split_m = slm_has_m(type) && T > 1;
     for (ptrdiff_t b = 0; b < nb; b++) {
         const uint8_t *blk = tile + b * tb_bytes;
-        for (int gi = 0; gi < G; gi++) {
+        SLM_UNROLL for (int gi = 0; gi < G; gi++) {
             const int g = g0 + gi;
             const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16 * g)));
             const __m256 mw = slm_has_m(type) && !split_m
@@ -190,7 +279,7 @@ static SLM_ALWAYS_INLINE void FN(t16_tile)(int type, int T, int G, const uint8_t
             __m256i w[8], wh[8];
             if (type == SLM_T_Q8_0) {
                 const __m256i bias = _mm256_set1_epi8((char)0x80);
-                for (int c = 0; c < 8; c++) {
+                SLM_UNROLL for (int c = 0; c < 8; c++) {
                     const __m256i v = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(q + 64 * c)), bias);
                     w[c] = _mm256_and_si256(v, m4);
                     wh[c] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
@@ -200,20 +289,20 @@ static SLM_ALWAYS_INLINE void FN(t16_tile)(int type, int T, int G, const uint8_t
                  * by 4 - c (left) and c (right) puts the high bits of its low and high nibbles
                  * at bit 4 of each byte. */
                 const __m256i hb = _mm256_loadu_si256((const __m256i *)(blk + slm_tile16_qh(type) + 32 * g));
-                for (int c = 0; c < 4; c++) {
+                SLM_UNROLL for (int c = 0; c < 4; c++) {
                     const __m256i v = _mm256_loadu_si256((const __m256i *)(q + 64 * c));
                     w[c] = _mm256_or_si256(_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_slli_epi32(hb, 4 - c), m16));
                     w[4 + c] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4),
                                                _mm256_and_si256(_mm256_srli_epi32(hb, c), m16));
                 }
             } else {
-                for (int c = 0; c < 4; c++) {
+                SLM_UNROLL for (int c = 0; c < 4; c++) {
                     const __m256i v = _mm256_loadu_si256((const __m256i *)(q + 64 * c));
                     w[c] = _mm256_and_si256(v, m4);
                     w[4 + c] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
                 }
             }
-            for (int t = 0; t < T; t++) {
+            SLM_UNROLL for (int t = 0; t < T; t++) {
                 const ptrdiff_t tb = (t0 + t) * nb + b;
                 const int8_t *xq = x->qs + (t0 + t) * cols + b * SLM_QK;
                 __m256i sumi = FN(t16_dot32)(type, w, xq);
@@ -230,29 +319,7 @@ static SLM_ALWAYS_INLINE void FN(t16_tile)(int type, int T, int G, const uint8_t
             }
         }
     }
-    if (split_m) {
-        for (ptrdiff_t b = 0; b < nb; b++)
-            for (int gi = 0; gi < G; gi++) {
-                const __m256 mw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(tile + b * tb_bytes + 32 + 16 * (g0 + gi))));
-                for (int t = 0; t < T; t++)
-                    accm[gi][t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(x->s[(t0 + t) * nb + b]), accm[gi][t]);
-            }
-    }
-
-    for (int gi = 0; gi < G; gi++) {
-        const int r = SLM_ROWS * (g0 + gi);
-        __m256i keep = _mm256_set1_epi32(-1);
-        if (r < lo || r + SLM_ROWS > hi) {  /* rows of the group outside [lo, hi): never stored */
-            const __m256i i = _mm256_add_epi32(_mm256_set1_epi32(r), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-            keep = _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(lo), i),
-                                       _mm256_cmpgt_epi32(_mm256_set1_epi32(hi), i));
-        }
-        for (int t = 0; t < T; t++) {
-            const __m256 v = slm_has_m(type) ? _mm256_add_ps(acc[gi][t], accm[gi][t]) : acc[gi][t];
-            if (r >= lo && r + SLM_ROWS <= hi) _mm256_storeu_ps(y + (t0 + t) * ys + r, v);
-            else _mm256_maskstore_ps(y + (t0 + t) * ys + r, keep, v);
-        }
-    }
+    FN(t16_finish)(type, T, G, tile, g0, lo, hi, x, t0, y, ys, acc, accm, split_m);
 }
 
 #define SLM_TD_GROUP SLM_ROWS

@@ -63,7 +63,7 @@ static SLM_ALWAYS_INLINE void vnni_tile(int type, int T, const uint8_t *w0, ptrd
     const __m512i voff = _mm512_loadu_si512(off);
     const int isum_shift = type == SLM_T_Q4_0 ? 3 : 7;  /* 8 * isum or 128 * isum */
     __m512 acc[8], accm[8];
-    for (int t = 0; t < T; t++) acc[t] = accm[t] = _mm512_setzero_ps();
+    SLM_UNROLL for (int t = 0; t < T; t++) acc[t] = accm[t] = _mm512_setzero_ps();
 
     for (ptrdiff_t b = 0; b < nb; b++) {
         /* d (and Q4_1's m) of the 16 rows from one gather of each block's first 4 bytes. */
@@ -77,7 +77,7 @@ static SLM_ALWAYS_INLINE void vnni_tile(int type, int T, const uint8_t *w0, ptrd
             const uint8_t *pf = w0 + SLM_PF_TILES * SLM_ROWS16 * row_bytes + b * bb * SLM_ROWS16;
             for (int k = 0; k < bb * SLM_ROWS16; k += 64) _mm_prefetch((const char *)pf + k, _MM_HINT_T1);
         }
-        for (int t = 0; t < T; t++) {
+        SLM_UNROLL for (int t = 0; t < T; t++) {
             const ptrdiff_t tb = (t0 + t) * nb + b;
             const int8_t *xq = x->qs + (t0 + t) * cols + b * SLM_QK;
             const __m512i xlo = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)xq));
@@ -90,7 +90,7 @@ static SLM_ALWAYS_INLINE void vnni_tile(int type, int T, const uint8_t *w0, ptrd
         }
     }
     const __mmask16 keep = (__mmask16)((1u << nvalid) - 1u);
-    for (int t = 0; t < T; t++) {
+    SLM_UNROLL for (int t = 0; t < T; t++) {
         const __m512 r = type == SLM_T_Q4_1 ? _mm512_add_ps(acc[t], accm[t]) : acc[t];
         _mm512_mask_storeu_ps(y + (t0 + t) * ys, keep, r);
     }
@@ -124,7 +124,7 @@ static SLM_ALWAYS_INLINE void vnni_t16_tile(int type, int T, int G, const uint8_
     const int isum_shift = type == SLM_T_Q4_0 ? 3 : type == SLM_T_Q5_0 ? 4 : 7;
     const __m512i m4 = _mm512_set1_epi8(0x0f), m16 = _mm512_set1_epi8(0x10), bias = _mm512_set1_epi8((char)0x80);
     __m512 acc[8], accm[8];
-    for (int t = 0; t < T; t++) acc[t] = accm[t] = _mm512_setzero_ps();
+    SLM_UNROLL for (int t = 0; t < T; t++) acc[t] = accm[t] = _mm512_setzero_ps();
 
     for (ptrdiff_t b = 0; b < nb; b++) {
         const uint8_t *blk = tile + b * tb_bytes;
@@ -135,31 +135,31 @@ static SLM_ALWAYS_INLINE void vnni_t16_tile(int type, int T, int G, const uint8_
          * Q8: w[c] = bytes 4c.. biased to u8. Either way w[k] pairs with x bytes 4k..4k+3. */
         __m512i w[8];
         if (type == SLM_T_Q8_0) {
-            for (int c = 0; c < 8; c++) w[c] = _mm512_xor_si512(_mm512_loadu_si512(blk + qoff + 64 * c), bias);
+            SLM_UNROLL for (int c = 0; c < 8; c++) w[c] = _mm512_xor_si512(_mm512_loadu_si512(blk + qoff + 64 * c), bias);
         } else if (slm_is_q5(type)) {
             /* The 16 rows' qh words (tile16 form): shifted by 4 - c (left) and c (right), the
              * high bits of dword c's low and high nibbles land on bit 4 of each byte. */
             const __m512i hb = _mm512_loadu_si512(blk + slm_tile16_qh(type));
-            for (int c = 0; c < 4; c++) {
+            SLM_UNROLL for (int c = 0; c < 4; c++) {
                 const __m512i v = _mm512_loadu_si512(blk + qoff + 64 * c);
                 w[c] = _mm512_ternarylogic_epi32(_mm512_and_si512(v, m4), _mm512_slli_epi32(hb, 4 - c), m16, 0xf8);
                 w[4 + c] = _mm512_ternarylogic_epi32(_mm512_and_si512(_mm512_srli_epi16(v, 4), m4),
                                                      _mm512_srli_epi32(hb, c), m16, 0xf8);
             }
         } else {
-            for (int c = 0; c < 4; c++) {
+            SLM_UNROLL for (int c = 0; c < 4; c++) {
                 const __m512i v = _mm512_loadu_si512(blk + qoff + 64 * c);
                 w[c] = _mm512_and_si512(v, m4);
                 w[4 + c] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
             }
         }
-        for (int t = 0; t < T; t++) {
+        SLM_UNROLL for (int t = 0; t < T; t++) {
             const ptrdiff_t tb = (t0 + t) * nb + b;
             const int8_t *xq = x->qs + (t0 + t) * cols + b * SLM_QK;
             /* Two independent chains of 4 keep the dpbusd latency off the critical path at T = 1. */
             __m512i s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[0], vnni_bcast4(xq));
             __m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[1], vnni_bcast4(xq + 4));
-            for (int k = 2; k < 8; k += 2) {
+            SLM_UNROLL for (int k = 2; k < 8; k += 2) {
                 s0 = _mm512_dpbusd_epi32(s0, w[k], vnni_bcast4(xq + 4 * k));
                 s1 = _mm512_dpbusd_epi32(s1, w[k + 1], vnni_bcast4(xq + 4 * k + 4));
             }
@@ -170,7 +170,7 @@ static SLM_ALWAYS_INLINE void vnni_t16_tile(int type, int T, int G, const uint8_
             if (slm_has_m(type)) accm[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(x->s[tb]), accm[t]);
         }
     }
-    for (int t = 0; t < T; t++) {
+    SLM_UNROLL for (int t = 0; t < T; t++) {
         const __m512 r = slm_has_m(type) ? _mm512_add_ps(acc[t], accm[t]) : acc[t];
         _mm512_mask_storeu_ps(y + (t0 + t) * ys, keep, r);
     }
