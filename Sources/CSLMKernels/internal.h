@@ -15,6 +15,9 @@
 
 #define SLM_QK 32
 #define SLM_ALWAYS_INLINE inline __attribute__((always_inline))
+/* A rare path kept out of the unrolled loop that calls it, and the hint that it is rare. */
+#define SLM_NOINLINE __attribute__((noinline))
+#define SLM_UNLIKELY(c) __builtin_expect(!!(c), 0)
 /* Fully unrolls the loop that follows (its trip count is a constant after inlining): the
  * tile kernels index register arrays by the loop variable, and a loop left rolled keeps
  * them in memory. */

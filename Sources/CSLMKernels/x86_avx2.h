@@ -243,10 +243,79 @@ static SLM_ALWAYS_INLINE void FN(t16_tile_q4)(int type, int T, int G, const uint
     FN(t16_finish)(type, T, G, tile, g0, lo, hi, x, t0, y, ys, acc, accm, split_m);
 }
 
+/* Q8_0 tile16 by the sign trick: vpmaddubsw(|x|, w * sign(x)) multiplies each weight by its
+ * activation with |x| (0..128) as the unsigned operand, so one vpmaddubsw covers 4 elements
+ * of 8 rows where the nibble split (FN(t16_tile)) needs two, and no unpacking. Exact for
+ * any activation, and for any weight except -128 (w * sign(x) wraps when x < 0): a pair is
+ * at most 2 * 128 * 127 = 32512, widened to int32 at once. A block of a group holding a -128
+ * weight (no llama.cpp quantizer writes one; a hostile file may) is recomputed by the nibble
+ * split, so the integer dot is always exact and the float chain is FN(t16_tile)'s:
+ * bit-identical. */
+static SLM_NOINLINE __m256i FN(t16_q8_exact)(const uint8_t *q, const int8_t *xq, int32_t isum) {
+    const __m256i m4 = _mm256_set1_epi8(0x0f), bias = _mm256_set1_epi8((char)0x80);
+    __m256i w[8], wh[8];
+    for (int c = 0; c < 8; c++) {
+        const __m256i v = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(q + 64 * c)), bias);
+        w[c] = _mm256_and_si256(v, m4);
+        wh[c] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+    }
+    const __m256i sh = _mm256_madd_epi16(FN(t16_dot16)(wh, xq), _mm256_set1_epi16(16));
+    return _mm256_sub_epi32(_mm256_add_epi32(FN(t16_dot32)(SLM_T_Q8_0, w, xq), sh), _mm256_set1_epi32(isum * 128));
+}
+
+static SLM_ALWAYS_INLINE void FN(t16_tile_q8)(int T, int G, const uint8_t *tile, int g0, int lo, int hi,
+                                              const slm_q8_acts *x, ptrdiff_t t0, float *y, ptrdiff_t ys) {
+    const int type = SLM_T_Q8_0;
+    const ptrdiff_t nb = x->cols / SLM_QK, cols = x->cols;
+    const ptrdiff_t tb_bytes = (ptrdiff_t)SLM_TILE * slm_block_bytes(type), qoff = slm_tile16_quants(type);
+    const __m256i ones = _mm256_set1_epi16(1), m128 = _mm256_set1_epi8((char)0x80);
+    __m256 acc[2][4], accm[2][4];  /* [group][token]; accm stays zero (Q8_0 has no min) */
+    SLM_UNROLL for (int gi = 0; gi < G; gi++)
+        SLM_UNROLL for (int t = 0; t < T; t++) acc[gi][t] = accm[gi][t] = _mm256_setzero_ps();
+    const int8_t *xq = x->qs + t0 * cols;
+    for (ptrdiff_t b = 0; b < nb; b++) {
+        const uint8_t *blk = tile + b * tb_bytes;
+        const int8_t *xb = xq + b * SLM_QK;
+        __m256i s[2][4], lowest[2];
+        SLM_UNROLL for (int c = 0; c < 8; c++) {
+            __m256i xs[4], xa[4];
+            SLM_UNROLL for (int t = 0; t < T; t++) {
+                xs[t] = FN(bcast4)(xb + t * cols + 4 * c);
+                xa[t] = _mm256_abs_epi8(xs[t]);
+            }
+            SLM_UNROLL for (int gi = 0; gi < G; gi++) {
+                const __m256i v = _mm256_loadu_si256((const __m256i *)(blk + qoff + 32 * (g0 + gi) + 64 * c));
+                lowest[gi] = c == 0 ? v : _mm256_min_epi8(lowest[gi], v);
+                SLM_UNROLL for (int t = 0; t < T; t++) {
+                    const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(xa[t], _mm256_sign_epi8(v, xs[t])), ones);
+                    s[gi][t] = c == 0 ? p : _mm256_add_epi32(s[gi][t], p);
+                }
+            }
+        }
+        SLM_UNROLL for (int gi = 0; gi < G; gi++) {
+            const int g = g0 + gi;
+            if (SLM_UNLIKELY(!_mm256_testz_si256(_mm256_cmpeq_epi8(lowest[gi], m128), _mm256_cmpeq_epi8(lowest[gi], m128)))) {
+                SLM_UNROLL for (int t = 0; t < T; t++)
+                    s[gi][t] = FN(t16_q8_exact)(blk + qoff + 32 * g, xb + t * cols, x->isum[(t0 + t) * nb + b]);
+            }
+            const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16 * g)));
+            SLM_UNROLL for (int t = 0; t < T; t++) {
+                const __m256 dd = _mm256_mul_ps(dw, _mm256_set1_ps(x->d[(t0 + t) * nb + b]));
+                acc[gi][t] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(s[gi][t]), acc[gi][t]);
+            }
+        }
+    }
+    FN(t16_finish)(type, T, G, tile, g0, lo, hi, x, t0, y, ys, acc, accm, 0);
+}
+
 static SLM_ALWAYS_INLINE void FN(t16_tile)(int type, int T, int G, const uint8_t *tile, int g0, int lo, int hi,
                                            const slm_q8_acts *x, ptrdiff_t t0, float *y, ptrdiff_t ys) {
     if (type == SLM_T_Q4_0 || type == SLM_T_Q4_1) {
         FN(t16_tile_q4)(type, T, G, tile, g0, lo, hi, x, t0, y, ys);
+        return;
+    }
+    if (type == SLM_T_Q8_0) {
+        FN(t16_tile_q8)(T, G, tile, g0, lo, hi, x, t0, y, ys);
         return;
     }
     const ptrdiff_t nb = x->cols / SLM_QK, cols = x->cols;
