@@ -65,6 +65,9 @@ struct Bench: ParsableCommand {
         let tok_s_median: Double
         let tok_s_min: Double
         let tok_s_max: Double
+        /// Share of the measured passes the governor ran on one thread (nil: 1 thread or
+        /// fixed): shows what it chose on a shared core.
+        let solo_share: Double?
     }
     struct TTFT: Encodable { let test: String; let threads: Int; let fixed: Bool; let ms_median: Double; let ms_min: Double; let ms_max: Double }
     struct Memory: Encodable { let rss_anon_mb: Double; let rss_file_mb: Double; let peak_rss_mb: Double }
@@ -121,14 +124,23 @@ struct Bench: ParsableCommand {
                 }
                 return times
             }
+            // The governor's pass counts when a test starts (warm-up included in the test).
+            var passesBefore = (solo: 0, parallel: 0)
+            func startTest() { passesBefore = (runner.governor.soloPasses, runner.governor.parallelPasses) }
             func report(_ name: String, tokens: Int, _ times: [Double]) throws {
                 let rates = times.map { Double(tokens) / $0 }.sorted()
-                let row = Row(test: name, threads: t, fixed: fixed, tok_s_median: median(rates), tok_s_min: rates.first!, tok_s_max: rates.last!)
+                let solo = runner.governor.soloPasses - passesBefore.solo
+                let all = solo + runner.governor.parallelPasses - passesBefore.parallel
+                let share: Double? = t > 1 && !fixed && all > 0 ? Double(solo) / Double(all) : nil
+                let row = Row(test: name, threads: t, fixed: fixed, tok_s_median: median(rates), tok_s_min: rates.first!,
+                              tok_s_max: rates.last!, solo_share: share)
                 if json { try printJSON(row) } else {
-                    print("| \(pad(name, 6)) | \(pad(label, 7)) | \(pad(fmt(row.tok_s_median), 12)) | \(pad(fmt(row.tok_s_min) + "–" + fmt(row.tok_s_max), 15)) |")
+                    let note = share.map { $0 > 0 ? " solo \(fmt($0 * 100))% of passes" : "" } ?? ""
+                    print("| \(pad(name, 6)) | \(pad(label, 7)) | \(pad(fmt(row.tok_s_median), 12)) | \(pad(fmt(row.tok_s_min) + "–" + fmt(row.tok_s_max), 15)) |\(note)")
                 }
             }
             for n in ppList {
+                startTest()
                 let times = try measure {
                     session.rewind(to: 0)
                     try session.feed(Array(prompt.prefix(n)))
@@ -136,6 +148,7 @@ struct Bench: ParsableCommand {
                 try report("pp\(n)", tokens: n, times)
             }
             for n in tgList {
+                startTest()
                 let times = try measure {
                     session.rewind(to: 0)
                     var tok = prompt[0]
