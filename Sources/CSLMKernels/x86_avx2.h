@@ -116,13 +116,10 @@ static SLM_ALWAYS_INLINE void FN(tile)(int type, int T, const uint8_t *w0, ptrdi
  * one row per 32-bit lane. vpmaddubsw against activation bytes 4k..4k+3 broadcast to every
  * lane multiplies each row's 4 weights by the same 4 activations and adds them in pairs
  * (int16); 8 such products summed in int16 and one vpmaddwd by 1 leave lane i = row i's
- * block dot, with no transpose or horizontal adds. Exact: a Q4 pair is at most
- * 2 * 15 * 128 = 3840 in magnitude, 8 of them 30720 < 2^15. Q8_0 weights are split into
- * the nibbles of w + 128 (u8), so sumi = 16 * dot(hi, x) + dot(lo, x) - 128 * isum, each
- * nibble dot exact as for Q4: vpmaddubsw on the int8 weights themselves could saturate.
- * Q5_0/Q5_1 are Q4_0/Q4_1 with a fifth bit OR-ed into each nibble from the qh words (Q5_0's
- * -16 taken out through isum); FN(t16_dot32) keeps their int16 sums exact.
- * The float chain per (row, token) is FN(tile)'s (FN(kq_tile)'s for Q5), so results are
+ * block dot, with no transpose or horizontal adds. Q5_0/Q5_1 are Q4_0/Q4_1 with a fifth bit
+ * OR-ed into each nibble from the qh words (Q5_0's -16 taken out through isum); Q8_0 uses
+ * the sign trick (FN(t16_tile_q8)). The integer sums are exact (see each kernel) and the
+ * float chain per (row, token) is FN(tile)'s (FN(kq_tile)'s for Q5), so results are
  * bit-identical to it. */
 
 static SLM_ALWAYS_INLINE __m256i FN(bcast4)(const int8_t *p) {
@@ -131,35 +128,25 @@ static SLM_ALWAYS_INLINE __m256i FN(bcast4)(const int8_t *p) {
     return _mm256_set1_epi32(v);
 }
 
-/* Sum over k of maddubs(w[k], x bytes 4k..4k+3) in two int16 chains for latency (k even
- * and odd), each 4 products long. */
-static SLM_ALWAYS_INLINE void FN(t16_chains)(const __m256i w[8], const int8_t *xq, __m256i *s0, __m256i *s1) {
-    *s0 = _mm256_maddubs_epi16(w[0], FN(bcast4)(xq));
-    *s1 = _mm256_maddubs_epi16(w[1], FN(bcast4)(xq + 4));
-    SLM_UNROLL for (int k = 2; k < 8; k += 2) {
-        *s0 = _mm256_add_epi16(*s0, _mm256_maddubs_epi16(w[k], FN(bcast4)(xq + 4 * k)));
-        *s1 = _mm256_add_epi16(*s1, _mm256_maddubs_epi16(w[k + 1], FN(bcast4)(xq + 4 * k + 4)));
-    }
-}
-/* Both chains summed in int16 (Q4 nibbles: at most 8 * 3840 = 30720, exact). */
+/* Sum over k of maddubs(w[k], x bytes 4k..4k+3), w[k] nibbles (0..15), in int16: at most
+ * 8 * 2 * 15 * 128 = 30720, exact. Q8_0's nibble-split fallback only (FN(t16_q8_exact)). */
 static SLM_ALWAYS_INLINE __m256i FN(t16_dot16)(const __m256i w[8], const int8_t *xq) {
-    __m256i s0, s1;
-    FN(t16_chains)(w, xq, &s0, &s1);
-    return _mm256_add_epi16(s0, s1);
-}
-/* Lane i = the int32 dot. Q5 weights (0..31) reach 2 * 31 * 128 = 7936 per vpmaddubsw
- * lane: one chain of 4 (31744) fits int16, both summed would not, so each chain is widened
- * on its own. */
-static SLM_ALWAYS_INLINE __m256i FN(t16_dot32)(int type, const __m256i w[8], const int8_t *xq) {
-    const __m256i ones = _mm256_set1_epi16(1);
-    if (!slm_is_q5(type)) return _mm256_madd_epi16(FN(t16_dot16)(w, xq), ones);
-    __m256i s0, s1;
-    FN(t16_chains)(w, xq, &s0, &s1);
-    return _mm256_add_epi32(_mm256_madd_epi16(s0, ones), _mm256_madd_epi16(s1, ones));
+    __m256i s = _mm256_maddubs_epi16(w[0], FN(bcast4)(xq));
+    SLM_UNROLL for (int k = 1; k < 8; k++) s = _mm256_add_epi16(s, _mm256_maddubs_epi16(w[k], FN(bcast4)(xq + 4 * k)));
+    return s;
 }
 
-/* The end of a tile16 tile: Q4_1/Q5_1's min-term sweep (split_m, see FN(t16_tile)) and the
- * stores of rows [lo, hi). */
+/* The end of a tile16 tile: Q4_1/Q5_1's min-term sweep (split_m) and the stores of rows
+ * [lo, hi).
+ * Q4_1's min-term chains need no quants: with several tokens, run them in a sweep of
+ * their own (the same fmas in the same order per (row, token)) so that the main loop
+ * keeps its accumulators in the 16 registers without spilling.
+ * The sweep runs after the main loop, when the tile is in L1. Run first, it touched
+ * one cache line per block (a 320-byte stride), a strided first touch of weights
+ * streamed from memory that the hardware prefetcher does not follow: every line was a
+ * full memory latency. Measured (30 layers' Q4_1 matmuls from memory, one thread,
+ * loaded machine): 2 tokens 14.3-16.8 ms -> 4.9-5.1 ms, 4 tokens 19-21 -> 12 ms,
+ * 1 token (no sweep) 3.2 ms. Batched decode of 2-4 clients is exactly that shape. */
 static SLM_ALWAYS_INLINE void FN(t16_finish)(int type, int T, int G, const uint8_t *tile, int g0, int lo, int hi,
                                              const slm_q8_acts *x, ptrdiff_t t0, float *y, ptrdiff_t ys,
                                              __m256 acc[2][4], __m256 accm[2][4], int split_m) {
@@ -189,20 +176,20 @@ static SLM_ALWAYS_INLINE void FN(t16_finish)(int type, int T, int G, const uint8
     }
 }
 
-/* Q4_0/Q4_1 tile16, chunk-outer: for each quant dword pair c (32 bytes: rows' low nibbles
- * = elements 4c.., high nibbles = 16 + 4c..), unpack it once and run it against every token
- * of the tile before the next, each token summing its 8 products in one int16 vector.
- * Only 2 weight vectors are live instead of 8, so G * T <= 4 accumulator pairs (int16 sums
- * and float chains) stay in the 16 registers: the 8-weights form spilled its accumulators
- * at T = 4 (and a rolled token loop kept them in memory). The int16 sums are exact in any
- * order (8 products of at most 3840), and each (row, token)'s float chain is FN(t16_tile)'s,
- * so results are bit-identical to it. */
-static SLM_ALWAYS_INLINE void FN(t16_tile_q4)(int type, int T, int G, const uint8_t *tile, int g0, int lo, int hi,
-                                              const slm_q8_acts *x, ptrdiff_t t0, float *y, ptrdiff_t ys) {
+/* Q4_0/Q4_1/Q5_0/Q5_1 tile16, chunk-outer: for each quant dword pair c (32 bytes: rows' low
+ * nibbles = elements 4c.., high nibbles = 16 + 4c..; Q5 ORs in the fifth bits from the qh
+ * words), unpack it once and run it against every token of the tile before the next, each
+ * token summing its products in one int16 vector. Only 2 weight vectors are live instead of
+ * 8, so G * T accumulators stay in the 16 registers: the 8-weights form spilled them at
+ * T = 4 (and a rolled token loop kept them in memory). Integer sums are exact in any order:
+ * Q4, 8 products of at most 3840 (30720); Q5 (at most 7936 each), widened to int32 after
+ * every 4 (31744). Each (row, token)'s float chain is FN(t16_tile)'s: bit-identical. */
+static SLM_ALWAYS_INLINE void FN(t16_tile_q45)(int type, int T, int G, const uint8_t *tile, int g0, int lo, int hi,
+                                               const slm_q8_acts *x, ptrdiff_t t0, float *y, ptrdiff_t ys) {
     const ptrdiff_t nb = x->cols / SLM_QK, cols = x->cols;
     const ptrdiff_t tb_bytes = (ptrdiff_t)SLM_TILE * slm_block_bytes(type), qoff = slm_tile16_quants(type);
-    const __m256i m4 = _mm256_set1_epi8(0x0f);
-    const int split_m = slm_has_m(type) && T > 1;
+    const __m256i m4 = _mm256_set1_epi8(0x0f), m16 = _mm256_set1_epi8(0x10), ones = _mm256_set1_epi16(1);
+    const int q5 = slm_is_q5(type), split_m = slm_has_m(type) && T > 1;
     __m256 acc[2][4], accm[2][4];  /* [group][token] */
     SLM_UNROLL for (int gi = 0; gi < G; gi++)
         SLM_UNROLL for (int t = 0; t < T; t++) acc[gi][t] = accm[gi][t] = _mm256_setzero_ps();
@@ -210,16 +197,25 @@ static SLM_ALWAYS_INLINE void FN(t16_tile_q4)(int type, int T, int G, const uint
     for (ptrdiff_t b = 0; b < nb; b++) {
         const uint8_t *blk = tile + b * tb_bytes;
         const int8_t *xb = xq + b * SLM_QK;
-        __m256i s[2][4];
+        __m256i s[2][4], s32[2][4], hb[2];
+        if (q5)
+            SLM_UNROLL for (int gi = 0; gi < G; gi++)
+                hb[gi] = _mm256_loadu_si256((const __m256i *)(blk + slm_tile16_qh(type) + 32 * (g0 + gi)));
         SLM_UNROLL for (int c = 0; c < 4; c++) {
             SLM_UNROLL for (int gi = 0; gi < G; gi++) {
                 const __m256i v = _mm256_loadu_si256((const __m256i *)(blk + qoff + 32 * (g0 + gi) + 64 * c));
-                const __m256i wl = _mm256_and_si256(v, m4), wh = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                __m256i wl = _mm256_and_si256(v, m4), wh = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                if (q5) {
+                    /* bit 4 of each byte from the tile16 qh words (slm_q5_qh_to_tile16) */
+                    wl = _mm256_or_si256(wl, _mm256_and_si256(_mm256_slli_epi32(hb[gi], 4 - c), m16));
+                    wh = _mm256_or_si256(wh, _mm256_and_si256(_mm256_srli_epi32(hb[gi], c), m16));
+                }
                 SLM_UNROLL for (int t = 0; t < T; t++) {
                     const int8_t *xt = xb + t * cols;
                     const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(wl, FN(bcast4)(xt + 4 * c)),
                                                        _mm256_maddubs_epi16(wh, FN(bcast4)(xt + 16 + 4 * c)));
-                    s[gi][t] = c == 0 ? p : _mm256_add_epi16(s[gi][t], p);
+                    s[gi][t] = c % (q5 ? 2 : 4) == 0 ? p : _mm256_add_epi16(s[gi][t], p);
+                    if (q5 && c == 1) s32[gi][t] = _mm256_madd_epi16(s[gi][t], ones);
                 }
             }
         }
@@ -231,8 +227,10 @@ static SLM_ALWAYS_INLINE void FN(t16_tile_q4)(int type, int T, int G, const uint
                                   : _mm256_setzero_ps();
             SLM_UNROLL for (int t = 0; t < T; t++) {
                 const ptrdiff_t tb = (t0 + t) * nb + b;
-                __m256i sumi = _mm256_madd_epi16(s[gi][t], _mm256_set1_epi16(1));
-                if (type == SLM_T_Q4_0) sumi = _mm256_sub_epi32(sumi, _mm256_set1_epi32(8 * x->isum[tb]));
+                __m256i sumi = _mm256_madd_epi16(s[gi][t], ones);
+                if (q5) sumi = _mm256_add_epi32(s32[gi][t], sumi);
+                if (type == SLM_T_Q4_0 || type == SLM_T_Q5_0)  /* their q are u - 8 / u - 16 */
+                    sumi = _mm256_sub_epi32(sumi, _mm256_set1_epi32((type == SLM_T_Q4_0 ? 8 : 16) * x->isum[tb]));
                 const __m256 dd = _mm256_mul_ps(dw, _mm256_set1_ps(x->d[tb]));
                 acc[gi][t] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(sumi), acc[gi][t]);
                 if (slm_has_m(type) && !split_m)
@@ -259,8 +257,10 @@ static SLM_NOINLINE __m256i FN(t16_q8_exact)(const uint8_t *q, const int8_t *xq,
         w[c] = _mm256_and_si256(v, m4);
         wh[c] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
     }
+    /* w = 16 * hi + lo - 128 */
     const __m256i sh = _mm256_madd_epi16(FN(t16_dot16)(wh, xq), _mm256_set1_epi16(16));
-    return _mm256_sub_epi32(_mm256_add_epi32(FN(t16_dot32)(SLM_T_Q8_0, w, xq), sh), _mm256_set1_epi32(isum * 128));
+    const __m256i sl = _mm256_madd_epi16(FN(t16_dot16)(w, xq), _mm256_set1_epi16(1));
+    return _mm256_sub_epi32(_mm256_add_epi32(sl, sh), _mm256_set1_epi32(isum * 128));
 }
 
 static SLM_ALWAYS_INLINE void FN(t16_tile_q8)(int T, int G, const uint8_t *tile, int g0, int lo, int hi,
@@ -308,87 +308,11 @@ static SLM_ALWAYS_INLINE void FN(t16_tile_q8)(int T, int G, const uint8_t *tile,
     FN(t16_finish)(type, T, G, tile, g0, lo, hi, x, t0, y, ys, acc, accm, 0);
 }
 
+/* tile_driver.h's kernel: every tile16 type through the chunk-outer kernels above. */
 static SLM_ALWAYS_INLINE void FN(t16_tile)(int type, int T, int G, const uint8_t *tile, int g0, int lo, int hi,
                                            const slm_q8_acts *x, ptrdiff_t t0, float *y, ptrdiff_t ys) {
-    if (type == SLM_T_Q4_0 || type == SLM_T_Q4_1) {
-        FN(t16_tile_q4)(type, T, G, tile, g0, lo, hi, x, t0, y, ys);
-        return;
-    }
-    if (type == SLM_T_Q8_0) {
-        FN(t16_tile_q8)(T, G, tile, g0, lo, hi, x, t0, y, ys);
-        return;
-    }
-    const ptrdiff_t nb = x->cols / SLM_QK, cols = x->cols;
-    const ptrdiff_t tb_bytes = (ptrdiff_t)SLM_TILE * slm_block_bytes(type), qoff = slm_tile16_quants(type);
-    const __m256i m4 = _mm256_set1_epi8(0x0f), m16 = _mm256_set1_epi8(0x10);
-    __m256 acc[2][4], accm[2][4];  /* [group][token] */
-    SLM_UNROLL for (int gi = 0; gi < G; gi++)
-        SLM_UNROLL for (int t = 0; t < T; t++) acc[gi][t] = accm[gi][t] = _mm256_setzero_ps();
-    /* Q4_1's min-term chains need no quants: with several tokens, run them in a sweep of
-     * their own (the same fmas in the same order per (row, token)) so that the main loop
-     * keeps 8 weight vectors and T accumulators in the 16 registers without spilling.
-     * The sweep runs after the main loop, when the tile is in L1. Run first, it touched
-     * one cache line per block (a 320-byte stride), a strided first touch of weights
-     * streamed from memory that the hardware prefetcher does not follow: every line was a
-     * full memory latency. Measured (30 layers' Q4_1 matmuls from memory, one thread,
-     * loaded machine): 2 tokens 14.3-16.8 ms -> 4.9-5.1 ms, 4 tokens 19-21 -> 12 ms,
-     * 1 token (no sweep) 3.2 ms. Batched decode of 2-4 clients is exactly that shape. */
-    const int split_m = slm_has_m(type) && T > 1;
-    for (ptrdiff_t b = 0; b < nb; b++) {
-        const uint8_t *blk = tile + b * tb_bytes;
-        SLM_UNROLL for (int gi = 0; gi < G; gi++) {
-            const int g = g0 + gi;
-            const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16 * g)));
-            const __m256 mw = slm_has_m(type) && !split_m
-                                  ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 32 + 16 * g)))
-                                  : _mm256_setzero_ps();
-            const uint8_t *q = blk + qoff + 32 * g;
-            /* Q4: w[c] = low nibbles (elements 4c..), w[4 + c] = high nibbles (16 + 4c..);
-             * Q8: wl/wh[c] = low/high nibbles of bytes 4c.. + 128. w[k] pairs with x bytes 4k... */
-            __m256i w[8], wh[8];
-            if (type == SLM_T_Q8_0) {
-                const __m256i bias = _mm256_set1_epi8((char)0x80);
-                SLM_UNROLL for (int c = 0; c < 8; c++) {
-                    const __m256i v = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(q + 64 * c)), bias);
-                    w[c] = _mm256_and_si256(v, m4);
-                    wh[c] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-                }
-            } else if (slm_is_q5(type)) {
-                /* The qh words of the 8 rows (tile16 form, slm_kernels.h): for dword c, shifting
-                 * by 4 - c (left) and c (right) puts the high bits of its low and high nibbles
-                 * at bit 4 of each byte. */
-                const __m256i hb = _mm256_loadu_si256((const __m256i *)(blk + slm_tile16_qh(type) + 32 * g));
-                SLM_UNROLL for (int c = 0; c < 4; c++) {
-                    const __m256i v = _mm256_loadu_si256((const __m256i *)(q + 64 * c));
-                    w[c] = _mm256_or_si256(_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_slli_epi32(hb, 4 - c), m16));
-                    w[4 + c] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4),
-                                               _mm256_and_si256(_mm256_srli_epi32(hb, c), m16));
-                }
-            } else {
-                SLM_UNROLL for (int c = 0; c < 4; c++) {
-                    const __m256i v = _mm256_loadu_si256((const __m256i *)(q + 64 * c));
-                    w[c] = _mm256_and_si256(v, m4);
-                    w[4 + c] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-                }
-            }
-            SLM_UNROLL for (int t = 0; t < T; t++) {
-                const ptrdiff_t tb = (t0 + t) * nb + b;
-                const int8_t *xq = x->qs + (t0 + t) * cols + b * SLM_QK;
-                __m256i sumi = FN(t16_dot32)(type, w, xq);
-                if (type == SLM_T_Q8_0) {
-                    const __m256i sh = _mm256_madd_epi16(FN(t16_dot16)(wh, xq), _mm256_set1_epi16(16));
-                    sumi = _mm256_sub_epi32(_mm256_add_epi32(sumi, sh), _mm256_set1_epi32(x->isum[tb] * 128));
-                } else if (type == SLM_T_Q4_0 || type == SLM_T_Q5_0) {  /* their q are u - 8 / u - 16 */
-                    sumi = _mm256_sub_epi32(sumi, _mm256_set1_epi32((type == SLM_T_Q4_0 ? 8 : 16) * x->isum[tb]));
-                }
-                const __m256 dd = _mm256_mul_ps(dw, _mm256_set1_ps(x->d[tb]));
-                acc[gi][t] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(sumi), acc[gi][t]);
-                if (slm_has_m(type) && !split_m)
-                    accm[gi][t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(x->s[tb]), accm[gi][t]);
-            }
-        }
-    }
-    FN(t16_finish)(type, T, G, tile, g0, lo, hi, x, t0, y, ys, acc, accm, split_m);
+    if (type == SLM_T_Q8_0) FN(t16_tile_q8)(T, G, tile, g0, lo, hi, x, t0, y, ys);
+    else FN(t16_tile_q45)(type, T, G, tile, g0, lo, hi, x, t0, y, ys);
 }
 
 #define SLM_TD_GROUP SLM_ROWS
