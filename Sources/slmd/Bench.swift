@@ -106,11 +106,12 @@ struct Bench: ParsableCommand {
         }
         var rng = SeededRNG(seed: 42)
         let vocab = UInt64(m.config.vocabSize)
-        let prompt: [Int32] = (0..<maxPP).map { _ in Int32(rng.next() % vocab) }
+        // At least the 16 tokens ttft16 feeds, whatever --pp asks.
+        let prompt: [Int32] = (0..<max(maxPP, 16)).map { _ in Int32(rng.next() % vocab) }
 
         let runs = threadList.flatMap { t in fixedThreads && t > 1 ? [(t, false), (t, true)] : [(t, false)] }
         for (t, fixed) in runs {
-            let runner = makeRunner(m, threads: t, maxBatch: min(maxPP, 512), maxContext: ctx)
+            let runner = makeRunner(m, threads: t, maxBatch: min(max(maxPP, 16), 512), maxContext: ctx)
             runner.adaptsThreads = !fixed
             let label = fixed ? "\(t) fixed" : String(t)
             let session = Session(runner: runner, capacity: ctx)
