@@ -242,13 +242,13 @@ static SLM_ALWAYS_INLINE void FN(t16_tile_q45)(int type, int T, int G, const uin
 }
 
 /* Q8_0 tile16 by the sign trick: vpmaddubsw(|x|, w * sign(x)) multiplies each weight by its
- * activation with |x| (0..128) as the unsigned operand, so one vpmaddubsw covers 4 elements
- * of 8 rows where the nibble split (FN(t16_tile)) needs two, and no unpacking. Exact for
- * any activation, and for any weight except -128 (w * sign(x) wraps when x < 0): a pair is
- * at most 2 * 128 * 127 = 32512, widened to int32 at once. A block of a group holding a -128
- * weight (no llama.cpp quantizer writes one; a hostile file may) is recomputed by the nibble
- * split, so the integer dot is always exact and the float chain is FN(t16_tile)'s:
- * bit-identical. */
+ * activation with |x| (0..128, -128 read as unsigned) as the unsigned operand, so one
+ * vpmaddubsw covers 4 elements of 8 rows where splitting the weights into nibbles
+ * (FN(t16_q8_exact)) needs two, and nothing is unpacked. Exact for any activation and any
+ * weight but -128 (-(-128) wraps when x < 0): a pair is at most 2 * 128 * 127 = 32512,
+ * widened to int32 at once. A group's block holding a -128 weight (no llama.cpp quantizer
+ * writes one; a hostile file may) is recomputed by the nibble split, so the integer dot is
+ * always exact and the float chain is FN(tile)'s: bit-identical. */
 static SLM_NOINLINE __m256i FN(t16_q8_exact)(const uint8_t *q, const int8_t *xq, int32_t isum) {
     const __m256i m4 = _mm256_set1_epi8(0x0f), bias = _mm256_set1_epi8((char)0x80);
     __m256i w[8], wh[8];
