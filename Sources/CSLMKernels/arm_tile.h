@@ -169,32 +169,43 @@ static SLM_ALWAYS_INLINE FN(t16_halves) FN(t16_split)(const int8x16_t w[8]) {
     return h;
 }
 
-static SLM_ALWAYS_INLINE int8x8_t FN(t16_x4)(const int8_t *xq, int k) {
-    int32_t v;
-    memcpy(&v, xq + 4 * k, 4);
-    return vreinterpret_s8_s32(vdup_n_s32(v));
+/* Activation bytes 4k..4k+3 replicated to all 4 lanes, by DUP (element) from the block's
+ * two 16-byte vectors: one instruction each, and the same 2 loads and 8 DUPs serve all the
+ * tile's row groups (the compiler shares them). Replicating from memory (LD1R) needed an
+ * address add per k (LD1R takes no offset) and was redone for every group: 71 of the ~250
+ * instructions of a Q4_1 decode block on this path. k is a constant after unrolling, so
+ * the switch folds. */
+static SLM_ALWAYS_INLINE int8x16_t FN(t16_xk)(int8x16_t x0, int8x16_t x1, int k) {
+    const int32x4_t a = vreinterpretq_s32_s8(x0), b = vreinterpretq_s32_s8(x1);
+    switch (k) {
+    case 0: return vreinterpretq_s8_s32(vdupq_laneq_s32(a, 0));
+    case 1: return vreinterpretq_s8_s32(vdupq_laneq_s32(a, 1));
+    case 2: return vreinterpretq_s8_s32(vdupq_laneq_s32(a, 2));
+    case 3: return vreinterpretq_s8_s32(vdupq_laneq_s32(a, 3));
+    case 4: return vreinterpretq_s8_s32(vdupq_laneq_s32(b, 0));
+    case 5: return vreinterpretq_s8_s32(vdupq_laneq_s32(b, 1));
+    case 6: return vreinterpretq_s8_s32(vdupq_laneq_s32(b, 2));
+    default: return vreinterpretq_s8_s32(vdupq_laneq_s32(b, 3));
+    }
 }
 
 /* The one-token form: SMULL/SMLAL2 on whole registers against activation bytes replicated
  * to all 4 lanes, which needs no split (decode uses each weight vector once). */
 static SLM_ALWAYS_INLINE int32x4_t FN(t16_dot)(int type, int chains, const int8x16_t w[8], const int8_t *xq) {
     (void)chains;
+    const int8x16_t x0 = vld1q_s8(xq), x1 = vld1q_s8(xq + 16);
     if (type == SLM_T_Q8_0) {
         int32x4_t a = vdupq_n_s32(0), b = vdupq_n_s32(0);
-        for (int k = 0; k < 8; k++) {
-            int32_t v;
-            memcpy(&v, xq + 4 * k, 4);
-            const int8x16_t xk = vreinterpretq_s8_s32(vdupq_n_s32(v));
+        SLM_UNROLL for (int k = 0; k < 8; k++) {
+            const int8x16_t xk = FN(t16_xk)(x0, x1, k);
             a = vpadalq_s16(a, vmull_s8(vget_low_s8(w[k]), vget_low_s8(xk)));
             b = vpadalq_s16(b, vmull_high_s8(w[k], xk));
         }
         return vpaddq_s32(a, b);
     }
     int16x8_t a = vdupq_n_s16(0), b = vdupq_n_s16(0);
-    for (int k = 0; k < 8; k++) {
-        int32_t v;
-        memcpy(&v, xq + 4 * k, 4);
-        const int8x16_t xk = vreinterpretq_s8_s32(vdupq_n_s32(v));
+    SLM_UNROLL for (int k = 0; k < 8; k++) {
+        const int8x16_t xk = FN(t16_xk)(x0, x1, k);
         a = vmlal_s8(a, vget_low_s8(w[k]), vget_low_s8(xk));
         b = vmlal_high_s8(b, w[k], xk);
     }
@@ -202,19 +213,20 @@ static SLM_ALWAYS_INLINE int32x4_t FN(t16_dot)(int type, int chains, const int8x
 }
 
 static SLM_ALWAYS_INLINE int32x4_t FN(t16_dot_halves)(int type, const FN(t16_halves) *h, const int8_t *xq) {
+    const int8x16_t xv0 = vld1q_s8(xq), xv1 = vld1q_s8(xq + 16);
     if (type == SLM_T_Q8_0) {  /* products up to 2^14: two would overflow int16, so pair them into int32 */
         int32x4_t a = vdupq_n_s32(0), b = vdupq_n_s32(0);
-        for (int k = 0; k < 8; k++) {
-            const int8x8_t xk = FN(t16_x4)(xq, k);
+        SLM_UNROLL for (int k = 0; k < 8; k++) {
+            const int8x8_t xk = vget_low_s8(FN(t16_xk)(xv0, xv1, k));
             a = vpadalq_s16(a, vmull_s8(h->lo[k], xk));
             b = vpadalq_s16(b, vmull_s8(h->hi[k], xk));
         }
         return vpaddq_s32(a, b);  /* a = rows 0,0,1,1; b = rows 2,2,3,3 */
     }
-    const int8x8_t x0 = FN(t16_x4)(xq, 0);
+    const int8x8_t x0 = vget_low_s8(FN(t16_xk)(xv0, xv1, 0));
     int16x8_t a = vmull_s8(h->lo[0], x0), b = vmull_s8(h->hi[0], x0);
-    for (int k = 1; k < 8; k++) {
-        const int8x8_t xk = FN(t16_x4)(xq, k);
+    SLM_UNROLL for (int k = 1; k < 8; k++) {
+        const int8x8_t xk = vget_low_s8(FN(t16_xk)(xv0, xv1, k));
         a = vmlal_s8(a, h->lo[k], xk);
         b = vmlal_s8(b, h->hi[k], xk);
     }
@@ -223,14 +235,43 @@ static SLM_ALWAYS_INLINE int32x4_t FN(t16_dot_halves)(int type, const FN(t16_hal
 }
 #endif
 
+/* One group of 4 rows of a tile's block against T tokens from t0 (FN(t16_tile)'s body). */
+static SLM_ALWAYS_INLINE void FN(t16_group)(int type, int T, const uint8_t *blk, ptrdiff_t qoff, int g, int split_m,
+                                            const slm_q8_acts *x, ptrdiff_t t0, ptrdiff_t b, float32x4_t acc[4],
+                                            float32x4_t accm[4]) {
+    const ptrdiff_t nb = x->cols / SLM_QK, cols = x->cols;
+    const float32x4_t dw = vcvt_f32_f16(vreinterpret_f16_u8(vld1_u8(blk + 8 * g)));
+    const float32x4_t mw = slm_has_m(type) && !split_m ? vcvt_f32_f16(vreinterpret_f16_u8(vld1_u8(blk + 32 + 8 * g)))
+                                                       : vdupq_n_f32(0.0f);
+    int8x16_t w[8];
+    FN(t16_quants)(type, blk, blk + qoff, g, w);
+#if !SLM_DOTPROD
+    const FN(t16_halves) h = FN(t16_split)(w);  /* dead (and dropped) when T = 1 */
+#endif
+    SLM_UNROLL for (int t = 0; t < T; t++) {
+        const ptrdiff_t tb = (t0 + t) * nb + b;
+        const int8_t *xq = x->qs + (t0 + t) * cols + b * SLM_QK;
+#if SLM_DOTPROD
+        int32x4_t sumi = FN(t16_dot)(type, T == 1 ? 2 : 1, w, xq);
+#else
+        int32x4_t sumi = T == 1 ? FN(t16_dot)(type, 1, w, xq) : FN(t16_dot_halves)(type, &h, xq);
+#endif
+        if (type == SLM_T_Q4_0 || type == SLM_T_Q5_0)  /* their q are u - 8 / u - 16 */
+            sumi = vsubq_s32(sumi, vdupq_n_s32((type == SLM_T_Q4_0 ? 8 : 16) * x->isum[tb]));
+        const float32x4_t dd = vmulq_n_f32(dw, x->d[tb]);
+        acc[t] = vfmaq_f32(acc[t], dd, vcvtq_f32_s32(sumi));  /* acc + dd*sumi, fused */
+        if (slm_has_m(type) && !split_m) accm[t] = vfmaq_n_f32(accm[t], mw, x->s[tb]);
+    }
+}
+
 /* G groups from g0 (G = 4: the whole tile) x T tokens from t0; stores rows [lo, hi) of the tile. */
 static SLM_ALWAYS_INLINE void FN(t16_tile)(int type, int T, int G, const uint8_t *tile, int g0, int lo, int hi,
                                            const slm_q8_acts *x, ptrdiff_t t0, float *y, ptrdiff_t ys) {
-    const ptrdiff_t nb = x->cols / SLM_QK, cols = x->cols;
+    const ptrdiff_t nb = x->cols / SLM_QK;
     const ptrdiff_t tb_bytes = (ptrdiff_t)SLM_TILE * slm_block_bytes(type), qoff = slm_tile16_quants(type);
     float32x4_t acc[4][4], accm[4][4];  /* [group][token] */
-    for (int gi = 0; gi < G; gi++)
-        for (int t = 0; t < T; t++) acc[gi][t] = accm[gi][t] = vdupq_n_f32(0.0f);
+    SLM_UNROLL for (int gi = 0; gi < G; gi++)
+        SLM_UNROLL for (int t = 0; t < T; t++) acc[gi][t] = accm[gi][t] = vdupq_n_f32(0.0f);
     /* Q4_1's min-term chains need no quants: with several tokens they run in a sweep of
      * their own (the same fmas in the same order per (row, token)), which leaves the main
      * loop registers for the weights and T accumulators. The sweep runs after the main
@@ -240,32 +281,19 @@ static SLM_ALWAYS_INLINE void FN(t16_tile)(int type, int T, int G, const uint8_t
     const int split_m = !SLM_DOTPROD && slm_has_m(type) && T > 1;
     for (ptrdiff_t b = 0; b < nb; b++) {
         const uint8_t *blk = tile + b * tb_bytes;
-        for (int gi = 0; gi < G; gi++) {
-            const int g = g0 + gi;
-            const float32x4_t dw = vcvt_f32_f16(vreinterpret_f16_u8(vld1_u8(blk + 8 * g)));
-            const float32x4_t mw = slm_has_m(type) && !split_m
-                                       ? vcvt_f32_f16(vreinterpret_f16_u8(vld1_u8(blk + 32 + 8 * g)))
-                                       : vdupq_n_f32(0.0f);
-            int8x16_t w[8];
-            FN(t16_quants)(type, blk, blk + qoff, g, w);
-#if !SLM_DOTPROD
-            const FN(t16_halves) h = FN(t16_split)(w);  /* dead (and dropped) when T = 1 */
-#endif
-            SLM_UNROLL for (int t = 0; t < T; t++) {
-                const ptrdiff_t tb = (t0 + t) * nb + b;
-                const int8_t *xq = x->qs + (t0 + t) * cols + b * SLM_QK;
+        /* Plain NEON unrolls the groups so they share one set of activation DUPs
+         * (FN(t16_xk)). On dotprod, SDOT (by element) reads the two loaded activation
+         * vectors directly: unrolling the Q4/Q8 groups only raised register pressure
+         * (clang 21, A76 Q4_1 decode: 241 -> 255 instructions per 1000 MACs), while the Q5
+         * groups, rolled, kept their accumulators in memory (a load and a store each per
+         * block). */
 #if SLM_DOTPROD
-                int32x4_t sumi = FN(t16_dot)(type, T == 1 ? 2 : 1, w, xq);
-#else
-                int32x4_t sumi = T == 1 ? FN(t16_dot)(type, 1, w, xq) : FN(t16_dot_halves)(type, &h, xq);
-#endif
-                if (type == SLM_T_Q4_0 || type == SLM_T_Q5_0)  /* their q are u - 8 / u - 16 */
-                    sumi = vsubq_s32(sumi, vdupq_n_s32((type == SLM_T_Q4_0 ? 8 : 16) * x->isum[tb]));
-                const float32x4_t dd = vmulq_n_f32(dw, x->d[tb]);
-                acc[gi][t] = vfmaq_f32(acc[gi][t], dd, vcvtq_f32_s32(sumi));  /* acc + dd*sumi, fused */
-                if (slm_has_m(type) && !split_m) accm[gi][t] = vfmaq_n_f32(accm[gi][t], mw, x->s[tb]);
-            }
+        if (!slm_is_q5(type)) {
+            for (int gi = 0; gi < G; gi++) FN(t16_group)(type, T, blk, qoff, g0 + gi, split_m, x, t0, b, acc[gi], accm[gi]);
+            continue;
         }
+#endif
+        SLM_UNROLL for (int gi = 0; gi < G; gi++) FN(t16_group)(type, T, blk, qoff, g0 + gi, split_m, x, t0, b, acc[gi], accm[gi]);
     }
     if (split_m) {
         for (ptrdiff_t b = 0; b < nb; b++)
@@ -275,9 +303,9 @@ static SLM_ALWAYS_INLINE void FN(t16_tile)(int type, int T, int G, const uint8_t
             }
     }
 
-    for (int gi = 0; gi < G; gi++) {
+    SLM_UNROLL for (int gi = 0; gi < G; gi++) {
         const int r = 4 * (g0 + gi);
-        for (int t = 0; t < T; t++) {
+        SLM_UNROLL for (int t = 0; t < T; t++) {
             const float32x4_t v = slm_has_m(type) ? vaddq_f32(acc[gi][t], accm[gi][t]) : acc[gi][t];
             float *dst = y + (t0 + t) * ys + r;
             if (r >= lo && r + 4 <= hi) {
