@@ -53,6 +53,23 @@ public final class ThreadPool: @unchecked Sendable {
     /// worker in the middle of a chunk (a core shared with another process).
     public private(set) var stallSeconds = 0.0
 
+    /// The CPU of each thread (index 0: whichever thread drives a pass, see
+    /// `pinningCaller`), when the pool uses every CPU its process may run on; else empty and
+    /// the threads float. See `CPUAffinity`.
+    public private(set) var pinnedCPUs: [Int] = []
+    /// The caller's own mask, saved while `pinningCaller` runs (allocated once: no
+    /// allocation per pass).
+    private let savedMask = UnsafeMutableRawPointer.allocate(byteCount: CPUAffinity.maskBytes, alignment: 8)
+
+    /// Runs `body` (one forward pass) with the calling thread on CPU 0 of `pinnedCPUs`, the
+    /// one no worker holds, and restores its own mask after: a thread that drives passes
+    /// now and then (a test, a bench) is not left pinned. Two system calls per pass.
+    public func pinningCaller<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
+        guard let cpu = pinnedCPUs.first, CPUAffinity.readMask(into: savedMask) else { return try body() }
+        CPUAffinity.pinCurrentThread(to: cpu)
+        defer { CPUAffinity.writeMask(savedMask) }
+        return try body()
+    }
     /// Spin iterations before yielding, and yields before sleeping.
     static let spinLimit = 20_000
     static let yieldLimit = 200
@@ -74,6 +91,11 @@ public final class ThreadPool: @unchecked Sendable {
     init(threads: Int, hooks: Hooks) {
         threadCount = max(1, threads)
         shared = Shared(hooks: hooks)
+        // One thread per CPU only when the pool uses every CPU it may: with spare CPUs the
+        // kernel's placement can avoid a busy one, which a fixed CPU could not.
+        let allowed = CPUAffinity.allowedCPUs()
+        if threadCount > 1 && allowed.count == threadCount { pinnedCPUs = allowed }
+        shared.cpus = pinnedCPUs
         for index in 1..<threadCount {
             let box = Unmanaged.passRetained(WorkerStart(shared: shared, index: index))
             var tid = pthread_t()
@@ -93,6 +115,7 @@ public final class ThreadPool: @unchecked Sendable {
         pthread_cond_broadcast(shared.cond)
         pthread_mutex_unlock(shared.mutex)
         for t in threads { pthread_join(t, nil) }
+        savedMask.deallocate()
     }
 
     private final class WorkerStart {
@@ -187,6 +210,8 @@ public final class ThreadPool: @unchecked Sendable {
         let parked = Atomic<Bool>(false)
         var job: ((Int, Int) -> Void)?
         var chunkCount = 0
+        /// CPU of each worker by index (set before the workers start), empty when unpinned.
+        var cpus: [Int] = []
         let hooks: Hooks
         let mutex: UnsafeMutablePointer<pthread_mutex_t>
         let cond: UnsafeMutablePointer<pthread_cond_t>
@@ -249,6 +274,7 @@ public final class ThreadPool: @unchecked Sendable {
         }
 
         func workerLoop(index: Int) {
+            if index < cpus.count { CPUAffinity.pinCurrentThread(to: cpus[index]) }
             var seen = 0  // generation bits of the last region this worker looked at
             while true {
                 var spins = 0

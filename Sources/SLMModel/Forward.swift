@@ -119,14 +119,19 @@ public final class Runner: @unchecked Sendable {
     /// the result is the same either way.
     @discardableResult
     public func forward(_ batch: Batch) throws(ModelError) -> Int {
-        guard adaptsThreads && pool.threadCount > 1 else { return try pass(batch) }
+        // A parallel pass runs with this thread on the pool's CPU 0 when the pool pins its
+        // threads (ThreadPool.pinningCaller); a solo pass stays free to run on whichever CPU
+        // is idle, which is the point of running solo.
+        guard adaptsThreads && pool.threadCount > 1 else {
+            return try pool.pinningCaller { () throws(ModelError) -> Int in try pass(batch) }
+        }
         let tokens = batch.count
         let solo = governor.shouldRunSolo(tokens: tokens)
         pool.runsSolo = solo
         defer { pool.runsSolo = false }
         let start = monotonicSeconds(), cpuStart = ParallelismGovernor.threadCPUTime()
         let stalledBefore = pool.stallSeconds
-        let rows = try pass(batch)
+        let rows = solo ? try pass(batch) : try pool.pinningCaller { () throws(ModelError) -> Int in try pass(batch) }
         let seconds = monotonicSeconds() - start
         // Time this thread was descheduled, or spun waiting for a descheduled worker.
         let lost = max(0, seconds - (ParallelismGovernor.threadCPUTime() - cpuStart)) + pool.stallSeconds - stalledBefore

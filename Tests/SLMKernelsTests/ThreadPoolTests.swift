@@ -6,6 +6,53 @@ import Glibc
 #endif
 
 final class ThreadPoolTests: XCTestCase {
+    /// A pool that uses every CPU the process may run on puts each thread on its own CPU:
+    /// each worker for good, the caller only while it drives a pass; with spare CPUs nothing
+    /// is pinned. Runs the test in a thread narrowed to 2 CPUs, so it means the same on
+    /// any machine with at least 2.
+    func testThreadsTakeOneCPUEachWhenThePoolUsesThemAll() throws {
+        let all = CPUAffinity.allowedCPUs()
+        guard all.count >= 2 else { throw XCTSkip("needs 2 CPUs, this process may use \(all.count)") }
+        let two = Array(all.prefix(2))
+        let outcome = Mutex<[String]>([])
+        let t = startThread("affinity test") {
+            // Narrow this thread (and the workers it creates, which inherit it) to 2 CPUs.
+            withUnsafeTemporaryAllocation(byteCount: CPUAffinity.maskBytes, alignment: 8) { buf in
+                buf.initializeMemory(as: UInt8.self, repeating: 0)
+                for c in two { buf[c / 8] |= 1 << (c % 8) }
+                _ = CPUAffinity.writeMask(buf.baseAddress!)
+            }
+            var notes: [String] = []
+            let spare = ThreadPool(threads: 1)
+            notes.append("1 of 2: \(spare.pinnedCPUs)")
+            let pool = ThreadPool(threads: 2)
+            notes.append("pinned \(pool.pinnedCPUs)")
+            let seen = Mutex<Set<String>>([])
+            pool.pinningCaller {
+                _ = seen.withLock { $0.insert("caller in pass \(CPUAffinity.allowedCPUs())") }
+                for _ in 0..<200 {
+                    pool.run(chunks: 8) { thread, _ in
+                        if thread > 0 { _ = seen.withLock { $0.insert("worker \(CPUAffinity.allowedCPUs())") } }
+                        var x = 0.0
+                        for i in 0..<20_000 { x += Double(i).squareRoot() }
+                        if x < 0 { print(x) }
+                    }
+                }
+            }
+            notes += seen.withLock { $0.sorted() }
+            notes.append("caller after \(CPUAffinity.allowedCPUs())")
+            outcome.withLock { $0 = notes }
+        }
+        pthread_join(t, nil)
+        let notes = outcome.withLock { $0 }
+        XCTAssertEqual(notes.first, "1 of 2: []", "a pool with a spare CPU floats")
+        XCTAssertTrue(notes.contains("pinned \(two)"), "\(notes)")
+        XCTAssertTrue(notes.contains("caller in pass [\(two[0])]"), "\(notes)")
+        // A worker may not have joined any region on a busy machine; if it did, on its own CPU.
+        XCTAssertFalse(notes.contains { $0.hasPrefix("worker") && $0 != "worker [\(two[1])]" }, "\(notes)")
+        XCTAssertEqual(notes.last, "caller after \(two)", "the caller gets its own mask back")
+    }
+
     func testChunksPartition() {
         for count in [0, 1, 5, 63, 64, 1000, 1537] {
             for parts in 1...5 {
