@@ -93,7 +93,7 @@ static SLM_ALWAYS_INLINE void FN(tile)(int type, int T, const uint8_t *w0, ptrdi
  * one 8-byte load.
  *   - dot product: SDOT by element (vdotq_laneq_s32) multiplies each lane's 4 bytes by the
  *     same 4 activation bytes and adds them to that lane's int32 sum;
- *   - plain NEON (Cortex-A72): the 4 activation bytes are replicated to every lane (LD1R),
+ *   - plain NEON (Cortex-A72): the 4 activation bytes are replicated to every lane (DUP),
  *     SMULL/SMLAL(2) multiply-accumulate the 8 weight vectors' products in int16 (each lane
  *     sums 8 products of at most 15 * 128 for Q4, 31 * 128 for Q5: 31744 < 2^15, exact) and
  *     one SADDLP + ADDP per 4 rows reduce them; Q8_0 products (up to 2^14) are paired
@@ -159,8 +159,9 @@ static SLM_ALWAYS_INLINE int32x4_t FN(t16_dot)(int type, int chains, const int8x
 #else
 /* Plain NEON operates on 8-byte halves: w[k]'s low half is rows 0 and 1, its high half rows
  * 2 and 3, each multiplied by activation bytes 4k..4k+3 replicated to both 32-bit lanes
- * (one LD1R). Splitting the halves once per block keeps the per-token work at one LD1R and
- * two SMLAL per k (left to itself, clang re-extracts the high halves for every token). */
+ * (one DUP, FN(t16_xk)). Splitting the halves once per block keeps the per-token work at
+ * one DUP and two SMLAL per k (left to itself, clang re-extracts the high halves for every
+ * token). */
 typedef struct { int8x8_t lo[8], hi[8]; } FN(t16_halves);
 
 static SLM_ALWAYS_INLINE FN(t16_halves) FN(t16_split)(const int8x16_t w[8]) {
