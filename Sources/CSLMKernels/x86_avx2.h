@@ -136,6 +136,12 @@ static SLM_ALWAYS_INLINE __m256i FN(t16_dot16)(const __m256i w[8], const int8_t 
     return s;
 }
 
+/* Zeroes the [group][token] float chains of a tile16 tile. */
+static SLM_ALWAYS_INLINE void FN(t16_zero)(int T, int G, __m256 acc[2][4], __m256 accm[2][4]) {
+    SLM_UNROLL for (int gi = 0; gi < G; gi++)
+        SLM_UNROLL for (int t = 0; t < T; t++) acc[gi][t] = accm[gi][t] = _mm256_setzero_ps();
+}
+
 /* The end of a tile16 tile: Q4_1/Q5_1's min-term sweep (split_m) and the stores of rows
  * [lo, hi).
  * Q4_1's min-term chains need no quants: with several tokens, run them in a sweep of
@@ -191,8 +197,7 @@ static SLM_ALWAYS_INLINE void FN(t16_tile_q45)(int type, int T, int G, const uin
     const __m256i m4 = _mm256_set1_epi8(0x0f), m16 = _mm256_set1_epi8(0x10), ones = _mm256_set1_epi16(1);
     const int q5 = slm_is_q5(type), split_m = slm_has_m(type) && T > 1;
     __m256 acc[2][4], accm[2][4];  /* [group][token] */
-    SLM_UNROLL for (int gi = 0; gi < G; gi++)
-        SLM_UNROLL for (int t = 0; t < T; t++) acc[gi][t] = accm[gi][t] = _mm256_setzero_ps();
+    FN(t16_zero)(T, G, acc, accm);
     const int8_t *xq = x->qs + t0 * cols;
     for (ptrdiff_t b = 0; b < nb; b++) {
         const uint8_t *blk = tile + b * tb_bytes;
@@ -270,8 +275,7 @@ static SLM_ALWAYS_INLINE void FN(t16_tile_q8)(int T, int G, const uint8_t *tile,
     const ptrdiff_t tb_bytes = (ptrdiff_t)SLM_TILE * slm_block_bytes(type), qoff = slm_tile16_quants(type);
     const __m256i ones = _mm256_set1_epi16(1), m128 = _mm256_set1_epi8((char)0x80);
     __m256 acc[2][4], accm[2][4];  /* [group][token]; accm stays zero (Q8_0 has no min) */
-    SLM_UNROLL for (int gi = 0; gi < G; gi++)
-        SLM_UNROLL for (int t = 0; t < T; t++) acc[gi][t] = accm[gi][t] = _mm256_setzero_ps();
+    FN(t16_zero)(T, G, acc, accm);
     const int8_t *xq = x->qs + t0 * cols;
     for (ptrdiff_t b = 0; b < nb; b++) {
         const uint8_t *blk = tile + b * tb_bytes;
