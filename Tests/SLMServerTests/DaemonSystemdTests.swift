@@ -89,10 +89,16 @@ final class DaemonSystemdTests: XCTestCase {
         let path = dir.appendingPathComponent("act.sock").path
         let d = try Daemon(environment: ["NOTIFY_SOCKET": notify.path], launcher: [tool, "-l", path, "-E", "NOTIFY_SOCKET"],
                            waitReady: false)
-        // systemd-socket-activate binds the path, then starts slmd on the first connection.
+        // systemd-socket-activate binds the path, then listens, then starts slmd on the first
+        // connection. The path exists from bind() on, so a connect right after it appears can
+        // still be refused (ECONNREFUSED) until listen(): retry until then (seen once in CI).
         let end = Date(timeIntervalSinceNow: 10)
         while !FileManager.default.fileExists(atPath: path) && Date() < end { usleep(10_000) }
-        let c = try Client(path: path)
+        var client: Client?
+        while client == nil {
+            do { client = try Client(path: path) } catch where Date() < end { usleep(10_000) }
+        }
+        let c = client!
         XCTAssertEqual(c.request(.ping)?.reply, .ping)
         XCTAssertTrue(notify.waitFor("READY=1"))
         kill(d.pid, SIGTERM)
