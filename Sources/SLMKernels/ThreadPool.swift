@@ -63,13 +63,15 @@ public final class ThreadPool: @unchecked Sendable {
 
     /// Runs `body` (one forward pass) with the calling thread on CPU 0 of `pinnedCPUs`, the
     /// one no worker holds, and restores its own mask after: a thread that drives passes
-    /// now and then (a test, a bench) is not left pinned. Two system calls per pass.
+    /// now and then (a test, a bench) is not left pinned. Two system calls per pass. One
+    /// caller at a time (the saved mask is the pool's), as the runner's one pass at a time.
     public func pinningCaller<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
         guard let cpu = pinnedCPUs.first, CPUAffinity.readMask(into: savedMask) else { return try body() }
         CPUAffinity.pinCurrentThread(to: cpu)
         defer { CPUAffinity.writeMask(savedMask) }
         return try body()
     }
+
     /// Spin iterations before yielding, and yields before sleeping.
     static let spinLimit = 20_000
     static let yieldLimit = 200
