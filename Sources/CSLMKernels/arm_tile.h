@@ -323,7 +323,14 @@ static SLM_ALWAYS_INLINE void FN(t16_tile)(int type, int T, int G, const uint8_t
 
 #define SLM_TD_GROUP SLM_ROWS
 #define SLM_TD_TMAX 4
+/* Plain NEON's Q8_0 products cannot share int16 sums (up to 2^14 each), so its multi-token
+ * tile pairs every half-vector product into int32 separately, while the one-token tile
+ * SMULLs whole registers against DUPs shared by the 4 row groups: per 1000 MACs of a
+ * 1536x576 matmul (cortex-a72, qemu count) 380 instructions one token at a time against
+ * 461-476 in 2-8-token tiles. The Q8_0 matrices are the tied output and Q4_K_M's attn_v. */
+#define SLM_TD_TOKENWISE(type) (!SLM_DOTPROD && (type) == SLM_T_Q8_0)
 #include "tile_driver.h"
+#undef SLM_TD_TOKENWISE
 #undef SLM_TD_GROUP
 #undef SLM_TD_TMAX
 

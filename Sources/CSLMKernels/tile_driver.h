@@ -23,6 +23,13 @@
  * tile runs all its groups in one pass, for independent chains. Numerics are the kernel's:
  * tiling decides which lanes compute a (row, token), never how. */
 
+/* SLM_TD_TOKENWISE(type), optional: nonzero where an ISA's one-token whole-tile kernel costs
+ * less per token than its multi-token tiles, so whole tiles run token by token (the tile's
+ * weights then come from L1 after the first token). */
+#ifndef SLM_TD_TOKENWISE
+#define SLM_TD_TOKENWISE(type) 0
+#endif
+
 /* Row layout: groups of SLM_TD_GROUP rows, each against all tokens a token tile at a time.
  * Rows past the end of the range are the kernel's business (it repeats the last row and
  * does not store it). */
@@ -78,6 +85,10 @@ static SLM_ALWAYS_INLINE void FN(td_matmul)(int type, const void *w, ptrdiff_t r
         const uint8_t *tile = (const uint8_t *)w + r0 * row_bytes;
         if (NG > 1 && x->tokens == 1 && lo == 0 && hi == SLM_TILE) {
             FN(t16_tile)(type, 1, NG, tile, 0, lo, hi, x, 0, y + r0, ys);
+            continue;
+        }
+        if (NG > 1 && SLM_TD_TOKENWISE(type) && lo == 0 && hi == SLM_TILE) {
+            for (ptrdiff_t t = 0; t < x->tokens; t++) FN(t16_tile)(type, 1, NG, tile, 0, lo, hi, x, t, y + r0, ys);
             continue;
         }
         /* Groups wholly outside [lo, hi) are skipped; rows outside it inside a group are
