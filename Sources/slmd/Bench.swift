@@ -12,7 +12,9 @@ struct Bench: ParsableCommand {
             a time from an empty context. ttft16: a 16-token prompt to the first sampled token. \
             seqNx tgM (with --sequences): N greedy generations of M tokens submitted together \
             to the daemon's scheduler, aggregate tok/s from submission to the last reply. \
-            Each figure is the median (and min–max) over --reps runs after one warm-up.             Rows at more than one thread note the share of passes the parallelism governor             ran on one thread (a core shared with another process).
+            Each figure is the median (and min–max) over --reps runs after one warm-up. \
+            Rows at more than one thread note the share of passes the parallelism governor \
+            ran on one thread (a core shared with another process).
             """)
 
     @Option(name: .long, help: "GGUF model file (default: the fetched default model).")
