@@ -122,16 +122,17 @@ public final class Runner: @unchecked Sendable {
         // A parallel pass runs with this thread on the pool's CPU 0 when the pool pins its
         // threads (ThreadPool.pinningCaller); a solo pass stays free to run on whichever CPU
         // is idle, which is the point of running solo.
-        guard adaptsThreads && pool.threadCount > 1 else {
-            return try pool.pinningCaller { () throws(ModelError) -> Int in try pass(batch) }
+        func run(solo: Bool) throws(ModelError) -> Int {
+            solo ? try pass(batch) : try pool.pinningCaller { () throws(ModelError) -> Int in try pass(batch) }
         }
+        guard adaptsThreads && pool.threadCount > 1 else { return try run(solo: false) }
         let tokens = batch.count
         let solo = governor.shouldRunSolo(tokens: tokens)
         pool.runsSolo = solo
         defer { pool.runsSolo = false }
         let start = monotonicSeconds(), cpuStart = ParallelismGovernor.threadCPUTime()
         let stalledBefore = pool.stallSeconds
-        let rows = solo ? try pass(batch) : try pool.pinningCaller { () throws(ModelError) -> Int in try pass(batch) }
+        let rows = try run(solo: solo)
         let seconds = monotonicSeconds() - start
         // Time this thread was descheduled, or spun waiting for a descheduled worker.
         let lost = max(0, seconds - (ParallelismGovernor.threadCPUTime() - cpuStart)) + pool.stallSeconds - stalledBefore

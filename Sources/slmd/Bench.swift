@@ -131,12 +131,12 @@ struct Bench: ParsableCommand {
             var passesBefore = (solo: 0, parallel: 0)
             func startTest() { passesBefore = (runner.governor.soloPasses, runner.governor.parallelPasses) }
             func report(_ name: String, tokens: Int, _ times: [Double]) throws {
-                let rates = times.map { Double(tokens) / $0 }.sorted()
+                let rates = Spread(times.map { Double(tokens) / $0 })
                 let solo = runner.governor.soloPasses - passesBefore.solo
                 let all = solo + runner.governor.parallelPasses - passesBefore.parallel
                 let share: Double? = t > 1 && !fixed && all > 0 ? Double(solo) / Double(all) : nil
-                let row = Row(test: name, threads: t, fixed: fixed, tok_s_median: median(rates), tok_s_min: rates.first!,
-                              tok_s_max: rates.last!, solo_share: share)
+                let row = Row(test: name, threads: t, fixed: fixed, tok_s_median: rates.median, tok_s_min: rates.min,
+                              tok_s_max: rates.max, solo_share: share)
                 if json { try printJSON(row) } else {
                     let note = share.map { $0 > 0 ? " solo \(fmt($0 * 100))% of passes" : "" } ?? ""
                     print("| \(pad(name, 6)) | \(pad(label, 7)) | \(pad(fmt(row.tok_s_median), 12)) | \(pad(fmt(row.tok_s_min) + "–" + fmt(row.tok_s_max), 15)) |\(note)")
@@ -166,8 +166,9 @@ struct Bench: ParsableCommand {
                 session.rewind(to: 0)
                 let logits = try session.feed(Array(prompt.prefix(16)))
                 _ = Sampler.argmax(UnsafeBufferPointer(logits))
-            }.map { $0 * 1000 }.sorted()
-            let tt = TTFT(test: "ttft16", threads: t, fixed: fixed, ms_median: median(ttft), ms_min: ttft.first!, ms_max: ttft.last!)
+            }.map { $0 * 1000 }
+            let ms = Spread(ttft)
+            let tt = TTFT(test: "ttft16", threads: t, fixed: fixed, ms_median: ms.median, ms_min: ms.min, ms_max: ms.max)
             if json { try printJSON(tt) } else {
                 print("| ttft16 | \(pad(label, 7)) | \(pad(fmt(tt.ms_median) + " ms", 12)) | \(pad(fmt(tt.ms_min) + "–" + fmt(tt.ms_max) + " ms", 15)) |")
             }
@@ -189,9 +190,15 @@ struct Bench: ParsableCommand {
     }
 }
 
-func median(_ sorted: [Double]) -> Double {
-    let n = sorted.count
-    return n % 2 == 1 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2
+/// Median and range of a test's samples: the figures every `slmd bench` row reports.
+struct Spread {
+    let median: Double, min: Double, max: Double
+    init(_ samples: [Double]) {
+        let s = samples.sorted(), n = s.count
+        median = n % 2 == 1 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2
+        min = s[0]
+        max = s[n - 1]
+    }
 }
 
 /// Fixed one-decimal formatting without Foundation's String(format:).

@@ -85,10 +85,10 @@ struct SequencesBench {
                 ttfts.append(finished.reduce(0) { $0 + $1.ttftMs } / Double(n))
                 steps.append(Double(engine.stats().forwardPasses - passes0) / wall)
             }
-            rates.sort()
-            rows.append(Row(test: "seq\(n)x tg\(tokens)", threads: threads, sequences: n, tok_s_median: median(rates),
-                            tok_s_min: rates.first!, tok_s_max: rates.last!, ttft_ms_median: median(ttfts.sorted()),
-                            steps_s_median: median(steps.sorted())))
+            let rate = Spread(rates)
+            rows.append(Row(test: "seq\(n)x tg\(tokens)", threads: threads, sequences: n, tok_s_median: rate.median,
+                            tok_s_min: rate.min, tok_s_max: rate.max, ttft_ms_median: Spread(ttfts).median,
+                            steps_s_median: Spread(steps).median))
         }
         return rows
     }
