@@ -65,6 +65,9 @@ typedef struct slm_impl {
     /* SLM_LAYOUT_*: the layout this path reads fastest (slm_preferred_layout). Every entry
      * above is set on every path (no NULL), so the dispatchers call them unconditionally. */
     int layout;
+    /* slm_kernels_token_tile: the tokens one sweep of a tile16 (or Q4_0/Q4_1/Q8_0 row)
+     * weight group serves, 0 where the whole pass is one sweep (portable). */
+    int token_tile;
 } slm_impl;
 
 extern const slm_impl slm_impl_portable;

@@ -230,7 +230,7 @@ const slm_impl slm_impl_portable = {
     .dot_f16 = portable_dot_f16, .axpy_f16 = portable_axpy_f16, .to_f16 = portable_to_f16,
     .scale_round_f16 = portable_scale_round_f16, .mad_round_f16 = portable_mad_round_f16,
     .quantize_q8 = portable_quantize_q8, .attn_f16 = portable_attn_f16, .matmul_tile16 = portable_tile16,
-    .layout = SLM_LAYOUT_ROWS,
+    .layout = SLM_LAYOUT_ROWS, .token_tile = 0,
 };
 
 /* ---- dispatch ---- */
@@ -286,6 +286,7 @@ static SLM_ALWAYS_INLINE const slm_impl *get(void) {
 }
 
 const char *slm_kernels_path(void) { return get()->name; }
+int slm_kernels_token_tile(void) { return get()->token_tile; }
 int slm_kernels_supported(int path) { return path == SLM_PATH_AUTO || impl_for(path) != NULL; }
 
 int slm_kernels_force(int path) {

@@ -188,7 +188,7 @@ const slm_impl slm_impl_avx2 = {
     .dot_f16 = avx2_dot_f16, .axpy_f16 = avx2_axpy_f16, .to_f16 = avx2_to_f16,
     .scale_round_f16 = avx2_scale_round_f16, .mad_round_f16 = avx2_mad_round_f16,
     .quantize_q8 = avx2_quantize_q8, .attn_f16 = avx2_attn_f16, .matmul_tile16 = avx2_matmul_tile16,
-    .matmul_kq = avx2_matmul_kq, .layout = SLM_LAYOUT_TILE16,
+    .matmul_kq = avx2_matmul_kq, .layout = SLM_LAYOUT_TILE16, .token_tile = avx2_token_tile,
 };
 /* Attention vectors are one head (64 floats): 256-bit f16 helpers are plenty. */
 const slm_impl slm_impl_avx512vnni = {
@@ -197,7 +197,7 @@ const slm_impl slm_impl_avx512vnni = {
     .dot_f16 = avx2_dot_f16, .axpy_f16 = avx2_axpy_f16, .to_f16 = avx2_to_f16,
     .scale_round_f16 = avx2_scale_round_f16, .mad_round_f16 = avx2_mad_round_f16,
     .quantize_q8 = avx2_quantize_q8, .attn_f16 = avx2_attn_f16, .matmul_tile16 = vnni_matmul_tile16,
-    .matmul_kq = vnni_matmul_kq, .layout = SLM_LAYOUT_TILE16,
+    .matmul_kq = vnni_matmul_kq, .layout = SLM_LAYOUT_TILE16, .token_tile = vnni_token_tile,
 };
 
 #endif /* __x86_64__ */

@@ -23,6 +23,10 @@
  * tile runs all its groups in one pass, for independent chains. Numerics are the kernel's:
  * tiling decides which lanes compute a (row, token), never how. */
 
+/* The token tile, for slm_impl.token_tile: a pass of more tokens than this sweeps each
+ * weight group again for the rest. */
+enum { FN(token_tile) = SLM_TD_TMAX };
+
 /* SLM_TD_TOKENWISE(type), optional: nonzero where an ISA's one-token whole-tile kernel costs
  * less per token than its multi-token tiles, so whole tiles run token by token (the tile's
  * weights then come from L1 after the first token). */

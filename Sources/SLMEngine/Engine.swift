@@ -66,9 +66,11 @@ public final class Engine: @unchecked Sendable {
     /// What `suggest` keeps between keystrokes: memo, scratch, branch caches, their logits
     /// (engine thread).
     var suggestCaches = SuggestCaches()
-    /// Most logits rows a suggest pass computes; tests lower it to 1 (set before the first
-    /// request) to check that batching the branches' steps never changes a suggestion.
-    var suggestRowsPerPassLimit = Int.max
+    /// Most logits rows a suggest pass computes, in place of the kernels' token tile
+    /// (`Runner.rowsPerSweep`); tests set it before the first request: 1 to check that
+    /// batching the branches' steps never changes a suggestion, a path's tile to count that
+    /// path's passes on any machine.
+    var suggestRowsPerPassLimit: Int?
     /// Built on the first `parse` (engine thread only): token bytes and trie, ~2 MiB.
     private var vocabulary: ConstraintVocabulary?
     /// Compiled schema and its masks, shared by requests with the same schema text (a

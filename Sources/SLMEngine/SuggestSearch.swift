@@ -132,8 +132,14 @@ extension Engine {
         // branches would take. It bounds the work when rollouts keep finding suggestions
         // already found (`tomorrow.` and `tomorrow."` are one).
         let maxSteps = 2 * (o.n + 2) * o.maxTokens
-        // Rows per pass: as many branches as the admission check reserved KV for.
-        let rowsPerPass = min(o.n + 2, runner.maxLogits, suggestRowsPerPassLimit)
+        // Rows per pass: as many branches as the admission check reserved KV for, and no more
+        // than one sweep of the weights serves (`Runner.rowsPerSweep`): the speculative rows
+        // are the ones a search may never read, and a row past the sweep costs most. Measured
+        // (x86-avx2, 2 threads): passes of 1/2/3/4/5 rows took 3.3/4.4/6.3/6.1-7.2/8.9 ms; at
+        // n = 3 four rows instead of five took scripts/bench-keystroke's warm p95 from 28.0 to
+        // 22.7 ms (medians of 12 runs), with 5 more passes and 3 fewer tokens per sentence.
+        // Which rows a pass computes never changes a suggestion.
+        let rowsPerPass = min(o.n + 2, runner.maxLogits, suggestRowsPerPassLimit ?? runner.rowsPerSweep ?? Int.max)
         suggestCaches.memo.begin(context: ids, room: maxSteps + rowsPerPass)
 
         var firsts: [(id: Int32, logit: Float)] = []

@@ -43,6 +43,19 @@ public enum Kernels {
         }
     }
 
+    /// Tokens one sweep of `w`'s weight groups serves on the active path (4 on x86-avx2 and
+    /// both NEON paths, 8 on x86-avx512vnni): a matmul over more tokens sweeps each group
+    /// again per further tile, so its cost rises in steps. nil where there is no such step:
+    /// portable-c, and the K-quant and row-layout Q5 kernels (which tile 32 tokens alone).
+    public static func tokenTile(for w: WeightMatrix) -> Int? {
+        let tile = Int(slm_kernels_token_tile())
+        switch (w.layout, w.type) {
+        case (_, _) where tile <= 0: return nil
+        case (.tile16, _), (.rows, .q4_0), (.rows, .q4_1), (.rows, .q8_0): return tile
+        default: return nil
+        }
+    }
+
     /// The layout the active path reads fastest (`.tile16` on every SIMD path: x86-avx512vnni,
     /// x86-avx2, arm64-neon-dotprod, arm64-neon; `.rows` on portable-c). Every path computes
     /// either layout, bit-identically; only the speed differs.

@@ -140,6 +140,11 @@ public final class Runner: @unchecked Sendable {
         return rows
     }
 
+    /// The most tokens a pass feeds the feed-forward matrices (the bulk of its work) in one
+    /// sweep of their weights (`Kernels.tokenTile`), nil when their cost has no such step.
+    /// Work that is optional, like suggest's speculative rows, stops there.
+    public var rowsPerSweep: Int? { weights.layers.first.flatMap { Kernels.tokenTile(for: $0.wUp) } }
+
     /// Whether `forward` lets `governor` choose between all threads and one per pass (on by
     /// default; off to measure the fixed thread count).
     public var adaptsThreads = true

@@ -162,6 +162,8 @@ static int test_paths(void) {
         slm_kernels_force(path);
         const char *pname = slm_kernels_path();
         int before = failed;
+        /* The token tile suggest caps its speculative rows at (Kernels.tokenTile). */
+        check(slm_kernels_token_tile() == (path == SLM_PATH_AVX512VNNI ? 8 : 4), "token tile");
         for (int type = 0; type < 3; type++)
             for (size_t ri = 0; ri < sizeof rows_set / sizeof *rows_set; ri++)
                 for (size_t ci = 0; ci < sizeof cols_set / sizeof *cols_set; ci++)

@@ -185,6 +185,29 @@ final class Tile16LayoutTests: XCTestCase {
         }
     }
 
+    /// The token tile each path's tile-driver kernels sweep a weight group with (suggest
+    /// caps its speculative rows per pass there): 4 on x86-avx2 and both NEON paths, 8 on
+    /// x86-avx512vnni; none on portable-c, and none for kernels that tile on their own (the
+    /// K-quants, Q5 in the row layout).
+    func testTokenTilePerPathAndLayout() throws {
+        var rng = TestRNG(seed: 9)
+        let q41 = try RandomMatrix(type: .q4_1, rows: 16, cols: 256, rng: &rng)
+        let q50 = try RandomMatrix(type: .q5_0, rows: 16, cols: 256, rng: &rng)
+        let q4k = try RandomMatrix(type: .q4_K, rows: 16, cols: 256, rng: &rng)
+        let q41t = Repacked(q41.matrix), q50t = Repacked(q50.matrix)
+        let expected = ["x86-avx2": 4, "x86-avx512vnni": 8, "arm64-neon": 4, "arm64-neon-dotprod": 4]
+        for path in supportedPaths() {
+            slm_kernels_force(path.id)
+            let tile = expected[path.name]
+            if path.name != "portable-c" { XCTAssertNotNil(tile, "a path this test does not know: \(path.name)") }
+            XCTAssertEqual(Kernels.tokenTile(for: q41.matrix), tile, path.name)
+            XCTAssertEqual(Kernels.tokenTile(for: q41t.matrix), tile, path.name)
+            XCTAssertEqual(Kernels.tokenTile(for: q50t.matrix), tile, path.name)
+            XCTAssertNil(Kernels.tokenTile(for: q50.matrix), path.name)
+            XCTAssertNil(Kernels.tokenTile(for: q4k.matrix), path.name)
+        }
+    }
+
     func testRepackIsThePermutationCopyRowUndoes() throws {
         var rng = TestRNG(seed: 5)
         for type in [WeightType.q4_1, .q4_0, .q8_0, .q5_0, .q5_1] {

@@ -45,6 +45,11 @@ enum {
 
 /* Name of the active path, e.g. "x86-avx512vnni", "arm64-neon-dotprod", "portable-c". */
 const char *slm_kernels_path(void);
+/* Tokens the active path's Q4_0/Q4_1/Q8_0 and tile16 matmuls serve per sweep of a weight
+ * group (its unpacked weights then meet that many tokens' activations in registers); a
+ * matmul over more tokens sweeps each group again per further tile, so its cost rises in
+ * steps. 0 where one sweep serves any count (portable-c). K-quant kernels tile on their own. */
+int slm_kernels_token_tile(void);
 /* Whether this CPU (and build) can run `path`. AUTO and PORTABLE are always supported. */
 int slm_kernels_supported(int path);
 /* Makes `path` active for the whole process if supported; returns 1 on success, 0 if not
