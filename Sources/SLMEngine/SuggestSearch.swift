@@ -137,7 +137,8 @@ extension Engine {
         // are the ones a search may never read, and a row past the sweep costs most. Measured
         // (x86-avx2, 2 threads): passes of 1/2/3/4/5 rows took 3.3/4.4/6.3/6.1-7.2/8.9 ms; at
         // n = 3 four rows instead of five took scripts/bench-keystroke's warm p95 from 28.0 to
-        // 22.7 ms (medians of 12 runs), with 5 more passes and 3 fewer tokens per sentence.
+        // 22.7 ms (medians of 12 runs), though the sentence takes 33 passes instead of 29
+        // (108 tokens instead of 107; SuggestKeystrokeTests).
         // Which rows a pass computes never changes a suggestion.
         let rowsPerPass = min(o.n + 2, runner.maxLogits, suggestRowsPerPassLimit ?? runner.rowsPerSweep ?? Int.max)
         suggestCaches.memo.begin(context: ids, room: maxSteps + rowsPerPass)
