@@ -23,8 +23,8 @@
  * tile runs all its groups in one pass, for independent chains. Numerics are the kernel's:
  * tiling decides which lanes compute a (row, token), never how. */
 
-/* The token tile, for slm_impl.token_tile: a pass of more tokens than this sweeps each
- * weight group again for the rest. */
+/* The token tile, for slm_impl.token_tile: any count up to it is one sweep of each weight
+ * group (one tile); a pass of more tokens sweeps each group again for the rest. */
 enum { FN(token_tile) = SLM_TD_TMAX };
 
 /* SLM_TD_TOKENWISE(type), optional: nonzero where an ISA's one-token whole-tile kernel costs
@@ -46,7 +46,13 @@ static SLM_ALWAYS_INLINE void FN(matmul)(int type, const void *w, ptrdiff_t row_
         ptrdiff_t t = 0;
         for (; t + SLM_TD_TMAX <= x->tokens; t += SLM_TD_TMAX) FN(tile)(type, SLM_TD_TMAX, w0, row_bytes, nvalid, x, t, yr, ys);
 #if SLM_TD_TMAX > 4
-        if (x->tokens - t >= 4) { FN(tile)(type, 4, w0, row_bytes, nvalid, x, t, yr, ys); t += 4; }
+        switch (x->tokens - t) {
+        case 7: FN(tile)(type, 7, w0, row_bytes, nvalid, x, t, yr, ys); t += 7; break;
+        case 6: FN(tile)(type, 6, w0, row_bytes, nvalid, x, t, yr, ys); t += 6; break;
+        case 5: FN(tile)(type, 5, w0, row_bytes, nvalid, x, t, yr, ys); t += 5; break;
+        case 4: FN(tile)(type, 4, w0, row_bytes, nvalid, x, t, yr, ys); t += 4; break;
+        default: break;
+        }
 #endif
         if (x->tokens - t == 3) { FN(tile)(type, 3, w0, row_bytes, nvalid, x, t, yr, ys); t += 3; }
         if (x->tokens - t >= 2) { FN(tile)(type, 2, w0, row_bytes, nvalid, x, t, yr, ys); t += 2; }
@@ -72,13 +78,21 @@ static void FN(matmul_kq)(int wt, const void *w, ptrdiff_t rb, ptrdiff_t r0, ptr
 /* A remainder of 3 tokens runs as one tile, here and in FN(matmul): as 2 + 1 each group's
  * block was unpacked twice and the 1-token tile shared nothing (1536x576 Q4_1, 3 tokens:
  * AVX2 82 -> 98 GMAC/s; cortex-a72 427 -> 371, cortex-a76 265 -> 203 instructions per 1000
- * MACs). Suggest passes of 3 rows, 3 clients decoding and prompts of 4k + 3 tokens. */
+ * MACs). Suggest passes of 3 rows, 3 clients decoding and prompts of 4k + 3 tokens. Where
+ * the ISA holds 8 tokens, any remainder of 4 to 7 is one tile as well (AVX-512, 5 tokens:
+ * 154-156 -> 167-168 GMAC/s), so every count up to the token tile is one sweep. */
 static SLM_ALWAYS_INLINE void FN(td_tokens)(int type, const uint8_t *tile, int g, int lo, int hi, const slm_q8_acts *x,
                                             float *y, ptrdiff_t ys) {
     ptrdiff_t t = 0;
     for (; t + SLM_TD_TMAX <= x->tokens; t += SLM_TD_TMAX) FN(t16_tile)(type, SLM_TD_TMAX, 1, tile, g, lo, hi, x, t, y, ys);
 #if SLM_TD_TMAX > 4
-    if (x->tokens - t >= 4) { FN(t16_tile)(type, 4, 1, tile, g, lo, hi, x, t, y, ys); t += 4; }
+    switch (x->tokens - t) {
+    case 7: FN(t16_tile)(type, 7, 1, tile, g, lo, hi, x, t, y, ys); t += 7; break;
+    case 6: FN(t16_tile)(type, 6, 1, tile, g, lo, hi, x, t, y, ys); t += 6; break;
+    case 5: FN(t16_tile)(type, 5, 1, tile, g, lo, hi, x, t, y, ys); t += 5; break;
+    case 4: FN(t16_tile)(type, 4, 1, tile, g, lo, hi, x, t, y, ys); t += 4; break;
+    default: break;
+    }
 #endif
     if (x->tokens - t == 3) { FN(t16_tile)(type, 3, 1, tile, g, lo, hi, x, t, y, ys); t += 3; }
     if (x->tokens - t >= 2) { FN(t16_tile)(type, 2, 1, tile, g, lo, hi, x, t, y, ys); t += 2; }

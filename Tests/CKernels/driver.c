@@ -156,7 +156,7 @@ static void check(int ok, const char *what) {
 static int test_paths(void) {
     static const int rows_set[] = {1, 3, 7, 8, 9, 13, 16, 17, 33, 48, 70};
     static const int cols_set[] = {32, 64, 96, 576};
-    static const int tok_set[] = {1, 2, 3, 4, 5, 7, 8, 17};
+    static const int tok_set[] = {1, 2, 3, 4, 5, 6, 7, 8, 17};
     for (int path = SLM_PATH_PORTABLE + 1; path < SLM_PATH_COUNT; path++) {
         if (!slm_kernels_supported(path)) continue;
         slm_kernels_force(path);

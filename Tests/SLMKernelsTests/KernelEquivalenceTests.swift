@@ -25,7 +25,7 @@ final class KernelEquivalenceTests: XCTestCase {
     func testQuantizedMatmulBitIdenticalOnEveryPath() throws {
         let shapes: [(rows: Int, cols: Int)] = [(1, 32), (3, 64), (7, 96), (9, 32), (13, 576), (17, 160), (33, 64), (70, 128)]
         try assertMatmulBitIdenticalOnEveryPath(types: [.q4_1, .q4_0, .q8_0], shapes: { _ in shapes },
-                                                tokenCounts: [1, 2, 3, 5, 7, 8, 17], seed: 42)
+                                                tokenCounts: [1, 2, 3, 5, 6, 7, 8, 17], seed: 42)
     }
 
     /// Batching must not change a token's result: row t of a batch equals that token alone.
