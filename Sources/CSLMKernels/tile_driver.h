@@ -34,6 +34,35 @@ enum { FN(token_tile) = SLM_TD_TMAX };
 #define SLM_TD_TOKENWISE(type) 0
 #endif
 
+/* The token tiling both layouts run: whole SLM_TD_TMAX-token tiles, then the remainder as
+ * one tile. CALL(T, t) runs one tile of T tokens from t; T is a literal at every call, so
+ * each T is its own unrolled copy of the kernel. A remainder of 3 was once 2 + 1: each
+ * group's block was unpacked twice and the 1-token tile shared nothing (1536x576 Q4_1, 3
+ * tokens: AVX2 82 -> 98 GMAC/s; cortex-a72 427 -> 371, cortex-a76 265 -> 203 instructions per
+ * 1000 MACs), and 5 was 4 + 1 on AVX-512 (154-156 -> 167-168 GMAC/s). So every count up to
+ * the token tile is one sweep. */
+#define SLM_TD_TOKEN_TILES(CALL)                                                        \
+    do {                                                                                \
+        ptrdiff_t t_ = 0;                                                               \
+        for (; t_ + SLM_TD_TMAX <= x->tokens; t_ += SLM_TD_TMAX) CALL(SLM_TD_TMAX, t_); \
+        switch (x->tokens - t_) {                                                       \
+        SLM_TD_WIDE_REMAINDERS(CALL)                                                    \
+        case 3: CALL(3, t_); break;                                                     \
+        case 2: CALL(2, t_); break;                                                     \
+        case 1: CALL(1, t_); break;                                                     \
+        default: break;                                                                 \
+        }                                                                               \
+    } while (0)
+#if SLM_TD_TMAX > 4
+#define SLM_TD_WIDE_REMAINDERS(CALL) \
+    case 7: CALL(7, t_); break;      \
+    case 6: CALL(6, t_); break;      \
+    case 5: CALL(5, t_); break;      \
+    case 4: CALL(4, t_); break;
+#else
+#define SLM_TD_WIDE_REMAINDERS(CALL)
+#endif
+
 /* Row layout: groups of SLM_TD_GROUP rows, each against all tokens a token tile at a time.
  * Rows past the end of the range are the kernel's business (it repeats the last row and
  * does not store it). */
@@ -43,20 +72,9 @@ static SLM_ALWAYS_INLINE void FN(matmul)(int type, const void *w, ptrdiff_t row_
         const int nvalid = (int)(r_end - r0 < SLM_TD_GROUP ? r_end - r0 : SLM_TD_GROUP);
         const uint8_t *w0 = (const uint8_t *)w + r0 * row_bytes;
         float *yr = y + r0;
-        ptrdiff_t t = 0;
-        for (; t + SLM_TD_TMAX <= x->tokens; t += SLM_TD_TMAX) FN(tile)(type, SLM_TD_TMAX, w0, row_bytes, nvalid, x, t, yr, ys);
-#if SLM_TD_TMAX > 4
-        switch (x->tokens - t) {
-        case 7: FN(tile)(type, 7, w0, row_bytes, nvalid, x, t, yr, ys); t += 7; break;
-        case 6: FN(tile)(type, 6, w0, row_bytes, nvalid, x, t, yr, ys); t += 6; break;
-        case 5: FN(tile)(type, 5, w0, row_bytes, nvalid, x, t, yr, ys); t += 5; break;
-        case 4: FN(tile)(type, 4, w0, row_bytes, nvalid, x, t, yr, ys); t += 4; break;
-        default: break;
-        }
-#endif
-        if (x->tokens - t == 3) { FN(tile)(type, 3, w0, row_bytes, nvalid, x, t, yr, ys); t += 3; }
-        if (x->tokens - t >= 2) { FN(tile)(type, 2, w0, row_bytes, nvalid, x, t, yr, ys); t += 2; }
-        if (x->tokens - t == 1) FN(tile)(type, 1, w0, row_bytes, nvalid, x, t, yr, ys);
+#define SLM_TD_ROW_TILE(T, t) FN(tile)(type, T, w0, row_bytes, nvalid, x, t, yr, ys)
+        SLM_TD_TOKEN_TILES(SLM_TD_ROW_TILE);
+#undef SLM_TD_ROW_TILE
     }
 }
 
@@ -75,28 +93,11 @@ static void FN(q8_0)(const void *w, ptrdiff_t rb, ptrdiff_t r0, ptrdiff_t r1, co
 static void FN(matmul_kq)(int wt, const void *w, ptrdiff_t rb, ptrdiff_t r0, ptrdiff_t r1, const slm_q8_acts *x,
                           float *y, ptrdiff_t ys);
 
-/* A remainder of 3 tokens runs as one tile, here and in FN(matmul): as 2 + 1 each group's
- * block was unpacked twice and the 1-token tile shared nothing (1536x576 Q4_1, 3 tokens:
- * AVX2 82 -> 98 GMAC/s; cortex-a72 427 -> 371, cortex-a76 265 -> 203 instructions per 1000
- * MACs). Suggest passes of 3 rows, 3 clients decoding and prompts of 4k + 3 tokens. Where
- * the ISA holds 8 tokens, any remainder of 4 to 7 is one tile as well (AVX-512, 5 tokens:
- * 154-156 -> 167-168 GMAC/s), so every count up to the token tile is one sweep. */
 static SLM_ALWAYS_INLINE void FN(td_tokens)(int type, const uint8_t *tile, int g, int lo, int hi, const slm_q8_acts *x,
                                             float *y, ptrdiff_t ys) {
-    ptrdiff_t t = 0;
-    for (; t + SLM_TD_TMAX <= x->tokens; t += SLM_TD_TMAX) FN(t16_tile)(type, SLM_TD_TMAX, 1, tile, g, lo, hi, x, t, y, ys);
-#if SLM_TD_TMAX > 4
-    switch (x->tokens - t) {
-    case 7: FN(t16_tile)(type, 7, 1, tile, g, lo, hi, x, t, y, ys); t += 7; break;
-    case 6: FN(t16_tile)(type, 6, 1, tile, g, lo, hi, x, t, y, ys); t += 6; break;
-    case 5: FN(t16_tile)(type, 5, 1, tile, g, lo, hi, x, t, y, ys); t += 5; break;
-    case 4: FN(t16_tile)(type, 4, 1, tile, g, lo, hi, x, t, y, ys); t += 4; break;
-    default: break;
-    }
-#endif
-    if (x->tokens - t == 3) { FN(t16_tile)(type, 3, 1, tile, g, lo, hi, x, t, y, ys); t += 3; }
-    if (x->tokens - t >= 2) { FN(t16_tile)(type, 2, 1, tile, g, lo, hi, x, t, y, ys); t += 2; }
-    if (x->tokens - t == 1) FN(t16_tile)(type, 1, 1, tile, g, lo, hi, x, t, y, ys);
+#define SLM_TD_T16_TILE(T, t) FN(t16_tile)(type, T, 1, tile, g, lo, hi, x, t, y, ys)
+    SLM_TD_TOKEN_TILES(SLM_TD_T16_TILE);
+#undef SLM_TD_T16_TILE
 }
 
 static SLM_ALWAYS_INLINE void FN(td_matmul)(int type, const void *w, ptrdiff_t row_bytes, ptrdiff_t rows,
@@ -138,3 +139,6 @@ static void FN(matmul_tile16)(int type, const void *w, ptrdiff_t rb, ptrdiff_t r
     default: FN(td_matmul)(SLM_T_Q8_0, w, rb, rows, r0, r1, x, y, ys); break;
     }
 }
+
+#undef SLM_TD_TOKEN_TILES
+#undef SLM_TD_WIDE_REMAINDERS

@@ -49,8 +49,8 @@ public enum Kernels {
     /// portable-c, and the K-quant and row-layout Q5 kernels (which tile 32 tokens alone).
     public static func tokenTile(for w: WeightMatrix) -> Int? {
         let tile = Int(slm_kernels_token_tile())
+        guard tile > 0 else { return nil }
         switch (w.layout, w.type) {
-        case (_, _) where tile <= 0: return nil
         case (.tile16, _), (.rows, .q4_0), (.rows, .q4_1), (.rows, .q8_0): return tile
         default: return nil
         }
