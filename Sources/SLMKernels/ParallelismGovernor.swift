@@ -17,9 +17,15 @@ import Darwin
 ///
 /// All threads is the default. Only when the pool reports that the caller is stalling on
 /// descheduled workers (a sizeable share of a pass spent waiting for a chunk another thread
-/// claimed) does it time a pass on one thread; it then keeps the faster mode and re-tests the
+/// claimed) does it time passes on one thread; it then keeps the faster mode and re-tests the
 /// other now and then, less often while the tests confirm the choice. On idle cores nothing
 /// stalls and no pass ever runs solo.
+///
+/// A test is `probeLength` passes, judged by their mean. Under contention parallel passes are
+/// bimodal (measured: one-token steps at 2 threads beside a niced hog, 3 ms when no thread was
+/// descheduled, 5–9 ms when one was, against 3.6 ms solo), so a test of one pass that happened
+/// to dodge the hog switched back to parallel every other test, and the step averaged the
+/// slower mode's time half the time.
 ///
 /// It only chooses which threads compute the chunks. Chunk boundaries and every kernel's
 /// accumulation order stay the same, so the choice never changes a result.
@@ -33,6 +39,8 @@ public struct ParallelismGovernor: Sendable {
     static let firstProbeInterval = 8
     /// ...doubling while the tests confirm the current mode, up to this.
     static let maxProbeInterval = 256
+    /// Passes of the other mode in one test, whose mean decides.
+    static let probeLength = 4
     /// Weight of the newest pass in the running averages.
     static let smoothing = 0.25
 
@@ -44,6 +52,9 @@ public struct ParallelismGovernor: Sendable {
         var solo = false
         var passesSinceProbe = 0
         var probeInterval = ParallelismGovernor.firstProbeInterval
+        /// Passes of the test under way (0: none) and the sum of their seconds per token.
+        var probePasses = 0
+        var probeSum = 0.0
     }
 
     var buckets = [Bucket](repeating: Bucket(), count: bucketLimits.count)
@@ -60,6 +71,7 @@ public struct ParallelismGovernor: Sendable {
     /// Whether the next pass of `tokens` tokens should run on the calling thread alone.
     public func shouldRunSolo(tokens: Int) -> Bool {
         let b = buckets[Self.bucket(tokens: tokens)]
+        if b.probePasses > 0 { return !b.solo }  // a test under way runs to its end
         let due = b.passesSinceProbe >= b.probeInterval
         if b.solo { return !due }
         // In parallel mode, test solo only when stalls say it might help.
@@ -83,11 +95,20 @@ public struct ParallelismGovernor: Sendable {
         if solo == b.solo {
             b.passesSinceProbe += 1
         } else {
-            // A test of the other mode: switch if it was faster, then test again soon; else
-            // stay and test less often.
-            b.passesSinceProbe = 0
+            b.probePasses += 1
+            b.probeSum += sample
+        }
+        if b.probePasses >= Self.probeLength {
+            // A test of the other mode ended: switch if it was faster on average, then test
+            // again soon; else stay and test less often. Its mean, fresh, replaces the other
+            // mode's older average.
+            let mean = b.probeSum / Double(b.probePasses)
             let current = b.perToken[b.solo ? 1 : 0] ?? .infinity
-            if sample < current {
+            b.perToken[m] = mean
+            b.probePasses = 0
+            b.probeSum = 0
+            b.passesSinceProbe = 0
+            if mean < current {
                 b.solo = solo
                 b.probeInterval = Self.firstProbeInterval
             } else {
