@@ -29,9 +29,10 @@ public final class ThreadPool: @unchecked Sendable {
     /// Most threads that execute a region (the caller included): the configured cap.
     public let threadCount: Int
 
-    /// Chunks per thread a region is cut into by `parallelFor`: enough that a late or
-    /// preempted thread leaves the rest to others, few enough that claiming (one atomic add
-    /// each) stays negligible beside a chunk's work.
+    /// Chunks per thread a region is cut into by `parallelFor`, or its first half when the
+    /// chunks taper (see `chunk`): enough that a late or preempted thread leaves the rest to
+    /// others, few enough that claiming (one atomic add each) stays negligible beside a
+    /// chunk's work.
     public static let chunksPerThread = 4
 
     // Workers hold only `shared`, never the pool: a worker calling a method on the pool
@@ -159,34 +160,78 @@ public final class ThreadPool: @unchecked Sendable {
         }
     }
 
-    /// Cuts `0..<count` into contiguous chunks of whole `granule`s (the last may be short),
-    /// at most `chunksPerThread` per thread, and runs `body(thread, range)` once per chunk.
-    /// The chunk boundaries depend on `count`, `granule` and `threadCount` only, never on
-    /// timing.
-    public func parallelFor(_ count: Int, granule: Int = 1,
+    /// Cuts `0..<count` into contiguous chunks of whole `granule`s (the last may be short) and
+    /// runs `body(thread, range)` once per chunk: equal chunks, or with `taper` large first
+    /// and finer towards the end (`chunk`). The chunk boundaries depend on `count`, `granule`,
+    /// `taper` and `threadCount` only, never on timing.
+    public func parallelFor(_ count: Int, granule: Int = 1, taper: Bool = false,
                             _ body: (_ thread: Int, _ range: Range<Int>) -> Void) {
-        let g = max(1, granule)
-        let parts = chunkCount(count, granule: g)
-        run(chunks: parts) { t, c in
-            let r = Self.chunk(count, part: c, of: parts, granule: g)
+        let g = max(1, granule), p = threadCount
+        run(chunks: Self.chunkCount(count, granule: g, threads: p, taper: taper)) { t, c in
+            let r = Self.chunk(count, part: c, threads: p, granule: g, taper: taper)
             if !r.isEmpty { body(t, r) }
         }
     }
 
-    /// How many chunks `parallelFor` cuts `count` items of `granule` into.
-    public func chunkCount(_ count: Int, granule: Int = 1) -> Int {
-        guard count > 0 else { return 0 }
-        let g = max(1, granule)
-        let units = count / g + (count % g == 0 ? 0 : 1)
-        return threadCount == 1 ? 1 : min(units, threadCount * Self.chunksPerThread)
+    /// How many chunks `parallelFor` cuts `count` items of `granule` into on this pool.
+    public func chunkCount(_ count: Int, granule: Int = 1, taper: Bool = false) -> Int {
+        Self.chunkCount(count, granule: max(1, granule), threads: threadCount, taper: taper)
     }
 
-    /// The `part`-th of `parts` near-equal contiguous chunks of `0..<count`.
-    public static func chunk(_ count: Int, part: Int, of parts: Int, granule: Int = 1) -> Range<Int> {
+    /// How many chunks `count` items of `granule` are cut into for `threads` threads.
+    public static func chunkCount(_ count: Int, granule: Int, threads: Int, taper: Bool) -> Int {
+        guard count > 0 else { return 0 }
+        guard threads > 1 else { return 1 }
         let units = (count + granule - 1) / granule
-        let lo = units * part / parts * granule
-        let hi = min(count, units * (part + 1) / parts * granule)
-        return min(lo, count)..<hi
+        guard taper else { return min(units, threads * chunksPerThread) }
+        var n = 0
+        forEachLevel(units, threads: threads) { _, _, parts in n += parts; return false }
+        return n
+    }
+
+    /// The `part`-th chunk of `0..<count` for `threads` threads, in whole `granule`s.
+    ///
+    /// Without `taper`, `chunksPerThread` near-equal chunks per thread. Threads claim chunks
+    /// until none is left, then the region waits for the last one still computing: with
+    /// equal chunks that wait averaged half a chunk, 8-10% of a 2-thread pass (measured on
+    /// x86-avx2: 5.6 ms of a 65.6 ms 64-token pass, 0.28 of a 3.3 ms decode step). With
+    /// `taper`, the first half of the units is cut into `chunksPerThread / 2` chunks per
+    /// thread and each following level takes half of what is left in one chunk per thread,
+    /// down to single units, so the region ends on small chunks. That pays for regions of
+    /// many tokens (alternating runs, 2 threads: 16- and 64-token prompts +3% and +6%) and
+    /// not for one-token steps, whose chunks are already ~2 µs (tg -4.5%).
+    public static func chunk(_ count: Int, part: Int, threads: Int, granule: Int = 1, taper: Bool = false) -> Range<Int> {
+        guard threads > 1 else { return 0..<count }
+        let units = (count + granule - 1) / granule
+        guard taper else {
+            let parts = min(units, threads * chunksPerThread)
+            let lo = units * part / parts * granule
+            return min(lo, count)..<min(count, units * (part + 1) / parts * granule)
+        }
+        var range = count..<count
+        var c = part
+        forEachLevel(units, threads: threads) { lo, size, parts in
+            guard c < parts else { c -= parts; return false }
+            let a = (lo + size * c / parts) * granule, b = (lo + size * (c + 1) / parts) * granule
+            range = min(a, count)..<min(b, count)
+            return true
+        }
+        return range
+    }
+
+    /// Calls `body(firstUnit, units, parts)` for each level of `units` units cut for
+    /// `threads` threads, in order, until it returns true.
+    @inline(__always)
+    private static func forEachLevel(_ units: Int, threads p: Int, _ body: (Int, Int, Int) -> Bool) {
+        var lo = 0, left = units
+        var perLevel = chunksPerThread / 2 * p
+        while left > 0 {
+            let size = left - left / 2
+            if body(lo, size, min(perLevel, size)) { return }
+            lo += size
+            left -= size
+            perLevel = p
+        }
     }
 
     /// State shared by the caller of `run` and the workers.

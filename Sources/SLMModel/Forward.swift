@@ -145,6 +145,13 @@ public final class Runner: @unchecked Sendable {
     /// Work that is optional, like suggest's speculative rows, stops there.
     public var rowsPerSweep: Int? { weights.layers.first.flatMap { Kernels.tokenTile(for: $0.wUp) } }
 
+    /// Passes of at least this many tokens cut their matmul and attention regions into
+    /// tapering chunks (`ThreadPool.chunk`). Alternating runs at 2 threads on x86-avx2,
+    /// tapered against equal chunks: passes of 2 / 4 / 8 / 16 / 64 tokens -10% / -4% / +2% /
+    /// +3% / +3%, one-token steps -8%: below this the extra claims cost more than the shorter
+    /// end-of-region wait saves.
+    static let taperFromTokens = 8
+
     /// Whether `forward` lets `governor` choose between all threads and one per pass (on by
     /// default; off to measure the fixed thread count).
     public var adaptsThreads = true
@@ -209,7 +216,7 @@ public final class Runner: @unchecked Sendable {
             let scale = 1 / Float(D).squareRoot()
             act.reset(tokens: B, cols: QD)
             // Chunks of (token, head) items; `t` is the thread that claimed one, for its scratch.
-            pool.parallelFor(B * H) { t, work in
+            pool.parallelFor(B * H, taper: B >= Self.taperFromTokens) { t, work in
                 let qr = self.qh + t * D
                 for item in work {
                     let b = item / H, h = item % H
@@ -312,7 +319,7 @@ public final class Runner: @unchecked Sendable {
         let act = self.act, act2 = self.act2
         act2.reset(tokens: B, cols: F)
         let granule = F % QK == 0 ? QK : F
-        pool.parallelFor(F, granule: granule) { _, r in
+        pool.parallelFor(F, granule: granule, taper: B >= Self.taperFromTokens) { _, r in
             @inline(__always) func mul(_ w: WeightMatrix, _ y: UnsafeMutablePointer<Float>) {
                 if w.type.usesQuantizedActivations {
                     Kernels.matmul(w, act, rows: r, y: y, yStride: F)
@@ -373,7 +380,7 @@ public final class Runner: @unchecked Sendable {
             }
         }
         // Granule of 16 rows keeps each chunk on whole cache lines of output.
-        pool.parallelFor(total, granule: 16) { _, r in
+        pool.parallelFor(total, granule: 16, taper: B >= Self.taperFromTokens) { _, r in
             run(p0, max(r.lowerBound, 0), min(r.upperBound, n0))
             if let addInto {
                 let lo = max(r.lowerBound, 0), hi = min(r.upperBound, n0)

@@ -55,39 +55,72 @@ final class ThreadPoolTests: XCTestCase {
 
     func testChunksPartition() {
         for count in [0, 1, 5, 63, 64, 1000, 1537] {
-            for parts in 1...5 {
+            for threads in 1...5 {
                 for granule in [1, 4, 16] {
-                    var next = 0
-                    for p in 0..<parts {
-                        let r = ThreadPool.chunk(count, part: p, of: parts, granule: granule)
-                        XCTAssertEqual(r.lowerBound, next, "count \(count) parts \(parts) granule \(granule)")
-                        if !r.isEmpty && r.upperBound != count { XCTAssertEqual(r.upperBound % granule, 0) }
-                        next = max(next, r.upperBound)
+                    for taper in [false, true] {
+                        let parts = ThreadPool.chunkCount(count, granule: granule, threads: threads, taper: taper)
+                        let sizes = checkPartition(count, parts: parts, threads: threads, granule: granule, taper: taper)
+                        let units = (count + granule - 1) / granule
+                        guard threads > 1, units > 1 else { XCTAssertEqual(parts, min(1, count)); continue }
+                        guard taper else {
+                            XCTAssertEqual(parts, min(units, threads * ThreadPool.chunksPerThread))
+                            continue
+                        }
+                        // Few claims: chunksPerThread/2 per thread for the first half, then one
+                        // level of one chunk per thread per halving.
+                        let levels = units.bitWidth - units.leadingZeroBitCount
+                        XCTAssertLessThanOrEqual(parts, threads * (ThreadPool.chunksPerThread / 2 + levels))
+                        // The region ends on a single unit; the first chunks are the largest (to a
+                        // unit of rounding).
+                        XCTAssertLessThanOrEqual(sizes.last!, granule)
+                        XCTAssertLessThanOrEqual(sizes.max()!, sizes.first! + granule, "count \(count) threads \(threads) granule \(granule)")
                     }
-                    XCTAssertEqual(next, count)
                 }
             }
         }
+        // The shape for a 576-row matrix in 16-row granules on 2 threads.
+        XCTAssertEqual((0..<ThreadPool.chunkCount(576, granule: 16, threads: 2, taper: true)).map {
+            ThreadPool.chunk(576, part: $0, threads: 2, granule: 16, taper: true).count / 16 }, [4, 5, 4, 5, 4, 5, 2, 3, 1, 1, 1, 1])
+    }
+
+    /// Checks that the chunks tile `0..<count` in order, none empty, each ending on a granule
+    /// (but the last); returns their sizes.
+    private func checkPartition(_ count: Int, parts: Int, threads: Int, granule: Int, taper: Bool,
+                                file: StaticString = #filePath, line: UInt = #line) -> [Int] {
+        var next = 0
+        var sizes: [Int] = []
+        for p in 0..<parts {
+            let r = ThreadPool.chunk(count, part: p, threads: threads, granule: granule, taper: taper)
+            XCTAssertEqual(r.lowerBound, next, "count \(count) threads \(threads) granule \(granule) taper \(taper)",
+                           file: file, line: line)
+            XCTAssertFalse(r.isEmpty, "no chunk is empty", file: file, line: line)
+            if r.upperBound != count { XCTAssertEqual(r.upperBound % granule, 0, file: file, line: line) }
+            next = max(next, r.upperBound)
+            sizes.append(r.count)
+        }
+        XCTAssertEqual(next, count, file: file, line: line)
+        return sizes
     }
 
     func testParallelForCoversEveryIndexOnce() {
         let pool = ThreadPool(threads: 3)
-        for count in [0, 1, 2, 7, 100, 4097] {
-            let ranges = Mutex<[Range<Int>]>([])
-            let badThread = Atomic<Int>(0)
-            pool.parallelFor(count, granule: 4) { t, range in
-                if t < 0 || t >= pool.threadCount { badThread.add(1, ordering: .relaxed) }
-                ranges.withLock { $0.append(range) }
+        for taper in [false, true] {
+            for count in [0, 1, 2, 7, 100, 4097] {
+                let ranges = Mutex<[Range<Int>]>([])
+                let badThread = Atomic<Int>(0)
+                pool.parallelFor(count, granule: 4, taper: taper) { t, range in
+                    if t < 0 || t >= pool.threadCount { badThread.add(1, ordering: .relaxed) }
+                    ranges.withLock { $0.append(range) }
+                }
+                var hits = [Int](repeating: 0, count: count)
+                for r in ranges.withLock({ $0 }) {
+                    for i in r { hits[i] += 1 }
+                    if r.upperBound != count { XCTAssertEqual(r.upperBound % 4, 0, "chunk \(r) of \(count)") }
+                }
+                XCTAssertTrue(hits.allSatisfy { $0 == 1 }, "count \(count) taper \(taper)")
+                XCTAssertEqual(ranges.withLock { $0.count }, pool.chunkCount(count, granule: 4, taper: taper))
+                XCTAssertEqual(badThread.load(ordering: .relaxed), 0)
             }
-            var hits = [Int](repeating: 0, count: count)
-            for r in ranges.withLock({ $0 }) {
-                for i in r { hits[i] += 1 }
-                if r.upperBound != count { XCTAssertEqual(r.upperBound % 4, 0, "chunk \(r) of \(count)") }
-            }
-            XCTAssertTrue(hits.allSatisfy { $0 == 1 }, "count \(count)")
-            XCTAssertEqual(ranges.withLock { $0.count }, pool.chunkCount(count, granule: 4))
-            XCTAssertLessThanOrEqual(ranges.withLock { $0.count }, pool.threadCount * ThreadPool.chunksPerThread)
-            XCTAssertEqual(badThread.load(ordering: .relaxed), 0)
         }
     }
 
@@ -179,7 +212,7 @@ final class ThreadPoolTests: XCTestCase {
         let chunks = seen.withLock { $0 }
         XCTAssertTrue(chunks.allSatisfy { $0.0 == 0 })
         XCTAssertEqual(chunks.count, pool.chunkCount(1000, granule: 4))
-        XCTAssertEqual(chunks.map(\.1), (0..<chunks.count).map { ThreadPool.chunk(1000, part: $0, of: chunks.count, granule: 4) })
+        XCTAssertEqual(chunks.map(\.1), (0..<chunks.count).map { ThreadPool.chunk(1000, part: $0, threads: 3, granule: 4) })
         XCTAssertEqual(pool.stallSeconds, 0)
         pool.runsSolo = false
         let after = Mutex<Set<Int>>([])
