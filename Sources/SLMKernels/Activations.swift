@@ -29,14 +29,10 @@ public final class Q8Activations: @unchecked Sendable {
         self.capacityTokens = capacityTokens
         self.capacityCols = capacityCols
         let blocks = capacityTokens * capacityCols / QK
-        qs = .allocate(capacity: capacityTokens * capacityCols)
-        d = .allocate(capacity: blocks)
-        s = .allocate(capacity: blocks)
-        isum = .allocate(capacity: blocks)
-        qs.initialize(repeating: 0, count: capacityTokens * capacityCols)
-        d.initialize(repeating: 0, count: blocks)
-        s.initialize(repeating: 0, count: blocks)
-        isum.initialize(repeating: 0, count: blocks)
+        qs = ThreadPool.allocateChunked(Int8.self, count: capacityTokens * capacityCols, zero: 0)
+        d = ThreadPool.allocateChunked(Float.self, count: blocks, zero: 0)
+        s = ThreadPool.allocateChunked(Float.self, count: blocks, zero: 0)
+        isum = ThreadPool.allocateChunked(Int32.self, count: blocks, zero: 0)
     }
 
     deinit {

@@ -66,9 +66,7 @@ public final class Runner: @unchecked Sendable {
         var total = 0
         func buffer(_ n: Int) -> UnsafeMutablePointer<Float> {
             total += n * 4
-            let p = UnsafeMutablePointer<Float>.allocate(capacity: n)
-            p.initialize(repeating: 0, count: n)
-            return p
+            return ThreadPool.allocateChunked(Float.self, count: n, zero: 0)
         }
         x = buffer(B * E); xb = buffer(B * E); q = buffer(B * QD); k = buffer(B * KV); v = buffer(B * KV)
         att = buffer(B * QD); gate = buffer(B * F); up = buffer(B * F); logitsBuffer = buffer(self.maxLogits * V)

@@ -102,6 +102,21 @@ final class ThreadPoolTests: XCTestCase {
         return sizes
     }
 
+    /// Buffers that chunks write side by side start on a cache line, whatever malloc does
+    /// with their size (small ones from the heap, large ones mmapped).
+    func testChunkedBuffersStartOnACacheLine() {
+        for count in [1, 3, 100, 4097, 1 << 20] {
+            let p = ThreadPool.allocateChunked(Float.self, count: count, zero: 0)
+            defer { p.deallocate() }
+            XCTAssertEqual(Int(bitPattern: p) % ThreadPool.cacheLine, 0, "\(count) floats")
+            XCTAssertTrue(UnsafeBufferPointer(start: p, count: count).allSatisfy { $0 == 0 })
+        }
+        let a = Q8Activations(capacityTokens: 64, capacityCols: 1536)
+        for p in [UnsafeRawPointer(a.qs), UnsafeRawPointer(a.d), UnsafeRawPointer(a.s), UnsafeRawPointer(a.isum)] {
+            XCTAssertEqual(Int(bitPattern: p) % ThreadPool.cacheLine, 0)
+        }
+    }
+
     func testParallelForCoversEveryIndexOnce() {
         let pool = ThreadPool(threads: 3)
         for taper in [false, true] {
