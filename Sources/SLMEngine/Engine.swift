@@ -53,6 +53,10 @@ public final class Engine: @unchecked Sendable {
     /// Non-control token ids sorted by their bytes: the tokens that start with given bytes
     /// are one contiguous range, found by binary search (token healing, suggest candidates).
     let tokensByBytes: [Int32]
+    /// `tokensByBytes` without the tokens that start with a space: the first tokens a
+    /// suggestion may start with when nothing of a word is typed (most of the vocabulary,
+    /// scanned at such keystrokes: without entries to skip or traits to look up).
+    let tokensNotStartingWithSpace: [Int32]
     /// Per token, what the suggest search checks for every child it looks at (see
     /// `TokenTraits`), so a step reads two bytes instead of the token's text.
     let tokenTraits: [TokenTraits]
@@ -175,6 +179,8 @@ public final class Engine: @unchecked Sendable {
             TokenTraits(tb[Int($0)], special: tokenizer.isControl($0) || tokenizer.isEOG($0))
         }
         wordEndMask = tokenTraits.map { $0.continuesWord ? 0 : 1 }
+        let traits = tokenTraits
+        tokensNotStartingWithSpace = tokensByBytes.filter { !traits[Int($0)].startsWithSpace }
         let eot = tokenizer.encode("<|endoftext|>", parseSpecial: true)
         documentStart = eot.count == 1 && tokenizer.isControl(eot[0]) ? eot[0] : (tokenizer.bosID ?? tokenizer.eosID)
         shared.memory = MemoryLedger(capacity: kvBudget)
