@@ -27,13 +27,16 @@ public enum LogitStats {
         let n = l.count, v = n / 16 * 16
         var a = F8(repeating: -.infinity), b = a
         var i = 0
-        // Two accumulators: independent max chains keep both vector ports busy.
+        // Two accumulators: independent max chains keep both vector ports busy. Compare
+        // and blend, not pointwiseMax: that stayed an out-of-line lane-by-lane call (25.6 µs
+        // for a 49,152-logit row, most of it). A NaN never wins, as with pointwiseMax.
         while i < v {
-            a = pointwiseMax(a, load(base + i))
-            b = pointwiseMax(b, load(base + i + 8))
+            let x = load(base + i), y = load(base + i + 8)
+            a = a.replacing(with: x, where: x .> a)
+            b = b.replacing(with: y, where: y .> b)
             i += 16
         }
-        var m = pointwiseMax(a, b).max()
+        var m = a.replacing(with: b, where: b .> a).max()
         while i < n { m = max(m, base[i]); i += 1 }
         return m
     }
