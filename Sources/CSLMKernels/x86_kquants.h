@@ -131,16 +131,13 @@ static SLM_ALWAYS_INLINE void FN(kq_tile)(int wt, int T, const uint8_t *w0, ptrd
                 if (k45) {
                     a0[i] = scm[i][j];
                     a1[i] = scm[i][8 + j];
-                    s16[i] = late_sc ? _mm256_set1_epi16(1) : _mm256_set1_epi16((short)a0[i]);
                 } else if (wt == SLM_WTYPE_Q6_K) {
                     /* Its two scales multiply the reduced half sums below (AVX2 one token
                      * 12.0 -> 12.9 GMAC/s, VNNI 11.9 -> 17.6), with the -32 offsets folded in. */
                     a0[i] = (int8_t)scm[i][2 * j];
                     a1[i] = (int8_t)scm[i][2 * j + 1];
-                    s16[i] = _mm256_set1_epi16(1);
-                } else {
-                    s16[i] = _mm256_set1_epi16(1);
                 }
+                s16[i] = k45 && !late_sc ? _mm256_set1_epi16((short)a0[i]) : _mm256_set1_epi16(1);
             }
             const __m256i v0 = k45 || wt == SLM_WTYPE_Q6_K ? FN(kq_gather8)(a0) : _mm256_setzero_si256();
             const __m256i v1 = k45 || wt == SLM_WTYPE_Q6_K ? FN(kq_gather8)(a1) : _mm256_setzero_si256();

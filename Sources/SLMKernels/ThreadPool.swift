@@ -212,9 +212,9 @@ public final class ThreadPool: @unchecked Sendable {
     /// x86-avx2: 5.6 ms of a 65.6 ms 64-token pass, 0.28 of a 3.3 ms decode step). With
     /// `taper`, the first half of the units is cut into `chunksPerThread / 2` chunks per
     /// thread and each following level takes half of what is left in one chunk per thread,
-    /// down to single units, so the region ends on small chunks. That pays for regions of
-    /// many tokens (alternating runs, 2 threads: 16- and 64-token prompts +3% and +6%) and
-    /// not for one-token steps, whose chunks are already ~2 µs (tg -4.5%).
+    /// down to single units, so the region ends on small chunks, after few claims. Which
+    /// regions taper is the caller's choice (the runner's: `Runner.taperFromTokens`, with
+    /// its measurements).
     public static func chunk(_ count: Int, part: Int, threads: Int, granule: Int = 1, taper: Bool = false) -> Range<Int> {
         guard threads > 1 else { return 0..<count }
         let units = (count + granule - 1) / granule

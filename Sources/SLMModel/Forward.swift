@@ -150,6 +150,10 @@ public final class Runner: @unchecked Sendable {
     /// end-of-region wait saves.
     static let taperFromTokens = 8
 
+    /// Whether a pass of `tokens` tokens tapers its regions' chunks (`taperFromTokens`).
+    @inline(__always)
+    private static func tapers(_ tokens: Int) -> Bool { tokens >= taperFromTokens }
+
     /// Whether `forward` lets `governor` choose between all threads and one per pass (on by
     /// default; off to measure the fixed thread count).
     public var adaptsThreads = true
@@ -214,7 +218,7 @@ public final class Runner: @unchecked Sendable {
             let scale = 1 / Float(D).squareRoot()
             act.reset(tokens: B, cols: QD)
             // Chunks of (token, head) items; `t` is the thread that claimed one, for its scratch.
-            pool.parallelFor(B * H, taper: B >= Self.taperFromTokens) { t, work in
+            pool.parallelFor(B * H, taper: Self.tapers(B)) { t, work in
                 let qr = self.qh + t * D
                 for item in work {
                     let b = item / H, h = item % H
@@ -317,7 +321,7 @@ public final class Runner: @unchecked Sendable {
         let act = self.act, act2 = self.act2
         act2.reset(tokens: B, cols: F)
         let granule = F % QK == 0 ? QK : F
-        pool.parallelFor(F, granule: granule, taper: B >= Self.taperFromTokens) { _, r in
+        pool.parallelFor(F, granule: granule, taper: Self.tapers(B)) { _, r in
             @inline(__always) func mul(_ w: WeightMatrix, _ y: UnsafeMutablePointer<Float>) {
                 if w.type.usesQuantizedActivations {
                     Kernels.matmul(w, act, rows: r, y: y, yStride: F)
@@ -378,7 +382,7 @@ public final class Runner: @unchecked Sendable {
             }
         }
         // Granule of 16 rows keeps each chunk on whole cache lines of output.
-        pool.parallelFor(total, granule: 16, taper: B >= Self.taperFromTokens) { _, r in
+        pool.parallelFor(total, granule: 16, taper: Self.tapers(B)) { _, r in
             run(p0, max(r.lowerBound, 0), min(r.upperBound, n0))
             if let addInto {
                 let lo = max(r.lowerBound, 0), hi = min(r.upperBound, n0)
