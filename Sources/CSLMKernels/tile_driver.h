@@ -93,9 +93,46 @@ static void FN(q8_0)(const void *w, ptrdiff_t rb, ptrdiff_t r0, ptrdiff_t r1, co
 static void FN(matmul_kq)(int wt, const void *w, ptrdiff_t rb, ptrdiff_t r0, ptrdiff_t r1, const slm_q8_acts *x,
                           float *y, ptrdiff_t ys);
 
+/* SLM_TD_PREFETCH(p), optional: prefetch the cache line at p (into the mid-level cache).
+ * Where defined, a pass of SLM_TD_PF_TOKENS tokens or more, in more than one token tile,
+ * prefetches the next tile of the thread's range while it computes this one, a slice
+ * before each token tile, so the lines arrive over the tile's work instead of in one
+ * burst. With several token tiles a tile is compute-bound, but its first sweep still
+ * waited on memory: the hardware prefetcher had not run ahead of the tile's first touch.
+ * Slices are at least SLM_TD_PF_SLICE bytes (fewer, larger bursts measured better where
+ * the tile is small). Prefetching changes no result. The NEON paths leave it undefined:
+ * qemu counts instructions, not misses, so there is no measurement to set it by. */
+#ifndef SLM_TD_PF_TOKENS
+#define SLM_TD_PF_TOKENS 8
+#endif
+#ifndef SLM_TD_PF_SLICE
+#define SLM_TD_PF_SLICE 2048
+#endif
+
+/* One token tile's slice of the next tile: an even share of what is left over the calls
+ * left, at least SLM_TD_PF_SLICE bytes. *pf == end when there is nothing to prefetch. */
+static SLM_ALWAYS_INLINE void FN(td_prefetch)(const uint8_t **pf, const uint8_t *end, int *calls) {
+#ifdef SLM_TD_PREFETCH
+    if (*pf >= end) return;
+    ptrdiff_t n = *calls > 1 ? (end - *pf + *calls - 1) / *calls : end - *pf;
+    if (n < SLM_TD_PF_SLICE) n = SLM_TD_PF_SLICE;
+    const uint8_t *stop = n < end - *pf ? *pf + n : end;
+    for (const uint8_t *p = *pf; p < stop; p += 64) SLM_TD_PREFETCH(p);
+    *pf = stop;
+    (*calls)--;
+#else
+    (void)pf; (void)end; (void)calls;
+#endif
+}
+
 static SLM_ALWAYS_INLINE void FN(td_tokens)(int type, const uint8_t *tile, int g, int lo, int hi, const slm_q8_acts *x,
-                                            float *y, ptrdiff_t ys) {
-#define SLM_TD_T16_TILE(T, t) FN(t16_tile)(type, T, 1, tile, g, lo, hi, x, t, y, ys)
+                                            float *y, ptrdiff_t ys, const uint8_t **pf, const uint8_t *pf_end,
+                                            int *pf_calls) {
+#define SLM_TD_T16_TILE(T, t)                                   \
+    do {                                                        \
+        FN(td_prefetch)(pf, pf_end, pf_calls);                  \
+        FN(t16_tile)(type, T, 1, tile, g, lo, hi, x, t, y, ys); \
+    } while (0)
     SLM_TD_TOKEN_TILES(SLM_TD_T16_TILE);
 #undef SLM_TD_T16_TILE
 }
@@ -118,8 +155,15 @@ static SLM_ALWAYS_INLINE void FN(td_matmul)(int type, const void *w, ptrdiff_t r
         }
         /* Groups wholly outside [lo, hi) are skipped; rows outside it inside a group are
          * computed (the lanes exist anyway) but never stored. */
-        for (int g = lo / SLM_TD_GROUP; g < (hi + SLM_TD_GROUP - 1) / SLM_TD_GROUP; g++)
-            FN(td_tokens)(type, tile, g, lo, hi, x, y + r0, ys);
+        const int g_lo = lo / SLM_TD_GROUP, g_hi = (hi + SLM_TD_GROUP - 1) / SLM_TD_GROUP;
+        const uint8_t *pf = tile + SLM_TILE * row_bytes, *pf_end = pf;
+        int pf_calls = 0;
+        if (x->tokens >= SLM_TD_PF_TOKENS && x->tokens > SLM_TD_TMAX && r0 + SLM_TILE < r_end &&
+            r0 + 2 * SLM_TILE <= full) {
+            pf_end = pf + SLM_TILE * row_bytes;
+            pf_calls = (g_hi - g_lo) * (int)((x->tokens + SLM_TD_TMAX - 1) / SLM_TD_TMAX);
+        }
+        for (int g = g_lo; g < g_hi; g++) FN(td_tokens)(type, tile, g, lo, hi, x, y + r0, ys, &pf, pf_end, &pf_calls);
     }
     const ptrdiff_t tail = r_begin > full ? r_begin : full;
     if (tail < r_end) {

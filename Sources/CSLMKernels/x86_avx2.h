@@ -343,7 +343,12 @@ static SLM_ALWAYS_INLINE void FN(t16_tile)(int type, int T, int G, const uint8_t
 
 #define SLM_TD_GROUP SLM_ROWS
 #define SLM_TD_TMAX 4
+/* Next-tile prefetch (tile_driver.h), one thread, Q4_1 from memory, before -> after:
+ * 16 tokens 1536x576 77 -> 92 GMAC/s, 576x1536 77 -> 89, 8 tokens 79 -> 90; in cache and
+ * at 1-4 tokens unchanged (5 tokens, 4 + 1, lost 4%: hence 8 and up). */
+#define SLM_TD_PREFETCH(p) _mm_prefetch((const char *)(p), _MM_HINT_T1)
 #include "tile_driver.h"
+#undef SLM_TD_PREFETCH
 #undef SLM_TD_GROUP
 #undef SLM_TD_TMAX
 
