@@ -189,6 +189,12 @@ public final class Runner: @unchecked Sendable {
 
         // Attention output heads are quantized as they finish (a head is whole 32-blocks).
         let fuseAttnQuant = D % QK == 0
+        let L = batch.logitCount
+        let last = weights.layers.count - 1
+        // Rows past the k/v cache writes: all B, except in the last layer (see below).
+        var R = B
+        // Row r of the pruned last layer is batch entry logitEntry[r] (identity otherwise).
+        var pruned = false
         for (l, layer) in weights.layers.enumerated() {
             // ── Attention block ──────────────────────────────────────────────────────
             // xb = rmsnorm(x) · attn_norm, quantized into act                 xb: [B][E]
@@ -213,17 +219,35 @@ public final class Runner: @unchecked Sendable {
                 Kernels.toF16(self.v + b * KV, cache.valueRow(layer: l, position: pos), count: KV)
             }
 
-            // att[b][h] = softmax(q_h · K_{0...pos}ᵀ / √D) · V_{0...pos}       att: [B][QD]
+            // The last layer's attention, output projection and feed-forward block feed only
+            // the output norm, which reads only the rows that asked for logits: keep those
+            // (their k and v are cached above for every row) and drop the rest. Rows are
+            // independent there and every kernel's result for a row is the same in any
+            // batch, so the kept rows' logits are unchanged; a pass that asks for none
+            // (a long prompt's earlier chunks) ends here.
+            if l == last && L < B {
+                if L == 0 { return 0 }
+                for r in 0..<L where batch.logitEntry[r] != r {
+                    let e = batch.logitEntry[r]  // > r: entries are in batch order
+                    (q + r * QD).update(from: q + e * QD, count: QD)
+                    (x + r * E).update(from: x + e * E, count: E)
+                }
+                R = L
+                pruned = true
+            }
+
+            // att[b][h] = softmax(q_h · K_{0...pos}ᵀ / √D) · V_{0...pos}       att: [R][QD]
             // and its int8 copy into act, head by head (the q/k/v region no longer reads act).
             let scale = 1 / Float(D).squareRoot()
-            act.reset(tokens: B, cols: QD)
+            act.reset(tokens: R, cols: QD)
             // Chunks of (token, head) items; `t` is the thread that claimed one, for its scratch.
-            pool.parallelFor(B * H, taper: Self.tapers(B)) { t, work in
+            pool.parallelFor(R * H, taper: Self.tapers(R)) { t, work in
                 let qr = self.qh + t * D
                 for item in work {
                     let b = item / H, h = item % H
-                    let pos = batch.positions[b]
-                    let cache = batch.caches[b]!
+                    let entry = pruned ? batch.logitEntry[b] : b
+                    let pos = batch.positions[entry]
+                    let cache = batch.caches[entry]!
                     let kvOff = (h / G) * D
                     let qv = self.q + b * QD + h * D
                     // The f16 rounding of Q matches llama.cpp, which converts Q to the
@@ -238,28 +262,28 @@ public final class Runner: @unchecked Sendable {
                     }
                 }
             }
-            if !fuseAttnQuant { quantize(att, rows: B, cols: QD) }
+            if !fuseAttnQuant { quantize(att, rows: R, cols: QD) }
 
-            // x += att·Woᵀ (each chunk adds the rows it computed)            x: [B][E]
-            project(Projection(layer.wo, xb, E), input: att, rows: B, addInto: x)
+            // x += att·Woᵀ (each chunk adds the rows it computed)            x: [R][E]
+            project(Projection(layer.wo, xb, E), input: att, rows: R, addInto: x)
 
             // ── Feed-forward block (SwiGLU) ─────────────────────────────────────────
             // xb = rmsnorm(x) · ffn_norm, quantized into act
-            normQuantize(rows: B, layer.ffnNorm)
+            normQuantize(rows: R, layer.ffnNorm)
             // gate = silu(xb·Wgateᵀ) ⊙ xb·Wupᵀ, quantized into act2, in one region: each
-            // thread owns the same whole-block column range of gate and up.  gate, up: [B][F]
-            gateUp(layer, rows: B)
-            // x += gate·Wdownᵀ                                               x: [B][E]
-            project(Projection(layer.wDown, xb, E), input: gate, rows: B, act: act2, addInto: x)
+            // thread owns the same whole-block column range of gate and up.  gate, up: [R][F]
+            gateUp(layer, rows: R)
+            // x += gate·Wdownᵀ                                               x: [R][E]
+            project(Projection(layer.wDown, xb, E), input: gate, rows: R, act: act2, addInto: x)
         }
 
         // ── Output: logits for the entries that asked ────────────────────────────────
-        // xb[j] = rmsnorm(x[entry_j]) · output_norm                          xb: [L][E]
-        let L = batch.logitCount
+        // xb[j] = rmsnorm(x[entry_j]) · output_norm (x[j] once pruned)        xb: [L][E]
         guard L > 0 else { return 0 }
         act.reset(tokens: L, cols: E)
         parallelRows(L) { j in
-            self.rmsNorm(self.x + batch.logitEntry[j] * E, count: E, self.weights.outputNorm, into: self.xb + j * E)
+            let row = pruned ? j : batch.logitEntry[j]
+            self.rmsNorm(self.x + row * E, count: E, self.weights.outputNorm, into: self.xb + j * E)
             self.act.quantize(token: j, from: self.xb + j * E)
         }
         // logits = xb·Woutᵀ                                                  logits: [L][V]

@@ -242,6 +242,55 @@ final class ToyModelTests: XCTestCase {
         XCTAssertEqual(mixed, reference)
     }
 
+    /// The last layer runs only the rows that asked for logits: the logits of those rows,
+    /// and every later step (which reads the k/v the dropped rows cached), are bit-identical
+    /// to a pass where every row asked. Covers a prompt whose earlier chunks ask for none
+    /// and a batch whose logit rows are not its first rows.
+    func testRowsWithoutLogitsChangeNothing() throws {
+        let path = try Self.writeToyModel(tied: false)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let m = try Model(path: path, weightsLayout: .repacked)
+        let tokens: [Int32] = [10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110]
+        let other: [Int32] = [200, 201, 202, 203, 204, 205]
+        func runner(maxBatch: Int) -> Runner {
+            Runner(config: m.config, weights: m.weights, pool: ThreadPool(threads: 2), maxBatch: maxBatch,
+                   maxContext: 32, maxLogits: maxBatch)
+        }
+        // Every row asks: the reference logits at every position.
+        var reference: [[Float]] = []
+        try Session(runner: runner(maxBatch: 16), capacity: 32).feed(tokens, logitsFrom: 0) { _, l in
+            reference.append(Array(l))
+        }
+        // The prompt but its last token without logits, in one pass and in chunks of 4 (the
+        // first two chunks ask for none), then the last token.
+        for maxBatch in [16, 4] {
+            let s = Session(runner: runner(maxBatch: maxBatch), capacity: 32)
+            var got: [[Float]] = []
+            try s.feed(Array(tokens.dropLast()), logitsFrom: tokens.count - 1) { _, l in got.append(Array(l)) }
+            XCTAssertEqual(got, [], "no row asked")
+            try s.feed([tokens.last!], logitsFrom: 0) { _, l in got.append(Array(l)) }
+            XCTAssertEqual(got, [reference.last!], "maxBatch \(maxBatch)")
+        }
+        // One pass of two sequences, logits only for a few rows, none of them first.
+        let r = runner(maxBatch: 16)
+        let a = KVCache(config: m.config, capacity: 32), b = KVCache(config: m.config, capacity: 32)
+        let batch = Batch(capacity: 16)
+        for i in 0..<other.count { batch.add(other[i], position: i, cache: b, logits: false) }
+        for i in 0..<6 { batch.add(tokens[i], position: i, cache: a, logits: i == 3 || i == 5) }
+        try r.forward(batch)
+        XCTAssertEqual(batch.logitCount, 2)
+        XCTAssertEqual(Array(r.logits(row: 0)), reference[3])
+        XCTAssertEqual(Array(r.logits(row: 1)), reference[5])
+        // The rest of `tokens` one by one on that cache: the k/v of rows that had no logits
+        // are in it.
+        for i in 6..<tokens.count {
+            batch.clear()
+            batch.add(tokens[i], position: i, cache: a, logits: true)
+            try r.forward(batch)
+            XCTAssertEqual(Array(r.logits(row: 0)), reference[i], "position \(i)")
+        }
+    }
+
     /// Workers late to a region or slow inside a chunk (a core shared with another
     /// process) change which thread computes a row, never how: prefill and token-by-token
     /// decode give bit-identical logits at any thread count and any timing.
