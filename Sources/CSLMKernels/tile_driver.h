@@ -27,6 +27,20 @@
  * group (one tile); a pass of more tokens sweeps each group again for the rest. */
 enum { FN(token_tile) = SLM_TD_TMAX };
 
+/* SLM_TD_WHOLE_TILE_MAX (1, 2 or 4) and SLM_TD_WHOLE_TILE_TOKENS(type) (at most the max),
+ * optional: passes of up to that many tokens run a whole tile's groups in one sweep, as a
+ * decode token always does, instead of group by group. Each weight line then serves every
+ * row group while it is in L1; group by group, the first sweep fetched each line of a tile
+ * from memory for half its bytes and the second read the rest from cache, which loses where
+ * a tile's first sweep outruns the hardware prefetcher (long rows). Costs registers: an ISA
+ * enables it where its measurements say so. */
+#ifndef SLM_TD_WHOLE_TILE_MAX
+#define SLM_TD_WHOLE_TILE_MAX 1
+#endif
+#ifndef SLM_TD_WHOLE_TILE_TOKENS
+#define SLM_TD_WHOLE_TILE_TOKENS(type) SLM_TD_WHOLE_TILE_MAX
+#endif
+
 /* SLM_TD_TOKENWISE(type), optional: nonzero where an ISA's one-token whole-tile kernel costs
  * less per token than its multi-token tiles, so whole tiles run token by token (the tile's
  * weights then come from L1 after the first token). */
@@ -145,8 +159,17 @@ static SLM_ALWAYS_INLINE void FN(td_matmul)(int type, const void *w, ptrdiff_t r
     for (ptrdiff_t r0 = r_begin / SLM_TILE * SLM_TILE; r0 < r_end && r0 < full; r0 += SLM_TILE) {
         const int lo = (int)(r_begin > r0 ? r_begin - r0 : 0), hi = (int)(r_end - r0 < SLM_TILE ? r_end - r0 : SLM_TILE);
         const uint8_t *tile = (const uint8_t *)w + r0 * row_bytes;
-        if (NG > 1 && x->tokens == 1 && lo == 0 && hi == SLM_TILE) {
-            FN(t16_tile)(type, 1, NG, tile, 0, lo, hi, x, 0, y + r0, ys);
+        if (NG > 1 && lo == 0 && hi == SLM_TILE && x->tokens <= SLM_TD_WHOLE_TILE_TOKENS(type)) {
+            switch (x->tokens) {
+#if SLM_TD_WHOLE_TILE_MAX >= 4
+            case 4: FN(t16_tile)(type, 4, NG, tile, 0, lo, hi, x, 0, y + r0, ys); break;
+            case 3: FN(t16_tile)(type, 3, NG, tile, 0, lo, hi, x, 0, y + r0, ys); break;
+#endif
+#if SLM_TD_WHOLE_TILE_MAX >= 2
+            case 2: FN(t16_tile)(type, 2, NG, tile, 0, lo, hi, x, 0, y + r0, ys); break;
+#endif
+            default: FN(t16_tile)(type, 1, NG, tile, 0, lo, hi, x, 0, y + r0, ys); break;
+            }
             continue;
         }
         if (NG > 1 && SLM_TD_TOKENWISE(type) && lo == 0 && hi == SLM_TILE) {
@@ -186,3 +209,5 @@ static void FN(matmul_tile16)(int type, const void *w, ptrdiff_t rb, ptrdiff_t r
 
 #undef SLM_TD_TOKEN_TILES
 #undef SLM_TD_WIDE_REMAINDERS
+#undef SLM_TD_WHOLE_TILE_MAX
+#undef SLM_TD_WHOLE_TILE_TOKENS

@@ -347,6 +347,13 @@ static SLM_ALWAYS_INLINE void FN(t16_tile)(int type, int T, int G, const uint8_t
  * 16 tokens 1536x576 77 -> 92 GMAC/s, 576x1536 77 -> 89, 8 tokens 79 -> 90; in cache and
  * at 1-4 tokens unchanged (5 tokens, 4 + 1, lost 4%: hence 8 and up). */
 #define SLM_TD_PREFETCH(p) _mm_prefetch((const char *)(p), _MM_HINT_T1)
+/* Both row groups per sweep up to 4 tokens (Q8_0: 2; at 3-4 tokens its sign-trick tile ran
+ * 12% slower that way). One thread, weights from memory, group by group -> whole tile:
+ * Q4_1 576x1536 (the FFN down shape, 15 KiB tiles) 2 tokens 43-46 -> 72-78 GMAC/s, 4 tokens
+ * 50-51 -> 65-71; 1536x576 2 tokens 65-68 -> 79, 4 tokens +3%; Q4_0 576x1536 3-4 tokens
+ * +35-60%, Q5_0/Q5_1 +40-60%; in cache 2 tokens +14%, 4 tokens 0 to -7% (spills). */
+#define SLM_TD_WHOLE_TILE_MAX 4
+#define SLM_TD_WHOLE_TILE_TOKENS(type) ((type) == SLM_T_Q8_0 ? 2 : 4)
 #include "tile_driver.h"
 #undef SLM_TD_PREFETCH
 #undef SLM_TD_GROUP
