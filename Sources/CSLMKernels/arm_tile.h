@@ -329,6 +329,17 @@ static SLM_ALWAYS_INLINE void FN(t16_tile)(int type, int T, int G, const uint8_t
  * 1536x576 matmul (cortex-a72, qemu count) 380 instructions one token at a time against
  * 461-476 in 2-8-token tiles. The Q8_0 matrices are the tied output and Q4_K_M's attn_v. */
 #define SLM_TD_TOKENWISE(type) (!SLM_DOTPROD && (type) == SLM_T_Q8_0)
+/* Plain NEON runs a whole tile's 4 groups in one sweep for Q4_1 up to 4 tokens and Q4_0
+ * up to 3 (tile_driver.h): they then share the activation DUPs as a decode token's do, and
+ * each weight line serves all 4 groups while in L1 (group by group, the first sweep used 16
+ * of its 64 bytes). cortex-a72 instructions per 1000 MACs, group by group -> whole tile,
+ * Q4_1 1536x576: 2 tokens 415 -> 336, 3 tokens 370 -> 343, 4 tokens 350 -> 331; Q4_0
+ * 576x1536: 400 -> 341, 366 -> 344, 4 tokens 347 -> 363 (so 3). Q5_0/Q5_1 rose 4-7% and
+ * dotprod 1-33% (spills): they stay group by group. */
+#if !SLM_DOTPROD
+#define SLM_TD_WHOLE_TILE_MAX 4
+#define SLM_TD_WHOLE_TILE_TOKENS(type) ((type) == SLM_T_Q4_1 ? 4 : (type) == SLM_T_Q4_0 ? 3 : 1)
+#endif
 #include "tile_driver.h"
 #undef SLM_TD_TOKENWISE
 #undef SLM_TD_GROUP
