@@ -299,6 +299,13 @@ public final class Runner: @unchecked Sendable {
                          into out: UnsafeMutablePointer<Float>) {
         var ss: Double = 0
         for i in 0..<n { ss += Double(x[i] * x[i]) }
+        scaleRow(x, sumOfSquares: ss, count: n, w, into: out)
+    }
+
+    /// The second half of `rmsNorm` given the row's sum of squares (`rmsNorm4` shares it).
+    @inline(__always)
+    private func scaleRow(_ x: UnsafePointer<Float>, sumOfSquares ss: Double, count n: Int, _ w: UnsafePointer<Float>,
+                          into out: UnsafeMutablePointer<Float>) {
         let mean = Float(ss / Double(n))
         let scale = 1 / (mean + config.rmsEpsilon).squareRoot()
         for i in 0..<n { out[i] = (x[i] * scale) * w[i] }
@@ -330,7 +337,7 @@ public final class Runner: @unchecked Sendable {
     /// Four rows' sums of squares at once, lane r the sum of row r in the same order and
     /// precision as `rmsNorm`'s (so bit-identical to it): one row's sum is a chain of
     /// dependent double adds, E of them, and four chains side by side cost about what one
-    /// does. Then each row as `rmsNorm`.
+    /// does.
     private func rmsNorm4(_ x: UnsafePointer<Float>, rowStride: Int, count n: Int, _ w: UnsafePointer<Float>,
                           into out: UnsafeMutablePointer<Float>) {
         let x0 = x, x1 = x + rowStride, x2 = x + 2 * rowStride, x3 = x + 3 * rowStride
@@ -340,12 +347,7 @@ public final class Runner: @unchecked Sendable {
             let a2: Float = x2[i] * x2[i], a3: Float = x3[i] * x3[i]
             ss += SIMD4<Double>(Double(a0), Double(a1), Double(a2), Double(a3))
         }
-        for r in 0..<4 {
-            let mean = Float(ss[r] / Double(n))
-            let scale = 1 / (mean + config.rmsEpsilon).squareRoot()
-            let xr = x + r * rowStride, o = out + r * rowStride
-            for i in 0..<n { o[i] = (xr[i] * scale) * w[i] }
-        }
+        for r in 0..<4 { scaleRow(x + r * rowStride, sumOfSquares: ss[r], count: n, w, into: out + r * rowStride) }
     }
 
     /// xb[b] = rmsnorm(x[b]) · w and its int8 copy in `act`, four rows at a time
