@@ -355,7 +355,8 @@ public final class Runner: @unchecked Sendable {
     private func normQuantize(rows B: Int, _ w: UnsafePointer<Float>) {
         let E = config.embeddingLength
         act.reset(tokens: B, cols: E)
-        func rows(_ r: Range<Int>) {
+        // Fewer than two fours: one range on this thread (a region cost more than it saved).
+        parallelRowRanges(B, granule: 4, minimum: 8) { r in
             var b = r.lowerBound
             while b + 4 <= r.upperBound {
                 rmsNorm4(x + b * E, rowStride: E, count: E, w, into: xb + b * E)
@@ -363,11 +364,6 @@ public final class Runner: @unchecked Sendable {
             }
             for b in b..<r.upperBound { rmsNorm(x + b * E, count: E, w, into: xb + b * E) }
             for b in r { act.quantize(token: b, from: xb + b * E) }
-        }
-        if B < 8 || pool.threadCount == 1 {
-            rows(0..<B)
-        } else {
-            pool.parallelFor(B, granule: 4) { _, r in rows(r) }
         }
     }
 
@@ -403,10 +399,16 @@ public final class Runner: @unchecked Sendable {
     /// Runs `body(row)` for each row, on all threads when there are enough rows to pay for
     /// the region's synchronisation.
     private func parallelRows(_ rows: Int, _ body: (Int) -> Void) {
-        if rows < 4 || pool.threadCount == 1 {
-            for b in 0..<rows { body(b) }
+        parallelRowRanges(rows) { range in for b in range { body(b) } }
+    }
+
+    /// Runs `body` on ranges of whole `granule`s of rows covering `0..<rows`: one range on
+    /// the calling thread below `minimum` rows (or with one thread), else a parallel region.
+    private func parallelRowRanges(_ rows: Int, granule: Int = 1, minimum: Int = 4, _ body: (Range<Int>) -> Void) {
+        if rows < minimum || pool.threadCount == 1 {
+            body(0..<rows)
         } else {
-            pool.parallelFor(rows) { _, range in for b in range { body(b) } }
+            pool.parallelFor(rows, granule: granule) { _, range in body(range) }
         }
     }
 
