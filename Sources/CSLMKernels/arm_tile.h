@@ -265,9 +265,111 @@ static SLM_ALWAYS_INLINE void FN(t16_group)(int type, int T, const uint8_t *blk,
     }
 }
 
+/* Stores acc (+ or - accm, or alone, by type) of G groups x T tokens: rows [lo, hi) of the tile. */
+static SLM_ALWAYS_INLINE void FN(t16_store)(int type, int T, int G, int g0, int lo, int hi, float *y, ptrdiff_t t0,
+                                            ptrdiff_t ys, float32x4_t acc[4][4], float32x4_t accm[4][4]) {
+    SLM_UNROLL for (int gi = 0; gi < G; gi++) {
+        const int r = 4 * (g0 + gi);
+        SLM_UNROLL for (int t = 0; t < T; t++) {
+            const float32x4_t v = slm_has_m(type)        ? vaddq_f32(acc[gi][t], accm[gi][t])
+                                  : type == SLM_T_Q4_K ? vsubq_f32(acc[gi][t], accm[gi][t])
+                                                       : acc[gi][t];
+            float *dst = y + (t0 + t) * ys + r;
+            if (r >= lo && r + 4 <= hi) {
+                vst1q_f32(dst, v);
+            } else {
+                float tmp[4];
+                vst1q_f32(tmp, v);
+                for (int i = 0; i < 4; i++)
+                    if (r + i >= lo && r + i < hi) dst[i] = tmp[i];
+            }
+        }
+    }
+}
+
+/* A Q4_K tile16 super-block's scales (sc) and mins (mn) of 8-row group h (rows 8h..8h+7):
+ * byte 8j + k = row 8h + k's value for sub-block j, from the layout's two planes. */
+static SLM_ALWAYS_INLINE void FN(t16_q4k_scales)(const uint8_t *blk, int h, uint8_t sc[64], uint8_t mn[64]) {
+    const uint8x16_t m4 = vdupq_n_u8(0x0f), m30 = vdupq_n_u8(0x30);
+    const uint8x16_t hb[2] = {vld1q_u8(blk + KQ_Q4K_T16_HI + 32 * h), vld1q_u8(blk + KQ_Q4K_T16_HI + 32 * h + 16)};
+    SLM_UNROLL for (int q = 0; q < 4; q++) {  /* sub-blocks 2q, 2q + 1 */
+        const uint8x16_t l = vld1q_u8(blk + KQ_Q4K_T16_LO + 64 * h + 16 * q), e = hb[q % 2];
+        const uint8x16_t sh = q < 2 ? vshlq_n_u8(e, 4) : e, mh = q < 2 ? vshlq_n_u8(e, 2) : vshrq_n_u8(e, 2);
+        vst1q_u8(sc + 16 * q, vorrq_u8(vandq_u8(l, m4), vandq_u8(sh, m30)));
+        vst1q_u8(mn + 16 * q, vorrq_u8(vshrq_n_u8(l, 4), vandq_u8(mh, m30)));
+    }
+}
+
+/* The 4 bytes at p widened to 32-bit lanes. */
+static SLM_ALWAYS_INLINE uint32x4_t FN(widen4)(const uint8_t *p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return vmovl_u16(vget_low_u16(vmovl_u8(vreinterpret_u8_u32(vdup_n_u32(v)))));
+}
+
+/* Q4_K tile16: sub-block j of a super-block is a Q4_1-form block (slm_kernels.h), so its
+ * exact per-row dots are FN(t16_group)'s (FN(t16_quants), FN(t16_dot)); each row's 6-bit scale
+ * then multiplies its int32 sum (at most 63 * 32 * 15 * 128, exact), and the min chain takes
+ * each super-block's eight sub-blocks after it (mn * isum below 2^24: the float product is
+ * the contract's (float)(mn * isum)). Per (row, token) slm_kq_portable's two chains:
+ * bit-identical. */
+static SLM_ALWAYS_INLINE void FN(t16_tile_q4k)(int T, int G, const uint8_t *tile, int g0, int lo, int hi,
+                                               const slm_q8_acts *x, ptrdiff_t t0, float *y, ptrdiff_t ys) {
+    const int type = SLM_T_Q4_K;
+    const ptrdiff_t nb = x->cols / SLM_QK, cols = x->cols;
+    float32x4_t acc[4][4], accm[4][4];  /* [group][token] */
+    SLM_UNROLL for (int gi = 0; gi < G; gi++)
+        SLM_UNROLL for (int t = 0; t < T; t++) acc[gi][t] = accm[gi][t] = vdupq_n_f32(0.0f);
+    for (ptrdiff_t sb = 0; sb < nb / 8; sb++) {
+        const uint8_t *blk = tile + sb * KQ_Q4K_TILE;
+        uint8_t sc[2][64], mn[2][64];  /* per 8-row group touched: g0 / 2 and (G > 2) the next */
+        const int h0 = g0 / 2, nh = (g0 + G - 1) / 2 - h0 + 1;
+        for (int h = 0; h < nh; h++) FN(t16_q4k_scales)(blk, h0 + h, sc[h], mn[h]);
+        for (int j = 0; j < 8; j++) {
+            const ptrdiff_t b = 8 * sb + j;
+            SLM_UNROLL for (int gi = 0; gi < G; gi++) {
+                const int g = g0 + gi;
+                const float32x4_t dw = vcvt_f32_f16(vreinterpret_f16_u8(vld1_u8(blk + 8 * g)));
+                const int32x4_t s4 = vreinterpretq_s32_u32(FN(widen4)(sc[g / 2 - h0] + 8 * j + 4 * (g % 2)));
+                int8x16_t w[8];
+                FN(t16_quants)(type, blk, blk + KQ_Q4K_T16_QS + 256 * j, g, w);
+#if !SLM_DOTPROD
+                const FN(t16_halves) hv = FN(t16_split)(w);  /* dead (and dropped) when T = 1 */
+#endif
+                SLM_UNROLL for (int t = 0; t < T; t++) {
+                    const int8_t *xq = x->qs + (t0 + t) * cols + b * SLM_QK;
+#if SLM_DOTPROD
+                    const int32x4_t sumi = FN(t16_dot)(type, T == 1 ? 2 : 1, w, xq);
+#else
+                    const int32x4_t sumi = T == 1 ? FN(t16_dot)(type, 1, w, xq) : FN(t16_dot_halves)(type, &hv, xq);
+#endif
+                    const float32x4_t dd = vmulq_n_f32(dw, x->d[(t0 + t) * nb + b]);
+                    acc[gi][t] = vfmaq_f32(acc[gi][t], dd, vcvtq_f32_s32(vmulq_s32(sumi, s4)));
+                }
+            }
+        }
+        SLM_UNROLL for (int gi = 0; gi < G; gi++) {
+            const int g = g0 + gi;
+            const float32x4_t dmin = vcvt_f32_f16(vreinterpret_f16_u8(vld1_u8(blk + 32 + 8 * g)));
+            for (int j = 0; j < 8; j++) {
+                const float32x4_t mf = vcvtq_f32_u32(FN(widen4)(mn[g / 2 - h0] + 8 * j + 4 * (g % 2)));
+                SLM_UNROLL for (int t = 0; t < T; t++) {
+                    const ptrdiff_t tb = (t0 + t) * nb + 8 * sb + j;
+                    accm[gi][t] = vfmaq_f32(accm[gi][t], vmulq_n_f32(dmin, x->d[tb]), vmulq_n_f32(mf, (float)x->isum[tb]));
+                }
+            }
+        }
+    }
+    FN(t16_store)(type, T, G, g0, lo, hi, y, t0, ys, acc, accm);
+}
+
 /* G groups from g0 (G = 4: the whole tile) x T tokens from t0; stores rows [lo, hi) of the tile. */
 static SLM_ALWAYS_INLINE void FN(t16_tile)(int type, int T, int G, const uint8_t *tile, int g0, int lo, int hi,
                                            const slm_q8_acts *x, ptrdiff_t t0, float *y, ptrdiff_t ys) {
+    if (type == SLM_T_Q4_K) {
+        FN(t16_tile_q4k)(T, G, tile, g0, lo, hi, x, t0, y, ys);
+        return;
+    }
     const ptrdiff_t nb = x->cols / SLM_QK;
     const ptrdiff_t tb_bytes = (ptrdiff_t)SLM_TILE * slm_block_bytes(type), qoff = slm_tile16_quants(type);
     float32x4_t acc[4][4], accm[4][4];  /* [group][token] */
@@ -304,21 +406,7 @@ static SLM_ALWAYS_INLINE void FN(t16_tile)(int type, int T, int G, const uint8_t
             }
     }
 
-    SLM_UNROLL for (int gi = 0; gi < G; gi++) {
-        const int r = 4 * (g0 + gi);
-        SLM_UNROLL for (int t = 0; t < T; t++) {
-            const float32x4_t v = slm_has_m(type) ? vaddq_f32(acc[gi][t], accm[gi][t]) : acc[gi][t];
-            float *dst = y + (t0 + t) * ys + r;
-            if (r >= lo && r + 4 <= hi) {
-                vst1q_f32(dst, v);
-            } else {
-                float tmp[4];
-                vst1q_f32(tmp, v);
-                for (int i = 0; i < 4; i++)
-                    if (r + i >= lo && r + i < hi) dst[i] = tmp[i];
-            }
-        }
-    }
+    FN(t16_store)(type, T, G, g0, lo, hi, y, t0, ys, acc, accm);
 }
 
 #define SLM_TD_GROUP SLM_ROWS
@@ -340,7 +428,9 @@ static SLM_ALWAYS_INLINE void FN(t16_tile)(int type, int T, int G, const uint8_t
 #define SLM_TD_WHOLE_TILE_MAX 4
 #define SLM_TD_WHOLE_TILE_TOKENS(type) ((type) == SLM_T_Q4_1 ? 4 : (type) == SLM_T_Q4_0 ? 3 : 1)
 #endif
+#define SLM_TD_Q4K 1
 #include "tile_driver.h"
+#undef SLM_TD_Q4K
 #undef SLM_TD_TOKENWISE
 #undef SLM_TD_GROUP
 #undef SLM_TD_TMAX

@@ -101,6 +101,75 @@ static SLM_ALWAYS_INLINE void kq_decode(int wt, const uint8_t *blk, int j, kq_su
     }
 }
 
+/* ---- Q4_K tile16 (slm_kernels.h) ----
+ * Super-block b of a 16-row tile occupies tile + b * KQ_Q4K_TILE bytes. Row i (group h = i / 8,
+ * k = i % 8) of it, from its ggml block: */
+enum {
+    KQ_Q4K_TILE = 16 * 144,
+    KQ_Q4K_T16_LO = 64,   /* + 64h + 8j + k: (sc_j & 15) | (mn_j & 15) << 4 */
+    KQ_Q4K_T16_HI = 192,  /* + 32h + 8(j % 4) + k: sc_j >> 4 | (mn_j >> 4) << 2, j + 4's in the high nibble */
+    KQ_Q4K_T16_QS = 256   /* + 256j: sub-block j in Q4_1's tile16 form (dword c of row i at + 64c + 4i; byte e:
+                           * element e in the low nibble, element 16 + e in the high) */
+};
+
+/* Writes row i's part of a tile16 super-block from its ggml block src (144 bytes). */
+static inline void kq_q4k_to_tile16(const uint8_t *src, uint8_t *tile, int i) {
+    const int h = i / 8, k = i % 8;
+    memcpy(tile + 2 * i, src, 2);
+    memcpy(tile + 32 + 2 * i, src + 2, 2);
+    for (int j = 0; j < 8; j++) {
+        int32_t sc, mn;
+        kq_scale_min(src + KQ_K_SCALES, j, &sc, &mn);
+        tile[KQ_Q4K_T16_LO + 64 * h + 8 * j + k] = (uint8_t)((sc & 15) | (mn & 15) << 4);
+        uint8_t *hb = tile + KQ_Q4K_T16_HI + 32 * h + 8 * (j % 4) + k;
+        const int sh = j < 4 ? 0 : 4;
+        *hb = (uint8_t)((*hb & ~(15 << sh)) | ((sc >> 4) | (mn >> 4) << 2) << sh);
+        const uint8_t *qs = src + KQ_Q4_K_QS + 32 * (j / 2);
+        for (int e = 0; e < 16; e++) {
+            const int lo = (qs[e] >> (4 * (j & 1))) & 15, hi = (qs[16 + e] >> (4 * (j & 1))) & 15;
+            tile[KQ_Q4K_T16_QS + 256 * j + 64 * (e / 4) + 4 * i + e % 4] = (uint8_t)(lo | hi << 4);
+        }
+    }
+}
+
+/* The inverse: row i's ggml block (144 bytes) from a tile16 super-block. */
+static inline void kq_q4k_from_tile16(const uint8_t *tile, int i, uint8_t *out) {
+    const int h = i / 8, k = i % 8;
+    memcpy(out, tile + 2 * i, 2);
+    memcpy(out + 2, tile + 32 + 2 * i, 2);
+    int32_t sc[8], mn[8];
+    for (int j = 0; j < 8; j++) {
+        const int lo = tile[KQ_Q4K_T16_LO + 64 * h + 8 * j + k];
+        const int hi = tile[KQ_Q4K_T16_HI + 32 * h + 8 * (j % 4) + k] >> (j < 4 ? 0 : 4);
+        sc[j] = (lo & 15) | (hi & 3) << 4;
+        mn[j] = (lo >> 4) | ((hi >> 2) & 3) << 4;
+    }
+    uint8_t *s = out + KQ_K_SCALES;  /* kq_scale_min's packing */
+    for (int j = 0; j < 4; j++) {
+        s[j] = (uint8_t)(sc[j] | (sc[j + 4] >> 4) << 6);
+        s[j + 4] = (uint8_t)(mn[j] | (mn[j + 4] >> 4) << 6);
+        s[j + 8] = (uint8_t)((sc[j + 4] & 15) | (mn[j + 4] & 15) << 4);
+    }
+    for (int j = 0; j < 8; j++) {
+        uint8_t *qs = out + KQ_Q4_K_QS + 32 * (j / 2);
+        for (int e = 0; e < 16; e++) {
+            const int b = tile[KQ_Q4K_T16_QS + 256 * j + 64 * (e / 4) + 4 * i + e % 4];
+            if (j & 1) {
+                qs[e] = (uint8_t)((qs[e] & 15) | (b & 15) << 4);
+                qs[16 + e] = (uint8_t)((qs[16 + e] & 15) | (b >> 4) << 4);
+            } else {
+                qs[e] = (uint8_t)(b & 15);
+                qs[16 + e] = (uint8_t)(b >> 4);
+            }
+        }
+    }
+}
+
+/* slm_matmul_tile16 for Q4_K on paths without a kernel of their own: each row's blocks
+ * restored from the tile, then the portable loop's chain. */
+void slm_kq_tile16_portable(const void *w, ptrdiff_t row_bytes, ptrdiff_t rows, ptrdiff_t r0, ptrdiff_t r1,
+                            const slm_q8_acts *x, float *y, ptrdiff_t ys);
+
 /* The portable loop (kquants.c): the contract written out, the fallback of paths without one. */
 void slm_kq_portable(int wt, const void *w, ptrdiff_t row_bytes, ptrdiff_t r0, ptrdiff_t r1, const slm_q8_acts *x,
                      float *y, ptrdiff_t ys);

@@ -190,7 +190,7 @@ static SLM_ALWAYS_INLINE void FN(td_matmul)(int type, const void *w, ptrdiff_t r
     }
     const ptrdiff_t tail = r_begin > full ? r_begin : full;
     if (tail < r_end) {
-        if (slm_is_q5(type)) FN(matmul_kq)(slm_wtype(type), w, row_bytes, tail, r_end, x, y, ys);
+        if (slm_rows_by_kq(type)) FN(matmul_kq)(slm_wtype(type), w, row_bytes, tail, r_end, x, y, ys);
         else FN(matmul)(type, w, row_bytes, tail, r_end, x, y, ys);
     }
 }
@@ -206,6 +206,15 @@ static void FN(matmul_tile16)(int type, const void *w, ptrdiff_t rb, ptrdiff_t r
     default: FN(td_matmul)(SLM_T_Q8_0, w, rb, rows, r0, r1, x, y, ys); break;
     }
 }
+
+/* SLM_TD_Q4K, optional: the ISA's FN(t16_tile) computes SLM_T_Q4_K, and FN(matmul_tile16_q4k)
+ * is its slm_impl.matmul_tile16_q4k. */
+#ifdef SLM_TD_Q4K
+static void FN(matmul_tile16_q4k)(const void *w, ptrdiff_t rb, ptrdiff_t rows, ptrdiff_t r0, ptrdiff_t r1,
+                                  const slm_q8_acts *x, float *y, ptrdiff_t ys) {
+    FN(td_matmul)(SLM_T_Q4_K, w, rb, rows, r0, r1, x, y, ys);
+}
+#endif
 
 #undef SLM_TD_TOKEN_TILES
 #undef SLM_TD_WIDE_REMAINDERS

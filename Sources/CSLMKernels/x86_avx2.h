@@ -175,7 +175,9 @@ static SLM_ALWAYS_INLINE void FN(t16_finish)(int type, int T, int G, const uint8
                                        _mm256_cmpgt_epi32(_mm256_set1_epi32(hi), i));
         }
         SLM_UNROLL for (int t = 0; t < T; t++) {
-            const __m256 v = slm_has_m(type) ? _mm256_add_ps(acc[gi][t], accm[gi][t]) : acc[gi][t];
+            const __m256 v = slm_has_m(type)        ? _mm256_add_ps(acc[gi][t], accm[gi][t])
+                             : type == SLM_T_Q4_K ? _mm256_sub_ps(acc[gi][t], accm[gi][t])
+                                                  : acc[gi][t];
             if (r >= lo && r + SLM_ROWS <= hi) _mm256_storeu_ps(y + (t0 + t) * ys + r, v);
             else _mm256_maskstore_ps(y + (t0 + t) * ys + r, keep, v);
         }
@@ -334,10 +336,90 @@ static SLM_ALWAYS_INLINE void FN(t16_tile_q8)(int T, int G, const uint8_t *tile,
     FN(t16_finish)(type, T, G, tile, g0, lo, hi, x, t0, y, ys, acc, accm, 0);
 }
 
+/* A Q4_K tile16 super-block's scales (sc) and mins (mn) of row group g: byte 8j + k = row
+ * 8g + k's value for sub-block j, from the layout's low-nibble and high-bit planes. */
+static SLM_ALWAYS_INLINE void FN(t16_q4k_scales)(const uint8_t *blk, int g, uint8_t sc[64], uint8_t mn[64]) {
+    const __m256i m4 = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30);
+    const __m256i l0 = _mm256_loadu_si256((const __m256i *)(blk + KQ_Q4K_T16_LO + 64 * g));
+    const __m256i l1 = _mm256_loadu_si256((const __m256i *)(blk + KQ_Q4K_T16_LO + 64 * g + 32));
+    const __m256i h = _mm256_loadu_si256((const __m256i *)(blk + KQ_Q4K_T16_HI + 32 * g));
+    _mm256_storeu_si256((__m256i *)sc, _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(h, 4), m30)));
+    _mm256_storeu_si256((__m256i *)(sc + 32), _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(h, m30)));
+    _mm256_storeu_si256((__m256i *)mn, _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                                                       _mm256_and_si256(_mm256_slli_epi16(h, 2), m30)));
+    _mm256_storeu_si256((__m256i *)(mn + 32), _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                                              _mm256_and_si256(_mm256_srli_epi16(h, 2), m30)));
+}
+
+/* Q4_K tile16: sub-block j of a super-block is a Q4_1-form block (slm_kernels.h), so the
+ * inner loop is FN(t16_tile_q45)'s and the int16 sums are exact the same way (8 products of
+ * at most 3840). The sub-block's 6-bit scale rides in the one vpmaddwd, as int16 pairs
+ * (sc, sc) per row lane instead of ones: at most 2 * 30720 * 63, exact in int32, and equal to
+ * the contract's sc_lo * lo + sc_hi * hi. The min chain takes each super-block's eight
+ * sub-blocks after its main loop: mn * isum is an integer below 2^24 (63 * 4096), so the
+ * float product of the two is exact and equals the contract's (float)(mn * isum). Each
+ * (row, token)'s two chains are kq_tile's / slm_kq_portable's: bit-identical. */
+static SLM_ALWAYS_INLINE void FN(t16_tile_q4k)(int T, int G, const uint8_t *tile, int g0, int lo, int hi,
+                                               const slm_q8_acts *x, ptrdiff_t t0, float *y, ptrdiff_t ys) {
+    const ptrdiff_t nb = x->cols / SLM_QK, cols = x->cols;
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    __m256 acc[2][4], accm[2][4];  /* [group][token] */
+    FN(t16_zero)(T, G, acc, accm);
+    const int8_t *xq = x->qs + t0 * cols;
+    for (ptrdiff_t sb = 0; sb < nb / 8; sb++) {
+        const uint8_t *blk = tile + sb * KQ_Q4K_TILE;
+        uint8_t sc[2][64], mn[2][64];
+        __m256 dw[2];
+        SLM_UNROLL for (int gi = 0; gi < G; gi++) {
+            FN(t16_q4k_scales)(blk, g0 + gi, sc[gi], mn[gi]);
+            dw[gi] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16 * (g0 + gi))));
+        }
+        for (int j = 0; j < 8; j++) {
+            const uint8_t *q = blk + KQ_Q4K_T16_QS + 256 * j;
+            const int8_t *xb = xq + (8 * sb + j) * SLM_QK;
+            __m256i s[2][4];
+            SLM_UNROLL for (int c = 0; c < 4; c++) {
+                SLM_UNROLL for (int gi = 0; gi < G; gi++) {
+                    const __m256i v = _mm256_loadu_si256((const __m256i *)(q + 32 * (g0 + gi) + 64 * c));
+                    const __m256i wl = _mm256_and_si256(v, m4), wh = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                    SLM_UNROLL for (int t = 0; t < T; t++) {
+                        const int8_t *xt = xb + t * cols;
+                        const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(wl, FN(bcast4)(xt + 4 * c)),
+                                                           _mm256_maddubs_epi16(wh, FN(bcast4)(xt + 16 + 4 * c)));
+                        s[gi][t] = c == 0 ? p : _mm256_add_epi16(s[gi][t], p);
+                    }
+                }
+            }
+            SLM_UNROLL for (int gi = 0; gi < G; gi++) {
+                const __m256i sc32 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sc[gi] + 8 * j)));
+                const __m256i scp = _mm256_or_si256(sc32, _mm256_slli_epi32(sc32, 16));  /* (sc, sc) per row */
+                SLM_UNROLL for (int t = 0; t < T; t++) {
+                    const ptrdiff_t tb = (t0 + t) * nb + 8 * sb + j;
+                    const __m256 dd = _mm256_mul_ps(dw[gi], _mm256_set1_ps(x->d[tb]));
+                    acc[gi][t] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(_mm256_madd_epi16(s[gi][t], scp)), acc[gi][t]);
+                }
+            }
+        }
+        SLM_UNROLL for (int gi = 0; gi < G; gi++) {
+            const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 32 + 16 * (g0 + gi))));
+            for (int j = 0; j < 8; j++) {
+                const __m256 mf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(mn[gi] + 8 * j))));
+                SLM_UNROLL for (int t = 0; t < T; t++) {
+                    const ptrdiff_t tb = (t0 + t) * nb + 8 * sb + j;
+                    accm[gi][t] = _mm256_fmadd_ps(_mm256_mul_ps(dmin, _mm256_set1_ps(x->d[tb])),
+                                                  _mm256_mul_ps(mf, _mm256_set1_ps((float)x->isum[tb])), accm[gi][t]);
+                }
+            }
+        }
+    }
+    FN(t16_finish)(SLM_T_Q4_K, T, G, tile, g0, lo, hi, x, t0, y, ys, acc, accm, 0);
+}
+
 /* tile_driver.h's kernel: every tile16 type through the chunk-outer kernels above. */
 static SLM_ALWAYS_INLINE void FN(t16_tile)(int type, int T, int G, const uint8_t *tile, int g0, int lo, int hi,
                                            const slm_q8_acts *x, ptrdiff_t t0, float *y, ptrdiff_t ys) {
     if (type == SLM_T_Q8_0) FN(t16_tile_q8)(T, G, tile, g0, lo, hi, x, t0, y, ys);
+    else if (type == SLM_T_Q4_K) FN(t16_tile_q4k)(T, G, tile, g0, lo, hi, x, t0, y, ys);
     else FN(t16_tile_q45)(type, T, G, tile, g0, lo, hi, x, t0, y, ys);
 }
 
@@ -354,7 +436,9 @@ static SLM_ALWAYS_INLINE void FN(t16_tile)(int type, int T, int G, const uint8_t
  * +35-60%, Q5_0/Q5_1 +40-60%; in cache 2 tokens +14%, 4 tokens 0 to -7% (spills). */
 #define SLM_TD_WHOLE_TILE_MAX 4
 #define SLM_TD_WHOLE_TILE_TOKENS(type) ((type) == SLM_T_Q8_0 ? 2 : 4)
+#define SLM_TD_Q4K 1
 #include "tile_driver.h"
+#undef SLM_TD_Q4K
 #undef SLM_TD_PREFETCH
 #undef SLM_TD_GROUP
 #undef SLM_TD_TMAX

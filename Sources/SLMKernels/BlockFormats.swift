@@ -56,11 +56,11 @@ public enum WeightType: UInt32, Sendable, CaseIterable, CustomStringConvertible 
         }
     }
 
-    /// Whether the type has a `.tile16` layout (the repacked copy); the others (the K-quants,
+    /// Whether the type has a `.tile16` layout (the repacked copy); the others (Q5_K, Q6_K,
     /// the float types) always compute from the row layout.
     public var hasTile16Layout: Bool {
         switch self {
-        case .q4_0, .q4_1, .q5_0, .q5_1, .q8_0: true
+        case .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q4_K: true
         default: false
         }
     }
@@ -102,7 +102,8 @@ public enum WeightLayout: Sendable, Equatable {
     /// 16-row tile keeps its bytes' place, but inside it block b of the 16 rows is stored
     /// together: their 16 f16 d (and m), for Q5 their 16 qh words with permuted bits (see
     /// `WeightMatrix.q5QhFromTile16`), then the quants with dword c of tile row i at
-    /// 64·c + 4·i. Rows past the last whole tile stay in `.rows` order.
+    /// 64·c + 4·i. Q4_K's super-blocks hold unpacked scales and Q4_1-form sub-blocks (see
+    /// `WeightMatrix.copyQ4KRow`). Rows past the last whole tile stay in `.rows` order.
     case tile16
 }
 
@@ -125,7 +126,7 @@ public struct WeightMatrix: @unchecked Sendable {
             throw KernelError("\(type) matrix \(rows)x\(cols): columns must be a positive multiple of \(type.blockElements)")
         }
         guard layout == .rows || type.hasTile16Layout else {
-            throw KernelError("\(type) matrix: only Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 matrices have a tile16 layout")
+            throw KernelError("\(type) matrix: only Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q4_K matrices have a tile16 layout")
         }
         self.base = base
         self.type = type
@@ -153,6 +154,10 @@ public struct WeightMatrix: @unchecked Sendable {
             out.copyMemory(from: base + r * rowBytes, byteCount: rowBytes)
             return
         }
+        if type == .q4_K {
+            copyQ4KRow(r, into: out)
+            return
+        }
         // Quants after d (Q4_0, Q8_0), d m (Q4_1), d qh (Q5_0), d m qh (Q5_1).
         let bb = type.blockBytes, i = r % 16
         let hasM = type == .q4_1 || type == .q5_1, qh = type == .q5_0 ? 2 : type == .q5_1 ? 4 : nil
@@ -175,6 +180,47 @@ public struct WeightMatrix: @unchecked Sendable {
 }
 
 extension WeightMatrix {
+    /// `copyRow` for a whole tile's row of a tile16 Q4_K matrix. Super-block b of the tile
+    /// (16·144 bytes at 2304·b) holds the rows' f16 d at 2·i and dmin at 32 + 2·i; for row
+    /// i = 8·h + k and sub-block j, (sc & 15) | (mn & 15) << 4 at 64 + 64·h + 8·j + k and the
+    /// two top bits of each, sc >> 4 | (mn >> 4) << 2, at 192 + 32·h + 8·(j % 4) + k (the high
+    /// nibble for j ≥ 4); then sub-block j at 256 + 256·j in Q4_1's tile form: byte e of row i
+    /// (element e in the low nibble, element 16 + e in the high) at 64·(e / 4) + 4·i + e % 4.
+    /// In ggml's block, sub-block j's element e is nibble j % 2 of qs[32·(j / 2) + e].
+    func copyQ4KRow(_ r: Int, into out: UnsafeMutableRawPointer) {
+        let i = r % 16, h = i / 8, k = i % 8
+        let tile = base + (r / 16) * 16 * rowBytes
+        for b in 0..<cols / QKK {
+            let blk = tile + b * 16 * 144, o = out + b * 144
+            o.copyMemory(from: blk + 2 * i, byteCount: 2)
+            (o + 2).copyMemory(from: blk + 32 + 2 * i, byteCount: 2)
+            func scaleMin(_ j: Int) -> (sc: UInt8, mn: UInt8) {
+                let lo = blk.load(fromByteOffset: 64 + 64 * h + 8 * j + k, as: UInt8.self)
+                let hi = blk.load(fromByteOffset: 192 + 32 * h + 8 * (j % 4) + k, as: UInt8.self) >> (j < 4 ? 0 : 4)
+                return (lo & 15 | (hi & 3) << 4, lo >> 4 | (hi >> 2 & 3) << 4)
+            }
+            // The 12 scale bytes as ggml packs them (KQuants.scaleMin reads them back).
+            for j in 0..<4 {
+                let a = scaleMin(j), b = scaleMin(j + 4)
+                (o + 4 + j).storeBytes(of: a.sc | (b.sc >> 4) << 6, as: UInt8.self)
+                (o + 8 + j).storeBytes(of: a.mn | (b.mn >> 4) << 6, as: UInt8.self)
+                (o + 12 + j).storeBytes(of: b.sc & 15 | (b.mn & 15) << 4, as: UInt8.self)
+            }
+            for j in 0..<8 {
+                let qs = o + 16 + 32 * (j / 2), shift: UInt8 = j % 2 == 0 ? 0 : 4
+                func put(_ at: Int, _ nib: UInt8) {
+                    let kept = j % 2 == 0 ? 0 : qs.load(fromByteOffset: at, as: UInt8.self) & 15
+                    qs.storeBytes(of: kept | nib << shift, toByteOffset: at, as: UInt8.self)
+                }
+                for e in 0..<16 {
+                    let v = blk.load(fromByteOffset: 256 + 256 * j + 64 * (e / 4) + 4 * i + e % 4, as: UInt8.self)
+                    put(e, v & 15)
+                    put(16 + e, v >> 4)
+                }
+            }
+        }
+    }
+
     /// A Q5 block's qh word (bit j: bit 4 of element j) from its tile16 form, whose bit
     /// 8k + c is qh bit 4c + k and bit 8k + 4 + c is qh bit 16 + 4c + k (k, c in 0..<4): for
     /// quant dword c (bytes 4c..4c+3, whose low nibbles are elements 4c + k and high nibbles

@@ -196,8 +196,9 @@ public struct ModelWeights: @unchecked Sendable {
         var plan: [(w: WeightMatrix, offset: Int)] = []
         var digestWords: [Int] = []
         var total = 0
-        // Types without a tile16 layout (the K-quants) stay mapped in row layout.
-        for w in all where w.type.hasTile16Layout && offsets[Int(bitPattern: w.base)] == nil {
+        // Types without a tile16 layout (Q5_K, Q6_K), or without a tile kernel on this path,
+        // stay mapped in row layout.
+        for w in all where Kernels.prefersTile16(w.type) && offsets[Int(bitPattern: w.base)] == nil {
             offsets[Int(bitPattern: w.base)] = total
             plan.append((w, total))
             digestWords += [Int(bitPattern: w.base) - Int(bitPattern: tokenEmbedding.base), Int(w.type.rawValue),

@@ -292,8 +292,9 @@ static int test_paths(void) {
                         snprintf(what, sizeof what, "%s %s rows %d [%ld,%ld) cols %d tokens %d", pname,
                                  kq_types[k].name, rows, (long)r0, (long)r1, cols, tokens);
                         check(memcmp(y0, y1, ny * 4) == 0, what);
-                        if (kq_types[k].wtype == SLM_WTYPE_Q5_0 || kq_types[k].wtype == SLM_WTYPE_Q5_1) {
-                            /* Q5 repacked to tile16: this path and the scalar fallback, and the inverse. */
+                        if (kq_types[k].wtype == SLM_WTYPE_Q5_0 || kq_types[k].wtype == SLM_WTYPE_Q5_1 ||
+                            kq_types[k].wtype == SLM_WTYPE_Q4_K) {
+                            /* Q5 and Q4_K repacked to tile16: this path and the scalar fallback, and the inverse. */
                             uint8_t *wt = malloc((size_t)rows * rb), *row = malloc((size_t)rb);
                             slm_repack_tile16(kq_types[k].wtype, w, wt, rb, rows);
                             for (int p2 = 0; p2 < 2; p2++) {
@@ -307,7 +308,7 @@ static int test_paths(void) {
                             slm_kernels_force(path);
                             for (ptrdiff_t rr = 0; rr < rows; rr++) {
                                 slm_unpack_row_tile16(kq_types[k].wtype, wt, rb, rows, rr, row);
-                                check(memcmp(row, w + rr * rb, (size_t)rb) == 0, "tile16 Q5 unpack row");
+                                check(memcmp(row, w + rr * rb, (size_t)rb) == 0, "tile16 Q5/Q4_K unpack row");
                             }
                             free(wt); free(row);
                         }
@@ -546,9 +547,8 @@ static void bench(int only) {
             const double bytes = (double)rows * rb, ops = 2.0 * rows * cols * tokens;
             int reps = (int)(2e7 / ops) + 1;
             if (path == SLM_PATH_PORTABLE) reps = reps / 8 + 1;
-            /* Q5: the row layout, then the same weights repacked to tile16 on paths that prefer it. */
-            const int q5 = kq_types[k].wtype == SLM_WTYPE_Q5_0 || kq_types[k].wtype == SLM_WTYPE_Q5_1;
-            for (int tiled = 0; tiled <= (q5 && slm_preferred_layout() == SLM_LAYOUT_TILE16); tiled++) {
+            /* The row layout, then (Q5, Q4_K) the same weights repacked to tile16 on paths that prefer it. */
+            for (int tiled = 0; tiled <= slm_tile16_preferred(kq_types[k].wtype); tiled++) {
                 if (tiled) {
                     uint8_t *wt = malloc((size_t)rows * rb);
                     slm_repack_tile16(kq_types[k].wtype, w, wt, rb, rows);

@@ -182,6 +182,10 @@ final class Tile16LayoutTests: XCTestCase {
             // Every SIMD path has a tile16 kernel that reads it with plain loads; the scalar
             // path reads rows.
             XCTAssertEqual(Kernels.preferredLayout, path.name == "portable-c" ? .rows : .tile16, path.name)
+            // Q4_K tiles have kernels on every SIMD path; Q5_K and Q6_K stay in row layout.
+            XCTAssertEqual(Kernels.prefersTile16(.q4_K), path.name != "portable-c", path.name)
+            XCTAssertEqual(Kernels.prefersTile16(.q4_1), path.name != "portable-c", path.name)
+            XCTAssertFalse(Kernels.prefersTile16(.q6_K), path.name)
         }
     }
 
@@ -194,7 +198,7 @@ final class Tile16LayoutTests: XCTestCase {
         let q41 = try RandomMatrix(type: .q4_1, rows: 16, cols: 256, rng: &rng)
         let q50 = try RandomMatrix(type: .q5_0, rows: 16, cols: 256, rng: &rng)
         let q4k = try RandomMatrix(type: .q4_K, rows: 16, cols: 256, rng: &rng)
-        let q41t = Repacked(q41.matrix), q50t = Repacked(q50.matrix)
+        let q41t = Repacked(q41.matrix), q50t = Repacked(q50.matrix), q4kt = Repacked(q4k.matrix)
         let expected = ["x86-avx2": 4, "x86-avx512vnni": 8, "arm64-neon": 4, "arm64-neon-dotprod": 4]
         for path in supportedPaths() {
             slm_kernels_force(path.id)
@@ -205,14 +209,16 @@ final class Tile16LayoutTests: XCTestCase {
             XCTAssertEqual(Kernels.tokenTile(for: q50t.matrix), tile, path.name)
             XCTAssertNil(Kernels.tokenTile(for: q50.matrix), path.name)
             XCTAssertNil(Kernels.tokenTile(for: q4k.matrix), path.name)
+            XCTAssertEqual(Kernels.tokenTile(for: q4kt.matrix), Kernels.prefersTile16(.q4_K) ? tile : nil, path.name)
         }
     }
 
     func testRepackIsThePermutationCopyRowUndoes() throws {
         var rng = TestRNG(seed: 5)
-        for type in [WeightType.q4_1, .q4_0, .q8_0, .q5_0, .q5_1] {
+        for type in [WeightType.q4_1, .q4_0, .q8_0, .q5_0, .q5_1, .q4_K] {
+            let cols = type == .q4_K ? 512 : 96
             for rows in [1, 15, 16, 17, 40, 64] {
-                let w = try RandomMatrix(type: type, rows: rows, cols: 96, rng: &rng)
+                let w = try RandomMatrix(type: type, rows: rows, cols: cols, rng: &rng)
                 let p = Repacked(w.matrix)
                 XCTAssertEqual(p.matrix.layout, .tile16)
                 var row = [UInt8](repeating: 0, count: w.matrix.rowBytes)
@@ -226,7 +232,7 @@ final class Tile16LayoutTests: XCTestCase {
                 // Whole tiles really are permuted; a matrix of less than one tile is left as is.
                 XCTAssertEqual(differs, rows >= 16, "\(type) rows \(rows)")
                 // Dequantizing a repacked row (the token embedding lookup) gives the same floats.
-                var a = [Float](repeating: 0, count: 96), b = a
+                var a = [Float](repeating: 0, count: cols), b = a
                 for r in [0, rows / 2, rows - 1] {
                     Dequantize.row(w.matrix, r, into: &a)
                     Dequantize.row(p.matrix, r, into: &b)
@@ -239,9 +245,10 @@ final class Tile16LayoutTests: XCTestCase {
     func testTile16MatmulBitIdenticalToReferenceOnEveryPath() throws {
         var rng = TestRNG(seed: 77)
         let shapes: [(rows: Int, cols: Int)] = [(5, 64), (16, 32), (17, 96), (33, 576), (48, 64), (70, 160)]
+        let kShapes: [(rows: Int, cols: Int)] = [(5, 256), (16, 256), (17, 512), (33, 768), (48, 256), (70, 512)]
         var compared = 0
-        for type in [WeightType.q4_1, .q4_0, .q8_0, .q5_0, .q5_1] {
-            for shape in shapes {
+        for type in [WeightType.q4_1, .q4_0, .q8_0, .q5_0, .q5_1, .q4_K] {
+            for shape in type == .q4_K ? kShapes : shapes {
                 let w = try RandomMatrix(type: type, rows: shape.rows, cols: shape.cols, rng: &rng)
                 let p = Repacked(w.matrix)
                 // Token counts that end on every token tile (8, 4, 2, 1 tokens) and past them.

@@ -148,8 +148,8 @@ final class KQuantReferenceTests: XCTestCase {
         print("kquant perplexity c128 (ours vs llama.cpp): " + report.joined(separator: "; "))
     }
 
-    /// `weights_layout = repacked` copies only the types with a tile16 layout (on paths that
-    /// prefer tile16): in the Q4_K_M file the Q5_0 and Q8_0 tensors, leaving the K tensors
+    /// `weights_layout = repacked` copies only the types the path has tile16 kernels for: in
+    /// the Q4_K_M file the Q5_0, Q8_0 and Q4_K tensors, leaving Q6_K
     /// mapped; in the Q5_1 file its Q5_1 tensors (Q5_1 adds the min term to the Q5 kernels).
     /// The logits are bit-identical to the mapped load's.
     func testRepackedFilesGiveTheSameLogits() throws {
@@ -163,11 +163,12 @@ final class KQuantReferenceTests: XCTestCase {
                 let all = [repacked.weights.output] + repacked.weights.layers.flatMap {
                     [$0.wq, $0.wk, $0.wv, $0.wo, $0.wGate, $0.wUp, $0.wDown]
                 }
-                for w in all { XCTAssertEqual(w.layout, w.type.hasTile16Layout ? .tile16 : .rows, "\(preset) \(w.type)") }
+                for w in all { XCTAssertEqual(w.layout, Kernels.prefersTile16(w.type) ? .tile16 : .rows, "\(preset) \(w.type)") }
                 XCTAssertTrue(all.contains { $0.type == q5 && $0.layout == .tile16 }, "\(preset): the \(q5) tensors are repacked")
                 if preset == "Q4_K_M" {
                     XCTAssertEqual(repacked.weights.output.layout, .tile16)  // the tied Q8_0 embedding
-                    XCTAssertTrue(all.contains { $0.layout == .rows }, "the K tensors stay in row layout")
+                    XCTAssertTrue(all.contains { $0.type == .q6_K && $0.layout == .rows }, "the Q6_K tensors stay in row layout")
+                    XCTAssertTrue(all.contains { $0.type == .q4_K }, "the file has Q4_K tensors")
                 }
             }
             var out: [[Float]] = []

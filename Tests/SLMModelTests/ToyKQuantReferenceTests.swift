@@ -57,8 +57,9 @@ final class ToyKQuantReferenceTests: XCTestCase {
     }
 
     /// The cached file of a fixture entry, after proving it is the one llama.cpp ran.
-    static func open(_ m: Fixture.Model) throws -> SLMModel.Model {
-        try openPinned(TestModel.directory + "/toy-kquants/" + m.file, sha256: m.sha256, makeTarget: "make toy-kquant-models")
+    static func open(_ m: Fixture.Model, weightsLayout: WeightsLayout = .mapped) throws -> SLMModel.Model {
+        try openPinned(TestModel.directory + "/toy-kquants/" + m.file, sha256: m.sha256, makeTarget: "make toy-kquant-models",
+                       weightsLayout: weightsLayout)
     }
 
     /// Asserts the file's per-type tensor counts and that it holds the types its preset must
@@ -75,7 +76,8 @@ final class ToyKQuantReferenceTests: XCTestCase {
 
     /// A model file setup built into the cache, opened only if its sha256 is the one the fixture
     /// was recorded from; missing or different is a failure that names the make target.
-    static func openPinned(_ path: String, sha256 expected: String, makeTarget: String) throws -> SLMModel.Model {
+    static func openPinned(_ path: String, sha256 expected: String, makeTarget: String,
+                           weightsLayout: WeightsLayout = .mapped) throws -> SLMModel.Model {
         guard let sha = SHA256.hex(ofFile: path) else {
             throw ReferenceData.Missing(description: "\(path) not found: run `\(makeTarget)`")
         }
@@ -83,7 +85,7 @@ final class ToyKQuantReferenceTests: XCTestCase {
             throw ReferenceData.Missing(description: "\(path): sha256 \(sha), the fixture was made from \(expected); "
                                             + "remove it and run `\(makeTarget)`")
         }
-        return try SLMModel.Model(path: path)
+        return try SLMModel.Model(path: path, weightsLayout: weightsLayout)
     }
 
     /// How far ours follows llama.cpp on a set of cases, for the report line.
@@ -132,6 +134,34 @@ final class ToyKQuantReferenceTests: XCTestCase {
             if ours == c.greedy_ids[k] { a.greedySame += 1 } else { a.widestFlip = max(a.widestFlip, margin) }
             if k + 1 < c.steps.count { logits = try session.feed([c.greedy_ids[k]]) }
         }
+    }
+
+    /// The daemon repacks by default (`weights_layout = repacked`), which puts the Q4_K
+    /// tensors in tile16 for their own kernels: every toy with Q4_K tensors gives the
+    /// mapped load's logits bit for bit, over its first case's prompt and three greedy steps.
+    func testRepackedQ4KToysGiveTheSameLogits() throws {
+        var compared = 0
+        for m in try Self.fixture().kquant_models where m.tensor_types["Q4_K", default: 0] > 0 {
+            let id = "\(m.architecture) \(m.preset)", c = m.cases[0]
+            var out: [[Float]] = []
+            for layout in [WeightsLayout.mapped, .repacked] {
+                let model = try Self.open(m, weightsLayout: layout)
+                let q4k = model.weights.layers.flatMap { [$0.wq, $0.wk, $0.wv, $0.wo, $0.wGate, $0.wUp, $0.wDown] }
+                    .filter { $0.type == .q4_K }
+                XCTAssertFalse(q4k.isEmpty, id)
+                let tiled = layout == .repacked && Kernels.prefersTile16(.q4_K)
+                for w in q4k { XCTAssertEqual(w.layout, tiled ? .tile16 : .rows, id) }
+                let runner = Runner(config: model.config, weights: model.weights, pool: ThreadPool(threads: 2),
+                                    maxBatch: 32, maxContext: 64, maxLogits: 1)
+                let session = Session(runner: runner, capacity: 64)
+                var logits = Array(try session.feed(c.prompt_ids))
+                for next in c.greedy_ids.prefix(3) { logits += try session.feed([next]) }
+                out.append(logits)
+            }
+            XCTAssertEqual(out[0].map(\.bitPattern), out[1].map(\.bitPattern), "\(id): repacked logits")
+            compared += 1
+        }
+        XCTAssertGreaterThan(compared, 0)
     }
 
     func testSHA256() {

@@ -133,7 +133,13 @@ void slm_matmul_kq(int wtype, const void *w, ptrdiff_t row_bytes, ptrdiff_t row_
  * against 4 broadcast activation bytes); on ARM, 16 bytes at quants + 64 * c + 16 * g are
  * rows 4g..4g+3 (one SDOT by element, or SMLAL against replicated activation bytes without
  * dot products). Rows past the last whole tile keep the row layout. Types: Q4_0, Q4_1, Q8_0,
- * Q5_0, Q5_1 (the tile16 functions do nothing for any other wtype).
+ * Q5_0, Q5_1 and Q4_K (the tile16 functions do nothing for any other wtype).
+ * Q4_K: super-block b of a tile (16 * 144 bytes) at tile + 2304 b holds the 16 rows' d at
+ * [0, 32) and dmin at [32, 64), their 6-bit sub-block scales and mins unpacked (row i =
+ * 8h + k: [64 + 64h + 8j + k] = (sc_j & 15) | (mn_j & 15) << 4, [192 + 32h + 8 (j % 4) + k]
+ * = sc_j >> 4 | (mn_j >> 4) << 2, in the high nibble for j >= 4), then at 256 + 256j
+ * sub-block j in Q4_1's quant form (row i's byte e = element e | element 16 + e << 4, dword c
+ * at + 64c + 4i): the kernels run Q4_1's inner loop with a per-row scale.
  * Values are those of ggml's type ids, like WeightType in Swift. */
 enum { SLM_WTYPE_Q4_0 = 2, SLM_WTYPE_Q4_1 = 3, SLM_WTYPE_Q8_0 = 8 };
 enum { SLM_LAYOUT_ROWS = 0, SLM_LAYOUT_TILE16 = 1 };
@@ -142,6 +148,10 @@ enum { SLM_LAYOUT_ROWS = 0, SLM_LAYOUT_TILE16 = 1 };
  * x86-avx2, arm64-neon-dotprod, arm64-neon), ROWS on portable-c. Every path computes both
  * layouts, bit-identically. */
 int slm_preferred_layout(void);
+/* Whether the active path computes a `wtype` matrix faster in tile16 than in row layout:
+ * the preferred layout is TILE16 and the path has a kernel for the type (a path without a
+ * Q4_K tile kernel computes tile16 Q4_K through the portable loop, correct but slow). */
+int slm_tile16_preferred(int wtype);
 /* dst (rows * row_bytes bytes, not overlapping src) = the tile16 permutation of src. */
 void slm_repack_tile16(int wtype, const void *src, void *dst, ptrdiff_t row_bytes, ptrdiff_t rows);
 /* Inverse of slm_repack_tile16 for one row: copies row r of a tile16 matrix, in row layout,
