@@ -363,11 +363,96 @@ static SLM_ALWAYS_INLINE void FN(t16_tile_q4k)(int T, int G, const uint8_t *tile
     FN(t16_store)(type, T, G, g0, lo, hi, y, t0, ys, acc, accm);
 }
 
+/* Q6_K's two half dots of 4 rows (lo: elements 0..15 from w[0..3], hi: 16..31 from w[4..7]),
+ * weights u = q + 32 in 0..63. Plain NEON sums 4 products per int16 lane (4 * 63 * 128 =
+ * 32256, exact) and pairs them into int32; SDOT accumulates in int32. */
+static SLM_ALWAYS_INLINE void FN(t16_dot_q6)(const int8x16_t w[8], const int8_t *xq, int32x4_t *lo, int32x4_t *hi) {
+    const int8x16_t x0 = vld1q_s8(xq), x1 = vld1q_s8(xq + 16);
+#if SLM_DOTPROD
+    int32x4_t s0 = vdotq_laneq_s32(vdupq_n_s32(0), w[0], x0, 0), s1 = vdotq_laneq_s32(vdupq_n_s32(0), w[4], x1, 0);
+    s0 = vdotq_laneq_s32(s0, w[1], x0, 1); s1 = vdotq_laneq_s32(s1, w[5], x1, 1);
+    s0 = vdotq_laneq_s32(s0, w[2], x0, 2); s1 = vdotq_laneq_s32(s1, w[6], x1, 2);
+    *lo = vdotq_laneq_s32(s0, w[3], x0, 3);
+    *hi = vdotq_laneq_s32(s1, w[7], x1, 3);
+#else
+    int16x8_t a[2], b[2];  /* [half]: a rows 0 and 1, b rows 2 and 3 */
+    SLM_UNROLL for (int k = 0; k < 8; k++) {
+        const int8x16_t xk = FN(t16_xk)(x0, x1, k);
+        const int u = k / 4;
+        if (k % 4 == 0) {
+            a[u] = vmull_s8(vget_low_s8(w[k]), vget_low_s8(xk));
+            b[u] = vmull_high_s8(w[k], xk);
+        } else {
+            a[u] = vmlal_s8(a[u], vget_low_s8(w[k]), vget_low_s8(xk));
+            b[u] = vmlal_high_s8(b[u], w[k], xk);
+        }
+    }
+    *lo = vpaddq_s32(vpaddlq_s16(a[0]), vpaddlq_s16(b[0]));
+    *hi = vpaddq_s32(vpaddlq_s16(a[1]), vpaddlq_s16(b[1]));
+#endif
+}
+
+/* Q6_K tile16: sub-block j's u = q + 32 is a Q4_1-form low-nibble block with the top two
+ * bits OR-ed in from two planes (slm_kernels.h; one shift and mask per chunk). Per half,
+ * sc * (sum u x - 32 sum x) is the contract's exact integer (|.| < 2^25); the float chain is
+ * slm_kq_portable's: bit-identical. */
+static SLM_ALWAYS_INLINE void FN(t16_tile_q6k)(int T, int G, const uint8_t *tile, int g0, int lo, int hi,
+                                               const slm_q8_acts *x, ptrdiff_t t0, float *y, ptrdiff_t ys) {
+    const ptrdiff_t nb = x->cols / SLM_QK, cols = x->cols;
+    const uint8x16_t m4 = vdupq_n_u8(0x0f), m30 = vdupq_n_u8(0x30);
+    float32x4_t acc[4][4], accm[4][4];  /* [group][token]; accm stays zero (no min term) */
+    SLM_UNROLL for (int gi = 0; gi < G; gi++)
+        SLM_UNROLL for (int t = 0; t < T; t++) acc[gi][t] = accm[gi][t] = vdupq_n_f32(0.0f);
+    for (ptrdiff_t sb = 0; sb < nb / 8; sb++) {
+        const uint8_t *blk = tile + sb * KQ_Q6K_TILE;
+        for (int j = 0; j < 8; j++) {
+            const ptrdiff_t b = 8 * sb + j;
+            const uint8_t *q = blk + KQ_Q6K_T16_QS + 384 * j;
+            int32_t hx[4][2];  /* per token: the activation sums of elements 0..15 and 16..31 */
+            SLM_UNROLL for (int t = 0; t < T; t++) {
+                const int8_t *xq = x->qs + (t0 + t) * cols + b * SLM_QK;
+                hx[t][0] = 32 * vaddlvq_s8(vld1q_s8(xq));
+                hx[t][1] = 32 * vaddlvq_s8(vld1q_s8(xq + 16));
+            }
+            SLM_UNROLL for (int gi = 0; gi < G; gi++) {
+                const int g = g0 + gi;
+                const float32x4_t dw = vcvt_f32_f16(vreinterpret_f16_u8(vld1_u8(blk + 8 * g)));
+                const int16x8_t sc = vmovl_s8(vld1_s8((const int8_t *)blk + KQ_Q6K_T16_SC + 32 * j + 8 * g));
+                const int32x4_t sclo = vmovl_s16(vget_low_s16(vuzp1q_s16(sc, sc)));
+                const int32x4_t schi = vmovl_s16(vget_low_s16(vuzp2q_s16(sc, sc)));
+                const uint32x4_t pa = vld1q_u32((const uint32_t *)(const void *)(q + 256 + 16 * g));
+                const uint32x4_t pb = vld1q_u32((const uint32_t *)(const void *)(q + 320 + 16 * g));
+                int8x16_t w[8];
+                SLM_UNROLL for (int c = 0; c < 4; c++) {
+                    const int32x4_t sh = vdupq_n_s32(c < 3 ? 4 - 2 * c : -2);  /* negative: right */
+                    const uint8x16_t v = vld1q_u8(q + 64 * c + 16 * g);
+                    const uint8x16_t ta = vreinterpretq_u8_u32(vshlq_u32(pa, sh)), tb = vreinterpretq_u8_u32(vshlq_u32(pb, sh));
+                    w[c] = vreinterpretq_s8_u8(vorrq_u8(vandq_u8(v, m4), vandq_u8(ta, m30)));
+                    w[4 + c] = vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(v, 4), vandq_u8(tb, m30)));
+                }
+                SLM_UNROLL for (int t = 0; t < T; t++) {
+                    int32x4_t dlo, dhi;
+                    FN(t16_dot_q6)(w, x->qs + (t0 + t) * cols + b * SLM_QK, &dlo, &dhi);
+                    int32x4_t sumi = vmulq_s32(vsubq_s32(dlo, vdupq_n_s32(hx[t][0])), sclo);
+                    sumi = vmlaq_s32(sumi, vsubq_s32(dhi, vdupq_n_s32(hx[t][1])), schi);
+                    const float32x4_t dd = vmulq_n_f32(dw, x->d[(t0 + t) * nb + b]);
+                    acc[gi][t] = vfmaq_f32(acc[gi][t], dd, vcvtq_f32_s32(sumi));
+                }
+            }
+        }
+    }
+    FN(t16_store)(SLM_T_Q6_K, T, G, g0, lo, hi, y, t0, ys, acc, accm);
+}
+
 /* G groups from g0 (G = 4: the whole tile) x T tokens from t0; stores rows [lo, hi) of the tile. */
 static SLM_ALWAYS_INLINE void FN(t16_tile)(int type, int T, int G, const uint8_t *tile, int g0, int lo, int hi,
                                            const slm_q8_acts *x, ptrdiff_t t0, float *y, ptrdiff_t ys) {
     if (type == SLM_T_Q4_K) {
         FN(t16_tile_q4k)(T, G, tile, g0, lo, hi, x, t0, y, ys);
+        return;
+    }
+    if (type == SLM_T_Q6_K) {
+        FN(t16_tile_q6k)(T, G, tile, g0, lo, hi, x, t0, y, ys);
         return;
     }
     const ptrdiff_t nb = x->cols / SLM_QK;
@@ -422,15 +507,16 @@ static SLM_ALWAYS_INLINE void FN(t16_tile)(int type, int T, int G, const uint8_t
  * each weight line serves all 4 groups while in L1 (group by group, the first sweep used 16
  * of its 64 bytes). cortex-a72 instructions per 1000 MACs, group by group -> whole tile,
  * Q4_1 1536x576: 2 tokens 415 -> 336, 3 tokens 370 -> 343, 4 tokens 350 -> 331; Q4_0
- * 576x1536: 400 -> 341, 366 -> 344, 4 tokens 347 -> 363 (so 3). Q5_0/Q5_1 rose 4-7% and
- * dotprod 1-33% (spills): they stay group by group. */
+ * 576x1536: 400 -> 341, 366 -> 344, 4 tokens 347 -> 363 (so 3); Q6_K 576x1536 2 tokens
+ * 576 -> 548, 4 tokens 526 -> 468 (Q4_K within 2%: left group by group). Q5_0/Q5_1 rose
+ * 4-7% and dotprod 1-33% (spills): they stay group by group. */
 #if !SLM_DOTPROD
 #define SLM_TD_WHOLE_TILE_MAX 4
-#define SLM_TD_WHOLE_TILE_TOKENS(type) ((type) == SLM_T_Q4_1 ? 4 : (type) == SLM_T_Q4_0 ? 3 : 1)
+#define SLM_TD_WHOLE_TILE_TOKENS(type) ((type) == SLM_T_Q4_1 || (type) == SLM_T_Q6_K ? 4 : (type) == SLM_T_Q4_0 ? 3 : 1)
 #endif
-#define SLM_TD_Q4K 1
+#define SLM_TD_KTILE 1
 #include "tile_driver.h"
-#undef SLM_TD_Q4K
+#undef SLM_TD_KTILE
 #undef SLM_TD_TOKENWISE
 #undef SLM_TD_GROUP
 #undef SLM_TD_TMAX

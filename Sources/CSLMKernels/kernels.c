@@ -135,6 +135,7 @@ static int internal_type(int wtype) {
     case SLM_WTYPE_Q5_0: return SLM_T_Q5_0;
     case SLM_WTYPE_Q5_1: return SLM_T_Q5_1;
     case SLM_WTYPE_Q4_K: return SLM_T_Q4_K;
+    case SLM_WTYPE_Q6_K: return SLM_T_Q6_K;
     default: return -1;
     }
 }
@@ -142,11 +143,13 @@ static int internal_type(int wtype) {
 void slm_unpack_row_tile16(int wtype, const void *w, ptrdiff_t row_bytes, ptrdiff_t rows, ptrdiff_t r, void *out) {
     const int type = internal_type(wtype);
     if (type < 0) return;
-    if (type == SLM_T_Q4_K) {
+    if (slm_is_ktile(type)) {
         const uint8_t *tile = (const uint8_t *)w + r / SLM_TILE * SLM_TILE * row_bytes;
-        for (ptrdiff_t b = 0; b < row_bytes / 144; b++) {
-            if (r < rows / SLM_TILE * SLM_TILE) kq_q4k_from_tile16(tile + b * KQ_Q4K_TILE, (int)(r % SLM_TILE), (uint8_t *)out + b * 144);
-            else memcpy((uint8_t *)out + b * 144, (const uint8_t *)w + r * row_bytes + b * 144, 144);
+        const int bb = slm_block_bytes(type);
+        for (ptrdiff_t b = 0; b < row_bytes / bb; b++) {
+            uint8_t *ob = (uint8_t *)out + b * bb;
+            if (r < rows / SLM_TILE * SLM_TILE) kq_from_tile16(wtype, tile + b * kq_tile_bytes(wtype), (int)(r % SLM_TILE), ob);
+            else memcpy(ob, (const uint8_t *)w + r * row_bytes + b * bb, (size_t)bb);
         }
         return;
     }
@@ -170,11 +173,11 @@ void slm_repack_tile16(int wtype, const void *src, void *dst, ptrdiff_t row_byte
     const uint8_t *s = (const uint8_t *)src;
     uint8_t *d = (uint8_t *)dst;
     const ptrdiff_t full = rows / SLM_TILE * SLM_TILE;
-    for (ptrdiff_t r = 0; r < full && type == SLM_T_Q4_K; r++)
-        for (ptrdiff_t b = 0; b < row_bytes / 144; b++)
-            kq_q4k_to_tile16(s + r * row_bytes + b * 144, d + r / SLM_TILE * SLM_TILE * row_bytes + b * KQ_Q4K_TILE,
-                             (int)(r % SLM_TILE));
-    for (ptrdiff_t r = 0; r < full && type != SLM_T_Q4_K; r++) {
+    for (ptrdiff_t r = 0; r < full && slm_is_ktile(type); r++)
+        for (ptrdiff_t b = 0; b < row_bytes / bb; b++)
+            kq_to_tile16(wtype, s + r * row_bytes + b * bb, d + r / SLM_TILE * SLM_TILE * row_bytes + b * kq_tile_bytes(wtype),
+                         (int)(r % SLM_TILE));
+    for (ptrdiff_t r = 0; r < full && !slm_is_ktile(type); r++) {
         const int i = (int)(r % SLM_TILE);
         for (ptrdiff_t b = 0; b < row_bytes / bb; b++) {
             const uint8_t *sb = s + r * row_bytes + b * bb;
@@ -330,15 +333,16 @@ int slm_preferred_layout(void) { return get()->layout; }
 int slm_tile16_preferred(int wtype) {
     const slm_impl *p = get();
     const int type = internal_type(wtype);
-    return type >= 0 && p->layout == SLM_LAYOUT_TILE16 && (type != SLM_T_Q4_K || p->matmul_tile16_q4k);
+    return type >= 0 && p->layout == SLM_LAYOUT_TILE16 && (!slm_is_ktile(type) || p->matmul_tile16_k);
 }
 void slm_matmul_tile16(int wtype, const void *w, ptrdiff_t rb, ptrdiff_t rows, ptrdiff_t r0, ptrdiff_t r1,
                        const slm_q8_acts *x, float *y, ptrdiff_t ys) {
     const int type = internal_type(wtype);
     if (type < 0 || !(r0 < r1 && x->tokens > 0)) return;
     const slm_impl *p = get();
-    if (type == SLM_T_Q4_K) (p->matmul_tile16_q4k ? p->matmul_tile16_q4k : slm_kq_tile16_portable)(w, rb, rows, r0, r1, x, y, ys);
-    else p->matmul_tile16(type, w, rb, rows, r0, r1, x, y, ys);
+    if (!slm_is_ktile(type)) p->matmul_tile16(type, w, rb, rows, r0, r1, x, y, ys);
+    else if (p->matmul_tile16_k) p->matmul_tile16_k(type, w, rb, rows, r0, r1, x, y, ys);
+    else slm_kq_tile16_portable(wtype, w, rb, rows, r0, r1, x, y, ys);
 }
 float slm_dot_f16(const float *q, const uint16_t *k, ptrdiff_t n) { return get()->dot_f16(q, k, n); }
 void slm_axpy_f16(float a, const uint16_t *v, float *y, ptrdiff_t n) { get()->axpy_f16(a, v, y, n); }

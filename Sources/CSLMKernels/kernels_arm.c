@@ -160,7 +160,7 @@ const slm_impl slm_impl_neon = {
     .dot_f16 = neon_dot_f16, .axpy_f16 = neon_axpy_f16, .to_f16 = neon_to_f16,
     .scale_round_f16 = neon_scale_round_f16, .mad_round_f16 = neon_mad_round_f16,
     .quantize_q8 = neon_quantize_q8, .attn_f16 = neon_attn_f16, .matmul_tile16 = neon_matmul_tile16,
-    .matmul_tile16_q4k = neon_matmul_tile16_q4k, .matmul_kq = neon_matmul_kq, .layout = SLM_LAYOUT_TILE16,
+    .matmul_tile16_k = neon_matmul_tile16_k, .matmul_kq = neon_matmul_kq, .layout = SLM_LAYOUT_TILE16,
     .token_tile = neon_token_tile,
 };
 const slm_impl slm_impl_neon_dotprod = {
@@ -169,7 +169,7 @@ const slm_impl slm_impl_neon_dotprod = {
     .dot_f16 = neon_dot_f16, .axpy_f16 = neon_axpy_f16, .to_f16 = neon_to_f16,
     .scale_round_f16 = neon_scale_round_f16, .mad_round_f16 = neon_mad_round_f16,
     .quantize_q8 = neon_quantize_q8, .attn_f16 = neon_attn_f16, .matmul_tile16 = dotprod_matmul_tile16,
-    .matmul_tile16_q4k = dotprod_matmul_tile16_q4k, .matmul_kq = dotprod_matmul_kq,
+    .matmul_tile16_k = dotprod_matmul_tile16_k, .matmul_kq = dotprod_matmul_kq,
     .layout = SLM_LAYOUT_TILE16, .token_tile = dotprod_token_tile,
 };
 

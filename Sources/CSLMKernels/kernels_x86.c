@@ -188,18 +188,18 @@ const slm_impl slm_impl_avx2 = {
     .dot_f16 = avx2_dot_f16, .axpy_f16 = avx2_axpy_f16, .to_f16 = avx2_to_f16,
     .scale_round_f16 = avx2_scale_round_f16, .mad_round_f16 = avx2_mad_round_f16,
     .quantize_q8 = avx2_quantize_q8, .attn_f16 = avx2_attn_f16, .matmul_tile16 = avx2_matmul_tile16,
-    .matmul_tile16_q4k = avx2_matmul_tile16_q4k, .matmul_kq = avx2_matmul_kq, .layout = SLM_LAYOUT_TILE16,
+    .matmul_tile16_k = avx2_matmul_tile16_k, .matmul_kq = avx2_matmul_kq, .layout = SLM_LAYOUT_TILE16,
     .token_tile = avx2_token_tile,
 };
-/* Attention vectors are one head (64 floats): 256-bit f16 helpers are plenty. Q4_K tiles run
- * the AVX2 kernel (8-row groups). */
+/* Attention vectors are one head (64 floats): 256-bit f16 helpers are plenty. K-quant tiles
+ * run the AVX2 kernels (8-row groups). */
 const slm_impl slm_impl_avx512vnni = {
     .id = SLM_PATH_AVX512VNNI, .name = "x86-avx512vnni",
     .q4_1 = vnni_q4_1, .q4_0 = vnni_q4_0, .q8_0 = vnni_q8_0,
     .dot_f16 = avx2_dot_f16, .axpy_f16 = avx2_axpy_f16, .to_f16 = avx2_to_f16,
     .scale_round_f16 = avx2_scale_round_f16, .mad_round_f16 = avx2_mad_round_f16,
     .quantize_q8 = avx2_quantize_q8, .attn_f16 = avx2_attn_f16, .matmul_tile16 = vnni_matmul_tile16,
-    .matmul_tile16_q4k = avx2_matmul_tile16_q4k, .matmul_kq = vnni_matmul_kq, .layout = SLM_LAYOUT_TILE16,
+    .matmul_tile16_k = avx2_matmul_tile16_k, .matmul_kq = vnni_matmul_kq, .layout = SLM_LAYOUT_TILE16,
     .token_tile = vnni_token_tile,
 };
 

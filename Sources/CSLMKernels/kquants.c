@@ -30,30 +30,32 @@ void slm_kq_portable(int wt, const void *w, ptrdiff_t row_bytes, ptrdiff_t r0, p
     }
 }
 
-void slm_kq_tile16_portable(const void *w, ptrdiff_t row_bytes, ptrdiff_t rows, ptrdiff_t r0, ptrdiff_t r1,
+void slm_kq_tile16_portable(int wt, const void *w, ptrdiff_t row_bytes, ptrdiff_t rows, ptrdiff_t r0, ptrdiff_t r1,
                             const slm_q8_acts *x, float *y, ptrdiff_t ys) {
     const ptrdiff_t nsub = x->cols / SLM_QK, full = rows / SLM_TILE * SLM_TILE;
     for (ptrdiff_t r = r0; r < r1; r++) {
         if (r >= full) {
-            slm_kq_portable(SLM_WTYPE_Q4_K, w, row_bytes, r, r + 1, x, y, ys);
+            slm_kq_portable(wt, w, row_bytes, r, r + 1, x, y, ys);
             continue;
         }
         const uint8_t *tile = (const uint8_t *)w + r / SLM_TILE * SLM_TILE * row_bytes;
         for (ptrdiff_t t = 0; t < x->tokens; t++) {
             float acc = 0.0f, accm = 0.0f;
-            uint8_t blk[144];
+            uint8_t blk[210];
             for (ptrdiff_t k = 0; k < nsub; k++) {
-                if (k % 8 == 0) kq_q4k_from_tile16(tile + k / 8 * KQ_Q4K_TILE, (int)(r % SLM_TILE), blk);
+                if (k % 8 == 0) kq_from_tile16(wt, tile + k / 8 * kq_tile_bytes(wt), (int)(r % SLM_TILE), blk);
                 kq_sub s;
-                kq_decode(SLM_WTYPE_Q4_K, blk, (int)(k % 8), &s);
+                kq_decode(wt, blk, (int)(k % 8), &s);
                 const int8_t *xb = x->qs + t * x->cols + k * SLM_QK;
-                int32_t sumi = 0;
-                for (int j = 0; j < 32; j++) sumi += (int32_t)s.q[j] * xb[j];
+                int32_t lo = 0, hi = 0;
+                for (int j = 0; j < 16; j++) lo += (int32_t)s.q[j] * xb[j];
+                for (int j = 16; j < 32; j++) hi += (int32_t)s.q[j] * xb[j];
                 const ptrdiff_t xk = t * nsub + k;
-                acc = fmaf(s.d * x->d[xk], (float)(s.sc_lo * sumi), acc);
-                accm = fmaf(s.m * x->d[xk], (float)(s.mn * x->isum[xk]), accm);
+                acc = fmaf(s.d * x->d[xk], (float)(s.sc_lo * lo + s.sc_hi * hi), acc);
+                if (wt == SLM_WTYPE_Q4_K) accm = fmaf(s.m * x->d[xk], (float)(s.mn * x->isum[xk]), accm);
             }
-            y[t * ys + r] = acc - accm;
+            /* Q6_K has no min term: its acc alone (adding 0 would turn -0 into +0). */
+            y[t * ys + r] = wt == SLM_WTYPE_Q4_K ? acc - accm : acc;
         }
     }
 }

@@ -165,9 +165,73 @@ static inline void kq_q4k_from_tile16(const uint8_t *tile, int i, uint8_t *out) 
     }
 }
 
-/* slm_matmul_tile16 for Q4_K on paths without a kernel of their own: each row's blocks
- * restored from the tile, then the portable loop's chain. */
-void slm_kq_tile16_portable(const void *w, ptrdiff_t row_bytes, ptrdiff_t rows, ptrdiff_t r0, ptrdiff_t r1,
+/* ---- Q6_K tile16 (slm_kernels.h) ----
+ * Super-block b of a 16-row tile at tile + b * KQ_Q6K_TILE; row i, sub-block j, from its
+ * ggml block (u = q + 32, the unsigned 6-bit weight): */
+enum {
+    KQ_Q6K_TILE = 16 * 210,
+    KQ_Q6K_T16_SC = 32,   /* + 32j + 2i + {0, 1}: the int8 scales of elements 0..15 and 16..31 */
+    KQ_Q6K_T16_QS = 288,  /* + 384j: the low 4 bits of u in Q4_1's tile form (256 bytes), then two
+                           * planes of the top 2 bits, row i's word at + 256 + 4i (elements 4c + b)
+                           * and + 320 + 4i (16 + 4c + b), those of element 4c + b at bits 8b + 2c */
+};
+
+static inline void kq_q6k_to_tile16(const uint8_t *src, uint8_t *tile, int i) {
+    memcpy(tile + 2 * i, src + KQ_Q6_K_D, 2);
+    for (int j = 0; j < 8; j++) {
+        kq_sub s;
+        kq_decode(SLM_WTYPE_Q6_K, src, j, &s);
+        tile[KQ_Q6K_T16_SC + 32 * j + 2 * i] = (uint8_t)(int8_t)s.sc_lo;
+        tile[KQ_Q6K_T16_SC + 32 * j + 2 * i + 1] = (uint8_t)(int8_t)s.sc_hi;
+        uint8_t *q = tile + KQ_Q6K_T16_QS + 384 * j;
+        uint32_t a = 0, b = 0;
+        for (int e = 0; e < 16; e++) {
+            const int lo = s.q[e] + 32, hi = s.q[16 + e] + 32;
+            q[64 * (e / 4) + 4 * i + e % 4] = (uint8_t)((lo & 15) | (hi & 15) << 4);
+            a |= (uint32_t)(lo >> 4) << (8 * (e % 4) + 2 * (e / 4));
+            b |= (uint32_t)(hi >> 4) << (8 * (e % 4) + 2 * (e / 4));
+        }
+        memcpy(q + 256 + 4 * i, &a, 4);
+        memcpy(q + 320 + 4 * i, &b, 4);
+    }
+}
+
+static inline void kq_q6k_from_tile16(const uint8_t *tile, int i, uint8_t *out) {
+    memset(out, 0, 210);
+    memcpy(out + KQ_Q6_K_D, tile + 2 * i, 2);
+    for (int j = 0; j < 8; j++) {
+        out[KQ_Q6_K_SC + 2 * j] = tile[KQ_Q6K_T16_SC + 32 * j + 2 * i];
+        out[KQ_Q6_K_SC + 2 * j + 1] = tile[KQ_Q6K_T16_SC + 32 * j + 2 * i + 1];
+        const uint8_t *q = tile + KQ_Q6K_T16_QS + 384 * j;
+        uint32_t a, b;
+        memcpy(&a, q + 256 + 4 * i, 4);
+        memcpy(&b, q + 320 + 4 * i, 4);
+        const int h = j / 4, g = j % 4;
+        uint8_t *ql = out + 64 * h + 32 * (g & 1), *qh = out + KQ_Q6_K_QH + 32 * h;
+        for (int e = 0; e < 32; e++) {
+            const int byte = q[64 * (e % 16 / 4) + 4 * i + e % 4];
+            const uint32_t plane = e < 16 ? a : b;
+            const int u = (e < 16 ? byte & 15 : byte >> 4) | (int)((plane >> (8 * (e % 4) + 2 * (e % 16 / 4))) & 3) << 4;
+            ql[e] |= (uint8_t)((u & 15) << (g < 2 ? 0 : 4));
+            qh[e] |= (uint8_t)((u >> 4) << (2 * g));
+        }
+    }
+}
+
+/* Bytes of a K-quant tile16 super-block (16 rows), and one row's part to / from ggml's block. */
+static inline ptrdiff_t kq_tile_bytes(int wt) { return wt == SLM_WTYPE_Q4_K ? KQ_Q4K_TILE : KQ_Q6K_TILE; }
+static inline void kq_to_tile16(int wt, const uint8_t *src, uint8_t *tile, int i) {
+    if (wt == SLM_WTYPE_Q4_K) kq_q4k_to_tile16(src, tile, i);
+    else kq_q6k_to_tile16(src, tile, i);
+}
+static inline void kq_from_tile16(int wt, const uint8_t *tile, int i, uint8_t *out) {
+    if (wt == SLM_WTYPE_Q4_K) kq_q4k_from_tile16(tile, i, out);
+    else kq_q6k_from_tile16(tile, i, out);
+}
+
+/* slm_matmul_tile16 for Q4_K / Q6_K (wt) on paths without a kernel of their own: each row's
+ * blocks restored from the tile, then the portable loop's chains. */
+void slm_kq_tile16_portable(int wt, const void *w, ptrdiff_t row_bytes, ptrdiff_t rows, ptrdiff_t r0, ptrdiff_t r1,
                             const slm_q8_acts *x, float *y, ptrdiff_t ys);
 
 /* The portable loop (kquants.c): the contract written out, the fallback of paths without one. */

@@ -207,12 +207,13 @@ static void FN(matmul_tile16)(int type, const void *w, ptrdiff_t rb, ptrdiff_t r
     }
 }
 
-/* SLM_TD_Q4K, optional: the ISA's FN(t16_tile) computes SLM_T_Q4_K, and FN(matmul_tile16_q4k)
- * is its slm_impl.matmul_tile16_q4k. */
-#ifdef SLM_TD_Q4K
-static void FN(matmul_tile16_q4k)(const void *w, ptrdiff_t rb, ptrdiff_t rows, ptrdiff_t r0, ptrdiff_t r1,
-                                  const slm_q8_acts *x, float *y, ptrdiff_t ys) {
-    FN(td_matmul)(SLM_T_Q4_K, w, rb, rows, r0, r1, x, y, ys);
+/* SLM_TD_KTILE, optional: the ISA's FN(t16_tile) computes SLM_T_Q4_K and SLM_T_Q6_K, and
+ * FN(matmul_tile16_k) is its slm_impl.matmul_tile16_k. */
+#ifdef SLM_TD_KTILE
+static void FN(matmul_tile16_k)(int type, const void *w, ptrdiff_t rb, ptrdiff_t rows, ptrdiff_t r0, ptrdiff_t r1,
+                                const slm_q8_acts *x, float *y, ptrdiff_t ys) {
+    if (type == SLM_T_Q4_K) FN(td_matmul)(SLM_T_Q4_K, w, rb, rows, r0, r1, x, y, ys);
+    else FN(td_matmul)(SLM_T_Q6_K, w, rb, rows, r0, r1, x, y, ys);
 }
 #endif
 

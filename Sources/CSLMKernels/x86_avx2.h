@@ -415,11 +415,93 @@ static SLM_ALWAYS_INLINE void FN(t16_tile_q4k)(int T, int G, const uint8_t *tile
     FN(t16_finish)(SLM_T_Q4_K, T, G, tile, g0, lo, hi, x, t0, y, ys, acc, accm, 0);
 }
 
+/* Q6_K tile16: sub-block j's 6-bit weights u = q + 32 are a Q4_1-form low-nibble block with
+ * the top two bits OR-ed in from two planes (slm_kernels.h), one shift and mask per chunk.
+ * The halves keep their own scales: the low nibbles (elements 4c + b) sum the first half's
+ * products, the high ones the second's; with u <= 63 an int16 holds two chunks' pair sums
+ * (2 * 2 * 63 * 128 = 32256), so every two chunks one vpmaddwd per half multiplies by the
+ * half's scale (int16 pairs (sc, sc)) into int32. The -32 comes out through the activation
+ * half sums: sc_lo * (32 hx_lo) + sc_hi * (32 hx_hi) in one vpmaddwd of (hx_lo, hx_hi)
+ * against (sc_lo, sc_hi), shifted by 5. Exact (|sum| < 2^25) and equal to the contract's
+ * sumi; the float chain is slm_kq_portable's: bit-identical. */
+static SLM_ALWAYS_INLINE void FN(t16_tile_q6k)(int T, int G, const uint8_t *tile, int g0, int lo, int hi,
+                                               const slm_q8_acts *x, ptrdiff_t t0, float *y, ptrdiff_t ys) {
+    const ptrdiff_t nb = x->cols / SLM_QK, cols = x->cols;
+    const __m256i m4 = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30), ones8 = _mm256_set1_epi8(1);
+    /* per 32-bit lane (row): bytes 0,1 -> int16 0 twice; bytes 2,3 -> int16 1 twice (of vpmovsxbw (sc_lo, sc_hi)) */
+    const __m256i pick_lo = _mm256_setr_epi8(0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13,
+                                             0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13);
+    const __m256i pick_hi = _mm256_setr_epi8(2, 3, 2, 3, 6, 7, 6, 7, 10, 11, 10, 11, 14, 15, 14, 15,
+                                             2, 3, 2, 3, 6, 7, 6, 7, 10, 11, 10, 11, 14, 15, 14, 15);
+    __m256 acc[2][4], accm[2][4];  /* [group][token]; accm stays zero (no min term) */
+    FN(t16_zero)(T, G, acc, accm);
+    const int8_t *xq = x->qs + t0 * cols;
+    for (ptrdiff_t sb = 0; sb < nb / 8; sb++) {
+        const uint8_t *blk = tile + sb * KQ_Q6K_TILE;
+        __m256 dw[2];
+        SLM_UNROLL for (int gi = 0; gi < G; gi++) dw[gi] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16 * (g0 + gi))));
+        for (int j = 0; j < 8; j++) {
+            const uint8_t *q = blk + KQ_Q6K_T16_QS + 384 * j;
+            const int8_t *xb = xq + (8 * sb + j) * SLM_QK;
+            __m256i hx[4];  /* per token, every lane (hx_lo, hx_hi) as int16 */
+            SLM_UNROLL for (int t = 0; t < T; t++) {
+                const __m256i s4 = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, _mm256_loadu_si256((const __m256i *)(xb + t * cols))),
+                                                     _mm256_set1_epi16(1));  /* lane i: bytes 4i..4i+3 */
+                __m128i h = _mm_hadd_epi32(_mm256_castsi256_si128(s4), _mm256_extracti128_si256(s4, 1));
+                h = _mm_hadd_epi32(h, h);  /* lane 0: elements 0..15, lane 1: 16..31 */
+                hx[t] = _mm256_set1_epi32((int)(((uint32_t)_mm_cvtsi128_si32(h) & 0xffffu) | (uint32_t)_mm_extract_epi32(h, 1) << 16));
+            }
+            __m256i sc[2], sclo[2], schi[2], a[2], b[2], s32[2][4];
+            SLM_UNROLL for (int gi = 0; gi < G; gi++) {
+                const int g = g0 + gi;
+                sc[gi] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + KQ_Q6K_T16_SC + 32 * j + 16 * g)));
+                sclo[gi] = _mm256_shuffle_epi8(sc[gi], pick_lo);
+                schi[gi] = _mm256_shuffle_epi8(sc[gi], pick_hi);
+                a[gi] = _mm256_loadu_si256((const __m256i *)(q + 256 + 32 * g));
+                b[gi] = _mm256_loadu_si256((const __m256i *)(q + 320 + 32 * g));
+            }
+            SLM_UNROLL for (int half = 0; half < 2; half++) {  /* chunks 2 half, 2 half + 1 */
+                __m256i sl[2][4], sh[2][4];
+                SLM_UNROLL for (int cc = 0; cc < 2; cc++) {
+                    const int c = 2 * half + cc;
+                    SLM_UNROLL for (int gi = 0; gi < G; gi++) {
+                        const __m256i v = _mm256_loadu_si256((const __m256i *)(q + 32 * (g0 + gi) + 64 * c));
+                        const __m256i ta = c < 3 ? _mm256_slli_epi32(a[gi], 4 - 2 * c) : _mm256_srli_epi32(a[gi], 2);
+                        const __m256i tb = c < 3 ? _mm256_slli_epi32(b[gi], 4 - 2 * c) : _mm256_srli_epi32(b[gi], 2);
+                        const __m256i wl = _mm256_or_si256(_mm256_and_si256(v, m4), _mm256_and_si256(ta, m30));
+                        const __m256i wh = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), _mm256_and_si256(tb, m30));
+                        SLM_UNROLL for (int t = 0; t < T; t++) {
+                            const int8_t *xt = xb + t * cols;
+                            const __m256i pl = _mm256_maddubs_epi16(wl, FN(bcast4)(xt + 4 * c));
+                            const __m256i ph = _mm256_maddubs_epi16(wh, FN(bcast4)(xt + 16 + 4 * c));
+                            sl[gi][t] = cc == 0 ? pl : _mm256_add_epi16(sl[gi][t], pl);
+                            sh[gi][t] = cc == 0 ? ph : _mm256_add_epi16(sh[gi][t], ph);
+                        }
+                    }
+                }
+                SLM_UNROLL for (int gi = 0; gi < G; gi++)
+                    SLM_UNROLL for (int t = 0; t < T; t++) {
+                        const __m256i p = _mm256_add_epi32(_mm256_madd_epi16(sl[gi][t], sclo[gi]), _mm256_madd_epi16(sh[gi][t], schi[gi]));
+                        s32[gi][t] = half == 0 ? p : _mm256_add_epi32(s32[gi][t], p);
+                    }
+            }
+            SLM_UNROLL for (int gi = 0; gi < G; gi++)
+                SLM_UNROLL for (int t = 0; t < T; t++) {
+                    const __m256i off = _mm256_slli_epi32(_mm256_madd_epi16(hx[t], sc[gi]), 5);
+                    const __m256 dd = _mm256_mul_ps(dw[gi], _mm256_set1_ps(x->d[(t0 + t) * nb + 8 * sb + j]));
+                    acc[gi][t] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(_mm256_sub_epi32(s32[gi][t], off)), acc[gi][t]);
+                }
+        }
+    }
+    FN(t16_finish)(SLM_T_Q6_K, T, G, tile, g0, lo, hi, x, t0, y, ys, acc, accm, 0);
+}
+
 /* tile_driver.h's kernel: every tile16 type through the chunk-outer kernels above. */
 static SLM_ALWAYS_INLINE void FN(t16_tile)(int type, int T, int G, const uint8_t *tile, int g0, int lo, int hi,
                                            const slm_q8_acts *x, ptrdiff_t t0, float *y, ptrdiff_t ys) {
     if (type == SLM_T_Q8_0) FN(t16_tile_q8)(T, G, tile, g0, lo, hi, x, t0, y, ys);
     else if (type == SLM_T_Q4_K) FN(t16_tile_q4k)(T, G, tile, g0, lo, hi, x, t0, y, ys);
+    else if (type == SLM_T_Q6_K) FN(t16_tile_q6k)(T, G, tile, g0, lo, hi, x, t0, y, ys);
     else FN(t16_tile_q45)(type, T, G, tile, g0, lo, hi, x, t0, y, ys);
 }
 
@@ -436,9 +518,9 @@ static SLM_ALWAYS_INLINE void FN(t16_tile)(int type, int T, int G, const uint8_t
  * +35-60%, Q5_0/Q5_1 +40-60%; in cache 2 tokens +14%, 4 tokens 0 to -7% (spills). */
 #define SLM_TD_WHOLE_TILE_MAX 4
 #define SLM_TD_WHOLE_TILE_TOKENS(type) ((type) == SLM_T_Q8_0 ? 2 : 4)
-#define SLM_TD_Q4K 1
+#define SLM_TD_KTILE 1
 #include "tile_driver.h"
-#undef SLM_TD_Q4K
+#undef SLM_TD_KTILE
 #undef SLM_TD_PREFETCH
 #undef SLM_TD_GROUP
 #undef SLM_TD_TMAX

@@ -56,11 +56,11 @@ public enum WeightType: UInt32, Sendable, CaseIterable, CustomStringConvertible 
         }
     }
 
-    /// Whether the type has a `.tile16` layout (the repacked copy); the others (Q5_K, Q6_K,
-    /// the float types) always compute from the row layout.
+    /// Whether the type has a `.tile16` layout (the repacked copy); the others (Q5_K, the
+    /// float types) always compute from the row layout.
     public var hasTile16Layout: Bool {
         switch self {
-        case .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q4_K: true
+        case .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q4_K, .q6_K: true
         default: false
         }
     }
@@ -102,8 +102,9 @@ public enum WeightLayout: Sendable, Equatable {
     /// 16-row tile keeps its bytes' place, but inside it block b of the 16 rows is stored
     /// together: their 16 f16 d (and m), for Q5 their 16 qh words with permuted bits (see
     /// `WeightMatrix.q5QhFromTile16`), then the quants with dword c of tile row i at
-    /// 64·c + 4·i. Q4_K's super-blocks hold unpacked scales and Q4_1-form sub-blocks (see
-    /// `WeightMatrix.copyQ4KRow`). Rows past the last whole tile stay in `.rows` order.
+    /// 64·c + 4·i. Q4_K's and Q6_K's super-blocks hold unpacked scales and Q4_1-form sub-blocks
+    /// (see `WeightMatrix.copyQ4KRow`, `copyQ6KRow`). Rows past the last whole tile stay in
+    /// `.rows` order.
     case tile16
 }
 
@@ -126,7 +127,7 @@ public struct WeightMatrix: @unchecked Sendable {
             throw KernelError("\(type) matrix \(rows)x\(cols): columns must be a positive multiple of \(type.blockElements)")
         }
         guard layout == .rows || type.hasTile16Layout else {
-            throw KernelError("\(type) matrix: only Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q4_K matrices have a tile16 layout")
+            throw KernelError("\(type) matrix: only Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K and Q6_K matrices have a tile16 layout")
         }
         self.base = base
         self.type = type
@@ -154,8 +155,8 @@ public struct WeightMatrix: @unchecked Sendable {
             out.copyMemory(from: base + r * rowBytes, byteCount: rowBytes)
             return
         }
-        if type == .q4_K {
-            copyQ4KRow(r, into: out)
+        if type == .q4_K || type == .q6_K {
+            type == .q4_K ? copyQ4KRow(r, into: out) : copyQ6KRow(r, into: out)
             return
         }
         // Quants after d (Q4_0, Q8_0), d m (Q4_1), d qh (Q5_0), d m qh (Q5_1).
@@ -216,6 +217,39 @@ extension WeightMatrix {
                     let v = blk.load(fromByteOffset: 256 + 256 * j + 64 * (e / 4) + 4 * i + e % 4, as: UInt8.self)
                     put(e, v & 15)
                     put(16 + e, v >> 4)
+                }
+            }
+        }
+    }
+
+    /// `copyRow` for a whole tile's row of a tile16 Q6_K matrix. Super-block b of the tile
+    /// (16·210 bytes at 3360·b) holds the rows' f16 d at 2·i; row i's int8 scales of sub-block
+    /// j's two halves at 32 + 32·j + 2·i (+1); then sub-block j at 288 + 384·j: the low 4 bits
+    /// of u = q + 32 in Q4_1's tile form (256 bytes, as `copyQ4KRow`), then two 64-byte planes
+    /// of the top 2 bits, row i's word at 256 + 4·i (elements 4·c + k, bits 8·k + 2·c) and at
+    /// 320 + 4·i (elements 16 + 4·c + k). In ggml's block (`KQuants`), sub-block j = 4·h + g's
+    /// element e has its low 4 bits in nibble g / 2 of ql[64·h + 32·(g % 2) + e], its top two
+    /// in bits 2·g of qh[32·h + e], and its scales at 192 + 2·j; d at 208.
+    func copyQ6KRow(_ r: Int, into out: UnsafeMutableRawPointer) {
+        let i = r % 16
+        let tile = base + (r / 16) * 16 * rowBytes
+        for b in 0..<cols / QKK {
+            let blk = tile + b * 16 * 210, o = out + b * 210
+            o.initializeMemory(as: UInt8.self, repeating: 0, count: 210)
+            (o + 208).copyMemory(from: blk + 2 * i, byteCount: 2)
+            for j in 0..<8 {
+                (o + 192 + 2 * j).copyMemory(from: blk + 32 + 32 * j + 2 * i, byteCount: 2)
+                let q = blk + 288 + 384 * j, h = j / 4, g = j % 4
+                let planes = (q.loadUnaligned(fromByteOffset: 256 + 4 * i, as: UInt32.self),
+                              q.loadUnaligned(fromByteOffset: 320 + 4 * i, as: UInt32.self))
+                for e in 0..<32 {
+                    let byte = q.load(fromByteOffset: 64 * (e % 16 / 4) + 4 * i + e % 4, as: UInt8.self)
+                    let plane = UInt32(littleEndian: e < 16 ? planes.0 : planes.1)
+                    let top = UInt8(truncatingIfNeeded: plane >> UInt32(8 * (e % 4) + 2 * (e % 16 / 4))) & 3
+                    let low = e < 16 ? byte & 15 : byte >> 4
+                    let ql = o + 64 * h + 32 * (g % 2) + e, qh = o + 128 + 32 * h + e
+                    ql.storeBytes(of: ql.load(as: UInt8.self) | low << (g < 2 ? 0 : 4), as: UInt8.self)
+                    qh.storeBytes(of: qh.load(as: UInt8.self) | top << UInt8(2 * g), as: UInt8.self)
                 }
             }
         }
