@@ -19,8 +19,8 @@
  * residual) are Swift in slmd; here they are plain C stand-ins (about 1% of a token).
  * Options: --path ID forces a kernel path (slm_kernels.h SLM_PATH_*; default: the best this
  * CPU supports); --layout rows|tile16 the weights' layout (default: the path's preferred
- * one, as slmd's default weights_layout = repacked; Q4_1, Q5_0 and Q8_0 get tile16 as in
- * slmd, the K types stay in rows);
+ * one, as slmd's default weights_layout = repacked: every type the path has tile16
+ * kernels for, as slm_tile16_preferred says);
  * --weights q4_1|q4_k_m the per-tensor types: q4_1 (default) as above, q4_k_m those
  * llama-quantize gives SmolLM2-135M for Q4_K_M (scripts/fetch-kquant-models): its 576-column
  * matrices cannot hold K blocks, so Q5_0 everywhere except attn_v (Q8_0) and ffn_down (Q6_K)
@@ -60,10 +60,12 @@ static void *xmalloc(size_t n) {
 /* Whether the matrices are in the tile16 layout (what slmd's default weights_layout =
  * repacked gives on a path that prefers it) or the model file's row layout. */
 static int tile16;
+/* Whether a matrix of this type is tile16: as slmd repacks, the types the path has tile16
+ * kernels for. */
+static int tiled(int type) { return tile16 && slm_tile16_preferred(type); }
 
 /* A random quantized matrix with small normal f16 scales (and mins) in every block, in the
- * layout chosen (tile16 for Q4_1, Q5_0 and Q8_0, as slmd repacks them; the K types stay in
- * rows). */
+ * layout chosen (`tiled`). */
 static uint8_t *random_matrix(int rows, int cols, int type) {
     const size_t bytes = (size_t)rows * row_bytes(type, cols), bb = row_bytes(type, type == Q4K || type == Q6K ? 256 : 32);
     uint8_t *w = xmalloc(bytes);
@@ -73,7 +75,7 @@ static uint8_t *random_matrix(int rows, int cols, int type) {
         memcpy(w + b * bb + (type == Q6K ? 208 : 0), &d, 2);  /* Q6_K keeps d after its quants */
         if (type == Q41 || type == Q4K) memcpy(w + b * bb + 2, &m, 2);  /* m, or the K super-block dmin */
     }
-    if (!tile16 || (type != Q41 && type != Q80 && type != Q50)) return w;
+    if (!tiled(type)) return w;
     uint8_t *t = xmalloc(bytes);
     slm_repack_tile16(type, w, t, (ptrdiff_t)row_bytes(type, cols), rows);
     free(w);
@@ -99,7 +101,7 @@ static float x[MAXB][E], xb[MAXB][E], q[MAXB][E], k[MAXB][KV], v[MAXB][KV], att[
 static void matmul(const uint8_t *w, int type, int rows, int cols, const q8buf *a, int tokens, float *y, int ys) {
     const slm_q8_acts acts = {a->qs, a->d, a->s, a->isum, cols, tokens};
     const ptrdiff_t rb = (ptrdiff_t)row_bytes(type, cols);
-    if (tile16 && (type == Q41 || type == Q80 || type == Q50)) slm_matmul_tile16(type, w, rb, rows, 0, rows, &acts, y, ys);
+    if (tiled(type)) slm_matmul_tile16(type, w, rb, rows, 0, rows, &acts, y, ys);
     else if (type != Q41 && type != Q80) slm_matmul_kq(type, w, rb, 0, rows, &acts, y, ys);
     else if (type == Q41) slm_matmul_q4_1(w, rb, 0, rows, &acts, y, ys);
     else slm_matmul_q8_0(w, rb, 0, rows, &acts, y, ys);
