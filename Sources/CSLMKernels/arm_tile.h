@@ -514,9 +514,30 @@ static SLM_ALWAYS_INLINE void FN(t16_tile)(int type, int T, int G, const uint8_t
 #define SLM_TD_WHOLE_TILE_MAX 4
 #define SLM_TD_WHOLE_TILE_TOKENS(type) ((type) == SLM_T_Q4_1 || (type) == SLM_T_Q6_K ? 4 : (type) == SLM_T_Q4_0 ? 3 : 1)
 #endif
+/* Larger passes too run each tile's token tiles over all 4 groups where qemu counts say so
+ * (instructions per 1000 MACs, 16 tokens, group by group -> whole tile): plain NEON Q6_K
+ * 576x1536 527 -> 475 (8 tokens 528 -> 475), Q5_1 406 -> 385; dotprod Q6_K 326 -> 292,
+ * Q4_K 246 -> 237, Q5_0 1536x576 235 -> 225 and 576x1536 230 -> 223. Not where they rose:
+ * plain Q4_K (+1%), Q5_0 (+6%), Q4_0 (+2%); dotprod Q4_1 (+35%), Q4_0 (+18%), Q8_0 (+25%),
+ * Q5_1 (+6%); nor plain Q4_1 (1536x576 345 -> 332, but its decode tile rose 373 -> 387
+ * either way, and the default model's decode comes first).
+ * Decode tiles apart (tile_driver.h), decode instructions per 1000 MACs inline -> apart:
+ * plain Q6_K 657 -> 647, Q4_K 457 -> 446, Q5_0 538 -> 521, Q5_1 545 -> 535, Q4_0 341 -> 328
+ * (Q4_1 373 -> 388: inline); dotprod Q6_K 521 -> 508 (the others rose 0.5-2%: inline). */
+#if SLM_DOTPROD
+#define SLM_TD_DECODE_APART(type) ((type) == SLM_T_Q6_K)
+#else
+#define SLM_TD_DECODE_APART(type) ((type) != SLM_T_Q4_1)
+#endif
+#if SLM_DOTPROD
+#define SLM_TD_WHOLE_TILE_ALL(type) ((type) == SLM_T_Q6_K || (type) == SLM_T_Q4_K || (type) == SLM_T_Q5_0)
+#else
+#define SLM_TD_WHOLE_TILE_ALL(type) ((type) == SLM_T_Q6_K || (type) == SLM_T_Q5_1)
+#endif
 #define SLM_TD_KTILE 1
 #include "tile_driver.h"
 #undef SLM_TD_KTILE
+#undef SLM_TD_DECODE_APART
 #undef SLM_TD_TOKENWISE
 #undef SLM_TD_GROUP
 #undef SLM_TD_TMAX

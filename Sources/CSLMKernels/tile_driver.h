@@ -41,6 +41,13 @@ enum { FN(token_tile) = SLM_TD_TMAX };
 #define SLM_TD_WHOLE_TILE_TOKENS(type) SLM_TD_WHOLE_TILE_MAX
 #endif
 
+/* SLM_TD_WHOLE_TILE_ALL(type), optional: nonzero where passes of any size run each whole
+ * tile's token tiles over all its groups at once (as SLM_TD_WHOLE_TILE_TOKENS does for small
+ * passes), so a token tile's activation work is shared by the tile's groups. */
+#ifndef SLM_TD_WHOLE_TILE_ALL
+#define SLM_TD_WHOLE_TILE_ALL(type) 0
+#endif
+
 /* SLM_TD_TOKENWISE(type), optional: nonzero where an ISA's one-token whole-tile kernel costs
  * less per token than its multi-token tiles, so whole tiles run token by token (the tile's
  * weights then come from L1 after the first token). */
@@ -151,6 +158,31 @@ static SLM_ALWAYS_INLINE void FN(td_tokens)(int type, const uint8_t *tile, int g
 #undef SLM_TD_T16_TILE
 }
 
+/* SLM_TD_DECODE_APART(type), optional: nonzero where a decode token's whole tile (T = 1,
+ * every group) runs in a function of its own, so the code the compiler makes for it does not
+ * depend on the other tilings inlined beside it (set by an ISA where its counts say so). */
+#ifdef SLM_TD_DECODE_APART
+static SLM_NOINLINE void FN(td_decode_tile)(int type, const uint8_t *tile, const slm_q8_acts *x, float *y, ptrdiff_t ys) {
+    enum { NG = SLM_TILE / SLM_TD_GROUP };
+    switch (type) {  /* a literal type per case, so each is its own specialised copy */
+    case SLM_T_Q4_1: FN(t16_tile)(SLM_T_Q4_1, 1, NG, tile, 0, 0, SLM_TILE, x, 0, y, ys); break;
+    case SLM_T_Q4_0: FN(t16_tile)(SLM_T_Q4_0, 1, NG, tile, 0, 0, SLM_TILE, x, 0, y, ys); break;
+    case SLM_T_Q5_0: FN(t16_tile)(SLM_T_Q5_0, 1, NG, tile, 0, 0, SLM_TILE, x, 0, y, ys); break;
+    case SLM_T_Q5_1: FN(t16_tile)(SLM_T_Q5_1, 1, NG, tile, 0, 0, SLM_TILE, x, 0, y, ys); break;
+#ifdef SLM_TD_KTILE
+    case SLM_T_Q4_K: FN(t16_tile)(SLM_T_Q4_K, 1, NG, tile, 0, 0, SLM_TILE, x, 0, y, ys); break;
+    case SLM_T_Q6_K: FN(t16_tile)(SLM_T_Q6_K, 1, NG, tile, 0, 0, SLM_TILE, x, 0, y, ys); break;
+#endif
+    default: FN(t16_tile)(SLM_T_Q8_0, 1, NG, tile, 0, 0, SLM_TILE, x, 0, y, ys); break;
+    }
+}
+#define SLM_TD_DECODE_TILE(type, tile, x, y, ys)                                                              \
+    (SLM_TD_DECODE_APART(type) ? FN(td_decode_tile)(type, tile, x, y, ys)                                    \
+                               : FN(t16_tile)(type, 1, SLM_TILE / SLM_TD_GROUP, tile, 0, 0, SLM_TILE, x, 0, y, ys))
+#else
+#define SLM_TD_DECODE_TILE(type, tile, x, y, ys) FN(t16_tile)(type, 1, SLM_TILE / SLM_TD_GROUP, tile, 0, 0, SLM_TILE, x, 0, y, ys)
+#endif
+
 static SLM_ALWAYS_INLINE void FN(td_matmul)(int type, const void *w, ptrdiff_t row_bytes, ptrdiff_t rows,
                                             ptrdiff_t r_begin, ptrdiff_t r_end, const slm_q8_acts *x, float *y,
                                             ptrdiff_t ys) {
@@ -168,8 +200,14 @@ static SLM_ALWAYS_INLINE void FN(td_matmul)(int type, const void *w, ptrdiff_t r
 #if SLM_TD_WHOLE_TILE_MAX >= 2
             case 2: FN(t16_tile)(type, 2, NG, tile, 0, lo, hi, x, 0, y + r0, ys); break;
 #endif
-            default: FN(t16_tile)(type, 1, NG, tile, 0, lo, hi, x, 0, y + r0, ys); break;
+            default: SLM_TD_DECODE_TILE(type, tile, x, y + r0, ys); break;
             }
+            continue;
+        }
+        if (NG > 1 && SLM_TD_WHOLE_TILE_ALL(type) && lo == 0 && hi == SLM_TILE) {
+#define SLM_TD_WHOLE_TILE(T, t) FN(t16_tile)(type, T, NG, tile, 0, lo, hi, x, t, y + r0, ys)
+            SLM_TD_TOKEN_TILES(SLM_TD_WHOLE_TILE);
+#undef SLM_TD_WHOLE_TILE
             continue;
         }
         if (NG > 1 && SLM_TD_TOKENWISE(type) && lo == 0 && hi == SLM_TILE) {
@@ -221,3 +259,5 @@ static void FN(matmul_tile16_k)(int type, const void *w, ptrdiff_t rb, ptrdiff_t
 #undef SLM_TD_WIDE_REMAINDERS
 #undef SLM_TD_WHOLE_TILE_MAX
 #undef SLM_TD_WHOLE_TILE_TOKENS
+#undef SLM_TD_WHOLE_TILE_ALL
+#undef SLM_TD_DECODE_TILE
