@@ -103,16 +103,16 @@ static SLM_ALWAYS_INLINE void FN(tile)(int type, int T, const uint8_t *w0, ptrdi
 
 /* Group g's quants as 8 operands: w[k] lane i holds row 4g+i's weights for activation
  * bytes 4k..4k+3 (Q4: nibbles 0..15, Q4_0's -8 applied through isum; Q5: 0..31, the nibble
- * with its qh bit as bit 4, Q5_0's -16 applied through isum; Q8: the bytes). blk is the
- * tile's block (for the Q5 qh words), q its quants. */
-static SLM_ALWAYS_INLINE void FN(t16_quants)(int type, const uint8_t *blk, const uint8_t *q, int g, int8x16_t w[8]) {
+ * with its qh bit as bit 4, Q5_0's -16 applied through isum; Q8: the bytes). qh is the
+ * block's 16 Q5 tile16 qh words (read for Q5 only), q its quants. */
+static SLM_ALWAYS_INLINE void FN(t16_quants)(int type, const uint8_t *qh, const uint8_t *q, int g, int8x16_t w[8]) {
     if (type == SLM_T_Q8_0) {
         for (int c = 0; c < 8; c++) w[c] = vld1q_s8((const int8_t *)q + 64 * c + 16 * g);
     } else if (slm_is_q5(type)) {
         /* The 4 rows' qh words (tile16 form, slm_kernels.h): shifted by 4 - c (left) and c
          * (right), the high bits of dword c's low and high nibbles land on bit 4 of each byte. */
         const uint8x16_t m4 = vdupq_n_u8(0x0f), m16 = vdupq_n_u8(0x10);
-        const uint32x4_t hb = vld1q_u32((const uint32_t *)(const void *)(blk + slm_tile16_qh(type) + 16 * g));
+        const uint32x4_t hb = vld1q_u32((const uint32_t *)(const void *)(qh + 16 * g));
         const uint8x16_t h[4][2] = {
             {vreinterpretq_u8_u32(vshlq_n_u32(hb, 4)), vreinterpretq_u8_u32(hb)},
             {vreinterpretq_u8_u32(vshlq_n_u32(hb, 3)), vreinterpretq_u8_u32(vshrq_n_u32(hb, 1))},
@@ -245,7 +245,7 @@ static SLM_ALWAYS_INLINE void FN(t16_group)(int type, int T, const uint8_t *blk,
     const float32x4_t mw = slm_has_m(type) && !split_m ? vcvt_f32_f16(vreinterpret_f16_u8(vld1_u8(blk + 32 + 8 * g)))
                                                        : vdupq_n_f32(0.0f);
     int8x16_t w[8];
-    FN(t16_quants)(type, blk, blk + qoff, g, w);
+    FN(t16_quants)(type, blk + slm_tile16_qh(type), blk + qoff, g, w);
 #if !SLM_DOTPROD
     const FN(t16_halves) h = FN(t16_split)(w);  /* dead (and dropped) when T = 1 */
 #endif
@@ -272,7 +272,7 @@ static SLM_ALWAYS_INLINE void FN(t16_store)(int type, int T, int G, int g0, int 
         const int r = 4 * (g0 + gi);
         SLM_UNROLL for (int t = 0; t < T; t++) {
             const float32x4_t v = slm_has_m(type)        ? vaddq_f32(acc[gi][t], accm[gi][t])
-                                  : type == SLM_T_Q4_K ? vsubq_f32(acc[gi][t], accm[gi][t])
+                                  : type == SLM_T_Q4_K || type == SLM_T_Q5_K ? vsubq_f32(acc[gi][t], accm[gi][t])
                                                        : acc[gi][t];
             float *dst = y + (t0 + t) * ys + r;
             if (r >= lo && r + 4 <= hi) {
@@ -307,21 +307,21 @@ static SLM_ALWAYS_INLINE uint32x4_t FN(widen4)(const uint8_t *p) {
     return vmovl_u16(vget_low_u16(vmovl_u8(vreinterpret_u8_u32(vdup_n_u32(v)))));
 }
 
-/* Q4_K tile16: sub-block j of a super-block is a Q4_1-form block (slm_kernels.h), so its
- * exact per-row dots are FN(t16_group)'s (FN(t16_quants), FN(t16_dot)); each row's 6-bit scale
- * then multiplies its int32 sum (at most 63 * 32 * 15 * 128, exact), and the min chain takes
+/* Q4_K and Q5_K tile16: sub-block j of a super-block is a Q4_1-form block (Q5_K: a Q5_1 one,
+ * slm_kernels.h), so its exact per-row dots are FN(t16_group)'s (FN(t16_quants), FN(t16_dot));
+ * each row's 6-bit scale then multiplies its int32 sum (at most 63 * 32 * 31 * 128, exact), and the min chain takes
  * each super-block's eight sub-blocks after it (mn * isum below 2^24: the float product is
  * the contract's (float)(mn * isum)). Per (row, token) slm_kq_portable's two chains:
  * bit-identical. */
-static SLM_ALWAYS_INLINE void FN(t16_tile_q4k)(int T, int G, const uint8_t *tile, int g0, int lo, int hi,
-                                               const slm_q8_acts *x, ptrdiff_t t0, float *y, ptrdiff_t ys) {
-    const int type = SLM_T_Q4_K;
-    const ptrdiff_t nb = x->cols / SLM_QK, cols = x->cols;
+static SLM_ALWAYS_INLINE void FN(t16_tile_q45k)(int type, int T, int G, const uint8_t *tile, int g0, int lo, int hi,
+                                                const slm_q8_acts *x, ptrdiff_t t0, float *y, ptrdiff_t ys) {
+    const int q5 = type == SLM_T_Q5_K;
+    const ptrdiff_t nb = x->cols / SLM_QK, cols = x->cols, tb_bytes = q5 ? KQ_Q5K_TILE : KQ_Q4K_TILE;
     float32x4_t acc[4][4], accm[4][4];  /* [group][token] */
     SLM_UNROLL for (int gi = 0; gi < G; gi++)
         SLM_UNROLL for (int t = 0; t < T; t++) acc[gi][t] = accm[gi][t] = vdupq_n_f32(0.0f);
     for (ptrdiff_t sb = 0; sb < nb / 8; sb++) {
-        const uint8_t *blk = tile + sb * KQ_Q4K_TILE;
+        const uint8_t *blk = tile + sb * tb_bytes;
         uint8_t sc[2][64], mn[2][64];  /* per 8-row group touched: g0 / 2 and (G > 2) the next */
         const int h0 = g0 / 2, nh = (g0 + G - 1) / 2 - h0 + 1;
         for (int h = 0; h < nh; h++) FN(t16_q4k_scales)(blk, h0 + h, sc[h], mn[h]);
@@ -332,16 +332,17 @@ static SLM_ALWAYS_INLINE void FN(t16_tile_q4k)(int T, int G, const uint8_t *tile
                 const float32x4_t dw = vcvt_f32_f16(vreinterpret_f16_u8(vld1_u8(blk + 8 * g)));
                 const int32x4_t s4 = vreinterpretq_s32_u32(FN(widen4)(sc[g / 2 - h0] + 8 * j + 4 * (g % 2)));
                 int8x16_t w[8];
-                FN(t16_quants)(type, blk, blk + KQ_Q4K_T16_QS + 256 * j, g, w);
+                /* Q5_K's sub-block is a Q5_1 tile block's quants (0..31, fifth bits from its qh words) */
+                FN(t16_quants)(q5 ? SLM_T_Q5_1 : SLM_T_Q4_K, blk + KQ_Q5K_T16_QH + 64 * j, blk + KQ_Q4K_T16_QS + 256 * j, g, w);
 #if !SLM_DOTPROD
                 const FN(t16_halves) hv = FN(t16_split)(w);  /* dead (and dropped) when T = 1 */
 #endif
                 SLM_UNROLL for (int t = 0; t < T; t++) {
                     const int8_t *xq = x->qs + (t0 + t) * cols + b * SLM_QK;
 #if SLM_DOTPROD
-                    const int32x4_t sumi = FN(t16_dot)(type, T == 1 ? 2 : 1, w, xq);
+                    const int32x4_t sumi = FN(t16_dot)(SLM_T_Q4_K, T == 1 ? 2 : 1, w, xq);
 #else
-                    const int32x4_t sumi = T == 1 ? FN(t16_dot)(type, 1, w, xq) : FN(t16_dot_halves)(type, &hv, xq);
+                    const int32x4_t sumi = T == 1 ? FN(t16_dot)(SLM_T_Q4_K, 1, w, xq) : FN(t16_dot_halves)(SLM_T_Q4_K, &hv, xq);
 #endif
                     const float32x4_t dd = vmulq_n_f32(dw, x->d[(t0 + t) * nb + b]);
                     acc[gi][t] = vfmaq_f32(acc[gi][t], dd, vcvtq_f32_s32(vmulq_s32(sumi, s4)));
@@ -447,8 +448,8 @@ static SLM_ALWAYS_INLINE void FN(t16_tile_q6k)(int T, int G, const uint8_t *tile
 /* G groups from g0 (G = 4: the whole tile) x T tokens from t0; stores rows [lo, hi) of the tile. */
 static SLM_ALWAYS_INLINE void FN(t16_tile)(int type, int T, int G, const uint8_t *tile, int g0, int lo, int hi,
                                            const slm_q8_acts *x, ptrdiff_t t0, float *y, ptrdiff_t ys) {
-    if (type == SLM_T_Q4_K) {
-        FN(t16_tile_q4k)(T, G, tile, g0, lo, hi, x, t0, y, ys);
+    if (type == SLM_T_Q4_K || type == SLM_T_Q5_K) {
+        FN(t16_tile_q45k)(type, T, G, tile, g0, lo, hi, x, t0, y, ys);
         return;
     }
     if (type == SLM_T_Q6_K) {

@@ -27,9 +27,9 @@
 #define SLM_UNROLL _Pragma("GCC unroll 16")
 #endif
 
-/* Internal weight types of the Q4/Q8 row kernels and the tile16 kernels. The Q5 types,
- * Q4_K and Q6_K have tile16 kernels only: their row layout goes through slm_matmul_kq. */
-enum { SLM_T_Q4_1, SLM_T_Q4_0, SLM_T_Q8_0, SLM_T_Q5_0, SLM_T_Q5_1, SLM_T_Q4_K, SLM_T_Q6_K };
+/* Internal weight types of the Q4/Q8 row kernels and the tile16 kernels. The Q5 types and
+ * the K-quants have tile16 kernels only: their row layout goes through slm_matmul_kq. */
+enum { SLM_T_Q4_1, SLM_T_Q4_0, SLM_T_Q8_0, SLM_T_Q5_0, SLM_T_Q5_1, SLM_T_Q4_K, SLM_T_Q6_K, SLM_T_Q5_K };
 
 typedef void (*slm_matmul_fn)(const void *w, ptrdiff_t row_bytes, ptrdiff_t row_begin, ptrdiff_t row_end,
                               const slm_q8_acts *x, float *y, ptrdiff_t y_stride);
@@ -60,7 +60,7 @@ typedef struct slm_impl {
     void (*matmul_tile16)(int type, const void *w, ptrdiff_t row_bytes, ptrdiff_t rows, ptrdiff_t row_begin,
                           ptrdiff_t row_end, const slm_q8_acts *x, float *y, ptrdiff_t y_stride);
     /* Optional (NULL: the portable loop in kquants.c): slm_matmul_tile16 for a K-quant
-     * matrix, type SLM_T_Q4_K or SLM_T_Q6_K. A path without one keeps them in row layout
+     * matrix, type SLM_T_Q4_K, SLM_T_Q5_K or SLM_T_Q6_K. A path without one keeps them in row layout
      * (slm_tile16_preferred). */
     void (*matmul_tile16_k)(int type, const void *w, ptrdiff_t row_bytes, ptrdiff_t rows, ptrdiff_t row_begin,
                             ptrdiff_t row_end, const slm_q8_acts *x, float *y, ptrdiff_t y_stride);
@@ -92,7 +92,7 @@ void slm_attn_f16_generic(const slm_impl *p, const float *q, const uint16_t *k, 
 /* Bytes per block and offset of the quants inside a block, per type (ggml's layouts). */
 static SLM_ALWAYS_INLINE int slm_block_bytes(int type) {
     return type == SLM_T_Q4_1 ? 20 : type == SLM_T_Q4_0 ? 18 : type == SLM_T_Q5_0 ? 22 : type == SLM_T_Q5_1 ? 24
-         : type == SLM_T_Q4_K ? 144 : type == SLM_T_Q6_K ? 210 : 34;
+         : type == SLM_T_Q4_K ? 144 : type == SLM_T_Q5_K ? 176 : type == SLM_T_Q6_K ? 210 : 34;
 }
 static SLM_ALWAYS_INLINE int slm_quant_offset(int type) {
     return type == SLM_T_Q4_1 ? 4 : type == SLM_T_Q5_0 ? 6 : type == SLM_T_Q5_1 ? 8 : 2;
@@ -101,7 +101,9 @@ static SLM_ALWAYS_INLINE int slm_quant_offset(int type) {
 static SLM_ALWAYS_INLINE int slm_has_m(int type) { return type == SLM_T_Q4_1 || type == SLM_T_Q5_1; }
 static SLM_ALWAYS_INLINE int slm_is_q5(int type) { return type == SLM_T_Q5_0 || type == SLM_T_Q5_1; }
 /* The K-quant tile16 types (256-element super-blocks; slm_impl.matmul_tile16_k). */
-static SLM_ALWAYS_INLINE int slm_is_ktile(int type) { return type == SLM_T_Q4_K || type == SLM_T_Q6_K; }
+static SLM_ALWAYS_INLINE int slm_is_ktile(int type) {
+    return type == SLM_T_Q4_K || type == SLM_T_Q5_K || type == SLM_T_Q6_K;
+}
 /* Types whose row layout (a tile16 matrix's rows past its last whole tile) is slm_matmul_kq's. */
 static SLM_ALWAYS_INLINE int slm_rows_by_kq(int type) { return slm_is_q5(type) || slm_is_ktile(type); }
 /* Offset of a Q5 block's qh (u32: bit j = bit 4 of element j) inside the block. */
@@ -114,6 +116,7 @@ static SLM_ALWAYS_INLINE int slm_wtype(int type) {
     case SLM_T_Q5_0: return SLM_WTYPE_Q5_0;
     case SLM_T_Q5_1: return SLM_WTYPE_Q5_1;
     case SLM_T_Q4_K: return SLM_WTYPE_Q4_K;
+    case SLM_T_Q5_K: return SLM_WTYPE_Q5_K;
     case SLM_T_Q6_K: return SLM_WTYPE_Q6_K;
     default: return SLM_WTYPE_Q8_0;
     }

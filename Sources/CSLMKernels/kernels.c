@@ -136,6 +136,7 @@ static int internal_type(int wtype) {
     case SLM_WTYPE_Q5_1: return SLM_T_Q5_1;
     case SLM_WTYPE_Q4_K: return SLM_T_Q4_K;
     case SLM_WTYPE_Q6_K: return SLM_T_Q6_K;
+    case SLM_WTYPE_Q5_K: return SLM_T_Q5_K;
     default: return -1;
     }
 }

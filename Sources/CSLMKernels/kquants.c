@@ -52,10 +52,10 @@ void slm_kq_tile16_portable(int wt, const void *w, ptrdiff_t row_bytes, ptrdiff_
                 for (int j = 16; j < 32; j++) hi += (int32_t)s.q[j] * xb[j];
                 const ptrdiff_t xk = t * nsub + k;
                 acc = fmaf(s.d * x->d[xk], (float)(s.sc_lo * lo + s.sc_hi * hi), acc);
-                if (wt == SLM_WTYPE_Q4_K) accm = fmaf(s.m * x->d[xk], (float)(s.mn * x->isum[xk]), accm);
+                if (wt != SLM_WTYPE_Q6_K) accm = fmaf(s.m * x->d[xk], (float)(s.mn * x->isum[xk]), accm);
             }
             /* Q6_K has no min term: its acc alone (adding 0 would turn -0 into +0). */
-            y[t * ys + r] = wt == SLM_WTYPE_Q4_K ? acc - accm : acc;
+            y[t * ys + r] = wt != SLM_WTYPE_Q6_K ? acc - accm : acc;
         }
     }
 }

@@ -112,8 +112,13 @@ enum {
                            * element e in the low nibble, element 16 + e in the high) */
 };
 
-/* Writes row i's part of a tile16 super-block from its ggml block src (144 bytes). */
-static inline void kq_q4k_to_tile16(const uint8_t *src, uint8_t *tile, int i) {
+/* Q5_K: Q4_K's tile (its 2304 bytes hold the low 4 bits), then the fifth bits: sub-block j's
+ * row i as a Q5 tile16 qh word (slm_q5_qh_to_tile16: element e's bit at bit e of a Q5 qh)
+ * at KQ_Q5K_T16_QH + 64j + 4i. */
+enum { KQ_Q5K_TILE = 16 * 176, KQ_Q5K_T16_QH = KQ_Q4K_TILE };
+
+/* Writes row i's part of a tile16 super-block from its ggml block src (Q4_K 144 bytes, Q5_K 176). */
+static inline void kq_q45k_to_tile16(int q5, const uint8_t *src, uint8_t *tile, int i) {
     const int h = i / 8, k = i % 8;
     memcpy(tile + 2 * i, src, 2);
     memcpy(tile + 32 + 2 * i, src + 2, 2);
@@ -124,17 +129,24 @@ static inline void kq_q4k_to_tile16(const uint8_t *src, uint8_t *tile, int i) {
         uint8_t *hb = tile + KQ_Q4K_T16_HI + 32 * h + 8 * (j % 4) + k;
         const int sh = j < 4 ? 0 : 4;
         *hb = (uint8_t)((*hb & ~(15 << sh)) | ((sc >> 4) | (mn >> 4) << 2) << sh);
-        const uint8_t *qs = src + KQ_Q4_K_QS + 32 * (j / 2);
+        const uint8_t *qs = src + (q5 ? KQ_Q5_K_QS : KQ_Q4_K_QS) + 32 * (j / 2);
         for (int e = 0; e < 16; e++) {
             const int lo = (qs[e] >> (4 * (j & 1))) & 15, hi = (qs[16 + e] >> (4 * (j & 1))) & 15;
             tile[KQ_Q4K_T16_QS + 256 * j + 64 * (e / 4) + 4 * i + e % 4] = (uint8_t)(lo | hi << 4);
         }
+        if (q5) {
+            uint32_t qh = 0;
+            for (int e = 0; e < 32; e++) qh |= (uint32_t)((src[KQ_Q5_K_QH + e] >> j) & 1) << e;
+            const uint32_t p = slm_q5_qh_to_tile16(qh);
+            memcpy(tile + KQ_Q5K_T16_QH + 64 * j + 4 * i, &p, 4);
+        }
     }
 }
 
-/* The inverse: row i's ggml block (144 bytes) from a tile16 super-block. */
-static inline void kq_q4k_from_tile16(const uint8_t *tile, int i, uint8_t *out) {
+/* The inverse: row i's ggml block (Q4_K 144 bytes, Q5_K 176) from a tile16 super-block. */
+static inline void kq_q45k_from_tile16(int q5, const uint8_t *tile, int i, uint8_t *out) {
     const int h = i / 8, k = i % 8;
+    if (q5) memset(out + KQ_Q5_K_QH, 0, 32);
     memcpy(out, tile + 2 * i, 2);
     memcpy(out + 2, tile + 32 + 2 * i, 2);
     int32_t sc[8], mn[8];
@@ -151,7 +163,11 @@ static inline void kq_q4k_from_tile16(const uint8_t *tile, int i, uint8_t *out) 
         s[j + 8] = (uint8_t)((sc[j + 4] & 15) | (mn[j + 4] & 15) << 4);
     }
     for (int j = 0; j < 8; j++) {
-        uint8_t *qs = out + KQ_Q4_K_QS + 32 * (j / 2);
+        uint8_t *qs = out + (q5 ? KQ_Q5_K_QS : KQ_Q4_K_QS) + 32 * (j / 2);
+        if (q5) {
+            const uint32_t qh = slm_q5_qh_from_tile16(slm_load_u32(tile + KQ_Q5K_T16_QH + 64 * j + 4 * i));
+            for (int e = 0; e < 32; e++) out[KQ_Q5_K_QH + e] |= (uint8_t)(((qh >> e) & 1) << j);
+        }
         for (int e = 0; e < 16; e++) {
             const int b = tile[KQ_Q4K_T16_QS + 256 * j + 64 * (e / 4) + 4 * i + e % 4];
             if (j & 1) {
@@ -219,17 +235,19 @@ static inline void kq_q6k_from_tile16(const uint8_t *tile, int i, uint8_t *out) 
 }
 
 /* Bytes of a K-quant tile16 super-block (16 rows), and one row's part to / from ggml's block. */
-static inline ptrdiff_t kq_tile_bytes(int wt) { return wt == SLM_WTYPE_Q4_K ? KQ_Q4K_TILE : KQ_Q6K_TILE; }
+static inline ptrdiff_t kq_tile_bytes(int wt) {
+    return wt == SLM_WTYPE_Q4_K ? KQ_Q4K_TILE : wt == SLM_WTYPE_Q5_K ? KQ_Q5K_TILE : KQ_Q6K_TILE;
+}
 static inline void kq_to_tile16(int wt, const uint8_t *src, uint8_t *tile, int i) {
-    if (wt == SLM_WTYPE_Q4_K) kq_q4k_to_tile16(src, tile, i);
-    else kq_q6k_to_tile16(src, tile, i);
+    if (wt == SLM_WTYPE_Q6_K) kq_q6k_to_tile16(src, tile, i);
+    else kq_q45k_to_tile16(wt == SLM_WTYPE_Q5_K, src, tile, i);
 }
 static inline void kq_from_tile16(int wt, const uint8_t *tile, int i, uint8_t *out) {
-    if (wt == SLM_WTYPE_Q4_K) kq_q4k_from_tile16(tile, i, out);
-    else kq_q6k_from_tile16(tile, i, out);
+    if (wt == SLM_WTYPE_Q6_K) kq_q6k_from_tile16(tile, i, out);
+    else kq_q45k_from_tile16(wt == SLM_WTYPE_Q5_K, tile, i, out);
 }
 
-/* slm_matmul_tile16 for Q4_K / Q6_K (wt) on paths without a kernel of their own: each row's
+/* slm_matmul_tile16 for Q4_K / Q5_K / Q6_K (wt) on paths without a kernel of their own: each row's
  * blocks restored from the tile, then the portable loop's chains. */
 void slm_kq_tile16_portable(int wt, const void *w, ptrdiff_t row_bytes, ptrdiff_t rows, ptrdiff_t r0, ptrdiff_t r1,
                             const slm_q8_acts *x, float *y, ptrdiff_t ys);

@@ -172,6 +172,7 @@ static SLM_NOINLINE void FN(td_decode_tile)(int type, const uint8_t *tile, const
 #ifdef SLM_TD_KTILE
     case SLM_T_Q4_K: FN(t16_tile)(SLM_T_Q4_K, 1, NG, tile, 0, 0, SLM_TILE, x, 0, y, ys); break;
     case SLM_T_Q6_K: FN(t16_tile)(SLM_T_Q6_K, 1, NG, tile, 0, 0, SLM_TILE, x, 0, y, ys); break;
+    case SLM_T_Q5_K: FN(t16_tile)(SLM_T_Q5_K, 1, NG, tile, 0, 0, SLM_TILE, x, 0, y, ys); break;
 #endif
     default: FN(t16_tile)(SLM_T_Q8_0, 1, NG, tile, 0, 0, SLM_TILE, x, 0, y, ys); break;
     }
@@ -245,12 +246,13 @@ static void FN(matmul_tile16)(int type, const void *w, ptrdiff_t rb, ptrdiff_t r
     }
 }
 
-/* SLM_TD_KTILE, optional: the ISA's FN(t16_tile) computes SLM_T_Q4_K and SLM_T_Q6_K, and
+/* SLM_TD_KTILE, optional: the ISA's FN(t16_tile) computes SLM_T_Q4_K, _Q5_K and _Q6_K, and
  * FN(matmul_tile16_k) is its slm_impl.matmul_tile16_k. */
 #ifdef SLM_TD_KTILE
 static void FN(matmul_tile16_k)(int type, const void *w, ptrdiff_t rb, ptrdiff_t rows, ptrdiff_t r0, ptrdiff_t r1,
                                 const slm_q8_acts *x, float *y, ptrdiff_t ys) {
     if (type == SLM_T_Q4_K) FN(td_matmul)(SLM_T_Q4_K, w, rb, rows, r0, r1, x, y, ys);
+    else if (type == SLM_T_Q5_K) FN(td_matmul)(SLM_T_Q5_K, w, rb, rows, r0, r1, x, y, ys);
     else FN(td_matmul)(SLM_T_Q6_K, w, rb, rows, r0, r1, x, y, ys);
 }
 #endif

@@ -176,7 +176,7 @@ static SLM_ALWAYS_INLINE void FN(t16_finish)(int type, int T, int G, const uint8
         }
         SLM_UNROLL for (int t = 0; t < T; t++) {
             const __m256 v = slm_has_m(type)        ? _mm256_add_ps(acc[gi][t], accm[gi][t])
-                             : type == SLM_T_Q4_K ? _mm256_sub_ps(acc[gi][t], accm[gi][t])
+                             : type == SLM_T_Q4_K || type == SLM_T_Q5_K ? _mm256_sub_ps(acc[gi][t], accm[gi][t])
                                                   : acc[gi][t];
             if (r >= lo && r + SLM_ROWS <= hi) _mm256_storeu_ps(y + (t0 + t) * ys + r, v);
             else _mm256_maskstore_ps(y + (t0 + t) * ys + r, keep, v);
@@ -351,23 +351,26 @@ static SLM_ALWAYS_INLINE void FN(t16_q4k_scales)(const uint8_t *blk, int g, uint
                                                               _mm256_and_si256(_mm256_srli_epi16(h, 2), m30)));
 }
 
-/* Q4_K tile16: sub-block j of a super-block is a Q4_1-form block (slm_kernels.h), so the
- * inner loop is FN(t16_tile_q45)'s and the int16 sums are exact the same way (8 products of
- * at most 3840). The sub-block's 6-bit scale rides in the one vpmaddwd, as int16 pairs
- * (sc, sc) per row lane instead of ones: at most 2 * 30720 * 63, exact in int32, and equal to
- * the contract's sc_lo * lo + sc_hi * hi. The min chain takes each super-block's eight
+/* Q4_K and Q5_K tile16: sub-block j of a super-block is a Q4_1-form block (slm_kernels.h;
+ * Q5_K ORs in the fifth bits from Q5 tile16 qh words, as FN(t16_tile_q45)), so the inner
+ * loop is FN(t16_tile_q45)'s and the int16 sums are exact the same way (Q4_K 8 products of
+ * at most 3840; Q5_K at most 7936, so 4 at a time). The sub-block's 6-bit scale rides in the
+ * vpmaddwd, as int16 pairs (sc, sc) per row lane instead of ones: at most 2 * 31744 * 63 per
+ * vpmaddwd, exact in int32, and equal to the contract's sc_lo * lo + sc_hi * hi. The min chain takes each super-block's eight
  * sub-blocks after its main loop: mn * isum is an integer below 2^24 (63 * 4096), so the
  * float product of the two is exact and equals the contract's (float)(mn * isum). Each
  * (row, token)'s two chains are kq_tile's / slm_kq_portable's: bit-identical. */
-static SLM_ALWAYS_INLINE void FN(t16_tile_q4k)(int T, int G, const uint8_t *tile, int g0, int lo, int hi,
-                                               const slm_q8_acts *x, ptrdiff_t t0, float *y, ptrdiff_t ys) {
+static SLM_ALWAYS_INLINE void FN(t16_tile_q45k)(int type, int T, int G, const uint8_t *tile, int g0, int lo, int hi,
+                                                const slm_q8_acts *x, ptrdiff_t t0, float *y, ptrdiff_t ys) {
     const ptrdiff_t nb = x->cols / SLM_QK, cols = x->cols;
-    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    const int q5 = type == SLM_T_Q5_K;
+    const ptrdiff_t tb_bytes = q5 ? KQ_Q5K_TILE : KQ_Q4K_TILE;
+    const __m256i m4 = _mm256_set1_epi8(0x0f), m16 = _mm256_set1_epi8(0x10);
     __m256 acc[2][4], accm[2][4];  /* [group][token] */
     FN(t16_zero)(T, G, acc, accm);
     const int8_t *xq = x->qs + t0 * cols;
     for (ptrdiff_t sb = 0; sb < nb / 8; sb++) {
-        const uint8_t *blk = tile + sb * KQ_Q4K_TILE;
+        const uint8_t *blk = tile + sb * tb_bytes;
         uint8_t sc[2][64], mn[2][64];
         __m256 dw[2];
         SLM_UNROLL for (int gi = 0; gi < G; gi++) {
@@ -377,26 +380,36 @@ static SLM_ALWAYS_INLINE void FN(t16_tile_q4k)(int T, int G, const uint8_t *tile
         for (int j = 0; j < 8; j++) {
             const uint8_t *q = blk + KQ_Q4K_T16_QS + 256 * j;
             const int8_t *xb = xq + (8 * sb + j) * SLM_QK;
-            __m256i s[2][4];
+            __m256i s[2][4], s32[2][4], scp[2], hb[2];
+            SLM_UNROLL for (int gi = 0; gi < G; gi++) {
+                const __m256i sc32 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sc[gi] + 8 * j)));
+                scp[gi] = _mm256_or_si256(sc32, _mm256_slli_epi32(sc32, 16));  /* (sc, sc) per row */
+                if (q5) hb[gi] = _mm256_loadu_si256((const __m256i *)(blk + KQ_Q5K_T16_QH + 64 * j + 32 * (g0 + gi)));
+            }
             SLM_UNROLL for (int c = 0; c < 4; c++) {
                 SLM_UNROLL for (int gi = 0; gi < G; gi++) {
                     const __m256i v = _mm256_loadu_si256((const __m256i *)(q + 32 * (g0 + gi) + 64 * c));
-                    const __m256i wl = _mm256_and_si256(v, m4), wh = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                    __m256i wl = _mm256_and_si256(v, m4), wh = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                    if (q5) {
+                        wl = _mm256_or_si256(wl, _mm256_and_si256(_mm256_slli_epi32(hb[gi], 4 - c), m16));
+                        wh = _mm256_or_si256(wh, _mm256_and_si256(_mm256_srli_epi32(hb[gi], c), m16));
+                    }
                     SLM_UNROLL for (int t = 0; t < T; t++) {
                         const int8_t *xt = xb + t * cols;
                         const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(wl, FN(bcast4)(xt + 4 * c)),
                                                            _mm256_maddubs_epi16(wh, FN(bcast4)(xt + 16 + 4 * c)));
-                        s[gi][t] = c == 0 ? p : _mm256_add_epi16(s[gi][t], p);
+                        s[gi][t] = c % (q5 ? 2 : 4) == 0 ? p : _mm256_add_epi16(s[gi][t], p);
+                        if (q5 && c == 1) s32[gi][t] = _mm256_madd_epi16(s[gi][t], scp[gi]);
                     }
                 }
             }
             SLM_UNROLL for (int gi = 0; gi < G; gi++) {
-                const __m256i sc32 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sc[gi] + 8 * j)));
-                const __m256i scp = _mm256_or_si256(sc32, _mm256_slli_epi32(sc32, 16));  /* (sc, sc) per row */
                 SLM_UNROLL for (int t = 0; t < T; t++) {
                     const ptrdiff_t tb = (t0 + t) * nb + 8 * sb + j;
                     const __m256 dd = _mm256_mul_ps(dw[gi], _mm256_set1_ps(x->d[tb]));
-                    acc[gi][t] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(_mm256_madd_epi16(s[gi][t], scp)), acc[gi][t]);
+                    __m256i sumi = _mm256_madd_epi16(s[gi][t], scp[gi]);
+                    if (q5) sumi = _mm256_add_epi32(s32[gi][t], sumi);
+                    acc[gi][t] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(sumi), acc[gi][t]);
                 }
             }
         }
@@ -412,7 +425,7 @@ static SLM_ALWAYS_INLINE void FN(t16_tile_q4k)(int T, int G, const uint8_t *tile
             }
         }
     }
-    FN(t16_finish)(SLM_T_Q4_K, T, G, tile, g0, lo, hi, x, t0, y, ys, acc, accm, 0);
+    FN(t16_finish)(type, T, G, tile, g0, lo, hi, x, t0, y, ys, acc, accm, 0);
 }
 
 /* Q6_K tile16: sub-block j's 6-bit weights u = q + 32 are a Q4_1-form low-nibble block with
@@ -500,7 +513,7 @@ static SLM_ALWAYS_INLINE void FN(t16_tile_q6k)(int T, int G, const uint8_t *tile
 static SLM_ALWAYS_INLINE void FN(t16_tile)(int type, int T, int G, const uint8_t *tile, int g0, int lo, int hi,
                                            const slm_q8_acts *x, ptrdiff_t t0, float *y, ptrdiff_t ys) {
     if (type == SLM_T_Q8_0) FN(t16_tile_q8)(T, G, tile, g0, lo, hi, x, t0, y, ys);
-    else if (type == SLM_T_Q4_K) FN(t16_tile_q4k)(T, G, tile, g0, lo, hi, x, t0, y, ys);
+    else if (type == SLM_T_Q4_K || type == SLM_T_Q5_K) FN(t16_tile_q45k)(type, T, G, tile, g0, lo, hi, x, t0, y, ys);
     else if (type == SLM_T_Q6_K) FN(t16_tile_q6k)(T, G, tile, g0, lo, hi, x, t0, y, ys);
     else FN(t16_tile_q45)(type, T, G, tile, g0, lo, hi, x, t0, y, ys);
 }

@@ -56,11 +56,11 @@ public enum WeightType: UInt32, Sendable, CaseIterable, CustomStringConvertible 
         }
     }
 
-    /// Whether the type has a `.tile16` layout (the repacked copy); the others (Q5_K, the
-    /// float types) always compute from the row layout.
+    /// Whether the type has a `.tile16` layout (the repacked copy); the float types always
+    /// compute from the row layout.
     public var hasTile16Layout: Bool {
         switch self {
-        case .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q4_K, .q6_K: true
+        case .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q4_K, .q5_K, .q6_K: true
         default: false
         }
     }
@@ -102,8 +102,8 @@ public enum WeightLayout: Sendable, Equatable {
     /// 16-row tile keeps its bytes' place, but inside it block b of the 16 rows is stored
     /// together: their 16 f16 d (and m), for Q5 their 16 qh words with permuted bits (see
     /// `WeightMatrix.q5QhFromTile16`), then the quants with dword c of tile row i at
-    /// 64·c + 4·i. Q4_K's and Q6_K's super-blocks hold unpacked scales and Q4_1-form sub-blocks
-    /// (see `WeightMatrix.copyQ4KRow`, `copyQ6KRow`). Rows past the last whole tile stay in
+    /// 64·c + 4·i. The K-quants' super-blocks hold unpacked scales and Q4_1-form sub-blocks
+    /// (see `WeightMatrix.copyQ45KRow`, `copyQ6KRow`). Rows past the last whole tile stay in
     /// `.rows` order.
     case tile16
 }
@@ -127,7 +127,7 @@ public struct WeightMatrix: @unchecked Sendable {
             throw KernelError("\(type) matrix \(rows)x\(cols): columns must be a positive multiple of \(type.blockElements)")
         }
         guard layout == .rows || type.hasTile16Layout else {
-            throw KernelError("\(type) matrix: only Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K and Q6_K matrices have a tile16 layout")
+            throw KernelError("\(type) matrix: only quantized matrices have a tile16 layout")
         }
         self.base = base
         self.type = type
@@ -155,9 +155,10 @@ public struct WeightMatrix: @unchecked Sendable {
             out.copyMemory(from: base + r * rowBytes, byteCount: rowBytes)
             return
         }
-        if type == .q4_K || type == .q6_K {
-            type == .q4_K ? copyQ4KRow(r, into: out) : copyQ6KRow(r, into: out)
-            return
+        switch type {
+        case .q4_K, .q5_K: return copyQ45KRow(r, into: out)
+        case .q6_K: return copyQ6KRow(r, into: out)
+        default: break
         }
         // Quants after d (Q4_0, Q8_0), d m (Q4_1), d qh (Q5_0), d m qh (Q5_1).
         let bb = type.blockBytes, i = r % 16
@@ -181,18 +182,22 @@ public struct WeightMatrix: @unchecked Sendable {
 }
 
 extension WeightMatrix {
-    /// `copyRow` for a whole tile's row of a tile16 Q4_K matrix. Super-block b of the tile
-    /// (16·144 bytes at 2304·b) holds the rows' f16 d at 2·i and dmin at 32 + 2·i; for row
+    /// `copyRow` for a whole tile's row of a tile16 Q4_K or Q5_K matrix. Super-block b of the
+    /// tile (16·144 bytes at 2304·b; Q5_K 16·176 at 2816·b) holds the rows' f16 d at 2·i and dmin at 32 + 2·i; for row
     /// i = 8·h + k and sub-block j, (sc & 15) | (mn & 15) << 4 at 64 + 64·h + 8·j + k and the
     /// two top bits of each, sc >> 4 | (mn >> 4) << 2, at 192 + 32·h + 8·(j % 4) + k (the high
     /// nibble for j ≥ 4); then sub-block j at 256 + 256·j in Q4_1's tile form: byte e of row i
     /// (element e in the low nibble, element 16 + e in the high) at 64·(e / 4) + 4·i + e % 4.
-    /// In ggml's block, sub-block j's element e is nibble j % 2 of qs[32·(j / 2) + e].
-    func copyQ4KRow(_ r: Int, into out: UnsafeMutableRawPointer) {
-        let i = r % 16, h = i / 8, k = i % 8
+    /// Q5_K's fifth bits follow those 2304 bytes: sub-block j's as row i's Q5 tile16 qh word
+    /// (`q5QhFromTile16`) at 2304 + 64·j + 4·i. In ggml's block, sub-block j's element e is
+    /// nibble j % 2 of qs[32·(j / 2) + e] (qs at 16, Q5_K: at 48), Q5_K's fifth bit bit j of
+    /// qh[e] (at 16).
+    func copyQ45KRow(_ r: Int, into out: UnsafeMutableRawPointer) {
+        let i = r % 16, h = i / 8, k = i % 8, q5 = type == .q5_K, bb = type.blockBytes
         let tile = base + (r / 16) * 16 * rowBytes
         for b in 0..<cols / QKK {
-            let blk = tile + b * 16 * 144, o = out + b * 144
+            let blk = tile + b * 16 * bb, o = out + b * bb
+            if q5 { (o + 16).initializeMemory(as: UInt8.self, repeating: 0, count: 32) }
             o.copyMemory(from: blk + 2 * i, byteCount: 2)
             (o + 2).copyMemory(from: blk + 32 + 2 * i, byteCount: 2)
             func scaleMin(_ j: Int) -> (sc: UInt8, mn: UInt8) {
@@ -208,7 +213,16 @@ extension WeightMatrix {
                 (o + 12 + j).storeBytes(of: b.sc & 15 | (b.mn & 15) << 4, as: UInt8.self)
             }
             for j in 0..<8 {
-                let qs = o + 16 + 32 * (j / 2), shift: UInt8 = j % 2 == 0 ? 0 : 4
+                let qs = o + (q5 ? 48 : 16) + 32 * (j / 2), shift: UInt8 = j % 2 == 0 ? 0 : 4
+                if q5 {
+                    let p = blk.loadUnaligned(fromByteOffset: 2304 + 64 * j + 4 * i, as: UInt32.self)
+                    let qh = Self.q5QhFromTile16(UInt32(littleEndian: p))
+                    for e in 0..<32 {
+                        let at = o + 16 + e
+                        at.storeBytes(of: at.load(as: UInt8.self) | UInt8(truncatingIfNeeded: qh >> UInt32(e) & 1) << UInt8(j),
+                                      as: UInt8.self)
+                    }
+                }
                 func put(_ at: Int, _ nib: UInt8) {
                     let kept = j % 2 == 0 ? 0 : qs.load(fromByteOffset: at, as: UInt8.self) & 15
                     qs.storeBytes(of: kept | nib << shift, toByteOffset: at, as: UInt8.self)

@@ -51,7 +51,7 @@ public enum Kernels {
         let tile = Int(slm_kernels_token_tile())
         guard tile > 0 else { return nil }
         switch (w.layout, w.type) {
-        case (.tile16, .q4_K), (.tile16, .q6_K): return prefersTile16(w.type) ? tile : nil  // else the portable loop
+        case (.tile16, .q4_K), (.tile16, .q5_K), (.tile16, .q6_K): return prefersTile16(w.type) ? tile : nil  // else the portable loop
         case (.tile16, _), (.rows, .q4_0), (.rows, .q4_1), (.rows, .q8_0): return tile
         default: return nil
         }
@@ -66,8 +66,7 @@ public enum Kernels {
 
     /// Whether the active path computes `type` faster from `.tile16` than from `.rows`: the
     /// preferred layout is `.tile16` and the path has a tile kernel for the type (a path
-    /// without K-quant ones would compute a tile16 Q4_K / Q6_K matrix through the portable
-    /// loop).
+    /// without K-quant ones would compute a tile16 K-quant matrix through the portable loop).
     public static func prefersTile16(_ type: WeightType) -> Bool {
         slm_tile16_preferred(Int32(type.rawValue)) != 0
     }

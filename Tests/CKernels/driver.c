@@ -292,9 +292,8 @@ static int test_paths(void) {
                         snprintf(what, sizeof what, "%s %s rows %d [%ld,%ld) cols %d tokens %d", pname,
                                  kq_types[k].name, rows, (long)r0, (long)r1, cols, tokens);
                         check(memcmp(y0, y1, ny * 4) == 0, what);
-                        if (kq_types[k].wtype != SLM_WTYPE_Q5_K) {
-                            /* Q5_0, Q5_1, Q4_K and Q6_K repacked to tile16: this path and the scalar fallback,
-                             * and the inverse. */
+                        {
+                            /* Every type repacked to tile16: this path and the scalar fallback, and the inverse. */
                             uint8_t *wt = malloc((size_t)rows * rb), *row = malloc((size_t)rb);
                             slm_repack_tile16(kq_types[k].wtype, w, wt, rb, rows);
                             for (int p2 = 0; p2 < 2; p2++) {
@@ -308,7 +307,7 @@ static int test_paths(void) {
                             slm_kernels_force(path);
                             for (ptrdiff_t rr = 0; rr < rows; rr++) {
                                 slm_unpack_row_tile16(kq_types[k].wtype, wt, rb, rows, rr, row);
-                                check(memcmp(row, w + rr * rb, (size_t)rb) == 0, "tile16 Q5/Q4_K/Q6_K unpack row");
+                                check(memcmp(row, w + rr * rb, (size_t)rb) == 0, "tile16 K/Q5 unpack row");
                             }
                             free(wt); free(row);
                         }
@@ -531,7 +530,7 @@ static void bench(int only) {
     /* K-quants and 5-bit types: FFN-down-like K matrices, Q5 on 576 columns (row layout and tile16). */
     struct { int k, rows, cols, tokens; } kcases[] = {
         {2, 576, 1536, 1}, {4, 576, 1536, 1}, {0, 1536, 576, 1}, {1, 1536, 576, 1}, {3, 576, 1536, 1},
-        {2, 576, 1536, 128}, {4, 576, 1536, 128}, {0, 1536, 576, 128},
+        {2, 576, 1536, 128}, {3, 576, 1536, 128}, {4, 576, 1536, 128}, {0, 1536, 576, 128},
     };
     for (int path = SLM_PATH_PORTABLE; path < SLM_PATH_COUNT; path++) {
         if (!slm_kernels_supported(path) || (only && path != only)) continue;

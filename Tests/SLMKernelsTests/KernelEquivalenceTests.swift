@@ -182,11 +182,11 @@ final class Tile16LayoutTests: XCTestCase {
             // Every SIMD path has a tile16 kernel that reads it with plain loads; the scalar
             // path reads rows.
             XCTAssertEqual(Kernels.preferredLayout, path.name == "portable-c" ? .rows : .tile16, path.name)
-            // Q4_K and Q6_K tiles have kernels on every SIMD path; Q5_K stays in row layout.
-            for type in [WeightType.q4_K, .q6_K, .q4_1] {
+            // Every quantized type has tile kernels on every SIMD path.
+            for type in WeightType.allCases where type.usesQuantizedActivations {
                 XCTAssertEqual(Kernels.prefersTile16(type), path.name != "portable-c", "\(path.name) \(type)")
             }
-            XCTAssertFalse(Kernels.prefersTile16(.q5_K), path.name)
+            XCTAssertFalse(Kernels.prefersTile16(.f16), path.name)
         }
     }
 
@@ -216,7 +216,7 @@ final class Tile16LayoutTests: XCTestCase {
 
     func testRepackIsThePermutationCopyRowUndoes() throws {
         var rng = TestRNG(seed: 5)
-        for type in [WeightType.q4_1, .q4_0, .q8_0, .q5_0, .q5_1, .q4_K, .q6_K] {
+        for type in [WeightType.q4_1, .q4_0, .q8_0, .q5_0, .q5_1, .q4_K, .q5_K, .q6_K] {
             let cols = type.blockElements == QKK ? 512 : 96
             for rows in [1, 15, 16, 17, 40, 64] {
                 let w = try RandomMatrix(type: type, rows: rows, cols: cols, rng: &rng)
@@ -248,7 +248,7 @@ final class Tile16LayoutTests: XCTestCase {
         let shapes: [(rows: Int, cols: Int)] = [(5, 64), (16, 32), (17, 96), (33, 576), (48, 64), (70, 160)]
         let kShapes: [(rows: Int, cols: Int)] = [(5, 256), (16, 256), (17, 512), (33, 768), (48, 256), (70, 512)]
         var compared = 0
-        for type in [WeightType.q4_1, .q4_0, .q8_0, .q5_0, .q5_1, .q4_K, .q6_K] {
+        for type in [WeightType.q4_1, .q4_0, .q8_0, .q5_0, .q5_1, .q4_K, .q5_K, .q6_K] {
             for shape in type.blockElements == QKK ? kShapes : shapes {
                 let w = try RandomMatrix(type: type, rows: shape.rows, cols: shape.cols, rng: &rng)
                 let p = Repacked(w.matrix)

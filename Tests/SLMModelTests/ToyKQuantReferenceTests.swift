@@ -136,20 +136,20 @@ final class ToyKQuantReferenceTests: XCTestCase {
         }
     }
 
-    /// The daemon repacks by default (`weights_layout = repacked`), which puts the Q4_K and
-    /// Q6_K tensors in tile16 for their own kernels: every toy with such tensors gives the
+    /// The daemon repacks by default (`weights_layout = repacked`), which puts the K-quant
+    /// tensors in tile16 for their own kernels: every toy with such tensors gives the
     /// mapped load's logits bit for bit, over its first case's prompt and three greedy steps.
     func testRepackedKQuantToysGiveTheSameLogits() throws {
         var compared = 0
         for m in try Self.fixture().kquant_models
-        where m.tensor_types["Q4_K", default: 0] + m.tensor_types["Q6_K", default: 0] > 0 {
+        where ["Q4_K", "Q5_K", "Q6_K"].contains(where: { m.tensor_types[$0, default: 0] > 0 }) {
             let id = "\(m.architecture) \(m.preset)", c = m.cases[0]
             var out: [[Float]] = []
             for layout in [WeightsLayout.mapped, .repacked] {
                 let model = try Self.open(m, weightsLayout: layout)
                 let kq = ([model.weights.output] + model.weights.layers.flatMap {
                     [$0.wq, $0.wk, $0.wv, $0.wo, $0.wGate, $0.wUp, $0.wDown]
-                }).filter { $0.type == .q4_K || $0.type == .q6_K }
+                }).filter { $0.type.blockElements == QKK }
                 XCTAssertFalse(kq.isEmpty, id)
                 for w in kq {
                     XCTAssertEqual(w.layout, layout == .repacked && Kernels.prefersTile16(w.type) ? .tile16 : .rows, id)

@@ -133,13 +133,19 @@ void slm_matmul_kq(int wtype, const void *w, ptrdiff_t row_bytes, ptrdiff_t row_
  * against 4 broadcast activation bytes); on ARM, 16 bytes at quants + 64 * c + 16 * g are
  * rows 4g..4g+3 (one SDOT by element, or SMLAL against replicated activation bytes without
  * dot products). Rows past the last whole tile keep the row layout. Types: Q4_0, Q4_1, Q8_0,
- * Q5_0, Q5_1 and Q4_K (the tile16 functions do nothing for any other wtype).
+ * Q5_0, Q5_1, Q4_K, Q5_K and Q6_K (the tile16 functions do nothing for any other wtype).
  * Q4_K: super-block b of a tile (16 * 144 bytes) at tile + 2304 b holds the 16 rows' d at
  * [0, 32) and dmin at [32, 64), their 6-bit sub-block scales and mins unpacked (row i =
  * 8h + k: [64 + 64h + 8j + k] = (sc_j & 15) | (mn_j & 15) << 4, [192 + 32h + 8 (j % 4) + k]
  * = sc_j >> 4 | (mn_j >> 4) << 2, in the high nibble for j >= 4), then at 256 + 256j
  * sub-block j in Q4_1's quant form (row i's byte e = element e | element 16 + e << 4, dword c
- * at + 64c + 4i): the kernels run Q4_1's inner loop with a per-row scale.
+ * at + 64c + 4i): the kernels run Q4_1's inner loop with a per-row scale. Q5_K: Q4_K's
+ * 2304 bytes for the low 4 bits, then sub-block j's fifth bits as row i's Q5 tile16 qh word
+ * (above) at 2304 + 64j + 4i. Q6_K (16 * 210 bytes): d at [0, 32), row i's two int8 half
+ * scales of sub-block j at 32 + 32j + 2i, then at 288 + 384j the low 4 bits of u = q + 32 in
+ * Q4_1's quant form and two 64-byte planes of the top 2 bits (row i's word at + 256 + 4i for
+ * elements 4c + b, + 320 + 4i for 16 + 4c + b, element 4c + b's at bits 8b + 2c). Exact
+ * offsets: kquants.h.
  * Values are those of ggml's type ids, like WeightType in Swift. */
 enum { SLM_WTYPE_Q4_0 = 2, SLM_WTYPE_Q4_1 = 3, SLM_WTYPE_Q8_0 = 8 };
 enum { SLM_LAYOUT_ROWS = 0, SLM_LAYOUT_TILE16 = 1 };
