@@ -333,7 +333,8 @@ static SLM_ALWAYS_INLINE void FN(t16_tile_q45k)(int type, int T, int G, const ui
                 const int32x4_t s4 = vreinterpretq_s32_u32(FN(widen4)(sc[g / 2 - h0] + 8 * j + 4 * (g % 2)));
                 int8x16_t w[8];
                 /* Q5_K's sub-block is a Q5_1 tile block's quants (0..31, fifth bits from its qh words) */
-                FN(t16_quants)(q5 ? SLM_T_Q5_1 : SLM_T_Q4_K, blk + KQ_Q5K_T16_QH + 64 * j, blk + KQ_Q4K_T16_QS + 256 * j, g, w);
+                const uint8_t *q = blk + KQ_Q4K_T16_QS + kq_sub_stride(q5) * j;
+                FN(t16_quants)(q5 ? SLM_T_Q5_1 : SLM_T_Q4_K, q + KQ_Q5K_T16_QH, q, g, w);
 #if !SLM_DOTPROD
                 const FN(t16_halves) hv = FN(t16_split)(w);  /* dead (and dropped) when T = 1 */
 #endif

@@ -378,13 +378,13 @@ static SLM_ALWAYS_INLINE void FN(t16_tile_q45k)(int type, int T, int G, const ui
             dw[gi] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16 * (g0 + gi))));
         }
         for (int j = 0; j < 8; j++) {
-            const uint8_t *q = blk + KQ_Q4K_T16_QS + 256 * j;
+            const uint8_t *q = blk + KQ_Q4K_T16_QS + kq_sub_stride(q5) * j;
             const int8_t *xb = xq + (8 * sb + j) * SLM_QK;
             __m256i s[2][4], s32[2][4], scp[2], hb[2];
             SLM_UNROLL for (int gi = 0; gi < G; gi++) {
                 const __m256i sc32 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sc[gi] + 8 * j)));
                 scp[gi] = _mm256_or_si256(sc32, _mm256_slli_epi32(sc32, 16));  /* (sc, sc) per row */
-                if (q5) hb[gi] = _mm256_loadu_si256((const __m256i *)(blk + KQ_Q5K_T16_QH + 64 * j + 32 * (g0 + gi)));
+                if (q5) hb[gi] = _mm256_loadu_si256((const __m256i *)(q + KQ_Q5K_T16_QH + 32 * (g0 + gi)));
             }
             SLM_UNROLL for (int c = 0; c < 4; c++) {
                 SLM_UNROLL for (int gi = 0; gi < G; gi++) {

@@ -188,8 +188,8 @@ extension WeightMatrix {
     /// two top bits of each, sc >> 4 | (mn >> 4) << 2, at 192 + 32·h + 8·(j % 4) + k (the high
     /// nibble for j ≥ 4); then sub-block j at 256 + 256·j in Q4_1's tile form: byte e of row i
     /// (element e in the low nibble, element 16 + e in the high) at 64·(e / 4) + 4·i + e % 4.
-    /// Q5_K's fifth bits follow those 2304 bytes: sub-block j's as row i's Q5 tile16 qh word
-    /// (`q5QhFromTile16`) at 2304 + 64·j + 4·i. In ggml's block, sub-block j's element e is
+    /// Q5_K's sub-blocks are 320 bytes apart (at 256 + 320·j), each followed by its fifth
+    /// bits, row i's as a Q5 tile16 qh word (`q5QhFromTile16`) at + 256 + 4·i. In ggml's block, sub-block j's element e is
     /// nibble j % 2 of qs[32·(j / 2) + e] (qs at 16, Q5_K: at 48), Q5_K's fifth bit bit j of
     /// qh[e] (at 16).
     func copyQ45KRow(_ r: Int, into out: UnsafeMutableRawPointer) {
@@ -215,7 +215,7 @@ extension WeightMatrix {
             for j in 0..<8 {
                 let qs = o + (q5 ? 48 : 16) + 32 * (j / 2), shift: UInt8 = j % 2 == 0 ? 0 : 4
                 if q5 {
-                    let p = blk.loadUnaligned(fromByteOffset: 2304 + 64 * j + 4 * i, as: UInt32.self)
+                    let p = blk.loadUnaligned(fromByteOffset: 256 + 320 * j + 256 + 4 * i, as: UInt32.self)
                     let qh = Self.q5QhFromTile16(UInt32(littleEndian: p))
                     for e in 0..<32 {
                         let at = o + 16 + e
@@ -228,7 +228,7 @@ extension WeightMatrix {
                     qs.storeBytes(of: kept | nib << shift, toByteOffset: at, as: UInt8.self)
                 }
                 for e in 0..<16 {
-                    let v = blk.load(fromByteOffset: 256 + 256 * j + 64 * (e / 4) + 4 * i + e % 4, as: UInt8.self)
+                    let v = blk.load(fromByteOffset: 256 + (q5 ? 320 : 256) * j + 64 * (e / 4) + 4 * i + e % 4, as: UInt8.self)
                     put(e, v & 15)
                     put(16 + e, v >> 4)
                 }
