@@ -191,8 +191,8 @@ static inline void kq_q45k_from_tile16(int q5, const uint8_t *tile, int i, uint8
  * ggml block (u = q + 32, the unsigned 6-bit weight): */
 enum {
     KQ_Q6K_TILE = 16 * 210,
-    KQ_Q6K_T16_SC = 32,   /* + 32j + 2i + {0, 1}: the int8 scales of elements 0..15 and 16..31 */
-    KQ_Q6K_T16_QS = 288,  /* + 384j: the low 4 bits of u in Q4_1's tile form (256 bytes), then two
+    KQ_Q6K_T16_SC = 32,   /* + 416j + 2i + {0, 1}: sub-block j's int8 scales of elements 0..15, 16..31 */
+    KQ_Q6K_T16_QS = 64,   /* + 416j: the low 4 bits of u in Q4_1's tile form (256 bytes), then two
                            * planes of the top 2 bits, row i's word at + 256 + 4i (elements 4c + b)
                            * and + 320 + 4i (16 + 4c + b), those of element 4c + b at bits 8b + 2c */
 };
@@ -202,9 +202,9 @@ static inline void kq_q6k_to_tile16(const uint8_t *src, uint8_t *tile, int i) {
     for (int j = 0; j < 8; j++) {
         kq_sub s;
         kq_decode(SLM_WTYPE_Q6_K, src, j, &s);
-        tile[KQ_Q6K_T16_SC + 32 * j + 2 * i] = (uint8_t)(int8_t)s.sc_lo;
-        tile[KQ_Q6K_T16_SC + 32 * j + 2 * i + 1] = (uint8_t)(int8_t)s.sc_hi;
-        uint8_t *q = tile + KQ_Q6K_T16_QS + 384 * j;
+        tile[KQ_Q6K_T16_SC + 416 * j + 2 * i] = (uint8_t)(int8_t)s.sc_lo;
+        tile[KQ_Q6K_T16_SC + 416 * j + 2 * i + 1] = (uint8_t)(int8_t)s.sc_hi;
+        uint8_t *q = tile + KQ_Q6K_T16_QS + 416 * j;
         uint32_t a = 0, b = 0;
         for (int e = 0; e < 16; e++) {
             const int lo = s.q[e] + 32, hi = s.q[16 + e] + 32;
@@ -221,9 +221,9 @@ static inline void kq_q6k_from_tile16(const uint8_t *tile, int i, uint8_t *out) 
     memset(out, 0, 210);
     memcpy(out + KQ_Q6_K_D, tile + 2 * i, 2);
     for (int j = 0; j < 8; j++) {
-        out[KQ_Q6_K_SC + 2 * j] = tile[KQ_Q6K_T16_SC + 32 * j + 2 * i];
-        out[KQ_Q6_K_SC + 2 * j + 1] = tile[KQ_Q6K_T16_SC + 32 * j + 2 * i + 1];
-        const uint8_t *q = tile + KQ_Q6K_T16_QS + 384 * j;
+        out[KQ_Q6_K_SC + 2 * j] = tile[KQ_Q6K_T16_SC + 416 * j + 2 * i];
+        out[KQ_Q6_K_SC + 2 * j + 1] = tile[KQ_Q6K_T16_SC + 416 * j + 2 * i + 1];
+        const uint8_t *q = tile + KQ_Q6K_T16_QS + 416 * j;
         uint32_t a, b;
         memcpy(&a, q + 256 + 4 * i, 4);
         memcpy(&b, q + 320 + 4 * i, 4);

@@ -454,7 +454,7 @@ static SLM_ALWAYS_INLINE void FN(t16_tile_q6k)(int T, int G, const uint8_t *tile
         __m256 dw[2];
         SLM_UNROLL for (int gi = 0; gi < G; gi++) dw[gi] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16 * (g0 + gi))));
         for (int j = 0; j < 8; j++) {
-            const uint8_t *q = blk + KQ_Q6K_T16_QS + 384 * j;
+            const uint8_t *q = blk + KQ_Q6K_T16_QS + 416 * j;
             const int8_t *xb = xq + (8 * sb + j) * SLM_QK;
             __m256i hx[4];  /* per token, every lane (hx_lo, hx_hi) as int16 */
             SLM_UNROLL for (int t = 0; t < T; t++) {
@@ -467,7 +467,7 @@ static SLM_ALWAYS_INLINE void FN(t16_tile_q6k)(int T, int G, const uint8_t *tile
             __m256i sc[2], sclo[2], schi[2], a[2], b[2], s32[2][4];
             SLM_UNROLL for (int gi = 0; gi < G; gi++) {
                 const int g = g0 + gi;
-                sc[gi] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + KQ_Q6K_T16_SC + 32 * j + 16 * g)));
+                sc[gi] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + KQ_Q6K_T16_SC + 416 * j + 16 * g)));
                 sclo[gi] = _mm256_shuffle_epi8(sc[gi], pick_lo);
                 schi[gi] = _mm256_shuffle_epi8(sc[gi], pick_hi);
                 a[gi] = _mm256_loadu_si256((const __m256i *)(q + 256 + 32 * g));

@@ -237,9 +237,9 @@ extension WeightMatrix {
     }
 
     /// `copyRow` for a whole tile's row of a tile16 Q6_K matrix. Super-block b of the tile
-    /// (16·210 bytes at 3360·b) holds the rows' f16 d at 2·i; row i's int8 scales of sub-block
-    /// j's two halves at 32 + 32·j + 2·i (+1); then sub-block j at 288 + 384·j: the low 4 bits
-    /// of u = q + 32 in Q4_1's tile form (256 bytes, as `copyQ4KRow`), then two 64-byte planes
+    /// (16·210 bytes at 3360·b) holds the rows' f16 d at 2·i, then sub-block j at 32 + 416·j:
+    /// row i's int8 scales of its two halves at 2·i (+1), then at + 32 the low 4 bits of
+    /// u = q + 32 in Q4_1's tile form (256 bytes, as `copyQ45KRow`), then two 64-byte planes
     /// of the top 2 bits, row i's word at 256 + 4·i (elements 4·c + k, bits 8·k + 2·c) and at
     /// 320 + 4·i (elements 16 + 4·c + k). In ggml's block (`KQuants`), sub-block j = 4·h + g's
     /// element e has its low 4 bits in nibble g / 2 of ql[64·h + 32·(g % 2) + e], its top two
@@ -252,8 +252,8 @@ extension WeightMatrix {
             o.initializeMemory(as: UInt8.self, repeating: 0, count: 210)
             (o + 208).copyMemory(from: blk + 2 * i, byteCount: 2)
             for j in 0..<8 {
-                (o + 192 + 2 * j).copyMemory(from: blk + 32 + 32 * j + 2 * i, byteCount: 2)
-                let q = blk + 288 + 384 * j, h = j / 4, g = j % 4
+                (o + 192 + 2 * j).copyMemory(from: blk + 32 + 416 * j + 2 * i, byteCount: 2)
+                let q = blk + 64 + 416 * j, h = j / 4, g = j % 4
                 let planes = (q.loadUnaligned(fromByteOffset: 256 + 4 * i, as: UInt32.self),
                               q.loadUnaligned(fromByteOffset: 320 + 4 * i, as: UInt32.self))
                 for e in 0..<32 {

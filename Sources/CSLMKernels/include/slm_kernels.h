@@ -141,11 +141,12 @@ void slm_matmul_kq(int wtype, const void *w, ptrdiff_t row_bytes, ptrdiff_t row_
  * sub-block j in Q4_1's quant form (row i's byte e = element e | element 16 + e << 4, dword c
  * at + 64c + 4i): the kernels run Q4_1's inner loop with a per-row scale. Q5_K: Q4_K's
  * with 320 bytes per sub-block (at 256 + 320j), its 256 quant bytes then its fifth bits as
- * row i's Q5 tile16 qh word (above) at + 256 + 4i. Q6_K (16 * 210 bytes): d at [0, 32), row i's two int8 half
- * scales of sub-block j at 32 + 32j + 2i, then at 288 + 384j the low 4 bits of u = q + 32 in
- * Q4_1's quant form and two 64-byte planes of the top 2 bits (row i's word at + 256 + 4i for
- * elements 4c + b, + 320 + 4i for 16 + 4c + b, element 4c + b's at bits 8b + 2c). Exact
- * offsets: kquants.h.
+ * row i's Q5 tile16 qh word (above) at + 256 + 4i. Q6_K (16 * 210 bytes): d at [0, 32),
+ * then sub-block j in 416 bytes at 32 + 416j: row i's two int8 half scales at + 2i, then at
+ * + 32 the low 4 bits of u = q + 32 in Q4_1's quant form and two 64-byte planes of the top 2
+ * bits (row i's word at + 256 + 4i for elements 4c + b, + 320 + 4i for 16 + 4c + b, element
+ * 4c + b's at bits 8b + 2c). Each sub-block's bytes are together: a decode token then reads
+ * one stream. Exact offsets: kquants.h.
  * Values are those of ggml's type ids, like WeightType in Swift. */
 enum { SLM_WTYPE_Q4_0 = 2, SLM_WTYPE_Q4_1 = 3, SLM_WTYPE_Q8_0 = 8 };
 enum { SLM_LAYOUT_ROWS = 0, SLM_LAYOUT_TILE16 = 1 };
