@@ -2,6 +2,25 @@
  * slm_kernels.h), one scalar chain per (row, token). */
 #include "kquants.h"
 
+/* One sub-block of one (row, token)'s two chains (the contract's step). */
+static inline void kq_step(int wt, const kq_sub *s, const slm_q8_acts *x, ptrdiff_t t, ptrdiff_t k, float *acc,
+                           float *accm) {
+    const ptrdiff_t nsub = x->cols / SLM_QK, xk = t * nsub + k;
+    const int8_t *xb = x->qs + t * x->cols + k * SLM_QK;
+    int32_t lo = 0, hi = 0;
+    for (int j = 0; j < 16; j++) lo += (int32_t)s->q[j] * xb[j];
+    for (int j = 16; j < 32; j++) hi += (int32_t)s->q[j] * xb[j];
+    *acc = fmaf(s->d * x->d[xk], (float)(s->sc_lo * lo + s->sc_hi * hi), *acc);
+    if (wt == SLM_WTYPE_Q5_1) *accm = fmaf(s->m, x->s[xk], *accm);
+    else if (wt == SLM_WTYPE_Q4_K || wt == SLM_WTYPE_Q5_K) *accm = fmaf(s->m * x->d[xk], (float)(s->mn * x->isum[xk]), *accm);
+}
+
+/* A (row, token)'s result from its chains. Types without a min term return acc itself (adding
+ * 0 would turn -0 into +0). */
+static inline float kq_result(int wt, float acc, float accm) {
+    return wt == SLM_WTYPE_Q5_1 ? acc + accm : (wt == SLM_WTYPE_Q4_K || wt == SLM_WTYPE_Q5_K) ? acc - accm : acc;
+}
+
 void slm_kq_portable(int wt, const void *w, ptrdiff_t row_bytes, ptrdiff_t r0, ptrdiff_t r1, const slm_q8_acts *x,
                      float *y, ptrdiff_t ys) {
     const ptrdiff_t nsub = x->cols / SLM_QK;
@@ -13,19 +32,9 @@ void slm_kq_portable(int wt, const void *w, ptrdiff_t row_bytes, ptrdiff_t r0, p
             for (ptrdiff_t k = 0; k < nsub; k++) {
                 kq_sub s;
                 kq_decode(wt, row + (k / spb) * bb, (int)(k % spb), &s);
-                const int8_t *xb = x->qs + t * x->cols + k * SLM_QK;
-                int32_t lo = 0, hi = 0;
-                for (int j = 0; j < 16; j++) lo += (int32_t)s.q[j] * xb[j];
-                for (int j = 16; j < 32; j++) hi += (int32_t)s.q[j] * xb[j];
-                const ptrdiff_t xk = t * nsub + k;
-                acc = fmaf(s.d * x->d[xk], (float)(s.sc_lo * lo + s.sc_hi * hi), acc);
-                if (wt == SLM_WTYPE_Q5_1) accm = fmaf(s.m, x->s[xk], accm);
-                else if (wt == SLM_WTYPE_Q4_K || wt == SLM_WTYPE_Q5_K)
-                    accm = fmaf(s.m * x->d[xk], (float)(s.mn * x->isum[xk]), accm);
+                kq_step(wt, &s, x, t, k, &acc, &accm);
             }
-            /* Types without a min term return acc itself (adding 0 would turn -0 into +0). */
-            y[t * ys + r] = wt == SLM_WTYPE_Q5_1 ? acc + accm
-                          : (wt == SLM_WTYPE_Q4_K || wt == SLM_WTYPE_Q5_K) ? acc - accm : acc;
+            y[t * ys + r] = kq_result(wt, acc, accm);
         }
     }
 }
@@ -46,16 +55,9 @@ void slm_kq_tile16_portable(int wt, const void *w, ptrdiff_t row_bytes, ptrdiff_
                 if (k % 8 == 0) kq_from_tile16(wt, tile + k / 8 * kq_tile_bytes(wt), (int)(r % SLM_TILE), blk);
                 kq_sub s;
                 kq_decode(wt, blk, (int)(k % 8), &s);
-                const int8_t *xb = x->qs + t * x->cols + k * SLM_QK;
-                int32_t lo = 0, hi = 0;
-                for (int j = 0; j < 16; j++) lo += (int32_t)s.q[j] * xb[j];
-                for (int j = 16; j < 32; j++) hi += (int32_t)s.q[j] * xb[j];
-                const ptrdiff_t xk = t * nsub + k;
-                acc = fmaf(s.d * x->d[xk], (float)(s.sc_lo * lo + s.sc_hi * hi), acc);
-                if (wt != SLM_WTYPE_Q6_K) accm = fmaf(s.m * x->d[xk], (float)(s.mn * x->isum[xk]), accm);
+                kq_step(wt, &s, x, t, k, &acc, &accm);
             }
-            /* Q6_K has no min term: its acc alone (adding 0 would turn -0 into +0). */
-            y[t * ys + r] = wt != SLM_WTYPE_Q6_K ? acc - accm : acc;
+            y[t * ys + r] = kq_result(wt, acc, accm);
         }
     }
 }

@@ -184,6 +184,29 @@ static SLM_ALWAYS_INLINE void FN(t16_finish)(int type, int T, int G, const uint8
     }
 }
 
+/* One chunk c (quant dwords c of 8 rows at qv: low nibbles = elements 4c.., high = 16 + 4c..;
+ * Q5 ORs in the fifth bits from the qh words hb) against T tokens from xb: each token's int16
+ * sum s[t] gains two vpmaddubsw. Q5 sums widen to int32 after chunk 1 (s32[t], by vpmaddwd
+ * with `widen`: ones, or a K sub-block's scale pairs); Q4 keep all four chunks in int16. */
+static SLM_ALWAYS_INLINE void FN(t16_chunk)(const uint8_t *qv, __m256i hb, int q5, int c, int T, const int8_t *xb,
+                                            ptrdiff_t cols, __m256i widen, __m256i s[4], __m256i s32[4]) {
+    const __m256i m4 = _mm256_set1_epi8(0x0f), m16 = _mm256_set1_epi8(0x10);
+    const __m256i v = _mm256_loadu_si256((const __m256i *)qv);
+    __m256i wl = _mm256_and_si256(v, m4), wh = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+    if (q5) {
+        /* bit 4 of each byte from the tile16 qh words (slm_q5_qh_to_tile16) */
+        wl = _mm256_or_si256(wl, _mm256_and_si256(_mm256_slli_epi32(hb, 4 - c), m16));
+        wh = _mm256_or_si256(wh, _mm256_and_si256(_mm256_srli_epi32(hb, c), m16));
+    }
+    SLM_UNROLL for (int t = 0; t < T; t++) {
+        const int8_t *xt = xb + t * cols;
+        const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(wl, FN(bcast4)(xt + 4 * c)),
+                                           _mm256_maddubs_epi16(wh, FN(bcast4)(xt + 16 + 4 * c)));
+        s[t] = c % (q5 ? 2 : 4) == 0 ? p : _mm256_add_epi16(s[t], p);
+        if (q5 && c == 1) s32[t] = _mm256_madd_epi16(s[t], widen);
+    }
+}
+
 /* Q4_0/Q4_1/Q5_0/Q5_1 tile16, chunk-outer: for each quant dword pair c (32 bytes: rows' low
  * nibbles = elements 4c.., high nibbles = 16 + 4c..; Q5 ORs in the fifth bits from the qh
  * words), unpack it once and run it against every token of the tile before the next, each
@@ -196,7 +219,7 @@ static SLM_ALWAYS_INLINE void FN(t16_tile_q45)(int type, int T, int G, const uin
                                                const slm_q8_acts *x, ptrdiff_t t0, float *y, ptrdiff_t ys) {
     const ptrdiff_t nb = x->cols / SLM_QK, cols = x->cols;
     const ptrdiff_t tb_bytes = (ptrdiff_t)SLM_TILE * slm_block_bytes(type), qoff = slm_tile16_quants(type);
-    const __m256i m4 = _mm256_set1_epi8(0x0f), m16 = _mm256_set1_epi8(0x10), ones = _mm256_set1_epi16(1);
+    const __m256i ones = _mm256_set1_epi16(1);
     const int q5 = slm_is_q5(type), split_m = slm_has_m(type) && T > 1;
     __m256 acc[2][4], accm[2][4];  /* [group][token] */
     FN(t16_zero)(T, G, acc, accm);
@@ -204,28 +227,13 @@ static SLM_ALWAYS_INLINE void FN(t16_tile_q45)(int type, int T, int G, const uin
     for (ptrdiff_t b = 0; b < nb; b++) {
         const uint8_t *blk = tile + b * tb_bytes;
         const int8_t *xb = xq + b * SLM_QK;
-        __m256i s[2][4], s32[2][4], hb[2];
+        __m256i s[2][4], s32[2][4], hb[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
         if (q5)
             SLM_UNROLL for (int gi = 0; gi < G; gi++)
                 hb[gi] = _mm256_loadu_si256((const __m256i *)(blk + slm_tile16_qh(type) + 32 * (g0 + gi)));
-        SLM_UNROLL for (int c = 0; c < 4; c++) {
-            SLM_UNROLL for (int gi = 0; gi < G; gi++) {
-                const __m256i v = _mm256_loadu_si256((const __m256i *)(blk + qoff + 32 * (g0 + gi) + 64 * c));
-                __m256i wl = _mm256_and_si256(v, m4), wh = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-                if (q5) {
-                    /* bit 4 of each byte from the tile16 qh words (slm_q5_qh_to_tile16) */
-                    wl = _mm256_or_si256(wl, _mm256_and_si256(_mm256_slli_epi32(hb[gi], 4 - c), m16));
-                    wh = _mm256_or_si256(wh, _mm256_and_si256(_mm256_srli_epi32(hb[gi], c), m16));
-                }
-                SLM_UNROLL for (int t = 0; t < T; t++) {
-                    const int8_t *xt = xb + t * cols;
-                    const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(wl, FN(bcast4)(xt + 4 * c)),
-                                                       _mm256_maddubs_epi16(wh, FN(bcast4)(xt + 16 + 4 * c)));
-                    s[gi][t] = c % (q5 ? 2 : 4) == 0 ? p : _mm256_add_epi16(s[gi][t], p);
-                    if (q5 && c == 1) s32[gi][t] = _mm256_madd_epi16(s[gi][t], ones);
-                }
-            }
-        }
+        SLM_UNROLL for (int c = 0; c < 4; c++)
+            SLM_UNROLL for (int gi = 0; gi < G; gi++)
+                FN(t16_chunk)(blk + qoff + 32 * (g0 + gi) + 64 * c, hb[gi], q5, c, T, xb, cols, ones, s[gi], s32[gi]);
         SLM_UNROLL for (int gi = 0; gi < G; gi++) {
             const int g = g0 + gi;
             const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16 * g)));
@@ -365,7 +373,6 @@ static SLM_ALWAYS_INLINE void FN(t16_tile_q45k)(int type, int T, int G, const ui
     const ptrdiff_t nb = x->cols / SLM_QK, cols = x->cols;
     const int q5 = type == SLM_T_Q5_K;
     const ptrdiff_t tb_bytes = q5 ? KQ_Q5K_TILE : KQ_Q4K_TILE;
-    const __m256i m4 = _mm256_set1_epi8(0x0f), m16 = _mm256_set1_epi8(0x10);
     __m256 acc[2][4], accm[2][4];  /* [group][token] */
     FN(t16_zero)(T, G, acc, accm);
     const int8_t *xq = x->qs + t0 * cols;
@@ -380,29 +387,15 @@ static SLM_ALWAYS_INLINE void FN(t16_tile_q45k)(int type, int T, int G, const ui
         for (int j = 0; j < 8; j++) {
             const uint8_t *q = blk + KQ_Q4K_T16_QS + kq_sub_stride(q5) * j;
             const int8_t *xb = xq + (8 * sb + j) * SLM_QK;
-            __m256i s[2][4], s32[2][4], scp[2], hb[2];
+            __m256i s[2][4], s32[2][4], scp[2], hb[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
             SLM_UNROLL for (int gi = 0; gi < G; gi++) {
                 const __m256i sc32 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sc[gi] + 8 * j)));
                 scp[gi] = _mm256_or_si256(sc32, _mm256_slli_epi32(sc32, 16));  /* (sc, sc) per row */
                 if (q5) hb[gi] = _mm256_loadu_si256((const __m256i *)(q + KQ_Q5K_T16_QH + 32 * (g0 + gi)));
             }
-            SLM_UNROLL for (int c = 0; c < 4; c++) {
-                SLM_UNROLL for (int gi = 0; gi < G; gi++) {
-                    const __m256i v = _mm256_loadu_si256((const __m256i *)(q + 32 * (g0 + gi) + 64 * c));
-                    __m256i wl = _mm256_and_si256(v, m4), wh = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-                    if (q5) {
-                        wl = _mm256_or_si256(wl, _mm256_and_si256(_mm256_slli_epi32(hb[gi], 4 - c), m16));
-                        wh = _mm256_or_si256(wh, _mm256_and_si256(_mm256_srli_epi32(hb[gi], c), m16));
-                    }
-                    SLM_UNROLL for (int t = 0; t < T; t++) {
-                        const int8_t *xt = xb + t * cols;
-                        const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(wl, FN(bcast4)(xt + 4 * c)),
-                                                           _mm256_maddubs_epi16(wh, FN(bcast4)(xt + 16 + 4 * c)));
-                        s[gi][t] = c % (q5 ? 2 : 4) == 0 ? p : _mm256_add_epi16(s[gi][t], p);
-                        if (q5 && c == 1) s32[gi][t] = _mm256_madd_epi16(s[gi][t], scp[gi]);
-                    }
-                }
-            }
+            SLM_UNROLL for (int c = 0; c < 4; c++)
+                SLM_UNROLL for (int gi = 0; gi < G; gi++)
+                    FN(t16_chunk)(q + 32 * (g0 + gi) + 64 * c, hb[gi], q5, c, T, xb, cols, scp[gi], s[gi], s32[gi]);
             SLM_UNROLL for (int gi = 0; gi < G; gi++) {
                 SLM_UNROLL for (int t = 0; t < T; t++) {
                     const ptrdiff_t tb = (t0 + t) * nb + 8 * sb + j;
