@@ -71,6 +71,17 @@ public enum Kernels {
         slm_tile16_preferred(Int32(type.rawValue)) != 0
     }
 
+    /// Writes rows `rows` of `w` (`.rows` layout, quantized) permuted to `.tile16` at `dst`
+    /// (`rows.count · w.rowBytes` bytes, not overlapping): the bytes those rows occupy in the
+    /// whole matrix's tile16 copy, so pieces make it up. `rows` starts on a tile (a multiple of
+    /// 16) and ends on one or at the matrix's end.
+    public static func repackTile16(_ w: WeightMatrix, rows: Range<Int>, into dst: UnsafeMutableRawPointer) {
+        precondition(w.layout == .rows && w.type.hasTile16Layout, "repack of a \(w.layout) \(w.type) matrix")
+        precondition(rows.lowerBound % 16 == 0 && (rows.upperBound % 16 == 0 || rows.upperBound == w.rows)
+                         && rows.upperBound <= w.rows, "repack of rows \(rows) of \(w.rows)")
+        slm_repack_tile16(Int32(w.type.rawValue), w.base + rows.lowerBound * w.rowBytes, dst, w.rowBytes, rows.count)
+    }
+
     /// Writes `w` (`.rows` layout, quantized) permuted to `.tile16` at `dst` (`w.byteCount`
     /// bytes, not overlapping) and returns the view of it.
     public static func repackTile16(_ w: WeightMatrix, into dst: UnsafeMutableRawPointer) -> WeightMatrix {

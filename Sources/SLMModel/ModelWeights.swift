@@ -205,8 +205,20 @@ public struct ModelWeights: @unchecked Sendable {
                             w.rows, w.cols, total]
             total += padded(w.byteCount)
         }
-        let fill = { (dst: UnsafeMutableRawPointer) in
-            for (w, offset) in plan { _ = Kernels.repackTile16(w, into: dst + offset) }
+        // Pieces of whole 16-row tiles, up to ~8 MiB each (the cache file's write size), in
+        // file order; a matrix's last piece also takes its rows past the last whole tile.
+        var pieces: [RepackedStorage.Piece] = []
+        for (w, offset) in plan {
+            let step = max(16, (8 << 20) / w.rowBytes / 16 * 16)
+            var r = 0
+            while r < w.rows {
+                let end = w.rows - r <= step + w.rows % 16 ? w.rows : r + step
+                let rows = r..<end
+                pieces.append(.init(offset: offset + r * w.rowBytes, byteCount: rows.count * w.rowBytes) { dst in
+                    Kernels.repackTile16(w, rows: rows, into: dst)
+                })
+                r = end
+            }
         }
         var cached: RepackedStorage?
         var problem: String?
@@ -214,12 +226,12 @@ public struct ModelWeights: @unchecked Sendable {
             let name = file.path.split(separator: "/").last.map(String.init) ?? "model"
             do {
                 cached = try RepackedStorage(cacheFile: dir + "/" + name + ".tile16", byteCount: total,
-                                             source: file.identity, digest: RepackedStorage.digest(digestWords), fill: fill)
+                                             source: file.identity, digest: RepackedStorage.digest(digestWords), pieces: pieces)
             } catch {
                 problem = error.description
             }
         }
-        let storage = cached ?? RepackedStorage(anonymous: total, fill: fill)
+        let storage = cached ?? RepackedStorage(anonymous: total, pieces: pieces)
         func view(_ w: WeightMatrix) -> WeightMatrix {
             guard let offset = offsets[Int(bitPattern: w.base)] else { return w }
             return try! WeightMatrix(base: storage.base + offset, type: w.type, rows: w.rows, cols: w.cols, layout: .tile16)

@@ -243,6 +243,27 @@ final class Tile16LayoutTests: XCTestCase {
         }
     }
 
+    /// Repacking a matrix in pieces of whole tiles (as a cache file is written) gives the
+    /// whole repack's bytes, the rows past the last tile included.
+    func testRepackInPiecesEqualsTheWholeRepack() throws {
+        var rng = TestRNG(seed: 12)
+        for type in [WeightType.q4_1, .q8_0, .q5_0, .q4_K, .q5_K, .q6_K] {
+            for rows in [7, 16, 45, 80] {
+                let w = try RandomMatrix(type: type, rows: rows, cols: type.blockElements == QKK ? 512 : 96, rng: &rng)
+                let whole = Repacked(w.matrix)
+                let pieces = UnsafeMutableRawPointer.allocate(byteCount: w.matrix.byteCount, alignment: 64)
+                defer { pieces.deallocate() }
+                var r = 0
+                while r < rows {
+                    let end = rows - r <= 16 + rows % 16 ? rows : r + 16 * Int.random(in: 1...2, using: &rng)
+                    Kernels.repackTile16(w.matrix, rows: r..<end, into: pieces + r * w.matrix.rowBytes)
+                    r = end
+                }
+                XCTAssertEqual(memcmp(pieces, whole.bytes, w.matrix.byteCount), 0, "\(type) rows \(rows)")
+            }
+        }
+    }
+
     func testTile16MatmulBitIdenticalToReferenceOnEveryPath() throws {
         var rng = TestRNG(seed: 77)
         let shapes: [(rows: Int, cols: Int)] = [(5, 64), (16, 32), (17, 96), (33, 576), (48, 64), (70, 160)]

@@ -1,6 +1,8 @@
 import CSLMKernels
 import SLMKernels
+import SLMTestSupport
 import XCTest
+@testable import GGUF
 @testable import SLMModel
 
 /// `weights_layout = repacked` on the real model: the same logits bit for bit as the mapped
@@ -80,5 +82,34 @@ final class RepackedWeightsTests: XCTestCase {
         print("repacked: this model's file mapping has \(mappedKB / 1024) MiB resident")
         XCTAssertLessThan(mappedKB * 1024, repacked.weightBytes / 10)
         withExtendedLifetime(repacked) {}
+    }
+
+    /// A cache file built from pieces that do not line up with its 2 MiB write units, with
+    /// gaps between them, maps back as exactly those pieces and zeros (written through the
+    /// staging buffer, flushed several times), and is reused as is.
+    func testCacheFileFromPiecesMapsBackTheSameBytes() throws {
+        let dir = NSTemporaryDirectory() + "slmd-pieces-" + String(getpid())
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var rng = TestRNG(seed: 31)
+        var pieces: [RepackedStorage.Piece] = []
+        var offset = 0
+        while offset < 20 << 20 {
+            let size = Int.random(in: 1...(3 << 20), using: &rng), at = offset + Int.random(in: 0...64, using: &rng)
+            pieces.append(.init(offset: at, byteCount: size) { dst in
+                for i in 0..<size { dst.storeBytes(of: UInt8(truncatingIfNeeded: (at + i) &* 40503 >> 5), toByteOffset: i, as: UInt8.self) }
+            })
+            offset = at + size
+        }
+        let total = offset + 100
+        var expected = [UInt8](repeating: 0, count: total)
+        for p in pieces { for i in 0..<p.byteCount { expected[p.offset + i] = UInt8(truncatingIfNeeded: (p.offset + i) &* 40503 >> 5) } }
+        let source = FileIdentity(device: 1, inode: 2, size: 3, mtimeNanoseconds: 4)
+        for reuse in [false, true] {
+            let storage = try RepackedStorage(cacheFile: dir + "/pieces.tile16", byteCount: total, source: source, digest: 5,
+                                              pieces: pieces)
+            XCTAssertEqual(storage.cacheHit, reuse)
+            XCTAssertEqual(expected.withUnsafeBytes { memcmp(storage.base, $0.baseAddress!, total) }, 0, "reuse \(reuse)")
+        }
     }
 }
