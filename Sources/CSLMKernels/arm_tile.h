@@ -271,9 +271,9 @@ static SLM_ALWAYS_INLINE void FN(t16_store)(int type, int T, int G, int g0, int 
     SLM_UNROLL for (int gi = 0; gi < G; gi++) {
         const int r = 4 * (g0 + gi);
         SLM_UNROLL for (int t = 0; t < T; t++) {
-            const float32x4_t v = slm_has_m(type)        ? vaddq_f32(acc[gi][t], accm[gi][t])
-                                  : type == SLM_T_Q4_K || type == SLM_T_Q5_K ? vsubq_f32(acc[gi][t], accm[gi][t])
-                                                       : acc[gi][t];
+            const int sign = slm_min_sign(type);
+            const float32x4_t v = sign > 0 ? vaddq_f32(acc[gi][t], accm[gi][t])
+                                  : sign < 0 ? vsubq_f32(acc[gi][t], accm[gi][t]) : acc[gi][t];
             float *dst = y + (t0 + t) * ys + r;
             if (r >= lo && r + 4 <= hi) {
                 vst1q_f32(dst, v);
@@ -309,8 +309,8 @@ static SLM_ALWAYS_INLINE uint32x4_t FN(widen4)(const uint8_t *p) {
 
 /* Q4_K and Q5_K tile16: sub-block j of a super-block is a Q4_1-form block (Q5_K: a Q5_1 one,
  * slm_kernels.h), so its exact per-row dots are FN(t16_group)'s (FN(t16_quants), FN(t16_dot));
- * each row's 6-bit scale then multiplies its int32 sum (at most 63 * 32 * 31 * 128, exact), and the min chain takes
- * each super-block's eight sub-blocks after it (mn * isum below 2^24: the float product is
+ * each row's 6-bit scale then multiplies its int32 sum (at most 63 * 32 * 31 * 128, exact),
+ * and the min chain takes each super-block's eight sub-blocks after it (mn * isum below 2^24: the float product is
  * the contract's (float)(mn * isum)). Per (row, token) slm_kq_portable's two chains:
  * bit-identical. */
 static SLM_ALWAYS_INLINE void FN(t16_tile_q45k)(int type, int T, int G, const uint8_t *tile, int g0, int lo, int hi,
@@ -528,12 +528,9 @@ static SLM_ALWAYS_INLINE void FN(t16_tile)(int type, int T, int G, const uint8_t
  * (Q4_1 373 -> 388: inline); dotprod Q6_K 521 -> 508 (the others rose 0.5-2%: inline). */
 #if SLM_DOTPROD
 #define SLM_TD_DECODE_APART(type) ((type) == SLM_T_Q6_K)
-#else
-#define SLM_TD_DECODE_APART(type) ((type) != SLM_T_Q4_1)
-#endif
-#if SLM_DOTPROD
 #define SLM_TD_WHOLE_TILE_ALL(type) ((type) == SLM_T_Q6_K || (type) == SLM_T_Q4_K || (type) == SLM_T_Q5_0)
 #else
+#define SLM_TD_DECODE_APART(type) ((type) != SLM_T_Q4_1)
 #define SLM_TD_WHOLE_TILE_ALL(type) ((type) == SLM_T_Q6_K || (type) == SLM_T_Q5_1)
 #endif
 #define SLM_TD_KTILE 1

@@ -60,8 +60,8 @@ typedef struct slm_impl {
     void (*matmul_tile16)(int type, const void *w, ptrdiff_t row_bytes, ptrdiff_t rows, ptrdiff_t row_begin,
                           ptrdiff_t row_end, const slm_q8_acts *x, float *y, ptrdiff_t y_stride);
     /* Optional (NULL: the portable loop in kquants.c): slm_matmul_tile16 for a K-quant
-     * matrix, type SLM_T_Q4_K, SLM_T_Q5_K or SLM_T_Q6_K. A path without one keeps them in row layout
-     * (slm_tile16_preferred). */
+     * matrix, type SLM_T_Q4_K, SLM_T_Q5_K or SLM_T_Q6_K. A path without one keeps them in
+     * row layout (slm_tile16_preferred). */
     void (*matmul_tile16_k)(int type, const void *w, ptrdiff_t row_bytes, ptrdiff_t rows, ptrdiff_t row_begin,
                             ptrdiff_t row_end, const slm_q8_acts *x, float *y, ptrdiff_t y_stride);
     /* Optional (NULL: the portable loop in kquants.h): slm_matmul_kq for SLM_WTYPE_Q5_0..Q6_K. */
@@ -99,6 +99,12 @@ static SLM_ALWAYS_INLINE int slm_quant_offset(int type) {
 }
 /* Types with a min term m (f16 at block byte 2): y = acc + accm. */
 static SLM_ALWAYS_INLINE int slm_has_m(int type) { return type == SLM_T_Q4_1 || type == SLM_T_Q5_1; }
+/* How a (row, token)'s two chains make its result, by ggml type id (slm_kernels.h's contract):
+ * +1 y = acc + accm (Q4_1, Q5_1), -1 y = acc - accm (Q4_K, Q5_K), 0 y = acc (no min term;
+ * adding a zero accm would turn -0 into +0). */
+static SLM_ALWAYS_INLINE int slm_wtype_min_sign(int wt) {
+    return wt == SLM_WTYPE_Q4_1 || wt == SLM_WTYPE_Q5_1 ? 1 : wt == SLM_WTYPE_Q4_K || wt == SLM_WTYPE_Q5_K ? -1 : 0;
+}
 static SLM_ALWAYS_INLINE int slm_is_q5(int type) { return type == SLM_T_Q5_0 || type == SLM_T_Q5_1; }
 /* The K-quant tile16 types (256-element super-blocks; slm_impl.matmul_tile16_k). */
 static SLM_ALWAYS_INLINE int slm_is_ktile(int type) {
@@ -121,6 +127,9 @@ static SLM_ALWAYS_INLINE int slm_wtype(int type) {
     default: return SLM_WTYPE_Q8_0;
     }
 }
+
+/* slm_wtype_min_sign of an internal type. */
+static SLM_ALWAYS_INLINE int slm_min_sign(int type) { return slm_wtype_min_sign(slm_wtype(type)); }
 
 /* Tile16 layout (slm_kernels.h): offsets inside one block of a 16-row tile. */
 #define SLM_TILE 16

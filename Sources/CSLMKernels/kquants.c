@@ -15,10 +15,10 @@ static inline void kq_step(int wt, const kq_sub *s, const slm_q8_acts *x, ptrdif
     else if (wt == SLM_WTYPE_Q4_K || wt == SLM_WTYPE_Q5_K) *accm = fmaf(s->m * x->d[xk], (float)(s->mn * x->isum[xk]), *accm);
 }
 
-/* A (row, token)'s result from its chains. Types without a min term return acc itself (adding
- * 0 would turn -0 into +0). */
+/* A (row, token)'s result from its chains (slm_wtype_min_sign). */
 static inline float kq_result(int wt, float acc, float accm) {
-    return wt == SLM_WTYPE_Q5_1 ? acc + accm : (wt == SLM_WTYPE_Q4_K || wt == SLM_WTYPE_Q5_K) ? acc - accm : acc;
+    const int sign = slm_wtype_min_sign(wt);
+    return sign > 0 ? acc + accm : sign < 0 ? acc - accm : acc;
 }
 
 void slm_kq_portable(int wt, const void *w, ptrdiff_t row_bytes, ptrdiff_t r0, ptrdiff_t r1, const slm_q8_acts *x,

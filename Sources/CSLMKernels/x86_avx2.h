@@ -175,9 +175,9 @@ static SLM_ALWAYS_INLINE void FN(t16_finish)(int type, int T, int G, const uint8
                                        _mm256_cmpgt_epi32(_mm256_set1_epi32(hi), i));
         }
         SLM_UNROLL for (int t = 0; t < T; t++) {
-            const __m256 v = slm_has_m(type)        ? _mm256_add_ps(acc[gi][t], accm[gi][t])
-                             : type == SLM_T_Q4_K || type == SLM_T_Q5_K ? _mm256_sub_ps(acc[gi][t], accm[gi][t])
-                                                  : acc[gi][t];
+            const int sign = slm_min_sign(type);
+            const __m256 v = sign > 0 ? _mm256_add_ps(acc[gi][t], accm[gi][t])
+                             : sign < 0 ? _mm256_sub_ps(acc[gi][t], accm[gi][t]) : acc[gi][t];
             if (r >= lo && r + SLM_ROWS <= hi) _mm256_storeu_ps(y + (t0 + t) * ys + r, v);
             else _mm256_maskstore_ps(y + (t0 + t) * ys + r, keep, v);
         }
@@ -364,8 +364,8 @@ static SLM_ALWAYS_INLINE void FN(t16_q4k_scales)(const uint8_t *blk, int g, uint
  * loop is FN(t16_tile_q45)'s and the int16 sums are exact the same way (Q4_K 8 products of
  * at most 3840; Q5_K at most 7936, so 4 at a time). The sub-block's 6-bit scale rides in the
  * vpmaddwd, as int16 pairs (sc, sc) per row lane instead of ones: at most 2 * 31744 * 63 per
- * vpmaddwd, exact in int32, and equal to the contract's sc_lo * lo + sc_hi * hi. The min chain takes each super-block's eight
- * sub-blocks after its main loop: mn * isum is an integer below 2^24 (63 * 4096), so the
+ * vpmaddwd, exact in int32, and equal to the contract's sc_lo * lo + sc_hi * hi. The min
+ * chain takes each super-block's eight sub-blocks after its main loop: mn * isum is an integer below 2^24 (63 * 4096), so the
  * float product of the two is exact and equals the contract's (float)(mn * isum). Each
  * (row, token)'s two chains are kq_tile's / slm_kq_portable's: bit-identical. */
 static SLM_ALWAYS_INLINE void FN(t16_tile_q45k)(int type, int T, int G, const uint8_t *tile, int g0, int lo, int hi,

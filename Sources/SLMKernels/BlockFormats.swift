@@ -183,15 +183,15 @@ public struct WeightMatrix: @unchecked Sendable {
 
 extension WeightMatrix {
     /// `copyRow` for a whole tile's row of a tile16 Q4_K or Q5_K matrix. Super-block b of the
-    /// tile (16·144 bytes at 2304·b; Q5_K 16·176 at 2816·b) holds the rows' f16 d at 2·i and dmin at 32 + 2·i; for row
-    /// i = 8·h + k and sub-block j, (sc & 15) | (mn & 15) << 4 at 64 + 64·h + 8·j + k and the
+    /// tile (16·144 bytes at 2304·b; Q5_K 16·176 at 2816·b) holds the rows' f16 d at 2·i and
+    /// dmin at 32 + 2·i; for row i = 8·h + k and sub-block j, (sc & 15) | (mn & 15) << 4 at 64 + 64·h + 8·j + k and the
     /// two top bits of each, sc >> 4 | (mn >> 4) << 2, at 192 + 32·h + 8·(j % 4) + k (the high
     /// nibble for j ≥ 4); then sub-block j at 256 + 256·j in Q4_1's tile form: byte e of row i
     /// (element e in the low nibble, element 16 + e in the high) at 64·(e / 4) + 4·i + e % 4.
     /// Q5_K's sub-blocks are 320 bytes apart (at 256 + 320·j), each followed by its fifth
-    /// bits, row i's as a Q5 tile16 qh word (`q5QhFromTile16`) at + 256 + 4·i. In ggml's block, sub-block j's element e is
-    /// nibble j % 2 of qs[32·(j / 2) + e] (qs at 16, Q5_K: at 48), Q5_K's fifth bit bit j of
-    /// qh[e] (at 16).
+    /// bits, row i's as a Q5 tile16 qh word (`q5QhFromTile16`) at + 256 + 4·i. In ggml's
+    /// block, sub-block j's element e is nibble j % 2 of qs[32·(j / 2) + e] (qs at 16, Q5_K:
+    /// at 48), Q5_K's fifth bit bit j of qh[e] (at 16).
     func copyQ45KRow(_ r: Int, into out: UnsafeMutableRawPointer) {
         let i = r % 16, h = i / 8, k = i % 8, q5 = type == .q5_K, bb = type.blockBytes
         let tile = base + (r / 16) * 16 * rowBytes

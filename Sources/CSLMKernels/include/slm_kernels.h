@@ -156,8 +156,8 @@ enum { SLM_LAYOUT_ROWS = 0, SLM_LAYOUT_TILE16 = 1 };
  * layouts, bit-identically. */
 int slm_preferred_layout(void);
 /* Whether the active path computes a `wtype` matrix faster in tile16 than in row layout:
- * the preferred layout is TILE16 and the path has a kernel for the type (a path without a
- * Q4_K tile kernel computes tile16 Q4_K through the portable loop, correct but slow). */
+ * the preferred layout is TILE16 and the path has a kernel for the type (a path without
+ * K-quant tile kernels computes tile16 K-quants through the portable loop, correct but slow). */
 int slm_tile16_preferred(int wtype);
 /* dst (rows * row_bytes bytes, not overlapping src) = the tile16 permutation of src. */
 void slm_repack_tile16(int wtype, const void *src, void *dst, ptrdiff_t row_bytes, ptrdiff_t rows);
