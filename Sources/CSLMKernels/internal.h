@@ -26,6 +26,14 @@
 #else
 #define SLM_UNROLL _Pragma("GCC unroll 16")
 #endif
+/* Keeps the loop that follows rolled: where a tile's register arrays are indexed by inner
+ * (unrolled) loops only, unrolling the outer one let the compiler hoist every iteration's
+ * loads and unpacking to the top and spill the accumulators (x86_avx2.h, its chunk loops). */
+#if defined(__clang__)
+#define SLM_ROLLED _Pragma("clang loop unroll(disable)")
+#else
+#define SLM_ROLLED _Pragma("GCC unroll 1")
+#endif
 
 /* Internal weight types of the Q4/Q8 row kernels and the tile16 kernels. The Q5 types and
  * the K-quants have tile16 kernels only: their row layout goes through slm_matmul_kq. */

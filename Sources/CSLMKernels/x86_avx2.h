@@ -187,9 +187,12 @@ static SLM_ALWAYS_INLINE void FN(t16_finish)(int type, int T, int G, const uint8
 /* One chunk c (quant dwords c of 8 rows at qv: low nibbles = elements 4c.., high = 16 + 4c..;
  * Q5 ORs in the fifth bits from the qh words hb) against T tokens from xb: each token's int16
  * sum s[t] gains two vpmaddubsw. Q5 sums widen to int32 after chunk 1 (s32[t], by vpmaddwd
- * with `widen`: ones, or a K sub-block's scale pairs); Q4 keep all four chunks in int16. */
-static SLM_ALWAYS_INLINE void FN(t16_chunk)(const uint8_t *qv, __m256i hb, int q5, int c, int T, const int8_t *xb,
-                                            ptrdiff_t cols, __m256i widen, __m256i s[4], __m256i s32[4]) {
+ * with `widen`: ones, or a K sub-block's scale pairs); Q4 keep all four chunks in int16.
+ * `fresh`: the chunk starts s[t] (else s[t] holds a sum to add to). Q4 only may pass a c that
+ * is not a constant (a rolled chunk loop, s zeroed before it, fresh = 0). */
+static SLM_ALWAYS_INLINE void FN(t16_chunk)(const uint8_t *qv, __m256i hb, int q5, int c, int fresh, int T,
+                                            const int8_t *xb, ptrdiff_t cols, __m256i widen, __m256i s[4],
+                                            __m256i s32[4]) {
     const __m256i m4 = _mm256_set1_epi8(0x0f), m16 = _mm256_set1_epi8(0x10);
     const __m256i v = _mm256_loadu_si256((const __m256i *)qv);
     __m256i wl = _mm256_and_si256(v, m4), wh = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
@@ -202,7 +205,7 @@ static SLM_ALWAYS_INLINE void FN(t16_chunk)(const uint8_t *qv, __m256i hb, int q
         const int8_t *xt = xb + t * cols;
         const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(wl, FN(bcast4)(xt + 4 * c)),
                                            _mm256_maddubs_epi16(wh, FN(bcast4)(xt + 16 + 4 * c)));
-        s[t] = c % (q5 ? 2 : 4) == 0 ? p : _mm256_add_epi16(s[t], p);
+        s[t] = fresh ? p : _mm256_add_epi16(s[t], p);
         if (q5 && c == 1) s32[t] = _mm256_madd_epi16(s[t], widen);
     }
 }
@@ -231,9 +234,25 @@ static SLM_ALWAYS_INLINE void FN(t16_tile_q45)(int type, int T, int G, const uin
         if (q5)
             SLM_UNROLL for (int gi = 0; gi < G; gi++)
                 hb[gi] = _mm256_loadu_si256((const __m256i *)(blk + slm_tile16_qh(type) + 32 * (g0 + gi)));
-        SLM_UNROLL for (int c = 0; c < 4; c++)
+        if (!q5 && T > 1) {
+            /* Several tokens: the chunk loop stays rolled. Unrolled, the compiler hoisted all
+             * four chunks' loads and unpacking to the top of the block and spilled the
+             * accumulators (G * T int16 sums and float chains) to the stack. One thread, Q4_1,
+             * unrolled -> rolled: 1536x576 in cache 2 tokens +12%, 4 tokens (both groups)
+             * 93 -> 105 GMAC/s; from memory 576x1536 2 tokens 72 -> 82, 4 tokens 78 -> 85,
+             * 16 tokens +4%. One token keeps the unrolled form (no spills there). */
             SLM_UNROLL for (int gi = 0; gi < G; gi++)
-                FN(t16_chunk)(blk + qoff + 32 * (g0 + gi) + 64 * c, hb[gi], q5, c, T, xb, cols, ones, s[gi], s32[gi]);
+                SLM_UNROLL for (int t = 0; t < T; t++) s[gi][t] = _mm256_setzero_si256();
+            SLM_ROLLED for (int c = 0; c < 4; c++)
+                SLM_UNROLL for (int gi = 0; gi < G; gi++)
+                    FN(t16_chunk)(blk + qoff + 32 * (g0 + gi) + 64 * c, hb[gi], 0, c, 0, T, xb, cols, ones, s[gi],
+                                  s32[gi]);
+        } else {
+            SLM_UNROLL for (int c = 0; c < 4; c++)
+                SLM_UNROLL for (int gi = 0; gi < G; gi++)
+                    FN(t16_chunk)(blk + qoff + 32 * (g0 + gi) + 64 * c, hb[gi], q5, c, c % (q5 ? 2 : 4) == 0, T, xb,
+                                  cols, ones, s[gi], s32[gi]);
+        }
         SLM_UNROLL for (int gi = 0; gi < G; gi++) {
             const int g = g0 + gi;
             const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16 * g)));
@@ -256,21 +275,20 @@ static SLM_ALWAYS_INLINE void FN(t16_tile_q45)(int type, int T, int G, const uin
     FN(t16_finish)(type, T, G, tile, g0, lo, hi, x, t0, y, ys, acc, accm, split_m);
 }
 
-/* Q8_0 tile16 by the sign trick: vpmaddubsw(|x|, w * sign(x)) multiplies each weight by its
- * activation with |x| (0..128, -128 read as unsigned) as the unsigned operand, so one
+/* Q8_0 tile16 by the sign trick: vpmaddubsw(|w|, x * sign(w)) multiplies each weight by its
+ * activation with |w| (0..128, |-128| read as unsigned 128) as the unsigned operand, so one
  * vpmaddubsw covers 4 elements of 8 rows where splitting the weights into nibbles
- * (FN(t16_q8_exact)) needs two, and nothing is unpacked. Exact for any activation and any
- * weight but -128 (-(-128) wraps): a pair is at most 2 * 128 * 127 = 32512, widened to
- * int32 at once. A group's block holding a -128 weight (no llama.cpp quantizer writes one;
- * a hostile file may) is recomputed by the nibble split, so the integer dot is always exact
- * and the float chain is FN(tile)'s: bit-identical.
- * One token (decode's logits row) puts the signs on the activations instead,
- * vpmaddubsw(|w|, x * sign(w)): exact for any weight (|-128| reads as unsigned 128) and any
- * activation but -128, which our quantizer never writes from finite input (|q| <= 127); a
- * block whose activations hold one anyway (fed NaN) takes the nibble split. That drops the
- * -128 test on every weight vector of both row groups: one token, 4096 x 576 in cache
- * 40.7 -> 47.6-48.1 GMAC/s, the 49152 x 576 output from memory 34.4 -> 38.1 (one thread).
- * With 2-4 tokens the weights' form stays faster (2 tokens 51.2 against 46.5). */
+ * (FN(t16_q8_exact)) needs two, and nothing is unpacked but one vpabsb per weight vector,
+ * shared by the tile's tokens. Exact for any weight and any activation but -128 (-(-128)
+ * wraps): a pair is at most 2 * 128 * 127 = 32512, widened to int32 at once. Our quantizer
+ * never writes -128 from finite input (|q| <= 127); a block whose activations hold one
+ * anyway (fed NaN) is recomputed by the nibble split, so the integer dot is always exact and
+ * the float chain is FN(tile)'s: bit-identical.
+ * The signs once went on the weights for 2-4 tokens, vpmaddubsw(|x|, w * sign(x)), which
+ * kept |x| and x of every token live and needed a -128 test on every weight vector; with
+ * the signs on the activations and the chunk loop rolled (no spills), one thread, the
+ * 49152 x 576 output from memory: 2 tokens 35 -> 51 GMAC/s, 3 tokens 44 -> 58, 4 tokens
+ * 39 -> 60 (both row groups per sweep, SLM_TD_WHOLE_TILE_MAX); 1 token unchanged (29-30). */
 static SLM_NOINLINE __m256i FN(t16_q8_exact)(const uint8_t *q, const int8_t *xq, int32_t isum) {
     const __m256i m4 = _mm256_set1_epi8(0x0f), bias = _mm256_set1_epi8((char)0x80);
     __m256i w[8], wh[8];
@@ -285,55 +303,53 @@ static SLM_NOINLINE __m256i FN(t16_q8_exact)(const uint8_t *q, const int8_t *xq,
     return _mm256_sub_epi32(_mm256_add_epi32(sl, sh), _mm256_set1_epi32(isum * 128));
 }
 
+/* Chunk c of a Q8_0 tile16 block (quant dwords c of each group's 8 rows at q: elements
+ * 4c..4c+3) against T tokens from xb, added to the int32 sums s[group][token]. */
+static SLM_ALWAYS_INLINE void FN(t16_q8_chunk)(const uint8_t *q, int c, int T, int G, int g0, const int8_t *xb,
+                                               ptrdiff_t cols, __m256i s[2][4]) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    SLM_UNROLL for (int gi = 0; gi < G; gi++) {
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(q + 32 * (g0 + gi)));
+        const __m256i av = _mm256_abs_epi8(v);
+        SLM_UNROLL for (int t = 0; t < T; t++) {
+            const __m256i xs = _mm256_sign_epi8(FN(bcast4)(xb + t * cols + 4 * c), v);
+            s[gi][t] = _mm256_add_epi32(s[gi][t], _mm256_madd_epi16(_mm256_maddubs_epi16(av, xs), ones));
+        }
+    }
+}
+
 static SLM_ALWAYS_INLINE void FN(t16_tile_q8)(int T, int G, const uint8_t *tile, int g0, int lo, int hi,
                                               const slm_q8_acts *x, ptrdiff_t t0, float *y, ptrdiff_t ys) {
     const int type = SLM_T_Q8_0;
     const ptrdiff_t nb = x->cols / SLM_QK, cols = x->cols;
     const ptrdiff_t tb_bytes = (ptrdiff_t)SLM_TILE * slm_block_bytes(type), qoff = slm_tile16_quants(type);
-    const __m256i ones = _mm256_set1_epi16(1), m128 = _mm256_set1_epi8((char)0x80);
+    const __m256i m128 = _mm256_set1_epi8((char)0x80);
     __m256 acc[2][4], accm[2][4];  /* [group][token]; accm stays zero (Q8_0 has no min) */
     FN(t16_zero)(T, G, acc, accm);
     const int8_t *xq = x->qs + t0 * cols;
     for (ptrdiff_t b = 0; b < nb; b++) {
         const uint8_t *blk = tile + b * tb_bytes;
         const int8_t *xb = xq + b * SLM_QK;
-        __m256i s[2][4], lowest[2];
-        if (T == 1) {  /* signs on the activations */
-            const __m256i e = _mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)xb), m128);
-            if (SLM_UNLIKELY(!_mm256_testz_si256(e, e))) {
-                SLM_UNROLL for (int gi = 0; gi < G; gi++)
-                    s[gi][0] = FN(t16_q8_exact)(blk + qoff + 32 * (g0 + gi), xb, x->isum[t0 * nb + b]);
+        __m256i s[2][4];
+        __m256i e = _mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)xb), m128);
+        SLM_UNROLL for (int t = 1; t < T; t++)
+            e = _mm256_or_si256(e, _mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)(xb + t * cols)), m128));
+        if (SLM_UNLIKELY(!_mm256_testz_si256(e, e))) {
+            SLM_UNROLL for (int gi = 0; gi < G; gi++)
+                SLM_UNROLL for (int t = 0; t < T; t++)
+                    s[gi][t] = FN(t16_q8_exact)(blk + qoff + 32 * (g0 + gi), xb + t * cols, x->isum[(t0 + t) * nb + b]);
+        } else {
+            /* Rolled for several tokens, unrolled for one (FN(t16_tile_q45)'s reason). */
+            SLM_UNROLL for (int gi = 0; gi < G; gi++)
+                SLM_UNROLL for (int t = 0; t < T; t++) s[gi][t] = _mm256_setzero_si256();
+            if (T > 1) {
+                SLM_ROLLED for (int c = 0; c < 8; c++) FN(t16_q8_chunk)(blk + qoff + 64 * c, c, T, G, g0, xb, cols, s);
             } else {
-                SLM_UNROLL for (int c = 0; c < 8; c++) {
-                    const __m256i xs = FN(bcast4)(xb + 4 * c);
-                    SLM_UNROLL for (int gi = 0; gi < G; gi++) {
-                        const __m256i v = _mm256_loadu_si256((const __m256i *)(blk + qoff + 32 * (g0 + gi) + 64 * c));
-                        const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(v), _mm256_sign_epi8(xs, v)), ones);
-                        s[gi][0] = c == 0 ? p : _mm256_add_epi32(s[gi][0], p);
-                    }
-                }
-            }
-        } else SLM_UNROLL for (int c = 0; c < 8; c++) {
-            __m256i xs[4], xa[4];
-            SLM_UNROLL for (int t = 0; t < T; t++) {
-                xs[t] = FN(bcast4)(xb + t * cols + 4 * c);
-                xa[t] = _mm256_abs_epi8(xs[t]);
-            }
-            SLM_UNROLL for (int gi = 0; gi < G; gi++) {
-                const __m256i v = _mm256_loadu_si256((const __m256i *)(blk + qoff + 32 * (g0 + gi) + 64 * c));
-                lowest[gi] = c == 0 ? v : _mm256_min_epi8(lowest[gi], v);
-                SLM_UNROLL for (int t = 0; t < T; t++) {
-                    const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(xa[t], _mm256_sign_epi8(v, xs[t])), ones);
-                    s[gi][t] = c == 0 ? p : _mm256_add_epi32(s[gi][t], p);
-                }
+                SLM_UNROLL for (int c = 0; c < 8; c++) FN(t16_q8_chunk)(blk + qoff + 64 * c, c, T, G, g0, xb, cols, s);
             }
         }
         SLM_UNROLL for (int gi = 0; gi < G; gi++) {
             const int g = g0 + gi;
-            if (T > 1 && SLM_UNLIKELY(!_mm256_testz_si256(_mm256_cmpeq_epi8(lowest[gi], m128), _mm256_cmpeq_epi8(lowest[gi], m128)))) {
-                SLM_UNROLL for (int t = 0; t < T; t++)
-                    s[gi][t] = FN(t16_q8_exact)(blk + qoff + 32 * g, xb + t * cols, x->isum[(t0 + t) * nb + b]);
-            }
             const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16 * g)));
             SLM_UNROLL for (int t = 0; t < T; t++) {
                 const __m256 dd = _mm256_mul_ps(dw, _mm256_set1_ps(x->d[(t0 + t) * nb + b]));
@@ -393,9 +409,18 @@ static SLM_ALWAYS_INLINE void FN(t16_tile_q45k)(int type, int T, int G, const ui
                 scp[gi] = _mm256_or_si256(sc32, _mm256_slli_epi32(sc32, 16));  /* (sc, sc) per row */
                 if (q5) hb[gi] = _mm256_loadu_si256((const __m256i *)(q + KQ_Q5K_T16_QH + 32 * (g0 + gi)));
             }
-            SLM_UNROLL for (int c = 0; c < 4; c++)
+            if (!q5 && T > 1) {  /* rolled: FN(t16_tile_q45)'s reason; 8 x 5632x2048 from memory, 2 tokens +13% */
                 SLM_UNROLL for (int gi = 0; gi < G; gi++)
-                    FN(t16_chunk)(q + 32 * (g0 + gi) + 64 * c, hb[gi], q5, c, T, xb, cols, scp[gi], s[gi], s32[gi]);
+                    SLM_UNROLL for (int t = 0; t < T; t++) s[gi][t] = _mm256_setzero_si256();
+                SLM_ROLLED for (int c = 0; c < 4; c++)
+                    SLM_UNROLL for (int gi = 0; gi < G; gi++)
+                        FN(t16_chunk)(q + 32 * (g0 + gi) + 64 * c, hb[gi], 0, c, 0, T, xb, cols, scp[gi], s[gi], s32[gi]);
+            } else {
+                SLM_UNROLL for (int c = 0; c < 4; c++)
+                    SLM_UNROLL for (int gi = 0; gi < G; gi++)
+                        FN(t16_chunk)(q + 32 * (g0 + gi) + 64 * c, hb[gi], q5, c, c % (q5 ? 2 : 4) == 0, T, xb, cols,
+                                      scp[gi], s[gi], s32[gi]);
+            }
             SLM_UNROLL for (int gi = 0; gi < G; gi++) {
                 SLM_UNROLL for (int t = 0; t < T; t++) {
                     const ptrdiff_t tb = (t0 + t) * nb + 8 * sb + j;
@@ -517,13 +542,12 @@ static SLM_ALWAYS_INLINE void FN(t16_tile)(int type, int T, int G, const uint8_t
  * 16 tokens 1536x576 77 -> 92 GMAC/s, 576x1536 77 -> 89, 8 tokens 79 -> 90; in cache and
  * at 1-4 tokens unchanged (5 tokens, 4 + 1, lost 4%: hence 8 and up). */
 #define SLM_TD_PREFETCH(p) _mm_prefetch((const char *)(p), _MM_HINT_T1)
-/* Both row groups per sweep up to 4 tokens (Q8_0: 2; at 3-4 tokens its sign-trick tile ran
- * 12% slower that way). One thread, weights from memory, group by group -> whole tile:
+/* Both row groups per sweep up to 4 tokens (Q8_0 too since its tile puts the signs on the
+ * activations; before, at 3-4 tokens, its tile ran 12% slower that way). One thread, weights from memory, group by group -> whole tile:
  * Q4_1 576x1536 (the FFN down shape, 15 KiB tiles) 2 tokens 43-46 -> 72-78 GMAC/s, 4 tokens
  * 50-51 -> 65-71; 1536x576 2 tokens 65-68 -> 79, 4 tokens +3%; Q4_0 576x1536 3-4 tokens
  * +35-60%, Q5_0/Q5_1 +40-60%; in cache 2 tokens +14%, 4 tokens 0 to -7% (spills). */
 #define SLM_TD_WHOLE_TILE_MAX 4
-#define SLM_TD_WHOLE_TILE_TOKENS(type) ((type) == SLM_T_Q8_0 ? 2 : 4)
 #define SLM_TD_KTILE 1
 #include "tile_driver.h"
 #undef SLM_TD_KTILE
