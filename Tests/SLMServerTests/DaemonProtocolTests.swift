@@ -385,8 +385,14 @@ final class DaemonParseTests: XCTestCase {
         XCTAssertEqual(timedOut?.errorCode, "deadline_exceeded", "\(String(describing: timedOut))")
 
         // Cancel while it runs: the cancel is answered, then the parse ends with `cancelled`
-        // and nothing else arrives for it.
-        c.send(Request(id: 2, .parse(ParseRequest(utterance: "tell me a long story about a dragon", schema: long, maxTokens: 400))))
+        // and nothing else arrives for it. Twelve required fields keep it decoding well past
+        // the 50 ms wait (one story field ended in 11 tokens, 52 ms, once the kernels got
+        // faster: the parse finished before the cancel arrived).
+        let fields = ["title", "hero", "villain", "place", "weapon", "friend", "journey", "battle", "twist", "ending",
+                      "moral", "sequel"]
+        let many = #"{"type":"object","properties":{"# + fields.map { #""\#($0)":{"type":"string","maxLength":200}"# }
+            .joined(separator: ",") + #"},"required":["# + fields.map { #""\#($0)""# }.joined(separator: ",") + "]}"
+        c.send(Request(id: 2, .parse(ParseRequest(utterance: "tell me a long story about a dragon", schema: many, maxTokens: 400))))
         usleep(50_000)
         c.send(Request(id: 3, .cancel(CancelRequest(target: 2))))
         var finals: [ServerMessage] = []
