@@ -78,9 +78,12 @@ final class ThreadPoolTests: XCTestCase {
                 }
             }
         }
-        // The shape for a 576-row matrix in 16-row granules on 2 threads.
+        // The shape for a 576-row matrix in 16-row granules on 2 threads: a segment of 18
+        // units each, tapering to single units at its back (where thieves start).
         XCTAssertEqual((0..<ThreadPool.chunkCount(576, granule: 16, threads: 2, taper: true)).map {
-            ThreadPool.chunk(576, part: $0, threads: 2, granule: 16, taper: true).count / 16 }, [4, 5, 4, 5, 4, 5, 2, 3, 1, 1, 1, 1])
+            ThreadPool.chunk(576, part: $0, threads: 2, granule: 16, taper: true).count / 16 }, [4, 5, 5, 2, 1, 1, 4, 5, 5, 2, 1, 1])
+        XCTAssertEqual((0..<ThreadPool.chunkCount(576, granule: 16, threads: 2, taper: false)).map {
+            ThreadPool.chunk(576, part: $0, threads: 2, granule: 16, taper: false).count / 16 }, [4, 5, 4, 5, 4, 5, 4, 5])
     }
 
     /// Checks that the chunks tile `0..<count` in order, none empty, each ending on a granule
@@ -178,18 +181,20 @@ final class ThreadPoolTests: XCTestCase {
     }
 
     /// A worker that never gets the CPU does not stall the caller: while worker 1 is held
-    /// before joining, the caller finishes region after region alone. (With fixed slices it
-    /// would wait for worker 1's slice forever; the semaphore's timeout turns that hang into
-    /// a failure.)
+    /// before joining, the caller finishes region after region alone, its own segment front
+    /// to back, then the worker's from its back. (With fixed slices it would wait for worker
+    /// 1's slice forever; the semaphore's timeout turns that hang into a failure.)
     func testCallerFinishesWhileAWorkerIsAway() {
         let w = AwayWorker()
         let hooks = ThreadPool.Hooks(beforeJoin: { _ in if w.held.load(ordering: .acquiring) { w.gate.wait() } })
         let pool = ThreadPool(threads: 2, hooks: hooks)
+        let order = Mutex<[Int]>([])
         Thread.detachNewThread {
-            for _ in 0..<100 {
-                pool.run(chunks: 8) { t, _ in
+            for region in 0..<100 {
+                pool.run(chunks: 8) { t, c in
                     w.chunksRun.add(1, ordering: .relaxed)
                     if t != 0 { w.onWorker.add(1, ordering: .relaxed) }
+                    if region == 0 { order.withLock { $0.append(c) } }
                 }
             }
             w.done.signal()
@@ -201,6 +206,7 @@ final class ThreadPoolTests: XCTestCase {
         if !finished { _ = w.done.wait(timeout: .now() + 60) }
         XCTAssertEqual(w.chunksRun.load(ordering: .relaxed), 800)
         XCTAssertEqual(w.onWorker.load(ordering: .relaxed), 0)
+        XCTAssertEqual(order.withLock { $0 }, [0, 1, 2, 3, 7, 6, 5, 4])
         // Released, the worker joins later regions again.
         let joined = Atomic<Int>(0)
         for _ in 0..<5000 where joined.load(ordering: .relaxed) == 0 {
