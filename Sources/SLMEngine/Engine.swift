@@ -459,6 +459,15 @@ public final class Engine: @unchecked Sendable {
         }
     }
 
+    /// Reserves `bytes` only if they fit as things stand (no cache is evicted for them).
+    func reserveWithoutEvicting(_ bytes: Int) -> Bool {
+        lock.withLock {
+            guard shared.memory.fits(bytes) else { return false }
+            shared.memory.reserve(bytes)
+            return true
+        }
+    }
+
     func release(_ bytes: Int) {
         lock.withLock {
             shared.memory.release(bytes)
@@ -474,6 +483,24 @@ public final class Engine: @unchecked Sendable {
         let reusable = min(match?.length ?? 0, tokens.count - 1)
         if let m = match, reusable > 0 {
             let entry = prefixCache.entries[m.index]
+            let bytes = kvBytes(tokens: capacity)
+            // A request that reuses only part of the entry (a common system prompt or
+            // template, a repeated prompt) copies that part when a new cache fits without
+            // evicting anything, and leaves the entry for the next request that shares it.
+            // Taken over, the first of several concurrent requests consumed it and the others
+            // prefilled the shared tokens again (four clients, 25-token prompts sharing 22:
+            // three of them missed, first tokens after 58-79 ms). A request that continues
+            // the whole entry (a chat's next turn) still takes it over, without a copy.
+            let keepEntry = reusable < entry.tokens.count && reserveWithoutEvicting(bytes)
+            if keepEntry {
+                let cache = KVCache(config: model.config, capacity: capacity)
+                cache.copyPrefix(from: entry.cache, count: reusable)
+                lock.withLock {
+                    shared.stats.prefixCacheHits += 1
+                    shared.stats.prefixCacheReusedTokens += reusable
+                }
+                return (cache, reusable)
+            }
             if entry.cache.capacity >= capacity {
                 // Take the cached sequence over: no copy at all.
                 let e = prefixCache.remove(at: m.index)
@@ -487,7 +514,7 @@ public final class Engine: @unchecked Sendable {
                 e.cache.truncate(to: reusable)
                 return (e.cache, reusable)
             }
-            if reserve(kvBytes(tokens: capacity), keeping: entry.cache) {
+            if reserve(bytes, keeping: entry.cache) {
                 let cache = KVCache(config: model.config, capacity: capacity)
                 cache.copyPrefix(from: entry.cache, count: reusable)
                 lock.withLock {

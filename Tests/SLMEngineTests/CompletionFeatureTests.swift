@@ -55,6 +55,34 @@ final class CompletionFeatureTests: XCTestCase {
         XCTAssertEqual(s.kvBytesInUse, 0)
     }
 
+    /// Requests that share only a prefix with a cached sequence each reuse it, even when
+    /// they arrive together: the first copies the prefix instead of taking the entry over,
+    /// so it is still there for the others. Output is what a cold run gives.
+    func testConcurrentRequestsSharingAPrefixAllReuseIt() throws {
+        let m = try Shared.requireModel()
+        let system = m.tokenizer.encode("<|im_start|>system\nYou complete the user's sentence.<|im_end|>\n<|im_start|>user\n")
+        let e = try engine { $0.maxSequences = 4 }
+        let cold = try engine { $0.prefixCacheEntries = 0 }
+        defer { e.shutdown(grace: 0); cold.shutdown(grace: 0) }
+        let first = Collector()
+        // 40 tokens: a cached sequence with room for each of the later requests (one without
+        // room is copied from in any case).
+        _ = try e.submit(greedy(system + m.tokenizer.encode("The weather today is"), 40), sink: first.sink)
+        XCTAssertNotNil(first.wait())
+        let hits = e.stats().prefixCacheHits, reused = e.stats().prefixCacheReusedTokens
+        let endings = ["My favourite colour is", "Tomorrow I will", "The best food is"]
+        let warm = endings.map { _ in Collector() }
+        for (text, c) in zip(endings, warm) { _ = try e.submit(greedy(system + m.tokenizer.encode(text), 6), sink: c.sink) }
+        for (text, c) in zip(endings, warm) {
+            let ref = Collector()
+            _ = try cold.submit(greedy(system + m.tokenizer.encode(text), 6), sink: ref.sink)
+            XCTAssertEqual(c.wait()?.generatedIDs, ref.wait()?.generatedIDs, text)
+        }
+        XCTAssertEqual(e.stats().prefixCacheHits, hits + 3)
+        XCTAssertGreaterThanOrEqual(e.stats().prefixCacheReusedTokens, reused + 3 * system.count)
+        XCTAssertEqual(e.stats().kvBytesInUse, 0)
+    }
+
     /// The cache never exceeds the budget: entries are evicted least recently used first.
     func testPrefixCacheStaysInBudgetAndEvictsLRU() throws {
         let m = try Shared.requireModel()
