@@ -190,8 +190,8 @@ public final class ThreadPool: @unchecked Sendable {
     public func parallelFor(_ count: Int, granule: Int = 1, taper: Bool = false,
                             _ body: (_ thread: Int, _ range: Range<Int>) -> Void) {
         let g = max(1, granule), p = threadCount, units = (count + g - 1) / g
-        run(chunks: Self.chunkCount(count, granule: g, threads: p, taper: taper),
-            segmentChunks: { t in p > 1 ? Self.segmentChunks(Self.segmentUnits(units, t, p), taper: taper) : 1 }) { t, c in
+        let segment = { (t: Int) in p > 1 ? Self.segmentChunks(Self.segmentUnits(units, t, p), taper: taper) : 1 }
+        run(chunks: Self.chunkCount(count, granule: g, threads: p, taper: taper), segmentChunks: segment) { t, c in
             let r = Self.chunk(count, part: c, threads: p, granule: g, taper: taper)
             if !r.isEmpty { body(t, r) }
         }
