@@ -492,16 +492,7 @@ public final class Engine: @unchecked Sendable {
             // three of them missed, first tokens after 58-79 ms). A request that continues
             // the whole entry (a chat's next turn) still takes it over, without a copy.
             let keepEntry = reusable < entry.tokens.count && reserveWithoutEvicting(bytes)
-            if keepEntry {
-                let cache = KVCache(config: model.config, capacity: capacity)
-                cache.copyPrefix(from: entry.cache, count: reusable)
-                lock.withLock {
-                    shared.stats.prefixCacheHits += 1
-                    shared.stats.prefixCacheReusedTokens += reusable
-                }
-                return (cache, reusable)
-            }
-            if entry.cache.capacity >= capacity {
+            if !keepEntry && entry.cache.capacity >= capacity {
                 // Take the cached sequence over: no copy at all.
                 let e = prefixCache.remove(at: m.index)
                 lock.withLock {
@@ -514,7 +505,8 @@ public final class Engine: @unchecked Sendable {
                 e.cache.truncate(to: reusable)
                 return (e.cache, reusable)
             }
-            if reserve(bytes, keeping: entry.cache) {
+            // A copy: kept as above, or the entry has no room for this request.
+            if keepEntry || reserve(bytes, keeping: entry.cache) {
                 let cache = KVCache(config: model.config, capacity: capacity)
                 cache.copyPrefix(from: entry.cache, count: reusable)
                 lock.withLock {
