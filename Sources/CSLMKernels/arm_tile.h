@@ -409,7 +409,7 @@ static SLM_ALWAYS_INLINE void FN(t16_tile_q6k)(int T, int G, const uint8_t *tile
         const uint8_t *blk = tile + sb * KQ_Q6K_TILE;
         for (int j = 0; j < 8; j++) {
             const ptrdiff_t b = 8 * sb + j;
-            const uint8_t *q = blk + KQ_Q6K_T16_QS + 416 * j;
+            const uint8_t *q = blk + KQ_Q6K_T16_QS + KQ_Q6K_T16_SUB * j;
             int32_t hx[4][2];  /* per token: the activation sums of elements 0..15 and 16..31 */
             SLM_UNROLL for (int t = 0; t < T; t++) {
                 const int8_t *xq = x->qs + (t0 + t) * cols + b * SLM_QK;
@@ -419,7 +419,7 @@ static SLM_ALWAYS_INLINE void FN(t16_tile_q6k)(int T, int G, const uint8_t *tile
             SLM_UNROLL for (int gi = 0; gi < G; gi++) {
                 const int g = g0 + gi;
                 const float32x4_t dw = vcvt_f32_f16(vreinterpret_f16_u8(vld1_u8(blk + 8 * g)));
-                const int16x8_t sc = vmovl_s8(vld1_s8((const int8_t *)blk + KQ_Q6K_T16_SC + 416 * j + 8 * g));
+                const int16x8_t sc = vmovl_s8(vld1_s8((const int8_t *)blk + KQ_Q6K_T16_SC + KQ_Q6K_T16_SUB * j + 8 * g));
                 const int32x4_t sclo = vmovl_s16(vget_low_s16(vuzp1q_s16(sc, sc)));
                 const int32x4_t schi = vmovl_s16(vget_low_s16(vuzp2q_s16(sc, sc)));
                 const uint32x4_t pa = vld1q_u32((const uint32_t *)(const void *)(q + 256 + 16 * g));

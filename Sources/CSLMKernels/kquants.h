@@ -143,7 +143,7 @@ static inline void kq_q45k_to_tile16(int q5, const uint8_t *src, uint8_t *tile, 
             uint32_t qh = 0;
             for (int e = 0; e < 32; e++) qh |= (uint32_t)((src[KQ_Q5_K_QH + e] >> j) & 1) << e;
             const uint32_t p = slm_q5_qh_to_tile16(qh);
-            memcpy(tile + KQ_Q4K_T16_QS + 320 * j + KQ_Q5K_T16_QH + 4 * i, &p, 4);
+            memcpy(tile + KQ_Q4K_T16_QS + kq_sub_stride(1) * j + KQ_Q5K_T16_QH + 4 * i, &p, 4);
         }
     }
 }
@@ -170,7 +170,7 @@ static inline void kq_q45k_from_tile16(int q5, const uint8_t *tile, int i, uint8
     for (int j = 0; j < 8; j++) {
         uint8_t *qs = out + (q5 ? KQ_Q5_K_QS : KQ_Q4_K_QS) + 32 * (j / 2);
         if (q5) {
-            const uint32_t qh = slm_q5_qh_from_tile16(slm_load_u32(tile + KQ_Q4K_T16_QS + 320 * j + KQ_Q5K_T16_QH + 4 * i));
+            const uint32_t qh = slm_q5_qh_from_tile16(slm_load_u32(tile + KQ_Q4K_T16_QS + kq_sub_stride(1) * j + KQ_Q5K_T16_QH + 4 * i));
             for (int e = 0; e < 32; e++) out[KQ_Q5_K_QH + e] |= (uint8_t)(((qh >> e) & 1) << j);
         }
         for (int e = 0; e < 16; e++) {
@@ -191,6 +191,7 @@ static inline void kq_q45k_from_tile16(int q5, const uint8_t *tile, int i, uint8
  * ggml block (u = q + 32, the unsigned 6-bit weight): */
 enum {
     KQ_Q6K_TILE = 16 * 210,
+    KQ_Q6K_T16_SUB = 416, /* bytes from one sub-block to the next (its scales and quants together) */
     KQ_Q6K_T16_SC = 32,   /* + 416j + 2i + {0, 1}: sub-block j's int8 scales of elements 0..15, 16..31 */
     KQ_Q6K_T16_QS = 64,   /* + 416j: the low 4 bits of u in Q4_1's tile form (256 bytes), then two
                            * planes of the top 2 bits, row i's word at + 256 + 4i (elements 4c + b)
@@ -202,9 +203,9 @@ static inline void kq_q6k_to_tile16(const uint8_t *src, uint8_t *tile, int i) {
     for (int j = 0; j < 8; j++) {
         kq_sub s;
         kq_decode(SLM_WTYPE_Q6_K, src, j, &s);
-        tile[KQ_Q6K_T16_SC + 416 * j + 2 * i] = (uint8_t)(int8_t)s.sc_lo;
-        tile[KQ_Q6K_T16_SC + 416 * j + 2 * i + 1] = (uint8_t)(int8_t)s.sc_hi;
-        uint8_t *q = tile + KQ_Q6K_T16_QS + 416 * j;
+        tile[KQ_Q6K_T16_SC + KQ_Q6K_T16_SUB * j + 2 * i] = (uint8_t)(int8_t)s.sc_lo;
+        tile[KQ_Q6K_T16_SC + KQ_Q6K_T16_SUB * j + 2 * i + 1] = (uint8_t)(int8_t)s.sc_hi;
+        uint8_t *q = tile + KQ_Q6K_T16_QS + KQ_Q6K_T16_SUB * j;
         uint32_t a = 0, b = 0;
         for (int e = 0; e < 16; e++) {
             const int lo = s.q[e] + 32, hi = s.q[16 + e] + 32;
@@ -221,9 +222,9 @@ static inline void kq_q6k_from_tile16(const uint8_t *tile, int i, uint8_t *out) 
     memset(out, 0, 210);
     memcpy(out + KQ_Q6_K_D, tile + 2 * i, 2);
     for (int j = 0; j < 8; j++) {
-        out[KQ_Q6_K_SC + 2 * j] = tile[KQ_Q6K_T16_SC + 416 * j + 2 * i];
-        out[KQ_Q6_K_SC + 2 * j + 1] = tile[KQ_Q6K_T16_SC + 416 * j + 2 * i + 1];
-        const uint8_t *q = tile + KQ_Q6K_T16_QS + 416 * j;
+        out[KQ_Q6_K_SC + 2 * j] = tile[KQ_Q6K_T16_SC + KQ_Q6K_T16_SUB * j + 2 * i];
+        out[KQ_Q6_K_SC + 2 * j + 1] = tile[KQ_Q6K_T16_SC + KQ_Q6K_T16_SUB * j + 2 * i + 1];
+        const uint8_t *q = tile + KQ_Q6K_T16_QS + KQ_Q6K_T16_SUB * j;
         uint32_t a, b;
         memcpy(&a, q + 256 + 4 * i, 4);
         memcpy(&b, q + 320 + 4 * i, 4);

@@ -210,6 +210,31 @@ static SLM_ALWAYS_INLINE void FN(t16_chunk)(const uint8_t *qv, __m256i hb, int q
     }
 }
 
+/* A block's four chunks for groups g0..g0+G-1 (group g's quants at q + 32g + 64c), each with
+ * its `widen[gi]`: FN(t16_chunk)'s sums s / s32. Several Q4 tokens keep the chunk loop
+ * rolled: unrolled, the compiler hoisted all four chunks' loads and unpacking to the top of
+ * the block and spilled the accumulators (G * T int16 sums and float chains) to the stack.
+ * One thread, unrolled -> rolled: Q4_1 1536x576 in cache 2 tokens +12%, 4 tokens (both
+ * groups) 93 -> 105 GMAC/s; from memory 576x1536 2 tokens 72 -> 82, 4 tokens 78 -> 85, 16
+ * tokens +4%; Q4_K 8 x 5632x2048 from memory 2 tokens 69 -> 78. One token keeps the unrolled
+ * form (no spills there), and Q5 too (its shifts depend on c). */
+static SLM_ALWAYS_INLINE void FN(t16_block)(const uint8_t *q, const __m256i hb[2], int q5, int T, int G, int g0,
+                                            const int8_t *xb, ptrdiff_t cols, const __m256i widen[2],
+                                            __m256i s[2][4], __m256i s32[2][4]) {
+    if (!q5 && T > 1) {
+        SLM_UNROLL for (int gi = 0; gi < G; gi++)
+            SLM_UNROLL for (int t = 0; t < T; t++) s[gi][t] = _mm256_setzero_si256();
+        SLM_ROLLED for (int c = 0; c < 4; c++)
+            SLM_UNROLL for (int gi = 0; gi < G; gi++)
+                FN(t16_chunk)(q + 32 * (g0 + gi) + 64 * c, hb[gi], 0, c, 0, T, xb, cols, widen[gi], s[gi], s32[gi]);
+    } else {
+        SLM_UNROLL for (int c = 0; c < 4; c++)
+            SLM_UNROLL for (int gi = 0; gi < G; gi++)
+                FN(t16_chunk)(q + 32 * (g0 + gi) + 64 * c, hb[gi], q5, c, c % (q5 ? 2 : 4) == 0, T, xb, cols,
+                              widen[gi], s[gi], s32[gi]);
+    }
+}
+
 /* Q4_0/Q4_1/Q5_0/Q5_1 tile16, chunk-outer: for each quant dword pair c (32 bytes: rows' low
  * nibbles = elements 4c.., high nibbles = 16 + 4c..; Q5 ORs in the fifth bits from the qh
  * words), unpack it once and run it against every token of the tile before the next, each
@@ -222,7 +247,7 @@ static SLM_ALWAYS_INLINE void FN(t16_tile_q45)(int type, int T, int G, const uin
                                                const slm_q8_acts *x, ptrdiff_t t0, float *y, ptrdiff_t ys) {
     const ptrdiff_t nb = x->cols / SLM_QK, cols = x->cols;
     const ptrdiff_t tb_bytes = (ptrdiff_t)SLM_TILE * slm_block_bytes(type), qoff = slm_tile16_quants(type);
-    const __m256i ones = _mm256_set1_epi16(1);
+    const __m256i ones = _mm256_set1_epi16(1), widen[2] = {ones, ones};
     const int q5 = slm_is_q5(type), split_m = slm_has_m(type) && T > 1;
     __m256 acc[2][4], accm[2][4];  /* [group][token] */
     FN(t16_zero)(T, G, acc, accm);
@@ -234,25 +259,7 @@ static SLM_ALWAYS_INLINE void FN(t16_tile_q45)(int type, int T, int G, const uin
         if (q5)
             SLM_UNROLL for (int gi = 0; gi < G; gi++)
                 hb[gi] = _mm256_loadu_si256((const __m256i *)(blk + slm_tile16_qh(type) + 32 * (g0 + gi)));
-        if (!q5 && T > 1) {
-            /* Several tokens: the chunk loop stays rolled. Unrolled, the compiler hoisted all
-             * four chunks' loads and unpacking to the top of the block and spilled the
-             * accumulators (G * T int16 sums and float chains) to the stack. One thread, Q4_1,
-             * unrolled -> rolled: 1536x576 in cache 2 tokens +12%, 4 tokens (both groups)
-             * 93 -> 105 GMAC/s; from memory 576x1536 2 tokens 72 -> 82, 4 tokens 78 -> 85,
-             * 16 tokens +4%. One token keeps the unrolled form (no spills there). */
-            SLM_UNROLL for (int gi = 0; gi < G; gi++)
-                SLM_UNROLL for (int t = 0; t < T; t++) s[gi][t] = _mm256_setzero_si256();
-            SLM_ROLLED for (int c = 0; c < 4; c++)
-                SLM_UNROLL for (int gi = 0; gi < G; gi++)
-                    FN(t16_chunk)(blk + qoff + 32 * (g0 + gi) + 64 * c, hb[gi], 0, c, 0, T, xb, cols, ones, s[gi],
-                                  s32[gi]);
-        } else {
-            SLM_UNROLL for (int c = 0; c < 4; c++)
-                SLM_UNROLL for (int gi = 0; gi < G; gi++)
-                    FN(t16_chunk)(blk + qoff + 32 * (g0 + gi) + 64 * c, hb[gi], q5, c, c % (q5 ? 2 : 4) == 0, T, xb,
-                                  cols, ones, s[gi], s32[gi]);
-        }
+        FN(t16_block)(blk + qoff, hb, q5, T, G, g0, xb, cols, widen, s, s32);
         SLM_UNROLL for (int gi = 0; gi < G; gi++) {
             const int g = g0 + gi;
             const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16 * g)));
@@ -409,18 +416,7 @@ static SLM_ALWAYS_INLINE void FN(t16_tile_q45k)(int type, int T, int G, const ui
                 scp[gi] = _mm256_or_si256(sc32, _mm256_slli_epi32(sc32, 16));  /* (sc, sc) per row */
                 if (q5) hb[gi] = _mm256_loadu_si256((const __m256i *)(q + KQ_Q5K_T16_QH + 32 * (g0 + gi)));
             }
-            if (!q5 && T > 1) {  /* rolled: FN(t16_tile_q45)'s reason; 8 x 5632x2048 from memory, 2 tokens +13% */
-                SLM_UNROLL for (int gi = 0; gi < G; gi++)
-                    SLM_UNROLL for (int t = 0; t < T; t++) s[gi][t] = _mm256_setzero_si256();
-                SLM_ROLLED for (int c = 0; c < 4; c++)
-                    SLM_UNROLL for (int gi = 0; gi < G; gi++)
-                        FN(t16_chunk)(q + 32 * (g0 + gi) + 64 * c, hb[gi], 0, c, 0, T, xb, cols, scp[gi], s[gi], s32[gi]);
-            } else {
-                SLM_UNROLL for (int c = 0; c < 4; c++)
-                    SLM_UNROLL for (int gi = 0; gi < G; gi++)
-                        FN(t16_chunk)(q + 32 * (g0 + gi) + 64 * c, hb[gi], q5, c, c % (q5 ? 2 : 4) == 0, T, xb, cols,
-                                      scp[gi], s[gi], s32[gi]);
-            }
+            FN(t16_block)(q, hb, q5, T, G, g0, xb, cols, scp, s, s32);
             SLM_UNROLL for (int gi = 0; gi < G; gi++) {
                 SLM_UNROLL for (int t = 0; t < T; t++) {
                     const ptrdiff_t tb = (t0 + t) * nb + 8 * sb + j;
@@ -472,7 +468,7 @@ static SLM_ALWAYS_INLINE void FN(t16_tile_q6k)(int T, int G, const uint8_t *tile
         __m256 dw[2];
         SLM_UNROLL for (int gi = 0; gi < G; gi++) dw[gi] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 16 * (g0 + gi))));
         for (int j = 0; j < 8; j++) {
-            const uint8_t *q = blk + KQ_Q6K_T16_QS + 416 * j;
+            const uint8_t *q = blk + KQ_Q6K_T16_QS + KQ_Q6K_T16_SUB * j;
             const int8_t *xb = xq + (8 * sb + j) * SLM_QK;
             __m256i hx[4];  /* per token, every lane (hx_lo, hx_hi) as int16 */
             SLM_UNROLL for (int t = 0; t < T; t++) {
@@ -485,7 +481,7 @@ static SLM_ALWAYS_INLINE void FN(t16_tile_q6k)(int T, int G, const uint8_t *tile
             __m256i sc[2], sclo[2], schi[2], a[2], b[2], s32[2][4];
             SLM_UNROLL for (int gi = 0; gi < G; gi++) {
                 const int g = g0 + gi;
-                sc[gi] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + KQ_Q6K_T16_SC + 416 * j + 16 * g)));
+                sc[gi] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + KQ_Q6K_T16_SC + KQ_Q6K_T16_SUB * j + 16 * g)));
                 sclo[gi] = _mm256_shuffle_epi8(sc[gi], pick_lo);
                 schi[gi] = _mm256_shuffle_epi8(sc[gi], pick_hi);
                 a[gi] = _mm256_loadu_si256((const __m256i *)(q + 256 + 32 * g));
