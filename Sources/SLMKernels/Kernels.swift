@@ -85,8 +85,7 @@ public enum Kernels {
     /// Writes `w` (`.rows` layout, quantized) permuted to `.tile16` at `dst` (`w.byteCount`
     /// bytes, not overlapping) and returns the view of it.
     public static func repackTile16(_ w: WeightMatrix, into dst: UnsafeMutableRawPointer) -> WeightMatrix {
-        precondition(w.layout == .rows && w.type.hasTile16Layout, "repack of a \(w.layout) \(w.type) matrix")
-        slm_repack_tile16(Int32(w.type.rawValue), w.base, dst, w.rowBytes, w.rows)
+        repackTile16(w, rows: 0..<w.rows, into: dst)
         return try! WeightMatrix(base: UnsafeRawPointer(dst), type: w.type, rows: w.rows, cols: w.cols, layout: .tile16)
     }
 
