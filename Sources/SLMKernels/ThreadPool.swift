@@ -51,10 +51,11 @@ public final class ThreadPool: @unchecked Sendable {
     private var threads: [pthread_t] = []
     private let runLock = Mutex<Void>(())
 
-    /// When set, regions run on the calling thread alone, chunk by chunk, as in a 1-thread
-    /// pool, while chunk boundaries stay those of `threadCount` threads (so results do not
-    /// change). Set between regions by the pool's one caller (see `ParallelismGovernor`);
-    /// idle workers then fall asleep instead of spinning.
+    /// When set, regions run on the calling thread alone, as in a 1-thread pool: `parallelFor`
+    /// gives its body the whole range at once (results do not change: every body computes
+    /// each row the same in any chunk), `run` each chunk in turn. Set between regions by the
+    /// pool's one caller (see `ParallelismGovernor`); idle workers then fall asleep instead
+    /// of spinning.
     public var runsSolo = false {
         didSet { shared.parked.store(runsSolo, ordering: .relaxed) }
     }
@@ -189,6 +190,15 @@ public final class ThreadPool: @unchecked Sendable {
     /// `taper` and `threadCount` only, never on timing.
     public func parallelFor(_ count: Int, granule: Int = 1, taper: Bool = false,
                             _ body: (_ thread: Int, _ range: Range<Int>) -> Void) {
+        if runsSolo {
+            // One range, as a 1-thread pool runs it. Cut into the 2-thread chunks (8 per
+            // region), a solo one-token step was 11-15% slower than a 1-thread pool's
+            // (x86-avx2, idle cores, alternating: tg32 265-274 tok/s against 278-317; one
+            // range: 304-306 against 303-313), and solo lost the governor's tests it exists
+            // to win.
+            if count > 0 { body(0, 0..<count) }
+            return
+        }
         let g = max(1, granule), p = threadCount, units = (count + g - 1) / g
         let segment = { (t: Int) in p > 1 ? Self.segmentChunks(Self.segmentUnits(units, t, p), taper: taper) : 1 }
         run(chunks: Self.chunkCount(count, granule: g, threads: p, taper: taper), segmentChunks: segment) { t, c in

@@ -223,17 +223,19 @@ final class ThreadPoolTests: XCTestCase {
         (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").count) ?? -1
     }
 
-    /// Creating a pool of N adds exactly N−1 threads, and no region ever adds more.
-    /// A solo pool runs every chunk on the caller, with the chunk boundaries of all threads.
-    func testSoloRunsEveryChunkOnTheCaller() {
+    /// A solo pool runs a `parallelFor` as one range on the caller, as a 1-thread pool does,
+    /// and a `run` chunk by chunk, in order.
+    func testSoloRunsEverythingOnTheCaller() {
         let pool = ThreadPool(threads: 3)
         pool.runsSolo = true
         let seen = Mutex<[(Int, Range<Int>)]>([])
-        pool.parallelFor(1000, granule: 4) { t, r in seen.withLock { $0.append((t, r)) } }
-        let chunks = seen.withLock { $0 }
-        XCTAssertTrue(chunks.allSatisfy { $0.0 == 0 })
-        XCTAssertEqual(chunks.count, pool.chunkCount(1000, granule: 4))
-        XCTAssertEqual(chunks.map(\.1), (0..<chunks.count).map { ThreadPool.chunk(1000, part: $0, threads: 3, granule: 4) })
+        pool.parallelFor(1000, granule: 4, taper: true) { t, r in seen.withLock { $0.append((t, r)) } }
+        XCTAssertEqual(seen.withLock { $0.map(\.0) }, [0])
+        XCTAssertEqual(seen.withLock { $0.map(\.1) }, [0..<1000])
+        let chunks = Mutex<[(Int, Int)]>([])
+        pool.run(chunks: 7) { t, c in chunks.withLock { $0.append((t, c)) } }
+        XCTAssertEqual(chunks.withLock { $0.map(\.0) }, Array(repeating: 0, count: 7))
+        XCTAssertEqual(chunks.withLock { $0.map(\.1) }, Array(0..<7))
         XCTAssertEqual(pool.stallSeconds, 0)
         pool.runsSolo = false
         let after = Mutex<Set<Int>>([])
@@ -241,6 +243,7 @@ final class ThreadPoolTests: XCTestCase {
         XCTAssertGreaterThan(after.withLock { $0.count }, 1, "workers woke from the solo spell and joined")
     }
 
+    /// Creating a pool of N adds exactly N−1 threads, and no region ever adds more.
     func testThreadCapHolds() {
         let before = threadCount()
         var peak = before

@@ -318,8 +318,8 @@ final class ToyModelTests: XCTestCase {
         }
     }
 
-    /// Passes the governor runs on one thread (cores shared with another process) keep the
-    /// chunk boundaries of all threads: solo, parallel and any alternation of the two give
+    /// Passes the governor runs on one thread (cores shared with another process) run each
+    /// region as one range, as a 1-thread pool does: solo, parallel and any alternation give
     /// bit-identical logits.
     func testSoloPassesNeverChangeLogits() throws {
         let path = try Self.writeToyModel(tied: false)
