@@ -15,11 +15,19 @@ import Darwin
 /// the second core under the same load (pp 648 against 515). Neither can be known in
 /// advance, so the governor measures.
 ///
-/// All threads is the default. Only when the pool reports that the caller is stalling on
+/// All threads is the default. When the pool reports that the caller is stalling on
 /// descheduled workers (a sizeable share of a pass spent waiting for a chunk another thread
-/// claimed) does it time passes on one thread; it then keeps the faster mode and re-tests the
-/// other now and then, less often while the tests confirm the choice. On idle cores nothing
-/// stalls and no pass ever runs solo.
+/// claimed), the governor times passes on one thread; it then keeps the faster mode and
+/// re-tests the other now and then, less often while the tests confirm the choice.
+///
+/// One-token passes (decode steps) are tested on one thread now and then even without
+/// stalls: there the second thread gains least (x86-avx2 here, idle: 2 threads 1.04-1.17x
+/// one), and beside a busy core the parallel step lost to one thread with no stall to show
+/// for it (a worker descheduled between regions, not inside one), 0.77-0.89x a 1-thread run,
+/// the governor never testing solo. Testing it: 0.87-1.09x (six rounds beside a `nice -n 5`
+/// hog, median 0.99 against 0.86). The tests cost little when they lose: 4 passes after 8,
+/// 16, ... up to every 256. Longer passes keep the stall condition: a solo test of a prompt
+/// would double that request's time to first token on idle cores.
 ///
 /// A test is `probeLength` passes, judged by their mean. Under contention parallel passes are
 /// bimodal (measured: one-token steps at 2 threads beside a niced hog, 3 ms when no thread was
@@ -35,6 +43,8 @@ public struct ParallelismGovernor: Sendable {
     static let bucketLimits = [1, 4, 16, 64, Int.max]
     /// Share of a parallel pass lost to contention above which solo is tried.
     static let stallThreshold = 0.1
+    /// Passes of at most this many tokens test solo even when nothing stalls (see above).
+    static let alwaysTestUpTo = 1
     /// Passes of a group between tests of the other mode, at first...
     static let firstProbeInterval = 8
     /// ...doubling while the tests confirm the current mode, up to this.
@@ -74,8 +84,8 @@ public struct ParallelismGovernor: Sendable {
         if b.probePasses > 0 { return !b.solo }  // a test under way runs to its end
         let due = b.passesSinceProbe >= b.probeInterval
         if b.solo { return !due }
-        // In parallel mode, test solo only when stalls say it might help.
-        return due && b.stall > Self.stallThreshold
+        // In parallel mode, test solo when stalls say it might help, or for decode steps.
+        return due && (b.stall > Self.stallThreshold || tokens <= Self.alwaysTestUpTo)
     }
 
     /// Records that a pass of `tokens` tokens took `seconds`, on one thread or on all, and
