@@ -127,11 +127,4 @@ public struct ParallelismGovernor: Sendable {
         }
         buckets[i] = b
     }
-
-    /// CPU seconds the calling thread has run.
-    public static func threadCPUTime() -> Double {
-        var t = timespec()
-        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t)
-        return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9
-    }
 }

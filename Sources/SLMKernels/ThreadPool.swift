@@ -73,15 +73,54 @@ public final class ThreadPool: @unchecked Sendable {
     /// allocation per pass).
     private let savedMask = UnsafeMutableRawPointer.allocate(byteCount: CPUAffinity.maskBytes, alignment: 8)
 
-    /// Runs `body` (one forward pass) with the calling thread on CPU 0 of `pinnedCPUs`, the
-    /// one no worker holds, and restores its own mask after: a thread that drives passes
-    /// now and then (a test, a bench) is not left pinned. Two system calls per pass. One
-    /// caller at a time (the saved mask is the pool's), as the runner's one pass at a time.
+    /// Runs `body` (one forward pass) with the calling thread on the caller's CPU of
+    /// `pinnedCPUs` (the one no worker holds; see `rotations`), and restores its own mask
+    /// after: a thread that drives passes now and then (a test, a bench) is not left pinned.
+    /// Four system calls per pass. One caller at a time (the saved mask and the rotation
+    /// state are the pool's), as the runner's one pass at a time.
     public func pinningCaller<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
-        guard let cpu = pinnedCPUs.first, CPUAffinity.readMask(into: savedMask) else { return try body() }
-        CPUAffinity.pinCurrentThread(to: cpu)
-        defer { CPUAffinity.writeMask(savedMask) }
+        guard !pinnedCPUs.isEmpty, CPUAffinity.readMask(into: savedMask) else { return try body() }
+        let n = pinnedCPUs.count
+        CPUAffinity.pinCurrentThread(to: pinnedCPUs[shared.rotation.load(ordering: .relaxed) % n])
+        let start = monotonicSeconds(), cpuStart = threadCPUSeconds()
+        defer {
+            CPUAffinity.writeMask(savedMask)
+            let seconds = monotonicSeconds() - start
+            let off = max(0, seconds - (threadCPUSeconds() - cpuStart))
+            noteCallerDescheduled(share: seconds > 0 ? min(1, off / seconds) : 0)
+        }
         return try body()
+    }
+
+    /// Times the pool has moved every pinned thread to the next CPU of `pinnedCPUs` (thread
+    /// i runs on `pinnedCPUs[(i + rotations) % count]`).
+    ///
+    /// Why: only the caller opens regions, so when another process shares the caller's CPU,
+    /// each time the kernel gives that process the CPU (a whole tick, 4 ms at HZ=250) the
+    /// workers finish the region at hand and wait. A worker descheduled costs far less: the
+    /// caller takes its chunks. Measured with a `nice -n 5` hog pinned beside the caller, then
+    /// beside the worker (x86-avx2, 2 threads / 1 thread, two rounds each): pp64 1.03-1.42x
+    /// against 1.36-1.57x. So when the caller keeps losing its CPU during passes, the threads
+    /// move round, until the caller sits where nothing else runs.
+    public var rotations: Int { shared.rotation.load(ordering: .relaxed) }
+    /// Running average share of a pinned pass the caller spent descheduled.
+    private var callerOff = 0.0
+    private var passesSinceRotation = 0
+    /// Share of a pass (running average) the caller may spend descheduled before the threads
+    /// move round, and the fewest passes between two moves (so that the average reflects
+    /// the new placement before it is judged).
+    static let rotateAbove = 0.05
+    static let passesBetweenRotations = 8
+
+    /// Records that the caller spent `share` of a pinned pass descheduled (internal: tests
+    /// feed it shares no test machine can produce on demand).
+    func noteCallerDescheduled(share: Double) {
+        callerOff += 0.25 * (share - callerOff)
+        passesSinceRotation += 1
+        guard callerOff > Self.rotateAbove, passesSinceRotation >= Self.passesBetweenRotations else { return }
+        shared.rotation.add(1, ordering: .relaxed)
+        callerOff = 0
+        passesSinceRotation = 0
     }
 
     /// Spin iterations before yielding, and yields before sleeping.
@@ -360,6 +399,9 @@ public final class ThreadPool: @unchecked Sendable {
         let segments: [Segment]
         /// CPU of each worker by index (set before the workers start), empty when unpinned.
         var cpus: [Int] = []
+        /// `ThreadPool.rotations`: written by the caller between passes, read by a worker
+        /// when it sees a new region open (after the open's release, so never stale then).
+        let rotation = Atomic<Int>(0)
         let hooks: Hooks
         let mutex: UnsafeMutablePointer<pthread_mutex_t>
         let cond: UnsafeMutablePointer<pthread_cond_t>
@@ -395,10 +437,16 @@ public final class ThreadPool: @unchecked Sendable {
             var s = state.bitwiseAnd(~Self.openBit, ordering: .acquiringAndReleasing).newValue
             guard s & Self.activeMask != 0 else { return 0 }
             let start = monotonicSeconds()
+            // Pinned, the workers we wait for run on other CPUs, so yielding cannot help them
+            // and only hands our CPU to whatever else shares it, for a whole scheduler tick
+            // (4 ms at HZ=250) in the middle of the pass: with a `nice -n 5` hog on the
+            // caller's CPU, pp64 at 2 threads ran at 0.71-0.78x one thread; spinning, 1.03-1.42x
+            // (x86-avx2, alternating). Unpinned, a worker may be queued behind us: yield.
+            let yields = cpus.isEmpty
             var spins = 0
             while s & Self.activeMask != 0 {
                 spins += 1
-                if spins > ThreadPool.spinLimit { sched_yield() }
+                if yields && spins > ThreadPool.spinLimit { sched_yield() }
                 s = state.load(ordering: .acquiring)
             }
             return monotonicSeconds() - start
@@ -425,7 +473,7 @@ public final class ThreadPool: @unchecked Sendable {
         }
 
         func workerLoop(index: Int) {
-            if index < cpus.count { CPUAffinity.pinCurrentThread(to: cpus[index]) }
+            var placed = -1  // the rotation this worker's mask follows
             var seen = 0  // generation bits of the last region this worker looked at
             while true {
                 var spins = 0
@@ -450,6 +498,10 @@ public final class ThreadPool: @unchecked Sendable {
                 }
                 if stopping.load(ordering: .relaxed) { return }
                 seen = s & ~(Self.activeMask | Self.openBit)
+                if !cpus.isEmpty, case let r = rotation.load(ordering: .relaxed), r != placed {
+                    CPUAffinity.pinCurrentThread(to: cpus[(index + r) % cpus.count])
+                    placed = r
+                }
                 if let hook = hooks.beforeJoin { hook(index) }
                 // Join only the region seen, and only while it is open; if it has closed (the
                 // others did all its chunks) or another worker joined first, look again.

@@ -32,6 +32,14 @@ public func monotonicSeconds() -> Double {
     return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
 }
 
+/// CPU seconds the calling thread has run: beside `monotonicSeconds`, how long it was
+/// descheduled (the parallelism governor, the pool's CPU rotation).
+public func threadCPUSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+}
+
 /// CPU affinity for the compute threads (`ThreadPool`).
 ///
 /// Why: on a 2-core board shared with another process, the pool's two threads, free to

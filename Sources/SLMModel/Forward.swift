@@ -128,12 +128,12 @@ public final class Runner: @unchecked Sendable {
         let solo = governor.shouldRunSolo(tokens: tokens)
         pool.runsSolo = solo
         defer { pool.runsSolo = false }
-        let start = monotonicSeconds(), cpuStart = ParallelismGovernor.threadCPUTime()
+        let start = monotonicSeconds(), cpuStart = threadCPUSeconds()
         let stalledBefore = pool.stallSeconds
         let rows = try run(solo: solo)
         let seconds = monotonicSeconds() - start
         // Time this thread was descheduled, or spun waiting for a descheduled worker.
-        let lost = max(0, seconds - (ParallelismGovernor.threadCPUTime() - cpuStart)) + pool.stallSeconds - stalledBefore
+        let lost = max(0, seconds - (threadCPUSeconds() - cpuStart)) + pool.stallSeconds - stalledBefore
         governor.record(tokens: tokens, solo: solo, seconds: seconds, lost: lost)
         return rows
     }

@@ -53,6 +53,48 @@ final class ThreadPoolTests: XCTestCase {
         XCTAssertEqual(notes.last, "caller after \(two)", "the caller gets its own mask back")
     }
 
+    /// A caller that keeps losing its CPU during passes moves round with the workers: the
+    /// caller to the next CPU, each worker to the one after its own; idle passes never move.
+    func testThreadsMoveRoundWhenTheCallerKeepsLosingItsCPU() throws {
+        let all = CPUAffinity.allowedCPUs()
+        guard all.count >= 2 else { throw XCTSkip("needs 2 CPUs, this process may use \(all.count)") }
+        let two = Array(all.prefix(2))
+        let outcome = Mutex<[String]>([])
+        let t = startThread("rotation test") {
+            withUnsafeTemporaryAllocation(byteCount: CPUAffinity.maskBytes, alignment: 8) { buf in
+                buf.initializeMemory(as: UInt8.self, repeating: 0)
+                for c in two { buf[c / 8] |= 1 << (c % 8) }
+                _ = CPUAffinity.writeMask(buf.baseAddress!)
+            }
+            var notes: [String] = []
+            let pool = ThreadPool(threads: 2)
+            for _ in 0..<100 { pool.noteCallerDescheduled(share: 0.01) }
+            notes.append("idle: \(pool.rotations)")
+            for _ in 0..<ThreadPool.passesBetweenRotations { pool.noteCallerDescheduled(share: 0.3) }
+            notes.append("descheduled: \(pool.rotations)")
+            let seen = Mutex<Set<String>>([])
+            pool.pinningCaller {
+                _ = seen.withLock { $0.insert("caller in pass \(CPUAffinity.allowedCPUs())") }
+                for _ in 0..<200 {
+                    pool.run(chunks: 8) { thread, _ in
+                        if thread > 0 { _ = seen.withLock { $0.insert("worker \(CPUAffinity.allowedCPUs())") } }
+                        var x = 0.0
+                        for i in 0..<20_000 { x += Double(i).squareRoot() }
+                        if x < 0 { print(x) }
+                    }
+                }
+            }
+            notes += seen.withLock { $0.sorted() }
+            outcome.withLock { $0 = notes }
+        }
+        pthread_join(t, nil)
+        let notes = outcome.withLock { $0 }
+        XCTAssertTrue(notes.contains("idle: 0"), "\(notes)")
+        XCTAssertTrue(notes.contains("descheduled: 1"), "\(notes)")
+        XCTAssertTrue(notes.contains("caller in pass [\(two[1])]"), "\(notes)")
+        XCTAssertFalse(notes.contains { $0.hasPrefix("worker") && $0 != "worker [\(two[0])]" }, "\(notes)")
+    }
+
     func testChunksPartition() {
         for count in [0, 1, 5, 63, 64, 1000, 1537] {
             for threads in 1...5 {
