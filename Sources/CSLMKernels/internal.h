@@ -93,6 +93,13 @@ extern const slm_impl slm_impl_neon;
 extern const slm_impl slm_impl_neon_dotprod;
 #endif
 
+#if defined(__x86_64__)
+/* AVX2's expf, 8 lanes at a time, glibc's values (the fused attention's softmax factors),
+ * and its 2^(i/32) table: exported for the C driver's check against libm. */
+void slm_avx2_expf(const float *x, float *y, ptrdiff_t n);
+extern const uint64_t slm_exp2_32nds[32];
+#endif
+
 /* The attention head as a loop over the path's f16 helpers (fallback for attn_f16). */
 void slm_attn_f16_generic(const slm_impl *p, const float *q, const uint16_t *k, const uint16_t *v, ptrdiff_t stride,
                           ptrdiff_t n, ptrdiff_t d, float scale, float *out);

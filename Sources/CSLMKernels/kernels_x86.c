@@ -115,15 +115,76 @@ static void avx2_quantize_q8(const float *x, ptrdiff_t cols, int8_t *qs, float *
     }
 }
 
-/* The generic attention loop (kernels.c) for 64-dim heads with no indirect calls: scores for
- * up to 64 positions at a time (same dot as avx2_dot_f16), then the online update with the
- * accumulator held in registers; every element sees the same f16-rounded fma/mul sequence,
- * so the result is bit-identical to slm_attn_f16_generic on this path. */
+/* 2^(i/32) as doubles, minus i << 47 (the exponent bits the scaled index adds back): the
+ * table of avx2_exp8's 2^(k/32) · 2^r evaluation. Checked against exp2 by the C driver. */
+const uint64_t slm_exp2_32nds[32] = {
+0x3ff0000000000000, 0x3fefd9b0d3158574, 0x3fefb5586cf9890f, 0x3fef9301d0125b51,
+0x3fef72b83c7d517b, 0x3fef54873168b9aa, 0x3fef387a6e756238, 0x3fef1e9df51fdee1,
+0x3fef06fe0a31b715, 0x3feef1a7373aa9cb, 0x3feedea64c123422, 0x3feece086061892d,
+0x3feebfdad5362a27, 0x3feeb42b569d4f82, 0x3feeab07dd485429, 0x3feea47eb03a5585,
+0x3feea09e667f3bcd, 0x3fee9f75e8ec5f74, 0x3feea11473eb0187, 0x3feea589994cce13,
+0x3feeace5422aa0db, 0x3feeb737b0cdc5e5, 0x3feec49182a3f090, 0x3feed503b23e255d,
+0x3feee89f995ad3ad, 0x3feeff76f2fb5e47, 0x3fef199bdd85529c, 0x3fef3720dcef9069,
+0x3fef5818dcfba487, 0x3fef7c97337b9b5f, 0x3fefa4afa2a490da, 0x3fefd0765b6e4540,
+};
+
+/* e^x in double for 4 floats: the evaluation of glibc's expf (2.28 and later, the FMA build
+ * that x86-64 CPUs with AVX2 run): k = round(x · 32/ln 2), r = x · 32/ln 2 − k, both fused;
+ * 2^(k/32) from the table and k's high bits; 2^(r/32) by a cubic with glibc's fusions. */
+static SLM_ALWAYS_INLINE __m256d avx2_exp_pd(__m128 x) {
+    const __m256d xd = _mm256_cvtps_pd(x);
+    const __m256d n = _mm256_set1_pd(0x1.71547652b82fep+5), shift = _mm256_set1_pd(0x1.8p52);
+    __m256d kd = _mm256_fmadd_pd(n, xd, shift);  /* k in the low bits of kd */
+    const __m256i ki = _mm256_castpd_si256(kd);
+    kd = _mm256_sub_pd(kd, shift);
+    const __m256d r = _mm256_fmsub_pd(n, xd, kd);
+    const __m256i t = _mm256_add_epi64(
+        _mm256_i64gather_epi64((const long long *)slm_exp2_32nds, _mm256_and_si256(ki, _mm256_set1_epi64x(31)), 8),
+        _mm256_slli_epi64(ki, 47));
+    const __m256d z = _mm256_fmadd_pd(r, _mm256_set1_pd(0x1.c6af84b912394p-20), _mm256_set1_pd(0x1.ebfce50fac4f3p-13));
+    const __m256d r2 = _mm256_mul_pd(r, r);
+    __m256d y = _mm256_fmadd_pd(r, _mm256_set1_pd(0x1.62e42ff0c52d6p-6), _mm256_set1_pd(1.0));
+    y = _mm256_fmadd_pd(z, r2, y);
+    return _mm256_mul_pd(y, _mm256_castsi256_pd(t));
+}
+
+/* expf of 8 floats, bit for bit what glibc's expf returns, special cases included (checked
+ * over all 2^32 inputs on glibc 2.36; the C driver checks a sample on every run). Why not
+ * libm per element: one call per attended position was a third of the attention kernel. */
+static SLM_ALWAYS_INLINE __m256 avx2_exp8(__m256 x) {
+    __m256 y = _mm256_set_m128(_mm256_cvtpd_ps(avx2_exp_pd(_mm256_extractf128_ps(x, 1))),
+                               _mm256_cvtpd_ps(avx2_exp_pd(_mm256_castps256_ps128(x))));
+    /* glibc's edges: below log(2^-149) the smallest subnormal (its "may underflow" value),
+     * below log(2^-150) zero (-inf included), above log(2^128) inf, NaN as x + x. */
+    y = _mm256_blendv_ps(y, _mm256_castsi256_ps(_mm256_set1_epi32(1)), _mm256_cmp_ps(x, _mm256_set1_ps(-0x1.9d1d9ep6f), _CMP_LT_OQ));
+    y = _mm256_blendv_ps(y, _mm256_setzero_ps(), _mm256_cmp_ps(x, _mm256_set1_ps(-0x1.9fe368p6f), _CMP_LT_OQ));
+    y = _mm256_blendv_ps(y, _mm256_set1_ps(INFINITY), _mm256_cmp_ps(x, _mm256_set1_ps(0x1.62e42ep6f), _CMP_GT_OQ));
+    return _mm256_blendv_ps(y, _mm256_add_ps(x, x), _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+}
+
+void slm_avx2_expf(const float *x, float *y, ptrdiff_t n) {
+    ptrdiff_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, avx2_exp8(_mm256_loadu_ps(x + i)));
+    if (i < n) {
+        float a[8] = {0}, b[8];
+        for (ptrdiff_t j = i; j < n; j++) a[j - i] = x[j];
+        _mm256_storeu_ps(b, avx2_exp8(_mm256_loadu_ps(a)));
+        for (ptrdiff_t j = i; j < n; j++) y[j] = b[j - i];
+    }
+}
+
+/* The generic attention loop (kernels.c) for 64-dim heads with no indirect calls, up to 64
+ * positions at a time: their scores (same dot as avx2_dot_f16); then, in order, each one's
+ * softmax factor argument (m - s where the running max rises, s - m elsewhere, as the generic
+ * loop takes them); all their expf at once (avx2_exp8, glibc's values); then the online
+ * update with the accumulator held in registers. Every element sees the same f16-rounded
+ * fma/mul sequence, so the result is bit-identical to slm_attn_f16_generic on this path. */
 static void avx2_attn_f16(const float *q, const uint16_t *k, const uint16_t *v, ptrdiff_t stride, ptrdiff_t n,
                           ptrdiff_t d, float scale, float *out) {
     if (d != 64) { slm_attn_f16_generic(&slm_impl_avx2, q, k, v, stride, n, d, scale, out); return; }
     enum { CHUNK = 64 };
-    float sc[CHUNK];
+    float sc[CHUNK], ex[CHUNK];
+    unsigned char rises[CHUNK];
     __m256 acc[8];
     for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
     float m = -INFINITY, sum = 0.0f;
@@ -132,15 +193,21 @@ static void avx2_attn_f16(const float *q, const uint16_t *k, const uint16_t *v, 
         for (ptrdiff_t jj = 0; jj < jn; jj++) sc[jj] = avx2_dot_f16_body(q, k + (j0 + jj) * stride, 64) * scale;
         for (ptrdiff_t jj = 0; jj < jn; jj++) {
             const float s = sc[jj];
+            rises[jj] = s > m;
+            sc[jj] = s > m ? m - s : s - m;
+            m = s > m ? s : m;
+        }
+        for (ptrdiff_t jj = jn; jj < ((jn + 7) & ~(ptrdiff_t)7); jj++) sc[jj] = 0.0f;  /* the last 8's tail */
+        for (ptrdiff_t jj = 0; jj < jn; jj += 8) _mm256_storeu_ps(ex + jj, avx2_exp8(_mm256_loadu_ps(sc + jj)));
+        for (ptrdiff_t jj = 0; jj < jn; jj++) {
             float ms = 1.0f, vs = 1.0f;
-            if (s > m) {
-                ms = expf(m - s);
-                m = s;
+            if (rises[jj]) {
+                ms = ex[jj];
                 const __m256 vms = _mm256_set1_ps(ms);
                 for (int i = 0; i < 8; i++)
                     acc[i] = _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_mul_ps(acc[i], vms), _MM_FROUND_TO_NEAREST_INT));
             } else {
-                vs = expf(s - m);
+                vs = ex[jj];
             }
             const uint16_t *vr = v + (j0 + jj) * stride;
             const __m256 vvs = _mm256_set1_ps(vs);
