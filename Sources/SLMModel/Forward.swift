@@ -214,9 +214,8 @@ public final class Runner: @unchecked Sendable {
                 if let w = layer.kNorm { for h in 0..<c.kvHeadCount { self.rmsNorm(kb + h * D, count: D, w, into: kb + h * D) } }
                 self.rope(qb, heads: H, position: pos)
                 self.rope(self.k + b * KV, heads: c.kvHeadCount, position: pos)
-                let cache = batch.caches[b]!
-                Kernels.toF16(self.k + b * KV, cache.keyRow(layer: l, position: pos), count: KV)
-                Kernels.toF16(self.v + b * KV, cache.valueRow(layer: l, position: pos), count: KV)
+                Kernels.toF16(self.k + b * KV, batch.keyRow(b, layer: l, position: pos, kvDim: KV), count: KV)
+                Kernels.toF16(self.v + b * KV, batch.valueRow(b, layer: l, position: pos, kvDim: KV), count: KV)
             }
 
             // The last layer's attention, output projection and feed-forward block feed only
@@ -247,15 +246,14 @@ public final class Runner: @unchecked Sendable {
                     let b = item / H, h = item % H
                     let entry = pruned ? batch.logitEntry[b] : b
                     let pos = batch.positions[entry]
-                    let cache = batch.caches[entry]!
                     let kvOff = (h / G) * D
                     let qv = self.q + b * QD + h * D
                     // The f16 rounding of Q matches llama.cpp, which converts Q to the
                     // cache type before the QK product.
                     qr.update(from: qv, count: D)
                     Kernels.roundToF16(qr, count: D)
-                    Kernels.attentionF16(qr, keys: cache.keyRow(layer: l, position: 0) + kvOff,
-                                         values: cache.valueRow(layer: l, position: 0) + kvOff,
+                    Kernels.attentionF16(qr, keys: batch.keyRow(entry, layer: l, position: 0, kvDim: KV) + kvOff,
+                                         values: batch.valueRow(entry, layer: l, position: 0, kvDim: KV) + kvOff,
                                          stride: KV, count: pos + 1, dim: D, scale: scale, out: self.att + b * QD + h * D)
                     if fuseAttnQuant {
                         self.act.quantize(token: b, columns: h * D..<(h + 1) * D, from: self.att + b * QD)

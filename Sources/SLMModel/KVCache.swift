@@ -47,12 +47,20 @@ public final class KVCache: @unchecked Sendable {
 
     @inline(__always)
     func keyRow(layer: Int, position: Int) -> UnsafeMutablePointer<UInt16> {
-        keys + (layer * capacity + position) * kvDim
+        Self.row(keys, layer: layer, position: position, capacity: capacity, kvDim: kvDim)
     }
 
     @inline(__always)
     func valueRow(layer: Int, position: Int) -> UnsafeMutablePointer<UInt16> {
-        values + (layer * capacity + position) * kvDim
+        Self.row(values, layer: layer, position: position, capacity: capacity, kvDim: kvDim)
+    }
+
+    /// Row `position` of `layer` in a cache's key or value storage `base`: layer-major, each
+    /// layer `capacity` rows of `kvDim` values.
+    @inline(__always)
+    static func row(_ base: UnsafeMutablePointer<UInt16>, layer: Int, position: Int, capacity: Int,
+                    kvDim: Int) -> UnsafeMutablePointer<UInt16> {
+        base + (layer * capacity + position) * kvDim
     }
 
     /// Forgets positions at and after `position` (the entries are simply overwritten later).
