@@ -14,7 +14,17 @@ public enum LogitStats {
     /// log Σ exp(logit).
     public static func argmaxLogSumExp(_ l: UnsafeBufferPointer<Float>) -> (argmax: Int32, lse: Double) {
         let m = maximum(l)
-        return (firstIndex(of: m, in: l), logSumExp(l, max: m))
+        return (argmax(l, max: m), logSumExp(l, max: m))
+    }
+
+    /// Index of the largest logit, ties to the lowest index; 0 when no logit is above -inf
+    /// (all -inf or NaN). llama.cpp's greedy rule, and `Sampler.argmax`'s.
+    public static func argmax(_ l: UnsafeBufferPointer<Float>) -> Int32 {
+        argmax(l, max: maximum(l))
+    }
+
+    static func argmax(_ l: UnsafeBufferPointer<Float>, max m: Float) -> Int32 {
+        m > -.infinity ? firstIndex(of: m, in: l) : 0
     }
 
     /// log Σ exp(l[i]).
@@ -41,8 +51,20 @@ public enum LogitStats {
         return m
     }
 
+    /// First index holding `m`, 8 lanes at a time (a greedy decode step runs this on every
+    /// sequence's row: the scalar loop took ~20 µs when the maximum sat late in the row).
     static func firstIndex(of m: Float, in l: UnsafeBufferPointer<Float>) -> Int32 {
-        for i in 0..<l.count where l[i] == m { return Int32(i) }
+        guard let base = l.baseAddress else { return 0 }
+        let n = l.count, mv = F8(repeating: m)
+        var i = 0
+        while i + 8 <= n {
+            if any(load(base + i) .== mv) { break }
+            i += 8
+        }
+        while i < n {
+            if base[i] == m { return Int32(i) }
+            i += 1
+        }
         return 0
     }
 

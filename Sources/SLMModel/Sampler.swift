@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import SLMKernels
 import SLMLimits
 
 /// How the next token is chosen. Defaults mirror llama.cpp's common defaults.
@@ -105,13 +106,7 @@ public final class Sampler: @unchecked Sendable {
 
     /// Index of the largest logit, ties to the lowest id (llama.cpp's greedy sampler).
     public static func argmax(_ logits: UnsafeBufferPointer<Float>) -> Int32 {
-        var best = 0
-        var bestValue = -Float.infinity
-        for i in 0..<logits.count where logits[i] > bestValue {
-            best = i
-            bestValue = logits[i]
-        }
-        return Int32(best)
+        LogitStats.argmax(logits)
     }
 
     /// Applies the repetition penalty to `logits` in place for tokens in `recent`

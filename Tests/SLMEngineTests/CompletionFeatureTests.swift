@@ -440,6 +440,32 @@ final class LogitStatsTests: XCTestCase {
         }
     }
 
+    /// The vector argmax is the scalar greedy rule: the first index of the largest logit, NaN
+    /// never winning, 0 when nothing is above -inf; maxima in the vector body and in the tail.
+    func testArgmaxIsTheScalarGreedyRule() {
+        func scalar(_ l: [Float]) -> Int32 {
+            var best = 0, value = -Float.infinity
+            for i in l.indices where l[i] > value { best = i; value = l[i] }
+            return Int32(best)
+        }
+        var rng = TestRNG(seed: 5)
+        var rows: [[Float]] = [[], [.nan], [-.infinity, -.infinity], [.nan, -.infinity, .nan], [1, 1], [0, .nan, 2, 2]]
+        for count in [1, 7, 8, 9, 17, 1_003, 49_152] {
+            for at in [0, count / 2, count - 1] {
+                var l = (0..<count).map { _ in (rng.nextUnit() - 0.5) * 20 }
+                l[at] = 50
+                rows.append(l)
+                l[count - 1 - at] = 50  // a tie: the lower index wins
+                if count > 3 { l[1] = .nan }
+                rows.append(l)
+            }
+        }
+        for l in rows {
+            XCTAssertEqual(l.withUnsafeBufferPointer { LogitStats.argmax($0) }, scalar(l), "\(l.count) logits")
+            XCTAssertEqual(l.withUnsafeBufferPointer { LogitStats.argmaxLogSumExp($0).argmax }, scalar(l))
+        }
+    }
+
     /// The fused row summary of a suggest step: the same log-sum-exp bit for bit, the k
     /// largest logits as a full sort finds them (ties to the lower id), and the masked mass.
     func testExpansionEqualsSeparateReferences() {
