@@ -8,43 +8,18 @@ import Glibc
 final class ThreadPoolTests: XCTestCase {
     /// A pool that uses every CPU the process may run on puts each thread on its own CPU:
     /// each worker for good, the caller only while it drives a pass; with spare CPUs nothing
-    /// is pinned. Runs the test in a thread narrowed to 2 CPUs, so it means the same on
-    /// any machine with at least 2.
+    /// is pinned.
     func testThreadsTakeOneCPUEachWhenThePoolUsesThemAll() throws {
-        let all = CPUAffinity.allowedCPUs()
-        guard all.count >= 2 else { throw XCTSkip("needs 2 CPUs, this process may use \(all.count)") }
-        let two = Array(all.prefix(2))
-        let outcome = Mutex<[String]>([])
-        let t = startThread("affinity test") {
-            // Narrow this thread (and the workers it creates, which inherit it) to 2 CPUs.
-            withUnsafeTemporaryAllocation(byteCount: CPUAffinity.maskBytes, alignment: 8) { buf in
-                buf.initializeMemory(as: UInt8.self, repeating: 0)
-                for c in two { buf[c / 8] |= 1 << (c % 8) }
-                _ = CPUAffinity.writeMask(buf.baseAddress!)
-            }
+        let (two, notes) = try Self.onTwoCPUs {
             var notes: [String] = []
             let spare = ThreadPool(threads: 1)
             notes.append("1 of 2: \(spare.pinnedCPUs)")
             let pool = ThreadPool(threads: 2)
             notes.append("pinned \(pool.pinnedCPUs)")
-            let seen = Mutex<Set<String>>([])
-            pool.pinningCaller {
-                _ = seen.withLock { $0.insert("caller in pass \(CPUAffinity.allowedCPUs())") }
-                for _ in 0..<200 {
-                    pool.run(chunks: 8) { thread, _ in
-                        if thread > 0 { _ = seen.withLock { $0.insert("worker \(CPUAffinity.allowedCPUs())") } }
-                        var x = 0.0
-                        for i in 0..<20_000 { x += Double(i).squareRoot() }
-                        if x < 0 { print(x) }
-                    }
-                }
-            }
-            notes += seen.withLock { $0.sorted() }
+            notes += ThreadPoolTests.placesInOnePass(pool)
             notes.append("caller after \(CPUAffinity.allowedCPUs())")
-            outcome.withLock { $0 = notes }
+            return notes
         }
-        pthread_join(t, nil)
-        let notes = outcome.withLock { $0 }
         XCTAssertEqual(notes.first, "1 of 2: []", "a pool with a spare CPU floats")
         XCTAssertTrue(notes.contains("pinned \(two)"), "\(notes)")
         XCTAssertTrue(notes.contains("caller in pass [\(two[0])]"), "\(notes)")
@@ -56,43 +31,64 @@ final class ThreadPoolTests: XCTestCase {
     /// A caller that keeps losing its CPU during passes moves round with the workers: the
     /// caller to the next CPU, each worker to the one after its own; idle passes never move.
     func testThreadsMoveRoundWhenTheCallerKeepsLosingItsCPU() throws {
-        let all = CPUAffinity.allowedCPUs()
-        guard all.count >= 2 else { throw XCTSkip("needs 2 CPUs, this process may use \(all.count)") }
-        let two = Array(all.prefix(2))
-        let outcome = Mutex<[String]>([])
-        let t = startThread("rotation test") {
-            withUnsafeTemporaryAllocation(byteCount: CPUAffinity.maskBytes, alignment: 8) { buf in
-                buf.initializeMemory(as: UInt8.self, repeating: 0)
-                for c in two { buf[c / 8] |= 1 << (c % 8) }
-                _ = CPUAffinity.writeMask(buf.baseAddress!)
-            }
+        let (two, notes) = try Self.onTwoCPUs {
             var notes: [String] = []
             let pool = ThreadPool(threads: 2)
             for _ in 0..<100 { pool.noteCallerDescheduled(share: 0.01) }
             notes.append("idle: \(pool.rotations)")
             for _ in 0..<ThreadPool.passesBetweenRotations { pool.noteCallerDescheduled(share: 0.3) }
             notes.append("descheduled: \(pool.rotations)")
-            let seen = Mutex<Set<String>>([])
-            pool.pinningCaller {
-                _ = seen.withLock { $0.insert("caller in pass \(CPUAffinity.allowedCPUs())") }
-                for _ in 0..<200 {
-                    pool.run(chunks: 8) { thread, _ in
-                        if thread > 0 { _ = seen.withLock { $0.insert("worker \(CPUAffinity.allowedCPUs())") } }
-                        var x = 0.0
-                        for i in 0..<20_000 { x += Double(i).squareRoot() }
-                        if x < 0 { print(x) }
-                    }
-                }
-            }
-            notes += seen.withLock { $0.sorted() }
-            outcome.withLock { $0 = notes }
+            notes += ThreadPoolTests.placesInOnePass(pool)
+            return notes
         }
-        pthread_join(t, nil)
-        let notes = outcome.withLock { $0 }
         XCTAssertTrue(notes.contains("idle: 0"), "\(notes)")
         XCTAssertTrue(notes.contains("descheduled: 1"), "\(notes)")
         XCTAssertTrue(notes.contains("caller in pass [\(two[1])]"), "\(notes)")
         XCTAssertFalse(notes.contains { $0.hasPrefix("worker") && $0 != "worker [\(two[0])]" }, "\(notes)")
+    }
+
+    /// Runs `body` on a thread narrowed to the first 2 CPUs this process may use (so a test
+    /// means the same on any machine with at least 2; skipped with fewer) and returns those
+    /// CPUs and `body`'s notes.
+    private static func onTwoCPUs(_ body: @escaping @Sendable () -> [String]) throws -> ([Int], [String]) {
+        let all = CPUAffinity.allowedCPUs()
+        guard all.count >= 2 else { throw XCTSkip("needs 2 CPUs, this process may use \(all.count)") }
+        let two = Array(all.prefix(2))
+        let outcome = Mutex<[String]>([])
+        let t = startThread("affinity test") {
+            narrow(to: two)
+            let notes = body()
+            outcome.withLock { $0 = notes }
+        }
+        pthread_join(t, nil)
+        return (two, outcome.withLock { $0 })
+    }
+
+    /// Narrows the calling thread (and the workers it creates, which inherit it) to `cpus`.
+    private static func narrow(to cpus: [Int]) {
+        withUnsafeTemporaryAllocation(byteCount: CPUAffinity.maskBytes, alignment: 8) { buf in
+            buf.initializeMemory(as: UInt8.self, repeating: 0)
+            for c in cpus { buf[c / 8] |= 1 << (c % 8) }
+            _ = CPUAffinity.writeMask(buf.baseAddress!)
+        }
+    }
+
+    /// One pinned pass of 200 regions: where the caller ran ("caller in pass [cpu]") and
+    /// where any worker that joined ran ("worker [cpu]").
+    private static func placesInOnePass(_ pool: ThreadPool) -> [String] {
+        let seen = Mutex<Set<String>>([])
+        pool.pinningCaller {
+            _ = seen.withLock { $0.insert("caller in pass \(CPUAffinity.allowedCPUs())") }
+            for _ in 0..<200 {
+                pool.run(chunks: 8) { thread, _ in
+                    if thread > 0 { _ = seen.withLock { $0.insert("worker \(CPUAffinity.allowedCPUs())") } }
+                    var x = 0.0
+                    for i in 0..<20_000 { x += Double(i).squareRoot() }
+                    if x < 0 { print(x) }
+                }
+            }
+        }
+        return seen.withLock { $0.sorted() }
     }
 
     func testChunksPartition() {
