@@ -107,21 +107,31 @@ public final class ThreadPool: @unchecked Sendable {
     /// Running average share of a pinned pass the caller spent descheduled.
     private var callerOff = 0.0
     private var passesSinceRotation = 0
+    /// Passes the next move waits for at least: doubled by every move (a move that found a
+    /// quiet CPU is followed by a calm interval, which resets it), so on a machine busy on
+    /// every CPU the threads stop wandering: 8, 16, ... up to every 1024 passes.
+    private var rotationInterval = ThreadPool.passesBetweenRotations
     /// Share of a pass (running average) the caller may spend descheduled before the threads
     /// move round, and the fewest passes between two moves (so that the average reflects
-    /// the new placement before it is judged).
+    /// the new placement before it is judged), at first and at most.
     static let rotateAbove = 0.05
     static let passesBetweenRotations = 8
+    static let maxPassesBetweenRotations = 1024
 
     /// Records that the caller spent `share` of a pinned pass descheduled (internal: tests
     /// feed it shares no test machine can produce on demand).
     func noteCallerDescheduled(share: Double) {
         callerOff += 0.25 * (share - callerOff)
         passesSinceRotation += 1
-        guard callerOff > Self.rotateAbove, passesSinceRotation >= Self.passesBetweenRotations else { return }
+        guard callerOff > Self.rotateAbove else {
+            if passesSinceRotation >= rotationInterval { rotationInterval = Self.passesBetweenRotations }
+            return
+        }
+        guard passesSinceRotation >= rotationInterval else { return }
         shared.rotation.add(1, ordering: .relaxed)
         callerOff = 0
         passesSinceRotation = 0
+        rotationInterval = min(rotationInterval * 2, Self.maxPassesBetweenRotations)
     }
 
     /// Spin iterations before yielding, and yields before sleeping.

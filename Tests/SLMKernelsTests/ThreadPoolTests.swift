@@ -47,6 +47,19 @@ final class ThreadPoolTests: XCTestCase {
         XCTAssertFalse(notes.contains { $0.hasPrefix("worker") && $0 != "worker [\(two[0])]" }, "\(notes)")
     }
 
+    /// With every CPU busy no move helps: the moves come at doubling intervals (8, 16, ...,
+    /// up to 1024 passes), and a calm spell resets the interval.
+    func testMovesBackOffWhenNoCPUIsQuiet() {
+        let pool = ThreadPool(threads: 2)
+        for _ in 0..<3000 { pool.noteCallerDescheduled(share: 0.3) }
+        // Moves after 8, 24, 56, 120, 248, 504, 1016, 2040 passes (then every 1024).
+        XCTAssertEqual(pool.rotations, 8)
+        for _ in 0..<2000 { pool.noteCallerDescheduled(share: 0) }
+        let before = pool.rotations
+        for _ in 0..<ThreadPool.passesBetweenRotations { pool.noteCallerDescheduled(share: 0.3) }
+        XCTAssertEqual(pool.rotations, before + 1, "calm reset the interval")
+    }
+
     /// Runs `body` on a thread narrowed to the first 2 CPUs this process may use (so a test
     /// means the same on any machine with at least 2; skipped with fewer) and returns those
     /// CPUs and `body`'s notes.
