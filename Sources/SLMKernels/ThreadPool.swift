@@ -240,16 +240,11 @@ public final class ThreadPool: @unchecked Sendable {
     /// `taper` and `threadCount` only, never on timing.
     public func parallelFor(_ count: Int, granule: Int = 1, taper: Bool = false,
                             _ body: (_ thread: Int, _ range: Range<Int>) -> Void) {
-        if runsSolo {
-            // One range, as a 1-thread pool runs it. Cut into the 2-thread chunks (8 per
-            // region), a solo one-token step was 11-15% slower than a 1-thread pool's
-            // (x86-avx2, idle cores, alternating: tg32 265-274 tok/s against 278-317; one
-            // range: 304-306 against 303-313), and solo lost the governor's tests it exists
-            // to win.
-            if count > 0 { body(0, 0..<count) }
-            return
-        }
-        let g = max(1, granule), p = threadCount, units = (count + g - 1) / g
+        // Solo, the chunks of a 1-thread pool: one range. Cut into the 2-thread chunks (8 per
+        // region), a solo one-token step was 11-15% slower than a 1-thread pool's (x86-avx2,
+        // idle cores, alternating: tg32 265-274 tok/s against 278-317; one range: 304-306
+        // against 303-313), and solo lost the governor's tests it exists to win.
+        let g = max(1, granule), p = runsSolo ? 1 : threadCount, units = (count + g - 1) / g
         let segment = { (t: Int) in p > 1 ? Self.segmentChunks(Self.segmentUnits(units, t, p), taper: taper) : 1 }
         run(chunks: Self.chunkCount(count, granule: g, threads: p, taper: taper), segmentChunks: segment) { t, c in
             let r = Self.chunk(count, part: c, threads: p, granule: g, taper: taper)
