@@ -74,24 +74,34 @@ public final class ThreadPool: @unchecked Sendable {
     private let savedMask = UnsafeMutableRawPointer.allocate(byteCount: CPUAffinity.maskBytes, alignment: 8)
 
     /// Runs `body` (one forward pass) with the calling thread on the caller's CPU of
-    /// `pinnedCPUs` (the one no worker holds; see `rotations`), and restores its own mask
-    /// after: a thread that drives passes now and then (a test, a bench) is not left pinned.
-    /// Five system calls per pass (the mask read and two writes, two reads of the thread's
-    /// CPU clock: ~2 µs beside a 3 ms decode step). One caller at a time (the saved mask and
-    /// the rotation state are the pool's), as the runner's one pass at a time.
+    /// `pinnedCPUs` (the one no worker holds; see `rotations`) when the pool pins, and
+    /// restores its own mask after: a thread that drives passes now and then (a test, a
+    /// bench) is not left pinned. Times the pass (`lastPassSeconds`,
+    /// `lastPassDescheduledSeconds`: the parallelism governor reads them too). Up to five
+    /// system calls per pass (the mask read and two writes, two reads of the thread's CPU
+    /// clock: ~2 µs beside a 3 ms decode step). One caller at a time (the saved mask and the
+    /// rotation state are the pool's), as the runner's one pass at a time.
     public func pinningCaller<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
-        guard !pinnedCPUs.isEmpty, CPUAffinity.readMask(into: savedMask) else { return try body() }
-        let n = pinnedCPUs.count
-        CPUAffinity.pinCurrentThread(to: pinnedCPUs[shared.rotation.load(ordering: .relaxed) % n])
+        let pinned = !pinnedCPUs.isEmpty && CPUAffinity.readMask(into: savedMask)
+        if pinned {
+            CPUAffinity.pinCurrentThread(to: pinnedCPUs[shared.rotation.load(ordering: .relaxed) % pinnedCPUs.count])
+        }
         let start = monotonicSeconds(), cpuStart = threadCPUSeconds()
         defer {
-            CPUAffinity.writeMask(savedMask)
+            if pinned { CPUAffinity.writeMask(savedMask) }
             let seconds = monotonicSeconds() - start
             let off = max(0, seconds - (threadCPUSeconds() - cpuStart))
-            noteCallerDescheduled(share: seconds > 0 ? min(1, off / seconds) : 0)
+            lastPassSeconds = seconds
+            lastPassDescheduledSeconds = off
+            if pinned { noteCallerDescheduled(share: seconds > 0 ? min(1, off / seconds) : 0) }
         }
         return try body()
     }
+
+    /// Wall-clock seconds of the last `pinningCaller` pass, and how many of them its calling
+    /// thread spent descheduled.
+    public private(set) var lastPassSeconds = 0.0
+    public private(set) var lastPassDescheduledSeconds = 0.0
 
     /// Times the pool has moved every pinned thread to the next CPU of `pinnedCPUs` (thread
     /// i runs on `pinnedCPUs[(i + rotations) % count]`).

@@ -128,12 +128,14 @@ public final class Runner: @unchecked Sendable {
         let solo = governor.shouldRunSolo(tokens: tokens)
         pool.runsSolo = solo
         defer { pool.runsSolo = false }
-        let start = monotonicSeconds(), cpuStart = threadCPUSeconds()
+        let start = monotonicSeconds()
         let stalledBefore = pool.stallSeconds
         let rows = try run(solo: solo)
-        let seconds = monotonicSeconds() - start
-        // Time this thread was descheduled, or spun waiting for a descheduled worker.
-        let lost = max(0, seconds - (threadCPUSeconds() - cpuStart)) + pool.stallSeconds - stalledBefore
+        // A parallel pass is timed by pinningCaller; the governor weighs only a solo pass's
+        // duration. Lost: time this thread was descheduled, or spun waiting for a descheduled
+        // worker.
+        let seconds = solo ? monotonicSeconds() - start : pool.lastPassSeconds
+        let lost = solo ? 0 : pool.lastPassDescheduledSeconds + pool.stallSeconds - stalledBefore
         governor.record(tokens: tokens, solo: solo, seconds: seconds, lost: lost)
         return rows
     }
