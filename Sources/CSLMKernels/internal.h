@@ -71,6 +71,8 @@ typedef struct slm_impl {
     void (*quantize_q8)(const float *x, ptrdiff_t cols, int8_t *qs, float *d, float *s, int32_t *isum);
     void (*attn_f16)(const float *q, const uint16_t *k, const uint16_t *v, ptrdiff_t stride, ptrdiff_t n,
                      ptrdiff_t d, float scale, float *out);
+    /* slm_silu_mul: bit-identical to slm_silu_mul1 element by element. */
+    void (*silu_mul)(float *g, const float *u, ptrdiff_t n);
     /* Matmul over a tile16 matrix (slm_kernels.h); type is SLM_T_*. */
     void (*matmul_tile16)(int type, const void *w, ptrdiff_t row_bytes, ptrdiff_t rows, ptrdiff_t row_begin,
                           ptrdiff_t row_end, const slm_q8_acts *x, float *y, ptrdiff_t y_stride);
@@ -112,6 +114,48 @@ void slm_attn_f16_generic(const slm_impl *p, const float *q, const uint16_t *k, 
                           ptrdiff_t n, ptrdiff_t d, float scale, float *out);
 
 /* Bytes per block and offset of the quants inside a block, per type (ggml's layouts). */
+/* FastMath.exp's constants (Swift): the clamp, the 1.5 * 2^23 rounding constant (and its
+ * bits), log2 e, ln 2 in two parts, and the polynomial, highest degree first. */
+#define SLM_EXP_LO (-87.0f)
+#define SLM_EXP_HI 88.0f
+#define SLM_EXP_MAGIC 12582912.0f
+#define SLM_EXP_MAGIC_BITS 0x4B400000u
+#define SLM_EXP_LOG2E 1.44269504f
+#define SLM_EXP_LN2_HI 0.693359375f
+#define SLM_EXP_LN2_LO (-2.1219444e-4f)
+#define SLM_EXP_P0 1.98756915e-4f
+#define SLM_EXP_P1 1.39819995e-3f
+#define SLM_EXP_P2 8.3334519e-3f
+#define SLM_EXP_P3 4.16657959e-2f
+#define SLM_EXP_P4 1.66666655e-1f
+#define SLM_EXP_P5 5.00000012e-1f
+
+/* One element of slm_silu_mul: FastMath.siluMul's lane, operation for operation (no
+ * contraction: the pragma above). Every path's tail runs it, so it is the definition the
+ * vector bodies must match. */
+static SLM_ALWAYS_INLINE float slm_silu_mul1(float g, float u) {
+    const float nx = -g;
+    float x = nx >= SLM_EXP_LO ? nx : SLM_EXP_LO;  /* NaN fails the test: -87, as in Swift */
+    x = x > SLM_EXP_HI ? SLM_EXP_HI : x;
+    const float t = x * SLM_EXP_LOG2E + SLM_EXP_MAGIC;
+    const float nf = t - SLM_EXP_MAGIC;
+    float r = x - nf * SLM_EXP_LN2_HI;
+    r = r - nf * SLM_EXP_LN2_LO;
+    float p = SLM_EXP_P0;
+    p = p * r + SLM_EXP_P1;
+    p = p * r + SLM_EXP_P2;
+    p = p * r + SLM_EXP_P3;
+    p = p * r + SLM_EXP_P4;
+    p = p * r + SLM_EXP_P5;
+    const float er = p * (r * r) + r + 1.0f;
+    uint32_t tb, sb;
+    memcpy(&tb, &t, 4);
+    sb = (tb - SLM_EXP_MAGIC_BITS + 127u) << 23;
+    float scale;
+    memcpy(&scale, &sb, 4);
+    return g / (1.0f + er * scale) * u;
+}
+
 static SLM_ALWAYS_INLINE int slm_block_bytes(int type) {
     return type == SLM_T_Q4_1 ? 20 : type == SLM_T_Q4_0 ? 18 : type == SLM_T_Q5_0 ? 22 : type == SLM_T_Q5_1 ? 24
          : type == SLM_T_Q4_K ? 144 : type == SLM_T_Q5_K ? 176 : type == SLM_T_Q6_K ? 210 : 34;

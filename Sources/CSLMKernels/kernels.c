@@ -240,14 +240,18 @@ static void portable_attn_f16(const float *q, const uint16_t *k, const uint16_t 
     slm_attn_f16_generic(&slm_impl_portable, q, k, v, stride, n, d, scale, out);
 }
 
+static void portable_silu_mul(float *g, const float *u, ptrdiff_t n) {
+    for (ptrdiff_t i = 0; i < n; i++) g[i] = slm_silu_mul1(g[i], u[i]);
+}
+
 /* The scalar path reads rows a little faster than tiles (no address arithmetic per byte). */
 const slm_impl slm_impl_portable = {
     .id = SLM_PATH_PORTABLE, .name = "portable-c",
     .q4_1 = portable_q4_1, .q4_0 = portable_q4_0, .q8_0 = portable_q8_0,
     .dot_f16 = portable_dot_f16, .axpy_f16 = portable_axpy_f16, .to_f16 = portable_to_f16,
     .scale_round_f16 = portable_scale_round_f16, .mad_round_f16 = portable_mad_round_f16,
-    .quantize_q8 = portable_quantize_q8, .attn_f16 = portable_attn_f16, .matmul_tile16 = portable_tile16,
-    .layout = SLM_LAYOUT_ROWS, .token_tile = 0,
+    .quantize_q8 = portable_quantize_q8, .attn_f16 = portable_attn_f16, .silu_mul = portable_silu_mul,
+    .matmul_tile16 = portable_tile16, .layout = SLM_LAYOUT_ROWS, .token_tile = 0,
 };
 
 /* ---- dispatch ---- */
@@ -354,6 +358,8 @@ void slm_round_f16(float *y, ptrdiff_t n) { get()->scale_round_f16(y, 1.0f, n); 
 void slm_quantize_q8(const float *x, ptrdiff_t cols, int8_t *qs, float *d, float *s, int32_t *isum) {
     get()->quantize_q8(x, cols, qs, d, s, isum);
 }
+
+void slm_silu_mul(float *g, const float *u, ptrdiff_t n) { get()->silu_mul(g, u, n); }
 
 /* Online softmax over positions 0..n-1, the value accumulator rounded to f16 after every
  * update: the numerics of llama.cpp's CPU flash attention with an f16 cache. Every path's

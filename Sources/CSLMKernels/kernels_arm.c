@@ -63,6 +63,42 @@ static void neon_mad_round_f16(float a, const uint16_t *v, float *y, ptrdiff_t n
 
 static SLM_ALWAYS_INLINE float32x4_t neon_round_f16x4(float32x4_t x) { return vcvt_f32_f16(vcvt_f16_f32(x)); }
 
+/* slm_silu_mul1 in 4 lanes, twice per step: the same operations (FMUL then FADD, never
+ * FMLA), the clamp's FCMGE/FCMGT false on NaN as the scalar form; the tail runs the scalar
+ * form. */
+static SLM_ALWAYS_INLINE float32x4_t neon_silu_mul4(float32x4_t gv, float32x4_t uv) {
+    const float32x4_t lo = vdupq_n_f32(SLM_EXP_LO), hi = vdupq_n_f32(SLM_EXP_HI);
+    const float32x4_t magic = vdupq_n_f32(SLM_EXP_MAGIC), one = vdupq_n_f32(1.0f);
+    const float32x4_t nx = vnegq_f32(gv);
+    float32x4_t x = vbslq_f32(vcgeq_f32(nx, lo), nx, lo);
+    x = vbslq_f32(vcgtq_f32(x, hi), hi, x);
+    const float32x4_t t = vaddq_f32(vmulq_f32(x, vdupq_n_f32(SLM_EXP_LOG2E)), magic);
+    const float32x4_t nf = vsubq_f32(t, magic);
+    float32x4_t r = vsubq_f32(x, vmulq_f32(nf, vdupq_n_f32(SLM_EXP_LN2_HI)));
+    r = vsubq_f32(r, vmulq_f32(nf, vdupq_n_f32(SLM_EXP_LN2_LO)));
+    float32x4_t p = vdupq_n_f32(SLM_EXP_P0);
+    p = vaddq_f32(vmulq_f32(p, r), vdupq_n_f32(SLM_EXP_P1));
+    p = vaddq_f32(vmulq_f32(p, r), vdupq_n_f32(SLM_EXP_P2));
+    p = vaddq_f32(vmulq_f32(p, r), vdupq_n_f32(SLM_EXP_P3));
+    p = vaddq_f32(vmulq_f32(p, r), vdupq_n_f32(SLM_EXP_P4));
+    p = vaddq_f32(vmulq_f32(p, r), vdupq_n_f32(SLM_EXP_P5));
+    const float32x4_t er = vaddq_f32(vaddq_f32(vmulq_f32(p, vmulq_f32(r, r)), r), one);
+    const uint32x4_t sb = vshlq_n_u32(vaddq_u32(vreinterpretq_u32_f32(t), vdupq_n_u32(127u - SLM_EXP_MAGIC_BITS)), 23);
+    const float32x4_t den = vaddq_f32(one, vmulq_f32(er, vreinterpretq_f32_u32(sb)));
+    return vmulq_f32(vdivq_f32(gv, den), uv);
+}
+
+static void neon_silu_mul(float *g, const float *u, ptrdiff_t n) {
+    ptrdiff_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const float32x4_t a = neon_silu_mul4(vld1q_f32(g + i), vld1q_f32(u + i));
+        const float32x4_t b = neon_silu_mul4(vld1q_f32(g + i + 4), vld1q_f32(u + i + 4));
+        vst1q_f32(g + i, a);
+        vst1q_f32(g + i + 4, b);
+    }
+    for (; i < n; i++) g[i] = slm_silu_mul1(g[i], u[i]);
+}
+
 /* Bit-identical to portable_quantize_q8: the same amax (max is exact), the same single
  * multiply by 127/amax, FCVTNS rounds to nearest even like rintf, |q| <= 127 so the
  * narrowing is exact, and d and s go through FCVTN/FCVTL (round to nearest even). */
@@ -159,7 +195,8 @@ const slm_impl slm_impl_neon = {
     .q4_1 = neon_q4_1, .q4_0 = neon_q4_0, .q8_0 = neon_q8_0,
     .dot_f16 = neon_dot_f16, .axpy_f16 = neon_axpy_f16, .to_f16 = neon_to_f16,
     .scale_round_f16 = neon_scale_round_f16, .mad_round_f16 = neon_mad_round_f16,
-    .quantize_q8 = neon_quantize_q8, .attn_f16 = neon_attn_f16, .matmul_tile16 = neon_matmul_tile16,
+    .quantize_q8 = neon_quantize_q8, .attn_f16 = neon_attn_f16, .silu_mul = neon_silu_mul,
+    .matmul_tile16 = neon_matmul_tile16,
     .matmul_tile16_k = neon_matmul_tile16_k, .matmul_kq = neon_matmul_kq, .layout = SLM_LAYOUT_TILE16,
     .token_tile = neon_token_tile,
 };
@@ -168,7 +205,8 @@ const slm_impl slm_impl_neon_dotprod = {
     .q4_1 = dotprod_q4_1, .q4_0 = dotprod_q4_0, .q8_0 = dotprod_q8_0,
     .dot_f16 = neon_dot_f16, .axpy_f16 = neon_axpy_f16, .to_f16 = neon_to_f16,
     .scale_round_f16 = neon_scale_round_f16, .mad_round_f16 = neon_mad_round_f16,
-    .quantize_q8 = neon_quantize_q8, .attn_f16 = neon_attn_f16, .matmul_tile16 = dotprod_matmul_tile16,
+    .quantize_q8 = neon_quantize_q8, .attn_f16 = neon_attn_f16, .silu_mul = neon_silu_mul,
+    .matmul_tile16 = dotprod_matmul_tile16,
     .matmul_tile16_k = dotprod_matmul_tile16_k, .matmul_kq = dotprod_matmul_kq,
     .layout = SLM_LAYOUT_TILE16, .token_tile = dotprod_token_tile,
 };

@@ -83,6 +83,38 @@ static SLM_ALWAYS_INLINE float avx2_f16_round(float x) {
     return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtps_ph(_mm_set_ss(x), _MM_FROUND_TO_NEAREST_INT)));
 }
 
+/* slm_silu_mul1 in 8 lanes: the same operations (mul and add never fused), the clamp's
+ * compares ordered so NaN fails them as in the scalar form; the tail runs the scalar form.
+ * The Swift SIMD8 loop it replaces ran as pairs of SSE operations (3% of a 16-token pass). */
+static void avx2_silu_mul(float *g, const float *u, ptrdiff_t n) {
+    const __m256 lo = _mm256_set1_ps(SLM_EXP_LO), hi = _mm256_set1_ps(SLM_EXP_HI);
+    const __m256 magic = _mm256_set1_ps(SLM_EXP_MAGIC), one = _mm256_set1_ps(1.0f);
+    const __m256i bias = _mm256_set1_epi32(127 - (int32_t)SLM_EXP_MAGIC_BITS);
+    ptrdiff_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 gv = _mm256_loadu_ps(g + i);
+        const __m256 nx = _mm256_xor_ps(gv, _mm256_set1_ps(-0.0f));
+        __m256 x = _mm256_blendv_ps(lo, nx, _mm256_cmp_ps(nx, lo, _CMP_GE_OQ));
+        x = _mm256_blendv_ps(x, hi, _mm256_cmp_ps(x, hi, _CMP_GT_OQ));
+        const __m256 t = _mm256_add_ps(_mm256_mul_ps(x, _mm256_set1_ps(SLM_EXP_LOG2E)), magic);
+        const __m256 nf = _mm256_sub_ps(t, magic);
+        __m256 r = _mm256_sub_ps(x, _mm256_mul_ps(nf, _mm256_set1_ps(SLM_EXP_LN2_HI)));
+        r = _mm256_sub_ps(r, _mm256_mul_ps(nf, _mm256_set1_ps(SLM_EXP_LN2_LO)));
+        __m256 p = _mm256_set1_ps(SLM_EXP_P0);
+        p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(SLM_EXP_P1));
+        p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(SLM_EXP_P2));
+        p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(SLM_EXP_P3));
+        p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(SLM_EXP_P4));
+        p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(SLM_EXP_P5));
+        const __m256 er = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(p, _mm256_mul_ps(r, r)), r), one);
+        /* (bits(t) - bits(magic) + 127) << 23, wrapping as the scalar uint32_t form */
+        const __m256 scale = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_castps_si256(t), bias), 23));
+        const __m256 den = _mm256_add_ps(one, _mm256_mul_ps(er, scale));
+        _mm256_storeu_ps(g + i, _mm256_mul_ps(_mm256_div_ps(gv, den), _mm256_loadu_ps(u + i)));
+    }
+    for (; i < n; i++) g[i] = slm_silu_mul1(g[i], u[i]);
+}
+
 /* Bit-identical to portable_quantize_q8: the same amax, the same single multiply by
  * 127/amax, cvtps rounds to nearest even (the default MXCSR mode), d and s through F16C. */
 static void avx2_quantize_q8(const float *x, ptrdiff_t cols, int8_t *qs, float *d, float *s, int32_t *isum) {
@@ -254,7 +286,8 @@ const slm_impl slm_impl_avx2 = {
     .q4_1 = avx2_q4_1, .q4_0 = avx2_q4_0, .q8_0 = avx2_q8_0,
     .dot_f16 = avx2_dot_f16, .axpy_f16 = avx2_axpy_f16, .to_f16 = avx2_to_f16,
     .scale_round_f16 = avx2_scale_round_f16, .mad_round_f16 = avx2_mad_round_f16,
-    .quantize_q8 = avx2_quantize_q8, .attn_f16 = avx2_attn_f16, .matmul_tile16 = avx2_matmul_tile16,
+    .quantize_q8 = avx2_quantize_q8, .attn_f16 = avx2_attn_f16, .silu_mul = avx2_silu_mul,
+    .matmul_tile16 = avx2_matmul_tile16,
     .matmul_tile16_k = avx2_matmul_tile16_k, .matmul_kq = avx2_matmul_kq, .layout = SLM_LAYOUT_TILE16,
     .token_tile = avx2_token_tile,
 };
@@ -265,7 +298,8 @@ const slm_impl slm_impl_avx512vnni = {
     .q4_1 = vnni_q4_1, .q4_0 = vnni_q4_0, .q8_0 = vnni_q8_0,
     .dot_f16 = avx2_dot_f16, .axpy_f16 = avx2_axpy_f16, .to_f16 = avx2_to_f16,
     .scale_round_f16 = avx2_scale_round_f16, .mad_round_f16 = avx2_mad_round_f16,
-    .quantize_q8 = avx2_quantize_q8, .attn_f16 = avx2_attn_f16, .matmul_tile16 = vnni_matmul_tile16,
+    .quantize_q8 = avx2_quantize_q8, .attn_f16 = avx2_attn_f16, .silu_mul = avx2_silu_mul,
+    .matmul_tile16 = vnni_matmul_tile16,
     .matmul_tile16_k = avx2_matmul_tile16_k, .matmul_kq = vnni_matmul_kq, .layout = SLM_LAYOUT_TILE16,
     .token_tile = vnni_token_tile,
 };

@@ -37,6 +37,7 @@ public enum FastMath {
     }
 
     /// g[i] = silu(g[i]) · u[i] = g[i] / (1 + e^−g[i]) · u[i] for i in `range` (SwiGLU).
+    /// The reference the forward pass's `Kernels.siluMul` (C, every path) matches bit for bit.
     public static func siluMul(_ g: UnsafeMutablePointer<Float>, _ u: UnsafePointer<Float>, _ range: Range<Int>) {
         var i = range.lowerBound
         let one = F8(repeating: 1)

@@ -124,6 +124,14 @@ public enum Kernels {
         slm_attn_f16(q, keys, values, stride, count, dim, scale, out)
     }
 
+    /// g[i] = silu(g[i]) · u[i] for i in `range` (SwiGLU): bit-identical to
+    /// `FastMath.siluMul`, its reference, on every path (the C kernels run its lanes'
+    /// operations in its order; 8 AVX2 lanes where Swift's SIMD8 became SSE pairs).
+    @inlinable
+    public static func siluMul(_ g: UnsafeMutablePointer<Float>, _ u: UnsafePointer<Float>, _ range: Range<Int>) {
+        slm_silu_mul(g + range.lowerBound, u + range.lowerBound, range.count)
+    }
+
     /// Bit-identical to `ReferenceKernels.toF16` (round to nearest even).
     @inlinable
     public static func toF16(_ x: UnsafePointer<Float>, _ out: UnsafeMutablePointer<UInt16>, count: Int) {

@@ -387,7 +387,7 @@ public final class Runner: @unchecked Sendable {
             mul(layer.wUp, self.up)
             for b in 0..<B {
                 let g = self.gate + b * F, u = self.up + b * F
-                FastMath.siluMul(g, u, r)
+                Kernels.siluMul(g, u, r)
                 if granule == QK { act2.quantize(token: b, columns: r, from: g) }
             }
         }

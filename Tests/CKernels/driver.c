@@ -502,6 +502,41 @@ static int test_paths(void) {
             snprintf(what, sizeof what, "%s quantize_q8 rep %d cols %d", pname, rep, cols);
             check(ok, what);
         }
+        /* SwiGLU against the portable (scalar) form, the Swift reference's C twin: random
+         * and special values, ranges starting anywhere (bodies and tails). */
+        for (int rep = 0; rep < 40; rep++) {
+            enum { N = 1543 };
+            static const float special[] = {0.0f, -0.0f, 87.0f, -87.0f, 87.00001f, -87.00001f, 88.0f, -88.0f,
+                                            88.00001f, -88.00001f, 1e30f, -1e30f, INFINITY, -INFINITY, NAN,
+                                            0x1p-149f, 0x1p-126f, 3.4e38f, -3.4e38f, 0.3465736f, 1e-8f};
+            static float g0[N], g1[N], g2[N], u[N];
+            for (int i = 0; i < N; i++) {
+                const int kind = (int)(rnd() % 4);
+                uint32_t bits = rnd();
+                float any;
+                memcpy(&any, &bits, 4);
+                g0[i] = kind == 0 ? special[rnd() % (sizeof special / sizeof *special)]
+                      : kind == 1 ? frand() * 100.0f : kind == 2 ? frand() * 8.0f : any;
+                u[i] = rep % 3 == 0 && i % 7 == 0 ? special[rnd() % (sizeof special / sizeof *special)] : frand() * 4.0f;
+            }
+            const int lo = rep % 8 == 0 ? 0 : (int)(rnd() % 40), n = rep % 5 == 0 ? (int)(rnd() % 17) : N - lo - (int)(rnd() % 9);
+            memcpy(g1, g0, sizeof g0);
+            memcpy(g2, g0, sizeof g0);
+            slm_kernels_force(SLM_PATH_PORTABLE);
+            slm_silu_mul(g1 + lo, u + lo, n);
+            slm_kernels_force(path);
+            slm_silu_mul(g2 + lo, u + lo, n);
+            int ok = 1;
+            for (int i = 0; i < N; i++) {
+                uint32_t a, b;
+                memcpy(&a, g1 + i, 4);
+                memcpy(&b, g2 + i, 4);
+                ok &= a == b || (g1[i] != g1[i] && g2[i] != g2[i]);
+            }
+            char what[96];
+            snprintf(what, sizeof what, "%s silu_mul rep %d from %d n %d", pname, rep, lo, n);
+            check(ok, what);
+        }
         printf("path %-20s %s\n", pname, failed == before ? "ok" : "MISMATCH");
     }
     slm_kernels_force(SLM_PATH_AUTO);

@@ -192,6 +192,13 @@ void slm_attn_f16(const float *q, const uint16_t *k, const uint16_t *v, ptrdiff_
  * Bit-identical on every path. */
 void slm_quantize_q8(const float *x, ptrdiff_t cols, int8_t *qs, float *d, float *s, int32_t *isum);
 
+/* SwiGLU in place: g[i] = g[i] / (1 + e^-g[i]) * u[i] for i < n, with e^x as Swift's
+ * FastMath.exp (x clamped to [-87, 88], NaN to -87; Cody-Waite reduction; the Cephes
+ * polynomial; 2^n through the exponent field), every step a separately rounded IEEE
+ * operation in FastMath's order. Bit-identical to FastMath.siluMul on every path and for
+ * every element, wherever a range starts. */
+void slm_silu_mul(float *g, const float *u, ptrdiff_t n);
+
 #ifdef __cplusplus
 }
 #endif
