@@ -29,6 +29,14 @@ import Darwin
 /// 16, ... up to every 256. Longer passes keep the stall condition: a solo test of a prompt
 /// would double that request's time to first token on idle cores.
 ///
+/// A pass that loses most of its time (`severeStall`) starts a test at once (after
+/// `severeMinPasses` parallel passes), not after the interval. Measured, x86-avx2, pp64 at 2
+/// threads beside a busy loop on one core: niced 5 in the same session the parallel passes
+/// lost 7-22% and still ran 1.4-1.6x one thread; at equal weight (its own session or cgroup,
+/// where nice does not count: the UI beside a systemd service) they lost 61-66% and ran at
+/// 0.70-0.72x one thread, so the 8 passes before the first test cost a prompt or two each
+/// twice their solo time.
+///
 /// A test is `probeLength` passes, judged by their mean. Under contention parallel passes are
 /// bimodal (measured: one-token steps at 2 threads beside a niced hog, 3 ms when no thread was
 /// descheduled, 5–9 ms when one was, against 3.6 ms solo), so a test of one pass that happened
@@ -43,6 +51,10 @@ public struct ParallelismGovernor: Sendable {
     static let bucketLimits = [1, 4, 16, 64, Int.max]
     /// Share of a parallel pass lost to contention above which solo is tried.
     static let stallThreshold = 0.1
+    /// Share of a parallel pass lost above which solo is tested at once (see above).
+    static let severeStall = 0.45
+    /// Parallel passes since the last test before a severe one may start the next.
+    static let severeMinPasses = 2
     /// Passes of at most this many tokens test solo even when nothing stalls (see above).
     static let alwaysTestUpTo = 1
     /// Passes of a group between tests of the other mode, at first...
@@ -57,8 +69,9 @@ public struct ParallelismGovernor: Sendable {
     struct Bucket: Sendable {
         /// Running average seconds per token, [parallel, solo]; nil until measured.
         var perToken: [Double?] = [nil, nil]
-        /// Running average share of a parallel pass lost to contention.
+        /// Running average share of a parallel pass lost to contention, and the last one's.
         var stall = 0.0
+        var lastStall = 0.0
         var solo = false
         var passesSinceProbe = 0
         var probeInterval = ParallelismGovernor.firstProbeInterval
@@ -84,8 +97,10 @@ public struct ParallelismGovernor: Sendable {
         if b.probePasses > 0 { return !b.solo }  // a test under way runs to its end
         let due = b.passesSinceProbe >= b.probeInterval
         if b.solo { return !due }
-        // In parallel mode, test solo when stalls say it might help, or for decode steps.
-        return due && (b.stall > Self.stallThreshold || tokens <= Self.alwaysTestUpTo)
+        // In parallel mode, test solo when stalls say it might help, or for decode steps;
+        // at once when the last pass lost most of its time.
+        let severe = b.lastStall > Self.severeStall && b.passesSinceProbe >= Self.severeMinPasses
+        return severe || due && (b.stall > Self.stallThreshold || tokens <= Self.alwaysTestUpTo)
     }
 
     /// Records that a pass of `tokens` tokens took `seconds`, on one thread or on all, and
@@ -101,6 +116,7 @@ public struct ParallelismGovernor: Sendable {
             parallelPasses += 1
             let share = seconds > 0 ? min(1, lost / seconds) : 0
             b.stall += Self.smoothing * (share - b.stall)
+            b.lastStall = share
         }
         if solo == b.solo {
             b.passesSinceProbe += 1

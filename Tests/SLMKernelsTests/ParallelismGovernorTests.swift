@@ -58,6 +58,22 @@ final class ParallelismGovernorTests: XCTestCase {
         XCTAssertTrue(choices.suffix(ParallelismGovernor.maxProbeInterval / 2).allSatisfy { $0 })
     }
 
+    func testSevereStallsTestSoloAtOnce() {
+        // Measured shapes of pp64 at 2 threads beside a busy loop: at equal weight a parallel
+        // pass took 114 ms and lost 72 of them, one thread 80 ms. The third pass already
+        // tests solo, which wins and keeps the passes.
+        var g = ParallelismGovernor()
+        let equal = drive(&g, passes: 40, tokens: 64) { solo in solo ? (0.080, 0) : (0.114, 0.072) }
+        XCTAssertEqual(Array(equal.prefix(3)), [false, false, true])
+        XCTAssertTrue(equal[2..<(2 + ParallelismGovernor.probeLength + ParallelismGovernor.firstProbeInterval)].allSatisfy { $0 })
+        // Niced 5 in the same session: 53 ms losing 10, still faster than solo; no early test.
+        var h = ParallelismGovernor()
+        let niced = drive(&h, passes: ParallelismGovernor.firstProbeInterval, tokens: 64) { solo in
+            solo ? (0.080, 0) : (0.053, 0.010)
+        }
+        XCTAssertFalse(niced.contains(true))
+    }
+
     func testContentionWhereParallelStillWinsStaysParallel() {
         var g = ParallelismGovernor()
         // Prefill under contention: parallel loses 20% yet is still faster than one thread.
