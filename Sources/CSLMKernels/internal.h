@@ -130,6 +130,29 @@ void slm_attn_f16_generic(const slm_impl *p, const float *q, const uint16_t *k, 
 #define SLM_EXP_P4 1.66666655e-1f
 #define SLM_EXP_P5 5.00000012e-1f
 
+/* FastMath.exp's reduction and polynomial in FastMath's order, written once for every form
+ * of slm_silu_mul (the scalar one below, AVX2, NEON) over a float type's element-wise MUL,
+ * ADD and SUB and its splat SET. In: x, already clamped. Out: t = x * log2 e + 1.5 * 2^23
+ * (its low mantissa bits are n) and er = e^r, the polynomial; e^x = er * 2^n. */
+#define SLM_EXP_REDUCE(x, t, er, MUL, ADD, SUB, SET)                   \
+    do {                                                               \
+        t = ADD(MUL(x, SET(SLM_EXP_LOG2E)), SET(SLM_EXP_MAGIC));       \
+        const __typeof__(x) nf_ = SUB(t, SET(SLM_EXP_MAGIC));          \
+        __typeof__(x) r_ = SUB(x, MUL(nf_, SET(SLM_EXP_LN2_HI)));       \
+        r_ = SUB(r_, MUL(nf_, SET(SLM_EXP_LN2_LO)));                   \
+        __typeof__(x) p_ = SET(SLM_EXP_P0);                            \
+        p_ = ADD(MUL(p_, r_), SET(SLM_EXP_P1));                        \
+        p_ = ADD(MUL(p_, r_), SET(SLM_EXP_P2));                        \
+        p_ = ADD(MUL(p_, r_), SET(SLM_EXP_P3));                        \
+        p_ = ADD(MUL(p_, r_), SET(SLM_EXP_P4));                        \
+        p_ = ADD(MUL(p_, r_), SET(SLM_EXP_P5));                        \
+        er = ADD(ADD(MUL(p_, MUL(r_, r_)), r_), SET(1.0f));            \
+    } while (0)
+#define SLM_F32_MUL(a, b) ((a) * (b))
+#define SLM_F32_ADD(a, b) ((a) + (b))
+#define SLM_F32_SUB(a, b) ((a) - (b))
+#define SLM_F32_SET(c) (c)
+
 /* One element of slm_silu_mul: FastMath.siluMul's lane, operation for operation (no
  * contraction: the pragma above). Every path's tail runs it, so it is the definition the
  * vector bodies must match. */
@@ -137,20 +160,11 @@ static SLM_ALWAYS_INLINE float slm_silu_mul1(float g, float u) {
     const float nx = -g;
     float x = nx >= SLM_EXP_LO ? nx : SLM_EXP_LO;  /* NaN fails the test: -87, as in Swift */
     x = x > SLM_EXP_HI ? SLM_EXP_HI : x;
-    const float t = x * SLM_EXP_LOG2E + SLM_EXP_MAGIC;
-    const float nf = t - SLM_EXP_MAGIC;
-    float r = x - nf * SLM_EXP_LN2_HI;
-    r = r - nf * SLM_EXP_LN2_LO;
-    float p = SLM_EXP_P0;
-    p = p * r + SLM_EXP_P1;
-    p = p * r + SLM_EXP_P2;
-    p = p * r + SLM_EXP_P3;
-    p = p * r + SLM_EXP_P4;
-    p = p * r + SLM_EXP_P5;
-    const float er = p * (r * r) + r + 1.0f;
+    float t, er;
+    SLM_EXP_REDUCE(x, t, er, SLM_F32_MUL, SLM_F32_ADD, SLM_F32_SUB, SLM_F32_SET);
     uint32_t tb, sb;
     memcpy(&tb, &t, 4);
-    sb = (tb - SLM_EXP_MAGIC_BITS + 127u) << 23;
+    sb = (tb - SLM_EXP_MAGIC_BITS + 127u) << 23;  /* 2^n into the exponent field */
     float scale;
     memcpy(&scale, &sb, 4);
     return g / (1.0f + er * scale) * u;

@@ -63,26 +63,17 @@ static void neon_mad_round_f16(float a, const uint16_t *v, float *y, ptrdiff_t n
 
 static SLM_ALWAYS_INLINE float32x4_t neon_round_f16x4(float32x4_t x) { return vcvt_f32_f16(vcvt_f16_f32(x)); }
 
-/* slm_silu_mul1 in 4 lanes, twice per step: the same operations (FMUL then FADD, never
- * FMLA), the clamp's FCMGE/FCMGT false on NaN as the scalar form; the tail runs the scalar
- * form. */
+/* slm_silu_mul1 in 4 lanes, twice per step: the same operations (SLM_EXP_REDUCE's sequence;
+ * FMUL then FADD, never FMLA), the clamp's FCMGE/FCMGT false on NaN as the scalar form; the
+ * tail runs the scalar form. */
 static SLM_ALWAYS_INLINE float32x4_t neon_silu_mul4(float32x4_t gv, float32x4_t uv) {
     const float32x4_t lo = vdupq_n_f32(SLM_EXP_LO), hi = vdupq_n_f32(SLM_EXP_HI);
-    const float32x4_t magic = vdupq_n_f32(SLM_EXP_MAGIC), one = vdupq_n_f32(1.0f);
+    const float32x4_t one = vdupq_n_f32(1.0f);
     const float32x4_t nx = vnegq_f32(gv);
     float32x4_t x = vbslq_f32(vcgeq_f32(nx, lo), nx, lo);
     x = vbslq_f32(vcgtq_f32(x, hi), hi, x);
-    const float32x4_t t = vaddq_f32(vmulq_f32(x, vdupq_n_f32(SLM_EXP_LOG2E)), magic);
-    const float32x4_t nf = vsubq_f32(t, magic);
-    float32x4_t r = vsubq_f32(x, vmulq_f32(nf, vdupq_n_f32(SLM_EXP_LN2_HI)));
-    r = vsubq_f32(r, vmulq_f32(nf, vdupq_n_f32(SLM_EXP_LN2_LO)));
-    float32x4_t p = vdupq_n_f32(SLM_EXP_P0);
-    p = vaddq_f32(vmulq_f32(p, r), vdupq_n_f32(SLM_EXP_P1));
-    p = vaddq_f32(vmulq_f32(p, r), vdupq_n_f32(SLM_EXP_P2));
-    p = vaddq_f32(vmulq_f32(p, r), vdupq_n_f32(SLM_EXP_P3));
-    p = vaddq_f32(vmulq_f32(p, r), vdupq_n_f32(SLM_EXP_P4));
-    p = vaddq_f32(vmulq_f32(p, r), vdupq_n_f32(SLM_EXP_P5));
-    const float32x4_t er = vaddq_f32(vaddq_f32(vmulq_f32(p, vmulq_f32(r, r)), r), one);
+    float32x4_t t, er;
+    SLM_EXP_REDUCE(x, t, er, vmulq_f32, vaddq_f32, vsubq_f32, vdupq_n_f32);
     const uint32x4_t sb = vshlq_n_u32(vaddq_u32(vreinterpretq_u32_f32(t), vdupq_n_u32(127u - SLM_EXP_MAGIC_BITS)), 23);
     const float32x4_t den = vaddq_f32(one, vmulq_f32(er, vreinterpretq_f32_u32(sb)));
     return vmulq_f32(vdivq_f32(gv, den), uv);
