@@ -114,22 +114,6 @@ void slm_attn_f16_generic(const slm_impl *p, const float *q, const uint16_t *k, 
                           ptrdiff_t n, ptrdiff_t d, float scale, float *out);
 
 /* Bytes per block and offset of the quants inside a block, per type (ggml's layouts). */
-/* FastMath.exp's constants (Swift): the clamp, the 1.5 * 2^23 rounding constant (and its
- * bits), log2 e, ln 2 in two parts, and the polynomial, highest degree first. */
-#define SLM_EXP_LO (-87.0f)
-#define SLM_EXP_HI 88.0f
-#define SLM_EXP_MAGIC 12582912.0f
-#define SLM_EXP_MAGIC_BITS 0x4B400000u
-#define SLM_EXP_LOG2E 1.44269504f
-#define SLM_EXP_LN2_HI 0.693359375f
-#define SLM_EXP_LN2_LO (-2.1219444e-4f)
-#define SLM_EXP_P0 1.98756915e-4f
-#define SLM_EXP_P1 1.39819995e-3f
-#define SLM_EXP_P2 8.3334519e-3f
-#define SLM_EXP_P3 4.16657959e-2f
-#define SLM_EXP_P4 1.66666655e-1f
-#define SLM_EXP_P5 5.00000012e-1f
-
 /* FastMath.exp's reduction and polynomial in FastMath's order, written once for every form
  * of slm_silu_mul (the scalar one below, AVX2, NEON) over a float type's element-wise MUL,
  * ADD and SUB and its splat SET. In: x, already clamped. Out: t = x * log2 e + 1.5 * 2^23

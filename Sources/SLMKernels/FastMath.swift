@@ -1,3 +1,5 @@
+import CSLMKernels
+
 /// Vector elementwise math for the forward pass.
 ///
 /// Per-element libm `expf` in SwiGLU cost ~5% of a decode pass (1,536 calls per layer per
@@ -15,20 +17,20 @@ public enum FastMath {
         // The clamp as compare-and-blend: pointwiseMin/Max stayed out-of-line calls that
         // walked the lanes one by one (perf: ~4% of a prefill pass in SiLU). Same values,
         // NaN included: it fails `>= -87` and becomes -87, as pointwiseMax gave.
-        let lower = x0.replacing(with: -87, where: .!(x0 .>= F8(repeating: -87)))
-        let x = lower.replacing(with: 88, where: lower .> F8(repeating: 88))
+        let lower = x0.replacing(with: SLM_EXP_LO, where: .!(x0 .>= F8(repeating: SLM_EXP_LO)))
+        let x = lower.replacing(with: SLM_EXP_HI, where: lower .> F8(repeating: SLM_EXP_HI))
         // n = round(x·log2 e) by the 1.5·2^23 trick: the sum's low mantissa bits are n.
-        let magic = F8(repeating: 12_582_912)
-        let t = x * F8(repeating: 1.442_695_04) + magic
+        let magic = F8(repeating: SLM_EXP_MAGIC)
+        let t = x * F8(repeating: SLM_EXP_LOG2E) + magic
         let nf = t - magic
-        var r = x - nf * F8(repeating: 0.693_359_375)
-        r = r - nf * F8(repeating: -2.121_944_4e-4)
-        var p = F8(repeating: 1.987_569_15e-4)
-        p = p * r + F8(repeating: 1.398_199_95e-3)
-        p = p * r + F8(repeating: 8.333_451_9e-3)
-        p = p * r + F8(repeating: 4.166_579_59e-2)
-        p = p * r + F8(repeating: 1.666_666_55e-1)
-        p = p * r + F8(repeating: 5.000_000_12e-1)
+        var r = x - nf * F8(repeating: SLM_EXP_LN2_HI)
+        r = r - nf * F8(repeating: SLM_EXP_LN2_LO)
+        var p = F8(repeating: SLM_EXP_P0)
+        p = p * r + F8(repeating: SLM_EXP_P1)
+        p = p * r + F8(repeating: SLM_EXP_P2)
+        p = p * r + F8(repeating: SLM_EXP_P3)
+        p = p * r + F8(repeating: SLM_EXP_P4)
+        p = p * r + F8(repeating: SLM_EXP_P5)
         let er = p * (r * r) + r + F8(repeating: 1)
         // 2^n into the exponent field (n ∈ [−126, 127] after the clamp).
         let nBits = unsafeBitCast(t, to: SIMD8<UInt32>.self) &- unsafeBitCast(magic, to: SIMD8<UInt32>.self)

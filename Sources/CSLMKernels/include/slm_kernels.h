@@ -192,6 +192,23 @@ void slm_attn_f16(const float *q, const uint16_t *k, const uint16_t *v, ptrdiff_
  * Bit-identical on every path. */
 void slm_quantize_q8(const float *x, ptrdiff_t cols, int8_t *qs, float *d, float *s, int32_t *isum);
 
+/* The constants of the SwiGLU's e^x, one definition for Swift's FastMath.exp (the reference)
+ * and slm_silu_mul: the clamp, the 1.5 * 2^23 rounding constant (and its bits), log2 e, ln 2
+ * in two parts (Cody-Waite), and the Cephes polynomial, highest degree first. */
+#define SLM_EXP_LO (-87.0f)
+#define SLM_EXP_HI 88.0f
+#define SLM_EXP_MAGIC 12582912.0f
+#define SLM_EXP_MAGIC_BITS 0x4B400000u
+#define SLM_EXP_LOG2E 1.44269504f
+#define SLM_EXP_LN2_HI 0.693359375f
+#define SLM_EXP_LN2_LO (-2.1219444e-4f)
+#define SLM_EXP_P0 1.98756915e-4f
+#define SLM_EXP_P1 1.39819995e-3f
+#define SLM_EXP_P2 8.3334519e-3f
+#define SLM_EXP_P3 4.16657959e-2f
+#define SLM_EXP_P4 1.66666655e-1f
+#define SLM_EXP_P5 5.00000012e-1f
+
 /* SwiGLU in place: g[i] = g[i] / (1 + e^-g[i]) * u[i] for i < n, with e^x as Swift's
  * FastMath.exp (x clamped to [-87, 88], NaN to -87; Cody-Waite reduction; the Cephes
  * polynomial; 2^n through the exponent field), every step a separately rounded IEEE
