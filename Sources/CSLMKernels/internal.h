@@ -34,13 +34,6 @@
 #else
 #define SLM_ROLLED _Pragma("GCC unroll 1")
 #endif
-/* Unrolls the loop that follows by 2 only: half the loop overhead of a rolled loop where two
- * iterations' registers still fit (x86_avx2.h, one row group's chunk loop). */
-#if defined(__clang__)
-#define SLM_ROLLED_2 _Pragma("clang loop unroll_count(2)")
-#else
-#define SLM_ROLLED_2 _Pragma("GCC unroll 2")
-#endif
 
 /* Internal weight types of the Q4/Q8 row kernels and the tile16 kernels. The Q5 types and
  * the K-quants have tile16 kernels only: their row layout goes through slm_matmul_kq. */

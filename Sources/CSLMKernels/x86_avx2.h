@@ -222,13 +222,20 @@ static SLM_ALWAYS_INLINE void FN(t16_block)(const uint8_t *q, const __m256i hb[2
                                             const int8_t *const xs[4], const __m256i widen[2],
                                             __m256i s[2][4], __m256i s32[2][4]) {
     if (!q5 && T > 1) {
+        /* Chunk 0 starts the sums (fresh) and the rolled loop adds chunks 1-3: 7 vpaddw per
+         * (group, token) where zeroed sums took 8. Its vector ops bound this loop more than
+         * its loads do: with the activations held in registers instead of broadcast from
+         * L1 (a wrong result, for timing) it ran only 7-11% faster, and with each dword
+         * pre-expanded to 32 bytes for vpmaddubsw's memory operand, slower. One thread, 16 tokens in cache: 1536x576 104.6 -> 105.3-107.3 GMAC/s,
+         * 576x1536 +3%; both groups of a 4-token decode tile 105-106 -> 110-111; a 16-token
+         * prefill of the model's shapes (Tests/CKernels/arm_bench.c) 1.5-2% less time. */
         SLM_UNROLL for (int gi = 0; gi < G; gi++)
-            SLM_UNROLL for (int t = 0; t < T; t++) s[gi][t] = _mm256_setzero_si256();
+            FN(t16_chunk)(q + 32 * (g0 + gi), hb[gi], 0, 0, 1, T, xs, widen[gi], s[gi], s32[gi]);
         if (G == 1)
-            SLM_ROLLED_2 for (int c = 0; c < 4; c++)
+            SLM_ROLLED for (int c = 1; c < 4; c++)
                 FN(t16_chunk)(q + 32 * g0 + 64 * c, hb[0], 0, c, 0, T, xs, widen[0], s[0], s32[0]);
         else
-            SLM_ROLLED for (int c = 0; c < 4; c++)
+            SLM_ROLLED for (int c = 1; c < 4; c++)
                 SLM_UNROLL for (int gi = 0; gi < G; gi++)
                     FN(t16_chunk)(q + 32 * (g0 + gi) + 64 * c, hb[gi], 0, c, 0, T, xs, widen[gi], s[gi], s32[gi]);
     } else {
