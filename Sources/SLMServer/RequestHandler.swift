@@ -319,10 +319,14 @@ final class RequestHandler: @unchecked Sendable {
                 c.enqueue(Event(id: id, text: text, tokenCount: total).frame())
             case .finished(let done):
                 c.enqueue(Self.finalFrame(id: id, op: op, done, stream: request.stream), finishing: id)
+                // The socket thread sends the reply while this (engine) thread logs: the log
+                // line (formatted and written) was ~0.07 ms of the wait for a reply.
+                server?.wake()
                 logger.info("request finished", metadata: [
                     "conn": "\(c.serial)", "request": "\(id)", "op": "\(op.rawValue)", "finish": "\(done.finishReason.rawValue)",
                     "prompt_tokens": "\(done.promptTokens)", "generated_tokens": "\(done.generatedTokens)",
                     "ttft_ms": "\(Int(done.ttftMs))", "total_ms": "\(Int(done.totalMs))"])
+                return
             }
             server?.wake()
         }
