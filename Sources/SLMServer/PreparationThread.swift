@@ -40,6 +40,16 @@ final class PreparationThread: @unchecked Sendable {
         }
     }
 
+    /// Runs `work` on the calling thread (the I/O thread) if nothing is queued or being
+    /// prepared, and returns true; else returns false and runs nothing. Only the I/O
+    /// thread submits, so nothing queued after this call can overtake `work`: requests are
+    /// still prepared in arrival order.
+    func runIfIdle(_ work: () -> Void) -> Bool {
+        guard lock.withLock({ !stopping && queue.isEmpty && busySince == 0 }) else { return false }
+        work()
+        return true
+    }
+
     /// Seconds the item being prepared has run, 0 when idle.
     var currentItemSeconds: Double {
         lock.withLock { busySince == 0 ? 0 : monotonicSeconds() - busySince }
