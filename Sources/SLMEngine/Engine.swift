@@ -353,6 +353,8 @@ public final class Engine: @unchecked Sendable {
     // MARK: The engine thread
 
     private func loop() {
+        // Every pass from here on runs on this thread: it may stay on its CPU between them.
+        runner.pool.holdsCaller = true
         var lastBeat = 0.0
         while true {
             let now = monotonicSeconds()

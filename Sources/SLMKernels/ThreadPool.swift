@@ -82,13 +82,23 @@ public final class ThreadPool: @unchecked Sendable {
     /// clock: ~2 µs beside a 3 ms decode step). One caller at a time (the saved mask and the
     /// rotation state are the pool's), as the runner's one pass at a time.
     public func pinningCaller<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
-        let pinned = !pinnedCPUs.isEmpty && CPUAffinity.readMask(into: savedMask)
+        let held = callerHeld
+        let pinned = !pinnedCPUs.isEmpty && (held || CPUAffinity.readMask(into: savedMask))
         if pinned {
-            CPUAffinity.pinCurrentThread(to: pinnedCPUs[shared.rotation.load(ordering: .relaxed) % pinnedCPUs.count])
+            let cpu = pinnedCPUs[shared.rotation.load(ordering: .relaxed) % pinnedCPUs.count]
+            if !held || cpu != heldCPU { CPUAffinity.pinCurrentThread(to: cpu) }
+            heldCPU = cpu
         }
         let start = monotonicSeconds(), cpuStart = threadCPUSeconds()
         defer {
-            if pinned { CPUAffinity.writeMask(savedMask) }
+            if pinned {
+                if holdsCaller {
+                    callerHeld = true
+                } else {
+                    CPUAffinity.writeMask(savedMask)
+                    callerHeld = false
+                }
+            }
             let seconds = monotonicSeconds() - start
             let off = max(0, seconds - (threadCPUSeconds() - cpuStart))
             lastPassSeconds = seconds
@@ -96,6 +106,28 @@ public final class ThreadPool: @unchecked Sendable {
             if pinned { noteCallerDescheduled(share: seconds > 0 ? min(1, off / seconds) : 0) }
         }
         return try body()
+    }
+
+    /// Set by a caller that drives every pass of this pool from one thread of its own (the
+    /// engine's): `pinningCaller` then leaves it on its CPU between passes instead of
+    /// giving it its own mask back. Why: woken for the next request, an unpinned caller was
+    /// put on the idle CPU (waking an idle vCPU: ~0.15-0.19 ms) and then moved back to its
+    /// pinned one (~0.1 ms) before the pass could start (perf sched, a 16-token prompt
+    /// after 100 ms idle, Firecracker VM); held, it wakes where the pass runs. A solo pass
+    /// first calls `releaseCaller`, so it still runs wherever the kernel finds room.
+    /// Set it from the thread that drives the passes, once no other thread will.
+    public var holdsCaller = false
+    /// Whether the caller is on `heldCPU` from its last pass (`holdsCaller`); `savedMask`
+    /// is then still its own mask from before.
+    private var callerHeld = false
+    private var heldCPU = -1
+
+    /// Gives a held caller its own mask back (`holdsCaller`): before a solo pass. Call it
+    /// from the caller's thread; a no-op when nothing is held.
+    public func releaseCaller() {
+        guard callerHeld else { return }
+        CPUAffinity.writeMask(savedMask)
+        callerHeld = false
     }
 
     /// Wall-clock seconds of the last `pinningCaller` pass, and how many of them its calling

@@ -121,7 +121,8 @@ public final class Runner: @unchecked Sendable {
         // threads (ThreadPool.pinningCaller); a solo pass stays free to run on whichever CPU
         // is idle, which is the point of running solo.
         func run(solo: Bool) throws(ModelError) -> Int {
-            solo ? try pass(batch) : try pool.pinningCaller { () throws(ModelError) -> Int in try pass(batch) }
+            if solo { pool.releaseCaller() }
+            return solo ? try pass(batch) : try pool.pinningCaller { () throws(ModelError) -> Int in try pass(batch) }
         }
         guard adaptsThreads && pool.threadCount > 1 else { return try run(solo: false) }
         let tokens = batch.count

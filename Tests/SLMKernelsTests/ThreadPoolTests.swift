@@ -47,6 +47,35 @@ final class ThreadPoolTests: XCTestCase {
         XCTAssertFalse(notes.contains { $0.hasPrefix("worker") && $0 != "worker [\(two[0])]" }, "\(notes)")
     }
 
+    /// A pass leaves an ordinary caller with its own mask; a held caller (`holdsCaller`, the
+    /// engine's thread) stays on its CPU between passes, follows the pool when it moves
+    /// round, and gets its own mask back from `releaseCaller` (before a solo pass).
+    func testHeldCallerStaysOnItsCPUUntilReleased() throws {
+        let (two, notes) = try Self.onTwoCPUs {
+            var notes: [String] = []
+            let pool = ThreadPool(threads: 2)
+            _ = ThreadPoolTests.placesInOnePass(pool)
+            notes.append("after a pass: \(CPUAffinity.allowedCPUs())")
+            pool.holdsCaller = true
+            _ = ThreadPoolTests.placesInOnePass(pool)
+            notes.append("held: \(CPUAffinity.allowedCPUs())")
+            for _ in 0..<ThreadPool.passesBetweenRotations { pool.noteCallerDescheduled(share: 0.3) }
+            notes += ThreadPoolTests.placesInOnePass(pool).map { "moved round, \($0)" }
+            notes.append("held after moving: \(CPUAffinity.allowedCPUs())")
+            pool.releaseCaller()
+            notes.append("released: \(CPUAffinity.allowedCPUs())")
+            pool.releaseCaller()
+            notes.append("released twice: \(CPUAffinity.allowedCPUs())")
+            return notes
+        }
+        XCTAssertTrue(notes.contains("after a pass: \(two)"), "\(notes)")
+        XCTAssertTrue(notes.contains("held: [\(two[0])]"), "\(notes)")
+        XCTAssertTrue(notes.contains("moved round, caller in pass [\(two[1])]"), "\(notes)")
+        XCTAssertTrue(notes.contains("held after moving: [\(two[1])]"), "\(notes)")
+        XCTAssertTrue(notes.contains("released: \(two)"), "\(notes)")
+        XCTAssertTrue(notes.contains("released twice: \(two)"), "\(notes)")
+    }
+
     /// With every CPU busy no move helps: the moves come at doubling intervals (8, 16, ...,
     /// up to 1024 passes), and a calm spell resets the interval.
     func testMovesBackOffWhenNoCPUIsQuiet() {
