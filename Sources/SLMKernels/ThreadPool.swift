@@ -75,12 +75,13 @@ public final class ThreadPool: @unchecked Sendable {
 
     /// Runs `body` (one forward pass) with the calling thread on the caller's CPU of
     /// `pinnedCPUs` (the one no worker holds; see `rotations`) when the pool pins, and
-    /// restores its own mask after: a thread that drives passes now and then (a test, a
-    /// bench) is not left pinned. Times the pass (`lastPassSeconds`,
+    /// restores its own mask after (unless `holdsCaller`): a thread that drives passes now
+    /// and then (a test, a bench) is not left pinned. Times the pass (`lastPassSeconds`,
     /// `lastPassDescheduledSeconds`: the parallelism governor reads them too). Up to five
     /// system calls per pass (the mask read and two writes, two reads of the thread's CPU
-    /// clock: ~2 µs beside a 3 ms decode step). One caller at a time (the saved mask and the
-    /// rotation state are the pool's), as the runner's one pass at a time.
+    /// clock: ~2 µs beside a 3 ms decode step; a held caller skips the mask calls unless the
+    /// pool moved round). One caller at a time (the saved mask and the rotation state are
+    /// the pool's), as the runner's one pass at a time.
     public func pinningCaller<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
         let held = callerHeld
         let pinned = !pinnedCPUs.isEmpty && (held || CPUAffinity.readMask(into: savedMask))
