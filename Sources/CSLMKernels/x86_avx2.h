@@ -226,9 +226,11 @@ static SLM_ALWAYS_INLINE void FN(t16_block)(const uint8_t *q, const __m256i hb[2
          * (group, token) where zeroed sums took 8. Its vector ops bound this loop more than
          * its loads do: with the activations held in registers instead of broadcast from
          * L1 (a wrong result, for timing) it ran only 7-11% faster, and with each dword
-         * pre-expanded to 32 bytes for vpmaddubsw's memory operand, slower. One thread, 16 tokens in cache: 1536x576 104.6 -> 105.3-107.3 GMAC/s,
-         * 576x1536 +3%; both groups of a 4-token decode tile 105-106 -> 110-111; a 16-token
-         * prefill of the model's shapes (Tests/CKernels/arm_bench.c) 1.5-2% less time. */
+         * pre-expanded to 32 bytes for vpmaddubsw's memory operand, slower. One thread, 16
+         * tokens of Q4_1: 64x576 (in L1) 104.6 -> 105.3-107.3 GMAC/s, 1536x576 and 576x1536
+         * +2-3%; both groups of a 4-token decode tile (1536x576) 105-106 -> 110-111; a
+         * 16-token prefill of the model's shapes (Tests/CKernels/arm_bench.c) 1.5-2% less
+         * time. */
         SLM_UNROLL for (int gi = 0; gi < G; gi++)
             FN(t16_chunk)(q + 32 * (g0 + gi), hb[gi], 0, 0, 1, T, xs, widen[gi], s[gi], s32[gi]);
         if (G == 1)
