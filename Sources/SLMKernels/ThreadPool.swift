@@ -83,21 +83,24 @@ public final class ThreadPool: @unchecked Sendable {
     /// pool moved round). One caller at a time (the saved mask and the rotation state are
     /// the pool's), as the runner's one pass at a time.
     public func pinningCaller<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
-        let held = callerHeld
+        let me = pthread_self()
+        let held = heldThread.map { pthread_equal($0, me) != 0 } ?? false
         let pinned = !pinnedCPUs.isEmpty && (held || CPUAffinity.readMask(into: savedMask))
         if pinned {
             let cpu = pinnedCPUs[shared.rotation.load(ordering: .relaxed) % pinnedCPUs.count]
             if !held || cpu != heldCPU { CPUAffinity.pinCurrentThread(to: cpu) }
-            heldCPU = cpu
+            if held || heldThread == nil { heldCPU = cpu }
         }
         let start = monotonicSeconds(), cpuStart = threadCPUSeconds()
         defer {
-            if pinned {
-                if holdsCaller {
-                    callerHeld = true
+            if pinned && !held {
+                // Held from now on (its own mask kept in heldMask), unless holding is off or
+                // another thread is held already: then it gets its own mask back.
+                if holdsCaller && heldThread == nil {
+                    heldMask.copyMemory(from: savedMask, byteCount: CPUAffinity.maskBytes)
+                    heldThread = me
                 } else {
                     CPUAffinity.writeMask(savedMask)
-                    callerHeld = false
                 }
             }
             let seconds = monotonicSeconds() - start
@@ -110,25 +113,26 @@ public final class ThreadPool: @unchecked Sendable {
     }
 
     /// Set by a caller that drives every pass of this pool from one thread of its own (the
-    /// engine's): `pinningCaller` then leaves it on its CPU between passes instead of
-    /// giving it its own mask back. Why: woken for the next request, an unpinned caller was
-    /// put on the idle CPU (waking an idle vCPU: ~0.15-0.19 ms) and then moved back to its
-    /// pinned one (~0.1 ms) before the pass could start (perf sched, a 16-token prompt
+    /// engine's): `pinningCaller` then leaves that thread on its CPU between passes instead
+    /// of giving it its own mask back. Why: woken for the next request, an unpinned caller
+    /// was put on the idle CPU (waking an idle vCPU: ~0.15-0.19 ms) and then moved back to
+    /// its pinned one (~0.1 ms) before the pass could start (perf sched, a 16-token prompt
     /// after 100 ms idle, Firecracker VM); held, it wakes where the pass runs. A solo pass
-    /// first calls `releaseCaller`, so it still runs wherever the kernel finds room.
-    /// Set it from the thread that drives the passes, once no other thread will.
+    /// first calls `releaseCaller`, so it still runs wherever the kernel finds room. One
+    /// thread at most is held (the first to run a pass with this set); any other caller
+    /// gets its mask back after each pass, as without it.
     public var holdsCaller = false
-    /// Whether the caller is on `heldCPU` from its last pass (`holdsCaller`); `savedMask`
-    /// is then still its own mask from before.
-    private var callerHeld = false
+    /// The held thread (`holdsCaller`), its CPU, and its own mask from before it was held.
+    private var heldThread: pthread_t?
     private var heldCPU = -1
+    private let heldMask = UnsafeMutableRawPointer.allocate(byteCount: CPUAffinity.maskBytes, alignment: 8)
 
-    /// Gives a held caller its own mask back (`holdsCaller`): before a solo pass. Call it
-    /// from the caller's thread; a no-op when nothing is held.
+    /// Gives the held thread its own mask back (`holdsCaller`): before a solo pass. A no-op
+    /// unless the calling thread is the held one.
     public func releaseCaller() {
-        guard callerHeld else { return }
-        CPUAffinity.writeMask(savedMask)
-        callerHeld = false
+        guard let t = heldThread, pthread_equal(t, pthread_self()) != 0 else { return }
+        CPUAffinity.writeMask(heldMask)
+        heldThread = nil
     }
 
     /// Wall-clock seconds of the last `pinningCaller` pass, and how many of them its calling
@@ -223,6 +227,7 @@ public final class ThreadPool: @unchecked Sendable {
         pthread_mutex_unlock(shared.mutex)
         for t in threads { pthread_join(t, nil) }
         savedMask.deallocate()
+        heldMask.deallocate()
     }
 
     private final class WorkerStart {

@@ -49,11 +49,14 @@ final class ThreadPoolTests: XCTestCase {
 
     /// A pass leaves an ordinary caller with its own mask; a held caller (`holdsCaller`, the
     /// engine's thread) stays on its CPU between passes, follows the pool when it moves
-    /// round, and gets its own mask back from `releaseCaller` (before a solo pass).
+    /// round, and gets its own mask back from `releaseCaller` (before a solo pass). Only
+    /// one thread is held: another caller gets its mask back after its pass, and its
+    /// `releaseCaller` leaves the held one alone.
     func testHeldCallerStaysOnItsCPUUntilReleased() throws {
         let (two, notes) = try Self.onTwoCPUs {
             var notes: [String] = []
             let pool = ThreadPool(threads: 2)
+            let own = CPUAffinity.allowedCPUs()
             _ = ThreadPoolTests.placesInOnePass(pool)
             notes.append("after a pass: \(CPUAffinity.allowedCPUs())")
             pool.holdsCaller = true
@@ -62,6 +65,19 @@ final class ThreadPoolTests: XCTestCase {
             for _ in 0..<ThreadPool.passesBetweenRotations { pool.noteCallerDescheduled(share: 0.3) }
             notes += ThreadPoolTests.placesInOnePass(pool).map { "moved round, \($0)" }
             notes.append("held after moving: \(CPUAffinity.allowedCPUs())")
+            let other = startThread("other caller") {
+                ThreadPoolTests.narrow(to: own)  // it inherited the held thread's one CPU
+                _ = ThreadPoolTests.placesInOnePass(pool)
+                pool.releaseCaller()
+                let mask = CPUAffinity.allowedCPUs()
+                _ = ThreadPoolTests.placesInOnePass(pool)
+                ThreadPoolTests.otherNotes.withLock { $0 = ["other after a pass: \(mask)", "other after two: \(CPUAffinity.allowedCPUs())"] }
+            }
+            pthread_join(other, nil)
+            notes += ThreadPoolTests.otherNotes.withLock { $0 }
+            notes.append("still held: \(CPUAffinity.allowedCPUs())")
+            _ = ThreadPoolTests.placesInOnePass(pool)
+            notes.append("held after another pass: \(CPUAffinity.allowedCPUs())")
             pool.releaseCaller()
             notes.append("released: \(CPUAffinity.allowedCPUs())")
             pool.releaseCaller()
@@ -72,9 +88,16 @@ final class ThreadPoolTests: XCTestCase {
         XCTAssertTrue(notes.contains("held: [\(two[0])]"), "\(notes)")
         XCTAssertTrue(notes.contains("moved round, caller in pass [\(two[1])]"), "\(notes)")
         XCTAssertTrue(notes.contains("held after moving: [\(two[1])]"), "\(notes)")
+        XCTAssertTrue(notes.contains("other after a pass: \(two)"), "\(notes)")
+        XCTAssertTrue(notes.contains("other after two: \(two)"), "\(notes)")
+        XCTAssertTrue(notes.contains("still held: [\(two[1])]"), "\(notes)")
+        XCTAssertTrue(notes.contains("held after another pass: [\(two[1])]"), "\(notes)")
         XCTAssertTrue(notes.contains("released: \(two)"), "\(notes)")
         XCTAssertTrue(notes.contains("released twice: \(two)"), "\(notes)")
     }
+
+    /// What the second caller of testHeldCallerStaysOnItsCPUUntilReleased saw.
+    private static let otherNotes = Mutex<[String]>([])
 
     /// With every CPU busy no move helps: the moves come at doubling intervals (8, 16, ...,
     /// up to 1024 passes), and a calm spell resets the interval.
