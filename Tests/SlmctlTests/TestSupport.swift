@@ -52,10 +52,14 @@ enum Slmctl {
         process.standardOutput = out
         process.standardError = err
         process.standardInput = input
-        // Collect output concurrently so a chatty child never blocks on a full pipe.
+        // Collect output concurrently so a chatty child never blocks on a full pipe. A
+        // handler reads and appends under the collector's gate, and none reads once the rest
+        // has been drained below: a handler still running (or dispatched late) when the
+        // result was read could otherwise append its data after it, and once in a CI run a
+        // `status` came back with an empty stdout.
         let collected = Collected()
-        out.fileHandleForReading.readabilityHandler = { h in collected.append(out: h.availableData) }
-        err.fileHandleForReading.readabilityHandler = { h in collected.append(err: h.availableData) }
+        out.fileHandleForReading.readabilityHandler = { h in collected.gated { collected.append(out: h.availableData) } }
+        err.fileHandleForReading.readabilityHandler = { h in collected.gated { collected.append(err: h.availableData) } }
         try process.run()
         if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
         try input.fileHandleForWriting.close()
@@ -70,8 +74,10 @@ enum Slmctl {
         process.waitUntilExit()
         out.fileHandleForReading.readabilityHandler = nil
         err.fileHandleForReading.readabilityHandler = nil
-        collected.append(out: out.fileHandleForReading.readDataToEndOfFile())
-        collected.append(err: err.fileHandleForReading.readDataToEndOfFile())
+        collected.finish {
+            collected.append(out: out.fileHandleForReading.readDataToEndOfFile())
+            collected.append(err: err.fileHandleForReading.readDataToEndOfFile())
+        }
         return RunResult(status: process.terminationStatus, stdout: collected.stdout, stderr: collected.stderr)
     }
 
@@ -86,6 +92,12 @@ enum Slmctl {
     final class Collected: @unchecked Sendable {
         private let lock = NSLock()
         private var out = Data(), err = Data()
+        private let gate = NSLock()
+        private var finished = false
+        /// Runs a handler's read unless the output has been drained (`finish`).
+        func gated(_ read: () -> Void) { gate.withLock { if !finished { read() } } }
+        /// Drains the rest once no handler is reading, and stops later ones from reading.
+        func finish(_ drain: () -> Void) { gate.withLock { finished = true; drain() } }
         func append(out d: Data) { lock.withLock { out.append(d) } }
         func append(err d: Data) { lock.withLock { err.append(d) } }
         var stdout: String { lock.withLock { String(decoding: out, as: UTF8.self) } }
