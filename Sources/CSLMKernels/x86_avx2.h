@@ -189,7 +189,7 @@ static SLM_ALWAYS_INLINE void FN(t16_finish)(int type, int T, int G, const uint8
  * sum s[t] gains two vpmaddubsw. Q5 sums widen to int32 after chunk 1 (s32[t], by vpmaddwd
  * with `widen`: ones, or a K sub-block's scale pairs); Q4 keep all four chunks in int16.
  * `fresh`: the chunk starts s[t] (else s[t] holds a sum to add to). Q4 only may pass a c that
- * is not a constant (a rolled chunk loop, s zeroed before it, fresh = 0). */
+ * is not a constant (the rolled loop over chunks 1-3 after a fresh chunk 0, fresh = 0). */
 static SLM_ALWAYS_INLINE void FN(t16_chunk)(const uint8_t *qv, __m256i hb, int q5, int c, int fresh, int T,
                                             const int8_t *const xs[4], __m256i widen, __m256i s[4],
                                             __m256i s32[4]) {
@@ -233,13 +233,9 @@ static SLM_ALWAYS_INLINE void FN(t16_block)(const uint8_t *q, const __m256i hb[2
          * time. */
         SLM_UNROLL for (int gi = 0; gi < G; gi++)
             FN(t16_chunk)(q + 32 * (g0 + gi), hb[gi], 0, 0, 1, T, xs, widen[gi], s[gi], s32[gi]);
-        if (G == 1)
-            SLM_ROLLED for (int c = 1; c < 4; c++)
-                FN(t16_chunk)(q + 32 * g0 + 64 * c, hb[0], 0, c, 0, T, xs, widen[0], s[0], s32[0]);
-        else
-            SLM_ROLLED for (int c = 1; c < 4; c++)
-                SLM_UNROLL for (int gi = 0; gi < G; gi++)
-                    FN(t16_chunk)(q + 32 * (g0 + gi) + 64 * c, hb[gi], 0, c, 0, T, xs, widen[gi], s[gi], s32[gi]);
+        SLM_ROLLED for (int c = 1; c < 4; c++)
+            SLM_UNROLL for (int gi = 0; gi < G; gi++)
+                FN(t16_chunk)(q + 32 * (g0 + gi) + 64 * c, hb[gi], 0, c, 0, T, xs, widen[gi], s[gi], s32[gi]);
     } else {
         SLM_UNROLL for (int c = 0; c < 4; c++)
             SLM_UNROLL for (int gi = 0; gi < G; gi++)

@@ -121,8 +121,11 @@ public final class Runner: @unchecked Sendable {
         // threads (ThreadPool.pinningCaller); a solo pass stays free to run on whichever CPU
         // is idle, which is the point of running solo.
         func run(solo: Bool) throws(ModelError) -> Int {
-            if solo { pool.releaseCaller() }
-            return solo ? try pass(batch) : try pool.pinningCaller { () throws(ModelError) -> Int in try pass(batch) }
+            guard !solo else {
+                pool.releaseCaller()
+                return try pass(batch)
+            }
+            return try pool.pinningCaller { () throws(ModelError) -> Int in try pass(batch) }
         }
         guard adaptsThreads && pool.threadCount > 1 else { return try run(solo: false) }
         let tokens = batch.count
