@@ -21,9 +21,17 @@ public enum Kernels {
     @inlinable
     public static func matmul(_ w: WeightMatrix, _ x: Q8Activations, rows: Range<Int>,
                               y: UnsafeMutablePointer<Float>, yStride: Int) {
-        precondition(x.cols == w.cols, "activation length \(x.cols) != matrix columns \(w.cols)")
-        precondition(rows.lowerBound >= 0 && rows.upperBound <= w.rows, "rows \(rows) outside 0..<\(w.rows)")
         var acts = slm_q8_acts(qs: x.qs, d: x.d, s: x.s, isum: x.isum, cols: x.cols, tokens: x.tokens)
+        matmul(w, &acts, rows: rows, y: y, yStride: yStride)
+    }
+
+    /// `matmul` over activations given as the C struct (`MatmulChunks`: no reference to the
+    /// `Q8Activations` object).
+    @usableFromInline
+    static func matmul(_ w: WeightMatrix, _ acts: inout slm_q8_acts, rows: Range<Int>,
+                       y: UnsafeMutablePointer<Float>, yStride: Int) {
+        precondition(acts.cols == w.cols, "activation length \(acts.cols) != matrix columns \(w.cols)")
+        precondition(rows.lowerBound >= 0 && rows.upperBound <= w.rows, "rows \(rows) outside 0..<\(w.rows)")
         if w.layout == .tile16 {
             slm_matmul_tile16(Int32(w.type.rawValue), w.base, w.rowBytes, w.rows, rows.lowerBound, rows.upperBound,
                               &acts, y, yStride)

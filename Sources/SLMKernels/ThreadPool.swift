@@ -18,7 +18,9 @@ import Darwin
 /// hog on one core: 2 threads decoded slower than 1). Here the caller opens a region and
 /// starts claiming chunks at once; a worker joins only if it arrives while the region is
 /// open, and the caller waits only for chunks already claimed. A worker that never got the
-/// CPU costs nothing; one preempted mid-chunk costs at most that chunk.
+/// CPU costs nothing; one preempted mid-chunk costs that chunk's wait, unless the region is
+/// recoverable (`parallelFor(recoverable:)`, the matrix products of prompt-sized passes):
+/// then the caller computes that chunk itself.
 ///
 /// Why each thread has a segment instead of all taking the next chunk in turn: chunks are
 /// ranges of rows, so a segment is one contiguous run of weights, which each core's hardware
@@ -107,6 +109,7 @@ public final class ThreadPool: @unchecked Sendable {
             let off = max(0, seconds - (threadCPUSeconds() - cpuStart))
             lastPassSeconds = seconds
             lastPassDescheduledSeconds = off
+            callerDescheduledSeconds += off
             if pinned { noteCallerDescheduled(share: seconds > 0 ? min(1, off / seconds) : 0) }
         }
         return try body()
@@ -139,6 +142,8 @@ public final class ThreadPool: @unchecked Sendable {
     /// thread spent descheduled.
     public private(set) var lastPassSeconds = 0.0
     public private(set) var lastPassDescheduledSeconds = 0.0
+    /// All `lastPassDescheduledSeconds` so far (`slmd bench` reports it per test).
+    public private(set) var callerDescheduledSeconds = 0.0
 
     /// Times the pool has moved every pinned thread to the next CPU of `pinnedCPUs` (thread
     /// i runs on `pinnedCPUs[(i + rotations) % count]`).
@@ -282,6 +287,57 @@ public final class ThreadPool: @unchecked Sendable {
         }
     }
 
+    /// `run` for the recoverable `parallelFor`: the caller runs `body(chunk)` for its chunks
+    /// and those it takes over; the workers compute theirs from `descriptor` (see
+    /// `Shared.claimRecoverable`). Returns once every chunk is done once.
+    private func runRecoverable(chunks: Int, descriptor: MatmulChunks, segmentChunks: (_ thread: Int) -> Int,
+                                commit: (Range<Int>, UnsafePointer<Float>) -> Void, _ body: (_ chunk: Int) -> Void) {
+        runLock.withLock { _ in
+            let shared = self.shared
+            withoutActuallyEscaping(commit) { escapable in
+                shared.recoverable = descriptor
+                shared.commit = escapable
+                shared.done.store(0, ordering: .relaxed)
+                var first = 0
+                for (t, segment) in shared.segments.enumerated() {
+                    let n = segmentChunks(t)
+                    segment.bounds.store(Segment.pack(first, first + n), ordering: .relaxed)
+                    first += n
+                }
+                precondition(first == chunks, "segments hold \(first) chunks, not \(chunks)")
+                shared.openRegion()
+                if shared.sleepers.load(ordering: .sequentiallyConsistent) > 0 {
+                    pthread_mutex_lock(shared.mutex)
+                    pthread_cond_broadcast(shared.cond)
+                    pthread_mutex_unlock(shared.mutex)
+                }
+                // The caller's own chunks: claimed from its segment, then the others' backs.
+                var longest = 0.0
+                for k in 0..<shared.segments.count {
+                    while let c = shared.segments[k].take(front: k == 0) {
+                        let start = monotonicSeconds()
+                        body(c)
+                        longest = max(longest, monotonicSeconds() - start)
+                        shared.done.add(1, ordering: .relaxed)
+                    }
+                }
+                // Closed, the region takes no new worker, and every worker's claim is in its
+                // slot (written before it left).
+                stallSeconds += shared.closeAndWait()
+                stallSeconds += shared.awaitOrTakeOver(chunks: chunks, patience: Self.takeoverPatience(longest), body)
+                shared.recoverable = nil
+                shared.commit = nil
+            }
+        }
+    }
+
+    /// How long the caller waits on a worker's unfinished chunk before computing it itself:
+    /// a worker that is running finishes a chunk it began before the caller's last one ended
+    /// within about one chunk's time (`longest`, the caller's longest in this region), a
+    /// descheduled one only after the other process's tick. Twice that, and at least 50 µs so
+    /// that a worker's late start (waking up, a cold cache) is not mistaken for preemption.
+    static func takeoverPatience(_ longest: Double) -> Double { max(2 * longest, 50e-6) }
+
     /// Cuts `0..<count` into contiguous chunks of whole `granule`s (the last may be short) and
     /// runs `body(thread, range)` once per chunk: equal chunks, or with `taper` large first
     /// and finer towards the end (`chunk`). The chunk boundaries depend on `count`, `granule`,
@@ -298,6 +354,74 @@ public final class ThreadPool: @unchecked Sendable {
             let r = Self.chunk(count, part: c, threads: p, granule: g, taper: taper)
             if !r.isEmpty { body(t, r) }
         }
+    }
+
+    /// `parallelFor` for a region of matrix products whose chunks a descheduled worker cannot
+    /// hold up: the caller takes such a chunk over and computes it again itself.
+    ///
+    /// Why: on a core shared with another process, the kernel takes the CPU from a worker in
+    /// the middle of a chunk for a whole scheduler tick (4 ms at HZ=250), and the region,
+    /// every other chunk done, waited for that one (a 64-token prompt beside a `nice -n 5`
+    /// hog, x86-avx2, 2 threads: 29 waits of 3.7 ms on average, 18% of the time). Taking the
+    /// chunk over is safe only if the late worker can never disturb anything once the region
+    /// is over, so a worker computes a chunk from `chunks` (a copy, of plain values and
+    /// pointers to memory that outlives the region) into its own scratch, outside the
+    /// region, and then enters it again only to `commit` (while the chunk is still its own:
+    /// one compare-and-swap decides between it and a thief). The caller computes its chunks,
+    /// and any it takes over, with `direct`, straight into place. `direct(range)` and
+    /// `commit(range, scratch)` must leave the same results (`MatmulChunks.compute` wrote
+    /// scratch with the kernels `body` runs), so who computed a chunk changes nothing.
+    /// Runs as `parallelFor` when `chunks` is nil or a chunk's products would not fit its
+    /// scratch. The owner of the memory `chunks` points into calls `quiesce()` before freeing it.
+    public func parallelFor(_ count: Int, granule: Int = 1, taper: Bool = false, recoverable chunks: MatmulChunks?,
+                            commit: (_ range: Range<Int>, _ scratch: UnsafePointer<Float>) -> Void,
+                            direct body: (_ range: Range<Int>) -> Void) {
+        let g = max(1, granule), p = runsSolo ? 1 : threadCount, units = (count + g - 1) / g
+        guard let chunks, p > 1,
+              case let n = Self.chunkCount(count, granule: g, threads: p, taper: taper), n > 1, n <= shared.slots.count,
+              chunks.scratchFloats(rows: Self.largestChunkUnits(units, threads: p, taper: taper) * g) <= chunks.scratchPerThread
+        else {
+            parallelFor(count, granule: g, taper: taper) { _, r in body(r) }
+            return
+        }
+        var d = chunks
+        d.count = count; d.granule = g; d.taper = taper; d.threads = p
+        let segment = { (t: Int) in Self.segmentChunks(Self.segmentUnits(units, t, p), taper: taper) }
+        runRecoverable(chunks: n, descriptor: d, segmentChunks: segment, commit: commit) { c in
+            let r = Self.chunk(count, part: c, threads: p, granule: g, taper: taper)
+            if !r.isEmpty { body(r) }
+        }
+    }
+
+    /// Waits until no worker is still computing a chunk of a region that has ended (taken
+    /// over from it while it was descheduled): before the memory such a chunk reads or
+    /// writes (the weights, the activations, the scratch) is freed.
+    public func quiesce() {
+        while shared.computing.load(ordering: .acquiring) > 0 { sched_yield() }
+    }
+
+    /// Chunks the caller took over from a descheduled worker (see the recoverable `parallelFor`).
+    public var takeovers: Int { shared.takeovers }
+
+    /// Units in the largest chunk `parallelFor` cuts `units` into for `threads` threads (the
+    /// segments are `units / threads` units long or one more).
+    static func largestChunkUnits(_ units: Int, threads: Int, taper: Bool) -> Int {
+        var largest = 0
+        func segment(_ seg: Int) {
+            guard seg > 0 else { return }
+            guard taper else {
+                let parts = min(seg, chunksPerThread)
+                largest = max(largest, (seg + parts - 1) / parts)
+                return
+            }
+            forEachLevel(seg) { _, size, parts in
+                largest = max(largest, (size + parts - 1) / parts)
+                return false
+            }
+        }
+        segment(units / threads)
+        segment((units + threads - 1) / threads)
+        return largest
     }
 
     /// Bytes of a cache line on the CPUs slmd runs on (x86-64, Cortex-A72/A76).
@@ -428,6 +552,13 @@ public final class ThreadPool: @unchecked Sendable {
         }
     }
 
+    /// A recoverable region's chunk as a worker claimed it (`Shared.slots`), on a cache line
+    /// of its own.
+    final class Slot: @unchecked Sendable {
+        let word = Atomic<Int>(0)
+        private let padding: (Int, Int, Int, Int, Int, Int, Int, Int) = (0, 0, 0, 0, 0, 0, 0, 0)
+    }
+
     /// State shared by the caller of `run` and the workers.
     ///
     /// `state` packs the region's generation, whether it is open, and how many workers are
@@ -449,6 +580,23 @@ public final class ThreadPool: @unchecked Sendable {
         /// a core the solo thread or another process could use.
         let parked = Atomic<Bool>(false)
         var job: ((Int, Int) -> Void)?
+        /// A recoverable region's chunks and commit (`runRecoverable`), set like `job`.
+        var recoverable: MatmulChunks?
+        var commit: ((Range<Int>, UnsafePointer<Float>) -> Void)?
+        /// Chunks of the recoverable region done (computed and in place).
+        let done = Atomic<Int>(0)
+        /// Workers computing a recoverable chunk outside its region (`quiesce`).
+        let computing = Atomic<Int>(0)
+        /// Chunks the caller took over (`ThreadPool.takeovers`); the caller's alone.
+        var takeovers = 0
+        /// One word per chunk of a recoverable region, claimed by a worker: the region's
+        /// generation, the phase and the worker (`slotWord`). Allocated at init, enough for
+        /// `slotsPerThread` chunks a thread; a region with more runs unrecoverable.
+        let slots: [Slot]
+        static let slotsPerThread = 64
+        static let claimedPhase = 1, committingPhase = 2, takenPhase = 3
+        @inline(__always)
+        static func slotWord(generation: Int, phase: Int, thread: Int) -> Int { generation | phase << 8 | thread }
         /// One per thread, allocated at init (none per region).
         let segments: [Segment]
         /// CPU of each worker by index (set before the workers start), empty when unpinned.
@@ -463,6 +611,7 @@ public final class ThreadPool: @unchecked Sendable {
         init(hooks: Hooks, threads: Int) {
             self.hooks = hooks
             segments = (0..<threads).map { _ in Segment() }
+            slots = (0..<(threads > 1 ? threads * Self.slotsPerThread : 0)).map { _ in Slot() }
             mutex = .allocate(capacity: 1)
             cond = .allocate(capacity: 1)
             pthread_mutex_init(mutex, nil)
@@ -520,6 +669,79 @@ public final class ThreadPool: @unchecked Sendable {
             }
         }
 
+        /// Waits until all `chunks` of the recoverable region are done; a chunk a worker has
+        /// not finished `patience` seconds into the wait the caller takes over (if the worker
+        /// has not begun its commit) and runs with `body`. Returns the seconds waited, not
+        /// counting those spent computing taken-over chunks (work, not a stall).
+        func awaitOrTakeOver(chunks: Int, patience: Double, _ body: (Int) -> Void) -> Double {
+            guard done.load(ordering: .acquiring) < chunks else { return 0 }
+            let start = monotonicSeconds()
+            let generation = state.load(ordering: .relaxed) & ~(Self.activeMask | Self.openBit)
+            var spins = 0, working = 0.0
+            while done.load(ordering: .acquiring) < chunks {
+                spins += 1
+                guard spins & 63 == 0, monotonicSeconds() - start > patience else { continue }
+                for c in 0..<chunks {
+                    let w = slots[c].word.load(ordering: .relaxed)
+                    guard w & ~0xFFFF == generation, (w >> 8) & 0xFF == Self.claimedPhase else { continue }
+                    let taken = Self.slotWord(generation: generation, phase: Self.takenPhase, thread: 0)
+                    guard slots[c].word.compareExchange(expected: w, desired: taken, ordering: .acquiringAndReleasing).exchanged
+                    else { continue }
+                    let t0 = monotonicSeconds()
+                    body(c)
+                    working += monotonicSeconds() - t0
+                    takeovers += 1
+                    done.add(1, ordering: .relaxed)
+                }
+            }
+            return monotonicSeconds() - start - working
+        }
+
+        /// A worker's part of a recoverable region, entered having joined it: claims a chunk,
+        /// notes it in its slot, leaves the region, computes the chunk into `scratch`, and
+        /// commits it if the chunk is still its own (nobody took it over meanwhile), which
+        /// the region cannot end without. Then joins again for the next chunk, if the region
+        /// is still open. A worker that lost its chunk touches nothing of the region again:
+        /// by then the region may be over and its buffers reused.
+        func claimRecoverable(thread: Int, generation: Int, scratch: UnsafeMutablePointer<Float>) {
+            var d = recoverable!
+            let p = segments.count
+            while true {
+                var claimed: Int?
+                for k in 0..<p where claimed == nil { claimed = segments[(thread + k) % p].take(front: k == 0) }
+                guard let c = claimed else {
+                    state.subtract(1, ordering: .releasing)
+                    return
+                }
+                let mine = Self.slotWord(generation: generation, phase: Self.claimedPhase, thread: thread)
+                slots[c].word.store(mine, ordering: .relaxed)
+                computing.add(1, ordering: .relaxed)
+                state.subtract(1, ordering: .releasing)
+                // Outside the region from here: only `d`, this thread's scratch and memory that
+                // outlives the region (quiesce) are touched until the commit is won.
+                if let hook = hooks.beforeChunk { hook(thread, c) }
+                let range = ThreadPool.chunk(d.count, part: c, threads: d.threads, granule: d.granule, taper: d.taper)
+                d.compute(range, into: scratch)
+                let committing = Self.slotWord(generation: generation, phase: Self.committingPhase, thread: thread)
+                let won = slots[c].word.compareExchange(expected: mine, desired: committing, ordering: .acquiringAndReleasing).exchanged
+                computing.subtract(1, ordering: .releasing)
+                guard won else { return }
+                // The region waits for this chunk, so its commit closure is alive.
+                commit!(range, scratch)
+                done.add(1, ordering: .releasing)
+                // Join again to claim another chunk, only this region and only while open.
+                var s = state.load(ordering: .acquiring)
+                var joined = false
+                while s & Self.openBit != 0 && s & ~(Self.activeMask | Self.openBit) == generation {
+                    let r = state.compareExchange(expected: s, desired: s + 1, ordering: .acquiringAndReleasing)
+                    if r.exchanged { joined = true; break }
+                    s = r.original
+                }
+                guard joined else { return }
+                d = recoverable!
+            }
+        }
+
         /// Whether `s` is an open region of a generation other than `seen`'s.
         @inline(__always)
         static func isNew(_ s: Int, seen: Int) -> Bool {
@@ -566,8 +788,12 @@ public final class ThreadPool: @unchecked Sendable {
                     s = r.original
                 }
                 guard joined else { continue }
-                runJob(index)
-                state.subtract(1, ordering: .releasing)
+                if recoverable != nil {
+                    claimRecoverable(thread: index, generation: seen, scratch: recoverable!.scratch(thread: index))
+                } else {
+                    runJob(index)
+                    state.subtract(1, ordering: .releasing)
+                }
             }
         }
 

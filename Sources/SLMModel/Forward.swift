@@ -47,6 +47,13 @@ public final class Runner: @unchecked Sendable {
     let qh: UnsafeMutablePointer<Float>       // [threads][D] f16-rounded query head
     let ropeCos: UnsafeMutablePointer<Float>  // [T][ropeDims/2]
     let ropeSin: UnsafeMutablePointer<Float>  // [T][ropeDims/2]
+    let workerScratch: UnsafeMutablePointer<Float>  // [threads - 1][recoverableScratchFloats]
+
+    /// Floats of scratch each worker thread computes a recoverable chunk into
+    /// (`ThreadPool.parallelFor(recoverable:)`): 256 KiB, the largest chunk of a 64-token
+    /// pass's gate and up (2 x 192 columns x 64 tokens) with room to spare. Regions whose
+    /// chunks would not fit run as plain regions.
+    static let recoverableScratchFloats = 65536
 
     /// Bytes of run state (scratch) this runner holds.
     public let scratchBytes: Int
@@ -72,6 +79,7 @@ public final class Runner: @unchecked Sendable {
         att = buffer(B * QD); gate = buffer(B * F); up = buffer(B * F); logitsBuffer = buffer(self.maxLogits * V)
         qh = buffer(pool.threadCount * D)
         ropeCos = buffer(T * R); ropeSin = buffer(T * R)
+        workerScratch = buffer(max(1, pool.threadCount - 1) * Self.recoverableScratchFloats)
         act = Q8Activations(capacityTokens: B, capacityCols: max(E, QD, F))
         act2 = Q8Activations(capacityTokens: B, capacityCols: F)
         scratchBytes = total + act.bytes + act2.bytes
@@ -93,7 +101,10 @@ public final class Runner: @unchecked Sendable {
     }
 
     deinit {
-        for p in [x, xb, q, k, v, att, gate, up, logitsBuffer, qh, ropeCos, ropeSin] { p.deallocate() }
+        // A worker a recoverable region left behind may still read the activations and the
+        // weights and write its scratch.
+        pool.quiesce()
+        for p in [x, xb, q, k, v, att, gate, up, logitsBuffer, qh, ropeCos, ropeSin, workerScratch] { p.deallocate() }
     }
 
     /// Scratch bytes a runner of this shape needs (for memory planning before creating it).
@@ -101,6 +112,7 @@ public final class Runner: @unchecked Sendable {
                                     maxLogits: Int) -> Int {
         let floats = B * (2 * c.embeddingLength + 2 * c.qDim + 2 * c.kvDim + 2 * c.feedForwardLength)
             + maxLogits * c.vocabSize + threads * c.headDim + T * c.ropeDimensionCount
+            + max(1, threads - 1) * recoverableScratchFloats
         return floats * 4 + B * (max(c.embeddingLength, c.qDim, c.feedForwardLength) + c.feedForwardLength) * (1 + 12 / QK)
     }
 
@@ -159,6 +171,14 @@ public final class Runner: @unchecked Sendable {
     /// Whether a pass of `tokens` tokens tapers its regions' chunks (`taperFromTokens`).
     @inline(__always)
     private static func tapers(_ tokens: Int) -> Bool { tokens >= taperFromTokens }
+
+    /// Whether a pass of `tokens` tokens runs its matrix products as recoverable regions
+    /// (`ThreadPool.parallelFor(recoverable:)`): those of a tapering pass. A shorter pass's
+    /// regions last tens of microseconds, and on a shared core the governor runs such passes
+    /// on one thread; measured there, the workers' extra claims and copies cost decode
+    /// steps 1-3% and saved nothing.
+    @inline(__always)
+    private static func recovers(_ tokens: Int) -> Bool { tapers(tokens) }
 
     /// Whether `forward` lets `governor` choose between all threads and one per pass (on by
     /// default; off to measure the fixed thread count).
@@ -379,7 +399,18 @@ public final class Runner: @unchecked Sendable {
         let act = self.act, act2 = self.act2
         act2.reset(tokens: B, cols: F)
         let granule = F % QK == 0 ? QK : F
-        pool.parallelFor(F, granule: granule, taper: Self.tapers(B)) { _, r in
+        let chunks = Self.recovers(B) ? MatmulChunks(layer.wGate, layer.wUp, sameRows: true, act: act, input: xb, tokens: B,
+                                                     scratch: workerScratch, scratchPerThread: Self.recoverableScratchFloats) : nil
+        // A worker's chunk: gate and up in its scratch; SiLU and the int8 copy once it is its own.
+        pool.parallelFor(F, granule: granule, taper: Self.tapers(B), recoverable: chunks, commit: { r, s in
+            let gateOffset = chunks!.piece(0, of: r).offset, upOffset = chunks!.piece(1, of: r).offset
+            for b in 0..<B {
+                let g = self.gate + b * F
+                (g + r.lowerBound).update(from: s + gateOffset + b * r.count, count: r.count)
+                Kernels.siluMul(g, s + upOffset + b * r.count - r.lowerBound, r)
+                if granule == QK { act2.quantize(token: b, columns: r, from: g) }
+            }
+        }, direct: { r in
             @inline(__always) func mul(_ w: WeightMatrix, _ y: UnsafeMutablePointer<Float>) {
                 if w.type.usesQuantizedActivations {
                     Kernels.matmul(w, act, rows: r, y: y, yStride: F)
@@ -394,7 +425,7 @@ public final class Runner: @unchecked Sendable {
                 Kernels.siluMul(g, u, r)
                 if granule == QK { act2.quantize(token: b, columns: r, from: g) }
             }
-        }
+        })
         if granule != QK {
             parallelRows(B) { b in act2.quantize(token: b, from: self.gate + b * F) }
         }
@@ -445,8 +476,29 @@ public final class Runner: @unchecked Sendable {
                 Kernels.matmulFloat(p.w, input, xStride: p.w.cols, tokens: B, rows: lo..<hi, y: p.y, yStride: p.stride)
             }
         }
+        let chunks = Self.recovers(B) ? MatmulChunks(p0.w, p1?.w, p2?.w, act: act, input: input, tokens: B,
+                                                     scratch: workerScratch, scratchPerThread: Self.recoverableScratchFloats) : nil
+        // A worker's chunk, computed into its scratch, goes into place (or, for p0 with
+        // `addInto`, is added there: the sums the caller's path makes) once it is its own.
+        @inline(__always) func put(_ i: Int, _ p: Projection, _ r: Range<Int>, _ s: UnsafePointer<Float>) {
+            let (rows, offset) = chunks!.piece(i, of: r)
+            guard !rows.isEmpty else { return }
+            for b in 0..<B {
+                let src = s + offset + b * rows.count
+                if i == 0, let addInto {
+                    let a = addInto + b * p.stride + rows.lowerBound
+                    for j in 0..<rows.count { a[j] += src[j] }
+                } else {
+                    (p.y + b * p.stride + rows.lowerBound).update(from: src, count: rows.count)
+                }
+            }
+        }
         // Granule of 16 rows keeps each chunk on whole cache lines of output.
-        pool.parallelFor(total, granule: 16, taper: Self.tapers(B)) { _, r in
+        pool.parallelFor(total, granule: 16, taper: Self.tapers(B), recoverable: chunks, commit: { r, s in
+            put(0, p0, r, s)
+            if let p1 { put(1, p1, r, s) }
+            if let p2 { put(2, p2, r, s) }
+        }, direct: { r in
             run(p0, max(r.lowerBound, 0), min(r.upperBound, n0))
             if let addInto {
                 let lo = max(r.lowerBound, 0), hi = min(r.upperBound, n0)
@@ -459,6 +511,6 @@ public final class Runner: @unchecked Sendable {
             }
             if let p1 { run(p1, max(r.lowerBound - n0, 0), min(r.upperBound - n0, n1)) }
             if let p2 { run(p2, max(r.lowerBound - n0 - n1, 0), min(r.upperBound - n0 - n1, n2)) }
-        }
+        })
     }
 }

@@ -70,6 +70,12 @@ struct Bench: ParsableCommand {
         /// Share of the measured passes the governor ran on one thread (nil: 1 thread or
         /// fixed): shows what it chose on a shared core.
         let solo_share: Double?
+        /// Chunks the caller took over from a descheduled worker, the share of the time the
+        /// caller waited on workers, and the share it was itself descheduled during parallel
+        /// passes (nil: 1 thread): what a shared core cost.
+        let takeovers: Int?
+        let stalled_share: Double?
+        let caller_descheduled_share: Double?
     }
     struct TTFT: Encodable { let test: String; let threads: Int; let fixed: Bool; let ms_median: Double; let ms_min: Double; let ms_max: Double }
     struct Memory: Encodable { let rss_anon_mb: Double; let rss_file_mb: Double; let peak_rss_mb: Double }
@@ -128,17 +134,27 @@ struct Bench: ParsableCommand {
                 return times
             }
             // The governor's pass counts when a test starts (warm-up included in the test).
-            var passesBefore = (solo: 0, parallel: 0)
-            func startTest() { passesBefore = (runner.governor.soloPasses, runner.governor.parallelPasses) }
+            var passesBefore = (solo: 0, parallel: 0, takeovers: 0, stalled: 0.0, off: 0.0)
+            func startTest() {
+                passesBefore = (runner.governor.soloPasses, runner.governor.parallelPasses, runner.pool.takeovers,
+                                runner.pool.stallSeconds, runner.pool.callerDescheduledSeconds)
+            }
             func report(_ name: String, tokens: Int, _ times: [Double]) throws {
                 let rates = Spread(times.map { Double(tokens) / $0 })
                 let solo = runner.governor.soloPasses - passesBefore.solo
                 let all = solo + runner.governor.parallelPasses - passesBefore.parallel
                 let share: Double? = t > 1 && !fixed && all > 0 ? Double(solo) / Double(all) : nil
+                let takeovers = t > 1 ? runner.pool.takeovers - passesBefore.takeovers : nil
+                let stalled = t > 1 ? (runner.pool.stallSeconds - passesBefore.stalled) / times.reduce(0, +) : nil
+                let off = t > 1 ? (runner.pool.callerDescheduledSeconds - passesBefore.off) / times.reduce(0, +) : nil
                 let row = Row(test: name, threads: t, fixed: fixed, tok_s_median: rates.median, tok_s_min: rates.min,
-                              tok_s_max: rates.max, solo_share: share)
+                              tok_s_max: rates.max, solo_share: share, takeovers: takeovers, stalled_share: stalled,
+                              caller_descheduled_share: off)
                 if json { try printJSON(row) } else {
-                    let note = share.map { $0 > 0 ? " solo \(fmt($0 * 100))% of passes" : "" } ?? ""
+                    var note = share.map { $0 > 0 ? " solo \(fmt($0 * 100))% of passes" : "" } ?? ""
+                    if let stalled, stalled >= 0.005 { note += " stalled \(fmt(stalled * 100))%" }
+                    if let takeovers, takeovers > 0 { note += " \(takeovers) chunks taken over" }
+                    if let off, off >= 0.005 { note += " caller descheduled \(fmt(off * 100))%" }
                     print("| \(pad(name, 6)) | \(pad(label, 7)) | \(pad(fmt(row.tok_s_median), 12)) | \(pad(fmt(row.tok_s_min) + "–" + fmt(row.tok_s_max), 15)) |\(note)")
                 }
             }

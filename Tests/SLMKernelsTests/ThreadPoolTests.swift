@@ -310,9 +310,12 @@ final class ThreadPoolTests: XCTestCase {
         XCTAssertEqual(w.chunksRun.load(ordering: .relaxed), 800)
         XCTAssertEqual(w.onWorker.load(ordering: .relaxed), 0)
         XCTAssertEqual(order.withLock { $0 }, [0, 1, 2, 3, 7, 6, 5, 4])
-        // Released, the worker joins later regions again.
+        // Released, the worker joins later regions again. Regions until it does, for up to
+        // 10 s: 5000 regions took ~8 ms once (a full suite run), and a worker woken on the CPU
+        // the caller was spinning on had not run yet.
         let joined = Atomic<Int>(0)
-        for _ in 0..<5000 where joined.load(ordering: .relaxed) == 0 {
+        let deadline = Date().addingTimeInterval(10)
+        while joined.load(ordering: .relaxed) == 0 && Date() < deadline {
             pool.run(chunks: 64) { t, _ in
                 if t != 0 { joined.add(1, ordering: .relaxed) }
                 for _ in 0..<200 { _ = joined.load(ordering: .relaxed) }
@@ -386,5 +389,138 @@ final class ThreadPoolTests: XCTestCase {
         }
         XCTAssertEqual(overlaps.load(ordering: .relaxed), 0)
         XCTAssertEqual(total.load(ordering: .relaxed), 4 * 200 * 5)
+    }
+
+    /// The recoverable region's scratch check rests on `largestChunkUnits`: it is the longest
+    /// chunk `chunk` cuts, for every shape.
+    func testLargestChunkUnitsIsTheLongestChunk() {
+        for threads in 2...4 {
+            for units in 1...300 {
+                for taper in [false, true] {
+                    let n = ThreadPool.chunkCount(units, granule: 1, threads: threads, taper: taper)
+                    let longest = (0..<n).map { ThreadPool.chunk(units, part: $0, threads: threads, taper: taper).count }.max()!
+                    XCTAssertEqual(ThreadPool.largestChunkUnits(units, threads: threads, taper: taper), longest,
+                                   "units \(units) threads \(threads) taper \(taper)")
+                }
+            }
+        }
+    }
+
+    /// A float matrix W (rows x cols), its input x (tokens x cols) and W·x by the reference.
+    private struct Product {
+        let rows = 64, cols = 32, tokens = 3
+        let w: UnsafeMutablePointer<Float>
+        let matrix: WeightMatrix
+        init(seed: Float) throws {
+            w = .allocate(capacity: rows * cols)
+            for i in 0..<rows * cols { w[i] = Float((i * 7) % 13) - 6 + seed }
+            matrix = try WeightMatrix(base: UnsafeRawPointer(w), type: .f32, rows: rows, cols: cols)
+        }
+        func reference(_ x: UnsafePointer<Float>) -> [Float] {
+            var y = [Float](repeating: 0, count: tokens * rows)
+            y.withUnsafeMutableBufferPointer {
+                ReferenceKernels.matmulFloat(matrix, x, xStride: cols, tokens: tokens, rows: 0..<rows, y: $0.baseAddress!, yStride: rows)
+            }
+            return y
+        }
+    }
+
+    /// y = W·x as a recoverable region: the caller computes in place, workers into scratch
+    /// and commit by copying.
+    private func recoverableProduct(_ pool: ThreadPool, _ m: Product, _ x: UnsafePointer<Float>, _ act: Q8Activations,
+                                    scratch: UnsafeMutablePointer<Float>, into y: UnsafeMutablePointer<Float>,
+                                    commits: borrowing Atomic<Int>) {
+        let chunks = MatmulChunks(m.matrix, act: act, input: x, tokens: m.tokens, scratch: scratch, scratchPerThread: 4096)
+        pool.parallelFor(m.rows, granule: 4, taper: true, recoverable: chunks, commit: { r, s in
+            commits.add(1, ordering: .relaxed)
+            for t in 0..<m.tokens { (y + t * m.rows + r.lowerBound).update(from: s + t * r.count, count: r.count) }
+        }, direct: { r in
+            ReferenceKernels.matmulFloat(m.matrix, x, xStride: m.cols, tokens: m.tokens, rows: r, y: y, yStride: m.rows)
+        })
+    }
+
+    private final class HeldChunk: Sendable {
+        let claimed = DispatchSemaphore(value: 0)
+        let release = DispatchSemaphore(value: 0)
+        let holding = Atomic<Bool>(true)
+    }
+
+    /// A worker descheduled in the middle of a chunk of a recoverable region (held here in
+    /// the hook the pool calls once it has claimed one) does not hold the region up: the
+    /// caller takes the chunk over and the region ends with every row right. When the worker
+    /// runs again, regions later, it computes the old chunk and finds it no longer its own: it
+    /// commits nothing, so the rows a later region wrote stay as that region left them.
+    func testDescheduledWorkersChunkIsTakenOverAndNeverLandsLate() throws {
+        let held = HeldChunk()
+        let hooks = ThreadPool.Hooks(beforeChunk: { _, _ in
+            if held.holding.exchange(false, ordering: .acquiringAndReleasing) {
+                held.claimed.signal()
+                held.release.wait()
+            }
+        })
+        let pool = ThreadPool(threads: 2, hooks: hooks)
+        let m = try Product(seed: 0)
+        defer { m.w.deallocate() }
+        let act = Q8Activations(capacityTokens: 1, capacityCols: 32)
+        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: 4096)
+        let xa = UnsafeMutablePointer<Float>.allocate(capacity: m.tokens * m.cols)
+        let xb = UnsafeMutablePointer<Float>.allocate(capacity: m.tokens * m.cols)
+        let y = UnsafeMutablePointer<Float>.allocate(capacity: m.tokens * m.rows)
+        defer { for p in [scratch, xa, xb, y] { p.deallocate() } }
+        for i in 0..<m.tokens * m.cols { xa[i] = Float(i % 5) - 2; xb[i] = Float(i % 3) + 1 }
+        let commits = Atomic<Int>(0)
+
+        // Until the worker claims a chunk and is held there (it may find the region over
+        // before it joins; then the next one).
+        var regions = 0
+        repeat {
+            y.initialize(repeating: .nan, count: m.tokens * m.rows)
+            recoverableProduct(pool, m, xa, act, scratch: scratch, into: y, commits: commits)
+            XCTAssertEqual(Array(UnsafeBufferPointer(start: y, count: m.tokens * m.rows)), m.reference(xa))
+            regions += 1
+        } while held.claimed.wait(timeout: .now()) == .timedOut && regions < 10_000
+        XCTAssertGreaterThan(pool.takeovers, 0, "the held chunk was taken over")
+
+        // Later regions write other rows there, the worker still held.
+        for _ in 0..<3 {
+            recoverableProduct(pool, m, xb, act, scratch: scratch, into: y, commits: commits)
+        }
+        let before = commits.load(ordering: .relaxed)
+        held.release.signal()
+        pool.quiesce()
+        XCTAssertEqual(commits.load(ordering: .relaxed), before, "the late worker committed nothing")
+        XCTAssertEqual(Array(UnsafeBufferPointer(start: y, count: m.tokens * m.rows)), m.reference(xb))
+        // And the pool goes on as before, the worker taking part again.
+        for _ in 0..<50 {
+            recoverableProduct(pool, m, xa, act, scratch: scratch, into: y, commits: commits)
+            XCTAssertEqual(Array(UnsafeBufferPointer(start: y, count: m.tokens * m.rows)), m.reference(xa))
+        }
+    }
+
+    /// Recoverable regions under random delays (late joins, slow chunks long enough to be
+    /// taken over): every row right in every region, whoever computed it.
+    func testRecoverableRegionsAreRightWhateverTheTiming() throws {
+        let hooks = ThreadPool.Hooks(
+            beforeJoin: { t in if t == 1 { usleep(UInt32.random(in: 0...200)) } },
+            beforeChunk: { _, c in if c % 3 == 0 { usleep(UInt32.random(in: 0...400)) } })
+        let m = try Product(seed: 1)
+        defer { m.w.deallocate() }
+        let act = Q8Activations(capacityTokens: 1, capacityCols: 32)
+        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: 3 * 4096)
+        let x = UnsafeMutablePointer<Float>.allocate(capacity: m.tokens * m.cols)
+        let y = UnsafeMutablePointer<Float>.allocate(capacity: m.tokens * m.rows)
+        defer { for p in [scratch, x, y] { p.deallocate() } }
+        let commits = Atomic<Int>(0)
+        for threads in [2, 4] {
+            let pool = ThreadPool(threads: threads, hooks: hooks)
+            for round in 0..<300 {
+                for i in 0..<m.tokens * m.cols { x[i] = Float((i + round) % 7) - 3 }
+                y.initialize(repeating: .nan, count: m.tokens * m.rows)
+                recoverableProduct(pool, m, x, act, scratch: scratch, into: y, commits: commits)
+                XCTAssertEqual(Array(UnsafeBufferPointer(start: y, count: m.tokens * m.rows)), m.reference(x),
+                               "\(threads) threads, round \(round)")
+            }
+            pool.quiesce()
+        }
     }
 }

@@ -318,6 +318,38 @@ final class ToyModelTests: XCTestCase {
         }
     }
 
+    /// A worker held in the middle of a chunk long enough for the caller to take the chunk
+    /// over (a descheduled worker) changes nothing either: prompts long enough for
+    /// recoverable regions, at several thread counts, give the 1-thread logits bit for bit.
+    func testTakenOverChunksNeverChangeLogits() throws {
+        let path = try Self.writeToyModel(tied: false)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let m = try Model(path: path)
+        let prompt: [Int32] = (0..<12).map { Int32(10 + 7 * $0) }, decode: [Int32] = [80, 90, 100]
+        func run(_ pool: ThreadPool) throws -> [[UInt32]] {
+            let r = Runner(config: m.config, weights: m.weights, pool: pool, maxBatch: 16, maxContext: 32, maxLogits: 16)
+            r.adaptsThreads = false
+            let s = Session(runner: r, capacity: 32)
+            var out: [[UInt32]] = []
+            try s.feed(prompt, logitsFrom: 0) { _, l in out.append(l.map(\.bitPattern)) }
+            for t in decode { out.append(try s.feed([t]).map(\.bitPattern)) }
+            return out
+        }
+        let reference = try run(ThreadPool(threads: 1))
+        let held = ThreadPool.Hooks(beforeChunk: { t, c in if (t + c) % 3 == 0 { usleep(2000) } })
+        for threads in [2, 3] {
+            // A worker may find a toy's small region done before it joins: run until one of
+            // its chunks was taken over.
+            let pool = ThreadPool(threads: threads, hooks: held)
+            var runs = 0
+            repeat {
+                XCTAssertEqual(try run(pool), reference, "\(threads) threads")
+                runs += 1
+            } while pool.takeovers == 0 && runs < 500
+            XCTAssertGreaterThan(pool.takeovers, 0, "\(threads) threads")
+        }
+    }
+
     /// Passes the governor runs on one thread (cores shared with another process) run each
     /// region as one range, as a 1-thread pool does: solo, parallel and any alternation give
     /// bit-identical logits.
