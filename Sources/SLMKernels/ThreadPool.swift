@@ -334,9 +334,11 @@ public final class ThreadPool: @unchecked Sendable {
     /// How long the caller waits on a worker's unfinished chunk before computing it itself:
     /// a worker that is running finishes a chunk it began before the caller's last one ended
     /// within about one chunk's time (`longest`, the caller's longest in this region), a
-    /// descheduled one only after the other process's tick. Twice that, and at least 50 µs so
-    /// that a worker's late start (waking up, a cold cache) is not mistaken for preemption.
-    static func takeoverPatience(_ longest: Double) -> Double { max(2 * longest, 50e-6) }
+    /// descheduled one only after the other process's slice (a tick: 4 ms at HZ=250). Three
+    /// chunks' time, and at least 200 µs so that a worker's slow start after idling (waking
+    /// up, cold caches) is not mistaken for preemption: a chunk taken over from a running
+    /// worker is computed twice, and the worker misses the next region while it finishes.
+    static func takeoverPatience(_ longest: Double) -> Double { max(3 * longest, 200e-6) }
 
     /// Cuts `0..<count` into contiguous chunks of whole `granule`s (the last may be short) and
     /// runs `body(thread, range)` once per chunk: equal chunks, or with `taper` large first
