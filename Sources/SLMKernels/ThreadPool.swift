@@ -44,8 +44,12 @@ public final class ThreadPool: @unchecked Sendable {
     /// Chunks per thread a region is cut into by `parallelFor`, or its first half when the
     /// chunks taper (see `chunk`): enough that a late or preempted thread leaves the rest to
     /// others, few enough that claiming (one atomic add each) stays negligible beside a
-    /// chunk's work.
-    public static let chunksPerThread = 4
+    /// chunk's work. Untapered regions (passes of under 8 tokens: decode steps) had 4 until
+    /// 2026-11-29: with segments, 2 measured faster (x86-avx2, 2 threads, 12 alternating
+    /// rounds, medians of per-round ratios: 4-token passes +3.9%, tg64 +2.0%, 2 and 4
+    /// sequences +3.6% / +2.7%), and no worse beside a `nice -n 5` hog (tg32 2t / 1t
+    /// 0.94-1.05 against 0.95-1.01, four rounds each).
+    public static let chunksPerThread = 2
 
     // Workers hold only `shared`, never the pool: a worker calling a method on the pool
     // itself would keep it alive (and its threads running) forever.
@@ -462,9 +466,10 @@ public final class ThreadPool: @unchecked Sendable {
     /// near-equal size; the pool's threads each start on their own (`run`). Without `taper`,
     /// a segment is `chunksPerThread` near-equal chunks. Threads claim chunks until none is
     /// left, then the region waits for the last one still computing: with equal chunks that
-    /// wait averaged half a chunk, 8-10% of a 2-thread pass (measured on x86-avx2: 5.6 ms of a
-    /// 65.6 ms 64-token pass, 0.28 of a 3.3 ms decode step). With `taper`, the first half of a
-    /// segment's units is cut into `chunksPerThread / 2` chunks and each following level takes
+    /// wait averaged half a chunk, 8-10% of a 2-thread pass (measured on x86-avx2 with 4
+    /// chunks a thread, before segments: 5.6 ms of a 65.6 ms 64-token pass, 0.28 of a 3.3 ms
+    /// decode step). With `taper`, the first half of a
+    /// segment's units is cut into `chunksPerThread` chunks and each following level takes
     /// half of what is left in one chunk, down to a single unit, so the region ends on small
     /// chunks (the ones thieves take first, from the segment's back), after few claims. Which
     /// regions taper is the caller's choice (the runner's: `Runner.taperFromTokens`, with its
@@ -519,7 +524,7 @@ public final class ThreadPool: @unchecked Sendable {
     @inline(__always)
     private static func forEachLevel(_ units: Int, _ body: (Int, Int, Int) -> Bool) {
         var lo = 0, left = units
-        var perLevel = chunksPerThread / 2
+        var perLevel = chunksPerThread
         while left > 0 {
             let size = left - left / 2
             if body(lo, size, min(perLevel, size)) { return }

@@ -169,10 +169,10 @@ final class ThreadPoolTests: XCTestCase {
                             XCTAssertEqual(parts, min(units, threads * ThreadPool.chunksPerThread))
                             continue
                         }
-                        // Few claims: chunksPerThread/2 per thread for the first half, then one
+                        // Few claims: chunksPerThread per thread for the first half, then one
                         // level of one chunk per thread per halving.
                         let levels = units.bitWidth - units.leadingZeroBitCount
-                        XCTAssertLessThanOrEqual(parts, threads * (ThreadPool.chunksPerThread / 2 + levels))
+                        XCTAssertLessThanOrEqual(parts, threads * (ThreadPool.chunksPerThread + levels))
                         // The region ends on a single unit; the first chunks are the largest (to a
                         // unit of rounding).
                         XCTAssertLessThanOrEqual(sizes.last!, granule)
@@ -186,7 +186,7 @@ final class ThreadPoolTests: XCTestCase {
         XCTAssertEqual((0..<ThreadPool.chunkCount(576, granule: 16, threads: 2, taper: true)).map {
             ThreadPool.chunk(576, part: $0, threads: 2, granule: 16, taper: true).count / 16 }, [4, 5, 5, 2, 1, 1, 4, 5, 5, 2, 1, 1])
         XCTAssertEqual((0..<ThreadPool.chunkCount(576, granule: 16, threads: 2, taper: false)).map {
-            ThreadPool.chunk(576, part: $0, threads: 2, granule: 16, taper: false).count / 16 }, [4, 5, 4, 5, 4, 5, 4, 5])
+            ThreadPool.chunk(576, part: $0, threads: 2, granule: 16, taper: false).count / 16 }, [9, 9, 9, 9])
     }
 
     /// Checks that the chunks tile `0..<count` in order, none empty, each ending on a granule
