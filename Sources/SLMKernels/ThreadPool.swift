@@ -269,21 +269,7 @@ public final class ThreadPool: @unchecked Sendable {
             let shared = self.shared
             withoutActuallyEscaping(body) { escapable in
                 shared.job = escapable
-                var first = 0
-                for (t, segment) in shared.segments.enumerated() {
-                    let n = segmentChunks(t)
-                    segment.bounds.store(Segment.pack(first, first + n), ordering: .relaxed)
-                    first += n
-                }
-                precondition(first == chunks, "segments hold \(first) chunks, not \(chunks)")
-                // Publishes job and the segments: a worker joins by a CAS on `state`
-                // that reads this store (or a later join in its release sequence).
-                shared.openRegion()
-                if shared.sleepers.load(ordering: .sequentiallyConsistent) > 0 {
-                    pthread_mutex_lock(shared.mutex)
-                    pthread_cond_broadcast(shared.cond)
-                    pthread_mutex_unlock(shared.mutex)
-                }
+                shared.open(chunks: chunks, segmentChunks: segmentChunks)
                 shared.claimChunks(thread: 0)
                 stallSeconds += shared.closeAndWait()
                 shared.job = nil
@@ -302,19 +288,7 @@ public final class ThreadPool: @unchecked Sendable {
                 shared.recoverable = descriptor
                 shared.commit = escapable
                 shared.done.store(0, ordering: .relaxed)
-                var first = 0
-                for (t, segment) in shared.segments.enumerated() {
-                    let n = segmentChunks(t)
-                    segment.bounds.store(Segment.pack(first, first + n), ordering: .relaxed)
-                    first += n
-                }
-                precondition(first == chunks, "segments hold \(first) chunks, not \(chunks)")
-                shared.openRegion()
-                if shared.sleepers.load(ordering: .sequentiallyConsistent) > 0 {
-                    pthread_mutex_lock(shared.mutex)
-                    pthread_cond_broadcast(shared.cond)
-                    pthread_mutex_unlock(shared.mutex)
-                }
+                shared.open(chunks: chunks, segmentChunks: segmentChunks)
                 // The caller's own chunks: claimed from its segment, then the others' backs.
                 var longest = 0.0
                 for k in 0..<shared.segments.count {
@@ -632,6 +606,26 @@ public final class ThreadPool: @unchecked Sendable {
             cond.deallocate()
         }
 
+        /// Cuts `chunks` into the threads' segments (`segmentChunks(t)` each, in thread order),
+        /// opens the region and wakes sleeping workers. Publishes what the caller set before
+        /// (`job`, or `recoverable` and `commit`) and the segments: a worker joins by a CAS
+        /// on `state` that reads the open's store (or a later join in its release sequence).
+        func open(chunks: Int, segmentChunks: (_ thread: Int) -> Int) {
+            var first = 0
+            for (t, segment) in segments.enumerated() {
+                let n = segmentChunks(t)
+                segment.bounds.store(Segment.pack(first, first + n), ordering: .relaxed)
+                first += n
+            }
+            precondition(first == chunks, "segments hold \(first) chunks, not \(chunks)")
+            openRegion()
+            if sleepers.load(ordering: .sequentiallyConsistent) > 0 {
+                pthread_mutex_lock(mutex)
+                pthread_cond_broadcast(cond)
+                pthread_mutex_unlock(mutex)
+            }
+        }
+
         /// Opens the next region (no worker inside: the last one was closed empty).
         /// Sequentially consistent so the caller's following `sleepers` load and a worker's
         /// `sleepers` add then `state` load cannot both miss each other.
@@ -737,16 +731,23 @@ public final class ThreadPool: @unchecked Sendable {
                 commit!(range, scratch)
                 done.add(1, ordering: .releasing)
                 // Join again to claim another chunk, only this region and only while open.
-                var s = state.load(ordering: .acquiring)
-                var joined = false
-                while s & Self.openBit != 0 && s & ~(Self.activeMask | Self.openBit) == generation {
-                    let r = state.compareExchange(expected: s, desired: s + 1, ordering: .acquiringAndReleasing)
-                    if r.exchanged { joined = true; break }
-                    s = r.original
-                }
-                guard joined else { return }
+                guard join(generation, from: state.load(ordering: .acquiring)) else { return }
                 d = recoverable!
             }
+        }
+
+        /// Enters the region of `generation` (one more worker inside) if it is still open,
+        /// starting from `s`, a recent load of `state` (another worker joining first only
+        /// means another try).
+        @inline(__always)
+        func join(_ generation: Int, from s: Int) -> Bool {
+            var s = s
+            while s & Self.openBit != 0 && s & ~(Self.activeMask | Self.openBit) == generation {
+                let r = state.compareExchange(expected: s, desired: s + 1, ordering: .acquiringAndReleasing)
+                if r.exchanged { return true }
+                s = r.original
+            }
+            return false
         }
 
         /// Whether `s` is an open region of a generation other than `seen`'s.
@@ -787,14 +788,8 @@ public final class ThreadPool: @unchecked Sendable {
                 }
                 if let hook = hooks.beforeJoin { hook(index) }
                 // Join only the region seen, and only while it is open; if it has closed (the
-                // others did all its chunks) or another worker joined first, look again.
-                var joined = false
-                while s & Self.openBit != 0 && s & ~(Self.activeMask | Self.openBit) == seen {
-                    let r = state.compareExchange(expected: s, desired: s + 1, ordering: .acquiringAndReleasing)
-                    if r.exchanged { joined = true; break }
-                    s = r.original
-                }
-                guard joined else { continue }
+                // others did all its chunks), look again.
+                guard join(seen, from: s) else { continue }
                 if recoverable != nil {
                     claimRecoverable(thread: index, generation: seen, scratch: recoverable!.scratch(thread: index))
                 } else {

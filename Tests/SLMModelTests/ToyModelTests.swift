@@ -299,14 +299,7 @@ final class ToyModelTests: XCTestCase {
         defer { try? FileManager.default.removeItem(atPath: path) }
         let m = try Model(path: path)
         let prompt: [Int32] = [10, 20, 30, 40, 50, 60, 70], decode: [Int32] = [80, 90, 100, 110, 120]
-        func run(_ pool: ThreadPool) throws -> [[UInt32]] {
-            let r = Runner(config: m.config, weights: m.weights, pool: pool, maxBatch: 16, maxContext: 32, maxLogits: 16)
-            let s = Session(runner: r, capacity: 32)
-            var out: [[UInt32]] = []
-            try s.feed(prompt, logitsFrom: 0) { _, l in out.append(l.map(\.bitPattern)) }
-            for t in decode { out.append(try s.feed([t]).map(\.bitPattern)) }
-            return out
-        }
+        func run(_ pool: ThreadPool) throws -> [[UInt32]] { try Self.logits(m, pool, prompt: prompt, decode: decode) }
         let reference = try run(ThreadPool(threads: 1))
         XCTAssertEqual(reference.count, prompt.count + decode.count)
         let slow = ThreadPool.Hooks(
@@ -318,6 +311,18 @@ final class ToyModelTests: XCTestCase {
         }
     }
 
+    /// Every logit's bits of a prompt's rows, then of each decoded token, on `pool`.
+    private static func logits(_ m: Model, _ pool: ThreadPool, prompt: [Int32], decode: [Int32],
+                               adaptsThreads: Bool = true) throws -> [[UInt32]] {
+        let r = Runner(config: m.config, weights: m.weights, pool: pool, maxBatch: 16, maxContext: 32, maxLogits: 16)
+        r.adaptsThreads = adaptsThreads
+        let s = Session(runner: r, capacity: 32)
+        var out: [[UInt32]] = []
+        try s.feed(prompt, logitsFrom: 0) { _, l in out.append(l.map(\.bitPattern)) }
+        for t in decode { out.append(try s.feed([t]).map(\.bitPattern)) }
+        return out
+    }
+
     /// A worker held in the middle of a chunk long enough for the caller to take the chunk
     /// over (a descheduled worker) changes nothing either: prompts long enough for
     /// recoverable regions, at several thread counts, give the 1-thread logits bit for bit.
@@ -327,13 +332,7 @@ final class ToyModelTests: XCTestCase {
         let m = try Model(path: path)
         let prompt: [Int32] = (0..<12).map { Int32(10 + 7 * $0) }, decode: [Int32] = [80, 90, 100]
         func run(_ pool: ThreadPool) throws -> [[UInt32]] {
-            let r = Runner(config: m.config, weights: m.weights, pool: pool, maxBatch: 16, maxContext: 32, maxLogits: 16)
-            r.adaptsThreads = false
-            let s = Session(runner: r, capacity: 32)
-            var out: [[UInt32]] = []
-            try s.feed(prompt, logitsFrom: 0) { _, l in out.append(l.map(\.bitPattern)) }
-            for t in decode { out.append(try s.feed([t]).map(\.bitPattern)) }
-            return out
+            try Self.logits(m, pool, prompt: prompt, decode: decode, adaptsThreads: false)
         }
         let reference = try run(ThreadPool(threads: 1))
         let held = ThreadPool.Hooks(beforeChunk: { t, c in if (t + c) % 3 == 0 { usleep(2000) } })
