@@ -291,13 +291,11 @@ public final class ThreadPool: @unchecked Sendable {
                 shared.open(chunks: chunks, segmentChunks: segmentChunks)
                 // The caller's own chunks: claimed from its segment, then the others' backs.
                 var longest = 0.0
-                for k in 0..<shared.segments.count {
-                    while let c = shared.segments[k].take(front: k == 0) {
-                        let start = monotonicSeconds()
-                        body(c)
-                        longest = max(longest, monotonicSeconds() - start)
-                        shared.done.add(1, ordering: .relaxed)
-                    }
+                while let c = shared.claim(thread: 0) {
+                    let start = monotonicSeconds()
+                    body(c)
+                    longest = max(longest, monotonicSeconds() - start)
+                    shared.done.add(1, ordering: .relaxed)
                 }
                 // Closed, the region takes no new worker, and every worker's claim is in its
                 // slot (written before it left).
@@ -350,7 +348,7 @@ public final class ThreadPool: @unchecked Sendable {
     /// one compare-and-swap decides between it and a thief). The caller computes its chunks,
     /// and any it takes over, with `direct`, straight into place. `direct(range)` and
     /// `commit(range, scratch)` must leave the same results (`MatmulChunks.compute` wrote
-    /// scratch with the kernels `body` runs), so who computed a chunk changes nothing.
+    /// scratch with the kernels `direct` runs), so who computed a chunk changes nothing.
     /// Runs as `parallelFor` when `chunks` is nil or a chunk's products would not fit its
     /// scratch. The owner of the memory `chunks` points into calls `quiesce()` before freeing it.
     public func parallelFor(_ count: Int, granule: Int = 1, taper: Bool = false, recoverable chunks: MatmulChunks?,
@@ -660,14 +658,22 @@ public final class ThreadPool: @unchecked Sendable {
         /// the other segments' from their backs, in thread order after its own.
         @inline(__always)
         func claimChunks(thread: Int) {
-            let job = self.job!, p = segments.count
-            for k in 0..<p {
-                let segment = segments[(thread + k) % p]
-                while let c = segment.take(front: k == 0) {
-                    if thread != 0, let hook = hooks.beforeChunk { hook(thread, c) }
-                    job(thread, c)
-                }
+            let job = self.job!
+            while let c = claim(thread: thread) {
+                if thread != 0, let hook = hooks.beforeChunk { hook(thread, c) }
+                job(thread, c)
             }
+        }
+
+        /// The next chunk for `thread`: its own segment's first, else the last of the next
+        /// segment in thread order that has one; nil when none is left.
+        @inline(__always)
+        func claim(thread: Int) -> Int? {
+            let p = segments.count
+            for k in 0..<p {
+                if let c = segments[(thread + k) % p].take(front: k == 0) { return c }
+            }
+            return nil
         }
 
         /// Waits until all `chunks` of the recoverable region are done; a chunk a worker has
@@ -705,12 +711,10 @@ public final class ThreadPool: @unchecked Sendable {
         /// is still open. A worker that lost its chunk touches nothing of the region again:
         /// by then the region may be over and its buffers reused.
         func claimRecoverable(thread: Int, generation: Int, scratch: UnsafeMutablePointer<Float>) {
-            var d = recoverable!
-            let p = segments.count
+            // The region's descriptor, copied: it is the same for every chunk of the region.
+            let d = recoverable!
             while true {
-                var claimed: Int?
-                for k in 0..<p where claimed == nil { claimed = segments[(thread + k) % p].take(front: k == 0) }
-                guard let c = claimed else {
+                guard let c = claim(thread: thread) else {
                     state.subtract(1, ordering: .releasing)
                     return
                 }
@@ -732,7 +736,6 @@ public final class ThreadPool: @unchecked Sendable {
                 done.add(1, ordering: .releasing)
                 // Join again to claim another chunk, only this region and only while open.
                 guard join(generation, from: state.load(ordering: .acquiring)) else { return }
-                d = recoverable!
             }
         }
 

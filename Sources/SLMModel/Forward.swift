@@ -174,9 +174,9 @@ public final class Runner: @unchecked Sendable {
 
     /// Whether a pass of `tokens` tokens runs its matrix products as recoverable regions
     /// (`ThreadPool.parallelFor(recoverable:)`): those of a tapering pass. A shorter pass's
-    /// regions last tens of microseconds, and on a shared core the governor runs such passes
-    /// on one thread; measured there, the workers' extra claims and copies cost decode
-    /// steps 1-3% and saved nothing.
+    /// regions last tens of microseconds and on a shared core the governor runs such passes
+    /// on one thread; recoverable, decode steps on idle cores measured ~3% slower (tg64 0.97
+    /// in two alternating runs at 2 threads, x86-avx2: the workers' extra claims and copies).
     @inline(__always)
     private static func recovers(_ tokens: Int) -> Bool { tapers(tokens) }
 
