@@ -1,5 +1,3 @@
-import FoundationEssentials
-
 /// A JSON value, used for the open parts of the protocol (status objects, model info,
 /// limits) and as the intermediate form between payload bytes and typed messages.
 ///
@@ -51,47 +49,17 @@ extension JSONValue {
 
 // MARK: - Parsing
 
-extension JSONValue: Decodable {
-    /// Decodes any JSON value. The order of attempts matters: booleans before numbers,
-    /// and `Int64` before `Double` so integers stay exact.
-    public init(from decoder: any Decoder) throws {
-        if var array = try? decoder.unkeyedContainer() {
-            var items: [JSONValue] = []
-            while !array.isAtEnd { items.append(try array.decode(JSONValue.self)) }
-            self = .array(items)
-            return
-        }
-        if let object = try? decoder.container(keyedBy: AnyKey.self) {
-            var members: [String: JSONValue] = [:]
-            for key in object.allKeys { members[key.stringValue] = try object.decode(JSONValue.self, forKey: key) }
-            self = .object(members)
-            return
-        }
-        let single = try decoder.singleValueContainer()
-        if single.decodeNil() { self = .null }
-        else if let b = try? single.decode(Bool.self) { self = .bool(b) }
-        else if let i = try? single.decode(Int64.self) { self = .int(i) }
-        else if let d = try? single.decode(Double.self) { self = .double(d) }
-        else { self = .string(try single.decode(String.self)) }
-    }
-
-    /// Parses UTF-8 JSON text. Any syntax error (or a number out of `Double` range) is
-    /// reported as `bad_json`; the caller is expected to have checked UTF-8 already.
+extension JSONValue {
+    /// Parses UTF-8 JSON text (`JSONParser`): any syntax error, invalid UTF-8 inside a
+    /// string, nesting deeper than `JSONParser.maxNesting` or a number out of `Double`
+    /// range is `bad_json`, with what and where.
     public static func parse(_ bytes: some Collection<UInt8>) throws(ProtocolError) -> JSONValue {
-        do {
-            return try JSONDecoder().decode(JSONValue.self, from: Data(bytes))
-        } catch {
-            throw ProtocolError(.badJSON, "payload is not valid JSON")
+        let parsed = bytes.withContiguousStorageIfAvailable { b in
+            Result { () throws(ProtocolError) in try JSONParser.parse(b) }
         }
+        if let parsed { return try parsed.get() }
+        return try Array(bytes).withUnsafeBufferPointer { (b) throws(ProtocolError) in try JSONParser.parse(b) }
     }
-}
-
-/// A coding key for objects whose keys are not known in advance.
-private struct AnyKey: CodingKey {
-    var stringValue: String
-    var intValue: Int? { nil }
-    init(stringValue: String) { self.stringValue = stringValue }
-    init?(intValue: Int) { nil }
 }
 
 // MARK: - Serialising
