@@ -41,15 +41,19 @@ public final class ThreadPool: @unchecked Sendable {
     /// Most threads that execute a region (the caller included): the configured cap.
     public let threadCount: Int
 
-    /// Chunks per thread a region is cut into by `parallelFor`, or its first half when the
-    /// chunks taper (see `chunk`): enough that a late or preempted thread leaves the rest to
-    /// others, few enough that claiming (one atomic add each) stays negligible beside a
-    /// chunk's work. Untapered regions (passes of under 8 tokens: decode steps) had 4 until
-    /// 2026-11-29: with segments, 2 measured faster (x86-avx2, 2 threads, 12 alternating
-    /// rounds, medians of per-round ratios: 4-token passes +3.9%, tg64 +2.0%, 2 and 4
-    /// sequences +3.6% / +2.7%), and no worse beside a `nice -n 5` hog (tg32 2t / 1t
-    /// 0.94-1.05 against 0.95-1.01, four rounds each).
+    /// Chunks per thread the first half of a tapering region is cut into (see `chunk`):
+    /// enough that a late or preempted thread leaves the rest to others, few enough that
+    /// claiming (one atomic add each) stays negligible beside a chunk's work.
     public static let chunksPerThread = 2
+    /// Chunks per thread of a region that does not taper (passes of under 8 tokens: decode
+    /// steps): a late thread's unclaimed chunk is still taken by the others. It was 4 until
+    /// 2026-11-29, then 2 (x86-avx2, 2 threads, 12 alternating rounds, medians of per-round
+    /// ratios: 4-token passes +3.9%, tg64 +2.0%, 2 and 4 sequences +3.6% / +2.7%), then 1:
+    /// 8 alternating rounds against 2, tg64 +4.1%, 4 sequences +2.8%, pp4 +1.9% (pp16 and
+    /// ttft16, tapered, 1.00); one pass alternating 1 and 2 in the same process, phases of
+    /// 4-token passes timed: matmul regions 3-6% faster, the pass 2.1%. Beside a `nice -n
+    /// 5` hog, tg32 2t / 1t 0.95-1.02 against 0.94-1.01 (four rounds each).
+    public static let untaperedChunksPerThread = 1
 
     // Workers hold only `shared`, never the pool: a worker calling a method on the pool
     // itself would keep it alive (and its threads running) forever.
@@ -388,7 +392,7 @@ public final class ThreadPool: @unchecked Sendable {
         func segment(_ seg: Int) {
             guard seg > 0 else { return }
             guard taper else {
-                let parts = min(seg, chunksPerThread)
+                let parts = min(seg, untaperedChunksPerThread)
                 largest = max(largest, (seg + parts - 1) / parts)
                 return
             }
@@ -436,7 +440,7 @@ public final class ThreadPool: @unchecked Sendable {
     ///
     /// The units (granules) are cut into one segment per thread, in thread order, of
     /// near-equal size; the pool's threads each start on their own (`run`). Without `taper`,
-    /// a segment is `chunksPerThread` near-equal chunks. Threads claim chunks until none is
+    /// a segment is `untaperedChunksPerThread` near-equal chunks. Threads claim chunks until none is
     /// left, then the region waits for the last one still computing: with equal chunks that
     /// wait averaged half a chunk, 8-10% of a 2-thread pass (measured on x86-avx2 with 4
     /// chunks a thread, before segments: 5.6 ms of a 65.6 ms 64-token pass, 0.28 of a 3.3 ms
@@ -469,7 +473,7 @@ public final class ThreadPool: @unchecked Sendable {
 
     /// Chunks a segment of `units` units is cut into.
     static func segmentChunks(_ units: Int, taper: Bool) -> Int {
-        guard taper else { return min(units, chunksPerThread) }
+        guard taper else { return min(units, untaperedChunksPerThread) }
         var n = 0
         forEachLevel(units) { _, _, parts in n += parts; return false }
         return n
@@ -478,7 +482,7 @@ public final class ThreadPool: @unchecked Sendable {
     /// Units (relative to the segment's first) of chunk `part` of a segment of `units`.
     private static func segmentChunk(_ units: Int, part: Int, taper: Bool) -> Range<Int> {
         guard taper else {
-            let parts = min(units, chunksPerThread)
+            let parts = min(units, untaperedChunksPerThread)
             return units * part / parts..<units * (part + 1) / parts
         }
         var range = units..<units

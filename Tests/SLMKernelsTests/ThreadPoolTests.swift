@@ -166,7 +166,7 @@ final class ThreadPoolTests: XCTestCase {
                         let units = (count + granule - 1) / granule
                         guard threads > 1, units > 1 else { XCTAssertEqual(parts, min(1, count)); continue }
                         guard taper else {
-                            XCTAssertEqual(parts, min(units, threads * ThreadPool.chunksPerThread))
+                            XCTAssertEqual(parts, min(units, threads * ThreadPool.untaperedChunksPerThread))
                             continue
                         }
                         // Few claims: chunksPerThread per thread for the first half, then one
@@ -186,7 +186,7 @@ final class ThreadPoolTests: XCTestCase {
         XCTAssertEqual((0..<ThreadPool.chunkCount(576, granule: 16, threads: 2, taper: true)).map {
             ThreadPool.chunk(576, part: $0, threads: 2, granule: 16, taper: true).count / 16 }, [4, 5, 5, 2, 1, 1, 4, 5, 5, 2, 1, 1])
         XCTAssertEqual((0..<ThreadPool.chunkCount(576, granule: 16, threads: 2, taper: false)).map {
-            ThreadPool.chunk(576, part: $0, threads: 2, granule: 16, taper: false).count / 16 }, [9, 9, 9, 9])
+            ThreadPool.chunk(576, part: $0, threads: 2, granule: 16, taper: false).count / 16 }, [18, 18])
     }
 
     /// Checks that the chunks tile `0..<count` in order, none empty, each ending on a granule
