@@ -9,6 +9,8 @@
 //   SLMProtocol → slmctl          (slmctl never links the model)
 //   SLMLimits: a leaf, every request bound and default, used by SLMProtocol, SLMModel,
 //              SLMEngine, SLMServer and slmctl (--help and its checks)
+//   SLMJSON:   a leaf, JSON text's lexical rules, used by SLMProtocol (payloads) and
+//              SLMConstraint (schemas)
 //
 // GGUF knows nothing of models; SLMKernels knows nothing of files; SLMProtocol does no I/O.
 // SLMTokenizer is text ↔ token ids (tokenizers, pre-tokenizers, streaming detokenizer, chat
@@ -46,13 +48,16 @@ let package = Package(
         .target(name: "SLMTokenizer", dependencies: ["GGUF"]),
         // JSON-schema constrained decoding: ordered JSON, schema compiler, automaton,
         // vocabulary trie, token masks.
-        .target(name: "SLMConstraint", dependencies: ["SLMTokenizer"]),
+        .target(name: "SLMConstraint", dependencies: ["SLMTokenizer", "SLMJSON"]),
         // Config, weights view, KV cache, forward pass, sampler, generators.
         .target(name: "SLMModel", dependencies: ["GGUF", "SLMKernels", "SLMTokenizer", "SLMConstraint", "SLMLimits"]),
         // Every request bound and default, with unit and range, defined once for all layers.
         .target(name: "SLMLimits"),
         // Frames and messages of the socket protocol: no I/O, shared by daemon and client.
-        .target(name: "SLMProtocol", dependencies: ["SLMLimits"]),
+        .target(name: "SLMProtocol", dependencies: ["SLMLimits", "SLMJSON"]),
+        // The lexical rules of JSON text (whitespace, literals, numbers, strings and their
+        // escapes), read once for the protocol's parser and the schemas' parser.
+        .target(name: "SLMJSON"),
         // libsystemd through pkg-config: notify, socket activation, journal.
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
         .target(name: "SLMSystemd", dependencies: ["CSystemd", .product(name: "Logging", package: "swift-log")]),

@@ -1,3 +1,5 @@
+import SLMJSON
+
 /// A parsed JSON document, keeping object members in their written order (a schema's
 /// `properties` order is the order constrained output uses, so a dictionary would not do).
 ///
@@ -103,179 +105,96 @@ extension OrderedJSON {
     /// Parses RFC 8259 JSON (one value, surrounding whitespace allowed). Nesting is capped
     /// at `maxDepth` so hostile input cannot exhaust the stack.
     public init(parsing text: String, maxDepth: Int = 64) throws(JSONParseError) {
-        var p = JSONParser(bytes: Array(text.utf8), maxDepth: maxDepth)
-        self = try p.parseDocument()
+        let bytes = Array(text.utf8)
+        self = try bytes.withUnsafeBufferPointer { (b) throws(JSONParseError) in
+            var p = JSONParser(JSONLexer(b), maxDepth: maxDepth)
+            do throws(JSONSyntaxError) {
+                return try p.parseDocument()
+            } catch {
+                throw JSONParseError(offset: error.offset, message: error.what)
+            }
+        }
     }
 }
 
+/// The schemas' recursive descent over `JSONLexer`'s tokens (the protocol's `JSONValue`
+/// parser reads the same tokens): members kept in order, a duplicate name an error, no
+/// trailing comma.
 struct JSONParser {
-    let bytes: [UInt8]
+    var lex: JSONLexer
     let maxDepth: Int
-    var i = 0
     var depth = 0
 
-    init(bytes: [UInt8], maxDepth: Int) {
-        self.bytes = bytes
+    init(_ lex: JSONLexer, maxDepth: Int) {
+        self.lex = lex
         self.maxDepth = maxDepth
     }
 
-    func fail(_ message: String) -> JSONParseError { JSONParseError(offset: i, message: message) }
-
-    mutating func skipSpace() {
-        while i < bytes.count, [0x20, 0x09, 0x0A, 0x0D].contains(bytes[i]) { i += 1 }
-    }
-
-    mutating func parseDocument() throws(JSONParseError) -> OrderedJSON {
+    mutating func parseDocument() throws(JSONSyntaxError) -> OrderedJSON {
         let v = try parseValue()
-        skipSpace()
-        guard i == bytes.count else { throw fail("unexpected text after the value") }
+        lex.skipWhitespace()
+        guard lex.next == nil else { throw lex.fail("unexpected text after the value") }
         return v
     }
 
-    mutating func expect(_ word: String) throws(JSONParseError) {
-        for b in word.utf8 {
-            guard i < bytes.count, bytes[i] == b else { throw fail("expected '\(word)'") }
-            i += 1
-        }
-    }
-
-    mutating func parseValue() throws(JSONParseError) -> OrderedJSON {
-        skipSpace()
-        guard i < bytes.count else { throw fail("unexpected end of input") }
-        switch bytes[i] {
-        case UInt8(ascii: "n"): try expect("null"); return .null
-        case UInt8(ascii: "t"): try expect("true"); return .bool(true)
-        case UInt8(ascii: "f"): try expect("false"); return .bool(false)
-        case UInt8(ascii: "\""): return .string(try parseString())
-        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return .number(try parseNumber())
+    mutating func parseValue() throws(JSONSyntaxError) -> OrderedJSON {
+        lex.skipWhitespace()
+        guard let c = lex.next else { throw lex.fail("unexpected end of input") }
+        switch c {
+        case UInt8(ascii: "n"): try lex.literal("null"); return .null
+        case UInt8(ascii: "t"): try lex.literal("true"); return .bool(true)
+        case UInt8(ascii: "f"): try lex.literal("false"); return .bool(false)
+        case UInt8(ascii: "\""): return .string(try lex.string())
+        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+            let n = try lex.number()
+            return .number(String(decoding: UnsafeBufferPointer(rebasing: lex.bytes[n.text]), as: UTF8.self))
         case UInt8(ascii: "["):
             depth += 1
-            guard depth <= maxDepth else { throw fail("nesting deeper than \(maxDepth)") }
+            guard depth <= maxDepth else { throw lex.fail("nesting deeper than \(maxDepth)") }
             defer { depth -= 1 }
-            i += 1
+            lex.at += 1
             var items: [OrderedJSON] = []
-            skipSpace()
-            if i < bytes.count, bytes[i] == UInt8(ascii: "]") { i += 1; return .array(items) }
+            lex.skipWhitespace()
+            if lex.next == UInt8(ascii: "]") { lex.at += 1; return .array(items) }
             while true {
                 items.append(try parseValue())
-                skipSpace()
-                guard i < bytes.count else { throw fail("unterminated array") }
-                if bytes[i] == UInt8(ascii: ",") { i += 1; continue }
-                if bytes[i] == UInt8(ascii: "]") { i += 1; return .array(items) }
-                throw fail("expected ',' or ']'")
+                lex.skipWhitespace()
+                guard let c = lex.next else { throw lex.fail("unterminated array") }
+                if c == UInt8(ascii: ",") { lex.at += 1; continue }
+                if c == UInt8(ascii: "]") { lex.at += 1; return .array(items) }
+                throw lex.fail("expected ',' or ']'")
             }
         case UInt8(ascii: "{"):
             depth += 1
-            guard depth <= maxDepth else { throw fail("nesting deeper than \(maxDepth)") }
+            guard depth <= maxDepth else { throw lex.fail("nesting deeper than \(maxDepth)") }
             defer { depth -= 1 }
-            i += 1
+            lex.at += 1
             var members: [(key: String, value: OrderedJSON)] = []
             // A set beside the ordered list: a linear scan per member made an 80k-member
             // object quadratic (19 s on the I/O thread).
             var seen: Set<String> = []
-            skipSpace()
-            if i < bytes.count, bytes[i] == UInt8(ascii: "}") { i += 1; return .object(members) }
+            lex.skipWhitespace()
+            if lex.next == UInt8(ascii: "}") { lex.at += 1; return .object(members) }
             while true {
-                skipSpace()
-                guard i < bytes.count, bytes[i] == UInt8(ascii: "\"") else { throw fail("expected a member name") }
-                let keyAt = i
-                let key = try parseString()
+                lex.skipWhitespace()
+                guard lex.next == UInt8(ascii: "\"") else { throw lex.fail("expected a member name") }
+                let keyAt = lex.at
+                let key = try lex.string()
                 if !seen.insert(key).inserted {
-                    throw JSONParseError(offset: keyAt, message: "duplicate member \(key.debugDescription)")
+                    throw JSONSyntaxError(what: "duplicate member \(key.debugDescription)", offset: keyAt)
                 }
-                skipSpace()
-                guard i < bytes.count, bytes[i] == UInt8(ascii: ":") else { throw fail("expected ':'") }
-                i += 1
+                lex.skipWhitespace()
+                guard lex.next == UInt8(ascii: ":") else { throw lex.fail("expected ':'") }
+                lex.at += 1
                 members.append((key, try parseValue()))
-                skipSpace()
-                guard i < bytes.count else { throw fail("unterminated object") }
-                if bytes[i] == UInt8(ascii: ",") { i += 1; continue }
-                if bytes[i] == UInt8(ascii: "}") { i += 1; return .object(members) }
-                throw fail("expected ',' or '}'")
+                lex.skipWhitespace()
+                guard let c = lex.next else { throw lex.fail("unterminated object") }
+                if c == UInt8(ascii: ",") { lex.at += 1; continue }
+                if c == UInt8(ascii: "}") { lex.at += 1; return .object(members) }
+                throw lex.fail("expected ',' or '}'")
             }
         default:
-            throw fail("unexpected character")
-        }
-    }
-
-    mutating func parseNumber() throws(JSONParseError) -> String {
-        let start = i
-        func digits(_ p: inout JSONParser) -> Int {
-            let s = p.i
-            while p.i < p.bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(p.bytes[p.i]) { p.i += 1 }
-            return p.i - s
-        }
-        if bytes[i] == UInt8(ascii: "-") { i += 1 }
-        guard i < bytes.count else { throw fail("incomplete number") }
-        if bytes[i] == UInt8(ascii: "0") {
-            i += 1
-        } else if digits(&self) == 0 {
-            throw fail("expected a digit")
-        }
-        if i < bytes.count, bytes[i] == UInt8(ascii: ".") {
-            i += 1
-            guard digits(&self) > 0 else { throw fail("expected a digit after '.'") }
-        }
-        if i < bytes.count, bytes[i] == UInt8(ascii: "e") || bytes[i] == UInt8(ascii: "E") {
-            i += 1
-            if i < bytes.count, bytes[i] == UInt8(ascii: "+") || bytes[i] == UInt8(ascii: "-") { i += 1 }
-            guard digits(&self) > 0 else { throw fail("expected an exponent digit") }
-        }
-        return String(decoding: bytes[start..<i], as: UTF8.self)
-    }
-
-    mutating func hex4() throws(JSONParseError) -> UInt32 {
-        var v: UInt32 = 0
-        for _ in 0..<4 {
-            guard i < bytes.count, let d = hexValue(bytes[i]) else { throw fail("expected 4 hex digits after \\u") }
-            v = v << 4 | UInt32(d)
-            i += 1
-        }
-        return v
-    }
-
-    mutating func parseString() throws(JSONParseError) -> String {
-        i += 1  // opening quote
-        var out: [UInt8] = []
-        while true {
-            guard i < bytes.count else { throw fail("unterminated string") }
-            let b = bytes[i]
-            i += 1
-            switch b {
-            case UInt8(ascii: "\""):
-                return String(decoding: out, as: UTF8.self)
-            case UInt8(ascii: "\\"):
-                guard i < bytes.count else { throw fail("unterminated escape") }
-                let e = bytes[i]
-                i += 1
-                switch e {
-                case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): out.append(e)
-                case UInt8(ascii: "b"): out.append(0x08)
-                case UInt8(ascii: "f"): out.append(0x0C)
-                case UInt8(ascii: "n"): out.append(0x0A)
-                case UInt8(ascii: "r"): out.append(0x0D)
-                case UInt8(ascii: "t"): out.append(0x09)
-                case UInt8(ascii: "u"):
-                    var scalar = try hex4()
-                    if (0xD800..<0xDC00).contains(scalar) {
-                        guard i + 1 < bytes.count, bytes[i] == UInt8(ascii: "\\"), bytes[i + 1] == UInt8(ascii: "u") else {
-                            throw fail("unpaired surrogate")
-                        }
-                        i += 2
-                        let low = try hex4()
-                        guard (0xDC00..<0xE000).contains(low) else { throw fail("unpaired surrogate") }
-                        scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
-                    } else if (0xDC00..<0xE000).contains(scalar) {
-                        throw fail("unpaired surrogate")
-                    }
-                    out.append(contentsOf: Array(String(Character(Unicode.Scalar(scalar)!)).utf8))
-                default: throw fail("invalid escape")
-                }
-            case 0..<0x20:
-                throw fail("raw control character in string")
-            default:
-                out.append(b)
-            }
+            throw lex.fail("unexpected character")
         }
     }
 }
