@@ -52,7 +52,8 @@ public final class ThreadPool: @unchecked Sendable {
     /// 8 alternating rounds against 2, tg64 +4.1%, 4 sequences +2.8%, pp4 +1.9% (pp16 and
     /// ttft16, tapered, 1.00); one pass alternating 1 and 2 in the same process, phases of
     /// 4-token passes timed: matmul regions 3-6% faster, the pass 2.1%. Beside a `nice -n
-    /// 5` hog, tg32 2t / 1t 0.95-1.02 against 0.94-1.01 (four rounds each).
+    /// 5` hog, tg32 2t / 1t 0.90-1.07 (median 1.01) against 0.92-1.04 (1.00), eight
+    /// alternating rounds.
     public static let untaperedChunksPerThread = 1
 
     // Workers hold only `shared`, never the pool: a worker calling a method on the pool
