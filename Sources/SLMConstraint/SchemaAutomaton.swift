@@ -2,6 +2,8 @@
 // machine whose no-dead-end invariant is argued across all of them; split, it would be read
 // in pieces that each look wrong.
 
+import SLMJSON
+
 /// A deterministic byte-level matcher for the compact JSON a compiled schema admits.
 ///
 /// The state is a stack of fixed-size `Frame`s, one per open value (object, array, string,
@@ -456,7 +458,7 @@ public final class SchemaAutomaton: Sendable {
                     }
                     return true
                 case Str.unicode:
-                    guard let d = hexValue(byte) else { return false }
+                    guard let d = JSONLexer.hexValue(byte) else { return false }
                     f[top].v = f[top].v << 4 | UInt64(d)
                     f[top].b -= 1
                     // Surrogates (D800–DFFF) are refused as soon as the second digit shows them.

@@ -146,17 +146,22 @@ public struct JSONLexer {
         guard bytes.count - i >= 4 else { throw fail("short \\u escape") }
         var v: UInt32 = 0
         for k in i..<(i + 4) {
-            let c = bytes[k]
-            let d: UInt8
-            switch c {
-            case UInt8(ascii: "0")...UInt8(ascii: "9"): d = c - UInt8(ascii: "0")
-            case UInt8(ascii: "a")...UInt8(ascii: "f"): d = c - UInt8(ascii: "a") + 10
-            case UInt8(ascii: "A")...UInt8(ascii: "F"): d = c - UInt8(ascii: "A") + 10
-            default: throw fail("bad \\u escape")
-            }
+            guard let d = Self.hexValue(bytes[k]) else { throw fail("bad \\u escape") }
             v = v << 4 | UInt32(d)
         }
         return v
+    }
+
+    /// The value of a hex digit (either case), nil for any other byte: `\\u` escapes here and
+    /// in the schema automaton's string states.
+    @inline(__always)
+    public static func hexValue(_ b: UInt8) -> UInt8? {
+        switch b {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): return b - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): return b - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): return b - UInt8(ascii: "A") + 10
+        default: return nil
+        }
     }
 
     private func text(_ b: UnsafeBufferPointer<UInt8>) throws(JSONSyntaxError) -> String {
